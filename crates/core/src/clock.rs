@@ -1,0 +1,52 @@
+//! Clocks shared by the monitor, the heartbeats and the reports.
+//!
+//! `CLOCK_MONOTONIC` is the clock libuv's `uv_hrtime()` and Node's `process.hrtime()` read, so a
+//! nanosecond value taken here can be compared with one taken by the loop's prepare callback.
+
+use nix::time::{clock_gettime, ClockId};
+
+const NS_PER_SEC: u64 = 1_000_000_000;
+
+/// Nanoseconds on the monotonic clock (the `uv_hrtime()` scale).
+pub fn now_ns() -> u64 {
+    // clock_gettime(CLOCK_MONOTONIC) cannot fail on the platforms we build for; 0 is a harmless
+    // fallback that only makes one reading look old.
+    clock_gettime(ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * NS_PER_SEC + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}
+
+/// Milliseconds since the Unix epoch, as JavaScript's `Date.now()` counts, with a fraction.
+pub fn wall_ms() -> f64 {
+    clock_gettime(ClockId::CLOCK_REALTIME)
+        .map(|t| t.tv_sec() as f64 * 1e3 + t.tv_nsec() as f64 / 1e6)
+        .unwrap_or(0.0)
+}
+
+/// Converts a monotonic instant to wall-clock milliseconds, using the current offset between the two.
+pub fn mono_to_wall_ms(mono_ns: u64) -> f64 {
+    let now = now_ns();
+    let wall = wall_ms();
+    wall - (now as f64 - mono_ns as f64) / 1e6
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn monotonic_advances() {
+        let a = now_ns();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = now_ns();
+        assert!(b >= a + 2_000_000, "{a} -> {b}");
+    }
+
+    #[test]
+    fn wall_conversion_is_consistent() {
+        let now = now_ns();
+        let wall = wall_ms();
+        let converted = mono_to_wall_ms(now - 1_000_000_000);
+        assert!((wall - converted - 1000.0).abs() < 5.0, "{wall} {converted}");
+    }
+}

@@ -1,0 +1,15 @@
+//! loop-helpers' core: OS and timing logic with no Node symbols, so that `cargo test` covers it.
+//!
+//! - [`alarm`]: SIGALRM handler (records and wakes only), real-time interval timer, self-pipe.
+//! - [`heartbeat`]: what each loop turn publishes (a single-writer seqlock).
+//! - [`tracker`]: when a loop counts as blocked (pure logic, simulated in tests).
+//! - [`monitor`]: the one process-wide thread that watches every registered loop.
+//! - [`report`]: warnings as text and JSON, and the block record handed to JavaScript.
+
+pub mod alarm;
+pub mod clock;
+pub mod heartbeat;
+pub mod monitor;
+pub mod report;
+pub mod stderr;
+pub mod tracker;

@@ -1,0 +1,463 @@
+//! The process-wide monitor: one thread that watches every registered loop (the main thread's and
+//! each Worker's), decides when a loop is blocked, asks for stack samples, writes warnings while the
+//! block lasts, and hands each finished block to its detector.
+//!
+//! Like Node's own `Watchdog` (src/node_watchdog.cc) it is a plain thread that sleeps until a
+//! deadline; unlike it, one thread serves every loop. Wake-ups come from SIGALRM (see `alarm`), from
+//! heartbeats that report a turn after a block, from samples arriving and from (un)registration, all
+//! through the same self-pipe. A poll timeout a little past the deadline is the backstop should a
+//! SIGALRM ever be lost.
+
+use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use nix::poll::{poll, PollFd, PollFlags};
+
+use crate::alarm;
+use crate::clock::now_ns;
+use crate::heartbeat::{Beat, Heartbeat};
+use crate::report::{
+    block_json, warning_json, warning_text, BlockRecord, LogTarget, Origin, Sample, Warning,
+    NO_STACK_NATIVE, NO_STACK_UNSUPPORTED,
+};
+use crate::stderr;
+use crate::tracker::{Ended, Fire, Tracker, TrackerConfig};
+
+/// How long a warning waits for its stack sample before it is written without one.
+pub const SAMPLE_WAIT_NS: u64 = 5_000_000;
+/// How far past the deadline the poll backstop lies.
+const BACKSTOP_MS: i32 = 2;
+
+/// What the monitor needs to know about a loop. Implemented by the Node binding over libuv.
+pub trait LoopProbe: Send + Sync {
+    fn heartbeat(&self) -> &Heartbeat;
+    /// `uv_metrics_idle_time()` of the loop; must be safe to call from the monitor thread.
+    fn idle_time_ns(&self) -> u64;
+}
+
+/// Identifies a requested stack sample, so that a late one is never attached to the wrong block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SampleTicket {
+    pub watch_id: u64,
+    pub block_serial: u64,
+    pub index: u32,
+    pub requested_ns: u64,
+}
+
+/// Where a detector's results go. Implemented by the Node binding.
+pub trait WatchSink: Send + Sync {
+    /// Asks the loop's JavaScript thread for a stack sample, to be handed to [`deliver_sample`].
+    /// Returns false when that is impossible.
+    fn request_sample(&self, ticket: SampleTicket) -> bool;
+    /// A block is over (or the detector stopped during one): its record as JSON.
+    fn block_ended(&self, record_json: String);
+}
+
+#[derive(Clone, Debug)]
+pub struct WatchConfig {
+    pub timeout_ns: u64,
+    pub aggressive: bool,
+    pub log: LogTarget,
+    pub origin: Origin,
+    /// Whether stack samples can be requested at all.
+    pub capture_stacks: bool,
+}
+
+struct CurrentBlock {
+    serial: u64,
+    warnings: Vec<Warning>,
+    /// Per warning: until when to wait for its sample before writing it.
+    sample_deadlines: Vec<u64>,
+    /// Warnings already written (in order).
+    written: usize,
+}
+
+struct WatchState {
+    tracker: Tracker,
+    next_serial: u64,
+    current: Option<CurrentBlock>,
+}
+
+pub struct Watch {
+    id: u64,
+    cfg: WatchConfig,
+    probe: Arc<dyn LoopProbe>,
+    sink: Arc<dyn WatchSink>,
+    state: Mutex<WatchState>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of our locks is caught at the thread or FFI boundary; the data is
+    // still consistent enough to keep serving other loops.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What a monitor cycle produced, performed after the registry lock is released.
+#[derive(Default)]
+struct Effects {
+    text: String,
+    deliveries: Vec<(Arc<dyn WatchSink>, String)>,
+}
+
+impl Effects {
+    fn perform(self) {
+        if !self.text.is_empty() {
+            stderr::write_all(&self.text);
+        }
+        for (sink, json) in self.deliveries {
+            sink.block_ended(json);
+        }
+    }
+}
+
+impl Watch {
+    fn read(&self) -> (Beat, u64) {
+        let hb = self.probe.heartbeat();
+        loop {
+            let beat = hb.read();
+            let idle = self.probe.idle_time_ns();
+            // The idle reading must belong to the same iteration as the beat.
+            if hb.read().iteration == beat.iteration {
+                return (beat, idle);
+            }
+        }
+    }
+
+    /// Looks at the loop once; returns when it wants to be looked at again.
+    fn cycle(&self, fx: &mut Effects) -> u64 {
+        let (beat, idle_ns) = self.read();
+        let now = now_ns();
+        let mut st = lock(&self.state);
+        let step = st.tracker.observe(crate::tracker::Observation {
+            now_ns: now,
+            beat,
+            idle_ns,
+        });
+        if let Some(e) = step.ended {
+            self.finish_block(&mut st, e, true, fx);
+        }
+        if let Some(f) = step.fire {
+            self.fire(&mut st, f, now);
+        }
+        if step.in_block {
+            self.probe.heartbeat().request_notify(true);
+        }
+        let mut next = step.next_wake_ns;
+        if let Some(d) = self.write_ready(&mut st, now, false, fx) {
+            next = next.min(d);
+        }
+        next
+    }
+
+    fn fire(&self, st: &mut WatchState, f: Fire, now: u64) {
+        if st.current.is_none() {
+            st.next_serial += 1;
+            st.current = Some(CurrentBlock {
+                serial: st.next_serial,
+                warnings: Vec::new(),
+                sample_deadlines: Vec::new(),
+                written: 0,
+            });
+        }
+        let cur = st.current.as_mut().expect("current block was just set");
+        let mut w = Warning {
+            index: f.index,
+            start_ns: f.start_ns,
+            elapsed_ns: f.elapsed_ns,
+            detected_ns: now,
+            sample: None,
+            missing_reason: None,
+        };
+        let mut deadline = now;
+        if !self.cfg.capture_stacks {
+            w.missing_reason = Some(NO_STACK_UNSUPPORTED);
+        } else if self.sink.request_sample(SampleTicket {
+            watch_id: self.id,
+            block_serial: cur.serial,
+            index: f.index,
+            requested_ns: now,
+        }) {
+            deadline = now + SAMPLE_WAIT_NS;
+        } else {
+            w.missing_reason = Some(NO_STACK_UNSUPPORTED);
+        }
+        cur.warnings.push(w);
+        cur.sample_deadlines.push(deadline);
+    }
+
+    /// Writes the warnings whose sample arrived or whose wait is over, in order. Returns the next
+    /// sample deadline to wake for, if one is still pending.
+    fn write_ready(
+        &self,
+        st: &mut WatchState,
+        now: u64,
+        flush: bool,
+        fx: &mut Effects,
+    ) -> Option<u64> {
+        let cur = st.current.as_mut()?;
+        while cur.written < cur.warnings.len() {
+            let i = cur.written;
+            let w = &mut cur.warnings[i];
+            if w.sample.is_none() && !flush && now < cur.sample_deadlines[i] {
+                return Some(cur.sample_deadlines[i]);
+            }
+            if w.sample.is_none() && w.missing_reason.is_none() {
+                w.missing_reason = Some(NO_STACK_NATIVE);
+            }
+            match self.cfg.log {
+                LogTarget::StderrText => fx.text.push_str(&warning_text(&self.cfg.origin, w)),
+                LogTarget::StderrJson => {
+                    fx.text.push_str(&warning_json(&self.cfg.origin, w));
+                    fx.text.push('\n');
+                }
+                LogTarget::Silent | LogTarget::Deferred => {}
+            }
+            cur.written += 1;
+        }
+        None
+    }
+
+    fn finish_block(&self, st: &mut WatchState, e: Ended, ended: bool, fx: &mut Effects) {
+        self.write_ready(st, now_ns(), true, fx);
+        let Some(cur) = st.current.take() else {
+            return;
+        };
+        let record = BlockRecord {
+            start_ns: e.start_ns,
+            end_ns: e.end_ns,
+            ended,
+            warnings: cur.warnings,
+        };
+        let texts = self.cfg.log == LogTarget::Deferred;
+        fx.deliveries.push((
+            self.sink.clone(),
+            block_json(&self.cfg.origin, &record, texts),
+        ));
+    }
+
+    fn attach_sample(&self, ticket: SampleTicket, sample: Sample) -> bool {
+        let mut st = lock(&self.state);
+        let Some(cur) = st.current.as_mut() else {
+            return false;
+        };
+        if cur.serial != ticket.block_serial {
+            return false;
+        }
+        match cur.warnings.get_mut(ticket.index as usize) {
+            Some(w) if w.sample.is_none() => {
+                w.sample = Some(sample);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+struct Registry {
+    watches: Vec<Arc<Watch>>,
+    next_id: u64,
+    exiting: bool,
+}
+
+struct Monitor {
+    registry: Mutex<Registry>,
+}
+
+static MONITOR: OnceLock<Monitor> = OnceLock::new();
+static THREAD_STARTED: OnceLock<io::Result<()>> = OnceLock::new();
+static WAKES: AtomicU64 = AtomicU64::new(0);
+static BACKSTOP_WAKES: AtomicU64 = AtomicU64::new(0);
+
+fn monitor() -> &'static Monitor {
+    MONITOR.get_or_init(|| Monitor {
+        registry: Mutex::new(Registry {
+            watches: Vec::new(),
+            next_id: 1,
+            exiting: false,
+        }),
+    })
+}
+
+fn ensure_thread() -> io::Result<()> {
+    let started = THREAD_STARTED.get_or_init(|| {
+        alarm::wake_read_fd()?;
+        std::thread::Builder::new()
+            .name("loop-helpers-monitor".into())
+            .spawn(run)
+            .map(|_| ())
+    });
+    match started {
+        Ok(()) => Ok(()),
+        Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+    }
+}
+
+fn run() {
+    // Loop threads block SIGALRM; this thread inherited that mask from one of them. It must take
+    // SIGALRM so that the kernel has a thread to deliver the timer's signal to.
+    let _ = alarm::unblock_in_this_thread();
+    let fd = match alarm::wake_read_fd() {
+        Ok(fd) => fd,
+        Err(_) => return,
+    };
+    loop {
+        let next = match catch_unwind(AssertUnwindSafe(cycle_all)) {
+            Ok(Some(next)) => next,
+            Ok(None) => u64::MAX,
+            // A bug in one cycle must not end monitoring for every loop; try again shortly.
+            Err(_) => now_ns() + 10_000_000,
+        };
+        let timeout_ms = if next == u64::MAX {
+            let _ = alarm::disarm();
+            -1
+        } else {
+            alarm::ensure_installed();
+            let _ = alarm::arm_at(next);
+            let wait = next.saturating_sub(now_ns());
+            i32::try_from(wait.div_ceil(1_000_000))
+                .unwrap_or(i32::MAX - BACKSTOP_MS)
+                .saturating_add(BACKSTOP_MS)
+        };
+        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+        match poll(&mut fds, timeout_ms) {
+            Ok(0) if timeout_ms >= 0 => {
+                BACKSTOP_WAKES.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        WAKES.fetch_add(1, Ordering::Relaxed);
+        alarm::drain_wakes(fd);
+    }
+}
+
+/// One pass over every watch. None when there is nothing to watch.
+fn cycle_all() -> Option<u64> {
+    let mut fx = Effects::default();
+    let next = {
+        let reg = lock(&monitor().registry);
+        if reg.exiting || reg.watches.is_empty() {
+            None
+        } else {
+            Some(
+                reg.watches
+                    .iter()
+                    .map(|w| w.cycle(&mut fx))
+                    .min()
+                    .unwrap_or(u64::MAX),
+            )
+        }
+    };
+    fx.perform();
+    next
+}
+
+/// Starts watching a loop. Installs the SIGALRM handler with the first watch.
+pub fn register(
+    cfg: WatchConfig,
+    probe: Arc<dyn LoopProbe>,
+    sink: Arc<dyn WatchSink>,
+) -> io::Result<u64> {
+    ensure_thread()?;
+    let id = {
+        let mut reg = lock(&monitor().registry);
+        if reg.exiting {
+            return Err(io::Error::new(
+                io::ErrorKind::Other,
+                "the process is exiting",
+            ));
+        }
+        alarm::install()?;
+        let id = reg.next_id;
+        reg.next_id += 1;
+        let tracker = Tracker::new(TrackerConfig::new(cfg.timeout_ns, cfg.aggressive));
+        reg.watches.push(Arc::new(Watch {
+            id,
+            cfg,
+            probe,
+            sink,
+            state: Mutex::new(WatchState {
+                tracker,
+                next_serial: 0,
+                current: None,
+            }),
+        }));
+        id
+    };
+    alarm::wake();
+    Ok(id)
+}
+
+/// Stops a watch. Returns the record of a block that was in progress (warned about, not yet over),
+/// after writing its pending warnings. Restores the SIGALRM disposition with the last watch.
+pub fn unregister(id: u64) -> io::Result<Option<String>> {
+    let mut fx = Effects::default();
+    let mut partial = None;
+    let result = {
+        let mut reg = lock(&monitor().registry);
+        if let Some(pos) = reg.watches.iter().position(|w| w.id == id) {
+            let w = reg.watches.remove(pos);
+            let mut st = lock(&w.state);
+            if let Some(e) = st.tracker.finish(now_ns()) {
+                let mut inner = Effects::default();
+                w.finish_block(&mut st, e, false, &mut inner);
+                fx.text.push_str(&inner.text);
+                partial = inner.deliveries.into_iter().next().map(|(_, json)| json);
+            }
+        }
+        if reg.watches.is_empty() {
+            alarm::uninstall()
+        } else {
+            Ok(())
+        }
+    };
+    fx.perform();
+    alarm::wake();
+    result.map(|()| partial)
+}
+
+/// Hands a stack sample to the watch that asked for it. Called on the loop's JavaScript thread.
+pub fn deliver_sample(ticket: SampleTicket, frames: Vec<crate::report::Frame>) {
+    let now = now_ns();
+    let sample = Sample {
+        frames,
+        captured_ns: now,
+        delay_ns: now.saturating_sub(ticket.requested_ns),
+    };
+    let watch = {
+        let reg = lock(&monitor().registry);
+        reg.watches.iter().find(|w| w.id == ticket.watch_id).cloned()
+    };
+    if let Some(w) = watch {
+        if w.attach_sample(ticket, sample) {
+            alarm::wake();
+        }
+    }
+}
+
+/// The process is exiting: stop touching loops and isolates that are being torn down.
+pub fn shutdown() {
+    if let Some(m) = MONITOR.get() {
+        let mut reg = lock(&m.registry);
+        reg.exiting = true;
+        reg.watches.clear();
+        let _ = alarm::disarm();
+    }
+}
+
+/// Number of registered watches.
+pub fn watch_count() -> usize {
+    MONITOR
+        .get()
+        .map(|m| lock(&m.registry).watches.len())
+        .unwrap_or(0)
+}
+
+/// (monitor wake-ups, wake-ups by the poll backstop rather than SIGALRM or an event).
+pub fn wake_stats() -> (u64, u64) {
+    (
+        WAKES.load(Ordering::Relaxed),
+        BACKSTOP_WAKES.load(Ordering::Relaxed),
+    )
+}
