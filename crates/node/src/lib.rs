@@ -1,1 +1,89 @@
+//! loop-helpers' Node-API addon: a thin binding over `loop-helpers-core`.
+//!
+//! - [`napi`] / [`uv`]: hand-declared Node-API and libuv functions.
+//! - [`v8`]: the V8 entry points Node-API lacks, resolved at run time (capabilities, not crashes).
+//! - [`env_loop`]: per-environment heartbeat (a libuv prepare handle) and teardown.
+//! - [`sink`]: stack-sample requests and block delivery to JavaScript.
+//! - [`exports`]: the functions `index.ts` calls.
 
+mod env_loop;
+mod exports;
+mod js;
+mod napi;
+mod sink;
+mod uv;
+mod v8;
+
+use std::ffi::CStr;
+use std::os::raw::c_int;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Once;
+
+use napi::*;
+
+/// Wraps an exported function so that a panic becomes a JavaScript exception, never unwinding into
+/// Node.
+macro_rules! guarded {
+    ($f:path) => {{
+        unsafe extern "C" fn wrapper(env: napi_env, info: napi_callback_info) -> napi_value {
+            match catch_unwind(AssertUnwindSafe(|| $f(env, info))) {
+                Ok(v) => v,
+                Err(_) => js::throw(
+                    env,
+                    "ERR_LOOP_HELPERS_PANIC",
+                    concat!("internal error in ", stringify!($f)),
+                ),
+            }
+        }
+        wrapper as unsafe extern "C" fn(napi_env, napi_callback_info) -> napi_value
+    }};
+}
+
+type Exported = unsafe extern "C" fn(napi_env, napi_callback_info) -> napi_value;
+
+unsafe fn export(env: napi_env, exports: napi_value, name: &CStr, f: Exported) {
+    let mut func: napi_value = std::ptr::null_mut();
+    if napi_create_function(
+        env,
+        name.as_ptr(),
+        name.to_bytes().len(),
+        Some(f),
+        std::ptr::null_mut(),
+        &mut func,
+    ) == NAPI_OK
+    {
+        napi_set_named_property(env, exports, name.as_ptr(), func);
+    }
+}
+
+extern "C" fn at_exit() {
+    // exit() runs static destructors and tears Node down while our monitor thread may still be
+    // looking at loops and isolates: make it stop first.
+    let _ = catch_unwind(loop_helpers_core::monitor::shutdown);
+}
+
+/// Node-API module entry point (looked up by name when the addon is loaded).
+///
+/// # Safety
+/// Called by Node with a valid env and exports object, on the loading thread.
+#[no_mangle]
+pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_value) -> napi_value {
+    static AT_EXIT: Once = Once::new();
+    AT_EXIT.call_once(|| {
+        // SAFETY: registering a plain extern "C" fn with atexit(3).
+        unsafe { libc::atexit(at_exit) };
+    });
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        export(env, exports, c"start", guarded!(exports::start));
+        export(env, exports, c"stop", guarded!(exports::stop));
+        export(env, exports, c"captureStack", guarded!(exports::capture_stack));
+        export(env, exports, c"nativeInfo", guarded!(exports::native_info));
+    }));
+    exports
+}
+
+/// The Node-API version this addon is written against (Node reads it when loading).
+#[no_mangle]
+pub extern "C" fn node_api_module_get_api_version_v1() -> c_int {
+    8
+}

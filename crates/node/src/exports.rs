@@ -1,0 +1,136 @@
+//! The functions the TypeScript layer calls. Arguments are validated there; here they are checked
+//! again only as far as memory safety needs, with errors carrying stable codes.
+
+use loop_helpers_core::monitor::{self, WatchConfig};
+use loop_helpers_core::report::{json_str, LogTarget, Origin};
+use loop_helpers_core::{alarm, clock};
+
+use crate::env_loop::EnvLoop;
+use crate::js;
+use crate::napi::*;
+use crate::sink::{NodeSink, MAX_FRAMES};
+use crate::v8;
+
+const E_ARG: &str = "ERR_LOOP_HELPERS_NATIVE_ARGUMENT";
+const E_START: &str = "ERR_LOOP_HELPERS_START";
+
+/// start(timeoutSeconds, aggressive, logMode, timeoutLabel, threadId, captureStacks, onBlock) -> id
+///
+/// logMode: 0 silent, 1 stderr text, 2 stderr JSON lines, 3 deferred to JavaScript.
+pub unsafe extern "C" fn start(env: napi_env, info: napi_callback_info) -> napi_value {
+    let a = js::args::<7>(env, info);
+    let (Some(timeout), Some(aggressive), Some(log), Some(label), Some(thread_id), Some(stacks)) = (
+        js::f64_arg(env, a[0]),
+        js::bool_arg(env, a[1]),
+        js::f64_arg(env, a[2]),
+        js::string_arg(env, a[3]),
+        js::f64_arg(env, a[4]),
+        js::bool_arg(env, a[5]),
+    ) else {
+        return js::throw(env, E_ARG, "start(): bad argument types");
+    };
+    if !(timeout.is_finite() && timeout > 0.0) || !js::is_function(env, a[6]) {
+        return js::throw(env, E_ARG, "start(): bad timeout or callback");
+    }
+    let log = match log as u32 {
+        0 => LogTarget::Silent,
+        1 => LogTarget::StderrText,
+        2 => LogTarget::StderrJson,
+        _ => LogTarget::Deferred,
+    };
+    let env_loop = match EnvLoop::get_or_create(env) {
+        Ok(e) => e,
+        Err(e) => return js::throw(env, E_START, &e),
+    };
+    let sink = match NodeSink::new(env, env_loop.clone(), a[6]) {
+        Ok(s) => s,
+        Err(e) => return js::throw(env, E_START, &e),
+    };
+    let timeout_ns = (timeout * 1e9).round() as u64;
+    let cfg = WatchConfig {
+        timeout_ns,
+        aggressive,
+        log,
+        origin: Origin {
+            pid: std::process::id(),
+            thread_id: thread_id as u32,
+            timeout_label: label,
+            timeout_ns,
+        },
+        capture_stacks: stacks && v8::stack_capture_support().is_ok(),
+    };
+    match env_loop.add_watch(cfg, sink.clone()) {
+        Ok(id) => js::number(env, id as f64),
+        Err(e) => {
+            sink.close();
+            js::throw(env, E_START, &e)
+        }
+    }
+}
+
+/// stop(id) -> JSON of the block in progress, or undefined
+pub unsafe extern "C" fn stop(env: napi_env, info: napi_callback_info) -> napi_value {
+    let a = js::args::<1>(env, info);
+    let Some(id) = js::f64_arg(env, a[0]) else {
+        return js::throw(env, E_ARG, "stop(): bad id");
+    };
+    let env_loop = match EnvLoop::get_or_create(env) {
+        Ok(e) => e,
+        Err(e) => return js::throw(env, E_START, &e),
+    };
+    match env_loop.remove_watch(id as u64) {
+        Ok(Some(json)) => js::string(env, &json),
+        Ok(None) => js::undefined(env),
+        Err(e) => js::throw(env, E_START, &e),
+    }
+}
+
+/// captureStack(limit) -> JSON array of frames of the calling JavaScript stack (self-test).
+pub unsafe extern "C" fn capture_stack(env: napi_env, info: napi_callback_info) -> napi_value {
+    let a = js::args::<1>(env, info);
+    let limit = js::f64_arg(env, a[0]).unwrap_or(MAX_FRAMES as f64).clamp(1.0, 200.0) as u32;
+    let isolate = v8::current_isolate();
+    if isolate.is_null() {
+        return js::string(env, "[]");
+    }
+    let frames = v8::capture_stack(env, isolate, limit);
+    let mut s = String::from("[");
+    for (i, f) in frames.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str("{\"functionName\":");
+        json_str(&mut s, &f.function_name);
+        s.push_str(",\"fileName\":");
+        json_str(&mut s, &f.file_name);
+        s.push_str(&format!(
+            ",\"lineNumber\":{},\"columnNumber\":{}}}",
+            f.line, f.column
+        ));
+    }
+    s.push(']');
+    js::string(env, &s)
+}
+
+/// nativeInfo() -> JSON: what the native layer can do here, and monitor statistics.
+pub unsafe extern "C" fn native_info(env: napi_env, _info: napi_callback_info) -> napi_value {
+    let mut s = String::from("{\"stackCapture\":");
+    match v8::stack_capture_support() {
+        Ok(()) => s.push_str("true,\"stackCaptureReason\":null"),
+        Err(e) => {
+            s.push_str("false,\"stackCaptureReason\":");
+            json_str(&mut s, e);
+        }
+    }
+    let (wakes, backstop) = monitor::wake_stats();
+    s.push_str(&format!(
+        ",\"watches\":{},\"monitorWakes\":{},\"backstopWakes\":{},\"forwardedSigalrm\":{},\"sigalrmInstalled\":{},\"hrtime\":\"{}\"}}",
+        monitor::watch_count(),
+        wakes,
+        backstop,
+        alarm::forwarded_count(),
+        alarm::is_installed(),
+        clock::now_ns()
+    ));
+    js::string(env, &s)
+}

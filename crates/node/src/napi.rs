@@ -1,0 +1,131 @@
+//! The part of Node-API this addon uses, declared by hand (no napi crate is reachable offline).
+//!
+//! Signatures follow `js_native_api.h` / `node_api.h` (NAPI_VERSION 8, which Node 20 and later
+//! provide). The symbols are resolved from the node executable when the addon is loaded.
+
+#![allow(non_camel_case_types)]
+
+use std::os::raw::{c_char, c_int, c_void};
+
+use crate::uv::uv_loop_t;
+
+pub type napi_env = *mut c_void;
+pub type napi_value = *mut c_void;
+pub type napi_callback_info = *mut c_void;
+pub type napi_handle_scope = *mut c_void;
+pub type napi_threadsafe_function = *mut c_void;
+pub type napi_async_cleanup_hook_handle = *mut c_void;
+pub type napi_status = c_int;
+pub type napi_valuetype = c_int;
+
+pub const NAPI_OK: napi_status = 0;
+pub const NAPI_FUNCTION: napi_valuetype = 7;
+/// napi_tsfn_nonblocking
+pub const TSFN_NONBLOCKING: c_int = 0;
+/// napi_tsfn_release
+pub const TSFN_RELEASE: c_int = 0;
+
+pub type napi_callback = Option<unsafe extern "C" fn(napi_env, napi_callback_info) -> napi_value>;
+pub type napi_finalize = Option<unsafe extern "C" fn(napi_env, *mut c_void, *mut c_void)>;
+pub type napi_threadsafe_function_call_js =
+    Option<unsafe extern "C" fn(napi_env, napi_value, *mut c_void, *mut c_void)>;
+pub type napi_async_cleanup_hook =
+    Option<unsafe extern "C" fn(napi_async_cleanup_hook_handle, *mut c_void)>;
+
+extern "C" {
+    pub fn napi_create_function(
+        env: napi_env,
+        utf8name: *const c_char,
+        length: usize,
+        cb: napi_callback,
+        data: *mut c_void,
+        result: *mut napi_value,
+    ) -> napi_status;
+    pub fn napi_set_named_property(
+        env: napi_env,
+        object: napi_value,
+        utf8name: *const c_char,
+        value: napi_value,
+    ) -> napi_status;
+    pub fn napi_get_cb_info(
+        env: napi_env,
+        cbinfo: napi_callback_info,
+        argc: *mut usize,
+        argv: *mut napi_value,
+        this_arg: *mut napi_value,
+        data: *mut *mut c_void,
+    ) -> napi_status;
+    pub fn napi_typeof(env: napi_env, value: napi_value, result: *mut napi_valuetype)
+        -> napi_status;
+    pub fn napi_get_value_double(env: napi_env, value: napi_value, result: *mut f64)
+        -> napi_status;
+    pub fn napi_get_value_bool(env: napi_env, value: napi_value, result: *mut bool) -> napi_status;
+    pub fn napi_get_value_string_utf8(
+        env: napi_env,
+        value: napi_value,
+        buf: *mut c_char,
+        bufsize: usize,
+        result: *mut usize,
+    ) -> napi_status;
+    pub fn napi_create_string_utf8(
+        env: napi_env,
+        s: *const c_char,
+        length: usize,
+        result: *mut napi_value,
+    ) -> napi_status;
+    pub fn napi_create_double(env: napi_env, value: f64, result: *mut napi_value) -> napi_status;
+    pub fn napi_get_undefined(env: napi_env, result: *mut napi_value) -> napi_status;
+    pub fn napi_throw_error(env: napi_env, code: *const c_char, msg: *const c_char)
+        -> napi_status;
+    pub fn napi_call_function(
+        env: napi_env,
+        recv: napi_value,
+        func: napi_value,
+        argc: usize,
+        argv: *const napi_value,
+        result: *mut napi_value,
+    ) -> napi_status;
+    pub fn napi_open_handle_scope(env: napi_env, result: *mut napi_handle_scope) -> napi_status;
+    pub fn napi_close_handle_scope(env: napi_env, scope: napi_handle_scope) -> napi_status;
+    pub fn napi_create_threadsafe_function(
+        env: napi_env,
+        func: napi_value,
+        async_resource: napi_value,
+        async_resource_name: napi_value,
+        max_queue_size: usize,
+        initial_thread_count: usize,
+        thread_finalize_data: *mut c_void,
+        thread_finalize_cb: napi_finalize,
+        context: *mut c_void,
+        call_js_cb: napi_threadsafe_function_call_js,
+        result: *mut napi_threadsafe_function,
+    ) -> napi_status;
+    pub fn napi_call_threadsafe_function(
+        func: napi_threadsafe_function,
+        data: *mut c_void,
+        is_blocking: c_int,
+    ) -> napi_status;
+    pub fn napi_release_threadsafe_function(
+        func: napi_threadsafe_function,
+        mode: c_int,
+    ) -> napi_status;
+    pub fn napi_unref_threadsafe_function(
+        env: napi_env,
+        func: napi_threadsafe_function,
+    ) -> napi_status;
+    pub fn napi_get_uv_event_loop(env: napi_env, result: *mut *mut uv_loop_t) -> napi_status;
+    pub fn napi_add_async_cleanup_hook(
+        env: napi_env,
+        hook: napi_async_cleanup_hook,
+        arg: *mut c_void,
+        remove_handle: *mut napi_async_cleanup_hook_handle,
+    ) -> napi_status;
+    pub fn napi_remove_async_cleanup_hook(handle: napi_async_cleanup_hook_handle) -> napi_status;
+    pub fn napi_set_instance_data(
+        env: napi_env,
+        data: *mut c_void,
+        finalize_cb: napi_finalize,
+        finalize_hint: *mut c_void,
+    ) -> napi_status;
+    pub fn napi_get_instance_data(env: napi_env, data: *mut *mut c_void) -> napi_status;
+}

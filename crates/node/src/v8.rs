@@ -1,0 +1,190 @@
+//! The V8 entry points Node-API lacks, resolved at run time.
+//!
+//! Every symbol is looked up with `dlsym` in the running node executable. A missing one turns the
+//! capability off (reported by `capabilities()`); it never makes the addon fail to load. Only plain,
+//! non-virtual functions are called, through their Itanium-mangled names, with these ABI facts:
+//! - `Local<T>` is one pointer (the handle slot; Node builds V8 without direct handles), returned in
+//!   a register and passed as `this` to `T`'s methods;
+//! - `StackFrame::GetLocation()` returns `v8::Location`, two ints, trivially copyable, so returned in
+//!   registers like a `#[repr(C)] struct { i32, i32 }`; its line and column are 0-based;
+//! - handle scopes and strings go through Node-API (`napi_open_handle_scope`,
+//!   `napi_get_value_string_utf8`), because `HandleScope`'s constructor became inline in V8 14 and
+//!   `String::Utf8Value` changed signature in V8 13. A `napi_value` is the same slot pointer as a
+//!   `Local<Value>` (Node converts between them by reinterpretation).
+//!
+//! Checked against the exports of Node 20 (V8 11.3), 22 (12.4), 24 (13.6) and 26 (14.6).
+
+use std::ffi::CStr;
+use std::os::raw::{c_char, c_int, c_void};
+use std::sync::OnceLock;
+
+use loop_helpers_core::report::Frame;
+
+use crate::napi::*;
+
+pub type Isolate = c_void;
+pub type InterruptCallback = unsafe extern "C" fn(*mut Isolate, *mut c_void);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Location {
+    line: c_int,
+    column: c_int,
+}
+
+/// `StackTrace::kDetailed` (kLineNumber | kColumnOffset | kScriptName | kFunctionName | kIsEval |
+/// kIsConstructor | kScriptNameOrSourceURL).
+const K_DETAILED: c_int = 127;
+
+struct Api {
+    get_current: unsafe extern "C" fn() -> *mut Isolate,
+    request_interrupt: unsafe extern "C" fn(*mut Isolate, InterruptCallback, *mut c_void),
+    current_stack_trace: unsafe extern "C" fn(*mut Isolate, c_int, c_int) -> *mut c_void,
+    frame_count: unsafe extern "C" fn(*mut c_void) -> c_int,
+    get_frame: unsafe extern "C" fn(*mut c_void, *mut Isolate, u32) -> *mut c_void,
+    location: unsafe extern "C" fn(*mut c_void) -> Location,
+    script_name: unsafe extern "C" fn(*mut c_void) -> *mut c_void,
+    function_name: unsafe extern "C" fn(*mut c_void) -> *mut c_void,
+}
+
+/// (the resolved API, or the names of the symbols that are missing)
+static API: OnceLock<Result<Api, String>> = OnceLock::new();
+
+fn lookup(name: &CStr) -> Option<*mut c_void> {
+    // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only reads the symbol tables.
+    let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+    (!p.is_null()).then_some(p)
+}
+
+fn resolve() -> Result<Api, String> {
+    let mut missing = Vec::new();
+    let mut get = |name: &'static CStr| -> *mut c_void {
+        lookup(name).unwrap_or_else(|| {
+            missing.push(name.to_string_lossy().into_owned());
+            std::ptr::null_mut()
+        })
+    };
+    let p = [
+        get(c"_ZN2v87Isolate10GetCurrentEv"),
+        get(c"_ZN2v87Isolate16RequestInterruptEPFvPS0_PvES2_"),
+        get(c"_ZN2v810StackTrace17CurrentStackTraceEPNS_7IsolateEiNS0_17StackTraceOptionsE"),
+        get(c"_ZNK2v810StackTrace13GetFrameCountEv"),
+        get(c"_ZNK2v810StackTrace8GetFrameEPNS_7IsolateEj"),
+        get(c"_ZNK2v810StackFrame11GetLocationEv"),
+        get(c"_ZNK2v810StackFrame13GetScriptNameEv"),
+        get(c"_ZNK2v810StackFrame15GetFunctionNameEv"),
+    ];
+    if !missing.is_empty() {
+        return Err(format!("missing V8 symbols: {}", missing.join(", ")));
+    }
+    // SAFETY: each pointer is the address of the exported function whose mangled name encodes the
+    // signature declared in `Api` (see the module comment for the ABI facts this relies on).
+    unsafe {
+        Ok(Api {
+            get_current: std::mem::transmute::<*mut c_void, _>(p[0]),
+            request_interrupt: std::mem::transmute::<*mut c_void, _>(p[1]),
+            current_stack_trace: std::mem::transmute::<*mut c_void, _>(p[2]),
+            frame_count: std::mem::transmute::<*mut c_void, _>(p[3]),
+            get_frame: std::mem::transmute::<*mut c_void, _>(p[4]),
+            location: std::mem::transmute::<*mut c_void, _>(p[5]),
+            script_name: std::mem::transmute::<*mut c_void, _>(p[6]),
+            function_name: std::mem::transmute::<*mut c_void, _>(p[7]),
+        })
+    }
+}
+
+fn api() -> Result<&'static Api, &'static str> {
+    API.get_or_init(resolve).as_ref().map_err(|e| e.as_str())
+}
+
+/// Whether stack sampling can work on this Node; the reason when it cannot.
+pub fn stack_capture_support() -> Result<(), &'static str> {
+    api().map(|_| ())
+}
+
+/// The calling thread's isolate (null when unavailable).
+pub fn current_isolate() -> *mut Isolate {
+    match api() {
+        // SAFETY: Isolate::GetCurrent() only reads a thread-local.
+        Ok(a) => unsafe { (a.get_current)() },
+        Err(_) => std::ptr::null_mut(),
+    }
+}
+
+/// Queues `cb(isolate, data)` to run on the isolate's JavaScript thread at its next interrupt
+/// check. Thread-safe. Returns false when the API is unavailable (then `cb` never runs).
+///
+/// # Safety
+/// `isolate` must be alive, and `cb` must be sound to run on its thread with `data`.
+pub unsafe fn request_interrupt(
+    isolate: *mut Isolate,
+    cb: InterruptCallback,
+    data: *mut c_void,
+) -> bool {
+    match api() {
+        Ok(a) if !isolate.is_null() => {
+            (a.request_interrupt)(isolate, cb, data);
+            true
+        }
+        _ => false,
+    }
+}
+
+unsafe fn string(env: napi_env, local: *mut c_void) -> String {
+    if local.is_null() {
+        return String::new();
+    }
+    let mut len = 0usize;
+    if napi_get_value_string_utf8(env, local, std::ptr::null_mut(), 0, &mut len) != NAPI_OK {
+        return String::new();
+    }
+    let mut buf = vec![0u8; len + 1];
+    let mut written = 0usize;
+    if napi_get_value_string_utf8(
+        env,
+        local,
+        buf.as_mut_ptr() as *mut c_char,
+        buf.len(),
+        &mut written,
+    ) != NAPI_OK
+    {
+        return String::new();
+    }
+    buf.truncate(written);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Captures the current JavaScript stack of the calling thread (at most `limit` frames).
+///
+/// # Safety
+/// Must run on `env`'s JavaScript thread, either inside a Node-API callback or inside an interrupt
+/// callback requested with [`request_interrupt`]; `isolate` must be that thread's isolate.
+pub unsafe fn capture_stack(env: napi_env, isolate: *mut Isolate, limit: u32) -> Vec<Frame> {
+    let Ok(a) = api() else {
+        return Vec::new();
+    };
+    let mut scope: napi_handle_scope = std::ptr::null_mut();
+    if napi_open_handle_scope(env, &mut scope) != NAPI_OK {
+        return Vec::new();
+    }
+    let mut frames = Vec::new();
+    let trace = (a.current_stack_trace)(isolate, limit.min(i32::MAX as u32) as c_int, K_DETAILED);
+    if !trace.is_null() {
+        let n = (a.frame_count)(trace).max(0) as u32;
+        for i in 0..n {
+            let frame = (a.get_frame)(trace, isolate, i);
+            if frame.is_null() {
+                continue;
+            }
+            let loc = (a.location)(frame);
+            frames.push(Frame {
+                function_name: string(env, (a.function_name)(frame)),
+                file_name: string(env, (a.script_name)(frame)),
+                line: (loc.line.max(-1) + 1) as u32,
+                column: (loc.column.max(-1) + 1) as u32,
+            });
+        }
+    }
+    napi_close_handle_scope(env, scope);
+    frames
+}
