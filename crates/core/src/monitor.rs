@@ -417,6 +417,26 @@ pub fn unregister(id: u64) -> io::Result<Option<String>> {
     result.map(|()| partial)
 }
 
+/// Ends the block in progress now, if one was warned about, and returns its record: the loop is
+/// done (Node emits 'beforeExit' or 'exit'), so its next turn, which would end the block, will not
+/// come. The watch keeps running.
+pub fn flush(id: u64) -> Option<String> {
+    let mut fx = Effects::default();
+    let record = {
+        let reg = lock(&monitor().registry);
+        let w = reg.watches.iter().find(|w| w.id == id)?.clone();
+        drop(reg);
+        let mut st = lock(&w.state);
+        let e = st.tracker.finish(now_ns())?;
+        let mut inner = Effects::default();
+        w.finish_block(&mut st, e, true, &mut inner);
+        fx.text = inner.text;
+        inner.deliveries.into_iter().next().map(|(_, json)| json)
+    };
+    fx.perform();
+    record
+}
+
 /// Hands a stack sample to the watch that asked for it. Called on the loop's JavaScript thread.
 pub fn deliver_sample(ticket: SampleTicket, frames: Vec<crate::report::Frame>) {
     let now = now_ns();

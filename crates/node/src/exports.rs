@@ -85,6 +85,18 @@ pub unsafe extern "C" fn stop(env: napi_env, info: napi_callback_info) -> napi_v
     }
 }
 
+/// flush(id) -> JSON of a block in progress, ended now (the loop is done), or undefined
+pub unsafe extern "C" fn flush(env: napi_env, info: napi_callback_info) -> napi_value {
+    let a = js::args::<1>(env, info);
+    let Some(id) = js::f64_arg(env, a[0]) else {
+        return js::throw(env, E_ARG, "flush(): bad id");
+    };
+    match monitor::flush(id as u64) {
+        Some(json) => js::string(env, &json),
+        None => js::undefined(env),
+    }
+}
+
 /// captureStack(limit) -> JSON array of frames of the calling JavaScript stack (self-test).
 pub unsafe extern "C" fn capture_stack(env: napi_env, info: napi_callback_info) -> napi_value {
     let a = js::args::<1>(env, info);

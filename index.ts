@@ -1,0 +1,12 @@
+/**
+ * loop-helpers: find and stop code that blocks the Node.js event loop.
+ *
+ * A port of gevent-helpers (Python) with a Rust core. See README.md for the manual.
+ * @packageDocumentation
+ */
+
+export { capabilities } from './lib/capabilities';
+export { BlockingDetector, type BlockingDetectorEvents } from './lib/detector';
+export { AlarmInterrupt } from './lib/errors';
+export type { BlockingDetectorOptions, ErrorClass, LogOption, RaiseExc } from './lib/options';
+export type { BlockEvent, BlockSample, Capabilities, StackFrame } from './lib/types';

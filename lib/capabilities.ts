@@ -1,0 +1,49 @@
+import { native } from './native';
+import type { Capabilities } from './types';
+
+interface NativeInfo {
+  stackCapture: boolean;
+  stackCaptureReason: string | null;
+}
+
+interface RawFrame {
+  functionName: string;
+  fileName: string;
+  lineNumber: number;
+}
+
+// Named so that the self-test can recognise itself as the innermost frame.
+function loopHelpersStackProbe(): RawFrame[] {
+  return JSON.parse(native().captureStack(4)) as RawFrame[];
+}
+
+/**
+ * Checks stack capture once by capturing a stack whose answer is known: a V8 whose entry points
+ * exist but behave differently is caught here rather than trusted.
+ */
+function probeStackCapture(): string | undefined {
+  const info = JSON.parse(native().nativeInfo()) as NativeInfo;
+  if (!info.stackCapture) return info.stackCaptureReason ?? 'unavailable';
+  const frames = loopHelpersStackProbe();
+  const top = frames[0];
+  if (top?.functionName !== 'loopHelpersStackProbe' || top.fileName !== __filename || !(top.lineNumber > 0)) {
+    return `self-test failed: the captured stack did not name its caller (got ${JSON.stringify(top ?? null)})`;
+  }
+  return undefined;
+}
+
+let cached: Capabilities | undefined;
+
+/** What works on this Node.js: stack capture, interrupts, fork. */
+export function capabilities(): Capabilities {
+  if (!cached) {
+    const stackReason = probeStackCapture();
+    const reasons: Capabilities['reasons'] = {
+      interrupt: 'not implemented yet: detectors only log (raiseExc is validated and kept)',
+      fork: 'not implemented yet',
+    };
+    if (stackReason) reasons.stackCapture = stackReason;
+    cached = { stackCapture: stackReason === undefined, interrupt: false, fork: false, reasons };
+  }
+  return { ...cached, reasons: { ...cached.reasons } };
+}

@@ -1,0 +1,172 @@
+import { EventEmitter } from 'node:events';
+import { threadId } from 'node:worker_threads';
+
+import { capabilities } from './capabilities';
+import { AlarmInterrupt } from './errors';
+import { native } from './native';
+import { type BlockingDetectorOptions, type LogOption, type RaiseExc, resolveOptions } from './options';
+import type { BlockEvent, BlockSample } from './types';
+
+/** Native log modes (crates/node/src/exports.rs). */
+const enum LogMode {
+  Silent = 0,
+  StderrText = 1,
+  StderrJson = 2,
+  Deferred = 3,
+}
+
+function logMode(log: LogOption): LogMode {
+  if (typeof log === 'function') return LogMode.Deferred;
+  if (log === 'json') return LogMode.StderrJson;
+  return log === false ? LogMode.Silent : LogMode.StderrText;
+}
+
+interface NativeWarning extends BlockSample {
+  text?: string;
+}
+
+interface NativeRecord extends Omit<BlockEvent, 'startHrtime' | 'samples'> {
+  startHrtime: string;
+  warnings: NativeWarning[];
+}
+
+/** Running detectors of this thread, flushed when the loop is done (no next turn will end a block). */
+const running = new Set<BlockingDetector>();
+
+function flushAll(): void {
+  for (const d of running) d.flush();
+}
+
+function track(d: BlockingDetector, on: boolean): void {
+  if (on) {
+    if (running.size === 0) {
+      process.on('beforeExit', flushAll);
+      process.on('exit', flushAll);
+    }
+    running.add(d);
+  } else if (running.delete(d) && running.size === 0) {
+    process.off('beforeExit', flushAll);
+    process.off('exit', flushAll);
+  }
+}
+
+export interface BlockingDetectorEvents {
+  blocked: [event: BlockEvent];
+}
+
+/**
+ * Notices when this thread's event loop has not turned for `timeout` seconds, and reports the stack
+ * of the code that is blocking it, while it blocks.
+ *
+ * A Rust monitor thread, woken by SIGALRM from a real-time interval timer, watches a heartbeat the
+ * loop publishes each turn. When the loop is blocked it asks V8 for the blocking code's stack and
+ * writes a warning to stderr during the block. Once the loop turns again, the whole block is
+ * emitted as a `'blocked'` event.
+ *
+ * A detector watches the loop of the thread that starts it: the main thread, or a Worker.
+ *
+ * @example
+ * ```ts
+ * import { BlockingDetector } from 'loop-helpers';
+ * const detector = new BlockingDetector({ timeout: 0.2, raiseExc: false }).start();
+ * detector.on('blocked', (e) => console.log(`blocked ${e.duration} ms`, e.samples[0]?.frames?.[0]));
+ * ```
+ */
+export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
+  /** Seconds the loop may stay blocked before it is reported. */
+  readonly timeout: number;
+  /** What blocking code is to be interrupted with (validated; interrupting is not implemented yet). */
+  readonly raiseExc: RaiseExc;
+  /** One warning per elapsed timeout (true) or per block (false). */
+  readonly aggressive: boolean;
+  /** Where warnings go. */
+  readonly log: LogOption;
+
+  #id: number | undefined;
+  readonly #onBlocked: ((event: BlockEvent) => void) | undefined;
+
+  /** @param options See {@link BlockingDetectorOptions}. */
+  constructor(options?: BlockingDetectorOptions);
+  /** The positional form of gevent-helpers: `BlockingDetector(timeout=1, raise_exc=AlarmInterrupt, aggressive=True)`. */
+  constructor(timeout?: number, raiseExc?: RaiseExc, aggressive?: boolean);
+  constructor(...args: unknown[]) {
+    super();
+    const o = resolveOptions(args, AlarmInterrupt);
+    this.timeout = o.timeout;
+    this.raiseExc = o.raiseExc;
+    this.aggressive = o.aggressive;
+    this.log = o.log;
+    this.#onBlocked = o.onBlocked;
+  }
+
+  /** Whether the detector is watching the loop. */
+  get running(): boolean {
+    return this.#id !== undefined;
+  }
+
+  /** Starts watching this thread's loop. Starting a running detector does nothing. */
+  start(): this {
+    if (this.#id !== undefined) return this;
+    this.#id = native().start(
+      this.timeout,
+      this.aggressive,
+      logMode(this.log),
+      String(this.timeout),
+      threadId,
+      capabilities().stackCapture,
+      (json) => this.#deliver(json),
+    );
+    track(this, true);
+    return this;
+  }
+
+  /**
+   * Stops watching. If a block was in progress and already warned about, its record is emitted
+   * (on the next tick) with `ended: false`. Stopping a stopped detector does nothing.
+   */
+  stop(): void {
+    const id = this.#id;
+    if (id === undefined) return;
+    this.#id = undefined;
+    track(this, false);
+    const partial = native().stop(id);
+    if (partial !== undefined) process.nextTick(() => this.#deliver(partial));
+  }
+
+  /**
+   * Emits the block in progress now, if one was warned about, as ended. Called automatically on
+   * `'beforeExit'` and `'exit'`, when no further turn of the loop will end it.
+   * @internal
+   */
+  flush(): void {
+    if (this.#id === undefined) return;
+    const record = native().flush(this.#id);
+    if (record !== undefined) this.#deliver(record);
+  }
+
+  /** Stops the detector (for `using detector = new BlockingDetector().start()`). */
+  [Symbol.dispose](): void {
+    this.stop();
+  }
+
+  #deliver(json: string): void {
+    const raw = JSON.parse(json) as NativeRecord;
+    const samples: BlockSample[] = [];
+    for (const w of raw.warnings) {
+      if (typeof this.log === 'function' && w.text !== undefined) this.log(w.text);
+      const { text: _text, ...sample } = w;
+      samples.push(sample);
+    }
+    const event: BlockEvent = {
+      threadId: raw.threadId,
+      timeout: raw.timeout,
+      startTime: raw.startTime,
+      startHrtime: BigInt(raw.startHrtime),
+      duration: raw.duration,
+      ended: raw.ended,
+      samples,
+    };
+    this.#onBlocked?.(event);
+    this.emit('blocked', event);
+  }
+}

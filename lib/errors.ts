@@ -1,0 +1,35 @@
+/**
+ * The default error for {@link BlockingDetectorOptions.raiseExc}: what a blocked call is interrupted
+ * with. Like gevent-helpers' `AlarmInterrupt`, its message is
+ * `blocking detected after timeout=<timeout>`.
+ */
+export class AlarmInterrupt extends Error {
+  constructor(message?: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'AlarmInterrupt';
+  }
+}
+AlarmInterrupt.prototype.name = 'AlarmInterrupt';
+
+/** A `TypeError` or `RangeError` with a Node-style `code`. */
+export function argError(kind: 'type' | 'range', code: string, message: string): TypeError | RangeError {
+  const e = kind === 'type' ? new TypeError(message) : new RangeError(message);
+  (e as Error & { code: string }).code = code;
+  return e;
+}
+
+/** Describes a value for an error message: its type and a short rendering. */
+export function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (value === undefined) return 'undefined';
+  if (typeof value === 'function') return `function ${value.name || '<anonymous>'}`;
+  if (typeof value === 'string') return `type string ('${value.length > 28 ? `${value.slice(0, 25)}...` : value}')`;
+  if (typeof value === 'number') return Number.isNaN(value) ? 'NaN' : `${value}`;
+  if (typeof value === 'bigint') return `type bigint (${value}n)`;
+  if (typeof value === 'symbol') return `type symbol (${String(value)})`;
+  if (typeof value === 'object') {
+    const name = (value as object).constructor?.name;
+    return name ? `an instance of ${name}` : 'type object';
+  }
+  return `type ${typeof value} (${String(value)})`;
+}

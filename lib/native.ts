@@ -1,0 +1,90 @@
+// Loads the native addon: a local build (`npm run build`) first, then the prebuilt binary of this
+// platform's npm package. One binary serves every Node.js version from 20 on (Node-API is
+// ABI-stable; the V8 entry points it lacks are resolved at run time).
+
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+
+/** The functions the Rust addon exports (see crates/node/src/exports.rs). */
+export interface NativeBinding {
+  start(
+    timeoutSeconds: number,
+    aggressive: boolean,
+    logMode: number,
+    timeoutLabel: string,
+    threadId: number,
+    captureStacks: boolean,
+    onBlock: (recordJson: string) => void,
+  ): number;
+  stop(id: number): string | undefined;
+  flush(id: number): string | undefined;
+  captureStack(limit: number): string;
+  nativeInfo(): string;
+}
+
+/** The platform triples that have a prebuilt binary, as in package.json `napi.targets`. */
+export const SUPPORTED_PLATFORMS = [
+  'linux-x64-gnu',
+  'linux-arm64-gnu',
+  'linux-x64-musl',
+  'linux-arm64-musl',
+  'darwin-x64',
+  'darwin-arm64',
+] as const;
+
+function isMusl(): boolean {
+  const report = process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined;
+  return !report?.header?.glibcVersionRuntime;
+}
+
+/** This process's platform triple, e.g. `linux-x64-gnu`. */
+export function platformTriple(): string {
+  if (process.platform === 'linux') return `linux-${process.arch}-${isMusl() ? 'musl' : 'gnu'}`;
+  return `${process.platform}-${process.arch}`;
+}
+
+const packageRoot = join(__dirname, '..', '..');
+
+function load(): NativeBinding {
+  const triple = platformTriple();
+  const explicit = process.env.LOOP_HELPERS_NATIVE_PATH;
+  const candidates: string[] = [];
+  if (explicit) candidates.push(explicit);
+  candidates.push(join(packageRoot, `loop-helpers.${triple}.node`));
+  const errors: string[] = [];
+  for (const file of candidates) {
+    if (!existsSync(file)) {
+      errors.push(`${file}: not found`);
+      continue;
+    }
+    try {
+      return require(file) as NativeBinding;
+    } catch (e) {
+      errors.push(`${file}: ${(e as Error).message}`);
+    }
+  }
+  const pkg = `loop-helpers-${triple}`;
+  try {
+    return require(pkg) as NativeBinding;
+  } catch (e) {
+    errors.push(`${pkg}: ${(e as Error).message.split('\n')[0]}`);
+  }
+  const supported = (SUPPORTED_PLATFORMS as readonly string[]).includes(triple);
+  const err = new Error(
+    supported
+      ? `loop-helpers: cannot load the native addon for ${triple}.\n` +
+          `Reinstall with optional dependencies enabled, or build it with \`npm run build\` (needs Rust).\n` +
+          `Tried:\n  ${errors.join('\n  ')}`
+      : `loop-helpers: no native addon for ${triple}. Supported platforms: ${SUPPORTED_PLATFORMS.join(', ')}.`,
+  ) as Error & { code: string };
+  err.code = supported ? 'ERR_LOOP_HELPERS_NATIVE_LOAD' : 'ERR_LOOP_HELPERS_UNSUPPORTED_PLATFORM';
+  throw err;
+}
+
+let binding: NativeBinding | undefined;
+
+/** The native addon, loaded on first use. */
+export function native(): NativeBinding {
+  binding ??= load();
+  return binding;
+}

@@ -1,0 +1,150 @@
+// Validation of BlockingDetector's options. Every error names the option and the value.
+
+import { argError, describe } from './errors';
+import type { BlockEvent } from './types';
+
+/** An Error subclass (or Error itself) that can be raised with a message. */
+export type ErrorClass = new (message?: string) => Error;
+
+/** What to interrupt blocking code with: a class to instantiate, an instance, or nothing. */
+export type RaiseExc = ErrorClass | Error | false | null;
+
+/** How warnings are written while the loop is blocked. */
+export type LogOption = boolean | 'text' | 'json' | ((report: string) => void);
+
+export interface BlockingDetectorOptions {
+  /** Seconds the loop may stay blocked before it is reported: 0.001 to 86400. Default 1. */
+  timeout?: number;
+  /**
+   * What blocking code is interrupted with: an Error class (instantiated with
+   * `blocking detected after timeout=<timeout>`), an Error instance (thrown as is), or
+   * `false`/`null` to only log. Default {@link AlarmInterrupt}.
+   *
+   * Interrupting is not implemented yet: the value is validated, and the detector only logs.
+   */
+  raiseExc?: RaiseExc;
+  /**
+   * `true`: a warning for every elapsed timeout while the block lasts, each with a fresh stack.
+   * `false`: one warning per block. Default true.
+   */
+  aggressive?: boolean;
+  /**
+   * `true` or `'text'` (default): Node-style warnings on stderr, written while the loop is blocked.
+   * `'json'`: one JSON object per line on stderr, also during the block.
+   * A function: receives each warning's text once the loop turns again (JavaScript cannot run
+   * during the block). `false`: nothing is written.
+   */
+  log?: LogOption;
+  /** Called with each block once the loop turns again; same as `detector.on('blocked', ...)`. */
+  onBlocked?: (event: BlockEvent) => void;
+}
+
+export interface ResolvedOptions {
+  timeout: number;
+  raiseExc: RaiseExc;
+  aggressive: boolean;
+  log: LogOption;
+  onBlocked: ((event: BlockEvent) => void) | undefined;
+}
+
+const KNOWN = ['timeout', 'raiseExc', 'aggressive', 'log', 'onBlocked'] as const;
+export const MIN_TIMEOUT = 0.001;
+export const MAX_TIMEOUT = 86400;
+
+function isErrorClass(v: unknown): v is ErrorClass {
+  return typeof v === 'function' && (v === Error || (v as { prototype?: unknown }).prototype instanceof Error);
+}
+
+export function validateTimeout(v: unknown): number {
+  if (typeof v !== 'number') {
+    throw argError(
+      'type',
+      'ERR_INVALID_ARG_TYPE',
+      `The "timeout" option must be a number of seconds. Received ${describe(v)}`,
+    );
+  }
+  if (!(v >= MIN_TIMEOUT && v <= MAX_TIMEOUT)) {
+    throw argError(
+      'range',
+      'ERR_OUT_OF_RANGE',
+      `The "timeout" option must be a number of seconds from ${MIN_TIMEOUT} to ${MAX_TIMEOUT}. Received ${describe(v)}`,
+    );
+  }
+  return v;
+}
+
+export function validateRaiseExc(v: unknown): RaiseExc {
+  if (v === false || v === null || v instanceof Error || isErrorClass(v)) return v;
+  throw argError(
+    'type',
+    'ERR_INVALID_ARG_TYPE',
+    `The "raiseExc" option must be an Error class, an Error instance, false or null. Received ${describe(v)}`,
+  );
+}
+
+function validateBoolean(name: string, v: unknown): boolean {
+  if (typeof v !== 'boolean') {
+    throw argError('type', 'ERR_INVALID_ARG_TYPE', `The "${name}" option must be a boolean. Received ${describe(v)}`);
+  }
+  return v;
+}
+
+function validateLog(v: unknown): LogOption {
+  if (typeof v === 'boolean' || v === 'text' || v === 'json' || typeof v === 'function') return v as LogOption;
+  throw argError(
+    'type',
+    'ERR_INVALID_ARG_TYPE',
+    `The "log" option must be a boolean, 'text', 'json' or a function. Received ${describe(v)}`,
+  );
+}
+
+function validateOnBlocked(v: unknown): ((event: BlockEvent) => void) | undefined {
+  if (v === undefined || typeof v === 'function') return v as ((event: BlockEvent) => void) | undefined;
+  throw argError('type', 'ERR_INVALID_ARG_TYPE', `The "onBlocked" option must be a function. Received ${describe(v)}`);
+}
+
+/**
+ * Accepts `(options?)` or the positional form `(timeout?, raiseExc?, aggressive?)` of
+ * gevent-helpers.
+ */
+export function resolveOptions(args: readonly unknown[], defaultRaise: RaiseExc): ResolvedOptions {
+  let opts: Record<string, unknown>;
+  const [first] = args;
+  if (args.length === 0 || first === undefined) {
+    opts = args.length > 1 ? { raiseExc: args[1], aggressive: args[2] } : {};
+  } else if (typeof first === 'object' && first !== null && !(first instanceof Error)) {
+    if (args.length > 1) {
+      throw argError(
+        'type',
+        'ERR_INVALID_ARG_TYPE',
+        'BlockingDetector takes either one options object or (timeout, raiseExc, aggressive), not both',
+      );
+    }
+    opts = first as Record<string, unknown>;
+    for (const key of Object.keys(opts)) {
+      if (!(KNOWN as readonly string[]).includes(key)) {
+        throw argError(
+          'type',
+          'ERR_INVALID_ARG_VALUE',
+          `Unknown BlockingDetector option "${key}". Known options: ${KNOWN.join(', ')}`,
+        );
+      }
+    }
+  } else {
+    if (args.length > 3) {
+      throw argError(
+        'type',
+        'ERR_INVALID_ARG_TYPE',
+        `BlockingDetector takes at most 3 positional arguments (timeout, raiseExc, aggressive). Received ${args.length}`,
+      );
+    }
+    opts = { timeout: first, raiseExc: args[1], aggressive: args[2] };
+  }
+  return {
+    timeout: opts.timeout === undefined ? 1 : validateTimeout(opts.timeout),
+    raiseExc: opts.raiseExc === undefined ? defaultRaise : validateRaiseExc(opts.raiseExc),
+    aggressive: opts.aggressive === undefined ? true : validateBoolean('aggressive', opts.aggressive),
+    log: opts.log === undefined ? true : validateLog(opts.log),
+    onBlocked: validateOnBlocked(opts.onBlocked),
+  };
+}

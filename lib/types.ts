@@ -1,0 +1,55 @@
+/** One JavaScript stack frame of the blocking code. Line and column are 1-based (0: unknown). */
+export interface StackFrame {
+  /** The function's name; empty for anonymous functions and top-level code. */
+  functionName: string;
+  /** The script's file name or URL (`node:internal/...` for Node's own code). */
+  fileName: string;
+  lineNumber: number;
+  columnNumber: number;
+}
+
+/** One warning given while the loop was blocked, with the stack sampled at that moment. */
+export interface BlockSample {
+  /** 0 for the first warning of the block, then 1, 2, ... (aggressive mode). */
+  index: number;
+  /** How long the loop had been blocked when the warning was given, in milliseconds. */
+  blockedMs: number;
+  /** When the warning was given (milliseconds since the epoch, like `Date.now()`). */
+  detectedAt: number;
+  /** From the detector's request to the stack capture, in milliseconds; null without a stack. */
+  sampleDelayMs: number | null;
+  /** The blocking code's stack, innermost frame first; null when none could be captured. */
+  frames: StackFrame[] | null;
+  /** Why there is no stack (for example: blocked inside native code), or null. */
+  missingStack: string | null;
+}
+
+/** A whole block, delivered once the loop turns again (or when the detector stops during it). */
+export interface BlockEvent {
+  /** `worker_threads.threadId` of the blocked thread (0: the main thread). */
+  threadId: number;
+  /** The detector's timeout, in seconds. */
+  timeout: number;
+  /** When the block started: the moment the loop last came back from waiting for I/O. */
+  startTime: number;
+  /** The same moment on the `process.hrtime.bigint()` clock. */
+  startHrtime: bigint;
+  /** How long the loop was blocked, in milliseconds. */
+  duration: number;
+  /** False when the detector was stopped before the loop turned; `duration` then ends at stop(). */
+  ended: boolean;
+  /** Every warning of this block, with its stack sample. */
+  samples: BlockSample[];
+}
+
+/** What this Node.js build and platform let loop-helpers do. */
+export interface Capabilities {
+  /** Stack samples of the blocking code (V8 entry points resolved and self-tested). */
+  stackCapture: boolean;
+  /** Interrupting the blocking code (`raiseExc`). Not implemented yet: detectors only log. */
+  interrupt: boolean;
+  /** `fork()`. Not implemented yet. */
+  fork: boolean;
+  /** Why each capability that is false is missing. */
+  reasons: { stackCapture?: string; interrupt?: string; fork?: string };
+}

@@ -1,0 +1,24 @@
+// Builds the addon with @napi-rs/cli into ./loop-helpers.<platform>.node.
+// `--debug` builds without optimisations.
+import { spawnSync } from 'node:child_process';
+import { cargoSourceArgs } from './cargo-source.mjs';
+import { cargoEnv } from './toolchain.mjs';
+
+const release = !process.argv.includes('--debug');
+const args = [
+  'build',
+  '--platform',
+  ...(release ? ['--release'] : []),
+  '--manifest-path',
+  'crates/node/Cargo.toml',
+  '--output-dir',
+  '.',
+  '--',
+  ...cargoSourceArgs(),
+];
+const r = spawnSync('napi', args, { stdio: 'inherit', env: cargoEnv(), shell: false });
+if (r.error) {
+  console.error(`[loop-helpers] cannot run napi (${r.error.message}); run npm install first`);
+  process.exit(1);
+}
+process.exit(r.status ?? 1);
