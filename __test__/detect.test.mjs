@@ -1,0 +1,155 @@
+// BlockingDetector's detection, in real child processes with real blocks.
+import { readFileSync } from 'node:fs';
+import test from 'ava';
+import { scenario, warnings } from './helpers/run.mjs';
+
+// The line of the `while` in spinHard, so the test knows which line the warning must name.
+const spinLine =
+  readFileSync(new URL('./fixtures/scenario.cjs', import.meta.url), 'utf8')
+    .split('\n')
+    .findIndex((l) => l.includes('while (process.hrtime.bigint() < end) x++;')) + 1;
+
+// The innermost frame of the fixture's own code. A sample may land inside a Node.js internal that
+// spinHard calls (process.hrtime.bigint), which is then the true innermost frame.
+const userTop = (frames) => frames.find((f) => !f.fileName.startsWith('node:'));
+
+test.serial('a spinning function is reported during the block, with its file and line', async (t) => {
+  const r = await scenario('spin', { detector: { timeout: 0.2 }, spinMs: 500 });
+  t.is(r.code, 0, r.stderr);
+  const w = warnings(r.stderr);
+  t.true(w.length >= 1, r.stderr);
+  t.regex(w[0], /^\(node:\d+\) BlockingWarning: blocking detected after timeout=0\.2; blocked for 0\.2\d\d s$/);
+  t.regex(r.stderr, new RegExp(`    at spinHard \\(.*scenario\\.cjs:${spinLine}:\\d+\\)`));
+  t.is(r.result.events.length, 1);
+  const e = r.result.events[0];
+  t.is(e.threadId, 0);
+  t.is(e.timeout, 0.2);
+  t.true(e.ended);
+  const top = userTop(e.samples[0].frames);
+  t.is(top.functionName, 'spinHard');
+  t.regex(top.fileName, /scenario\.cjs$/);
+  t.is(top.lineNumber, spinLine);
+  t.true(top.columnNumber > 0);
+  // Start and duration agree with the spin's own clock (tight bounds belong to the benchmark).
+  const spin = r.result.spins[0];
+  const startErrMs = (Number(BigInt(e.startHrtime) - BigInt(spin.start))) / 1e6;
+  t.true(Math.abs(startErrMs) < 20, `start error ${startErrMs} ms`);
+  t.true(Math.abs(e.duration - spin.durationMs) < 25, `duration ${e.duration} vs ${spin.durationMs}`);
+  t.true(Math.abs(e.startTime - Date.now()) < 60_000);
+});
+
+test.serial('aggressive mode warns once per elapsed timeout, with a fresh sample each time', async (t) => {
+  const r = await scenario('spin', { detector: { timeout: 0.2, aggressive: true }, spinMs: 700 });
+  t.is(r.code, 0, r.stderr);
+  t.is(warnings(r.stderr).length, 3, r.stderr);
+  const [e] = r.result.events;
+  t.deepEqual(e.samples.map((s) => s.index), [0, 1, 2]);
+  for (const [i, s] of e.samples.entries()) {
+    t.true(s.blockedMs >= 200 * (i + 1) && s.blockedMs < 200 * (i + 1) + 50, `sample ${i}: ${s.blockedMs}`);
+    t.is(userTop(s.frames).functionName, 'spinHard');
+  }
+});
+
+test.serial('non-aggressive mode warns once per block', async (t) => {
+  const r = await scenario('spins', { detector: { timeout: 0.15, aggressive: false }, spinMs: 500, count: 2, gapMs: 50 });
+  t.is(r.code, 0, r.stderr);
+  t.is(warnings(r.stderr).length, 2, r.stderr);
+  t.is(r.result.events.length, 2);
+  for (const e of r.result.events) t.is(e.samples.length, 1);
+});
+
+test.serial('blocks of 0.9 x timeout are never reported, 1.05 x always', async (t) => {
+  const timeout = 0.3;
+  const r = await scenario('spins', { detector: { timeout }, spinMs: timeout * 900, count: 4, gapMs: 60 });
+  t.is(r.code, 0, r.stderr);
+  // Only spins that really stayed at or under 0.9 x timeout count (preemption can stretch one).
+  const short = r.result.spins.filter((s) => s.durationMs <= timeout * 900 + 0.5);
+  t.true(short.length >= 3, JSON.stringify(r.result.spins));
+  t.is(r.result.events.length, r.result.spins.length - short.length, r.stderr);
+  const long = await scenario('spins', { detector: { timeout }, spinMs: timeout * 1050, count: 4, gapMs: 60 });
+  t.is(long.code, 0, long.stderr);
+  t.is(long.result.events.length, 4, long.stderr);
+});
+
+test.serial('an idle loop is never reported, however long it waits', async (t) => {
+  const r = await scenario('idle', { detector: { timeout: 0.1 }, idleMs: 400 });
+  t.is(r.code, 0, r.stderr);
+  t.deepEqual(warnings(r.stderr), []);
+  t.deepEqual(r.result.events, []);
+});
+
+test.serial('stop() during a block: no warning after it, and the block so far is emitted', async (t) => {
+  const r = await scenario('stop-during', { detector: { timeout: 0.1 }, beforeStopMs: 250, afterStopMs: 300 });
+  t.is(r.code, 0, r.stderr);
+  const [before, after] = r.stderr.split('STOPPED');
+  t.is(warnings(before).length, 2, r.stderr);
+  t.deepEqual(warnings(after), []);
+  t.is(r.result.events.length, 1);
+  t.false(r.result.events[0].ended);
+  t.is(r.result.events[0].samples.length, 2);
+  t.false(r.result.running);
+});
+
+test.serial('start() and stop() twice are harmless, and a restarted detector detects again', async (t) => {
+  const r = await scenario('start-stop-twice', { detector: { timeout: 0.1 }, spinMs: 250 });
+  t.is(r.code, 0, r.stderr);
+  t.deepEqual(r.result.states, [false, true, false, true, false]);
+  t.true(r.result.same);
+  t.is(r.result.events.length, 1);
+  t.is(r.result.spins.length, 2);
+});
+
+test.serial('a Worker watches its own loop while the main thread has no detector', async (t) => {
+  const r = await scenario('worker', { detector: { timeout: 0.1 }, spinMs: 300 });
+  t.is(r.code, 0, r.stderr);
+  const { fromWorker, mainThreadWatches } = r.result;
+  t.is(mainThreadWatches, 0);
+  t.true(fromWorker.threadId > 0);
+  t.is(fromWorker.events.length, 1);
+  t.is(fromWorker.events[0].threadId, fromWorker.threadId);
+  t.is(userTop(fromWorker.events[0].samples[0].frames).functionName, 'spinHard');
+  t.regex(r.stderr, new RegExp(`blocked for 0\\.1\\d\\d s in worker thread ${fromWorker.threadId}\\n(    at .*\\n)*    at spinHard`));
+});
+
+test.serial('a SIGALRM listener installed before the detector keeps getting its signals', async (t) => {
+  const r = await scenario('sigalrm', { detector: { timeout: 0.05 }, spinMs: 300 });
+  t.is(r.code, 0, r.stderr);
+  t.true(warnings(r.stderr).length >= 5, 'the detector fired several timers');
+  t.is(r.result.afterOwnTimer, 0, 'the detector timer signals never reach the listener');
+  t.is(r.result.whileRunning, 1, 'a kill(2) SIGALRM is passed on while the detector runs');
+  t.is(r.result.afterStop, 2, 'after stop() the listener gets SIGALRM directly');
+});
+
+test.serial('log: "json" writes one JSON object per warning on stderr, during the block', async (t) => {
+  const r = await scenario('log', { detector: { timeout: 0.1, log: 'json' }, spinMs: 250 });
+  t.is(r.code, 0, r.stderr);
+  const lines = r.stderr.split('\n').filter((l) => l.startsWith('{'));
+  t.is(lines.length, 2, r.stderr);
+  const j = JSON.parse(lines[0]);
+  t.is(j.type, 'BlockingWarning');
+  t.is(j.timeout, 0.1);
+  t.is(userTop(j.frames).functionName, 'spinHard');
+  t.true(j.blockedMs >= 100);
+});
+
+test.serial('log: a function gets each warning text once the loop turns; false is silent', async (t) => {
+  const r = await scenario('log', { detector: { timeout: 0.1 }, logFunction: true, spinMs: 250 });
+  t.is(r.code, 0, r.stderr);
+  t.deepEqual(warnings(r.stderr), []);
+  t.is(r.result.texts.length, 2);
+  t.regex(r.result.texts[0], /BlockingWarning: blocking detected after timeout=0\.1; blocked for .*\n(    at .*\n)*    at spinHard/);
+  const silent = await scenario('log', { detector: { timeout: 0.1, log: false }, spinMs: 250 });
+  t.deepEqual(warnings(silent.stderr), []);
+  t.is(silent.result.events.length, 1);
+});
+
+for (const exit of ['process.exit', 'throw', 'terminate-worker']) {
+  test.serial(`exiting with detectors running (${exit}) crashes nothing`, async (t) => {
+    const r = await scenario('exit', { exit }, { timeoutMs: 20_000 });
+    t.false(r.timedOut);
+    t.is(r.signal, null, r.stderr);
+    const expected = { 'process.exit': 7, throw: 1, 'terminate-worker': 0 }[exit];
+    t.is(r.code, expected, r.stderr);
+    if (exit === 'throw') t.regex(r.stderr, /Error: boom/);
+  });
+}

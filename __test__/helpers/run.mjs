@@ -1,0 +1,37 @@
+// Runs a fixture in a child Node.js process with a time limit and collects what it printed.
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+export const fixture = (name) => fileURLToPath(new URL(`../fixtures/${name}`, import.meta.url));
+
+/**
+ * @returns {Promise<{code: number|null, signal: string|null, stdout: string, stderr: string,
+ *   timedOut: boolean, result: any}>} `result` is the JSON after the last `RESULT ` line on stdout.
+ */
+export function runNode(args, { timeoutMs = 30_000, env = {}, node = process.execPath } = {}) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(node, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    let timedOut = false;
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, timeoutMs);
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      const line = stdout.split('\n').filter((l) => l.startsWith('RESULT ')).pop();
+      resolve({ code, signal, stdout, stderr, timedOut, result: line ? JSON.parse(line.slice(7)) : undefined });
+    });
+  });
+}
+
+/** Runs `scenario.cjs <name> <options JSON>`. */
+export const scenario = (name, options = {}, runOptions = {}) =>
+  runNode([fixture('scenario.cjs'), name, JSON.stringify(options)], runOptions);
+
+/** The BlockingWarning headers in a text. */
+export const warnings = (text) => text.split('\n').filter((l) => l.includes('BlockingWarning: blocking detected after'));

@@ -1,0 +1,119 @@
+// Option validation and the API's shape (no blocking needed: runs in the test process).
+import { createRequire } from 'node:module';
+import test from 'ava';
+
+const require = createRequire(import.meta.url);
+const { BlockingDetector, AlarmInterrupt, capabilities } = require('../dist/index.js');
+
+test('defaults follow gevent-helpers: timeout 1, AlarmInterrupt, aggressive', (t) => {
+  const d = new BlockingDetector();
+  t.is(d.timeout, 1);
+  t.is(d.raiseExc, AlarmInterrupt);
+  t.true(d.aggressive);
+  t.is(d.log, true);
+  t.false(d.running);
+});
+
+test('the positional form (timeout, raiseExc, aggressive) works', (t) => {
+  const d = new BlockingDetector(0.5, false, false);
+  t.is(d.timeout, 0.5);
+  t.is(d.raiseExc, false);
+  t.false(d.aggressive);
+  const e = new Error('mine');
+  t.is(new BlockingDetector(2, e).raiseExc, e);
+  t.is(new BlockingDetector(undefined, null).raiseExc, null);
+  t.is(new BlockingDetector(undefined, null).timeout, 1);
+});
+
+test('AlarmInterrupt is an Error named AlarmInterrupt', (t) => {
+  const e = new AlarmInterrupt('blocking detected after timeout=1');
+  t.true(e instanceof Error);
+  t.is(e.name, 'AlarmInterrupt');
+  t.regex(String(e), /^AlarmInterrupt: blocking detected after timeout=1$/);
+});
+
+const badTimeouts = [
+  [Number.NaN, RangeError, /"timeout".*Received NaN/],
+  [0, RangeError, /"timeout".*from 0\.001 to 86400\. Received 0/],
+  [-1, RangeError, /Received -1/],
+  [Number.POSITIVE_INFINITY, RangeError, /Received Infinity/],
+  [0.0009, RangeError, /Received 0\.0009/],
+  [86400.5, RangeError, /Received 86400\.5/],
+  ['1', TypeError, /"timeout" option must be a number of seconds\. Received type string \('1'\)/],
+  [1n, TypeError, /Received type bigint \(1n\)/],
+  [null, TypeError, /Received null/],
+  [{}, TypeError, /Received an instance of Object/],
+];
+for (const [value, Type, message] of badTimeouts) {
+  const shown = typeof value === 'bigint' ? `${value}n` : typeof value === 'number' ? String(value) : JSON.stringify(value);
+  test(`timeout ${shown} is refused with a ${Type.name}`, (t) => {
+    const err = t.throws(() => new BlockingDetector({ timeout: value }), { instanceOf: Type, message });
+    t.is(err.code, Type === RangeError ? 'ERR_OUT_OF_RANGE' : 'ERR_INVALID_ARG_TYPE');
+    // The positional form validates the same way (an object there is an options object).
+    if (typeof value !== 'object' || value === null) t.throws(() => new BlockingDetector(value), { instanceOf: Type });
+  });
+}
+
+test('timeouts at the bounds are accepted', (t) => {
+  t.is(new BlockingDetector({ timeout: 0.001 }).timeout, 0.001);
+  t.is(new BlockingDetector({ timeout: 86400 }).timeout, 86400);
+});
+
+test('raiseExc accepts an Error class, an Error instance, false or null, and nothing else', (t) => {
+  class MyError extends Error {}
+  for (const ok of [Error, TypeError, MyError, AlarmInterrupt, new MyError('x'), false, null]) {
+    t.is(new BlockingDetector({ raiseExc: ok }).raiseExc, ok);
+  }
+  for (const [bad, shown] of [
+    [true, /Received type boolean \(true\)/],
+    ['AlarmInterrupt', /Received type string/],
+    [() => {}, /Received function/],
+    [class NotAnError {}, /Received function NotAnError/],
+    [{ message: 'x' }, /Received an instance of Object/],
+    [0, /Received 0/],
+  ]) {
+    t.throws(() => new BlockingDetector({ raiseExc: bad }), {
+      instanceOf: TypeError,
+      message: new RegExp(`"raiseExc" option must be an Error class, an Error instance, false or null\\. ${shown.source}`),
+    });
+  }
+});
+
+test('aggressive, log and onBlocked are type-checked', (t) => {
+  t.throws(() => new BlockingDetector({ aggressive: 1 }), { instanceOf: TypeError, message: /"aggressive" option must be a boolean\. Received 1/ });
+  t.throws(() => new BlockingDetector(1, false, 'yes'), { instanceOf: TypeError, message: /"aggressive"/ });
+  t.throws(() => new BlockingDetector({ log: 'xml' }), { instanceOf: TypeError, message: /"log" option must be a boolean, 'text', 'json' or a function\. Received type string \('xml'\)/ });
+  t.throws(() => new BlockingDetector({ onBlocked: 'x' }), { instanceOf: TypeError, message: /"onBlocked" option must be a function/ });
+  for (const log of [true, false, 'text', 'json', () => {}]) t.is(new BlockingDetector({ log }).log, log);
+});
+
+test('an unknown option key is refused, naming it', (t) => {
+  t.throws(() => new BlockingDetector({ timout: 1 }), {
+    instanceOf: TypeError,
+    message: 'Unknown BlockingDetector option "timout". Known options: timeout, raiseExc, aggressive, log, onBlocked',
+  });
+});
+
+test('mixing an options object with positional arguments, or too many arguments, is refused', (t) => {
+  t.throws(() => new BlockingDetector({ timeout: 1 }, false), { instanceOf: TypeError });
+  t.throws(() => new BlockingDetector(1, false, true, 'extra'), { instanceOf: TypeError, message: /at most 3 positional arguments/ });
+});
+
+test('start() returns the detector, stop() and Symbol.dispose stop it', (t) => {
+  const d = new BlockingDetector({ timeout: 5, raiseExc: false });
+  t.is(d.start(), d);
+  t.true(d.running);
+  d[Symbol.dispose]();
+  t.false(d.running);
+  d.stop();
+  t.false(d.running);
+});
+
+test('capabilities() reports stack capture, self-tested on this Node.js', (t) => {
+  const c = capabilities();
+  t.true(c.stackCapture, JSON.stringify(c));
+  t.false(c.interrupt);
+  t.false(c.fork);
+  t.is(typeof c.reasons.interrupt, 'string');
+  t.is(c.reasons.stackCapture, undefined);
+});
