@@ -45,7 +45,8 @@ const badTimeouts = [
   [{}, TypeError, /Received an instance of Object/],
 ];
 for (const [value, Type, message] of badTimeouts) {
-  const shown = typeof value === 'bigint' ? `${value}n` : typeof value === 'number' ? String(value) : JSON.stringify(value);
+  const shown =
+    typeof value === 'bigint' ? `${value}n` : typeof value === 'number' ? String(value) : JSON.stringify(value);
   test(`timeout ${shown} is refused with a ${Type.name}`, (t) => {
     const err = t.throws(() => new BlockingDetector({ timeout: value }), { instanceOf: Type, message });
     t.is(err.code, Type === RangeError ? 'ERR_OUT_OF_RANGE' : 'ERR_INVALID_ARG_TYPE');
@@ -74,16 +75,27 @@ test('raiseExc accepts an Error class, an Error instance, false or null, and not
   ]) {
     t.throws(() => new BlockingDetector({ raiseExc: bad }), {
       instanceOf: TypeError,
-      message: new RegExp(`"raiseExc" option must be an Error class, an Error instance, false or null\\. ${shown.source}`),
+      message: new RegExp(
+        `"raiseExc" option must be an Error class, an Error instance, false or null\\. ${shown.source}`,
+      ),
     });
   }
 });
 
 test('aggressive, log and onBlocked are type-checked', (t) => {
-  t.throws(() => new BlockingDetector({ aggressive: 1 }), { instanceOf: TypeError, message: /"aggressive" option must be a boolean\. Received 1/ });
+  t.throws(() => new BlockingDetector({ aggressive: 1 }), {
+    instanceOf: TypeError,
+    message: /"aggressive" option must be a boolean\. Received 1/,
+  });
   t.throws(() => new BlockingDetector(1, false, 'yes'), { instanceOf: TypeError, message: /"aggressive"/ });
-  t.throws(() => new BlockingDetector({ log: 'xml' }), { instanceOf: TypeError, message: /"log" option must be a boolean, 'text', 'json' or a function\. Received type string \('xml'\)/ });
-  t.throws(() => new BlockingDetector({ onBlocked: 'x' }), { instanceOf: TypeError, message: /"onBlocked" option must be a function/ });
+  t.throws(() => new BlockingDetector({ log: 'xml' }), {
+    instanceOf: TypeError,
+    message: /"log" option must be a boolean, 'text', 'json' or a function\. Received type string \('xml'\)/,
+  });
+  t.throws(() => new BlockingDetector({ onBlocked: 'x' }), {
+    instanceOf: TypeError,
+    message: /"onBlocked" option must be a function/,
+  });
   for (const log of [true, false, 'text', 'json', () => {}]) t.is(new BlockingDetector({ log }).log, log);
 });
 
@@ -96,7 +108,10 @@ test('an unknown option key is refused, naming it', (t) => {
 
 test('mixing an options object with positional arguments, or too many arguments, is refused', (t) => {
   t.throws(() => new BlockingDetector({ timeout: 1 }, false), { instanceOf: TypeError });
-  t.throws(() => new BlockingDetector(1, false, true, 'extra'), { instanceOf: TypeError, message: /at most 3 positional arguments/ });
+  t.throws(() => new BlockingDetector(1, false, true, 'extra'), {
+    instanceOf: TypeError,
+    message: /at most 3 positional arguments/,
+  });
 });
 
 test('start() returns the detector, stop() and Symbol.dispose stop it', (t) => {

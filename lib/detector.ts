@@ -8,7 +8,7 @@ import { type BlockingDetectorOptions, type LogOption, type RaiseExc, resolveOpt
 import type { BlockEvent, BlockSample } from './types';
 
 /** Native log modes (crates/node/src/exports.rs). */
-const enum LogMode {
+enum LogMode {
   Silent = 0,
   StderrText = 1,
   StderrJson = 2,

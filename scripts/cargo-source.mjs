@@ -43,7 +43,12 @@ function installDebianCrates() {
 /** The `--config` arguments for cargo, installing Debian's crates first when that is the way. */
 export function cargoSourceArgs() {
   const choice = process.env.LOOP_HELPERS_CARGO_SOURCE;
-  const debian = ['--config', 'source.crates-io.replace-with="debian"', '--config', `source.debian.directory="${DEBIAN_REGISTRY}"`];
+  const debian = [
+    '--config',
+    'source.crates-io.replace-with="debian"',
+    '--config',
+    `source.debian.directory="${DEBIAN_REGISTRY}"`,
+  ];
   if (choice === 'crates-io') return [];
   if (choice === 'debian') {
     if (!debianHasCrates() && canApt()) installDebianCrates();

@@ -30,9 +30,16 @@ function newest(paths) {
 const mtime = (p) => (existsSync(p) ? statSync(p).mtimeMs : 0);
 
 // 1. npm packages
-if (!existsSync(npmBin('napi')) || !existsSync(npmBin('ava')) || mtime('package-lock.json') > mtime('node_modules/.package-lock.json')) {
+if (
+  !existsSync(npmBin('napi')) ||
+  !existsSync(npmBin('ava')) ||
+  mtime('package-lock.json') > mtime('node_modules/.package-lock.json')
+) {
   say('installing npm packages');
-  run('npm', existsSync('package-lock.json') ? ['ci', '--no-audit', '--no-fund'] : ['install', '--no-audit', '--no-fund']);
+  run(
+    'npm',
+    existsSync('package-lock.json') ? ['ci', '--no-audit', '--no-fund'] : ['install', '--no-audit', '--no-fund'],
+  );
 }
 
 // 2. the native addon (a local build; see lib/native.ts for the prebuilt packages)

@@ -23,7 +23,10 @@ export function runNode(args, { timeoutMs = 30_000, env = {}, node = process.exe
     child.on('error', reject);
     child.on('close', (code, signal) => {
       clearTimeout(timer);
-      const line = stdout.split('\n').filter((l) => l.startsWith('RESULT ')).pop();
+      const line = stdout
+        .split('\n')
+        .filter((l) => l.startsWith('RESULT '))
+        .pop();
       resolve({ code, signal, stdout, stderr, timedOut, result: line ? JSON.parse(line.slice(7)) : undefined });
     });
   });
@@ -34,4 +37,5 @@ export const scenario = (name, options = {}, runOptions = {}) =>
   runNode([fixture('scenario.cjs'), name, JSON.stringify(options)], runOptions);
 
 /** The BlockingWarning headers in a text. */
-export const warnings = (text) => text.split('\n').filter((l) => l.includes('BlockingWarning: blocking detected after'));
+export const warnings = (text) =>
+  text.split('\n').filter((l) => l.includes('BlockingWarning: blocking detected after'));

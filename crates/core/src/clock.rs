@@ -47,6 +47,9 @@ mod tests {
         let now = now_ns();
         let wall = wall_ms();
         let converted = mono_to_wall_ms(now - 1_000_000_000);
-        assert!((wall - converted - 1000.0).abs() < 5.0, "{wall} {converted}");
+        assert!(
+            (wall - converted - 1000.0).abs() < 5.0,
+            "{wall} {converted}"
+        );
     }
 }

@@ -363,10 +363,7 @@ pub fn register(
     let id = {
         let mut reg = lock(&monitor().registry);
         if reg.exiting {
-            return Err(io::Error::new(
-                io::ErrorKind::Other,
-                "the process is exiting",
-            ));
+            return Err(io::Error::other("the process is exiting"));
         }
         alarm::install()?;
         let id = reg.next_id;
@@ -447,7 +444,10 @@ pub fn deliver_sample(ticket: SampleTicket, frames: Vec<crate::report::Frame>) {
     };
     let watch = {
         let reg = lock(&monitor().registry);
-        reg.watches.iter().find(|w| w.id == ticket.watch_id).cloned()
+        reg.watches
+            .iter()
+            .find(|w| w.id == ticket.watch_id)
+            .cloned()
     };
     if let Some(w) = watch {
         if w.attach_sample(ticket, sample) {

@@ -305,7 +305,9 @@ mod tests {
         json_str(&mut s, "a\"b\\c\nd\u{1}é");
         assert_eq!(s, "\"a\\\"b\\\\c\\nd\\u0001é\"");
         let j = warning_json(&origin(0), &warning(None));
-        assert!(j.starts_with("{\"type\":\"BlockingWarning\",\"pid\":42,\"threadId\":0,\"timeout\":1,"));
+        assert!(
+            j.starts_with("{\"type\":\"BlockingWarning\",\"pid\":42,\"threadId\":0,\"timeout\":1,")
+        );
         assert!(!j.contains('\n'));
     }
 

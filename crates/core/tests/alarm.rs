@@ -60,7 +60,9 @@ fn timer_wakes_the_pipe_and_foreign_signals_reach_the_previous_handler() {
 
     // A SIGALRM from kill(2) goes to the previous handler while ours is installed.
     signal::kill(nix::unistd::getpid(), Signal::SIGALRM).unwrap();
-    assert!(wait_until(|| PREVIOUS_HANDLER_CALLS.load(Ordering::SeqCst) == 1));
+    assert!(wait_until(
+        || PREVIOUS_HANDLER_CALLS.load(Ordering::SeqCst) == 1
+    ));
     assert_eq!(alarm::forwarded_count(), 1);
 
     // Someone replaces our handler (as libuv does for process.on('SIGALRM')): we notice and put
@@ -81,7 +83,9 @@ fn timer_wakes_the_pipe_and_foreign_signals_reach_the_previous_handler() {
     std::thread::sleep(Duration::from_millis(20));
     assert_eq!(PREVIOUS_HANDLER_CALLS.load(Ordering::SeqCst), 1);
     signal::kill(nix::unistd::getpid(), Signal::SIGALRM).unwrap();
-    assert!(wait_until(|| PREVIOUS_HANDLER_CALLS.load(Ordering::SeqCst) == 2));
+    assert!(wait_until(
+        || PREVIOUS_HANDLER_CALLS.load(Ordering::SeqCst) == 2
+    ));
 
     // Blocking in a thread reports whether it was unblocked before.
     assert!(alarm::block_in_this_thread().unwrap());

@@ -189,7 +189,8 @@ impl EnvLoop {
         if !inner.prepare_running {
             // SAFETY: on the loop's thread; the handle was initialised in `create` and is open.
             unsafe {
-                self.heartbeat.beat(clock::now_ns(), uv_metrics_idle_time(self.loop_ptr));
+                self.heartbeat
+                    .beat(clock::now_ns(), uv_metrics_idle_time(self.loop_ptr));
                 let rc = uv_prepare_start(self.prepare, Some(on_prepare));
                 if rc != 0 {
                     return Err(format!("uv_prepare_start failed ({rc})"));
@@ -239,7 +240,11 @@ impl EnvLoop {
 
     /// The environment is going away (async cleanup hook, on its thread).
     fn teardown(&self) {
-        let ids: Vec<u64> = lock(&self.inner).watches.iter().map(|(id, _)| *id).collect();
+        let ids: Vec<u64> = lock(&self.inner)
+            .watches
+            .iter()
+            .map(|(id, _)| *id)
+            .collect();
         for id in ids {
             let _ = self.remove_watch(id);
         }

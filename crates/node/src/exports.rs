@@ -29,7 +29,7 @@ pub unsafe extern "C" fn start(env: napi_env, info: napi_callback_info) -> napi_
     ) else {
         return js::throw(env, E_ARG, "start(): bad argument types");
     };
-    if !(timeout.is_finite() && timeout > 0.0) || !js::is_function(env, a[6]) {
+    if !(timeout.is_finite() && timeout > 0.0 && js::is_function(env, a[6])) {
         return js::throw(env, E_ARG, "start(): bad timeout or callback");
     }
     let log = match log as u32 {
@@ -100,7 +100,9 @@ pub unsafe extern "C" fn flush(env: napi_env, info: napi_callback_info) -> napi_
 /// captureStack(limit) -> JSON array of frames of the calling JavaScript stack (self-test).
 pub unsafe extern "C" fn capture_stack(env: napi_env, info: napi_callback_info) -> napi_value {
     let a = js::args::<1>(env, info);
-    let limit = js::f64_arg(env, a[0]).unwrap_or(MAX_FRAMES as f64).clamp(1.0, 200.0) as u32;
+    let limit = js::f64_arg(env, a[0])
+        .unwrap_or(MAX_FRAMES as f64)
+        .clamp(1.0, 200.0) as u32;
     let isolate = v8::current_isolate();
     if isolate.is_null() {
         return js::string(env, "[]");

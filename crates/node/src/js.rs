@@ -44,8 +44,13 @@ pub unsafe fn string_arg(env: napi_env, v: napi_value) -> Option<String> {
     }
     let mut buf = vec![0u8; len + 1];
     let mut written = 0usize;
-    if napi_get_value_string_utf8(env, v, buf.as_mut_ptr() as *mut c_char, buf.len(), &mut written)
-        != NAPI_OK
+    if napi_get_value_string_utf8(
+        env,
+        v,
+        buf.as_mut_ptr() as *mut c_char,
+        buf.len(),
+        &mut written,
+    ) != NAPI_OK
     {
         return None;
     }

@@ -77,7 +77,12 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
         export(env, exports, c"start", guarded!(exports::start));
         export(env, exports, c"stop", guarded!(exports::stop));
         export(env, exports, c"flush", guarded!(exports::flush));
-        export(env, exports, c"captureStack", guarded!(exports::capture_stack));
+        export(
+            env,
+            exports,
+            c"captureStack",
+            guarded!(exports::capture_stack),
+        );
         export(env, exports, c"nativeInfo", guarded!(exports::native_info));
     }));
     exports

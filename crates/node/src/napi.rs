@@ -55,8 +55,11 @@ extern "C" {
         this_arg: *mut napi_value,
         data: *mut *mut c_void,
     ) -> napi_status;
-    pub fn napi_typeof(env: napi_env, value: napi_value, result: *mut napi_valuetype)
-        -> napi_status;
+    pub fn napi_typeof(
+        env: napi_env,
+        value: napi_value,
+        result: *mut napi_valuetype,
+    ) -> napi_status;
     pub fn napi_get_value_double(env: napi_env, value: napi_value, result: *mut f64)
         -> napi_status;
     pub fn napi_get_value_bool(env: napi_env, value: napi_value, result: *mut bool) -> napi_status;
@@ -75,8 +78,7 @@ extern "C" {
     ) -> napi_status;
     pub fn napi_create_double(env: napi_env, value: f64, result: *mut napi_value) -> napi_status;
     pub fn napi_get_undefined(env: napi_env, result: *mut napi_value) -> napi_status;
-    pub fn napi_throw_error(env: napi_env, code: *const c_char, msg: *const c_char)
-        -> napi_status;
+    pub fn napi_throw_error(env: napi_env, code: *const c_char, msg: *const c_char) -> napi_status;
     pub fn napi_call_function(
         env: napi_env,
         recv: napi_value,

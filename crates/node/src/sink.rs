@@ -42,7 +42,12 @@ unsafe extern "C" fn on_interrupt(isolate: *mut v8::Isolate, data: *mut c_void) 
     }));
 }
 
-unsafe extern "C" fn call_js(env: napi_env, js_cb: napi_value, _ctx: *mut c_void, data: *mut c_void) {
+unsafe extern "C" fn call_js(
+    env: napi_env,
+    js_cb: napi_value,
+    _ctx: *mut c_void,
+    data: *mut c_void,
+) {
     // SAFETY: `data` is the Box<String> leaked in block_ended; Node passes it to us exactly once.
     let json = Box::from_raw(data as *mut String);
     if env.is_null() || js_cb.is_null() {
@@ -130,7 +135,9 @@ impl WatchSink for NodeSink {
         // SAFETY: the isolate is alive: the monitor calls this under its registry lock, and the
         // environment's cleanup unregisters its watches under that lock before the isolate goes.
         // If the isolate is disposed before the interrupt runs, the task leaks (a few bytes).
-        let ok = unsafe { v8::request_interrupt(self.env_loop.isolate, on_interrupt, task as *mut c_void) };
+        let ok = unsafe {
+            v8::request_interrupt(self.env_loop.isolate, on_interrupt, task as *mut c_void)
+        };
         if !ok {
             // SAFETY: not handed to V8, so still ours.
             drop(unsafe { Box::from_raw(task) });

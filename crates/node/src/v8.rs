@@ -36,15 +36,23 @@ struct Location {
 /// kIsConstructor | kScriptNameOrSourceURL).
 const K_DETAILED: c_int = 127;
 
+type GetCurrentFn = unsafe extern "C" fn() -> *mut Isolate;
+type RequestInterruptFn = unsafe extern "C" fn(*mut Isolate, InterruptCallback, *mut c_void);
+type CurrentStackTraceFn = unsafe extern "C" fn(*mut Isolate, c_int, c_int) -> *mut c_void;
+type FrameCountFn = unsafe extern "C" fn(*mut c_void) -> c_int;
+type GetFrameFn = unsafe extern "C" fn(*mut c_void, *mut Isolate, u32) -> *mut c_void;
+type LocationFn = unsafe extern "C" fn(*mut c_void) -> Location;
+type LocalGetterFn = unsafe extern "C" fn(*mut c_void) -> *mut c_void;
+
 struct Api {
-    get_current: unsafe extern "C" fn() -> *mut Isolate,
-    request_interrupt: unsafe extern "C" fn(*mut Isolate, InterruptCallback, *mut c_void),
-    current_stack_trace: unsafe extern "C" fn(*mut Isolate, c_int, c_int) -> *mut c_void,
-    frame_count: unsafe extern "C" fn(*mut c_void) -> c_int,
-    get_frame: unsafe extern "C" fn(*mut c_void, *mut Isolate, u32) -> *mut c_void,
-    location: unsafe extern "C" fn(*mut c_void) -> Location,
-    script_name: unsafe extern "C" fn(*mut c_void) -> *mut c_void,
-    function_name: unsafe extern "C" fn(*mut c_void) -> *mut c_void,
+    get_current: GetCurrentFn,
+    request_interrupt: RequestInterruptFn,
+    current_stack_trace: CurrentStackTraceFn,
+    frame_count: FrameCountFn,
+    get_frame: GetFrameFn,
+    location: LocationFn,
+    script_name: LocalGetterFn,
+    function_name: LocalGetterFn,
 }
 
 /// (the resolved API, or the names of the symbols that are missing)
@@ -81,14 +89,14 @@ fn resolve() -> Result<Api, String> {
     // signature declared in `Api` (see the module comment for the ABI facts this relies on).
     unsafe {
         Ok(Api {
-            get_current: std::mem::transmute::<*mut c_void, _>(p[0]),
-            request_interrupt: std::mem::transmute::<*mut c_void, _>(p[1]),
-            current_stack_trace: std::mem::transmute::<*mut c_void, _>(p[2]),
-            frame_count: std::mem::transmute::<*mut c_void, _>(p[3]),
-            get_frame: std::mem::transmute::<*mut c_void, _>(p[4]),
-            location: std::mem::transmute::<*mut c_void, _>(p[5]),
-            script_name: std::mem::transmute::<*mut c_void, _>(p[6]),
-            function_name: std::mem::transmute::<*mut c_void, _>(p[7]),
+            get_current: std::mem::transmute::<*mut c_void, GetCurrentFn>(p[0]),
+            request_interrupt: std::mem::transmute::<*mut c_void, RequestInterruptFn>(p[1]),
+            current_stack_trace: std::mem::transmute::<*mut c_void, CurrentStackTraceFn>(p[2]),
+            frame_count: std::mem::transmute::<*mut c_void, FrameCountFn>(p[3]),
+            get_frame: std::mem::transmute::<*mut c_void, GetFrameFn>(p[4]),
+            location: std::mem::transmute::<*mut c_void, LocationFn>(p[5]),
+            script_name: std::mem::transmute::<*mut c_void, LocalGetterFn>(p[6]),
+            function_name: std::mem::transmute::<*mut c_void, LocalGetterFn>(p[7]),
         })
     }
 }
