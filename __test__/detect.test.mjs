@@ -167,3 +167,28 @@ for (const exit of ['process.exit', 'throw', 'terminate-worker']) {
     if (exit === 'throw') t.regex(r.stderr, /Error: boom/);
   });
 }
+
+test.serial('without the V8 entry points, detectors still warn, saying why there is no stack', async (t) => {
+  const r = await scenario('spin', { detector: { timeout: 0.1 }, spinMs: 250 }, { env: { LOOP_HELPERS_DISABLE_V8: '1' } });
+  t.is(r.code, 0, r.stderr);
+  const w = warnings(r.stderr);
+  t.is(w.length, 2, r.stderr);
+  t.regex(r.stderr, /\(no JavaScript stack: stack capture is not available on this Node\.js build\)/);
+  const [e] = r.result.events;
+  t.is(e.samples[0].frames, null);
+  t.regex(e.samples[0].missingStack, /not available/);
+  t.true(e.duration >= 250);
+});
+
+test.serial('a block inside native code is reported; its stack arrives once the call returns', async (t) => {
+  const r = await scenario('native-block', { detector: { timeout: 0.1, aggressive: false }, sleepMs: 300 });
+  t.is(r.code, 0, r.stderr);
+  t.is(warnings(r.stderr).length, 1, r.stderr);
+  t.regex(r.stderr, /\(no JavaScript stack: the thread did not reach a JavaScript interrupt check in time/);
+  const [e] = r.result.events;
+  t.true(e.duration >= 290, `duration ${e.duration}`);
+  // The sampler ran at the first interrupt check after spawnSync returned: in the fixture's code
+  // that called it, not in whatever ran later.
+  t.regex(userTop(e.samples[0].frames).fileName, /scenario\.cjs$/);
+  t.true(e.samples[0].sampleDelayMs > 100, `delay ${e.samples[0].sampleDelayMs}`);
+});

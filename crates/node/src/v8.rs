@@ -64,7 +64,13 @@ fn lookup(name: &CStr) -> Option<*mut c_void> {
     (!p.is_null()).then_some(p)
 }
 
+/// Set to 1 to run without the V8 entry points, as on a Node.js that lacks them (diagnostics, tests).
+const DISABLE_ENV: &str = "LOOP_HELPERS_DISABLE_V8";
+
 fn resolve() -> Result<Api, String> {
+    if std::env::var_os(DISABLE_ENV).is_some_and(|v| v == "1") {
+        return Err(format!("disabled by {DISABLE_ENV}=1"));
+    }
     let mut missing = Vec::new();
     let mut get = |name: &'static CStr| -> *mut c_void {
         lookup(name).unwrap_or_else(|| {
