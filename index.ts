@@ -8,5 +8,6 @@
 export { capabilities } from './lib/capabilities';
 export { BlockingDetector, type BlockingDetectorEvents } from './lib/detector';
 export { AlarmInterrupt } from './lib/errors';
+export type { InterruptFields } from './lib/interrupt';
 export type { BlockingDetectorOptions, ErrorClass, LogOption, RaiseExc } from './lib/options';
 export type { BlockEvent, BlockSample, Capabilities, StackFrame } from './lib/types';

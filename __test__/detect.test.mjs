@@ -169,7 +169,11 @@ for (const exit of ['process.exit', 'throw', 'terminate-worker']) {
 }
 
 test.serial('without the V8 entry points, detectors still warn, saying why there is no stack', async (t) => {
-  const r = await scenario('spin', { detector: { timeout: 0.1 }, spinMs: 250 }, { env: { LOOP_HELPERS_DISABLE_V8: '1' } });
+  const r = await scenario(
+    'spin',
+    { detector: { timeout: 0.1 }, spinMs: 250 },
+    { env: { LOOP_HELPERS_DISABLE_V8: '1' } },
+  );
   t.is(r.code, 0, r.stderr);
   const w = warnings(r.stderr);
   t.is(w.length, 2, r.stderr);

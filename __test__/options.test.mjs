@@ -124,11 +124,13 @@ test('start() returns the detector, stop() and Symbol.dispose stop it', (t) => {
   t.false(d.running);
 });
 
-test('capabilities() reports stack capture, self-tested on this Node.js', (t) => {
+test('capabilities() reports stack capture (self-tested) and guarded interrupts on this Node.js', (t) => {
   const c = capabilities();
   t.true(c.stackCapture, JSON.stringify(c));
-  t.false(c.interrupt);
+  t.true(c.interrupt);
+  t.false(c.interruptUnguarded);
   t.false(c.fork);
-  t.is(typeof c.reasons.interrupt, 'string');
+  t.is(typeof c.reasons.interruptUnguarded, 'string');
   t.is(c.reasons.stackCapture, undefined);
+  t.is(c.reasons.interrupt, undefined);
 });

@@ -4,6 +4,8 @@ import type { Capabilities } from './types';
 interface NativeInfo {
   stackCapture: boolean;
   stackCaptureReason: string | null;
+  terminate: boolean;
+  terminateReason: string | null;
 }
 
 interface RawFrame {
@@ -38,12 +40,20 @@ let cached: Capabilities | undefined;
 export function capabilities(): Capabilities {
   if (!cached) {
     const stackReason = probeStackCapture();
+    const info = JSON.parse(native().nativeInfo()) as NativeInfo;
     const reasons: Capabilities['reasons'] = {
-      interrupt: 'not implemented yet: detectors only log (raiseExc is validated and kept)',
+      interruptUnguarded: 'not implemented yet: outside run()/wrap() guards, detectors only log',
       fork: 'not implemented yet',
     };
     if (stackReason) reasons.stackCapture = stackReason;
-    cached = { stackCapture: stackReason === undefined, interrupt: false, fork: false, reasons };
+    if (!info.terminate) reasons.interrupt = info.terminateReason ?? 'unavailable';
+    cached = {
+      stackCapture: stackReason === undefined,
+      interrupt: info.terminate,
+      interruptUnguarded: false,
+      fork: false,
+      reasons,
+    };
   }
   return { ...cached, reasons: { ...cached.reasons } };
 }

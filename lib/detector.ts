@@ -2,7 +2,8 @@ import { EventEmitter } from 'node:events';
 import { threadId } from 'node:worker_threads';
 
 import { capabilities } from './capabilities';
-import { AlarmInterrupt } from './errors';
+import { AlarmInterrupt, argError, describe } from './errors';
+import { type InterruptInfo, interruptError, isInterruptMarker } from './interrupt';
 import { native } from './native';
 import { type BlockingDetectorOptions, type LogOption, type RaiseExc, resolveOptions } from './options';
 import type { BlockEvent, BlockSample } from './types';
@@ -29,6 +30,9 @@ interface NativeRecord extends Omit<BlockEvent, 'startHrtime' | 'samples'> {
   startHrtime: string;
   warnings: NativeWarning[];
 }
+
+/** Running detectors of this thread by native watch id (to turn an interrupt into its error). */
+const byId = new Map<number, BlockingDetector>();
 
 /** Running detectors of this thread, flushed when the loop is done (no next turn will end a block). */
 const running = new Set<BlockingDetector>();
@@ -114,8 +118,10 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
       String(this.timeout),
       threadId,
       capabilities().stackCapture,
+      this.raiseExc !== false && this.raiseExc !== null,
       (json) => this.#deliver(json),
     );
+    byId.set(this.#id, this);
     track(this, true);
     return this;
   }
@@ -128,6 +134,7 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
     const id = this.#id;
     if (id === undefined) return;
     this.#id = undefined;
+    byId.delete(id);
     track(this, false);
     const partial = native().stop(id);
     if (partial !== undefined) process.nextTick(() => this.#deliver(partial));
@@ -142,6 +149,62 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
     if (this.#id === undefined) return;
     const record = native().flush(this.#id);
     if (record !== undefined) this.#deliver(record);
+  }
+
+  /**
+   * Calls `fn(...args)` under a guard: if the loop stays blocked past a detector's deadline while
+   * `fn` runs, `fn` is stopped (no `catch` or `finally` inside it runs) and `run` throws the
+   * detector's `raiseExc` error as an ordinary exception, carrying the blocking stack. If `fn`
+   * blocked past the deadline inside a native call (which cannot be interrupted), `run` throws when
+   * that call returns. Otherwise it returns what `fn` returns, or throws what `fn` throws.
+   *
+   * Only the synchronous part of an async `fn` is guarded: code after its first `await` is not.
+   *
+   * @example
+   * ```ts
+   * try {
+   *   detector.run(() => renderReport(rows));
+   * } catch (e) {
+   *   if (e instanceof AlarmInterrupt) return reply503();
+   *   throw e;
+   * }
+   * ```
+   */
+  run<A extends unknown[], R>(fn: (...args: A) => R, ...args: A): R {
+    return this.#guard(fn, undefined, args);
+  }
+
+  /**
+   * Returns `fn` wrapped so that every call runs as in {@link BlockingDetector.run}, with the
+   * same `this` and arguments. For example an HTTP handler that should answer 503 instead of
+   * hanging the server.
+   */
+  wrap<T, A extends unknown[], R>(fn: (this: T, ...args: A) => R): (this: T, ...args: A) => R {
+    if (typeof fn !== 'function') {
+      throw argError('type', 'ERR_INVALID_ARG_TYPE', `The "fn" argument must be a function. Received ${describe(fn)}`);
+    }
+    const guard = (self: T, args: A) => this.#guard(fn, self, args);
+    const wrapped = function (this: T, ...args: A): R {
+      return guard(this, args);
+    };
+    Object.defineProperty(wrapped, 'name', { value: fn.name, configurable: true });
+    Object.defineProperty(wrapped, 'length', { value: fn.length, configurable: true });
+    return wrapped;
+  }
+
+  #guard<T, A extends unknown[], R>(fn: (this: T, ...args: A) => R, self: T, args: A): R {
+    if (typeof fn !== 'function') {
+      throw argError('type', 'ERR_INVALID_ARG_TYPE', `The "fn" argument must be a function. Received ${describe(fn)}`);
+    }
+    try {
+      return native().guardCall(fn, self, args) as R;
+    } catch (e) {
+      if (!isInterruptMarker(e)) throw e;
+      const info = JSON.parse(e.interrupt) as InterruptInfo;
+      const owner = byId.get(info.watchId) ?? this;
+      const raise = owner.raiseExc === false || owner.raiseExc === null ? AlarmInterrupt : owner.raiseExc;
+      throw interruptError(raise, owner.timeout, info);
+    }
   }
 
   /** Stops the detector (for `using detector = new BlockingDetector().start()`). */

@@ -14,8 +14,10 @@ export interface NativeBinding {
     timeoutLabel: string,
     threadId: number,
     captureStacks: boolean,
+    interrupt: boolean,
     onBlock: (recordJson: string) => void,
   ): number;
+  guardCall(fn: unknown, thisArg: unknown, args: readonly unknown[]): unknown;
   stop(id: number): string | undefined;
   flush(id: number): string | undefined;
   captureStack(limit: number): string;

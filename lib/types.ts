@@ -46,10 +46,12 @@ export interface BlockEvent {
 export interface Capabilities {
   /** Stack samples of the blocking code (V8 entry points resolved and self-tested). */
   stackCapture: boolean;
-  /** Interrupting the blocking code (`raiseExc`). Not implemented yet: detectors only log. */
+  /** Interrupting blocking code inside `detector.run()` / `detector.wrap()` guards (`raiseExc`). */
   interrupt: boolean;
+  /** Interrupting blocking code anywhere else (callbacks, promise reactions, top level). */
+  interruptUnguarded: boolean;
   /** `fork()`. Not implemented yet. */
   fork: boolean;
   /** Why each capability that is false is missing. */
-  reasons: { stackCapture?: string; interrupt?: string; fork?: string };
+  reasons: { stackCapture?: string; interrupt?: string; interruptUnguarded?: string; fork?: string };
 }

@@ -44,6 +44,10 @@ pub struct SampleTicket {
     pub block_serial: u64,
     pub index: u32,
     pub requested_ns: u64,
+    /// Capture the stack (stack capture is available).
+    pub capture: bool,
+    /// The detector interrupts blocking code (its `raiseExc` is set).
+    pub interrupt: bool,
 }
 
 /// Where a detector's results go. Implemented by the Node binding.
@@ -63,6 +67,8 @@ pub struct WatchConfig {
     pub origin: Origin,
     /// Whether stack samples can be requested at all.
     pub capture_stacks: bool,
+    /// Whether the blocking code is to be interrupted (the binding decides where it can be).
+    pub interrupt: bool,
 }
 
 struct CurrentBlock {
@@ -171,14 +177,16 @@ impl Watch {
             missing_reason: None,
         };
         let mut deadline = now;
-        if !self.cfg.capture_stacks {
-            w.missing_reason = Some(NO_STACK_UNSUPPORTED);
-        } else if self.sink.request_sample(SampleTicket {
-            watch_id: self.id,
-            block_serial: cur.serial,
-            index: f.index,
-            requested_ns: now,
-        }) {
+        let requested = (self.cfg.capture_stacks || self.cfg.interrupt)
+            && self.sink.request_sample(SampleTicket {
+                watch_id: self.id,
+                block_serial: cur.serial,
+                index: f.index,
+                requested_ns: now,
+                capture: self.cfg.capture_stacks,
+                interrupt: self.cfg.interrupt,
+            });
+        if requested && self.cfg.capture_stacks {
             deadline = now + SAMPLE_WAIT_NS;
         } else {
             w.missing_reason = Some(NO_STACK_UNSUPPORTED);

@@ -108,6 +108,7 @@ fn detects_samples_and_delivers_a_block_of_a_simulated_loop() {
             timeout_ns: 100_000_000,
         },
         capture_stacks: true,
+        interrupt: false,
     };
     let id = monitor::register(cfg, lp.clone(), sink.clone()).unwrap();
     assert_eq!(monitor::watch_count(), 1);

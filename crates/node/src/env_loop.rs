@@ -14,6 +14,7 @@ use loop_helpers_core::heartbeat::Heartbeat;
 use loop_helpers_core::monitor::{self, LoopProbe};
 use loop_helpers_core::{alarm, clock};
 
+use crate::interrupt::Interrupts;
 use crate::napi::*;
 use crate::sink::NodeSink;
 use crate::uv::*;
@@ -26,6 +27,7 @@ pub struct EnvLoop {
     heartbeat: Heartbeat,
     /// False once the environment is being torn down: nothing may touch env, isolate or loop.
     alive: AtomicBool,
+    pub interrupts: Interrupts,
     /// The uv_prepare_t (storage sized by uv_handle_size), owned by libuv between init and close.
     prepare: *mut uv_handle_t,
     inner: Mutex<Inner>,
@@ -138,6 +140,7 @@ impl EnvLoop {
             loop_ptr,
             heartbeat: Heartbeat::new(uv_hrtime(), uv_metrics_idle_time(loop_ptr)),
             alive: AtomicBool::new(true),
+            interrupts: Interrupts::default(),
             prepare,
             inner: Mutex::new(Inner {
                 watches: Vec::new(),
@@ -248,12 +251,18 @@ impl EnvLoop {
         for id in ids {
             let _ = self.remove_watch(id);
         }
+        self.interrupts.clear();
         self.alive.store(false, Ordering::Release);
         // SAFETY: on the loop's thread; the close callback frees the handle and removes the hook.
         unsafe {
             uv_prepare_stop(self.prepare);
             uv_close(self.prepare, Some(on_prepare_closed));
         }
+    }
+
+    /// The loop iteration now (the latest heartbeat).
+    pub fn iteration(&self) -> u64 {
+        self.heartbeat.read().iteration
     }
 
     pub fn is_alive(&self) -> bool {

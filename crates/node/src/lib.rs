@@ -8,6 +8,7 @@
 
 mod env_loop;
 mod exports;
+mod interrupt;
 mod js;
 mod napi;
 mod sink;
@@ -77,6 +78,7 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
         export(env, exports, c"start", guarded!(exports::start));
         export(env, exports, c"stop", guarded!(exports::stop));
         export(env, exports, c"flush", guarded!(exports::flush));
+        export(env, exports, c"guardCall", guarded!(exports::guard_call));
         export(
             env,
             exports,

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use loop_helpers_core::monitor::{self, SampleTicket, WatchSink};
 
 use crate::env_loop::EnvLoop;
+use crate::interrupt::Decision;
 use crate::napi::*;
 use crate::v8;
 
@@ -36,9 +37,24 @@ unsafe extern "C" fn on_interrupt(isolate: *mut v8::Isolate, data: *mut c_void) 
         if !task.env_loop.is_alive() {
             return;
         }
-        // SAFETY: V8 runs interrupt callbacks on the isolate's own thread, where JS was executing.
-        let frames = v8::capture_stack(task.env_loop.env, isolate, MAX_FRAMES);
-        monitor::deliver_sample(task.ticket, frames);
+        let ticket = task.ticket;
+        let frames = if ticket.capture {
+            // SAFETY: V8 runs interrupt callbacks on the isolate's own thread, where JS was
+            // executing.
+            v8::capture_stack(task.env_loop.env, isolate, MAX_FRAMES)
+        } else {
+            Vec::new()
+        };
+        if ticket.capture {
+            monitor::deliver_sample(ticket, frames.clone());
+        }
+        if ticket.interrupt {
+            if let Decision::Terminate = task.env_loop.interrupts.on_interrupt(ticket, frames) {
+                // SAFETY: our own isolate, alive (checked above); the guard frame below us on the
+                // stack cancels this termination (see interrupt.rs).
+                v8::terminate_execution(isolate);
+            }
+        }
     }));
 }
 
@@ -127,6 +143,11 @@ impl WatchSink for NodeSink {
     fn request_sample(&self, ticket: SampleTicket) -> bool {
         if !self.env_loop.is_alive() || self.env_loop.isolate.is_null() {
             return false;
+        }
+        if ticket.interrupt {
+            self.env_loop
+                .interrupts
+                .request(ticket, self.env_loop.iteration());
         }
         let task = Box::into_raw(Box::new(SampleTask {
             env_loop: self.env_loop.clone(),

@@ -111,6 +111,92 @@ fn api() -> Result<&'static Api, &'static str> {
     API.get_or_init(resolve).as_ref().map_err(|e| e.as_str())
 }
 
+type IsolateMethodFn = unsafe extern "C" fn(*mut Isolate);
+type IsolatePredicateFn = unsafe extern "C" fn(*mut Isolate) -> bool;
+
+/// Termination: the entry points behind interrupts.
+struct Terminate {
+    terminate: IsolateMethodFn,
+    cancel: IsolateMethodFn,
+    is_terminating: IsolatePredicateFn,
+}
+
+static TERMINATE: OnceLock<Result<Terminate, String>> = OnceLock::new();
+
+fn resolve_terminate() -> Result<Terminate, String> {
+    api().map_err(|e| e.to_string())?;
+    let names: [&'static CStr; 3] = [
+        c"_ZN2v87Isolate18TerminateExecutionEv",
+        c"_ZN2v87Isolate24CancelTerminateExecutionEv",
+        c"_ZN2v87Isolate22IsExecutionTerminatingEv",
+    ];
+    let p: Vec<Option<*mut c_void>> = names.iter().map(|n| lookup(n)).collect();
+    let missing: Vec<String> = names
+        .iter()
+        .zip(&p)
+        .filter(|(_, p)| p.is_none())
+        .map(|(n, _)| n.to_string_lossy().into_owned())
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!("missing V8 symbols: {}", missing.join(", ")));
+    }
+    // SAFETY: exported non-virtual Isolate methods; `this` is the only argument, and
+    // IsExecutionTerminating returns a C++ bool (one byte in a register, like Rust's bool).
+    unsafe {
+        Ok(Terminate {
+            terminate: std::mem::transmute::<*mut c_void, IsolateMethodFn>(
+                p[0].unwrap_or_default(),
+            ),
+            cancel: std::mem::transmute::<*mut c_void, IsolateMethodFn>(p[1].unwrap_or_default()),
+            is_terminating: std::mem::transmute::<*mut c_void, IsolatePredicateFn>(
+                p[2].unwrap_or_default(),
+            ),
+        })
+    }
+}
+
+fn terminate_api() -> Result<&'static Terminate, &'static str> {
+    TERMINATE
+        .get_or_init(resolve_terminate)
+        .as_ref()
+        .map_err(|e| e.as_str())
+}
+
+/// Whether blocking JavaScript can be terminated on this Node; the reason when it cannot.
+pub fn terminate_support() -> Result<(), &'static str> {
+    terminate_api().map(|_| ())
+}
+
+/// Requests termination of the JavaScript running on `isolate` (thread-safe in V8).
+///
+/// # Safety
+/// `isolate` must be alive.
+pub unsafe fn terminate_execution(isolate: *mut Isolate) -> bool {
+    match terminate_api() {
+        Ok(t) if !isolate.is_null() => {
+            (t.terminate)(isolate);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Clears a termination in progress or requested, if any. Returns whether one was in progress.
+///
+/// # Safety
+/// On `isolate`'s own thread.
+pub unsafe fn cancel_termination(isolate: *mut Isolate) -> bool {
+    match terminate_api() {
+        Ok(t) if !isolate.is_null() => {
+            let was = (t.is_terminating)(isolate);
+            // Also clears a request that has not reached JavaScript yet.
+            (t.cancel)(isolate);
+            was
+        }
+        _ => false,
+    }
+}
+
 /// Whether stack sampling can work on this Node; the reason when it cannot.
 pub fn stack_capture_support() -> Result<(), &'static str> {
     api().map(|_| ())

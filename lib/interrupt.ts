@@ -1,0 +1,68 @@
+// Turning a native interrupt into the detector's raiseExc error.
+
+import { dirname } from 'node:path';
+
+import type { RaiseExc } from './options';
+import type { StackFrame } from './types';
+
+/** What `guardCall` reports when it turned a termination into an exception (exports.rs). */
+export interface InterruptInfo {
+  watchId: number;
+  index: number;
+  /** The blocking code was native: the interrupt had not run when it returned. */
+  late: boolean;
+  frames: StackFrame[] | null;
+}
+
+/** Extra properties of an error raised by a BlockingDetector. */
+export interface InterruptFields {
+  /** The detector's timeout, in seconds. */
+  timeout: number;
+  /** The stack of the code that was blocking, innermost first; null when none was captured. */
+  blockingFrames: StackFrame[] | null;
+}
+
+/** This package's compiled files. */
+const ownDir = `${dirname(__dirname)}/`;
+
+export function isInterruptMarker(e: unknown): e is Error & { interrupt: string } {
+  return (
+    e instanceof Error &&
+    (e as { code?: unknown }).code === 'ERR_LOOP_HELPERS_INTERRUPT' &&
+    typeof (e as { interrupt?: unknown }).interrupt === 'string'
+  );
+}
+
+export function framesText(frames: readonly StackFrame[]): string {
+  return frames
+    .map((f) => {
+      const loc = f.fileName
+        ? f.lineNumber
+          ? `${f.fileName}:${f.lineNumber}:${f.columnNumber}`
+          : f.fileName
+        : '<anonymous>';
+      return f.functionName ? `    at ${f.functionName} (${loc})` : `    at ${loc}`;
+    })
+    .join('\n');
+}
+
+/**
+ * The error to raise: `new Cls("blocking detected after timeout=<t>")` for a class, the instance
+ * itself for an instance. Its `.stack` becomes the blocking code's stack.
+ */
+export function interruptError(raiseExc: Exclude<RaiseExc, false | null>, timeout: number, info: InterruptInfo): Error {
+  const message = `blocking detected after timeout=${timeout}`;
+  const err = typeof raiseExc === 'function' ? new raiseExc(message) : raiseExc;
+  // The guard's own frames (this package) say nothing about the blocking code.
+  const frames = info.frames?.filter((f) => !f.fileName.startsWith(ownDir)) ?? null;
+  const body = frames?.length
+    ? framesText(frames)
+    : info.late
+      ? '    (no JavaScript stack: the code blocked inside a native call past the deadline)'
+      : '    (no JavaScript stack captured)';
+  const header = `${err.name}: ${err.message}`;
+  Object.defineProperty(err, 'stack', { value: `${header}\n${body}`, writable: true, configurable: true });
+  const fields: InterruptFields = { timeout, blockingFrames: frames };
+  Object.assign(err, fields);
+  return err;
+}
