@@ -98,10 +98,3 @@ test('raiseExc: false never interrupts, even inside run()', async (t) => {
   t.is(r.result.value, 250);
   t.is(warnings(r.stderr).length, 2);
 });
-
-test('outside guards, blocking code is logged and left running (unguarded interrupts come next)', async (t) => {
-  const r = await guard('unguarded');
-  t.is(r.code, 0, r.stderr);
-  t.is(r.result.value, 250);
-  t.is(warnings(r.stderr).length, 2);
-});

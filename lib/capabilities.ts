@@ -1,11 +1,14 @@
 import { native } from './native';
 import type { Capabilities } from './types';
+import { unguardedProbe } from './unguarded';
 
 interface NativeInfo {
   stackCapture: boolean;
   stackCaptureReason: string | null;
   terminate: boolean;
   terminateReason: string | null;
+  afterTermination: boolean;
+  afterTerminationReason: string | null;
 }
 
 interface RawFrame {
@@ -41,16 +44,20 @@ export function capabilities(): Capabilities {
   if (!cached) {
     const stackReason = probeStackCapture();
     const info = JSON.parse(native().nativeInfo()) as NativeInfo;
-    const reasons: Capabilities['reasons'] = {
-      interruptUnguarded: 'not implemented yet: outside run()/wrap() guards, detectors only log',
-      fork: 'not implemented yet',
-    };
+    const reasons: Capabilities['reasons'] = { fork: 'not implemented yet' };
     if (stackReason) reasons.stackCapture = stackReason;
     if (!info.terminate) reasons.interrupt = info.terminateReason ?? 'unavailable';
+    const unguarded =
+      (info.terminate ? undefined : reasons.interrupt) ??
+      (info.afterTermination ? undefined : (info.afterTerminationReason ?? 'unavailable')) ??
+      (stackReason ? `needs stack capture (${stackReason})` : undefined) ??
+      unguardedProbe();
+    if (unguarded)
+      reasons.interruptUnguarded = `${unguarded}; timers, immediates, ticks and queueMicrotask callbacks are still interrupted`;
     cached = {
       stackCapture: stackReason === undefined,
       interrupt: info.terminate,
-      interruptUnguarded: false,
+      interruptUnguarded: unguarded === undefined,
       fork: false,
       reasons,
     };

@@ -1,12 +1,14 @@
 import { EventEmitter } from 'node:events';
+import { writeSync } from 'node:fs';
 import { threadId } from 'node:worker_threads';
-
 import { capabilities } from './capabilities';
 import { AlarmInterrupt, argError, describe } from './errors';
-import { type InterruptInfo, interruptError, isInterruptMarker } from './interrupt';
+
+import { type InterruptInfo, interruptError, isInterruptMarker, LOST_CONTINUATIONS } from './interrupt';
 import { native } from './native';
 import { type BlockingDetectorOptions, type LogOption, type RaiseExc, resolveOptions } from './options';
 import type { BlockEvent, BlockSample } from './types';
+import { acquireInterrupts, releaseAbandoned, releaseInterrupts } from './unguarded';
 
 /** Native log modes (crates/node/src/exports.rs). */
 enum LogMode {
@@ -56,7 +58,33 @@ function track(d: BlockingDetector, on: boolean): void {
 
 export interface BlockingDetectorEvents {
   blocked: [event: BlockEvent];
+  interrupt: [error: Error];
 }
+
+/** A listener's exception must not vanish inside a native callback: rethrow it from a tick. */
+function rethrowLater(e: unknown): void {
+  process.nextTick(() => {
+    throw e;
+  });
+}
+
+/** Whether the interrupted code was an ES module's top level (evaluated by Node's ModuleJob). */
+function interruptedEsmTopLevel(info: InterruptInfo): boolean {
+  const frames = info.frames ?? [];
+  const i = frames.findIndex(
+    (f) => f.fileName === 'node:internal/modules/esm/module_job' && /(^|\.)run$/.test(f.functionName),
+  );
+  return i > 0 && frames[i - 1]?.functionName === '' && !frames[i - 1]?.fileName.startsWith('node:');
+}
+
+/** An interrupt of code outside run()/wrap(), delivered by the native layer. */
+function onInterruptDelivered(json: string): void {
+  const info = JSON.parse(json) as InterruptInfo;
+  if (info.abandoned) releaseAbandoned();
+  byId.get(info.watchId)?.[kInterrupted](info);
+}
+
+const kInterrupted = Symbol('interrupted');
 
 /**
  * Notices when this thread's event loop has not turned for `timeout` seconds, and reports the stack
@@ -86,8 +114,13 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
   /** Where warnings go. */
   readonly log: LogOption;
 
+  /** Timeouts a promise reaction may block before it is interrupted, or false (never). */
+  readonly microtaskInterruptAfter: number | false;
+
   #id: number | undefined;
+  #interrupting = false;
   readonly #onBlocked: ((event: BlockEvent) => void) | undefined;
+  readonly #onInterrupt: ((error: Error) => void) | undefined;
 
   /** @param options See {@link BlockingDetectorOptions}. */
   constructor(options?: BlockingDetectorOptions);
@@ -100,7 +133,9 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
     this.raiseExc = o.raiseExc;
     this.aggressive = o.aggressive;
     this.log = o.log;
+    this.microtaskInterruptAfter = o.microtaskInterruptAfter;
     this.#onBlocked = o.onBlocked;
+    this.#onInterrupt = o.onInterrupt;
   }
 
   /** Whether the detector is watching the loop. */
@@ -111,18 +146,27 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
   /** Starts watching this thread's loop. Starting a running detector does nothing. */
   start(): this {
     if (this.#id !== undefined) return this;
+    const caps = capabilities();
+    const interrupting = this.raiseExc !== false && this.raiseExc !== null && caps.interrupt;
+    const grace = this.microtaskInterruptAfter === false ? -1 : this.microtaskInterruptAfter * this.timeout;
     this.#id = native().start(
       this.timeout,
       this.aggressive,
       logMode(this.log),
       String(this.timeout),
       threadId,
-      capabilities().stackCapture,
-      this.raiseExc !== false && this.raiseExc !== null,
+      caps.stackCapture,
+      interrupting,
+      grace,
       (json) => this.#deliver(json),
     );
     byId.set(this.#id, this);
     track(this, true);
+    if (interrupting) {
+      // Unguarded interrupts need the stack sample (to recognise contexts that cannot recover).
+      acquireInterrupts(onInterruptDelivered, caps.stackCapture);
+      this.#interrupting = true;
+    }
     return this;
   }
 
@@ -136,6 +180,10 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
     this.#id = undefined;
     byId.delete(id);
     track(this, false);
+    if (this.#interrupting) {
+      this.#interrupting = false;
+      releaseInterrupts();
+    }
     const partial = native().stop(id);
     if (partial !== undefined) process.nextTick(() => this.#deliver(partial));
   }
@@ -229,7 +277,41 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
       ended: raw.ended,
       samples,
     };
-    this.#onBlocked?.(event);
-    this.emit('blocked', event);
+    try {
+      this.#onBlocked?.(event);
+      this.emit('blocked', event);
+    } catch (e) {
+      rethrowLater(e);
+    }
+  }
+
+  /** @internal */
+  [kInterrupted](info: InterruptInfo): void {
+    const raise = this.raiseExc === false || this.raiseExc === null ? AlarmInterrupt : this.raiseExc;
+    const err = interruptError(raise, this.timeout, info);
+    if (info.microtask) this.#note(`${LOST_CONTINUATIONS} (blocked for ${(info.blockedMs / 1000).toFixed(3)} s)`);
+    const handled = this.#onInterrupt !== undefined || this.listenerCount('interrupt') > 0;
+    try {
+      this.#onInterrupt?.(err);
+      this.emit('interrupt', err);
+    } catch (e) {
+      rethrowLater(e);
+    }
+    // Nobody listens: Node's ordinary uncaught-exception path, as for any uncaught error.
+    if (!handled) rethrowLater(err);
+    // An interrupted ES module top level never settles its evaluation promise, which Node 20
+    // reports as exit code 13. The error was handled: let the process end normally.
+    else if (info.kind === 'unguarded' && interruptedEsmTopLevel(info) && process.exitCode === undefined) {
+      process.exitCode = 0;
+    }
+  }
+
+  /** Writes a note where this detector's warnings go. */
+  #note(text: string): void {
+    const line = `(node:${process.pid}) BlockingWarning: ${text}`;
+    if (typeof this.log === 'function') this.log(`${line}\n`);
+    else if (this.log === 'json')
+      writeSync(2, `${JSON.stringify({ type: 'BlockingInterrupt', pid: process.pid, threadId, message: text })}\n`);
+    else if (this.log !== false) writeSync(2, `${line}\n`);
   }
 }

@@ -8,19 +8,36 @@ import type { StackFrame } from './types';
 /** What `guardCall` reports when it turned a termination into an exception (exports.rs). */
 export interface InterruptInfo {
   watchId: number;
-  index: number;
-  /** The blocking code was native: the interrupt had not run when it returned. */
-  late: boolean;
+  /** The blocking code was native: the interrupt had not run when it returned (run() only). */
+  late?: boolean;
+  /** How long the loop had been blocked when the code was stopped, in ms. */
+  blockedMs: number;
   frames: StackFrame[] | null;
+  /** Delivered interrupts: a callback guard (timer, tick...) or none ('unguarded'). */
+  kind?: 'callback' | 'unguarded';
+  /** A promise reaction / await continuation was stopped: its checkpoint's other microtasks were dropped. */
+  microtask?: boolean;
+  /** Async-id levels the repair popped (their resources are to be released). */
+  abandoned?: number;
 }
 
 /** Extra properties of an error raised by a BlockingDetector. */
 export interface InterruptFields {
   /** The detector's timeout, in seconds. */
   timeout: number;
+  /** How long the loop had been blocked when the code was stopped, in milliseconds. */
+  blockedMs: number;
   /** The stack of the code that was blocking, innermost first; null when none was captured. */
   blockingFrames: StackFrame[] | null;
+  /**
+   * True when the stopped code was a promise reaction or `await` continuation: V8 then drops the
+   * other microtasks queued in the same checkpoint, so other pending `await`s may never resume.
+   */
+  lostContinuations: boolean;
 }
+
+export const LOST_CONTINUATIONS =
+  'a promise continuation was interrupted: the other promise continuations pending in the same microtask checkpoint were dropped and will never run';
 
 /** This package's compiled files. */
 const ownDir = `${dirname(__dirname)}/`;
@@ -61,8 +78,15 @@ export function interruptError(raiseExc: Exclude<RaiseExc, false | null>, timeou
       ? '    (no JavaScript stack: the code blocked inside a native call past the deadline)'
       : '    (no JavaScript stack captured)';
   const header = `${err.name}: ${err.message}`;
-  Object.defineProperty(err, 'stack', { value: `${header}\n${body}`, writable: true, configurable: true });
-  const fields: InterruptFields = { timeout, blockingFrames: frames };
+  const lost = info.microtask === true;
+  const note = lost ? `\n    (${LOST_CONTINUATIONS})` : '';
+  Object.defineProperty(err, 'stack', { value: `${header}\n${body}${note}`, writable: true, configurable: true });
+  const fields: InterruptFields = {
+    timeout,
+    blockedMs: info.blockedMs,
+    blockingFrames: frames,
+    lostContinuations: lost,
+  };
   Object.assign(err, fields);
   return err;
 }

@@ -15,8 +15,20 @@ export interface NativeBinding {
     threadId: number,
     captureStacks: boolean,
     interrupt: boolean,
+    microtaskGraceSeconds: number,
     onBlock: (recordJson: string) => void,
   ): number;
+  installInterrupts(
+    asyncWrap: object | null,
+    kStackLength: number,
+    kExecutionAsyncId: number,
+    kTriggerAsyncId: number,
+    deliver: (json: string) => void,
+    onTimeoutKey: symbol,
+    onImmediateKey: symbol,
+  ): [guardApply: unknown, guardTimeout: unknown, guardImmediate: unknown, unguardedReason: string | undefined];
+  setInterruptsActive(on: boolean): void;
+  takeAbandoned(): object[];
   guardCall(fn: unknown, thisArg: unknown, args: readonly unknown[]): unknown;
   stop(id: number): string | undefined;
   flush(id: number): string | undefined;

@@ -37,6 +37,19 @@ export interface BlockingDetectorOptions {
   log?: LogOption;
   /** Called with each block once the loop turns again; same as `detector.on('blocked', ...)`. */
   onBlocked?: (event: BlockEvent) => void;
+  /**
+   * Receives the error of each interrupt of code outside `run()`/`wrap()` (timers, promise
+   * reactions, I/O callbacks...); same as `detector.on('interrupt', ...)`. With neither, the error
+   * goes through Node's uncaught-exception path.
+   */
+  onInterrupt?: (error: Error) => void;
+  /**
+   * Interrupting a promise reaction or `await` continuation makes V8 drop the other microtasks of
+   * the same checkpoint: other `await`s may never resume. So such a block is only interrupted once
+   * it lasts this many timeouts (a number from 1 to 1000), or never (`false`: only warn; a block
+   * that never ends then wedges the thread). Default 5.
+   */
+  microtaskInterruptAfter?: number | false;
 }
 
 export interface ResolvedOptions {
@@ -45,9 +58,20 @@ export interface ResolvedOptions {
   aggressive: boolean;
   log: LogOption;
   onBlocked: ((event: BlockEvent) => void) | undefined;
+  onInterrupt: ((error: Error) => void) | undefined;
+  microtaskInterruptAfter: number | false;
 }
 
-const KNOWN = ['timeout', 'raiseExc', 'aggressive', 'log', 'onBlocked'] as const;
+const KNOWN = [
+  'timeout',
+  'raiseExc',
+  'aggressive',
+  'log',
+  'onBlocked',
+  'onInterrupt',
+  'microtaskInterruptAfter',
+] as const;
+export const DEFAULT_MICROTASK_INTERRUPT_AFTER = 5;
 export const MIN_TIMEOUT = 0.001;
 export const MAX_TIMEOUT = 86400;
 
@@ -98,9 +122,28 @@ function validateLog(v: unknown): LogOption {
   );
 }
 
-function validateOnBlocked(v: unknown): ((event: BlockEvent) => void) | undefined {
-  if (v === undefined || typeof v === 'function') return v as ((event: BlockEvent) => void) | undefined;
-  throw argError('type', 'ERR_INVALID_ARG_TYPE', `The "onBlocked" option must be a function. Received ${describe(v)}`);
+function validateCallback<F>(name: string, v: unknown): F | undefined {
+  if (v === undefined || typeof v === 'function') return v as F | undefined;
+  throw argError('type', 'ERR_INVALID_ARG_TYPE', `The "${name}" option must be a function. Received ${describe(v)}`);
+}
+
+function validateMicrotaskInterruptAfter(v: unknown): number | false {
+  if (v === false) return false;
+  if (typeof v !== 'number') {
+    throw argError(
+      'type',
+      'ERR_INVALID_ARG_TYPE',
+      `The "microtaskInterruptAfter" option must be a number of timeouts or false. Received ${describe(v)}`,
+    );
+  }
+  if (!(v >= 1 && v <= 1000)) {
+    throw argError(
+      'range',
+      'ERR_OUT_OF_RANGE',
+      `The "microtaskInterruptAfter" option must be from 1 to 1000 (timeouts). Received ${describe(v)}`,
+    );
+  }
+  return v;
 }
 
 /**
@@ -145,6 +188,11 @@ export function resolveOptions(args: readonly unknown[], defaultRaise: RaiseExc)
     raiseExc: opts.raiseExc === undefined ? defaultRaise : validateRaiseExc(opts.raiseExc),
     aggressive: opts.aggressive === undefined ? true : validateBoolean('aggressive', opts.aggressive),
     log: opts.log === undefined ? true : validateLog(opts.log),
-    onBlocked: validateOnBlocked(opts.onBlocked),
+    onBlocked: validateCallback<(event: BlockEvent) => void>('onBlocked', opts.onBlocked),
+    onInterrupt: validateCallback<(error: Error) => void>('onInterrupt', opts.onInterrupt),
+    microtaskInterruptAfter:
+      opts.microtaskInterruptAfter === undefined
+        ? DEFAULT_MICROTASK_INTERRUPT_AFTER
+        : validateMicrotaskInterruptAfter(opts.microtaskInterruptAfter),
   };
 }

@@ -48,6 +48,12 @@ pub struct SampleTicket {
     pub capture: bool,
     /// The detector interrupts blocking code (its `raiseExc` is set).
     pub interrupt: bool,
+    /// How long the loop had been blocked when this was requested.
+    pub blocked_ns: u64,
+    /// The detector's timeout.
+    pub timeout_ns: u64,
+    /// Interrupt a promise reaction only once the block is this long (`u64::MAX`: never).
+    pub microtask_grace_ns: u64,
 }
 
 /// Where a detector's results go. Implemented by the Node binding.
@@ -69,6 +75,9 @@ pub struct WatchConfig {
     pub capture_stacks: bool,
     /// Whether the blocking code is to be interrupted (the binding decides where it can be).
     pub interrupt: bool,
+    /// Interrupting a promise reaction drops the other microtasks of its checkpoint: only do it
+    /// once the block lasts this long (`u64::MAX`: never).
+    pub microtask_grace_ns: u64,
 }
 
 struct CurrentBlock {
@@ -84,6 +93,9 @@ struct WatchState {
     tracker: Tracker,
     next_serial: u64,
     current: Option<CurrentBlock>,
+    /// Interrupting watches ask again every timeout while a block lasts (the interrupt may have
+    /// been declined: no guard yet, a promise reaction within its grace, a native call).
+    next_interrupt_ns: u64,
 }
 
 pub struct Watch {
@@ -146,11 +158,32 @@ impl Watch {
         }
         if let Some(f) = step.fire {
             self.fire(&mut st, f, now);
+            st.next_interrupt_ns = now.saturating_add(self.cfg.timeout_ns);
+        }
+        let mut next = step.next_wake_ns;
+        if self.cfg.interrupt {
+            if let (Some((start, _)), Some(cur)) = (st.tracker.current_block(), st.current.as_ref())
+            {
+                if step.fire.is_none() && now >= st.next_interrupt_ns {
+                    self.sink.request_sample(SampleTicket {
+                        watch_id: self.id,
+                        block_serial: cur.serial,
+                        index: u32::MAX,
+                        requested_ns: now,
+                        capture: false,
+                        interrupt: true,
+                        blocked_ns: now.saturating_sub(start),
+                        timeout_ns: self.cfg.timeout_ns,
+                        microtask_grace_ns: self.cfg.microtask_grace_ns,
+                    });
+                    st.next_interrupt_ns = now.saturating_add(self.cfg.timeout_ns);
+                }
+                next = next.min(st.next_interrupt_ns);
+            }
         }
         if step.in_block {
             self.probe.heartbeat().request_notify(true);
         }
-        let mut next = step.next_wake_ns;
         if let Some(d) = self.write_ready(&mut st, now, false, fx) {
             next = next.min(d);
         }
@@ -185,6 +218,9 @@ impl Watch {
                 requested_ns: now,
                 capture: self.cfg.capture_stacks,
                 interrupt: self.cfg.interrupt,
+                blocked_ns: f.elapsed_ns,
+                timeout_ns: self.cfg.timeout_ns,
+                microtask_grace_ns: self.cfg.microtask_grace_ns,
             });
         if requested && self.cfg.capture_stacks {
             deadline = now + SAMPLE_WAIT_NS;
@@ -386,6 +422,7 @@ pub fn register(
                 tracker,
                 next_serial: 0,
                 current: None,
+                next_interrupt_ns: 0,
             }),
         }));
         id

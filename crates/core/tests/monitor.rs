@@ -109,6 +109,7 @@ fn detects_samples_and_delivers_a_block_of_a_simulated_loop() {
         },
         capture_stacks: true,
         interrupt: false,
+        microtask_grace_ns: u64::MAX,
     };
     let id = monitor::register(cfg, lp.clone(), sink.clone()).unwrap();
     assert_eq!(monitor::watch_count(), 1);

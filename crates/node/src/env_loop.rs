@@ -14,9 +14,11 @@ use loop_helpers_core::heartbeat::Heartbeat;
 use loop_helpers_core::monitor::{self, LoopProbe};
 use loop_helpers_core::{alarm, clock};
 
+use crate::exports::GuardFn;
 use crate::interrupt::Interrupts;
 use crate::napi::*;
 use crate::sink::NodeSink;
+use crate::unguarded::Support;
 use crate::uv::*;
 use crate::v8;
 
@@ -28,6 +30,13 @@ pub struct EnvLoop {
     /// False once the environment is being torn down: nothing may touch env, isolate or loop.
     alive: AtomicBool,
     pub interrupts: Interrupts,
+    support: Mutex<Option<Arc<Support>>>,
+    /// Data of the guard functions handed to JavaScript (freed with the environment). Boxed:
+    /// JavaScript holds their addresses, which must not move when the Vec grows.
+    #[allow(clippy::vec_box)]
+    guard_fns: Mutex<Vec<Box<GuardFn>>>,
+    /// Unguarded code can be recovered from here (after-termination callbacks, async_wrap).
+    unguarded_possible: AtomicBool,
     /// The uv_prepare_t (storage sized by uv_handle_size), owned by libuv between init and close.
     prepare: *mut uv_handle_t,
     inner: Mutex<Inner>,
@@ -141,6 +150,9 @@ impl EnvLoop {
             heartbeat: Heartbeat::new(uv_hrtime(), uv_metrics_idle_time(loop_ptr)),
             alive: AtomicBool::new(true),
             interrupts: Interrupts::default(),
+            support: Mutex::new(None),
+            guard_fns: Mutex::new(Vec::new()),
+            unguarded_possible: AtomicBool::new(false),
             prepare,
             inner: Mutex::new(Inner {
                 watches: Vec::new(),
@@ -252,12 +264,46 @@ impl EnvLoop {
             let _ = self.remove_watch(id);
         }
         self.interrupts.clear();
+        self.interrupts.set_unguarded(false);
         self.alive.store(false, Ordering::Release);
         // SAFETY: on the loop's thread; the close callback frees the handle and removes the hook.
         unsafe {
             uv_prepare_stop(self.prepare);
             uv_close(self.prepare, Some(on_prepare_closed));
         }
+    }
+
+    /// Interrupt support (installed on first use by `installInterrupts`).
+    pub fn support(&self) -> Option<Arc<Support>> {
+        self.support
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_support(&self, s: Arc<Support>) {
+        *self.support.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
+    }
+
+    /// Keeps a guard function's data alive as long as the environment; returns its address.
+    pub fn keep_guard_fn(&self, g: GuardFn) -> *const GuardFn {
+        let b = Box::new(g);
+        let p: *const GuardFn = &*b;
+        self.guard_fns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(b);
+        p
+    }
+
+    pub fn set_unguarded_possible(&self, on: bool) {
+        self.unguarded_possible.store(on, Ordering::Release);
+    }
+
+    /// An interrupting detector runs (or the last one stopped).
+    pub fn set_unguarded_active(&self, on: bool) {
+        self.interrupts
+            .set_unguarded(on && self.unguarded_possible.load(Ordering::Acquire));
     }
 
     /// The loop iteration now (the latest heartbeat).

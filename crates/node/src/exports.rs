@@ -5,20 +5,29 @@ use loop_helpers_core::monitor::{self, WatchConfig};
 use loop_helpers_core::report::{json_str, LogTarget, Origin};
 use loop_helpers_core::{alarm, clock};
 
+use std::os::raw::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
 use crate::env_loop::EnvLoop;
 use crate::js;
 use crate::napi::*;
 use crate::sink::{NodeSink, MAX_FRAMES};
+use crate::unguarded::{self, AsyncWrap, Support};
 use crate::v8;
 
 const E_ARG: &str = "ERR_LOOP_HELPERS_NATIVE_ARGUMENT";
 const E_START: &str = "ERR_LOOP_HELPERS_START";
 
-/// start(timeoutSeconds, aggressive, logMode, timeoutLabel, threadId, captureStacks, interrupt, onBlock) -> id
+/// start(timeoutSeconds, aggressive, logMode, timeoutLabel, threadId, captureStacks, interrupt,
+///   microtaskGraceSeconds, onBlock) -> id
+///
+/// microtaskGraceSeconds: interrupt a promise reaction only once the block is this long; negative:
+/// never.
 ///
 /// logMode: 0 silent, 1 stderr text, 2 stderr JSON lines, 3 deferred to JavaScript.
 pub unsafe extern "C" fn start(env: napi_env, info: napi_callback_info) -> napi_value {
-    let a = js::args::<8>(env, info);
+    let a = js::args::<9>(env, info);
     let (
         Some(timeout),
         Some(aggressive),
@@ -27,6 +36,7 @@ pub unsafe extern "C" fn start(env: napi_env, info: napi_callback_info) -> napi_
         Some(thread_id),
         Some(stacks),
         Some(interrupt),
+        Some(grace),
     ) = (
         js::f64_arg(env, a[0]),
         js::bool_arg(env, a[1]),
@@ -35,11 +45,12 @@ pub unsafe extern "C" fn start(env: napi_env, info: napi_callback_info) -> napi_
         js::f64_arg(env, a[4]),
         js::bool_arg(env, a[5]),
         js::bool_arg(env, a[6]),
+        js::f64_arg(env, a[7]),
     )
     else {
         return js::throw(env, E_ARG, "start(): bad argument types");
     };
-    if !(timeout.is_finite() && timeout > 0.0 && js::is_function(env, a[7])) {
+    if !(timeout.is_finite() && timeout > 0.0 && js::is_function(env, a[8])) {
         return js::throw(env, E_ARG, "start(): bad timeout or callback");
     }
     let log = match log as u32 {
@@ -52,7 +63,7 @@ pub unsafe extern "C" fn start(env: napi_env, info: napi_callback_info) -> napi_
         Ok(e) => e,
         Err(e) => return js::throw(env, E_START, &e),
     };
-    let sink = match NodeSink::new(env, env_loop.clone(), a[7]) {
+    let sink = match NodeSink::new(env, env_loop.clone(), a[8]) {
         Ok(s) => s,
         Err(e) => return js::throw(env, E_START, &e),
     };
@@ -69,6 +80,11 @@ pub unsafe extern "C" fn start(env: napi_env, info: napi_callback_info) -> napi_
         },
         capture_stacks: stacks && v8::stack_capture_support().is_ok(),
         interrupt: interrupt && v8::terminate_support().is_ok(),
+        microtask_grace_ns: if grace.is_finite() && grace >= 0.0 {
+            (grace * 1e9).round() as u64
+        } else {
+            u64::MAX
+        },
     };
     match env_loop.add_watch(cfg, sink.clone()) {
         Ok(id) => js::number(env, id as f64),
@@ -120,7 +136,7 @@ pub unsafe extern "C" fn capture_stack(env: napi_env, info: napi_callback_info) 
     }
     let frames = v8::capture_stack(env, isolate, limit);
     let mut s = String::new();
-    frames_json(&mut s, &frames);
+    unguarded::frames_json(&mut s, Some(&frames));
     js::string(env, &s)
 }
 
@@ -131,6 +147,14 @@ pub unsafe extern "C" fn native_info(env: napi_env, _info: napi_callback_info) -
         Ok(()) => s.push_str("true,\"stackCaptureReason\":null"),
         Err(e) => {
             s.push_str("false,\"stackCaptureReason\":");
+            json_str(&mut s, e);
+        }
+    }
+    s.push_str(",\"afterTermination\":");
+    match v8::after_termination_support() {
+        Ok(()) => s.push_str("true,\"afterTerminationReason\":null"),
+        Err(e) => {
+            s.push_str("false,\"afterTerminationReason\":");
             json_str(&mut s, e);
         }
     }
@@ -160,7 +184,7 @@ pub unsafe extern "C" fn native_info(env: napi_env, _info: napi_callback_info) -
 /// Calls `fn` under a native guard frame. When a detector interrupts it (or it blocked past a
 /// detector's deadline inside native code), the termination is cancelled here and an Error with
 /// code ERR_LOOP_HELPERS_INTERRUPT is thrown, whose `interrupt` property is JSON: the detector's
-/// id and the blocking code's frames. `index.ts` turns it into the detector's `raiseExc`.
+/// id and the blocking code's frames. `lib/detector.ts` turns it into the detector's `raiseExc`.
 pub unsafe extern "C" fn guard_call(env: napi_env, info: napi_callback_info) -> napi_value {
     let a = js::args::<3>(env, info);
     if !js::is_function(env, a[0]) {
@@ -180,10 +204,35 @@ pub unsafe extern "C" fn guard_call(env: napi_env, info: napi_callback_info) -> 
         Ok(e) => e,
         Err(e) => return js::throw(env, E_START, &e),
     };
+    invoke_guarded(env, &env_loop, a[1], a[0], &argv, Mode::Throw)
+}
+
+/// What a guard does with an interrupt it resolves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// `detector.run()`: throw it to the caller (also for a native call that ran past the
+    /// deadline).
+    Throw,
+    /// Callback guards (timers, immediates, ticks, queueMicrotask): return normally so that
+    /// Node's bookkeeping runs, and deliver the error from a fresh callback.
+    Deliver,
+}
+
+unsafe fn invoke_guarded(
+    env: napi_env,
+    env_loop: &EnvLoop,
+    this: napi_value,
+    func: napi_value,
+    argv: &[napi_value],
+    mode: Mode,
+) -> napi_value {
     env_loop.interrupts.enter_guard();
     let mut result: napi_value = std::ptr::null_mut();
-    let status = napi_call_function(env, a[1], a[0], argv.len(), argv.as_ptr(), &mut result);
-    let Some(pending) = env_loop.interrupts.exit_guard(env_loop.iteration()) else {
+    let status = napi_call_function(env, this, func, argv.len(), argv.as_ptr(), &mut result);
+    let Some(pending) = env_loop
+        .interrupts
+        .exit_guard(env_loop.iteration(), mode == Mode::Throw)
+    else {
         // A normal return, or an ordinary exception (still pending: it propagates as is), or a
         // termination that is not ours (worker.terminate(): it keeps unwinding).
         return if status == NAPI_OK {
@@ -196,18 +245,233 @@ pub unsafe extern "C" fn guard_call(env: napi_env, info: napi_callback_info) -> 
     v8::cancel_termination(env_loop.isolate);
     let mut discarded = std::ptr::null_mut();
     napi_get_and_clear_last_exception(env, &mut discarded);
-    let mut json = format!(
-        "{{\"watchId\":{},\"index\":{},\"late\":{},\"frames\":",
-        pending.ticket.watch_id,
-        pending.ticket.index,
-        pending.frames.is_none()
-    );
-    match &pending.frames {
-        Some(frames) if pending.ticket.capture => frames_json(&mut json, frames),
-        _ => json.push_str("null"),
+    match mode {
+        Mode::Throw => {
+            let mut json = format!(
+                "{{\"watchId\":{},\"late\":{},\"blockedMs\":{},\"frames\":",
+                pending.ticket.watch_id,
+                pending.frames.is_none(),
+                pending.ticket.blocked_ns as f64 / 1e6
+            );
+            unguarded::frames_json(&mut json, pending.frames.as_deref());
+            json.push('}');
+            throw_interrupt(env, &json)
+        }
+        Mode::Deliver => {
+            if let Some(support) = env_loop.support() {
+                support.deliver(&pending, "callback", 0);
+            }
+            js::undefined(env)
+        }
     }
-    json.push('}');
-    throw_interrupt(env, &json)
+}
+
+/// Data of the callback-guard functions of one environment.
+pub struct GuardFn {
+    env_loop: *const EnvLoop,
+    /// The symbol under which a Timeout/Immediate keeps its callback (null for guardApply).
+    symbol: napi_ref,
+}
+
+unsafe fn all_args(
+    env: napi_env,
+    info: napi_callback_info,
+) -> (napi_value, Vec<napi_value>, *mut GuardFn) {
+    let mut argc = 8usize;
+    let mut argv = vec![std::ptr::null_mut(); 8];
+    let mut this = std::ptr::null_mut();
+    let mut data = std::ptr::null_mut();
+    napi_get_cb_info(
+        env,
+        info,
+        &mut argc,
+        argv.as_mut_ptr(),
+        &mut this,
+        &mut data,
+    );
+    if argc > argv.len() {
+        argv = vec![std::ptr::null_mut(); argc];
+        let mut again = argc;
+        napi_get_cb_info(
+            env,
+            info,
+            &mut again,
+            argv.as_mut_ptr(),
+            &mut this,
+            &mut data,
+        );
+    }
+    argv.truncate(argc);
+    (this, argv, data as *mut GuardFn)
+}
+
+/// guardApply(fn, ...args): calls fn(...args) under a delivering guard (nextTick, queueMicrotask).
+unsafe extern "C" fn guard_apply(env: napi_env, info: napi_callback_info) -> napi_value {
+    no_panic(env, || guard_apply_inner(env, info))
+}
+
+unsafe fn guard_apply_inner(env: napi_env, info: napi_callback_info) -> napi_value {
+    let (_, argv, data) = all_args(env, info);
+    let Some((&func, rest)) = argv.split_first() else {
+        return js::undefined(env);
+    };
+    if data.is_null() || !js::is_function(env, func) {
+        return js::undefined(env);
+    }
+    invoke_guarded(
+        env,
+        &*(*data).env_loop,
+        js::undefined(env),
+        func,
+        rest,
+        Mode::Deliver,
+    )
+}
+
+/// A Timeout's `_onTimeout` / an Immediate's `_onImmediate` while guards are active: calls the
+/// callback stored under the symbol, with the same `this` and arguments.
+unsafe extern "C" fn guard_method(env: napi_env, info: napi_callback_info) -> napi_value {
+    no_panic(env, || guard_method_inner(env, info))
+}
+
+unsafe fn guard_method_inner(env: napi_env, info: napi_callback_info) -> napi_value {
+    let (this, argv, data) = all_args(env, info);
+    if data.is_null() || this.is_null() {
+        return js::undefined(env);
+    }
+    let mut key = std::ptr::null_mut();
+    let mut func = std::ptr::null_mut();
+    if napi_get_reference_value(env, (*data).symbol, &mut key) != NAPI_OK
+        || napi_get_property(env, this, key, &mut func) != NAPI_OK
+        || !js::is_function(env, func)
+    {
+        return js::undefined(env);
+    }
+    invoke_guarded(env, &*(*data).env_loop, this, func, &argv, Mode::Deliver)
+}
+
+/// Runs a guard function's body; a panic becomes a JavaScript exception instead of unwinding
+/// into V8.
+unsafe fn no_panic(env: napi_env, f: impl FnOnce() -> napi_value) -> napi_value {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(v) => v,
+        Err(_) => js::throw(
+            env,
+            "ERR_LOOP_HELPERS_PANIC",
+            "internal error in a callback guard",
+        ),
+    }
+}
+
+/// installInterrupts(asyncWrap | null, kStackLength, kExecutionAsyncId, kTriggerAsyncId, deliver,
+///   onTimeoutSymbol, onImmediateSymbol) -> [guardApply, guardTimeout, guardImmediate, reason]
+///
+/// `reason` is null when unguarded code can be interrupted, otherwise why not (then only guarded
+/// code is: run()/wrap() and the callback guards).
+pub unsafe extern "C" fn install_interrupts(env: napi_env, info: napi_callback_info) -> napi_value {
+    let a = js::args::<7>(env, info);
+    if !js::is_function(env, a[4]) {
+        return js::throw(env, E_ARG, "installInterrupts(): deliver is not a function");
+    }
+    let env_loop = match EnvLoop::get_or_create(env) {
+        Ok(e) => e,
+        Err(e) => return js::throw(env, E_START, &e),
+    };
+    let mut reason: Option<String> = v8::after_termination_support().err().map(str::to_string);
+    let mut async_wrap = None;
+    let mut t = 0;
+    if napi_typeof(env, a[0], &mut t) == NAPI_OK && t == NAPI_OBJECT {
+        let (Some(k_len), Some(k_exec), Some(k_trig)) = (
+            js::f64_arg(env, a[1]),
+            js::f64_arg(env, a[2]),
+            js::f64_arg(env, a[3]),
+        ) else {
+            return js::throw(env, E_ARG, "installInterrupts(): bad field indices");
+        };
+        let mut r = std::ptr::null_mut();
+        napi_create_reference(env, a[0], 1, &mut r);
+        async_wrap = Some(AsyncWrap {
+            binding: r,
+            k_stack_length: k_len as u32,
+            k_execution_async_id: k_exec as u32,
+            k_trigger_async_id: k_trig as u32,
+        });
+    } else if reason.is_none() {
+        reason = Some("process.binding('async_wrap') is not available on this Node.js (needed to repair Node's async-id stack)".into());
+    }
+    let support = match env_loop.support() {
+        Some(s) => s,
+        None => match Support::new(env, async_wrap, a[4]) {
+            Ok(s) => {
+                env_loop.set_support(s.clone());
+                s
+            }
+            Err(e) => return js::throw(env, E_START, &e),
+        },
+    };
+    if support.async_wrap.is_none() && reason.is_none() {
+        reason = Some("process.binding('async_wrap') is not available".into());
+    }
+    env_loop.set_unguarded_possible(reason.is_none());
+    let mut out = std::ptr::null_mut();
+    napi_create_array_with_length(env, 4, &mut out);
+    let fns: [(&std::ffi::CStr, napi_callback, napi_value); 3] = [
+        (c"guardApply", Some(guard_apply), std::ptr::null_mut()),
+        (c"guardTimeout", Some(guard_method), a[5]),
+        (c"guardImmediate", Some(guard_method), a[6]),
+    ];
+    for (i, (name, cb, sym)) in fns.into_iter().enumerate() {
+        let mut symbol = std::ptr::null_mut();
+        if !sym.is_null() {
+            napi_create_reference(env, sym, 1, &mut symbol);
+        }
+        let data = env_loop.keep_guard_fn(GuardFn {
+            env_loop: Arc::as_ptr(&env_loop),
+            symbol,
+        });
+        let mut f = std::ptr::null_mut();
+        napi_create_function(
+            env,
+            name.as_ptr(),
+            name.to_bytes().len(),
+            cb,
+            data as *mut c_void,
+            &mut f,
+        );
+        napi_set_element(env, out, i as u32, f);
+    }
+    let r = match &reason {
+        Some(r) => js::string(env, r),
+        None => js::undefined(env),
+    };
+    napi_set_element(env, out, 3, r);
+    out
+}
+
+/// setInterruptsActive(on): whether unguarded code may be terminated now (an interrupting
+/// detector runs in this environment).
+pub unsafe extern "C" fn set_interrupts_active(
+    env: napi_env,
+    info: napi_callback_info,
+) -> napi_value {
+    let a = js::args::<1>(env, info);
+    let on = js::bool_arg(env, a[0]).unwrap_or(false);
+    if let Ok(e) = EnvLoop::get_or_create(env) {
+        e.set_unguarded_active(on);
+    }
+    js::undefined(env)
+}
+
+/// takeAbandoned() -> the resources of async-id levels an unguarded interrupt abandoned.
+pub unsafe extern "C" fn take_abandoned(env: napi_env, _info: napi_callback_info) -> napi_value {
+    match EnvLoop::get_or_create(env).ok().and_then(|e| e.support()) {
+        Some(s) => s.take_abandoned(env),
+        None => {
+            let mut arr = std::ptr::null_mut();
+            napi_create_array_with_length(env, 0, &mut arr);
+            arr
+        }
+    }
 }
 
 unsafe fn throw_interrupt(env: napi_env, json: &str) -> napi_value {
@@ -219,22 +483,4 @@ unsafe fn throw_interrupt(env: napi_env, json: &str) -> napi_value {
         napi_throw(env, err);
     }
     std::ptr::null_mut()
-}
-
-fn frames_json(s: &mut String, frames: &[loop_helpers_core::report::Frame]) {
-    s.push('[');
-    for (i, f) in frames.iter().enumerate() {
-        if i > 0 {
-            s.push(',');
-        }
-        s.push_str("{\"functionName\":");
-        json_str(s, &f.function_name);
-        s.push_str(",\"fileName\":");
-        json_str(s, &f.file_name);
-        s.push_str(&format!(
-            ",\"lineNumber\":{},\"columnNumber\":{}}}",
-            f.line, f.column
-        ));
-    }
-    s.push(']');
 }

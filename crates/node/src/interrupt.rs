@@ -4,19 +4,30 @@
 //! The order of events for one interrupt:
 //! 1. the monitor (its thread) records the request, then asks V8 for an interrupt;
 //! 2. the interrupt callback (the JS thread, inside the blocking code) samples the stack, takes the
-//!    request and, where it can be resolved (inside a guard), calls `TerminateExecution`;
-//! 3. the innermost guard frame sees its call return, cancels the termination, and throws the
-//!    detector's error as an ordinary exception.
+//!    request and decides (see [`Interrupts::on_interrupt`]) whether to call `TerminateExecution`;
+//! 3. the termination is resolved by the innermost guard frame (`detector.run()`, or the guards
+//!    around timers, immediates, ticks and queueMicrotask callbacks), or, for unguarded code, by
+//!    V8's call-completed / microtasks-completed callbacks (`unguarded.rs`).
 //!
-//! If the blocking code was native (no interrupt check until it returned) and a guard returns while
-//! the request is still pending, the guard takes the request itself (the code did block past the
-//! deadline), and the late interrupt callback then finds nothing to do: a termination never lands
-//! after its guard has gone. Node's `vm` timeout behaves the same way.
+//! If the blocking code was native (no interrupt check until it returned) and a throwing guard
+//! (`run()`) returns while the request is still pending, the guard takes the request itself (the
+//! code did block past the deadline), and the late interrupt callback then finds nothing to do: a
+//! termination never lands after its guard has gone. Node's `vm` timeout behaves the same way.
 
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Mutex;
 
 use loop_helpers_core::monitor::SampleTicket;
 use loop_helpers_core::report::Frame;
+
+/// Where a termination is resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resolver {
+    /// A guard frame on the stack (run/wrap, or a timer/immediate/tick/queueMicrotask guard).
+    Guard,
+    /// No guard: V8's call-completed or microtasks-completed callback.
+    Unguarded,
+}
 
 /// An interrupt the monitor asked for.
 #[derive(Clone, Debug)]
@@ -26,31 +37,77 @@ pub struct Pending {
     pub iteration: u64,
     /// The blocking code's stack, once the interrupt callback captured it.
     pub frames: Option<Vec<Frame>>,
+    pub resolver: Resolver,
+    /// The termination hit a promise reaction / await continuation: the other microtasks of that
+    /// checkpoint were dropped.
+    pub microtask: bool,
 }
 
 #[derive(Default)]
 struct State {
     requested: Option<Pending>,
     fired: Option<Pending>,
-    guard_depth: u32,
+    /// (loop iteration, monotonic ns) of the last interrupt resolved: the code after it is not
+    /// the code that blocked, so the block is counted again from there.
+    last_resolved: Option<(u64, u64)>,
 }
 
 #[derive(Default)]
 pub struct Interrupts {
     state: Mutex<State>,
+    /// A request or a termination is outstanding (the guards' fast path reads only this).
+    outstanding: AtomicBool,
+    guard_depth: AtomicU32,
+    /// Unguarded code may be terminated (the after-termination callbacks and the async-id stack
+    /// repair are available, and an interrupting detector runs).
+    unguarded: AtomicBool,
 }
 
 /// What the interrupt callback should do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
-    /// Terminate the running JavaScript: a guard is on the stack to resolve it.
+    /// Terminate: a guard frame on the stack resolves it.
     Terminate,
-    /// Nothing to interrupt here (no request, or no way to resolve it).
+    /// Terminate: no guard, so register the after-termination callbacks first.
+    TerminateUnguarded,
+    /// Leave the code running (no request; or unguarded interrupts are off; or a promise reaction
+    /// within its grace; or a context that cannot be recovered).
     Nothing,
+}
+
+/// Facts about the point where the interrupt callback runs.
+pub struct Context {
+    pub running_microtasks: bool,
+    /// An Immediate callback that no guard covers: Node cannot recover from interrupting it.
+    pub unguarded_immediate: bool,
 }
 
 impl Interrupts {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn update_outstanding(&self, st: &State) {
+        self.outstanding.store(
+            st.requested.is_some() || st.fired.is_some(),
+            Ordering::Release,
+        );
+    }
+
+    /// Whether an interrupt was resolved in this iteration less than `timeout_ns` ago: the code
+    /// running now has not blocked for a full timeout yet.
+    pub fn recently_resolved(&self, iteration: u64, now_ns: u64, timeout_ns: u64) -> bool {
+        self.lock()
+            .last_resolved
+            .is_some_and(|(it, at)| it == iteration && now_ns.saturating_sub(at) < timeout_ns)
+    }
+
+    fn resolved(st: &mut State, p: &Pending) {
+        st.last_resolved = Some((p.iteration, loop_helpers_core::clock::now_ns()));
+        // Requests that arrived while the termination was in flight were about the same code.
+        if st.requested.as_ref().is_some_and(|r| r.iteration == p.iteration) {
+            st.requested = None;
+        }
     }
 
     /// Monitor thread: an interrupt is wanted for this block (the first request of a block wins).
@@ -65,12 +122,18 @@ impl Interrupts {
                 ticket,
                 iteration,
                 frames: None,
+                resolver: Resolver::Guard,
+                microtask: false,
             });
+        } else if let Some(p) = st.requested.as_mut() {
+            // A retry: keep the first request, with the newest block length.
+            p.ticket.blocked_ns = ticket.blocked_ns;
         }
+        self.update_outstanding(&st);
     }
 
     /// JS thread, in the interrupt callback.
-    pub fn on_interrupt(&self, ticket: SampleTicket, frames: Vec<Frame>) -> Decision {
+    pub fn on_interrupt(&self, ticket: SampleTicket, frames: Vec<Frame>, cx: Context) -> Decision {
         let mut st = self.lock();
         let matches = st
             .requested
@@ -79,40 +142,98 @@ impl Interrupts {
         if !matches || st.fired.is_some() {
             return Decision::Nothing;
         }
-        if st.guard_depth == 0 {
-            // Unguarded code: left running (only logged) until unguarded interrupts exist.
-            st.requested = None;
-            return Decision::Nothing;
-        }
         let mut p = st.requested.take().expect("checked above");
+        p.ticket.blocked_ns = p.ticket.blocked_ns.max(ticket.blocked_ns);
         p.frames = Some(frames);
-        st.fired = Some(p);
-        Decision::Terminate
+        let decision = if self.guard_depth.load(Ordering::Relaxed) > 0 {
+            Decision::Terminate
+        } else if !self.unguarded.load(Ordering::Acquire) || cx.unguarded_immediate {
+            Decision::Nothing
+        } else if cx.running_microtasks && p.ticket.blocked_ns < p.ticket.microtask_grace_ns {
+            // Within its grace: the monitor asks again every timeout.
+            Decision::Nothing
+        } else {
+            Decision::TerminateUnguarded
+        };
+        match decision {
+            Decision::Terminate => st.fired = Some(p),
+            Decision::TerminateUnguarded => {
+                p.resolver = Resolver::Unguarded;
+                p.microtask = cx.running_microtasks;
+                st.fired = Some(p);
+            }
+            Decision::Nothing => {}
+        }
+        self.update_outstanding(&st);
+        decision
     }
 
     /// JS thread: a guard frame starts.
+    #[inline]
     pub fn enter_guard(&self) {
-        self.lock().guard_depth += 1;
+        self.guard_depth.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// JS thread: a guard frame ends. Returns the interrupt it must turn into an exception.
-    pub fn exit_guard(&self, current_iteration: u64) -> Option<Pending> {
+    /// JS thread: a guard frame ends. Returns the interrupt it must resolve. `take_late`: also take
+    /// a request whose interrupt has not run yet (the guarded code blocked inside a native call).
+    #[inline]
+    pub fn exit_guard(&self, current_iteration: u64, take_late: bool) -> Option<Pending> {
+        self.guard_depth.fetch_sub(1, Ordering::Relaxed);
+        if !self.outstanding.load(Ordering::Acquire) {
+            return None;
+        }
         let mut st = self.lock();
-        st.guard_depth = st.guard_depth.saturating_sub(1);
-        if let Some(p) = st.fired.take() {
-            return Some(p);
+        let out = if st
+            .fired
+            .as_ref()
+            .is_some_and(|p| p.resolver == Resolver::Guard)
+        {
+            st.fired.take()
+        } else if take_late
+            && st
+                .requested
+                .as_ref()
+                .is_some_and(|p| p.iteration == current_iteration)
+        {
+            st.requested.take()
+        } else {
+            None
+        };
+        if let Some(p) = &out {
+            Self::resolved(&mut st, p);
         }
-        match st.requested.take() {
-            Some(p) if p.iteration == current_iteration => Some(p),
-            Some(_) | None => None,
-        }
+        self.update_outstanding(&st);
+        out
     }
 
-    /// Forgets every request (the environment is going away, or its last interrupting detector
-    /// stopped).
+    /// JS thread, in a V8 after-termination callback: the unguarded termination, if one is ours.
+    pub fn take_unguarded(&self) -> Option<Pending> {
+        let mut st = self.lock();
+        let out = if st
+            .fired
+            .as_ref()
+            .is_some_and(|p| p.resolver == Resolver::Unguarded)
+        {
+            st.fired.take()
+        } else {
+            None
+        };
+        if let Some(p) = &out {
+            Self::resolved(&mut st, p);
+        }
+        self.update_outstanding(&st);
+        out
+    }
+
+    pub fn set_unguarded(&self, on: bool) {
+        self.unguarded.store(on, Ordering::Release);
+    }
+
+    /// Forgets every request (the environment is going away).
     pub fn clear(&self) {
         let mut st = self.lock();
         st.requested = None;
         st.fired = None;
+        self.update_outstanding(&st);
     }
 }

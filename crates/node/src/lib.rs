@@ -12,6 +12,7 @@ mod interrupt;
 mod js;
 mod napi;
 mod sink;
+mod unguarded;
 mod uv;
 mod v8;
 
@@ -79,6 +80,24 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
         export(env, exports, c"stop", guarded!(exports::stop));
         export(env, exports, c"flush", guarded!(exports::flush));
         export(env, exports, c"guardCall", guarded!(exports::guard_call));
+        export(
+            env,
+            exports,
+            c"installInterrupts",
+            guarded!(exports::install_interrupts),
+        );
+        export(
+            env,
+            exports,
+            c"setInterruptsActive",
+            guarded!(exports::set_interrupts_active),
+        );
+        export(
+            env,
+            exports,
+            c"takeAbandoned",
+            guarded!(exports::take_abandoned),
+        );
         export(
             env,
             exports,

@@ -15,11 +15,16 @@ pub type napi_callback_info = *mut c_void;
 pub type napi_handle_scope = *mut c_void;
 pub type napi_threadsafe_function = *mut c_void;
 pub type napi_async_cleanup_hook_handle = *mut c_void;
+pub type napi_ref = *mut c_void;
 pub type napi_status = c_int;
 pub type napi_valuetype = c_int;
 
 pub const NAPI_OK: napi_status = 0;
+pub const NAPI_OBJECT: napi_valuetype = 6;
 pub const NAPI_FUNCTION: napi_valuetype = 7;
+/// napi_uint32_array, napi_float64_array
+pub const NAPI_UINT32_ARRAY: c_int = 6;
+pub const NAPI_FLOAT64_ARRAY: c_int = 8;
 /// napi_tsfn_nonblocking
 pub const TSFN_NONBLOCKING: c_int = 0;
 /// napi_tsfn_release
@@ -132,6 +137,57 @@ extern "C" {
         result: *mut napi_value,
     ) -> napi_status;
     pub fn napi_throw(env: napi_env, error: napi_value) -> napi_status;
+    pub fn napi_create_reference(
+        env: napi_env,
+        value: napi_value,
+        initial_refcount: u32,
+        result: *mut napi_ref,
+    ) -> napi_status;
+    pub fn napi_delete_reference(env: napi_env, r: napi_ref) -> napi_status;
+    pub fn napi_get_reference_value(
+        env: napi_env,
+        r: napi_ref,
+        result: *mut napi_value,
+    ) -> napi_status;
+    pub fn napi_get_named_property(
+        env: napi_env,
+        object: napi_value,
+        utf8name: *const c_char,
+        result: *mut napi_value,
+    ) -> napi_status;
+    pub fn napi_get_property(
+        env: napi_env,
+        object: napi_value,
+        key: napi_value,
+        result: *mut napi_value,
+    ) -> napi_status;
+    pub fn napi_get_typedarray_info(
+        env: napi_env,
+        typedarray: napi_value,
+        kind: *mut c_int,
+        length: *mut usize,
+        data: *mut *mut c_void,
+        arraybuffer: *mut napi_value,
+        byte_offset: *mut usize,
+    ) -> napi_status;
+    pub fn napi_has_element(
+        env: napi_env,
+        object: napi_value,
+        index: u32,
+        result: *mut bool,
+    ) -> napi_status;
+    pub fn napi_create_array_with_length(
+        env: napi_env,
+        length: usize,
+        result: *mut napi_value,
+    ) -> napi_status;
+    pub fn napi_set_element(
+        env: napi_env,
+        object: napi_value,
+        index: u32,
+        value: napi_value,
+    ) -> napi_status;
+    pub fn napi_create_uint32(env: napi_env, value: u32, result: *mut napi_value) -> napi_status;
     pub fn napi_get_uv_event_loop(env: napi_env, result: *mut *mut uv_loop_t) -> napi_status;
     pub fn napi_add_async_cleanup_hook(
         env: napi_env,

@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex};
 use loop_helpers_core::monitor::{self, SampleTicket, WatchSink};
 
 use crate::env_loop::EnvLoop;
-use crate::interrupt::Decision;
+use crate::interrupt::{Context, Decision};
 use crate::napi::*;
+use crate::unguarded;
 use crate::v8;
 
 /// Frames kept per sample.
@@ -38,7 +39,7 @@ unsafe extern "C" fn on_interrupt(isolate: *mut v8::Isolate, data: *mut c_void) 
             return;
         }
         let ticket = task.ticket;
-        let frames = if ticket.capture {
+        let frames = if ticket.capture || ticket.interrupt {
             // SAFETY: V8 runs interrupt callbacks on the isolate's own thread, where JS was
             // executing.
             v8::capture_stack(task.env_loop.env, isolate, MAX_FRAMES)
@@ -49,10 +50,27 @@ unsafe extern "C" fn on_interrupt(isolate: *mut v8::Isolate, data: *mut c_void) 
             monitor::deliver_sample(ticket, frames.clone());
         }
         if ticket.interrupt {
-            if let Decision::Terminate = task.env_loop.interrupts.on_interrupt(ticket, frames) {
-                // SAFETY: our own isolate, alive (checked above); the guard frame below us on the
-                // stack cancels this termination (see interrupt.rs).
-                v8::terminate_execution(isolate);
+            let cx = Context {
+                // SAFETY: on the isolate's thread.
+                running_microtasks: v8::is_running_microtasks(isolate),
+                unguarded_immediate: frames.iter().any(|f| {
+                    f.function_name == "processImmediate" && f.file_name == "node:internal/timers"
+                }),
+            };
+            match task.env_loop.interrupts.on_interrupt(ticket, frames, cx) {
+                // SAFETY (both arms): our own isolate, alive (checked above). A guard frame below
+                // us on the stack, or the callbacks `arm` registers, cancel this termination.
+                Decision::Terminate => {
+                    v8::terminate_execution(isolate);
+                }
+                Decision::TerminateUnguarded => {
+                    if unguarded::arm(&task.env_loop) {
+                        v8::terminate_execution(isolate);
+                    } else {
+                        task.env_loop.interrupts.take_unguarded();
+                    }
+                }
+                Decision::Nothing => {}
             }
         }
     }));
@@ -144,10 +162,24 @@ impl WatchSink for NodeSink {
         if !self.env_loop.is_alive() || self.env_loop.isolate.is_null() {
             return false;
         }
+        let mut ticket = ticket;
         if ticket.interrupt {
-            self.env_loop
+            let iteration = self.env_loop.iteration();
+            let now = loop_helpers_core::clock::now_ns();
+            if self
+                .env_loop
                 .interrupts
-                .request(ticket, self.env_loop.iteration());
+                .recently_resolved(iteration, now, ticket.timeout_ns)
+            {
+                // The blocking code was stopped less than a timeout ago; what runs now is other
+                // code of the same loop turn.
+                ticket.interrupt = false;
+                if !ticket.capture {
+                    return false;
+                }
+            } else {
+                self.env_loop.interrupts.request(ticket, iteration);
+            }
         }
         let task = Box::into_raw(Box::new(SampleTask {
             env_loop: self.env_loop.clone(),

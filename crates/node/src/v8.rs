@@ -197,6 +197,115 @@ pub unsafe fn cancel_termination(isolate: *mut Isolate) -> bool {
     }
 }
 
+type CallCompletedCallback = unsafe extern "C" fn(*mut Isolate);
+pub type MicrotasksCompletedCallback = unsafe extern "C" fn(*mut Isolate, *mut c_void);
+type CcRegisterFn = unsafe extern "C" fn(*mut Isolate, CallCompletedCallback);
+type McRegisterFn = unsafe extern "C" fn(*mut Isolate, MicrotasksCompletedCallback, *mut c_void);
+
+/// What interrupting unguarded code needs on top of termination: V8's callbacks that run after a
+/// terminated call or microtask checkpoint has unwound (the pattern V8's inspector uses for
+/// `Runtime.terminateExecution`), and whether a microtask checkpoint is running.
+struct AfterTermination {
+    add_cc: CcRegisterFn,
+    remove_cc: CcRegisterFn,
+    add_mc: McRegisterFn,
+    remove_mc: McRegisterFn,
+    running_microtasks: IsolatePredicateFn,
+}
+
+static AFTER: OnceLock<Result<AfterTermination, String>> = OnceLock::new();
+
+fn resolve_after() -> Result<AfterTermination, String> {
+    terminate_api().map_err(|e| e.to_string())?;
+    let names: [&'static CStr; 5] = [
+        c"_ZN2v87Isolate24AddCallCompletedCallbackEPFvPS0_E",
+        c"_ZN2v87Isolate27RemoveCallCompletedCallbackEPFvPS0_E",
+        c"_ZN2v87Isolate30AddMicrotasksCompletedCallbackEPFvPS0_PvES2_",
+        c"_ZN2v87Isolate33RemoveMicrotasksCompletedCallbackEPFvPS0_PvES2_",
+        c"_ZN2v815MicrotasksScope19IsRunningMicrotasksEPNS_7IsolateE",
+    ];
+    let p: Vec<Option<*mut c_void>> = names.iter().map(|n| lookup(n)).collect();
+    let missing: Vec<String> = names
+        .iter()
+        .zip(&p)
+        .filter(|(_, p)| p.is_none())
+        .map(|(n, _)| n.to_string_lossy().into_owned())
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!("missing V8 symbols: {}", missing.join(", ")));
+    }
+    let p: Vec<*mut c_void> = p.into_iter().map(|p| p.unwrap_or_default()).collect();
+    // SAFETY: exported non-virtual Isolate methods (`this` first) and one static function taking
+    // the isolate, with the signatures their mangled names encode.
+    unsafe {
+        Ok(AfterTermination {
+            add_cc: std::mem::transmute::<*mut c_void, CcRegisterFn>(p[0]),
+            remove_cc: std::mem::transmute::<*mut c_void, CcRegisterFn>(p[1]),
+            add_mc: std::mem::transmute::<*mut c_void, McRegisterFn>(p[2]),
+            remove_mc: std::mem::transmute::<*mut c_void, McRegisterFn>(p[3]),
+            running_microtasks: std::mem::transmute::<*mut c_void, IsolatePredicateFn>(p[4]),
+        })
+    }
+}
+
+fn after_api() -> Result<&'static AfterTermination, &'static str> {
+    AFTER
+        .get_or_init(resolve_after)
+        .as_ref()
+        .map_err(|e| e.as_str())
+}
+
+/// Whether unguarded code can be interrupted and recovered from; the reason when it cannot.
+pub fn after_termination_support() -> Result<(), &'static str> {
+    after_api().map(|_| ())
+}
+
+/// Whether V8 is running a microtask checkpoint (promise reactions, `await` continuations).
+///
+/// # Safety
+/// On `isolate`'s thread.
+pub unsafe fn is_running_microtasks(isolate: *mut Isolate) -> bool {
+    match after_api() {
+        Ok(a) => (a.running_microtasks)(isolate),
+        Err(_) => false,
+    }
+}
+
+/// Registers (or removes) the callbacks that resolve one unguarded termination.
+///
+/// # Safety
+/// On `isolate`'s thread; `mc_data` must stay valid while registered.
+pub unsafe fn set_after_termination_callbacks(
+    isolate: *mut Isolate,
+    on: bool,
+    cc: CallCompletedCallback,
+    mc: MicrotasksCompletedCallback,
+    mc_data: *mut c_void,
+) -> bool {
+    let Ok(a) = after_api() else {
+        return false;
+    };
+    if on {
+        (a.add_cc)(isolate, cc);
+        (a.add_mc)(isolate, mc, mc_data);
+    } else {
+        (a.remove_cc)(isolate, cc);
+        (a.remove_mc)(isolate, mc, mc_data);
+    }
+    true
+}
+
+/// Whether the isolate is terminating now.
+///
+/// # Safety
+/// On `isolate`'s thread.
+pub unsafe fn is_terminating(isolate: *mut Isolate) -> bool {
+    match terminate_api() {
+        Ok(t) => (t.is_terminating)(isolate),
+        Err(_) => false,
+    }
+}
+
 /// Whether stack sampling can work on this Node; the reason when it cannot.
 pub fn stack_capture_support() -> Result<(), &'static str> {
     api().map(|_| ())

@@ -1,0 +1,153 @@
+// Interrupting blocking code outside run()/wrap(), in every context, on the main thread and in a
+// Worker: the block ends, the process recovers (timers, I/O and HTTP work, nothing spins), and the
+// error reaches onInterrupt, 'uncaughtException', or Node's default handler.
+import test from 'ava';
+import { fixture, runNode } from './helpers/run.mjs';
+
+const major = Number(process.versions.node.split('.')[0]);
+// Node 24+ has no process.binding('async_wrap'): only guarded contexts are interrupted there.
+const unguardedSupported = major < 24;
+const guardedContexts = new Set(['setTimeout', 'setInterval', 'setImmediate', 'nextTick', 'queueMicrotask']);
+
+const run = (context, options = {}) =>
+  runNode([fixture('unguarded.cjs'), context, JSON.stringify({ handler: 'onInterrupt', ...options })], {
+    timeoutMs: 20_000,
+  });
+
+const everythingWorks = ['timer', 'immediate', 'tick', 'promise', 'fs', 'http 200 ok'];
+
+/** What each context keeps or loses, beyond the common checks. */
+const specifics = {
+  setInterval: (t, r) =>
+    t.true(r.later.includes('interval 2') && r.later.includes('interval 3'), 'the interval keeps its schedule'),
+  setImmediate: (t, r) =>
+    t.deepEqual(
+      r.later.filter((l) => l.startsWith('immediate')),
+      ['immediate before', 'immediate after'],
+    ),
+  nextTick: (t, r) => t.true(r.later.includes('next tick')),
+  queueMicrotask: (t, r) => t.true(r.later.includes('next microtask')),
+  'Promise.then': (t, r) => {
+    t.true(r.interrupts[0].lost, 'the error says continuations were lost');
+    t.false(r.later.includes('other reaction (dropped by V8)'));
+  },
+  'await in http handler': (t, r) => {
+    t.true(r.interrupts[0].lost);
+    t.true(r.later.includes('spin request: no response'), 'an interrupted handler never answers');
+  },
+  'http handler': (t, r) => t.true(r.later.includes('spin request: no response')),
+  'CommonJS top level': (t, r) => t.false(r.later.includes('rest of the module ran')),
+};
+
+function assertRecovered(t, r, context) {
+  t.false(r.timedOut, 'the process did not wedge');
+  t.is(r.signal, null, r.stderr);
+  const res = r.result;
+  t.truthy(res, `no RESULT; stderr: ${r.stderr}`);
+  t.is(res.interrupts.length, 1, JSON.stringify(res));
+  const [i] = res.interrupts;
+  t.is(i.name, 'AlarmInterrupt');
+  t.is(i.message, 'blocking detected after timeout=0.1');
+  t.is(i.top, 'spinForever');
+  t.true(i.stackNamesSpin);
+  t.false(res.later.includes('finally inside the blocking code ran'), 'no finally inside the blocking code runs');
+  t.deepEqual(res.ran, everythingWorks);
+  t.true(res.idleCpuMs < 150, `nothing spins afterwards: ${res.idleCpuMs} ms CPU in 300 ms`);
+  specifics[context]?.(t, res);
+}
+
+for (const context of [
+  'setTimeout',
+  'setInterval',
+  'setImmediate',
+  'nextTick',
+  'Promise.then',
+  'queueMicrotask',
+  'await in http handler',
+  'http handler',
+  'fs callback',
+  'EventEmitter',
+  'CommonJS top level',
+]) {
+  const supported = unguardedSupported || guardedContexts.has(context);
+  test.serial(
+    `main thread, ${context}: ${supported ? 'interrupted, and the process recovers' : 'not interruptible on this Node.js'}`,
+    async (t) => {
+      if (!supported) return t.pass('covered by the Node 24+ fallback test');
+      const r = await run(context);
+      t.is(r.code, 0, r.stderr);
+      assertRecovered(t, r, context);
+    },
+  );
+  if (!supported) continue;
+  test.serial(`Worker, ${context}: interrupted, the Worker recovers, the main thread is untouched`, async (t) => {
+    const r = await run(context, { worker: true });
+    t.is(r.code, 0, r.stderr);
+    t.true(r.result?.inWorker, r.stderr);
+    t.true(r.result.mainTicks >= 20, `main thread interval ran ${r.result.mainTicks} times`);
+    t.regex(r.stdout, /WORKER EXIT 0/);
+    assertRecovered(t, r, context);
+  });
+}
+
+for (const context of [
+  'setTimeout',
+  'nextTick',
+  'Promise.then',
+  'await in http handler',
+  'fs callback',
+  'CommonJS top level',
+]) {
+  test.serial(`with AsyncLocalStorage active, ${context}: interrupted, and the process recovers`, async (t) => {
+    if (!unguardedSupported && !guardedContexts.has(context)) return t.pass('not interruptible on this Node.js');
+    const r = await run(context, { als: true });
+    t.is(r.code, 0, r.stderr);
+    assertRecovered(t, r, context);
+  });
+}
+
+test.serial('ES module top level: interrupted, the rest of the module is skipped, the process exits 0', async (t) => {
+  if (!unguardedSupported) return t.pass('not interruptible on this Node.js');
+  const r = await runNode([fixture('unguarded-esm.mjs')], { timeoutMs: 20_000 });
+  t.false(r.timedOut);
+  t.is(r.code, 0, r.stderr);
+  t.is(r.result.interrupts.length, 1);
+  t.is(r.result.interrupts[0].top, 'spinForever');
+  t.deepEqual(r.result.later, []);
+  t.true(r.result.idleCpuMs < 150);
+});
+
+test.serial("without onInterrupt, process.on('uncaughtException') gets the error", async (t) => {
+  const r = await run('setTimeout', { handler: 'uncaughtException' });
+  t.is(r.code, 0, r.stderr);
+  assertRecovered(t, r, 'setTimeout');
+});
+
+test.serial('with no handler at all, Node prints the error with the blocking stack and exits 1', async (t) => {
+  const r = await run('setTimeout', { handler: 'none' });
+  t.false(r.timedOut);
+  t.is(r.code, 1);
+  t.regex(
+    r.stderr,
+    /AlarmInterrupt: blocking detected after timeout=0\.1\n {4}at spinForever \(.*unguarded\.cjs:\d+:\d+\)/,
+  );
+  t.is(r.result, undefined);
+});
+
+test.serial('a promise reaction is interrupted only after microtaskInterruptAfter timeouts', async (t) => {
+  if (!unguardedSupported) return t.pass('not interruptible on this Node.js');
+  // Blocks for 150 ms with a grace of 2 x 0.1 s: it ends by itself, nothing is dropped.
+  const short = await run('bounded Promise.then', { spinMs: 150 });
+  t.is(short.code, 0, short.stderr);
+  t.deepEqual(short.result.interrupts, []);
+  t.deepEqual(short.result.later, ['bounded reaction finished', 'other reaction']);
+  // microtaskInterruptAfter: false never interrupts one, even a long block.
+  const never = await run('bounded Promise.then', { spinMs: 600, microtaskInterruptAfter: false });
+  t.deepEqual(never.result.interrupts, []);
+  t.deepEqual(never.result.later, ['bounded reaction finished', 'other reaction']);
+  // 600 ms with a grace of 2 x 0.1 s: interrupted, and the error says what was lost.
+  const long = await run('bounded Promise.then', { spinMs: 600 });
+  t.is(long.result.interrupts.length, 1);
+  t.true(long.result.interrupts[0].lost);
+  t.deepEqual(long.result.later, []);
+});

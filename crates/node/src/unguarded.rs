@@ -1,0 +1,370 @@
+//! Interrupting code that no guard of ours covers, and recovering from it.
+//!
+//! Three pieces (see `../shared/docs/background.md` §4b):
+//! - callback guards: every Timeout and Immediate callback, every `process.nextTick` and
+//!   `queueMicrotask` callback runs through [`guard_apply`] / [`guard_method`], which turn our
+//!   termination into a normal return (Node's own bookkeeping then runs), and deliver the error;
+//! - for everything else (promise reactions, `await` continuations, I/O callbacks, top-level code),
+//!   the interrupt callback registers V8's call-completed and microtasks-completed callbacks for
+//!   this one termination; whichever runs first cancels it, and
+//! - repairs Node's async-id stack: the levels JavaScript pushed and the termination never popped
+//!   (`process.binding('async_wrap')`, handed over by `lib/unguarded.ts`). Without that repair Node
+//!   exits with "async hook stack has become corrupted". Where the binding is missing (Node 24+),
+//!   only guarded code is interrupted.
+//!
+//! The error reaches JavaScript afterwards, from a fresh callback (a thread-safe function).
+
+use std::os::raw::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex};
+
+use loop_helpers_core::report::json_str;
+
+use crate::env_loop::EnvLoop;
+use crate::interrupt::Pending;
+use crate::napi::*;
+use crate::{js, v8};
+
+/// Node's async_wrap binding and the indices of the fields the repair touches.
+pub struct AsyncWrap {
+    pub binding: napi_ref,
+    pub k_stack_length: u32,
+    pub k_execution_async_id: u32,
+    pub k_trigger_async_id: u32,
+}
+
+struct Tsfn(napi_threadsafe_function);
+// SAFETY: a thread-safe function may be called from any thread; the mutex orders calls before its
+// release or finalisation.
+unsafe impl Send for Tsfn {}
+
+/// Per-environment support, installed by `installInterrupts`.
+pub struct Support {
+    pub async_wrap: Option<AsyncWrap>,
+    deliver: Mutex<Option<Tsfn>>,
+    /// Resources of the async-id levels the repair popped (an abandoned Timeout needs
+    /// clearTimeout), held until JavaScript takes them.
+    abandoned: Mutex<Vec<usize>>,
+}
+
+// SAFETY: napi_refs are only used on the environment's thread (the repair and takeAbandoned both
+// run there); the TSFN is thread-safe by design.
+unsafe impl Send for Support {}
+unsafe impl Sync for Support {}
+
+/// Environments with an unguarded termination in flight, by isolate: the call-completed callback
+/// gets no data pointer, only the isolate.
+static ARMED: Mutex<Vec<(usize, Arc<EnvLoop>)>> = Mutex::new(Vec::new());
+
+fn armed() -> std::sync::MutexGuard<'static, Vec<(usize, Arc<EnvLoop>)>> {
+    ARMED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+unsafe extern "C" fn deliver_js(
+    env: napi_env,
+    js_cb: napi_value,
+    _c: *mut c_void,
+    data: *mut c_void,
+) {
+    // SAFETY: the Box<String> leaked in Support::deliver, handed to us once.
+    let json = Box::from_raw(data as *mut String);
+    if env.is_null() || js_cb.is_null() {
+        return;
+    }
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        let arg = js::string(env, &json);
+        let mut result = std::ptr::null_mut();
+        napi_call_function(env, js::undefined(env), js_cb, 1, &arg, &mut result);
+    }));
+}
+
+unsafe extern "C" fn deliver_finalized(_env: napi_env, data: *mut c_void, _hint: *mut c_void) {
+    // SAFETY: the Arc<Support> reference leaked in `Support::new`, released once here.
+    let support = Arc::from_raw(data as *const Support);
+    support
+        .deliver
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+}
+
+impl Support {
+    /// # Safety
+    /// On `env`'s JS thread; `deliver` is a function.
+    pub unsafe fn new(
+        env: napi_env,
+        async_wrap: Option<AsyncWrap>,
+        deliver: napi_value,
+    ) -> Result<Arc<Self>, String> {
+        let support = Arc::new(Support {
+            async_wrap,
+            deliver: Mutex::new(None),
+            abandoned: Mutex::new(Vec::new()),
+        });
+        let name = js::string(env, "loop-helpers:interrupt");
+        let raw = Arc::into_raw(support.clone()) as *mut c_void;
+        let mut tsfn = std::ptr::null_mut();
+        let status = napi_create_threadsafe_function(
+            env,
+            deliver,
+            std::ptr::null_mut(),
+            name,
+            0,
+            1,
+            raw,
+            Some(deliver_finalized),
+            std::ptr::null_mut(),
+            Some(deliver_js),
+            &mut tsfn,
+        );
+        if status != NAPI_OK {
+            drop(Arc::from_raw(raw as *const Support));
+            return Err(format!("napi_create_threadsafe_function failed ({status})"));
+        }
+        napi_unref_threadsafe_function(env, tsfn);
+        *support.deliver.lock().unwrap_or_else(|e| e.into_inner()) = Some(Tsfn(tsfn));
+        Ok(support)
+    }
+
+    /// Queues the interrupt's error for JavaScript (runs from a fresh callback).
+    pub fn deliver(&self, p: &Pending, kind: &str, abandoned: usize) {
+        let mut json = format!(
+            "{{\"watchId\":{},\"kind\":\"{kind}\",\"microtask\":{},\"blockedMs\":{},\"abandoned\":{abandoned},\"frames\":",
+            p.ticket.watch_id,
+            p.microtask,
+            p.ticket.blocked_ns as f64 / 1e6
+        );
+        frames_json(&mut json, p.frames.as_deref());
+        json.push('}');
+        let guard = self.deliver.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = guard.as_ref() {
+            let data = Box::into_raw(Box::new(json)) as *mut c_void;
+            // SAFETY: `f` is live while the lock is held.
+            if unsafe { napi_call_threadsafe_function(f.0, data, TSFN_NONBLOCKING) } != NAPI_OK {
+                // SAFETY: not queued, still ours.
+                drop(unsafe { Box::from_raw(data as *mut String) });
+            }
+        }
+    }
+
+    /// Hands the abandoned resources to JavaScript (an array), releasing our references.
+    ///
+    /// # Safety
+    /// On the environment's JS thread.
+    pub unsafe fn take_abandoned(&self, env: napi_env) -> napi_value {
+        let refs: Vec<usize> =
+            std::mem::take(&mut *self.abandoned.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut arr = std::ptr::null_mut();
+        napi_create_array_with_length(env, refs.len(), &mut arr);
+        for (i, r) in refs.into_iter().enumerate() {
+            let mut v = std::ptr::null_mut();
+            if napi_get_reference_value(env, r as napi_ref, &mut v) == NAPI_OK && !v.is_null() {
+                napi_set_element(env, arr, i as u32, v);
+            }
+            napi_delete_reference(env, r as napi_ref);
+        }
+        arr
+    }
+
+    /// Pops the async-id levels that JavaScript pushed and never popped, exactly as Node's
+    /// `popAsyncContext` would have, stopping at the first level a native scope owns (those have
+    /// no element in `execution_async_resources`). Returns how many levels it popped.
+    ///
+    /// # Safety
+    /// On the environment's JS thread, with no termination in progress.
+    unsafe fn repair_async_stack(&self, env: napi_env) -> usize {
+        let Some(aw) = &self.async_wrap else {
+            return 0;
+        };
+        let mut scope = std::ptr::null_mut();
+        if napi_open_handle_scope(env, &mut scope) != NAPI_OK {
+            return 0;
+        }
+        let popped = self.repair_in_scope(env, aw).unwrap_or(0);
+        napi_close_handle_scope(env, scope);
+        popped
+    }
+
+    unsafe fn repair_in_scope(&self, env: napi_env, aw: &AsyncWrap) -> Option<usize> {
+        let mut binding = std::ptr::null_mut();
+        ok(napi_get_reference_value(env, aw.binding, &mut binding))?;
+        let fields = typed::<u32>(
+            env,
+            prop(env, binding, c"async_hook_fields")?,
+            NAPI_UINT32_ARRAY,
+        )?;
+        let ids = typed::<f64>(
+            env,
+            prop(env, binding, c"async_id_fields")?,
+            NAPI_FLOAT64_ARRAY,
+        )?;
+        let resources = prop(env, binding, c"execution_async_resources")?;
+        let (k_len, k_exec, k_trig) = (
+            aw.k_stack_length as usize,
+            aw.k_execution_async_id as usize,
+            aw.k_trigger_async_id as usize,
+        );
+        if k_len >= fields.1 || k_exec >= ids.1 || k_trig >= ids.1 {
+            return None;
+        }
+        let mut popped = 0;
+        loop {
+            let n = *fields.0.add(k_len);
+            if n == 0 {
+                break;
+            }
+            let i = n - 1;
+            let mut len = 0u32;
+            ok(napi_get_array_length(env, resources, &mut len))?;
+            let mut has = false;
+            ok(napi_has_element(env, resources, i, &mut has))?;
+            if i >= len || !has {
+                break; // a level a native scope pushed: it pops it itself
+            }
+            // Node replaces async_ids_stack when it grows: read it afresh.
+            let stack = typed::<f64>(
+                env,
+                prop(env, binding, c"async_ids_stack")?,
+                NAPI_FLOAT64_ARRAY,
+            )?;
+            let (a, b) = (2 * i as usize, 2 * i as usize + 1);
+            if b >= stack.1 {
+                break;
+            }
+            *ids.0.add(k_exec) = *stack.0.add(a);
+            *ids.0.add(k_trig) = *stack.0.add(b);
+            let mut res = std::ptr::null_mut();
+            if napi_get_element(env, resources, i, &mut res) == NAPI_OK {
+                let mut r = std::ptr::null_mut();
+                if napi_create_reference(env, res, 1, &mut r) == NAPI_OK {
+                    self.abandoned
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(r as usize);
+                }
+            }
+            let mut new_len = std::ptr::null_mut();
+            napi_create_uint32(env, i, &mut new_len);
+            napi_set_named_property(env, resources, c"length".as_ptr(), new_len);
+            *fields.0.add(k_len) = i;
+            popped += 1;
+        }
+        Some(popped)
+    }
+}
+
+fn ok(status: napi_status) -> Option<()> {
+    (status == NAPI_OK).then_some(())
+}
+
+unsafe fn prop(env: napi_env, obj: napi_value, name: &std::ffi::CStr) -> Option<napi_value> {
+    let mut v = std::ptr::null_mut();
+    ok(napi_get_named_property(env, obj, name.as_ptr(), &mut v))?;
+    (!v.is_null()).then_some(v)
+}
+
+/// (data pointer, element count) of a typed array of the expected kind.
+unsafe fn typed<T>(env: napi_env, v: napi_value, kind: i32) -> Option<(*mut T, usize)> {
+    let mut k = -1;
+    let mut len = 0usize;
+    let mut data = std::ptr::null_mut();
+    ok(napi_get_typedarray_info(
+        env,
+        v,
+        &mut k,
+        &mut len,
+        &mut data,
+        std::ptr::null_mut(),
+        std::ptr::null_mut(),
+    ))?;
+    (k == kind && !data.is_null()).then_some((data as *mut T, len))
+}
+
+pub fn frames_json(s: &mut String, frames: Option<&[loop_helpers_core::report::Frame]>) {
+    let Some(frames) = frames else {
+        s.push_str("null");
+        return;
+    };
+    s.push('[');
+    for (i, f) in frames.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str("{\"functionName\":");
+        json_str(s, &f.function_name);
+        s.push_str(",\"fileName\":");
+        json_str(s, &f.file_name);
+        s.push_str(&format!(
+            ",\"lineNumber\":{},\"columnNumber\":{}}}",
+            f.line, f.column
+        ));
+    }
+    s.push(']');
+}
+
+/// Interrupt callback, about to terminate unguarded code: register the callbacks that will
+/// resolve it. Returns false if they could not be registered (then do not terminate).
+///
+/// # Safety
+/// On `env_loop`'s JS thread, inside V8's interrupt callback.
+pub unsafe fn arm(env_loop: &Arc<EnvLoop>) -> bool {
+    let isolate = env_loop.isolate;
+    armed().push((isolate as usize, env_loop.clone()));
+    let data = Arc::as_ptr(env_loop) as *mut c_void;
+    if v8::set_after_termination_callbacks(
+        isolate,
+        true,
+        on_call_completed,
+        on_microtasks_completed,
+        data,
+    ) {
+        true
+    } else {
+        armed().retain(|(i, _)| *i != isolate as usize);
+        false
+    }
+}
+
+unsafe extern "C" fn on_call_completed(isolate: *mut v8::Isolate) {
+    let _ = catch_unwind(AssertUnwindSafe(|| resolve(isolate)));
+}
+
+unsafe extern "C" fn on_microtasks_completed(isolate: *mut v8::Isolate, _data: *mut c_void) {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // A checkpoint that ended normally is not ours to act on.
+        if v8::is_terminating(isolate) {
+            resolve(isolate);
+        }
+    }));
+}
+
+/// The terminated code has unwound: cancel, unregister, repair, deliver.
+unsafe fn resolve(isolate: *mut v8::Isolate) {
+    let env_loop = {
+        let mut list = armed();
+        let Some(pos) = list.iter().position(|(i, _)| *i == isolate as usize) else {
+            return;
+        };
+        list.remove(pos).1
+    };
+    // First: while the isolate is terminating every V8 call fails.
+    v8::cancel_termination(isolate);
+    let data = Arc::as_ptr(&env_loop) as *mut c_void;
+    v8::set_after_termination_callbacks(
+        isolate,
+        false,
+        on_call_completed,
+        on_microtasks_completed,
+        data,
+    );
+    let Some(p) = env_loop.interrupts.take_unguarded() else {
+        return;
+    };
+    if !env_loop.is_alive() {
+        return;
+    }
+    if let Some(support) = env_loop.support() {
+        let popped = support.repair_async_stack(env_loop.env);
+        support.deliver(&p, "unguarded", popped);
+    }
+}

@@ -1,0 +1,134 @@
+// Interrupting code outside detector.run(): guards around every timer, immediate, nextTick and
+// queueMicrotask callback, plus V8's after-termination callbacks (native, see
+// crates/node/src/unguarded.rs) for everything else. Installed in a thread the first time an
+// interrupting detector starts there; while none runs, the guards step aside.
+
+import { native } from './native';
+
+const kOnTimeout = Symbol('loop-helpers:onTimeout');
+const kOnImmediate = Symbol('loop-helpers:onImmediate');
+
+interface Installed {
+  guardApply: (fn: (...args: unknown[]) => unknown, ...args: unknown[]) => unknown;
+  /** Why unguarded code (promise reactions, I/O callbacks, top level) cannot be interrupted. */
+  unguardedReason: string | undefined;
+  TimeoutClass: abstract new (...args: never[]) => object;
+}
+
+let installed: Installed | undefined;
+/** Interrupting detectors running in this thread. */
+let active = 0;
+
+interface AsyncWrapBinding {
+  constants: { kStackLength: number; kExecutionAsyncId: number; kTriggerAsyncId: number };
+}
+
+/** Node's internal async_wrap binding (deprecated DEP0111, gone in Node 24), without the warning. */
+function asyncWrapBinding(): AsyncWrapBinding | null {
+  const p = process as unknown as { binding?: (name: string) => unknown; noDeprecation: boolean | undefined };
+  if (typeof p.binding !== 'function') return null;
+  const before = p.noDeprecation;
+  p.noDeprecation = true;
+  try {
+    const b = p.binding('async_wrap') as Partial<AsyncWrapBinding> | undefined;
+    const c = b?.constants;
+    const ok =
+      c &&
+      typeof c.kStackLength === 'number' &&
+      typeof c.kExecutionAsyncId === 'number' &&
+      typeof c.kTriggerAsyncId === 'number';
+    return ok ? (b as AsyncWrapBinding) : null;
+  } catch {
+    return null;
+  } finally {
+    p.noDeprecation = before;
+  }
+}
+
+function guardAccessor(proto: object, name: string, key: symbol, guard: unknown): void {
+  // Another tool already owns this property: do not fight it (those callbacks stay unguarded).
+  if (Object.getOwnPropertyDescriptor(proto, name)) return;
+  Object.defineProperty(proto, name, {
+    configurable: true,
+    get(this: Record<symbol, unknown>) {
+      const cb = this[key];
+      return active > 0 && typeof cb === 'function' ? guard : cb;
+    },
+    set(this: Record<symbol, unknown>, value: unknown) {
+      this[key] = value;
+    },
+  });
+}
+
+function install(deliver: (json: string) => void): Installed {
+  const binding = asyncWrapBinding();
+  const c = binding?.constants;
+  const [guardApply, guardTimeout, guardImmediate, reason] = native().installInterrupts(
+    binding,
+    c?.kStackLength ?? 0,
+    c?.kExecutionAsyncId ?? 0,
+    c?.kTriggerAsyncId ?? 0,
+    deliver,
+    kOnTimeout,
+    kOnImmediate,
+  );
+  const t = setTimeout(() => {}, 0);
+  const TimeoutProto = Object.getPrototypeOf(t) as object;
+  clearTimeout(t);
+  const im = setImmediate(() => {});
+  const ImmediateProto = Object.getPrototypeOf(im) as object;
+  clearImmediate(im);
+  guardAccessor(TimeoutProto, '_onTimeout', kOnTimeout, guardTimeout);
+  guardAccessor(ImmediateProto, '_onImmediate', kOnImmediate, guardImmediate);
+
+  const nextTick = process.nextTick;
+  process.nextTick = function nextTick_(callback: (...args: unknown[]) => void, ...args: unknown[]) {
+    if (active === 0 || typeof callback !== 'function') return nextTick(callback, ...args);
+    return nextTick(guardApply as (...a: unknown[]) => void, callback, ...args);
+  };
+  Object.defineProperty(process.nextTick, 'name', { value: 'nextTick' });
+  const qm = globalThis.queueMicrotask;
+  globalThis.queueMicrotask = function queueMicrotask(callback: () => void) {
+    if (active === 0 || typeof callback !== 'function') return qm(callback);
+    return qm(() => {
+      (guardApply as (fn: () => void) => void)(callback);
+    });
+  };
+  return {
+    guardApply: guardApply as Installed['guardApply'],
+    unguardedReason: reason ?? undefined,
+    TimeoutClass: TimeoutProto.constructor as Installed['TimeoutClass'],
+  };
+}
+
+/**
+ * An interrupting detector starts in this thread. Returns why unguarded code cannot be interrupted
+ * here (undefined when it can).
+ */
+export function acquireInterrupts(deliver: (json: string) => void, unguardedAllowed: boolean): string | undefined {
+  installed ??= install(deliver);
+  active++;
+  native().setInterruptsActive(unguardedAllowed);
+  return installed.unguardedReason;
+}
+
+/** An interrupting detector stopped. */
+export function releaseInterrupts(): void {
+  if (active === 0) return;
+  active--;
+  if (active === 0) native().setInterruptsActive(false);
+}
+
+/** Clears what an unguarded interrupt abandoned (an interrupted Timeout would keep the process alive). */
+export function releaseAbandoned(): void {
+  const TimeoutClass = installed?.TimeoutClass;
+  for (const r of native().takeAbandoned()) {
+    if (TimeoutClass && r instanceof TimeoutClass) clearTimeout(r as NodeJS.Timeout);
+  }
+}
+
+/** Why unguarded code cannot be interrupted in this thread, as far as known before installing. */
+export function unguardedProbe(): string | undefined {
+  if (installed) return installed.unguardedReason;
+  return asyncWrapBinding() ? undefined : "process.binding('async_wrap') is not available on this Node.js";
+}
