@@ -105,7 +105,11 @@ impl Interrupts {
     fn resolved(st: &mut State, p: &Pending) {
         st.last_resolved = Some((p.iteration, loop_helpers_core::clock::now_ns()));
         // Requests that arrived while the termination was in flight were about the same code.
-        if st.requested.as_ref().is_some_and(|r| r.iteration == p.iteration) {
+        if st
+            .requested
+            .as_ref()
+            .is_some_and(|r| r.iteration == p.iteration)
+        {
             st.requested = None;
         }
     }
