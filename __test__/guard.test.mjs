@@ -19,7 +19,8 @@ test('a spin inside run() is stopped and run() throws AlarmInterrupt with the bl
   );
   // No catch and no finally inside the blocking code ran; the caller's finally did.
   t.deepEqual(log, ['outer finally ran']);
-  t.true(elapsed >= 95 && elapsed < 1000, `interrupted after ${elapsed} ms`);
+  // The block began before run() (the loop turn did other work first): only an upper bound here.
+  t.true(elapsed < 1000, `interrupted after ${elapsed} ms`);
   t.true(timerFired, 'the loop went on');
 });
 

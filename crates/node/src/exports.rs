@@ -231,7 +231,7 @@ unsafe fn invoke_guarded(
     let status = napi_call_function(env, this, func, argv.len(), argv.as_ptr(), &mut result);
     let Some(pending) = env_loop
         .interrupts
-        .exit_guard(env_loop.iteration(), mode == Mode::Throw)
+        .exit_guard(|| env_loop.iteration(), mode == Mode::Throw)
     else {
         // A normal return, or an ordinary exception (still pending: it propagates as is), or a
         // termination that is not ours (worker.terminate(): it keeps unwinding).
@@ -311,8 +311,8 @@ unsafe extern "C" fn guard_apply(env: napi_env, info: napi_callback_info) -> nap
 }
 
 unsafe fn guard_apply_inner(env: napi_env, info: napi_callback_info) -> napi_value {
-    let (_, argv, data) = all_args(env, info);
-    let Some((&func, rest)) = argv.split_first() else {
+    let (_, args, data) = all_args(env, info);
+    let Some((&func, rest)) = args.as_slice().split_first() else {
         return js::undefined(env);
     };
     if data.is_null() || !js::is_function(env, func) {
@@ -335,7 +335,7 @@ unsafe extern "C" fn guard_method(env: napi_env, info: napi_callback_info) -> na
 }
 
 unsafe fn guard_method_inner(env: napi_env, info: napi_callback_info) -> napi_value {
-    let (this, argv, data) = all_args(env, info);
+    let (this, args, data) = all_args(env, info);
     if data.is_null() || this.is_null() {
         return js::undefined(env);
     }
@@ -347,7 +347,14 @@ unsafe fn guard_method_inner(env: napi_env, info: napi_callback_info) -> napi_va
     {
         return js::undefined(env);
     }
-    invoke_guarded(env, &*(*data).env_loop, this, func, &argv, Mode::Deliver)
+    invoke_guarded(
+        env,
+        &*(*data).env_loop,
+        this,
+        func,
+        args.as_slice(),
+        Mode::Deliver,
+    )
 }
 
 /// Runs a guard function's body; a panic becomes a JavaScript exception instead of unwinding

@@ -181,7 +181,11 @@ impl Interrupts {
     /// JS thread: a guard frame ends. Returns the interrupt it must resolve. `take_late`: also take
     /// a request whose interrupt has not run yet (the guarded code blocked inside a native call).
     #[inline]
-    pub fn exit_guard(&self, current_iteration: u64, take_late: bool) -> Option<Pending> {
+    pub fn exit_guard(
+        &self,
+        current_iteration: impl FnOnce() -> u64,
+        take_late: bool,
+    ) -> Option<Pending> {
         self.guard_depth.fetch_sub(1, Ordering::Relaxed);
         if !self.outstanding.load(Ordering::Acquire) {
             return None;
@@ -197,7 +201,7 @@ impl Interrupts {
             && st
                 .requested
                 .as_ref()
-                .is_some_and(|p| p.iteration == current_iteration)
+                .is_some_and(|p| p.iteration == current_iteration())
         {
             st.requested.take()
         } else {
