@@ -117,6 +117,24 @@ test.serial('ES module top level: interrupted, the rest of the module is skipped
   t.true(r.result.idleCpuMs < 150);
 });
 
+test.serial('ES module top level in a Worker: interrupted, the Worker ends normally', async (t) => {
+  if (!unguardedSupported) return t.pass('not interruptible on this Node.js');
+  const r = await runNode([fixture('esm-worker.cjs')], { timeoutMs: 20_000 });
+  t.false(r.timedOut);
+  t.is(r.code, 0, r.stderr);
+  t.is(r.result.interrupts.length, 1);
+  t.deepEqual(r.result.later, []);
+  const m = /WORKER EXIT (\d+) MAIN TICKS (\d+)/.exec(r.stdout);
+  t.is(m?.[1], '0', r.stdout);
+  t.true(Number(m?.[2]) >= 20);
+});
+
+test.serial("detector.on('interrupt') listeners get the error", async (t) => {
+  const r = await run('setTimeout', { handler: 'listener' });
+  t.is(r.code, 0, r.stderr);
+  assertRecovered(t, r, 'setTimeout');
+});
+
 test.serial("without onInterrupt, process.on('uncaughtException') gets the error", async (t) => {
   const r = await run('setTimeout', { handler: 'uncaughtException' });
   t.is(r.code, 0, r.stderr);
@@ -145,9 +163,22 @@ test.serial('a promise reaction is interrupted only after microtaskInterruptAfte
   const never = await run('bounded Promise.then', { spinMs: 600, microtaskInterruptAfter: false });
   t.deepEqual(never.result.interrupts, []);
   t.deepEqual(never.result.later, ['bounded reaction finished', 'other reaction']);
-  // 600 ms with a grace of 2 x 0.1 s: interrupted, and the error says what was lost.
-  const long = await run('bounded Promise.then', { spinMs: 600 });
+  // 600 ms with a grace of 2 x 0.1 s: interrupted, and the error and the log say what was lost.
+  const long = await run('bounded Promise.then', { spinMs: 600, log: 'text' });
   t.is(long.result.interrupts.length, 1);
   t.true(long.result.interrupts[0].lost);
   t.deepEqual(long.result.later, []);
+  t.regex(
+    long.stderr,
+    /BlockingWarning: a promise continuation was interrupted: the other promise continuations pending in the same microtask checkpoint were dropped and will never run \(blocked for 0\.[2-5]\d\d s\)/,
+  );
+});
+
+test.serial('Node.js 24+: unguarded code is only reported, and the detector says why once', async (t) => {
+  if (unguardedSupported) return t.pass('Node.js before 24 interrupts unguarded code');
+  const r = await run('bounded Promise.then', { spinMs: 600, log: 'text' });
+  t.is(r.code, 0, r.stderr);
+  t.deepEqual(r.result.interrupts, []);
+  t.deepEqual(r.result.later, ['bounded reaction finished', 'other reaction']);
+  t.is(r.stderr.match(/LOOP_HELPERS_GUARDS_ONLY/g)?.length, 1, r.stderr);
 });

@@ -86,6 +86,9 @@ function onInterruptDelivered(json: string): void {
 
 const kInterrupted = Symbol('interrupted');
 
+/** The guards-only fallback was announced (once per thread). */
+let warnedGuardsOnly = false;
+
 /**
  * Notices when this thread's event loop has not turned for `timeout` seconds, and reports the stack
  * of the code that is blocking it, while it blocks.
@@ -164,8 +167,15 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
     track(this, true);
     if (interrupting) {
       // Unguarded interrupts need the stack sample (to recognise contexts that cannot recover).
-      acquireInterrupts(onInterruptDelivered, caps.stackCapture);
+      const reason = acquireInterrupts(onInterruptDelivered, caps.stackCapture);
       this.#interrupting = true;
+      if (reason !== undefined && this.log !== false && !warnedGuardsOnly) {
+        warnedGuardsOnly = true;
+        process.emitWarning(
+          `blocking code outside detector.run()/wrap() and outside timer, immediate, nextTick and queueMicrotask callbacks cannot be interrupted on this Node.js (${reason}); it is only reported`,
+          { type: 'BlockingWarning', code: 'LOOP_HELPERS_GUARDS_ONLY' },
+        );
+      }
     }
     return this;
   }
