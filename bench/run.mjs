@@ -1,13 +1,183 @@
-// `npm run bench [-- --quick]`: every benchmark in turn (setup first). Benchmarks report; they do
-// not assert.
-import { spawnSync } from 'node:child_process';
+// `npm run bench [-- --quick]`: loop-helpers against the tools Node users pick today, side by side
+// in one run on this machine. Writes bench/results/latest.json, latest.md and precision.svg.
+// Benchmarks report; they do not assert.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { runCapture } from './cases/capture.mjs';
+import { runHttp } from './cases/http.mjs';
+import { runMemory } from './cases/memory.mjs';
+import { runOverhead } from './cases/overhead.mjs';
+import { FACTORS, runPrecision } from './cases/precision.mjs';
+import { precisionSvg } from './lib/svg.mjs';
 
-const args = process.argv.slice(2);
-for (const [title, file] of [
-  ['Precision', 'bench/precision.mjs'],
-  ['Loop overhead', 'bench/overhead.mjs'],
-]) {
-  console.log(`\n## ${title}\n`);
-  const r = spawnSync(process.execPath, [file, ...args], { stdio: 'inherit' });
-  if (r.status !== 0) process.exit(r.status ?? 1);
+const quick = process.argv.includes('--quick');
+const opts = { quick };
+const started = Date.now();
+const step = (name) => console.error(`[bench] ${name} (${((Date.now() - started) / 1000).toFixed(0)} s)`);
+
+step('loop overhead');
+const overhead = runOverhead(opts);
+step('HTTP throughput');
+const http = await runHttp(opts);
+step('precision');
+const precision = runPrecision(opts);
+step('stack capture cost and interrupt latency');
+const capture = runCapture(opts);
+step('memory');
+const memory = runMemory(opts);
+
+const machine = {
+  node: process.version,
+  cpus: cpus().length,
+  cpu: cpus()[0]?.model,
+  date: new Date().toISOString(),
+  quick,
+};
+
+// Targets (issue 4): checked here, reported in the table, never asserted.
+const lhPing = overhead.find((r) => r.workload === 'ping-pong' && r.peer === 'loop-helpers' && r.timeoutMs === 1000);
+const lhHttp = http.find((r) => r.peer === 'loop-helpers');
+const lhRows = precision.filter((r) => r.peer === 'loop-helpers');
+const targets = [
+  ['detect-only ping-pong ratio <= 1.02', lhPing?.ratio, lhPing && lhPing.ratio <= 1.02],
+  ['detect-only HTTP throughput ratio >= 0.99', lhHttp?.ratio, lhHttp && lhHttp.ratio >= 0.99],
+  [
+    'blocks >= 1.05x always reported',
+    lhRows
+      .filter((r) => r.factor >= 1.05)
+      .map((r) => `${r.reported}/${r.trials}`)
+      .join(' '),
+    lhRows.filter((r) => r.factor >= 1.05).every((r) => r.reported === r.trials),
+  ],
+  [
+    'blocks <= 0.9x never reported',
+    lhRows
+      .filter((r) => r.factor <= 0.9)
+      .map((r) => `${r.reported}/${r.trials}`)
+      .join(' '),
+    lhRows.filter((r) => r.factor <= 0.9).every((r) => r.reported === 0),
+  ],
+  [
+    'duration within max(2 ms, 2%)',
+    lhRows
+      .map((r) => r.durationErrMaxMs)
+      .filter((v) => v !== null)
+      .reduce((a, b) => Math.max(a, b), 0),
+    lhRows.every(
+      (r) => r.durationErrMaxMs === null || r.durationErrMaxMs <= Math.max(2, 0.02 * r.timeoutMs * r.factor),
+    ),
+  ],
+  ['stack capture p99 <= 1 ms', `${capture.captureCostUs.p99} µs`, capture.captureCostUs.p99 <= 1000],
+  [
+    'interrupt latency p99 <= 10 ms',
+    `spin ${capture.interruptLatencyMs.spin.p99} ms, regex ${capture.interruptLatencyMs.regex.p99} ms`,
+    capture.interruptLatencyMs.spin.p99 <= 10 && capture.interruptLatencyMs.regex.p99 <= 10,
+  ],
+  ['RSS added <= 2 MiB', `${memory.addedMiB} MiB`, memory.addedMiB <= 2],
+  [`no RSS growth over ${memory.detections} detections`, `${memory.growthMiB} MiB`, memory.growthMiB <= 1],
+].map(([target, value, met]) => ({ target, value, met: Boolean(met) }));
+
+const results = { machine, targets, overhead, http, precision, capture, memory };
+mkdirSync(new URL('./results/', import.meta.url), { recursive: true });
+writeFileSync(new URL('./results/latest.json', import.meta.url), `${JSON.stringify(results, null, 2)}\n`);
+writeFileSync(new URL('./results/precision.svg', import.meta.url), precisionSvg(precision, FACTORS));
+
+const md = [];
+const table = (head, rows) => {
+  md.push(`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`);
+  for (const r of rows) md.push(`| ${r.map((v) => (v === null || v === undefined ? '–' : v)).join(' | ')} |`);
+  md.push('');
+};
+md.push(
+  `# Benchmarks`,
+  '',
+  `Node ${machine.node}, ${machine.cpus} × ${machine.cpu}, ${machine.date}${quick ? ' (quick run)' : ''}.`,
+  '',
+);
+md.push('## Targets', '');
+table(
+  ['target', 'measured', 'met'],
+  targets.map((t) => [t.target, t.value, t.met ? 'yes' : '**no**']),
+);
+md.push('## Loop overhead (ns per callback, median of alternating runs; ratio to no detector)', '');
+for (const w of ['ping-pong', 'timers']) {
+  md.push(
+    `${w === 'ping-pong' ? 'Empty setImmediate ping-pong (one loop turn per callback)' : 'Timers due at once (timer-heavy loop)'}:`,
+    '',
+  );
+  table(
+    ['detector', 'timeout', 'ns', 'ratio', 'added ns'],
+    overhead
+      .filter((r) => r.workload === w)
+      .map((r) => [r.label, r.timeoutMs ? `${r.timeoutMs} ms` : '–', r.nsPerCallback, r.ratio, r.addedNs]),
+  );
 }
+md.push('## HTTP throughput (autocannon, 10 connections, loopback)', '');
+table(
+  ['detector', 'requests/s', 'ratio'],
+  http.map((r) => [r.label, r.requestsPerSecond, r.ratio]),
+);
+md.push('## Precision (blocks of k × timeout; all detectors watch the same blocks)', '');
+md.push(
+  'Detection: blocks reported / blocks. Latency: deadline (block start + timeout) to the report; detectors that only report after the block ends cannot be early.',
+  '',
+);
+for (const T of [...new Set(precision.map((r) => r.timeoutMs))]) {
+  md.push(`Timeout ${T} ms:`, '');
+  const peers = [...new Set(precision.map((r) => r.peer))];
+  table(
+    ['detector', ...FACTORS.map((f) => `${f}x`), 'duration error p50/max ms', 'latency p50/p99 ms'],
+    peers.map((p) => {
+      const rs = precision.filter((r) => r.peer === p && r.timeoutMs === T);
+      const ge = rs.filter((r) => r.factor >= 1.05);
+      const dur = rs.map((r) => r.durationErrMaxMs).filter((v) => v !== null);
+      const durMed = rs.map((r) => r.durationErrMedianMs).filter((v) => v !== null);
+      const lat50 = ge.map((r) => r.latencyP50Ms).filter((v) => v !== null);
+      const lat99 = ge.map((r) => r.latencyP99Ms).filter((v) => v !== null);
+      return [
+        rs[0]?.label,
+        ...FACTORS.map((f) => {
+          const r = rs.find((x) => x.factor === f);
+          return r ? `${r.reported}/${r.trials}` : '–';
+        }),
+        dur.length ? `${Math.max(...durMed)} / ${Math.max(...dur)}` : 'no duration',
+        lat50.length ? `${Math.min(...lat50)}–${Math.max(...lat50)} / ${Math.max(...lat99)}` : '–',
+      ];
+    }),
+  );
+}
+md.push('![precision](precision.svg)', '');
+md.push('## Stack capture and interrupts (loop-helpers)', '');
+table(
+  ['measure', 'p50', 'p99'],
+  [
+    [
+      `stack capture cost on the blocked thread (${capture.samples} samples)`,
+      `${capture.captureCostUs.p50} µs`,
+      `${capture.captureCostUs.p99} µs`,
+    ],
+    ['request → sample on the blocked thread', `${capture.sampleDelayMs.p50} ms`, `${capture.sampleDelayMs.p99} ms`],
+    [
+      `interrupt latency, spin loop (${capture.interruptLatencyMs.spin.trials})`,
+      `${capture.interruptLatencyMs.spin.p50} ms`,
+      `${capture.interruptLatencyMs.spin.p99} ms`,
+    ],
+    [
+      `interrupt latency, catastrophic regexp (${capture.interruptLatencyMs.regex.trials})`,
+      `${capture.interruptLatencyMs.regex.p50} ms`,
+      `${capture.interruptLatencyMs.regex.p99} ms`,
+    ],
+  ],
+);
+md.push('## Memory (RSS)', '');
+table(
+  ['state', 'RSS MiB'],
+  [
+    ['no detector', memory.rssWithoutMiB],
+    ['detector running', memory.rssRunningMiB],
+    ...memory.checkpoints.map((c) => [`after ${c.detections} detections`, c.rssMiB]),
+  ],
+);
+writeFileSync(new URL('./results/latest.md', import.meta.url), `${md.join('\n')}\n`);
+step('done: bench/results/latest.md, latest.json, precision.svg');
+console.log(md.join('\n'));

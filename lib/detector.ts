@@ -1,11 +1,10 @@
 import { EventEmitter } from 'node:events';
 import { writeSync } from 'node:fs';
-import { threadId } from 'node:worker_threads';
 import { capabilities } from './capabilities';
 import { AlarmInterrupt, argError, describe } from './errors';
 
 import { type InterruptInfo, interruptError, isInterruptMarker, LOST_CONTINUATIONS } from './interrupt';
-import { native } from './native';
+import { native, threadId } from './native';
 import { type BlockingDetectorOptions, type LogOption, type RaiseExc, resolveOptions } from './options';
 import type { BlockEvent, BlockSample } from './types';
 import { acquireInterrupts, releaseAbandoned, releaseInterrupts } from './unguarded';
@@ -157,7 +156,7 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
       this.aggressive,
       logMode(this.log),
       String(this.timeout),
-      threadId,
+      threadId(),
       caps.stackCapture,
       interrupting,
       grace,
@@ -321,7 +320,10 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
     const line = `(node:${process.pid}) BlockingWarning: ${text}`;
     if (typeof this.log === 'function') this.log(`${line}\n`);
     else if (this.log === 'json')
-      writeSync(2, `${JSON.stringify({ type: 'BlockingInterrupt', pid: process.pid, threadId, message: text })}\n`);
+      writeSync(
+        2,
+        `${JSON.stringify({ type: 'BlockingInterrupt', pid: process.pid, threadId: threadId(), message: text })}\n`,
+      );
     else if (this.log !== false) writeSync(2, `${line}\n`);
   }
 }

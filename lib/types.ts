@@ -18,6 +18,8 @@ export interface BlockSample {
   detectedAt: number;
   /** From the detector's request to the stack capture, in milliseconds; null without a stack. */
   sampleDelayMs: number | null;
+  /** What capturing the stack cost the blocked thread, in microseconds; null without a stack. */
+  sampleCostUs: number | null;
   /** The blocking code's stack, innermost frame first; null when none could be captured. */
   frames: StackFrame[] | null;
   /** Why there is no stack (for example: blocked inside native code), or null. */

@@ -1,8 +1,10 @@
-// The platform triple of this process, as lib/native.ts computes it (kept in sync by a test).
+// The platform triple of this process, as lib/native.ts computes it.
+import { existsSync } from 'node:fs';
+
 export function platformTriple() {
   if (process.platform === 'linux') {
-    const glibc = process.report?.getReport()?.header?.glibcVersionRuntime;
-    return `linux-${process.arch}-${glibc ? 'gnu' : 'musl'}`;
+    const arch = process.arch === 'arm64' ? 'aarch64' : 'x86_64';
+    return `linux-${process.arch}-${existsSync(`/lib/ld-musl-${arch}.so.1`) ? 'musl' : 'gnu'}`;
   }
   return `${process.platform}-${process.arch}`;
 }

@@ -480,12 +480,13 @@ pub fn flush(id: u64) -> Option<String> {
 }
 
 /// Hands a stack sample to the watch that asked for it. Called on the loop's JavaScript thread.
-pub fn deliver_sample(ticket: SampleTicket, frames: Vec<crate::report::Frame>) {
+pub fn deliver_sample(ticket: SampleTicket, frames: Vec<crate::report::Frame>, cost_ns: u64) {
     let now = now_ns();
     let sample = Sample {
         frames,
         captured_ns: now,
         delay_ns: now.saturating_sub(ticket.requested_ns),
+        cost_ns,
     };
     let watch = {
         let reg = lock(&monitor().registry);

@@ -22,6 +22,8 @@ pub struct Sample {
     pub captured_ns: u64,
     /// From the monitor's request to the capture.
     pub delay_ns: u64,
+    /// Time the capture itself took on the blocked thread.
+    pub cost_ns: u64,
 }
 
 /// How warnings are written while the loop is blocked.
@@ -177,6 +179,8 @@ pub fn warning_json(o: &Origin, w: &Warning) -> String {
         Some(sample) => {
             s.push_str(",\"sampleDelayMs\":");
             json_num(&mut s, ms(sample.delay_ns));
+            s.push_str(",\"sampleCostUs\":");
+            json_num(&mut s, sample.cost_ns as f64 / 1e3);
             s.push_str(",\"frames\":");
             json_frames(&mut s, &sample.frames);
         }
@@ -223,12 +227,14 @@ pub fn block_json(o: &Origin, b: &BlockRecord, texts: bool) -> String {
             Some(sample) => {
                 s.push_str(",\"sampleDelayMs\":");
                 json_num(&mut s, ms(sample.delay_ns));
+                s.push_str(",\"sampleCostUs\":");
+                json_num(&mut s, sample.cost_ns as f64 / 1e3);
                 s.push_str(",\"frames\":");
                 json_frames(&mut s, &sample.frames);
                 s.push_str(",\"missingStack\":null");
             }
             None => {
-                s.push_str(",\"sampleDelayMs\":null,\"frames\":null,\"missingStack\":");
+                s.push_str(",\"sampleDelayMs\":null,\"sampleCostUs\":null,\"frames\":null,\"missingStack\":");
                 json_str(&mut s, w.missing_reason.unwrap_or(NO_STACK_NATIVE));
             }
         }
@@ -285,6 +291,7 @@ mod tests {
             ],
             captured_ns: 0,
             delay_ns: 100_000,
+            cost_ns: 50_000,
         }));
         assert_eq!(
             warning_text(&origin(0), &w),

@@ -74,6 +74,7 @@ impl WatchSink for RecordingSink {
                     line: 3,
                     column: 9,
                 }],
+                1_000,
             )
         });
         true

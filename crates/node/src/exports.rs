@@ -491,3 +491,14 @@ unsafe fn throw_interrupt(env: napi_env, json: &str) -> napi_value {
     }
     std::ptr::null_mut()
 }
+
+/// isMainThread() -> whether this environment runs on the process's default loop (the main
+/// thread). Spares the main thread loading `node:worker_threads` just to learn its threadId is 0.
+pub unsafe extern "C" fn is_main_thread(env: napi_env, _info: napi_callback_info) -> napi_value {
+    let mut lp = std::ptr::null_mut();
+    let main =
+        napi_get_uv_event_loop(env, &mut lp) == NAPI_OK && lp == crate::uv::uv_default_loop();
+    let mut out = std::ptr::null_mut();
+    napi_get_boolean(env, main, &mut out);
+    out
+}

@@ -105,6 +105,12 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
             guarded!(exports::capture_stack),
         );
         export(env, exports, c"nativeInfo", guarded!(exports::native_info));
+        export(
+            env,
+            exports,
+            c"isMainThread",
+            guarded!(exports::is_main_thread),
+        );
     }));
     exports
 }

@@ -39,6 +39,7 @@ unsafe extern "C" fn on_interrupt(isolate: *mut v8::Isolate, data: *mut c_void) 
             return;
         }
         let ticket = task.ticket;
+        let started = loop_helpers_core::clock::now_ns();
         let frames = if ticket.capture || ticket.interrupt {
             // SAFETY: V8 runs interrupt callbacks on the isolate's own thread, where JS was
             // executing.
@@ -47,7 +48,8 @@ unsafe extern "C" fn on_interrupt(isolate: *mut v8::Isolate, data: *mut c_void) 
             Vec::new()
         };
         if ticket.capture {
-            monitor::deliver_sample(ticket, frames.clone());
+            let cost = loop_helpers_core::clock::now_ns().saturating_sub(started);
+            monitor::deliver_sample(ticket, frames.clone(), cost);
         }
         if ticket.interrupt {
             let cx = Context {

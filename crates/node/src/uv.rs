@@ -31,5 +31,6 @@ extern "C" {
     pub fn uv_handle_set_data(handle: *mut uv_handle_t, data: *mut c_void);
     pub fn uv_handle_get_data(handle: *const uv_handle_t) -> *mut c_void;
     pub fn uv_hrtime() -> u64;
+    pub fn uv_default_loop() -> *mut uv_loop_t;
     pub fn uv_metrics_idle_time(lp: *mut uv_loop_t) -> u64;
 }

@@ -1,0 +1,57 @@
+// HTTP throughput on loopback (autocannon, keep-alive) with and without a detector, alternated.
+// Child mode: `node http.mjs --child <peer|none> <T>` serves until killed and prints its port.
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:http';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import { PEERS } from '../lib/peers.mjs';
+import { median, round } from '../lib/stats.mjs';
+
+const require = createRequire(import.meta.url);
+
+if (process.argv[2] === '--child') {
+  const [, , , peer, T] = process.argv;
+  if (peer !== 'none') PEERS[peer].start(Number(T), () => {});
+  const body = JSON.stringify({ ok: true, items: Array.from({ length: 20 }, (_, i) => i) });
+  const server = createServer((_req, res) => {
+    res.setHeader('content-type', 'application/json');
+    res.end(body);
+  });
+  server.listen(0, '127.0.0.1', () => console.log(JSON.stringify({ port: server.address().port })));
+  process.on('SIGTERM', () => process.exit(0));
+} else {
+  // imported
+}
+
+async function measure(peer, T, seconds) {
+  const child = spawn(process.execPath, [fileURLToPath(import.meta.url), '--child', peer, String(T)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const port = await new Promise((resolve) => {
+    child.stdout.once('data', (d) => resolve(JSON.parse(String(d)).port));
+  });
+  const autocannon = require('autocannon');
+  const result = await autocannon({ url: `http://127.0.0.1:${port}`, connections: 10, duration: seconds });
+  child.kill('SIGTERM');
+  return result.requests.average;
+}
+
+export async function runHttp({ quick }) {
+  const rounds = quick ? 1 : 3;
+  const seconds = quick ? 2 : 5;
+  const configs = [
+    ['none', 0],
+    ['loop-helpers', 1],
+    ['loop-helpers-interrupt', 1],
+  ];
+  const rps = new Map(configs.map(([p]) => [p, []]));
+  for (let r = 0; r < rounds; r++) for (const [p, T] of configs) rps.get(p).push(await measure(p, T, seconds));
+  const base = median(rps.get('none'));
+  return configs.map(([p, T]) => ({
+    peer: p,
+    label: p === 'none' ? 'no detector' : PEERS[p].label,
+    timeoutMs: T * 1000,
+    requestsPerSecond: round(median(rps.get(p)), 0),
+    ratio: round(median(rps.get(p)) / base, 3),
+  }));
+}

@@ -1,0 +1,60 @@
+// Loop overhead: an empty setImmediate ping-pong (one loop turn per callback, the worst case for
+// a per-turn heartbeat) and N timers due at once (a timer-heavy loop), with each detector running,
+// in fresh processes, alternated (A B C ... A B C ...) because these machines are noisy.
+// Child mode: `node overhead.mjs --child <peer|none> <T> <workload> <n>`.
+import { fileURLToPath } from 'node:url';
+import { PEERS } from '../lib/peers.mjs';
+import { median, round, runChild, sleep } from '../lib/stats.mjs';
+
+if (process.argv[2] === '--child') {
+  const [, , , peer, T, workload, n] = process.argv;
+  if (peer !== 'none') PEERS[peer].start(Number(T), () => {});
+  await sleep(50);
+  const total = Number(n);
+  let i = 0;
+  const t0 = process.hrtime.bigint();
+  await new Promise((resolve) => {
+    if (workload === 'timers') {
+      const cb = () => ++i === total && resolve();
+      for (let k = 0; k < total; k++) setTimeout(cb, 1);
+    } else {
+      const step = () => (++i < total ? setImmediate(step) : resolve());
+      setImmediate(step);
+    }
+  });
+  console.log(JSON.stringify({ ns: Number(process.hrtime.bigint() - t0) / total }));
+  process.exit(0);
+}
+
+export function runOverhead({ quick }) {
+  const rounds = quick ? 2 : 7;
+  const n = { 'ping-pong': quick ? 200_000 : 1_000_000, timers: quick ? 100_000 : 500_000 };
+  const configs = [['none', 0]];
+  for (const T of quick ? [1] : [0.05, 1]) {
+    for (const peer of Object.keys(PEERS)) configs.push([peer, T]);
+  }
+  const rows = [];
+  const self = fileURLToPath(import.meta.url);
+  for (const workload of Object.keys(n)) {
+    const times = new Map(configs.map((c) => [c.join('@'), []]));
+    for (let r = 0; r < rounds; r++) {
+      for (const [peer, T] of configs) {
+        times.get(`${peer}@${T}`).push(runChild(self, ['--child', peer, String(T), workload, String(n[workload])]).ns);
+      }
+    }
+    const base = median(times.get('none@0'));
+    for (const [peer, T] of configs) {
+      const m = median(times.get(`${peer}@${T}`));
+      rows.push({
+        workload,
+        peer,
+        label: peer === 'none' ? 'no detector' : PEERS[peer].label,
+        timeoutMs: T * 1000,
+        nsPerCallback: round(m, 1),
+        ratio: round(m / base, 3),
+        addedNs: round(m - base, 1),
+      });
+    }
+  }
+  return rows;
+}

@@ -1,0 +1,32 @@
+// Small statistics and process helpers shared by the benchmark cases.
+import { spawnSync } from 'node:child_process';
+
+export const median = (xs) => percentile(xs, 50);
+
+export function percentile(xs, p) {
+  if (xs.length === 0) return null;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
+}
+
+export const max = (xs) => (xs.length ? Math.max(...xs) : null);
+
+export const round = (x, digits = 2) => (x === null || x === undefined ? null : Number(x.toFixed(digits)));
+
+/** Runs `node <file> ...args` and parses the last line of its stdout as JSON. */
+export function runChild(file, args, { nodeArgs = [], timeout = 600_000 } = {}) {
+  const r = spawnSync(process.execPath, [...nodeArgs, file, ...args], {
+    encoding: 'utf8',
+    timeout,
+    maxBuffer: 64 << 20,
+  });
+  const last = r.stdout.trim().split('\n').pop();
+  try {
+    return JSON.parse(last);
+  } catch {
+    throw new Error(`${file} ${args.join(' ')} failed (status ${r.status}):\n${r.stderr.slice(-2000)}`);
+  }
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+export const nowMs = () => Number(process.hrtime.bigint()) / 1e6;
