@@ -39,7 +39,8 @@ export function runOverhead({ quick }) {
     const times = new Map(configs.map((c) => [c.join('@'), []]));
     for (let r = 0; r < rounds; r++) {
       for (const [peer, T] of configs) {
-        times.get(`${peer}@${T}`).push(runChild(self, ['--child', peer, String(T), workload, String(n[workload])]).ns);
+        const count = PEERS[peer]?.slow ? n[workload] / 10 : n[workload];
+        times.get(`${peer}@${T}`).push(runChild(self, ['--child', peer, String(T), workload, String(count)]).ns);
       }
     }
     const base = median(times.get('none@0'));

@@ -43,6 +43,8 @@ export const PEERS = {
   },
   'blocked-at': {
     label: 'blocked-at',
+    // async_hooks on every callback: ~10 µs each; the overhead case runs it on a tenth of the load.
+    slow: true,
     start(T, report) {
       const { stop } = require('blocked-at')((ms) => report({ atMs: hr(), durationMs: ms, startMs: null }), {
         threshold: T * 1000,
