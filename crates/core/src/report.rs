@@ -143,7 +143,8 @@ fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
 }
 
-fn json_frames(out: &mut String, frames: &[Frame]) {
+/// Appends frames as a JSON array of `{functionName, fileName, lineNumber, columnNumber}`.
+pub fn json_frames(out: &mut String, frames: &[Frame]) {
     out.push('[');
     for (i, f) in frames.iter().enumerate() {
         if i > 0 {
@@ -175,22 +176,30 @@ pub fn warning_json(o: &Origin, w: &Warning) -> String {
     json_str(&mut s, &w.start_ns.to_string());
     s.push_str(",\"detectedAt\":");
     json_num(&mut s, mono_to_wall_ms(w.detected_ns));
+    json_sample_fields(&mut s, w);
+    s.push('}');
+    s
+}
+
+/// `,"sampleDelayMs":…,"sampleCostUs":…,"frames":…,"missingStack":…` of a warning.
+fn json_sample_fields(s: &mut String, w: &Warning) {
     match &w.sample {
         Some(sample) => {
             s.push_str(",\"sampleDelayMs\":");
-            json_num(&mut s, ms(sample.delay_ns));
+            json_num(s, ms(sample.delay_ns));
             s.push_str(",\"sampleCostUs\":");
-            json_num(&mut s, sample.cost_ns as f64 / 1e3);
+            json_num(s, sample.cost_ns as f64 / 1e3);
             s.push_str(",\"frames\":");
-            json_frames(&mut s, &sample.frames);
+            json_frames(s, &sample.frames);
+            s.push_str(",\"missingStack\":null");
         }
         None => {
-            s.push_str(",\"sampleDelayMs\":null,\"frames\":null,\"missingStack\":");
-            json_str(&mut s, w.missing_reason.unwrap_or(NO_STACK_NATIVE));
+            s.push_str(
+                ",\"sampleDelayMs\":null,\"sampleCostUs\":null,\"frames\":null,\"missingStack\":",
+            );
+            json_str(s, w.missing_reason.unwrap_or(NO_STACK_NATIVE));
         }
     }
-    s.push('}');
-    s
 }
 
 /// A whole block, delivered to JavaScript when the loop resumes (or when the detector stops).
@@ -223,21 +232,7 @@ pub fn block_json(o: &Origin, b: &BlockRecord, texts: bool) -> String {
         json_num(&mut s, ms(w.elapsed_ns));
         s.push_str(",\"detectedAt\":");
         json_num(&mut s, mono_to_wall_ms(w.detected_ns));
-        match &w.sample {
-            Some(sample) => {
-                s.push_str(",\"sampleDelayMs\":");
-                json_num(&mut s, ms(sample.delay_ns));
-                s.push_str(",\"sampleCostUs\":");
-                json_num(&mut s, sample.cost_ns as f64 / 1e3);
-                s.push_str(",\"frames\":");
-                json_frames(&mut s, &sample.frames);
-                s.push_str(",\"missingStack\":null");
-            }
-            None => {
-                s.push_str(",\"sampleDelayMs\":null,\"sampleCostUs\":null,\"frames\":null,\"missingStack\":");
-                json_str(&mut s, w.missing_reason.unwrap_or(NO_STACK_NATIVE));
-            }
-        }
+        json_sample_fields(&mut s, w);
         if texts {
             s.push_str(",\"text\":");
             json_str(&mut s, &warning_text(o, w));

@@ -18,7 +18,7 @@ use std::os::raw::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 
-use loop_helpers_core::report::json_str;
+use loop_helpers_core::report::json_frames;
 
 use crate::env_loop::EnvLoop;
 use crate::interrupt::Pending;
@@ -281,25 +281,10 @@ unsafe fn typed<T>(env: napi_env, v: napi_value, kind: i32) -> Option<(*mut T, u
 }
 
 pub fn frames_json(s: &mut String, frames: Option<&[loop_helpers_core::report::Frame]>) {
-    let Some(frames) = frames else {
-        s.push_str("null");
-        return;
-    };
-    s.push('[');
-    for (i, f) in frames.iter().enumerate() {
-        if i > 0 {
-            s.push(',');
-        }
-        s.push_str("{\"functionName\":");
-        json_str(s, &f.function_name);
-        s.push_str(",\"fileName\":");
-        json_str(s, &f.file_name);
-        s.push_str(&format!(
-            ",\"lineNumber\":{},\"columnNumber\":{}}}",
-            f.line, f.column
-        ));
+    match frames {
+        Some(frames) => json_frames(s, frames),
+        None => s.push_str("null"),
     }
-    s.push(']');
 }
 
 /// Interrupt callback, about to terminate unguarded code: register the callbacks that will

@@ -67,30 +67,37 @@ fn lookup(name: &CStr) -> Option<*mut c_void> {
 /// Set to 1 to run without the V8 entry points, as on a Node.js that lacks them (diagnostics, tests).
 const DISABLE_ENV: &str = "LOOP_HELPERS_DISABLE_V8";
 
+/// Looks up every symbol; all of them, or an error naming the missing ones.
+fn lookup_all<const N: usize>(names: [&'static CStr; N]) -> Result<[*mut c_void; N], String> {
+    let mut out = [std::ptr::null_mut(); N];
+    let mut missing = Vec::new();
+    for (slot, name) in out.iter_mut().zip(names) {
+        match lookup(name) {
+            Some(p) => *slot = p,
+            None => missing.push(name.to_string_lossy().into_owned()),
+        }
+    }
+    if missing.is_empty() {
+        Ok(out)
+    } else {
+        Err(format!("missing V8 symbols: {}", missing.join(", ")))
+    }
+}
+
 fn resolve() -> Result<Api, String> {
     if std::env::var_os(DISABLE_ENV).is_some_and(|v| v == "1") {
         return Err(format!("disabled by {DISABLE_ENV}=1"));
     }
-    let mut missing = Vec::new();
-    let mut get = |name: &'static CStr| -> *mut c_void {
-        lookup(name).unwrap_or_else(|| {
-            missing.push(name.to_string_lossy().into_owned());
-            std::ptr::null_mut()
-        })
-    };
-    let p = [
-        get(c"_ZN2v87Isolate10GetCurrentEv"),
-        get(c"_ZN2v87Isolate16RequestInterruptEPFvPS0_PvES2_"),
-        get(c"_ZN2v810StackTrace17CurrentStackTraceEPNS_7IsolateEiNS0_17StackTraceOptionsE"),
-        get(c"_ZNK2v810StackTrace13GetFrameCountEv"),
-        get(c"_ZNK2v810StackTrace8GetFrameEPNS_7IsolateEj"),
-        get(c"_ZNK2v810StackFrame11GetLocationEv"),
-        get(c"_ZNK2v810StackFrame13GetScriptNameEv"),
-        get(c"_ZNK2v810StackFrame15GetFunctionNameEv"),
-    ];
-    if !missing.is_empty() {
-        return Err(format!("missing V8 symbols: {}", missing.join(", ")));
-    }
+    let p = lookup_all([
+        c"_ZN2v87Isolate10GetCurrentEv",
+        c"_ZN2v87Isolate16RequestInterruptEPFvPS0_PvES2_",
+        c"_ZN2v810StackTrace17CurrentStackTraceEPNS_7IsolateEiNS0_17StackTraceOptionsE",
+        c"_ZNK2v810StackTrace13GetFrameCountEv",
+        c"_ZNK2v810StackTrace8GetFrameEPNS_7IsolateEj",
+        c"_ZNK2v810StackFrame11GetLocationEv",
+        c"_ZNK2v810StackFrame13GetScriptNameEv",
+        c"_ZNK2v810StackFrame15GetFunctionNameEv",
+    ])?;
     // SAFETY: each pointer is the address of the exported function whose mangled name encodes the
     // signature declared in `Api` (see the module comment for the ABI facts this relies on).
     unsafe {
@@ -125,32 +132,18 @@ static TERMINATE: OnceLock<Result<Terminate, String>> = OnceLock::new();
 
 fn resolve_terminate() -> Result<Terminate, String> {
     api().map_err(|e| e.to_string())?;
-    let names: [&'static CStr; 3] = [
+    let p = lookup_all([
         c"_ZN2v87Isolate18TerminateExecutionEv",
         c"_ZN2v87Isolate24CancelTerminateExecutionEv",
         c"_ZN2v87Isolate22IsExecutionTerminatingEv",
-    ];
-    let p: Vec<Option<*mut c_void>> = names.iter().map(|n| lookup(n)).collect();
-    let missing: Vec<String> = names
-        .iter()
-        .zip(&p)
-        .filter(|(_, p)| p.is_none())
-        .map(|(n, _)| n.to_string_lossy().into_owned())
-        .collect();
-    if !missing.is_empty() {
-        return Err(format!("missing V8 symbols: {}", missing.join(", ")));
-    }
+    ])?;
     // SAFETY: exported non-virtual Isolate methods; `this` is the only argument, and
     // IsExecutionTerminating returns a C++ bool (one byte in a register, like Rust's bool).
     unsafe {
         Ok(Terminate {
-            terminate: std::mem::transmute::<*mut c_void, IsolateMethodFn>(
-                p[0].unwrap_or_default(),
-            ),
-            cancel: std::mem::transmute::<*mut c_void, IsolateMethodFn>(p[1].unwrap_or_default()),
-            is_terminating: std::mem::transmute::<*mut c_void, IsolatePredicateFn>(
-                p[2].unwrap_or_default(),
-            ),
+            terminate: std::mem::transmute::<*mut c_void, IsolateMethodFn>(p[0]),
+            cancel: std::mem::transmute::<*mut c_void, IsolateMethodFn>(p[1]),
+            is_terminating: std::mem::transmute::<*mut c_void, IsolatePredicateFn>(p[2]),
         })
     }
 }
@@ -217,24 +210,13 @@ static AFTER: OnceLock<Result<AfterTermination, String>> = OnceLock::new();
 
 fn resolve_after() -> Result<AfterTermination, String> {
     terminate_api().map_err(|e| e.to_string())?;
-    let names: [&'static CStr; 5] = [
+    let p = lookup_all([
         c"_ZN2v87Isolate24AddCallCompletedCallbackEPFvPS0_E",
         c"_ZN2v87Isolate27RemoveCallCompletedCallbackEPFvPS0_E",
         c"_ZN2v87Isolate30AddMicrotasksCompletedCallbackEPFvPS0_PvES2_",
         c"_ZN2v87Isolate33RemoveMicrotasksCompletedCallbackEPFvPS0_PvES2_",
         c"_ZN2v815MicrotasksScope19IsRunningMicrotasksEPNS_7IsolateE",
-    ];
-    let p: Vec<Option<*mut c_void>> = names.iter().map(|n| lookup(n)).collect();
-    let missing: Vec<String> = names
-        .iter()
-        .zip(&p)
-        .filter(|(_, p)| p.is_none())
-        .map(|(n, _)| n.to_string_lossy().into_owned())
-        .collect();
-    if !missing.is_empty() {
-        return Err(format!("missing V8 symbols: {}", missing.join(", ")));
-    }
-    let p: Vec<*mut c_void> = p.into_iter().map(|p| p.unwrap_or_default()).collect();
+    ])?;
     // SAFETY: exported non-virtual Isolate methods (`this` first) and one static function taking
     // the isolate, with the signatures their mangled names encode.
     unsafe {
