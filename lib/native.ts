@@ -24,9 +24,7 @@ export interface NativeBinding {
     kExecutionAsyncId: number,
     kTriggerAsyncId: number,
     deliver: (json: string) => void,
-    onTimeoutKey: symbol,
-    onImmediateKey: symbol,
-  ): [guardApply: unknown, guardTimeout: unknown, guardImmediate: unknown, unguardedReason: string | undefined];
+  ): [guardApply: unknown, guardThis: unknown, unguardedReason: string | undefined];
   setInterruptsActive(on: boolean): void;
   takeAbandoned(): object[];
   guardCall(fn: unknown, thisArg: unknown, args: readonly unknown[]): unknown;

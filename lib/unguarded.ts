@@ -45,6 +45,21 @@ function asyncWrapBinding(): AsyncWrapBinding | null {
   }
 }
 
+type GuardThis = (self: unknown, fn: unknown, ...args: unknown[]) => unknown;
+
+/**
+ * What `timer._onTimeout` / `immediate._onImmediate` returns while guards are active: calls the
+ * stored callback through the native guard, with the same `this` and arguments. Passing the
+ * callback in (rather than letting native code look it up) keeps every timer cheap.
+ */
+function trampoline(key: symbol, guardThis: GuardThis): (this: Record<symbol, unknown>, ...args: unknown[]) => unknown {
+  return function guarded(this: Record<symbol, unknown>) {
+    // No rest parameter: Node calls these with no arguments unless the timer was given some.
+    // biome-ignore lint/complexity/noArguments: avoids an array allocation per callback
+    return arguments.length === 0 ? guardThis(this, this[key]) : guardThis(this, this[key], ...arguments);
+  };
+}
+
 function guardAccessor(proto: object, name: string, key: symbol, guard: unknown): void {
   // Another tool already owns this property: do not fight it (those callbacks stay unguarded).
   if (Object.getOwnPropertyDescriptor(proto, name)) return;
@@ -63,15 +78,15 @@ function guardAccessor(proto: object, name: string, key: symbol, guard: unknown)
 function install(deliver: (json: string) => void): Installed {
   const binding = asyncWrapBinding();
   const c = binding?.constants;
-  const [guardApply, guardTimeout, guardImmediate, reason] = native().installInterrupts(
+  const [guardApply, guardThis, reason] = native().installInterrupts(
     binding,
     c?.kStackLength ?? 0,
     c?.kExecutionAsyncId ?? 0,
     c?.kTriggerAsyncId ?? 0,
     deliver,
-    kOnTimeout,
-    kOnImmediate,
   );
+  const guardTimeout = trampoline(kOnTimeout, guardThis as GuardThis);
+  const guardImmediate = trampoline(kOnImmediate, guardThis as GuardThis);
   const t = setTimeout(() => {}, 0);
   const TimeoutProto = Object.getPrototypeOf(t) as object;
   clearTimeout(t);

@@ -269,8 +269,6 @@ unsafe fn invoke_guarded(
 /// Data of the callback-guard functions of one environment.
 pub struct GuardFn {
     env_loop: *const EnvLoop,
-    /// The symbol under which a Timeout/Immediate keeps its callback (null for guardApply).
-    symbol: napi_ref,
 }
 
 unsafe fn all_args(
@@ -328,33 +326,22 @@ unsafe fn guard_apply_inner(env: napi_env, info: napi_callback_info) -> napi_val
     )
 }
 
-/// A Timeout's `_onTimeout` / an Immediate's `_onImmediate` while guards are active: calls the
-/// callback stored under the symbol, with the same `this` and arguments.
-unsafe extern "C" fn guard_method(env: napi_env, info: napi_callback_info) -> napi_value {
-    no_panic(env, || guard_method_inner(env, info))
+/// guardThis(thisArg, fn, ...args): calls `fn` with that `this` and arguments under a delivering
+/// guard. The Timeout/Immediate trampolines in `lib/unguarded.ts` pass the stored callback in, which
+/// spares a property lookup from native code on every timer.
+unsafe extern "C" fn guard_this(env: napi_env, info: napi_callback_info) -> napi_value {
+    no_panic(env, || guard_this_inner(env, info))
 }
 
-unsafe fn guard_method_inner(env: napi_env, info: napi_callback_info) -> napi_value {
-    let (this, args, data) = all_args(env, info);
-    if data.is_null() || this.is_null() {
+unsafe fn guard_this_inner(env: napi_env, info: napi_callback_info) -> napi_value {
+    let (_, args, data) = all_args(env, info);
+    let [this, func, rest @ ..] = args.as_slice() else {
+        return js::undefined(env);
+    };
+    if data.is_null() || !js::is_function(env, *func) {
         return js::undefined(env);
     }
-    let mut key = std::ptr::null_mut();
-    let mut func = std::ptr::null_mut();
-    if napi_get_reference_value(env, (*data).symbol, &mut key) != NAPI_OK
-        || napi_get_property(env, this, key, &mut func) != NAPI_OK
-        || !js::is_function(env, func)
-    {
-        return js::undefined(env);
-    }
-    invoke_guarded(
-        env,
-        &*(*data).env_loop,
-        this,
-        func,
-        args.as_slice(),
-        Mode::Deliver,
-    )
+    invoke_guarded(env, &*(*data).env_loop, *this, *func, rest, Mode::Deliver)
 }
 
 /// Runs a guard function's body; a panic becomes a JavaScript exception instead of unwinding
@@ -370,13 +357,13 @@ unsafe fn no_panic(env: napi_env, f: impl FnOnce() -> napi_value) -> napi_value 
     }
 }
 
-/// installInterrupts(asyncWrap | null, kStackLength, kExecutionAsyncId, kTriggerAsyncId, deliver,
-///   onTimeoutSymbol, onImmediateSymbol) -> [guardApply, guardTimeout, guardImmediate, reason]
+/// installInterrupts(asyncWrap | null, kStackLength, kExecutionAsyncId, kTriggerAsyncId, deliver)
+///   -> [guardApply, guardThis, reason]
 ///
 /// `reason` is null when unguarded code can be interrupted, otherwise why not (then only guarded
 /// code is: run()/wrap() and the callback guards).
 pub unsafe extern "C" fn install_interrupts(env: napi_env, info: napi_callback_info) -> napi_value {
-    let a = js::args::<7>(env, info);
+    let a = js::args::<5>(env, info);
     if !js::is_function(env, a[4]) {
         return js::throw(env, E_ARG, "installInterrupts(): deliver is not a function");
     }
@@ -421,20 +408,14 @@ pub unsafe extern "C" fn install_interrupts(env: napi_env, info: napi_callback_i
     }
     env_loop.set_unguarded_possible(reason.is_none());
     let mut out = std::ptr::null_mut();
-    napi_create_array_with_length(env, 4, &mut out);
-    let fns: [(&std::ffi::CStr, napi_callback, napi_value); 3] = [
-        (c"guardApply", Some(guard_apply), std::ptr::null_mut()),
-        (c"guardTimeout", Some(guard_method), a[5]),
-        (c"guardImmediate", Some(guard_method), a[6]),
+    napi_create_array_with_length(env, 3, &mut out);
+    let fns: [(&std::ffi::CStr, napi_callback); 2] = [
+        (c"guardApply", Some(guard_apply)),
+        (c"guardThis", Some(guard_this)),
     ];
-    for (i, (name, cb, sym)) in fns.into_iter().enumerate() {
-        let mut symbol = std::ptr::null_mut();
-        if !sym.is_null() {
-            napi_create_reference(env, sym, 1, &mut symbol);
-        }
+    for (i, (name, cb)) in fns.into_iter().enumerate() {
         let data = env_loop.keep_guard_fn(GuardFn {
             env_loop: Arc::as_ptr(&env_loop),
-            symbol,
         });
         let mut f = std::ptr::null_mut();
         napi_create_function(
@@ -451,7 +432,7 @@ pub unsafe extern "C" fn install_interrupts(env: napi_env, info: napi_callback_i
         Some(r) => js::string(env, r),
         None => js::undefined(env),
     };
-    napi_set_element(env, out, 3, r);
+    napi_set_element(env, out, 2, r);
     out
 }
 

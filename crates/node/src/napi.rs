@@ -156,12 +156,6 @@ extern "C" {
         utf8name: *const c_char,
         result: *mut napi_value,
     ) -> napi_status;
-    pub fn napi_get_property(
-        env: napi_env,
-        object: napi_value,
-        key: napi_value,
-        result: *mut napi_value,
-    ) -> napi_status;
     pub fn napi_get_typedarray_info(
         env: napi_env,
         typedarray: napi_value,
