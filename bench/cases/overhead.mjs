@@ -15,8 +15,15 @@ if (process.argv[2] === '--child') {
   const t0 = process.hrtime.bigint();
   await new Promise((resolve) => {
     if (workload === 'timers') {
+      // N timers, scheduled in chunks (one long synchronous loop would itself be a block, which
+      // interrupt mode would rightly stop), each callback run by listOnTimeout.
       const cb = () => ++i === total && resolve();
-      for (let k = 0; k < total; k++) setTimeout(cb, 1);
+      let scheduled = 0;
+      const chunk = () => {
+        for (let k = 0; k < 5000 && scheduled < total; k++, scheduled++) setTimeout(cb, 1);
+        if (scheduled < total) setImmediate(chunk);
+      };
+      chunk();
     } else {
       const step = () => (++i < total ? setImmediate(step) : resolve());
       setImmediate(step);

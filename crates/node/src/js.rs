@@ -1,4 +1,9 @@
 //! Small helpers for reading arguments and returning values through Node-API.
+//!
+//! # Safety (every function here)
+//! Call on `env`'s JavaScript thread, inside a Node-API callback (an open handle scope), with
+//! values that belong to that `env`. Node-API checks its arguments and reports a status instead of
+//! crashing on a wrong type; every status is checked or its failure mapped to a neutral value.
 
 use std::ffi::CString;
 use std::os::raw::c_char;
