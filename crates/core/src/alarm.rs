@@ -47,6 +47,13 @@ static PREV_HANDLER: AtomicUsize = AtomicUsize::new(0);
 static PREV_SIGINFO: AtomicBool = AtomicBool::new(false);
 /// The full previous action, restored on uninstall (only touched from normal threads).
 static PREV_ACTION: Mutex<Option<SigAction>> = Mutex::new(None);
+/// Serialises install, arming and uninstall (normal threads only; the handler never takes it), so
+/// that the monitor can never arm the timer after the last detector restored SIG_DFL.
+static CONTROL: Mutex<()> = Mutex::new(());
+
+fn control() -> std::sync::MutexGuard<'static, ()> {
+    CONTROL.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn lock_prev() -> std::sync::MutexGuard<'static, Option<SigAction>> {
     PREV_ACTION.lock().unwrap_or_else(|e| e.into_inner())
@@ -220,6 +227,7 @@ fn current_handler_is_ours() -> bool {
 /// Installs our SIGALRM handler, remembering the previous disposition.
 pub fn install() -> io::Result<()> {
     wake_read_fd()?;
+    let _c = control();
     if INSTALLED.load(Ordering::Acquire) && current_handler_is_ours() {
         return Ok(());
     }
@@ -240,6 +248,7 @@ pub fn install() -> io::Result<()> {
 
 /// Re-installs our handler if other code replaced it; returns true when it had been replaced.
 pub fn ensure_installed() -> bool {
+    let _c = control();
     if !INSTALLED.load(Ordering::Acquire) || current_handler_is_ours() {
         return false;
     }
@@ -250,8 +259,13 @@ pub fn ensure_installed() -> bool {
     true
 }
 
-/// Arms the one-shot real-time timer to fire at the monotonic instant `deadline_ns`.
+/// Arms the one-shot real-time timer to fire at the monotonic instant `deadline_ns`. Does nothing
+/// unless our handler is installed (a timer firing into a restored SIG_DFL would kill the process).
 pub fn arm_at(deadline_ns: u64) -> io::Result<()> {
+    let _c = control();
+    if !INSTALLED.load(Ordering::Acquire) {
+        return Ok(());
+    }
     let delta = deadline_ns.saturating_sub(now_ns()).max(1_000);
     ARMED_AT.store(deadline_ns, Ordering::Release);
     set_timer(delta)
@@ -294,6 +308,7 @@ fn set_timer(delta_ns: u64) -> io::Result<()> {
 /// Disarms the timer, consumes a SIGALRM of ours that may still be pending, and restores the
 /// previous disposition. A foreign SIGALRM consumed on the way is re-sent to it.
 pub fn uninstall() -> io::Result<()> {
+    let _c = control();
     if !INSTALLED.swap(false, Ordering::AcqRel) {
         return Ok(());
     }
@@ -310,6 +325,9 @@ pub fn uninstall() -> io::Result<()> {
     }
     let prev = lock_prev().take();
     let result = match prev {
+        // A handler installed after ours (e.g. libuv's for process.on('SIGALRM')) stays: restoring
+        // the older one would silently drop it.
+        Some(_) if !current_handler_is_ours() => Ok(()),
         // SAFETY: restoring the action that was there before ours.
         Some(p) => unsafe { signal::sigaction(Signal::SIGALRM, &p) }.map(|_| ()),
         None => Ok(()),

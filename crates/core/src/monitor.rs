@@ -459,6 +459,23 @@ pub fn unregister(id: u64) -> io::Result<Option<String>> {
     result.map(|()| partial)
 }
 
+/// Whether the block a ticket belongs to is still in progress (its interrupt is still wanted).
+pub fn block_open(ticket: &SampleTicket) -> bool {
+    let watch = {
+        let reg = lock(&monitor().registry);
+        reg.watches
+            .iter()
+            .find(|w| w.id == ticket.watch_id)
+            .cloned()
+    };
+    watch.is_some_and(|w| {
+        lock(&w.state)
+            .current
+            .as_ref()
+            .is_some_and(|c| c.serial == ticket.block_serial)
+    })
+}
+
 /// Ends the block in progress now, if one was warned about, and returns its record: the loop is
 /// done (Node emits 'beforeExit' or 'exit'), so its next turn, which would end the block, will not
 /// come. The watch keeps running.

@@ -87,6 +87,25 @@ fn timer_wakes_the_pipe_and_foreign_signals_reach_the_previous_handler() {
         || PREVIOUS_HANDLER_CALLS.load(Ordering::SeqCst) == 2
     ));
 
+    // A handler installed after ours (libuv's, for process.on('SIGALRM')) survives uninstall: the
+    // older action is not restored over it. The timer is off, and kill(2) reaches the newcomer.
+    alarm::install().unwrap();
+    // SAFETY: as above.
+    unsafe { signal::sigaction(Signal::SIGALRM, &prev) }.unwrap();
+    let newcomer_calls = PREVIOUS_HANDLER_CALLS.load(Ordering::SeqCst);
+    alarm::uninstall().unwrap();
+    signal::kill(nix::unistd::getpid(), Signal::SIGALRM).unwrap();
+    assert!(wait_until(
+        || PREVIOUS_HANDLER_CALLS.load(Ordering::SeqCst) == newcomer_calls + 1
+    ));
+    // Arming after uninstall does nothing (a timer firing into SIG_DFL would kill the process).
+    alarm::arm_at(now_ns() + 1_000_000).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(
+        PREVIOUS_HANDLER_CALLS.load(Ordering::SeqCst),
+        newcomer_calls + 1
+    );
+
     // Blocking in a thread reports whether it was unblocked before.
     assert!(alarm::block_in_this_thread().unwrap());
     assert!(!alarm::block_in_this_thread().unwrap());

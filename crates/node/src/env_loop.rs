@@ -108,8 +108,12 @@ unsafe extern "C" fn on_prepare_closed(handle: *mut uv_handle_t) {
 }
 
 unsafe extern "C" fn on_env_cleanup(_handle: napi_async_cleanup_hook_handle, arg: *mut c_void) {
-    let st = &*(arg as *const EnvLoop);
-    let _ = std::panic::catch_unwind(|| st.teardown());
+    // SAFETY: `arg` is the handle's Arc reference (see `create`), alive until on_prepare_closed;
+    // borrow it as an Arc without taking it over.
+    let p = arg as *const EnvLoop;
+    Arc::increment_strong_count(p);
+    let st = Arc::from_raw(p);
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| st.teardown()));
 }
 
 impl EnvLoop {
@@ -208,6 +212,7 @@ impl EnvLoop {
                     .beat(clock::now_ns(), uv_metrics_idle_time(self.loop_ptr));
                 let rc = uv_prepare_start(self.prepare, Some(on_prepare));
                 if rc != 0 {
+                    self.idle_if_unwatched(&mut inner);
                     return Err(format!("uv_prepare_start failed ({rc})"));
                 }
             }
@@ -254,7 +259,7 @@ impl EnvLoop {
     }
 
     /// The environment is going away (async cleanup hook, on its thread).
-    fn teardown(&self) {
+    fn teardown(self: &Arc<Self>) {
         let ids: Vec<u64> = lock(&self.inner)
             .watches
             .iter()
@@ -265,6 +270,8 @@ impl EnvLoop {
         }
         self.interrupts.clear();
         self.interrupts.set_unguarded(false);
+        // SAFETY: on our JS thread; the isolate is alive during environment cleanup.
+        unsafe { crate::unguarded::disarm(self) };
         self.alive.store(false, Ordering::Release);
         // SAFETY: on the loop's thread; the close callback frees the handle and removes the hook.
         unsafe {

@@ -77,6 +77,10 @@ pub enum Decision {
 
 /// Facts about the point where the interrupt callback runs.
 pub struct Context {
+    /// The loop iteration now, and whether the monitor still sees the request's block open: a
+    /// request whose block ended before V8 ran the interrupt must not stop whatever runs now.
+    pub iteration: u64,
+    pub block_open: bool,
     pub running_microtasks: bool,
     /// An Immediate callback that no guard covers: Node cannot recover from interrupting it.
     pub unguarded_immediate: bool,
@@ -147,6 +151,10 @@ impl Interrupts {
             return Decision::Nothing;
         }
         let mut p = st.requested.take().expect("checked above");
+        if p.iteration != cx.iteration || !cx.block_open {
+            self.update_outstanding(&st);
+            return Decision::Nothing;
+        }
         p.ticket.blocked_ns = p.ticket.blocked_ns.max(ticket.blocked_ns);
         p.frames = Some(frames);
         let decision = if self.guard_depth.load(Ordering::Relaxed) > 0 {

@@ -3,7 +3,7 @@
 
 use std::os::raw::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use loop_helpers_core::monitor::{self, SampleTicket, WatchSink};
 
@@ -27,7 +27,9 @@ pub struct NodeSink {
 }
 
 struct SampleTask {
-    env_loop: Arc<EnvLoop>,
+    /// Weak: if the isolate goes away with this interrupt still queued, the task leaks but the
+    /// environment's state does not.
+    env_loop: Weak<EnvLoop>,
     ticket: SampleTicket,
 }
 
@@ -35,7 +37,10 @@ unsafe extern "C" fn on_interrupt(isolate: *mut v8::Isolate, data: *mut c_void) 
     // SAFETY: `data` is the Box leaked in request_sample, handed to exactly one interrupt.
     let task = Box::from_raw(data as *mut SampleTask);
     let _ = catch_unwind(AssertUnwindSafe(|| {
-        if !task.env_loop.is_alive() {
+        let Some(env_loop) = task.env_loop.upgrade() else {
+            return;
+        };
+        if !env_loop.is_alive() {
             return;
         }
         let ticket = task.ticket;
@@ -43,7 +48,7 @@ unsafe extern "C" fn on_interrupt(isolate: *mut v8::Isolate, data: *mut c_void) 
         let frames = if ticket.capture || ticket.interrupt {
             // SAFETY: V8 runs interrupt callbacks on the isolate's own thread, where JS was
             // executing.
-            v8::capture_stack(task.env_loop.env, isolate, MAX_FRAMES)
+            v8::capture_stack(env_loop.env, isolate, MAX_FRAMES)
         } else {
             Vec::new()
         };
@@ -53,23 +58,25 @@ unsafe extern "C" fn on_interrupt(isolate: *mut v8::Isolate, data: *mut c_void) 
         }
         if ticket.interrupt {
             let cx = Context {
+                iteration: env_loop.iteration(),
+                block_open: monitor::block_open(&ticket),
                 // SAFETY: on the isolate's thread.
                 running_microtasks: v8::is_running_microtasks(isolate),
                 unguarded_immediate: frames.iter().any(|f| {
                     f.function_name == "processImmediate" && f.file_name == "node:internal/timers"
                 }),
             };
-            match task.env_loop.interrupts.on_interrupt(ticket, frames, cx) {
+            match env_loop.interrupts.on_interrupt(ticket, frames, cx) {
                 // SAFETY (both arms): our own isolate, alive (checked above). A guard frame below
                 // us on the stack, or the callbacks `arm` registers, cancel this termination.
                 Decision::Terminate => {
                     v8::terminate_execution(isolate);
                 }
                 Decision::TerminateUnguarded => {
-                    if unguarded::arm(&task.env_loop) {
+                    if unguarded::arm(&env_loop) {
                         v8::terminate_execution(isolate);
                     } else {
-                        task.env_loop.interrupts.take_unguarded();
+                        env_loop.interrupts.take_unguarded();
                     }
                 }
                 Decision::Nothing => {}
@@ -184,7 +191,7 @@ impl WatchSink for NodeSink {
             }
         }
         let task = Box::into_raw(Box::new(SampleTask {
-            env_loop: self.env_loop.clone(),
+            env_loop: Arc::downgrade(&self.env_loop),
             ticket,
         }));
         // SAFETY: the isolate is alive: the monitor calls this under its registry lock, and the

@@ -310,6 +310,26 @@ pub unsafe fn arm(env_loop: &Arc<EnvLoop>) -> bool {
     }
 }
 
+/// The environment is going away: forget its armed termination, if any, and its callbacks.
+///
+/// # Safety
+/// On `env_loop`'s JS thread, while its isolate is still alive.
+pub unsafe fn disarm(env_loop: &Arc<EnvLoop>) {
+    let mut list = armed();
+    let before = list.len();
+    list.retain(|(_, e)| !Arc::ptr_eq(e, env_loop));
+    if list.len() != before {
+        let data = Arc::as_ptr(env_loop) as *mut c_void;
+        v8::set_after_termination_callbacks(
+            env_loop.isolate,
+            false,
+            on_call_completed,
+            on_microtasks_completed,
+            data,
+        );
+    }
+}
+
 unsafe extern "C" fn on_call_completed(isolate: *mut v8::Isolate) {
     let _ = catch_unwind(AssertUnwindSafe(|| resolve(isolate)));
 }
