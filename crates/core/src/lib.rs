@@ -5,9 +5,11 @@
 //! - [`tracker`]: when a loop counts as blocked (pure logic, simulated in tests).
 //! - [`monitor`]: the one process-wide thread that watches every registered loop.
 //! - [`report`]: warnings as text and JSON, and the block record handed to JavaScript.
+//! - [`fork_prep`]: memory preparation for `fork()` (groundwork for issue 5).
 
 pub mod alarm;
 pub mod clock;
+pub mod fork_prep;
 pub mod heartbeat;
 pub mod monitor;
 pub mod report;
