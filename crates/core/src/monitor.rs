@@ -20,7 +20,7 @@ use crate::clock::now_ns;
 use crate::heartbeat::{Beat, Heartbeat};
 use crate::report::{
     block_json, warning_json, warning_text, BlockRecord, LogTarget, Origin, Sample, Warning,
-    NO_STACK_NATIVE, NO_STACK_UNSUPPORTED,
+    NO_STACK_LATE, NO_STACK_NATIVE, NO_STACK_UNSUPPORTED,
 };
 use crate::stderr;
 use crate::tracker::{Ended, Fire, Tracker, TrackerConfig};
@@ -210,6 +210,13 @@ impl Watch {
             missing_reason: None,
         };
         let mut deadline = now;
+        if f.late {
+            // The block is over: a stack now would show other code, and there is nothing to stop.
+            w.missing_reason = Some(NO_STACK_LATE);
+            cur.warnings.push(w);
+            cur.sample_deadlines.push(now);
+            return;
+        }
         let requested = (self.cfg.capture_stacks || self.cfg.interrupt)
             && self.sink.request_sample(SampleTicket {
                 watch_id: self.id,

@@ -64,6 +64,8 @@ pub struct Warning {
 
 pub const NO_STACK_NATIVE: &str =
     "no JavaScript stack: the thread did not reach a JavaScript interrupt check in time; it is probably inside native code or a system call";
+pub const NO_STACK_LATE: &str =
+    "no JavaScript stack: the block had ended when the monitor got to run (the machine was busy); reported late";
 pub const NO_STACK_UNSUPPORTED: &str =
     "no JavaScript stack: stack capture is not available on this Node.js build";
 

@@ -56,6 +56,9 @@ pub struct Fire {
     pub elapsed_ns: Ns,
     /// 0 for the first warning of this block, then 1, 2, ... (aggressive mode).
     pub index: u32,
+    /// The block had already ended when the monitor looked (it woke late: the machine was busy).
+    /// It is still reported, without a stack sample.
+    pub late: bool,
 }
 
 /// A block that produced at least one warning has ended.
@@ -91,6 +94,8 @@ pub struct Tracker {
     last_read_ns: Ns,
     floor_ns: Ns,
     block: Option<Block>,
+    /// The heartbeat of our previous reading (to measure a turn we only saw begin and end).
+    last_beat: Option<Beat>,
 }
 
 impl Tracker {
@@ -102,6 +107,7 @@ impl Tracker {
             last_read_ns: 0,
             floor_ns: 0,
             block: None,
+            last_beat: None,
         }
     }
 
@@ -117,6 +123,7 @@ impl Tracker {
     pub fn observe(&mut self, o: Observation) -> Step {
         let t = self.cfg.timeout_ns;
         let mut ended = None;
+        let mut late = None;
         let same_iteration = self.iteration == Some(o.beat.iteration);
         // `busy`: certainly not waiting for I/O since the previous reading.
         let mut busy = false;
@@ -128,6 +135,31 @@ impl Tracker {
                     end_ns: o.beat.prepare_ns.max(b.start_ns),
                     warnings: b.warnings,
                 });
+            } else if let Some(prev) = self
+                .last_beat
+                .filter(|p| p.iteration + 1 == o.beat.iteration)
+            {
+                // We saw the previous turn begin and now its end, but never looked while it was
+                // past its deadline (the monitor woke late). Measure it from the heartbeats: the
+                // idle counter at this prepare is the previous turn's total wait.
+                let start = prev
+                    .prepare_ns
+                    .saturating_add(o.beat.idle_ns.saturating_sub(prev.idle_ns))
+                    .max(self.floor_ns);
+                let end = o.beat.prepare_ns;
+                if end >= start.saturating_add(t) {
+                    late = Some(Fire {
+                        start_ns: start,
+                        elapsed_ns: end - start,
+                        index: 0,
+                        late: true,
+                    });
+                    ended = Some(Ended {
+                        start_ns: start,
+                        end_ns: end,
+                        warnings: 1,
+                    });
+                }
             }
             self.iteration = Some(o.beat.iteration);
             self.floor_ns = 0;
@@ -157,19 +189,24 @@ impl Tracker {
         let blocked = o.now_ns - start;
         self.last_idle_ns = o.idle_ns;
         self.last_read_ns = o.now_ns;
+        self.last_beat = Some(o.beat);
 
-        let mut fire = None;
+        let mut fire = late;
         if blocked >= t {
             let b = self.block.get_or_insert(Block {
                 start_ns: start,
                 warnings: 0,
                 next_fire_ns: start.saturating_add(t),
             });
-            if o.now_ns >= b.next_fire_ns && (self.cfg.aggressive || b.warnings == 0) {
+            if fire.is_none()
+                && o.now_ns >= b.next_fire_ns
+                && (self.cfg.aggressive || b.warnings == 0)
+            {
                 fire = Some(Fire {
                     start_ns: b.start_ns,
                     elapsed_ns: o.now_ns - b.start_ns,
                     index: b.warnings,
+                    late: false,
                 });
                 b.warnings += 1;
                 b.next_fire_ns = b
@@ -360,6 +397,28 @@ mod tests {
         s.wait(T / 100);
         s.block(T * 9 / 10);
         assert!(s.fires.is_empty(), "{:?}", s.fires);
+    }
+
+    #[test]
+    fn a_block_the_monitor_slept_through_is_reported_late() {
+        let mut s = Sim::new(true);
+        s.wait(T);
+        // The monitor is descheduled for the whole block: nobody looks until the next turn.
+        let start = s.now;
+        s.now += T * 12 / 10;
+        s.turn();
+        s.look();
+        assert_eq!(s.fires.len(), 1, "{:?}", s.fires);
+        assert!(s.fires[0].late);
+        assert_eq!(s.fires[0].start_ns, start);
+        assert_eq!(s.fires[0].elapsed_ns, T * 12 / 10);
+        assert_eq!(s.ends.len(), 1);
+        // A short block slept through is not.
+        s.wait(T);
+        s.now += T * 9 / 10;
+        s.turn();
+        s.look();
+        assert_eq!(s.fires.len(), 1);
     }
 
     #[test]
