@@ -196,3 +196,21 @@ test.serial('a block inside native code is reported; its stack arrives once the 
   t.regex(userTop(e.samples[0].frames).fileName, /scenario\.cjs$/);
   t.true(e.samples[0].sampleDelayMs > 100, `delay ${e.samples[0].sampleDelayMs}`);
 });
+
+for (const [label, waitMs] of [
+  ['before its deadline', 30],
+  ['after its deadline, around the interrupt', 205],
+]) {
+  test.serial(
+    `worker.terminate() on a Worker spinning under an interrupting detector, ${label}, crashes nothing`,
+    async (t) => {
+      const r = await scenario('terminate-guarded-worker', { timeout: 0.2, waitMs }, { timeoutMs: 20_000 });
+      t.false(r.timedOut);
+      t.is(r.signal, null, r.stderr);
+      t.is(r.code, 0, r.stderr);
+      // After its deadline the spin was interrupted and the Worker, with nothing left to do, may have
+      // exited already: terminate() then resolves with no code. Either way nothing crashes.
+      t.true(r.result.ticks >= 5, 'the main thread goes on');
+    },
+  );
+}
