@@ -466,16 +466,15 @@ pub fn unregister(id: u64) -> io::Result<Option<String>> {
     result.map(|()| partial)
 }
 
+/// The registered watch with this id (the registry lock is released on return).
+fn find_watch(id: u64) -> Option<Arc<Watch>> {
+    let reg = lock(&monitor().registry);
+    reg.watches.iter().find(|w| w.id == id).cloned()
+}
+
 /// Whether the block a ticket belongs to is still in progress (its interrupt is still wanted).
 pub fn block_open(ticket: &SampleTicket) -> bool {
-    let watch = {
-        let reg = lock(&monitor().registry);
-        reg.watches
-            .iter()
-            .find(|w| w.id == ticket.watch_id)
-            .cloned()
-    };
-    watch.is_some_and(|w| {
+    find_watch(ticket.watch_id).is_some_and(|w| {
         lock(&w.state)
             .current
             .as_ref()
@@ -489,9 +488,7 @@ pub fn block_open(ticket: &SampleTicket) -> bool {
 pub fn flush(id: u64) -> Option<String> {
     let mut fx = Effects::default();
     let record = {
-        let reg = lock(&monitor().registry);
-        let w = reg.watches.iter().find(|w| w.id == id)?.clone();
-        drop(reg);
+        let w = find_watch(id)?;
         let mut st = lock(&w.state);
         let e = st.tracker.finish(now_ns())?;
         let mut inner = Effects::default();
@@ -512,14 +509,7 @@ pub fn deliver_sample(ticket: SampleTicket, frames: Vec<crate::report::Frame>, c
         delay_ns: now.saturating_sub(ticket.requested_ns),
         cost_ns,
     };
-    let watch = {
-        let reg = lock(&monitor().registry);
-        reg.watches
-            .iter()
-            .find(|w| w.id == ticket.watch_id)
-            .cloned()
-    };
-    if let Some(w) = watch {
+    if let Some(w) = find_watch(ticket.watch_id) {
         if w.attach_sample(ticket, sample) {
             alarm::wake();
         }

@@ -222,18 +222,19 @@ impl Interrupts {
         out
     }
 
-    /// JS thread, in a V8 after-termination callback: the unguarded termination, if one is ours.
-    pub fn take_unguarded(&self) -> Option<Pending> {
-        let mut st = self.lock();
-        let out = if st
-            .fired
-            .as_ref()
-            .is_some_and(|p| p.resolver == Resolver::Unguarded)
-        {
+    /// The fired termination, if the given resolver is the one to resolve it.
+    fn take_fired(st: &mut State, resolver: Resolver) -> Option<Pending> {
+        if st.fired.as_ref().is_some_and(|p| p.resolver == resolver) {
             st.fired.take()
         } else {
             None
-        };
+        }
+    }
+
+    /// JS thread, in a V8 after-termination callback: the unguarded termination, if one is ours.
+    pub fn take_unguarded(&self) -> Option<Pending> {
+        let mut st = self.lock();
+        let out = Self::take_fired(&mut st, Resolver::Unguarded);
         if let Some(p) = &out {
             Self::resolved(&mut st, p);
         }
