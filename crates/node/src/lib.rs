@@ -6,6 +6,7 @@
 //! - [`sink`]: stack-sample requests and block delivery to JavaScript.
 //! - [`exports`]: the functions `index.ts` calls.
 
+mod channel;
 mod env_loop;
 mod exports;
 mod interrupt;

@@ -20,10 +20,11 @@ use std::sync::{Arc, Mutex};
 
 use loop_helpers_core::report::json_frames;
 
+use crate::channel::JsChannel;
 use crate::env_loop::EnvLoop;
 use crate::interrupt::Pending;
 use crate::napi::*;
-use crate::{js, v8};
+use crate::v8;
 
 /// Node's async_wrap binding and the indices of the fields the repair touches.
 pub struct AsyncWrap {
@@ -33,22 +34,17 @@ pub struct AsyncWrap {
     pub k_trigger_async_id: u32,
 }
 
-struct Tsfn(napi_threadsafe_function);
-// SAFETY: a thread-safe function may be called from any thread; the mutex orders calls before its
-// release or finalisation.
-unsafe impl Send for Tsfn {}
-
 /// Per-environment support, installed by `installInterrupts`.
 pub struct Support {
     pub async_wrap: Option<AsyncWrap>,
-    deliver: Mutex<Option<Tsfn>>,
+    deliver: Arc<JsChannel>,
     /// Resources of the async-id levels the repair popped (an abandoned Timeout needs
     /// clearTimeout), held until JavaScript takes them.
     abandoned: Mutex<Vec<usize>>,
 }
 
 // SAFETY: napi_refs are only used on the environment's thread (the repair and takeAbandoned both
-// run there); the TSFN is thread-safe by design.
+// run there); the channel is thread-safe by design.
 unsafe impl Send for Support {}
 unsafe impl Sync for Support {}
 
@@ -60,34 +56,6 @@ fn armed() -> std::sync::MutexGuard<'static, Vec<(usize, Arc<EnvLoop>)>> {
     ARMED.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-unsafe extern "C" fn deliver_js(
-    env: napi_env,
-    js_cb: napi_value,
-    _c: *mut c_void,
-    data: *mut c_void,
-) {
-    // SAFETY: the Box<String> leaked in Support::deliver, handed to us once.
-    let json = Box::from_raw(data as *mut String);
-    if env.is_null() || js_cb.is_null() {
-        return;
-    }
-    let _ = catch_unwind(AssertUnwindSafe(|| {
-        let arg = js::string(env, &json);
-        let mut result = std::ptr::null_mut();
-        napi_call_function(env, js::undefined(env), js_cb, 1, &arg, &mut result);
-    }));
-}
-
-unsafe extern "C" fn deliver_finalized(_env: napi_env, data: *mut c_void, _hint: *mut c_void) {
-    // SAFETY: the Arc<Support> reference leaked in `Support::new`, released once here.
-    let support = Arc::from_raw(data as *const Support);
-    support
-        .deliver
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take();
-}
-
 impl Support {
     /// # Safety
     /// On `env`'s JS thread; `deliver` is a function.
@@ -96,34 +64,11 @@ impl Support {
         async_wrap: Option<AsyncWrap>,
         deliver: napi_value,
     ) -> Result<Arc<Self>, String> {
-        let support = Arc::new(Support {
+        Ok(Arc::new(Support {
             async_wrap,
-            deliver: Mutex::new(None),
+            deliver: JsChannel::new(env, deliver, "loop-helpers:interrupt")?,
             abandoned: Mutex::new(Vec::new()),
-        });
-        let name = js::string(env, "loop-helpers:interrupt");
-        let raw = Arc::into_raw(support.clone()) as *mut c_void;
-        let mut tsfn = std::ptr::null_mut();
-        let status = napi_create_threadsafe_function(
-            env,
-            deliver,
-            std::ptr::null_mut(),
-            name,
-            0,
-            1,
-            raw,
-            Some(deliver_finalized),
-            std::ptr::null_mut(),
-            Some(deliver_js),
-            &mut tsfn,
-        );
-        if status != NAPI_OK {
-            drop(Arc::from_raw(raw as *const Support));
-            return Err(format!("napi_create_threadsafe_function failed ({status})"));
-        }
-        napi_unref_threadsafe_function(env, tsfn);
-        *support.deliver.lock().unwrap_or_else(|e| e.into_inner()) = Some(Tsfn(tsfn));
-        Ok(support)
+        }))
     }
 
     /// Queues the interrupt's error for JavaScript (runs from a fresh callback).
@@ -136,15 +81,7 @@ impl Support {
         );
         frames_json(&mut json, p.frames.as_deref());
         json.push('}');
-        let guard = self.deliver.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(f) = guard.as_ref() {
-            let data = Box::into_raw(Box::new(json)) as *mut c_void;
-            // SAFETY: `f` is live while the lock is held.
-            if unsafe { napi_call_threadsafe_function(f.0, data, TSFN_NONBLOCKING) } != NAPI_OK {
-                // SAFETY: not queued, still ours.
-                drop(unsafe { Box::from_raw(data as *mut String) });
-            }
-        }
+        self.deliver.send(json);
     }
 
     /// Hands the abandoned resources to JavaScript (an array), releasing our references.

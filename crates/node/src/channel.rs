@@ -1,0 +1,104 @@
+//! A one-way channel of strings from any thread to a JavaScript function: a thread-safe function
+//! that never keeps the process alive. Used for finished blocks (`sink.rs`) and for interrupt
+//! errors (`unguarded.rs`).
+
+use std::os::raw::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex};
+
+use crate::js;
+use crate::napi::*;
+
+struct Tsfn(napi_threadsafe_function);
+// SAFETY: thread-safe functions are made to be called from any thread; the mutex around the Option
+// orders every call before the release or finalisation that invalidates the pointer.
+unsafe impl Send for Tsfn {}
+
+pub struct JsChannel {
+    tsfn: Mutex<Option<Tsfn>>,
+}
+
+unsafe extern "C" fn call_js(
+    env: napi_env,
+    js_cb: napi_value,
+    _ctx: *mut c_void,
+    data: *mut c_void,
+) {
+    // SAFETY: `data` is the Box<String> leaked in `send`; Node passes it to us exactly once.
+    let text = Box::from_raw(data as *mut String);
+    if env.is_null() || js_cb.is_null() {
+        return; // the function is being torn down
+    }
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        let arg = js::string(env, &text);
+        let mut result = std::ptr::null_mut();
+        // The JavaScript side rethrows listener exceptions from a tick (Node-API would only warn).
+        napi_call_function(env, js::undefined(env), js_cb, 1, &arg, &mut result);
+    }));
+}
+
+unsafe extern "C" fn on_finalize(_env: napi_env, data: *mut c_void, _hint: *mut c_void) {
+    // SAFETY: the Arc reference leaked in `JsChannel::new`, released here exactly once.
+    let channel = Arc::from_raw(data as *const JsChannel);
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        channel.lock().take();
+    }));
+}
+
+impl JsChannel {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Tsfn>> {
+        self.tsfn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// # Safety
+    /// On `env`'s JS thread, inside a Node-API callback; `func` is a function value.
+    pub unsafe fn new(env: napi_env, func: napi_value, name: &str) -> Result<Arc<Self>, String> {
+        let channel = Arc::new(JsChannel {
+            tsfn: Mutex::new(None),
+        });
+        let finalize_ref = Arc::into_raw(channel.clone()) as *mut c_void;
+        let mut tsfn = std::ptr::null_mut();
+        let status = napi_create_threadsafe_function(
+            env,
+            func,
+            std::ptr::null_mut(),
+            js::string(env, name),
+            0,
+            1,
+            finalize_ref,
+            Some(on_finalize),
+            std::ptr::null_mut(),
+            Some(call_js),
+            &mut tsfn,
+        );
+        if status != NAPI_OK {
+            drop(Arc::from_raw(finalize_ref as *const JsChannel));
+            return Err(format!("napi_create_threadsafe_function failed ({status})"));
+        }
+        // Delivering must never keep the process alive.
+        napi_unref_threadsafe_function(env, tsfn);
+        *channel.lock() = Some(Tsfn(tsfn));
+        Ok(channel)
+    }
+
+    /// Queues `text` for the JavaScript function; dropped once the channel is closed or gone.
+    pub fn send(&self, text: String) {
+        let guard = self.lock();
+        if let Some(f) = guard.as_ref() {
+            let data = Box::into_raw(Box::new(text)) as *mut c_void;
+            // SAFETY: `f` is live while the lock is held (close and finalisation take it first).
+            if unsafe { napi_call_threadsafe_function(f.0, data, TSFN_NONBLOCKING) } != NAPI_OK {
+                // SAFETY: not queued, so still ours.
+                drop(unsafe { Box::from_raw(data as *mut String) });
+            }
+        }
+    }
+
+    /// Releases the thread-safe function; later sends are dropped.
+    pub fn close(&self) {
+        if let Some(f) = self.lock().take() {
+            // SAFETY: `f` is a live thread-safe function we created and have not released.
+            unsafe { napi_release_threadsafe_function(f.0, TSFN_RELEASE) };
+        }
+    }
+}
