@@ -8,6 +8,16 @@
 export { capabilities } from './lib/capabilities';
 export { BlockingDetector, type BlockingDetectorEvents } from './lib/detector';
 export { AlarmInterrupt } from './lib/errors';
+export {
+  type ExitStatus,
+  ForkError,
+  type ForkErrorCode,
+  type ForkTiming,
+  fork,
+  lastForkTiming,
+  tryWaitpid,
+  waitpid,
+} from './lib/fork';
 export type { InterruptFields } from './lib/interrupt';
 export type { BlockingDetectorOptions, ErrorClass, LogOption, RaiseExc } from './lib/options';
 export type { BlockEvent, BlockSample, Capabilities, StackFrame } from './lib/types';

@@ -44,7 +44,10 @@ export function capabilities(): Capabilities {
   if (!cached) {
     const stackReason = probeStackCapture();
     const info = JSON.parse(native().nativeInfo()) as NativeInfo;
-    const reasons: Capabilities['reasons'] = { fork: 'not implemented yet' };
+    const reasons: Capabilities['reasons'] = {};
+    const forkReason =
+      process.platform === 'linux' ? native().forkSupport() : `fork() is implemented for Linux only (this is ${process.platform})`;
+    if (forkReason !== null) reasons.fork = forkReason;
     if (stackReason) reasons.stackCapture = stackReason;
     if (!info.terminate) reasons.interrupt = info.terminateReason ?? 'unavailable';
     const unguarded =
@@ -58,7 +61,7 @@ export function capabilities(): Capabilities {
       stackCapture: stackReason === undefined,
       interrupt: info.terminate,
       interruptUnguarded: unguarded === undefined,
-      fork: false,
+      fork: forkReason === null,
       reasons,
     };
   }

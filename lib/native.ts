@@ -33,6 +33,12 @@ export interface NativeBinding {
   captureStack(limit: number): string;
   nativeInfo(): string;
   isMainThread(): boolean;
+  forkSupport(): string | null;
+  activeRequests(): number;
+  /** Parent: [pid, parkMs, memoryMs, forkMs, mappings, workers]; child: [0, pid, ppid]. */
+  fork(): number[];
+  childExitGuard(beforeExit: () => void, exit: () => void): void;
+  waitpid(pid: number, block: boolean): [code: number | null, signal: number | null] | undefined;
 }
 
 /** The platform triples that have a prebuilt binary, as in package.json `napi.targets`. */

@@ -52,7 +52,7 @@ export interface Capabilities {
   interrupt: boolean;
   /** Interrupting blocking code anywhere else (callbacks, promise reactions, top level). */
   interruptUnguarded: boolean;
-  /** `fork()`. Not implemented yet. */
+  /** `fork()` can work here (Linux, and this Node.js has the V8 platform and exit-handler entry points it needs). */
   fork: boolean;
   /** Why each capability that is false is missing. */
   reasons: { stackCapture?: string; interrupt?: string; interruptUnguarded?: string; fork?: string };

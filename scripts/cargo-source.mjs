@@ -7,12 +7,12 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 
 export const DEBIAN_REGISTRY = '/usr/share/cargo/registry';
-const DEBIAN_PACKAGES = ['librust-nix-dev', 'librust-libc-dev'];
+const DEBIAN_PACKAGES = ['librust-nix-dev', 'librust-libc-dev', 'librust-cc-dev'];
 
 function debianHasCrates() {
   if (!existsSync(DEBIAN_REGISTRY)) return false;
   const dirs = readdirSync(DEBIAN_REGISTRY);
-  return dirs.some((d) => d.startsWith('nix-0.26')) && dirs.some((d) => d.startsWith('libc-0.2'));
+  return ['nix-0.26', 'libc-0.2', 'cc-1.0'].every((p) => dirs.some((d) => d.startsWith(p)));
 }
 
 function canApt() {

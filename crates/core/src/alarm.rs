@@ -13,7 +13,7 @@
 use std::io;
 use std::os::raw::{c_int, c_void};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
@@ -30,10 +30,12 @@ extern "C" {
 #[cfg(any(target_os = "linux", target_os = "android"))]
 const SI_KERNEL: c_int = 0x80;
 
-/// The self-pipe: (read end, write end), both non-blocking and close-on-exec.
-static PIPE: OnceLock<(c_int, c_int)> = OnceLock::new();
-/// The write end, readable from the handler without touching the OnceLock.
+/// The self-pipe's read end (-1: not created yet). Non-blocking and close-on-exec, like the write end.
+static READ_FD: AtomicI32 = AtomicI32::new(-1);
+/// The write end, read by the handler (an atomic load is async-signal-safe).
 static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
+/// Serialises creating (and, in a forked child, re-creating) the pipe.
+static PIPE_INIT: Mutex<()> = Mutex::new(());
 /// Our handler is installed.
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 /// The monotonic deadline the timer is armed for (0: disarmed).
@@ -68,20 +70,52 @@ fn set_nonblocking_cloexec(fd: c_int) -> nix::Result<()> {
 
 /// The self-pipe's read end (created on first use).
 pub fn wake_read_fd() -> io::Result<c_int> {
-    if let Some((r, _)) = PIPE.get() {
-        return Ok(*r);
+    let fd = READ_FD.load(Ordering::Acquire);
+    if fd >= 0 {
+        return Ok(fd);
     }
+    let _g = PIPE_INIT.lock().unwrap_or_else(|e| e.into_inner());
+    let fd = READ_FD.load(Ordering::Acquire);
+    if fd >= 0 {
+        return Ok(fd);
+    }
+    let (r, w) = new_pipe()?;
+    WAKE_FD.store(w, Ordering::Release);
+    READ_FD.store(r, Ordering::Release);
+    Ok(r)
+}
+
+fn new_pipe() -> io::Result<(c_int, c_int)> {
     let (r, w) = nix::unistd::pipe()?;
-    set_nonblocking_cloexec(r)?;
-    set_nonblocking_cloexec(w)?;
-    // Two threads may race here; the loser closes its pipe.
-    let (pr, pw) = *PIPE.get_or_init(|| (r, w));
-    if (pr, pw) != (r, w) {
+    if let Err(e) = set_nonblocking_cloexec(r).and_then(|()| set_nonblocking_cloexec(w)) {
         let _ = nix::unistd::close(r);
         let _ = nix::unistd::close(w);
+        return Err(e.into());
     }
-    WAKE_FD.store(pw, Ordering::Release);
-    Ok(pr)
+    Ok((r, w))
+}
+
+/// In a child made by `fork()`, on its only thread, before any monitor thread runs: the pipe is
+/// shared with the parent (a wake-up here would wake the parent's monitor), so the child gets its
+/// own; the interval timer is not inherited, so nothing is armed. The SIGALRM disposition and the
+/// remembered previous one are inherited unchanged.
+pub fn after_fork_child() -> io::Result<()> {
+    let _g = PIPE_INIT.lock().unwrap_or_else(|e| e.into_inner());
+    ARMED_AT.store(0, Ordering::Release);
+    let old_r = READ_FD.swap(-1, Ordering::AcqRel);
+    let old_w = WAKE_FD.swap(-1, Ordering::AcqRel);
+    for fd in [old_r, old_w] {
+        if fd >= 0 {
+            let _ = nix::unistd::close(fd);
+        }
+    }
+    if old_r < 0 {
+        return Ok(());
+    }
+    let (r, w) = new_pipe()?;
+    WAKE_FD.store(w, Ordering::Release);
+    READ_FD.store(r, Ordering::Release);
+    Ok(())
 }
 
 /// Wakes the monitor. Async-signal-safe: one `write(2)` of one byte to a non-blocking pipe.

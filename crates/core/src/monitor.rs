@@ -10,7 +10,7 @@
 
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use nix::poll::{poll, PollFd, PollFlags};
@@ -104,6 +104,8 @@ pub struct Watch {
     probe: Arc<dyn LoopProbe>,
     sink: Arc<dyn WatchSink>,
     state: Mutex<WatchState>,
+    /// The process id reports carry: `cfg.origin.pid`, changed in the child of a fork().
+    pid: AtomicU32,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -131,6 +133,13 @@ impl Effects {
 }
 
 impl Watch {
+    /// Who reports: the configured origin with this process's id.
+    fn origin(&self) -> Origin {
+        let mut o = self.cfg.origin.clone();
+        o.pid = self.pid.load(Ordering::Relaxed);
+        o
+    }
+
     fn read(&self) -> (Beat, u64) {
         let hb = self.probe.heartbeat();
         loop {
@@ -258,9 +267,9 @@ impl Watch {
                 w.missing_reason = Some(NO_STACK_NATIVE);
             }
             match self.cfg.log {
-                LogTarget::StderrText => fx.text.push_str(&warning_text(&self.cfg.origin, w)),
+                LogTarget::StderrText => fx.text.push_str(&warning_text(&self.origin(), w)),
                 LogTarget::StderrJson => {
-                    fx.text.push_str(&warning_json(&self.cfg.origin, w));
+                    fx.text.push_str(&warning_json(&self.origin(), w));
                     fx.text.push('\n');
                 }
                 LogTarget::Silent | LogTarget::Deferred => {}
@@ -284,7 +293,7 @@ impl Watch {
         let texts = self.cfg.log == LogTarget::Deferred;
         fx.deliveries.push((
             self.sink.clone(),
-            block_json(&self.cfg.origin, &record, texts),
+            block_json(&self.origin(), &record, texts),
         ));
     }
 
@@ -317,7 +326,8 @@ struct Monitor {
 }
 
 static MONITOR: OnceLock<Monitor> = OnceLock::new();
-static THREAD_STARTED: OnceLock<io::Result<()>> = OnceLock::new();
+/// The monitor thread runs (set once it is spawned; cleared in a forked child, which has no threads).
+static THREAD_RUNNING: Mutex<bool> = Mutex::new(false);
 static WAKES: AtomicU64 = AtomicU64::new(0);
 static BACKSTOP_WAKES: AtomicU64 = AtomicU64::new(0);
 
@@ -332,17 +342,16 @@ fn monitor() -> &'static Monitor {
 }
 
 fn ensure_thread() -> io::Result<()> {
-    let started = THREAD_STARTED.get_or_init(|| {
-        alarm::wake_read_fd()?;
-        std::thread::Builder::new()
-            .name("loop-helpers-monitor".into())
-            .spawn(run)
-            .map(|_| ())
-    });
-    match started {
-        Ok(()) => Ok(()),
-        Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+    let mut running = lock(&THREAD_RUNNING);
+    if *running {
+        return Ok(());
     }
+    alarm::wake_read_fd()?;
+    std::thread::Builder::new()
+        .name("loop-helpers-monitor".into())
+        .spawn(run)?;
+    *running = true;
+    Ok(())
 }
 
 fn run() {
@@ -354,6 +363,7 @@ fn run() {
         Err(_) => return,
     };
     loop {
+        fork_pause::pause_point();
         let next = match catch_unwind(AssertUnwindSafe(cycle_all)) {
             Ok(Some(next)) => next,
             Ok(None) => u64::MAX,
@@ -379,7 +389,12 @@ fn run() {
             _ => {}
         }
         WAKES.fetch_add(1, Ordering::Relaxed);
-        alarm::drain_wakes(fd);
+        // The child of a fork() gets a new pipe: read whichever is current.
+        let fd_now = alarm::wake_read_fd().unwrap_or(fd);
+        alarm::drain_wakes(fd_now);
+        if fd_now != fd {
+            return;
+        }
     }
 }
 
@@ -420,8 +435,10 @@ pub fn register(
         let id = reg.next_id;
         reg.next_id += 1;
         let tracker = Tracker::new(TrackerConfig::new(cfg.timeout_ns, cfg.aggressive));
+        let pid = AtomicU32::new(cfg.origin.pid);
         reg.watches.push(Arc::new(Watch {
             id,
+            pid,
             cfg,
             probe,
             sink,
@@ -540,4 +557,105 @@ pub fn wake_stats() -> (u64, u64) {
         WAKES.load(Ordering::Relaxed),
         BACKSTOP_WAKES.load(Ordering::Relaxed),
     )
+}
+
+/// Holding the monitor still across `fork()`.
+///
+/// The monitor thread takes locks that the child would inherit held: the registry, a watch's
+/// state, V8's interrupt queue (`RequestInterrupt`), Node's thread-safe function queue, stderr. So
+/// before forking, the forking thread asks it to stop at the top of its loop, where it holds none,
+/// and waits until it has; it holds the registry lock itself until the fork is done.
+pub mod fork_pause {
+    use std::sync::{Condvar, Mutex};
+    use std::time::{Duration, Instant};
+
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum State {
+        Running,
+        Requested,
+        Paused,
+    }
+
+    static STATE: Mutex<State> = Mutex::new(State::Running);
+    static CHANGED: Condvar = Condvar::new();
+
+    fn state() -> std::sync::MutexGuard<'static, State> {
+        STATE.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Called by the monitor thread between cycles: parks it while a fork is being prepared.
+    pub(super) fn pause_point() {
+        let mut st = state();
+        if *st != State::Requested {
+            return;
+        }
+        *st = State::Paused;
+        CHANGED.notify_all();
+        while *st != State::Running {
+            st = CHANGED.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// The monitor is held still; dropping this (in the parent) lets it go on.
+    pub struct Paused {
+        _registry: std::sync::MutexGuard<'static, super::Registry>,
+    }
+
+    impl Drop for Paused {
+        fn drop(&mut self) {
+            *state() = State::Running;
+            CHANGED.notify_all();
+        }
+    }
+
+    /// Asks the monitor thread to stop between cycles and waits (at most `timeout`) until it has.
+    /// Without a monitor thread there is nothing to wait for.
+    pub fn pause(timeout: Duration) -> std::io::Result<Paused> {
+        let running = *super::lock(&super::THREAD_RUNNING);
+        if running {
+            let deadline = Instant::now() + timeout;
+            let mut st = state();
+            *st = State::Requested;
+            drop(st);
+            crate::alarm::wake();
+            st = state();
+            while *st != State::Paused {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    *st = State::Running;
+                    CHANGED.notify_all();
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the loop-helpers monitor thread did not pause",
+                    ));
+                }
+                st = CHANGED
+                    .wait_timeout(st, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+        }
+        Ok(Paused {
+            _registry: super::lock(&super::monitor().registry),
+        })
+    }
+
+    /// In the child of a fork(), on its only thread: the monitor thread is gone. Forget it, give
+    /// the child its own wake-up pipe, and start a new thread if anything is watched; it picks up
+    /// every registered watch with its configuration and arms the timer again.
+    pub fn after_fork_child(paused: Paused) -> std::io::Result<()> {
+        // Releases the registry lock this thread took before fork() and resets the pause state;
+        // the futex-based std locks need no other repair, and nobody waits on them here.
+        drop(paused);
+        let pid = std::process::id();
+        for w in &super::lock(&super::monitor().registry).watches {
+            w.pid.store(pid, std::sync::atomic::Ordering::Relaxed);
+        }
+        *super::lock(&super::THREAD_RUNNING) = false;
+        crate::alarm::after_fork_child()?;
+        if super::watch_count() > 0 {
+            super::ensure_thread()?;
+        }
+        Ok(())
+    }
 }

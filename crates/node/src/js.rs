@@ -85,3 +85,13 @@ pub unsafe fn undefined(env: napi_env) -> napi_value {
     napi_get_undefined(env, &mut out);
     out
 }
+
+/// An array of numbers.
+pub unsafe fn numbers(env: napi_env, values: &[f64]) -> napi_value {
+    let mut arr = std::ptr::null_mut();
+    napi_create_array_with_length(env, values.len(), &mut arr);
+    for (i, v) in values.iter().enumerate() {
+        napi_set_element(env, arr, i as u32, number(env, *v));
+    }
+    arr
+}

@@ -5,13 +5,19 @@
 //! - [`env_loop`]: per-environment heartbeat (a libuv prepare handle) and teardown.
 //! - [`sink`]: stack-sample requests and block delivery to JavaScript.
 //! - [`exports`]: the functions `index.ts` calls.
+//! - [`fork`], [`platform`], [`exit_guard`], [`fork_exports`]: fork() (the parent's preparation,
+//!   V8's platform workers and Node's exit handler through a small C++ shim, the child's exit).
 
 mod channel;
 mod env_loop;
+mod exit_guard;
 mod exports;
+mod fork;
+mod fork_exports;
 mod interrupt;
 mod js;
 mod napi;
+mod platform;
 mod sink;
 mod unguarded;
 mod uv;
@@ -112,6 +118,26 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
             c"isMainThread",
             guarded!(exports::is_main_thread),
         );
+        export(
+            env,
+            exports,
+            c"forkSupport",
+            guarded!(fork_exports::fork_support),
+        );
+        export(
+            env,
+            exports,
+            c"activeRequests",
+            guarded!(fork_exports::active_requests),
+        );
+        export(env, exports, c"fork", guarded!(fork_exports::fork_process));
+        export(
+            env,
+            exports,
+            c"childExitGuard",
+            guarded!(fork_exports::child_exit_guard),
+        );
+        export(env, exports, c"waitpid", guarded!(fork_exports::waitpid));
     }));
     exports
 }

@@ -16,6 +16,7 @@ pub type napi_handle_scope = *mut c_void;
 pub type napi_threadsafe_function = *mut c_void;
 pub type napi_async_cleanup_hook_handle = *mut c_void;
 pub type napi_ref = *mut c_void;
+pub type napi_async_context = *mut c_void;
 pub type napi_status = c_int;
 pub type napi_valuetype = c_int;
 
@@ -198,4 +199,23 @@ extern "C" {
         finalize_hint: *mut c_void,
     ) -> napi_status;
     pub fn napi_get_instance_data(env: napi_env, data: *mut *mut c_void) -> napi_status;
+    pub fn napi_create_object(env: napi_env, result: *mut napi_value) -> napi_status;
+    pub fn napi_get_global(env: napi_env, result: *mut napi_value) -> napi_status;
+    pub fn napi_async_init(
+        env: napi_env,
+        async_resource: napi_value,
+        async_resource_name: napi_value,
+        result: *mut napi_async_context,
+    ) -> napi_status;
+    pub fn napi_make_callback(
+        env: napi_env,
+        async_context: napi_async_context,
+        recv: napi_value,
+        func: napi_value,
+        argc: usize,
+        argv: *const napi_value,
+        result: *mut napi_value,
+    ) -> napi_status;
+    pub fn napi_fatal_exception(env: napi_env, err: napi_value) -> napi_status;
+    pub fn napi_get_null(env: napi_env, result: *mut napi_value) -> napi_status;
 }

@@ -58,17 +58,17 @@ struct Api {
 /// (the resolved API, or the names of the symbols that are missing)
 static API: OnceLock<Result<Api, String>> = OnceLock::new();
 
-fn lookup(name: &CStr) -> Option<*mut c_void> {
+pub(crate) fn lookup(name: &CStr) -> Option<*mut c_void> {
     // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only reads the symbol tables.
     let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
     (!p.is_null()).then_some(p)
 }
 
 /// Set to 1 to run without the V8 entry points, as on a Node.js that lacks them (diagnostics, tests).
-const DISABLE_ENV: &str = "LOOP_HELPERS_DISABLE_V8";
+pub(crate) const DISABLE_ENV: &str = "LOOP_HELPERS_DISABLE_V8";
 
 /// Looks up every symbol; all of them, or an error naming the missing ones.
-fn lookup_all<const N: usize>(names: [&'static CStr; N]) -> Result<[*mut c_void; N], String> {
+pub(crate) fn lookup_all<const N: usize>(names: [&'static CStr; N]) -> Result<[*mut c_void; N], String> {
     let mut out = [std::ptr::null_mut(); N];
     let mut missing = Vec::new();
     for (slot, name) in out.iter_mut().zip(names) {

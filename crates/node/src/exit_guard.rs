@@ -1,0 +1,144 @@
+//! The natural end of a forked child's event loop.
+//!
+//! When a Node loop runs dry, Node drains V8's platform tasks (waiting for background tasks that
+//! the child's missing worker threads will never run), emits 'beforeExit' and 'exit', and tears
+//! down by joining those threads: the child would hang or crash. So the child keeps its loop alive
+//! with one ref'd async handle, and an unref'd prepare handle notices, before each poll, when that
+//! handle is all that is left. Then it does what Node would: emit 'beforeExit' (which may schedule
+//! more work: the loop goes on), and when the loop is still dry, call `process.exit()`, which emits
+//! 'exit' and ends in the process exit handler (`fork.rs`: `_exit` with the code).
+
+use std::os::raw::c_void;
+use std::ptr::null_mut;
+
+use crate::napi::*;
+use crate::uv::*;
+
+struct Guard {
+    env: napi_env,
+    lp: *mut uv_loop_t,
+    keep_alive: *mut uv_handle_t,
+    check: *mut uv_handle_t,
+    before_exit: napi_ref,
+    exit: napi_ref,
+    context: napi_async_context,
+}
+
+/// Whether the loop has anything left besides the guard's own handle.
+unsafe fn loop_busy(g: &Guard) -> bool {
+    uv_unref(g.keep_alive);
+    let alive = uv_loop_alive(g.lp) != 0;
+    uv_ref(g.keep_alive);
+    alive
+}
+
+unsafe extern "C" fn on_prepare(handle: *mut uv_handle_t) {
+    let g = uv_handle_get_data(handle) as *const Guard;
+    if g.is_null() || loop_busy(&*g) {
+        return;
+    }
+    // Nothing else is left: make the coming poll return at once and handle it in on_dry.
+    uv_async_send((*g).keep_alive);
+}
+
+unsafe extern "C" fn on_dry(handle: *mut uv_handle_t) {
+    let g = uv_handle_get_data(handle) as *const Guard;
+    if g.is_null() || loop_busy(&*g) {
+        return;
+    }
+    let g = &*g;
+    let _ = std::panic::catch_unwind(|| {
+        call(g, g.before_exit);
+        if !loop_busy(g) {
+            call(g, g.exit);
+        }
+    });
+}
+
+/// Calls a JavaScript function as a top-level callback: ticks and microtasks run after it, and an
+/// exception goes to Node's uncaught-exception handling.
+unsafe fn call(g: &Guard, f: napi_ref) {
+    let mut scope: napi_handle_scope = null_mut();
+    if napi_open_handle_scope(g.env, &mut scope) != NAPI_OK {
+        return;
+    }
+    let mut func: napi_value = null_mut();
+    let mut recv: napi_value = null_mut();
+    if napi_get_reference_value(g.env, f, &mut func) == NAPI_OK
+        && !func.is_null()
+        && napi_get_global(g.env, &mut recv) == NAPI_OK
+    {
+        let mut result: napi_value = null_mut();
+        let status = napi_make_callback(
+            g.env,
+            g.context,
+            recv,
+            func,
+            0,
+            null_mut(),
+            &mut result,
+        );
+        if status != NAPI_OK {
+            let mut err: napi_value = null_mut();
+            if napi_get_and_clear_last_exception(g.env, &mut err) == NAPI_OK && !err.is_null() {
+                napi_fatal_exception(g.env, err);
+            }
+        }
+    }
+    napi_close_handle_scope(g.env, scope);
+}
+
+unsafe fn new_handle(kind: std::os::raw::c_int) -> *mut uv_handle_t {
+    let size = uv_handle_size(kind);
+    // Zeroed, pointer-aligned memory of the handle's size; lives as long as the process.
+    libc::calloc(1, size.max(1)) as *mut uv_handle_t
+}
+
+/// Installs the guard on `env`'s loop. `before_exit` and `exit` are JavaScript functions.
+///
+/// # Safety
+/// On `env`'s JavaScript thread, inside a Node-API callback; once per process (the child).
+pub unsafe fn install(env: napi_env, before_exit: napi_value, exit: napi_value) -> Result<(), String> {
+    let mut lp: *mut uv_loop_t = null_mut();
+    if napi_get_uv_event_loop(env, &mut lp) != NAPI_OK || lp.is_null() {
+        return Err("no event loop".into());
+    }
+    let mut g = Box::new(Guard {
+        env,
+        lp,
+        keep_alive: new_handle(UV_ASYNC),
+        check: new_handle(UV_PREPARE),
+        before_exit: null_mut(),
+        exit: null_mut(),
+        context: null_mut(),
+    });
+    if g.keep_alive.is_null() || g.check.is_null() {
+        return Err("out of memory".into());
+    }
+    let mut resource: napi_value = null_mut();
+    let mut name: napi_value = null_mut();
+    if napi_create_reference(env, before_exit, 1, &mut g.before_exit) != NAPI_OK
+        || napi_create_reference(env, exit, 1, &mut g.exit) != NAPI_OK
+        || napi_create_object(env, &mut resource) != NAPI_OK
+        || napi_create_string_utf8(env, c"loop-helpers:fork-exit".as_ptr(), usize::MAX, &mut name)
+            != NAPI_OK
+        || napi_async_init(env, resource, name, &mut g.context) != NAPI_OK
+    {
+        return Err("Node-API call failed".into());
+    }
+    let g = Box::into_raw(g);
+    // The guard is leaked on purpose: the child ends through _exit, never by closing these.
+    let r = uv_async_init(lp, (*g).keep_alive, Some(on_dry));
+    if r != 0 {
+        return Err(format!("uv_async_init failed ({r})"));
+    }
+    uv_handle_set_data((*g).keep_alive, g as *mut c_void);
+    let r = uv_prepare_init(lp, (*g).check);
+    if r != 0 {
+        return Err(format!("uv_prepare_init failed ({r})"));
+    }
+    uv_handle_set_data((*g).check, g as *mut c_void);
+    uv_prepare_start((*g).check, Some(on_prepare));
+    uv_unref((*g).check);
+    Ok(())
+}

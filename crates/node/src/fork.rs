@@ -1,0 +1,220 @@
+//! fork(): prepare the parent, fork, and repair the child before it returns to JavaScript.
+//!
+//! The order follows `../shared/docs/background.md` §5 and its research notes: refuse while
+//! requests are in flight; hold the monitor thread still; park V8's platform workers; clear
+//! `MADV_DONTFORK` on V8's memory; fork. In the child: own blocking stdio pipes, `uv_loop_fork`,
+//! a new monitor thread, and a process exit handler that ends the child with `_exit` (Node's own
+//! exit would join platform threads that do not exist in the child).
+
+use std::os::raw::c_int;
+use std::time::{Duration, Instant};
+
+use loop_helpers_core::fork_prep;
+use loop_helpers_core::monitor::fork_pause;
+
+use crate::napi::*;
+use crate::platform;
+use crate::uv::{self, uv_loop_t};
+
+/// How long the parent waits for V8's platform workers to finish their current task.
+const PARK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long it waits for the monitor thread to reach a point where it holds no lock.
+const MONITOR_PAUSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A refusal or failure, with the stable code the TypeScript layer turns into a `ForkError`.
+pub struct Refused {
+    pub code: &'static str,
+    pub message: String,
+}
+
+fn refuse(code: &'static str, message: impl Into<String>) -> Refused {
+    Refused {
+        code,
+        message: message.into(),
+    }
+}
+
+/// What the parent measured (milliseconds), for benchmarks and the parent's stall.
+#[derive(Default)]
+pub struct Timing {
+    pub park_ms: f64,
+    pub memory_ms: f64,
+    pub fork_ms: f64,
+    pub mappings: usize,
+    /// V8 platform workers parked.
+    pub workers: usize,
+}
+
+pub enum Forked {
+    Parent { pid: i32, timing: Timing },
+    Child,
+}
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1e3
+}
+
+/// Whether fork() can work on this Node.js at all, and why not.
+pub fn support() -> Result<(), &'static str> {
+    platform::support()
+}
+
+/// The loop's active requests (see [`uv::active_requests`]).
+///
+/// # Safety
+/// On `env`'s JavaScript thread.
+pub unsafe fn active_requests(env: napi_env) -> Option<u32> {
+    let lp = event_loop(env)?;
+    Some(uv::active_requests(lp))
+}
+
+unsafe fn event_loop(env: napi_env) -> Option<*mut uv_loop_t> {
+    let mut lp: *mut uv_loop_t = std::ptr::null_mut();
+    (napi_get_uv_event_loop(env, &mut lp) == NAPI_OK && !lp.is_null()).then_some(lp)
+}
+
+/// Forks the process. The caller (TypeScript) has already refused Workers, child processes, the
+/// inspector and non-main threads; requests in flight are checked again here, where nothing can
+/// start one before the fork.
+///
+/// # Safety
+/// On the main thread's JavaScript thread, inside a Node-API callback.
+pub unsafe fn fork(env: napi_env) -> Result<Forked, Refused> {
+    support().map_err(|e| refuse("ERR_FORK_UNSUPPORTED", e))?;
+    let lp = event_loop(env).ok_or_else(|| refuse("ERR_FORK_FAILED", "no event loop"))?;
+    let reqs = uv::active_requests(lp);
+    if reqs > 0 {
+        return Err(refuse(
+            "ERR_FORK_REQUESTS_IN_FLIGHT",
+            format!("{reqs} libuv request(s) in flight"),
+        ));
+    }
+    let handles = platform::current().map_err(|e| refuse("ERR_FORK_UNSUPPORTED", e))?;
+    let mut timing = Timing::default();
+
+    let paused = fork_pause::pause(MONITOR_PAUSE_TIMEOUT)
+        .map_err(|e| refuse("ERR_FORK_PLATFORM_BUSY", e.to_string()))?;
+    let t = Instant::now();
+    let parked = platform::park_workers(&handles, PARK_TIMEOUT)
+        .map_err(|e| refuse("ERR_FORK_PLATFORM_BUSY", e))?;
+    timing.park_ms = ms(t);
+    timing.workers = parked.workers;
+
+    // After parking: no V8 thread can map new don't-fork memory between this walk and fork().
+    let t = Instant::now();
+    let cleared = fork_prep::clear_dont_fork().map_err(|e| {
+        refuse(
+            "ERR_FORK_FAILED",
+            format!("clearing MADV_DONTFORK on V8's memory failed: {e}"),
+        )
+    })?;
+    timing.memory_ms = ms(t);
+    timing.mappings = cleared.mappings;
+
+    // C stdio buffers would otherwise be written twice.
+    libc::fflush(std::ptr::null_mut());
+    let t = Instant::now();
+    // SAFETY: every thread of this process that could hold a lock the child needs is stopped at a
+    // point where it holds none: the monitor (paused; its registry lock is held by us), V8's
+    // platform workers (parked in our task), no Worker threads (refused by the caller), no
+    // threadpool work (checked above). The child only runs this thread; see `repair_child`.
+    let pid = libc::fork();
+    if pid < 0 {
+        let e = std::io::Error::last_os_error();
+        drop(parked);
+        drop(paused);
+        return Err(refuse("ERR_FORK_FAILED", format!("fork(2) failed: {e}")));
+    }
+    if pid > 0 {
+        timing.fork_ms = ms(t);
+        drop(parked);
+        drop(paused);
+        return Ok(Forked::Parent { pid, timing });
+    }
+    // The child: the parked workers do not exist here; forgetting the handle leaves their state
+    // alone (nobody will use it).
+    std::mem::forget(parked);
+    repair_child(lp, &handles, paused);
+    Ok(Forked::Child)
+}
+
+/// The child's repairs, on its only thread. A failure leaves a process that cannot run Node safely:
+/// it says so on stderr and ends with status 70 (EX_SOFTWARE) rather than return a broken clone.
+unsafe fn repair_child(lp: *mut uv_loop_t, handles: &platform::Handles, paused: fork_pause::Paused) {
+    own_stdio_pipes();
+    let r = uv::uv_loop_fork(lp);
+    if r != 0 {
+        die(&format!("uv_loop_fork failed ({r})"));
+    }
+    if let Err(e) = fork_pause::after_fork_child(paused) {
+        die(&format!("restarting the blocking monitor failed: {e}"));
+    }
+    platform::set_process_exit_handler(handles, child_exit);
+}
+
+unsafe fn die(what: &str) -> ! {
+    let msg = format!("loop-helpers: fork() child cannot continue: {what}\n");
+    let _ = libc::write(2, msg.as_ptr().cast(), msg.len());
+    libc::_exit(70);
+}
+
+/// The child's process exit handler: Node has run the 'exit' listeners and printed a fatal error;
+/// its own teardown would join threads that exist only in the parent. Output written through
+/// process.stdout/stderr is already out (the child's stdio pipes are blocking); C stdio is flushed.
+unsafe extern "C" fn child_exit(code: c_int) {
+    libc::fflush(std::ptr::null_mut());
+    libc::_exit(code);
+}
+
+/// Gives the child its own open file description for stdout and stderr when they are pipes. The
+/// shared one would be switched to non-blocking by the child's libuv (for the parent too), and
+/// output still queued in libuv would be lost at `_exit`. A blocking pipe of its own makes every
+/// write complete before it returns. Not possible for sockets (ENXIO): those stay shared.
+unsafe fn own_stdio_pipes() {
+    for fd in [1, 2] {
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstat(fd, &mut st) != 0 || st.st_mode & libc::S_IFMT != libc::S_IFIFO {
+            continue;
+        }
+        let path = format!("/proc/self/fd/{fd}\0");
+        // O_NONBLOCK: opening a FIFO for writing must not wait for a reader (ENXIO without one).
+        let nfd = libc::open(path.as_ptr().cast(), libc::O_WRONLY | libc::O_NONBLOCK);
+        if nfd < 0 {
+            continue;
+        }
+        let fl = libc::fcntl(nfd, libc::F_GETFL);
+        if fl >= 0 {
+            libc::fcntl(nfd, libc::F_SETFL, fl & !libc::O_NONBLOCK);
+        }
+        libc::dup2(nfd, fd);
+        libc::close(nfd);
+    }
+}
+
+/// Status of a forked child: Ok(None) while it runs, Ok(Some((code, signal))) once it ended (it is
+/// reaped then), Err(errno) when it is not a child of this process (ECHILD) or waiting failed.
+pub fn wait(pid: i32, block: bool) -> Result<Option<(Option<i32>, Option<i32>)>, i32> {
+    let mut status: c_int = 0;
+    loop {
+        // SAFETY: waitpid with a valid status pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, if block { 0 } else { libc::WNOHANG }) };
+        if r == 0 {
+            return Ok(None);
+        }
+        if r < 0 {
+            let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+            if e == libc::EINTR {
+                continue;
+            }
+            return Err(e);
+        }
+        if libc::WIFEXITED(status) {
+            return Ok(Some((Some(libc::WEXITSTATUS(status)), None)));
+        }
+        if libc::WIFSIGNALED(status) {
+            return Ok(Some((None, Some(libc::WTERMSIG(status)))));
+        }
+        // Stopped or continued (only reported with WUNTRACED/WCONTINUED, which are not asked for).
+        return Ok(None);
+    }
+}

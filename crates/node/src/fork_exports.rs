@@ -1,0 +1,106 @@
+//! The fork() functions the TypeScript layer calls (`lib/fork.ts` validates and explains).
+
+use crate::fork::{self, Forked};
+use crate::js;
+use crate::napi::*;
+
+const E_ARG: &str = "ERR_LOOP_HELPERS_NATIVE_ARGUMENT";
+
+/// forkSupport() -> null when fork() can work here, else the reason.
+pub unsafe extern "C" fn fork_support(env: napi_env, _info: napi_callback_info) -> napi_value {
+    match fork::support() {
+        Ok(()) => {
+            let mut out = std::ptr::null_mut();
+            napi_get_null(env, &mut out);
+            out
+        }
+        Err(e) => js::string(env, e),
+    }
+}
+
+/// activeRequests() -> the main loop's active libuv requests.
+pub unsafe extern "C" fn active_requests(env: napi_env, _info: napi_callback_info) -> napi_value {
+    match fork::active_requests(env) {
+        Some(n) => js::number(env, f64::from(n)),
+        None => js::throw(env, "ERR_FORK_FAILED", "no event loop"),
+    }
+}
+
+/// fork() -> [pid, parkMs, memoryMs, forkMs, mappings, workers] in the parent, [0, getpid(), getppid()] in
+/// the child. Throws an Error with a stable `code` when it refuses or fails.
+pub unsafe extern "C" fn fork_process(env: napi_env, _info: napi_callback_info) -> napi_value {
+    match fork::fork(env) {
+        Ok(Forked::Parent { pid, timing }) => js::numbers(
+            env,
+            &[
+                f64::from(pid),
+                timing.park_ms,
+                timing.memory_ms,
+                timing.fork_ms,
+                timing.mappings as f64,
+                timing.workers as f64,
+            ],
+        ),
+        Ok(Forked::Child) => js::numbers(
+            env,
+            &[0.0, f64::from(libc::getpid()), f64::from(libc::getppid())],
+        ),
+        Err(r) => js::throw(env, r.code, &r.message),
+    }
+}
+
+/// childExitGuard(beforeExit, exit): in a forked child, replaces the natural end of the loop.
+pub unsafe extern "C" fn child_exit_guard(env: napi_env, info: napi_callback_info) -> napi_value {
+    let a = js::args::<2>(env, info);
+    if !(js::is_function(env, a[0]) && js::is_function(env, a[1])) {
+        return js::throw(env, E_ARG, "childExitGuard(): expected two functions");
+    }
+    match crate::exit_guard::install(env, a[0], a[1]) {
+        Ok(()) => js::undefined(env),
+        Err(e) => js::throw(env, "ERR_FORK_FAILED", &format!("exit guard: {e}")),
+    }
+}
+
+/// waitpid(pid, block) -> undefined while running, else [code, signal] (one of them null).
+/// Throws ERR_FORK_NO_SUCH_CHILD when `pid` is not an unreaped child of this process.
+pub unsafe extern "C" fn waitpid(env: napi_env, info: napi_callback_info) -> napi_value {
+    let a = js::args::<2>(env, info);
+    let (Some(pid), Some(block)) = (js::f64_arg(env, a[0]), js::bool_arg(env, a[1])) else {
+        return js::throw(env, E_ARG, "waitpid(): bad arguments");
+    };
+    if !(pid >= 1.0 && pid <= f64::from(i32::MAX) && pid.fract() == 0.0) {
+        return js::throw(env, E_ARG, "waitpid(): bad pid");
+    }
+    match fork::wait(pid as i32, block) {
+        Ok(None) => js::undefined(env),
+        Ok(Some((code, signal))) => {
+            let mut arr = std::ptr::null_mut();
+            napi_create_array_with_length(env, 2, &mut arr);
+            for (i, v) in [code, signal].into_iter().enumerate() {
+                let value = match v {
+                    Some(n) => js::number(env, f64::from(n)),
+                    None => {
+                        let mut null = std::ptr::null_mut();
+                        napi_get_null(env, &mut null);
+                        null
+                    }
+                };
+                napi_set_element(env, arr, i as u32, value);
+            }
+            arr
+        }
+        Err(e) if e == libc::ECHILD => js::throw(
+            env,
+            "ERR_FORK_NO_SUCH_CHILD",
+            &format!("process {pid} is not a child of this process, or was already waited for"),
+        ),
+        Err(e) => js::throw(
+            env,
+            "ERR_FORK_FAILED",
+            &format!(
+                "waitpid({pid}) failed: {}",
+                std::io::Error::from_raw_os_error(e)
+            ),
+        ),
+    }
+}

@@ -1,0 +1,280 @@
+//! Node's V8 platform and process exit handler, for fork(): the one place where C++ objects are
+//! involved. Like `v8.rs`, every entry point is resolved with dlsym at run time, and a missing one
+//! makes `support()` report why instead of failing to load. The calls that need C++ (a task object
+//! with a vtable owned by `std::unique_ptr`, a `std::function`) go through the shim in
+//! `shim/platform_shim.cc`.
+//!
+//! Parking: V8's platform worker threads wait on a condition variable and run background tasks
+//! (GC, compilation). A child made by fork() inherits that state without the threads, and its
+//! first parallel GC then waits forever (`../shared/docs/background.md` §5). Posting one blocking
+//! task per worker and waiting until all of them run makes every worker hold no lock, wait on
+//! nothing of V8's and run no V8 task at the instant of fork().
+
+use std::ffi::CStr;
+use std::os::raw::{c_int, c_void};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::v8::{self, Isolate};
+
+type TaskFn = unsafe extern "C" fn(*mut c_void);
+
+extern "C" {
+    // shim/platform_shim.cc
+    fn loop_helpers_post_worker_task(
+        kind: c_int,
+        post: *mut c_void,
+        platform: *mut c_void,
+        run: TaskFn,
+        drop: TaskFn,
+        data: *mut c_void,
+    ) -> c_int;
+    fn loop_helpers_set_process_exit_handler(
+        set: *mut c_void,
+        env: *mut c_void,
+        on_exit: unsafe extern "C" fn(c_int),
+    );
+}
+
+type GetCurrentContextFn = unsafe extern "C" fn(*mut Isolate) -> *mut c_void;
+type GetCurrentEnvironmentFn = unsafe extern "C" fn(*mut c_void) -> *mut c_void;
+type GetMultiIsolatePlatformFn = unsafe extern "C" fn(*mut c_void) -> *mut c_void;
+type NumberOfWorkerThreadsFn = unsafe extern "C" fn(*mut c_void) -> c_int;
+
+struct Api {
+    get_current_context: GetCurrentContextFn,
+    get_current_environment: GetCurrentEnvironmentFn,
+    get_platform: GetMultiIsolatePlatformFn,
+    /// `node::NodePlatform`'s vtable symbol: a platform object of that class points 2 words in.
+    node_platform_vtable: *mut c_void,
+    worker_threads: NumberOfWorkerThreadsFn,
+    /// 0: `CallOnWorkerThread(unique_ptr<Task>)`; 1: `PostTaskOnWorkerThreadImpl(...)`.
+    post_kind: c_int,
+    post: *mut c_void,
+    set_exit_handler: *mut c_void,
+}
+
+// SAFETY: plain code and data addresses in the node executable, valid for the process's life.
+unsafe impl Send for Api {}
+unsafe impl Sync for Api {}
+
+static API: OnceLock<Result<Api, String>> = OnceLock::new();
+
+const CALL_ON_WORKER_THREAD: &CStr =
+    c"_ZN4node12NodePlatform18CallOnWorkerThreadESt10unique_ptrIN2v84TaskESt14default_deleteIS3_EE";
+const POST_TASK_ON_WORKER_THREAD_IMPL: &CStr = c"_ZN4node12NodePlatform26PostTaskOnWorkerThreadImplEN2v812TaskPriorityESt10unique_ptrINS1_4TaskESt14default_deleteIS4_EERKNS1_14SourceLocationE";
+
+fn resolve() -> Result<Api, String> {
+    if !cfg!(target_os = "linux") {
+        // The mangled names above are libstdc++'s; macOS builds use libc++ (std::__1) and were not
+        // tested, so fork() reports itself unavailable there rather than guess.
+        return Err("fork() is implemented for Linux only".into());
+    }
+    if std::env::var_os(v8::DISABLE_ENV).is_some_and(|v| v == "1") {
+        return Err(format!("disabled by {}=1", v8::DISABLE_ENV));
+    }
+    let p = v8::lookup_all([
+        c"_ZN2v87Isolate17GetCurrentContextEv",
+        c"_ZN4node21GetCurrentEnvironmentEN2v85LocalINS0_7ContextEEE",
+        c"_ZN4node23GetMultiIsolatePlatformEPNS_11EnvironmentE",
+        c"_ZTVN4node12NodePlatformE",
+        c"_ZN4node12NodePlatform21NumberOfWorkerThreadsEv",
+        c"_ZN4node21SetProcessExitHandlerEPNS_11EnvironmentEOSt8functionIFvS1_iEE",
+    ])?;
+    let (post_kind, post) = match v8::lookup(POST_TASK_ON_WORKER_THREAD_IMPL) {
+        Some(f) => (1, f),
+        None => match v8::lookup(CALL_ON_WORKER_THREAD) {
+            Some(f) => (0, f),
+            None => return Err("missing V8 platform symbol: NodePlatform worker task posting".into()),
+        },
+    };
+    // SAFETY: each address is the exported function whose mangled name encodes the signature of
+    // the type it is transmuted to (`Local<Context>` and the C++ `this` are one pointer each).
+    unsafe {
+        Ok(Api {
+            get_current_context: std::mem::transmute::<*mut c_void, GetCurrentContextFn>(p[0]),
+            get_current_environment: std::mem::transmute::<*mut c_void, GetCurrentEnvironmentFn>(
+                p[1],
+            ),
+            get_platform: std::mem::transmute::<*mut c_void, GetMultiIsolatePlatformFn>(p[2]),
+            node_platform_vtable: p[3],
+            worker_threads: std::mem::transmute::<*mut c_void, NumberOfWorkerThreadsFn>(p[4]),
+            post_kind,
+            post,
+            set_exit_handler: p[5],
+        })
+    }
+}
+
+fn api() -> Result<&'static Api, &'static str> {
+    API.get_or_init(resolve).as_ref().map_err(|e| e.as_str())
+}
+
+/// Whether the platform entry points fork() needs were found (and why not).
+pub fn support() -> Result<(), &'static str> {
+    api().map(|_| ())
+}
+
+/// The running Node's platform and environment, checked to be Node's own `NodePlatform`.
+pub struct Handles {
+    pub environment: *mut c_void,
+    platform: *mut c_void,
+}
+
+/// # Safety
+/// Call on the JavaScript thread of the main environment, inside a Node-API callback (a handle scope
+/// is open and the isolate has a current context).
+pub unsafe fn current() -> Result<Handles, String> {
+    let api = api().map_err(str::to_owned)?;
+    let isolate = v8::current_isolate();
+    if isolate.is_null() {
+        return Err("no current V8 isolate".into());
+    }
+    let context = (api.get_current_context)(isolate);
+    if context.is_null() {
+        return Err("no current V8 context".into());
+    }
+    let environment = (api.get_current_environment)(context);
+    if environment.is_null() {
+        return Err("no Node.js environment for the current context".into());
+    }
+    let platform = (api.get_platform)(environment);
+    if platform.is_null() {
+        return Err("the environment has no platform".into());
+    }
+    // An embedder may bring its own MultiIsolatePlatform; only Node's NodePlatform has the member
+    // functions resolved above. Its objects' vtable pointer is the vtable symbol + 2 words
+    // (offset-to-top, type info).
+    let expected = (api.node_platform_vtable as *const *const c_void).add(2) as *const c_void;
+    if *(platform as *const *const c_void) != expected {
+        return Err("the V8 platform is not Node's NodePlatform (embedder platform)".into());
+    }
+    Ok(Handles {
+        environment,
+        platform,
+    })
+}
+
+/// The platform's worker threads that run tasks. `NumberOfWorkerThreads()` also counts the
+/// delayed-task scheduler thread, which never runs a posted task.
+fn task_workers(api: &Api, platform: *mut c_void) -> usize {
+    // SAFETY: `platform` was checked to be a NodePlatform in `current`.
+    let n = unsafe { (api.worker_threads)(platform) };
+    usize::try_from(n).unwrap_or(0).saturating_sub(1)
+}
+
+struct ParkState {
+    lock: Mutex<(usize, bool)>, // (workers parked, released)
+    changed: Condvar,
+}
+
+impl ParkState {
+    fn state(&self) -> std::sync::MutexGuard<'_, (usize, bool)> {
+        self.lock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+unsafe extern "C" fn park_run(data: *mut c_void) {
+    // SAFETY: `data` is the Arc pointer given to the task; the task owns one count until dropped.
+    let park = &*(data as *const ParkState);
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        let mut st = park.state();
+        if st.1 {
+            return; // released before this worker got here (a park that timed out)
+        }
+        st.0 += 1;
+        park.changed.notify_all();
+        while !st.1 {
+            st = park.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        st.0 -= 1;
+    }));
+}
+
+unsafe extern "C" fn park_drop(data: *mut c_void) {
+    // SAFETY: gives back the count taken with Arc::into_raw when the task was posted.
+    drop(Arc::from_raw(data as *const ParkState));
+}
+
+/// Every task worker is running one of our tasks and waits for this to be dropped.
+pub struct Parked {
+    state: Arc<ParkState>,
+    pub workers: usize,
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        let mut st = self.state.state();
+        st.1 = true;
+        self.state.changed.notify_all();
+    }
+}
+
+/// Parks all task workers of the platform, waiting at most `timeout` (a worker may be finishing a
+/// long GC task).
+pub fn park_workers(h: &Handles, timeout: Duration) -> Result<Parked, String> {
+    let api = api().map_err(str::to_owned)?;
+    let n = task_workers(api, h.platform);
+    let parked = Parked {
+        state: Arc::new(ParkState {
+            lock: Mutex::new((0, false)),
+            changed: Condvar::new(),
+        }),
+        workers: n,
+    };
+    for _ in 0..n {
+        let data = Arc::into_raw(parked.state.clone()) as *mut c_void;
+        // SAFETY: `post` is the resolved NodePlatform member (kind tells which), `h.platform` a
+        // checked NodePlatform; the shim hands ownership of the task to the platform, which calls
+        // park_run and then park_drop (or only park_drop if it never runs it).
+        let r = unsafe {
+            loop_helpers_post_worker_task(
+                api.post_kind,
+                api.post,
+                h.platform,
+                park_run,
+                park_drop,
+                data,
+            )
+        };
+        if r != 0 {
+            // SAFETY: not posted, so the count is still ours.
+            unsafe { park_drop(data) };
+            return Err("out of memory posting a platform task".into());
+        }
+    }
+    let deadline = Instant::now() + timeout;
+    let mut st = parked.state.state();
+    while st.0 < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            let got = st.0;
+            drop(st);
+            return Err(format!(
+                "only {got} of {n} V8 platform workers became free within {} ms (a long background \
+                 task such as a GC of a large heap is running)",
+                timeout.as_millis()
+            ));
+        }
+        st = parked
+            .state
+            .changed
+            .wait_timeout(st, left)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+    }
+    drop(st);
+    Ok(parked)
+}
+
+/// Installs `on_exit` as the environment's process exit handler: Node calls it instead of its own
+/// teardown, after 'exit' listeners ran and a fatal error was printed.
+///
+/// # Safety
+/// `h` comes from [`current`] on this thread.
+pub unsafe fn set_process_exit_handler(h: &Handles, on_exit: unsafe extern "C" fn(c_int)) {
+    if let Ok(api) = api() {
+        loop_helpers_set_process_exit_handler(api.set_exit_handler, h.environment, on_exit);
+    }
+}

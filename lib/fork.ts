@@ -1,0 +1,419 @@
+// fork(): the port of gevent-helpers' fork(), for the cases where a Node.js process can be forked
+// safely, with clear refusals for the rest. The native side (crates/node/src/fork.rs) prepares the
+// parent and repairs the child's libuv, V8 platform and exit path; this file refuses what cannot
+// work, and fixes up the child's JavaScript-visible state.
+
+import { subscribe } from 'node:diagnostics_channel';
+import { fstatSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
+import { setFlagsFromString } from 'node:v8';
+import { argError, describe } from './errors';
+import { native } from './native';
+
+/** The stable codes of {@link ForkError}. */
+export type ForkErrorCode =
+  /** Not Linux (fork() is implemented and tested on Linux only). */
+  | 'ERR_FORK_UNSUPPORTED_PLATFORM'
+  /** This Node.js lacks an entry point fork() needs (see `capabilities().reasons.fork`). */
+  | 'ERR_FORK_UNSUPPORTED'
+  /** Called from a Worker thread. */
+  | 'ERR_FORK_WORKER_THREAD'
+  /** A Worker thread is alive. */
+  | 'ERR_FORK_WORKERS_ALIVE'
+  /** Threadpool work (fs, dns.lookup, crypto, zlib, addons) or a stream write is in flight. */
+  | 'ERR_FORK_REQUESTS_IN_FLIGHT'
+  /** A process started with `node:child_process` is alive. */
+  | 'ERR_FORK_CHILD_PROCESS_ALIVE'
+  /** The inspector is active. */
+  | 'ERR_FORK_INSPECTOR_ACTIVE'
+  /** V8's background threads did not become free in time (e.g. a GC of a huge heap). Retry. */
+  | 'ERR_FORK_PLATFORM_BUSY'
+  /** The fork(2) system call or a preparation step failed (e.g. EAGAIN, ENOMEM). */
+  | 'ERR_FORK_FAILED'
+  /** `waitpid()`: the pid is not a child of this process, or it was already waited for. */
+  | 'ERR_FORK_NO_SUCH_CHILD';
+
+/** Why {@link fork} refused or failed, or why {@link waitpid} cannot wait. */
+export class ForkError extends Error {
+  /** Stable, machine-readable reason. */
+  readonly code: ForkErrorCode;
+  constructor(code: ForkErrorCode, message: string) {
+    super(message);
+    this.code = code;
+    this.name = 'ForkError';
+  }
+}
+ForkError.prototype.name = 'ForkError';
+
+/** How a child ended, as in `child_process`' 'exit' event: one of the two is null. */
+export interface ExitStatus {
+  /** The exit code, or null when a signal ended the child. */
+  code: number | null;
+  /** The signal's name (e.g. `'SIGKILL'`), or null when the child exited. */
+  signal: NodeJS.Signals | null;
+}
+
+/** What the last successful {@link fork} cost the parent, in milliseconds. */
+export interface ForkTiming {
+  /** The parent's total stall: from the call to the return of fork(). */
+  totalMs: number;
+  /** Waiting for V8's platform workers to park. */
+  parkMs: number;
+  /** Clearing `MADV_DONTFORK` on V8's memory (a walk of /proc/self/smaps). */
+  memoryMs: number;
+  /** The fork(2) system call (copying page tables: grows with the heap). */
+  forkMs: number;
+  /** Memory mappings whose don't-fork mark was cleared. */
+  mappings: number;
+  /** V8 platform workers parked. */
+  workers: number;
+}
+
+/** Whether Node has loaded one of its own modules (process.moduleLoadList, undocumented: absent
+ * means unknown, taken as loaded). */
+function loadedBuiltin(id: string): boolean {
+  const list = (process as { moduleLoadList?: string[] }).moduleLoadList;
+  return list ? list.includes(`NativeModule ${id}`) : true;
+}
+
+// ---- Workers: tracked from their constructor, which publishes on 'worker_threads' synchronously.
+
+const liveWorkers = new Set<object>();
+/** Whether `Worker` was loaded before this module, so Workers may exist that were never seen. */
+const workersMayPredate = loadedBuiltin('internal/worker');
+
+subscribe('worker_threads', (message) => {
+  const worker = (message as { worker?: NodeJS.EventEmitter }).worker;
+  if (!worker || typeof worker.once !== 'function') return;
+  liveWorkers.add(worker);
+  worker.once('exit', () => liveWorkers.delete(worker));
+});
+
+/** Live Worker threads. Exact for Workers created after loop-helpers was loaded; earlier ones are
+ * counted through a diagnostic report (a few ms) when the Worker class was loaded before us. */
+function liveWorkerCount(): number {
+  if (liveWorkers.size > 0 || !workersMayPredate) return liveWorkers.size;
+  const report = process.report?.getReport() as { workers?: unknown[] } | undefined;
+  return report?.workers?.length ?? 0;
+}
+
+// ---- Refusals.
+
+function refuse(code: ForkErrorCode, message: string): never {
+  throw new ForkError(code, message);
+}
+
+const REQUEST_TYPE = /Req|WriteWrap|ShutdownWrap|ConnectWrap/;
+
+function checkForkable(): void {
+  if (process.platform === 'win32') {
+    refuse('ERR_FORK_UNSUPPORTED_PLATFORM', 'fork() needs a POSIX system; Windows has no fork(2).');
+  }
+  if (process.platform !== 'linux') {
+    refuse(
+      'ERR_FORK_UNSUPPORTED_PLATFORM',
+      `fork() is implemented and tested on Linux only (this is ${process.platform}). ` +
+        'Use child_process or cluster to start workers here.',
+    );
+  }
+  const unsupported = native().forkSupport();
+  if (unsupported !== null) {
+    refuse('ERR_FORK_UNSUPPORTED', `fork() cannot work on this Node.js ${process.version}: ${unsupported}.`);
+  }
+  if (!native().isMainThread()) {
+    refuse('ERR_FORK_WORKER_THREAD', 'fork() was called from a Worker thread; call it from the main thread.');
+  }
+  const workers = liveWorkerCount();
+  if (workers > 0) {
+    refuse(
+      'ERR_FORK_WORKERS_ALIVE',
+      `fork() refused: ${workers} Worker thread(s) alive. A Worker does not exist in the child (it ` +
+        'would be a dead object there). Fork before starting Workers, or terminate them and wait for ' +
+        "their 'exit' event.",
+    );
+  }
+  const resources = process.getActiveResourcesInfo();
+  const children = resources.filter((r) => r === 'ProcessWrap').length;
+  if (children > 0) {
+    refuse(
+      'ERR_FORK_CHILD_PROCESS_ALIVE',
+      `fork() refused: ${children} child process(es) started with node:child_process are alive. The ` +
+        'forked child would inherit their handles and never end. Wait for their exit (or kill them) first.',
+    );
+  }
+  if (process.features.inspector) {
+    const url = (require('node:inspector') as typeof import('node:inspector')).url();
+    if (url) {
+      refuse(
+        'ERR_FORK_INSPECTOR_ACTIVE',
+        `fork() refused: the inspector is active (${url}); its thread and session do not survive a ` +
+          'fork. Close it with inspector.close() first.',
+      );
+    }
+  }
+  const requests = native().activeRequests();
+  if (requests > 0) {
+    const named = [...new Set(resources.filter((r) => REQUEST_TYPE.test(r)))];
+    refuse(
+      'ERR_FORK_REQUESTS_IN_FLIGHT',
+      `fork() refused: ${requests} libuv request(s) in flight` +
+        (named.length ? ` (${named.join(', ')})` : ' (threadpool work such as crypto, zlib or an addon)') +
+        '. Threadpool work and stream writes in flight would never complete in the child. Fork when ' +
+        'they have completed, e.g. after awaiting them.',
+    );
+  }
+}
+
+// ---- fork().
+
+let lastTiming: ForkTiming | undefined;
+
+/**
+ * Forks this process, like POSIX fork(2): returns the child's pid in the parent and 0 in the child.
+ *
+ * The child is a copy of the parent at the moment of the call: every timer, socket, server and
+ * pending promise exists in both (a listening server accepts in both: a prefork server). It runs
+ * with its own pid, re-armed blocking detectors, fresh randomness, and an exit path that runs
+ * 'exit' listeners and flushes stdout and stderr. See the README's fork() section.
+ *
+ * @returns the child's pid in the parent, 0 in the child.
+ * @throws {ForkError} when forking is refused or fails; `code` says why.
+ */
+export function fork(): number {
+  checkForkable();
+  const start = process.hrtime.bigint();
+  let r: number[];
+  try {
+    r = native().fork();
+  } catch (e) {
+    const err = e as Error & { code?: string };
+    if (err.code?.startsWith('ERR_FORK_')) {
+      throw new ForkError(err.code as ForkErrorCode, `fork() ${err.code === 'ERR_FORK_FAILED' ? 'failed' : 'refused'}: ${err.message}`);
+    }
+    throw e;
+  }
+  if (r[0] === 0) {
+    afterForkInChild(r[1] as number, r[2] as number);
+    return 0;
+  }
+  lastTiming = {
+    totalMs: Number(process.hrtime.bigint() - start) / 1e6,
+    parkMs: r[1] as number,
+    memoryMs: r[2] as number,
+    forkMs: r[3] as number,
+    mappings: r[4] as number,
+    workers: r[5] as number,
+  };
+  return r[0] as number;
+}
+
+/** What the last successful {@link fork} in this process cost the parent (undefined before one). */
+export function lastForkTiming(): ForkTiming | undefined {
+  return lastTiming && { ...lastTiming };
+}
+
+/** In the child, before fork() returns 0 to it. */
+function afterForkInChild(pid: number, ppid: number): void {
+  Object.defineProperty(process, 'pid', { value: pid, writable: true, configurable: true, enumerable: true });
+  Object.defineProperty(process, 'ppid', { value: ppid, writable: true, configurable: true, enumerable: true });
+  // The child has no V8 platform workers: compile hot code on the main thread, or it would never be
+  // optimized. Only these two flags are safe to flip at run time (GC flags crash V8 mid-cycle).
+  for (const flag of ['--no-concurrent-recompilation', '--no-concurrent-osr']) {
+    try {
+      setFlagsFromString(flag);
+    } catch {
+      // A Node.js with frozen flags: code still runs, hot functions just stay unoptimized.
+    }
+  }
+  blockingStdio();
+  reseedRandomness();
+  forgetParentsWaits();
+  lastTiming = undefined;
+  native().childExitGuard(
+    () => process.emit('beforeExit', Number(process.exitCode ?? 0)),
+    () => process.exit(),
+  );
+}
+
+/** stdout and stderr pipes got a description of their own (native side); make writes synchronous
+ * so that nothing is queued in libuv when the child ends with _exit. */
+function blockingStdio(): void {
+  for (const [fd, name] of [
+    [1, 'stdout'],
+    [2, 'stderr'],
+  ] as const) {
+    let fifo = false;
+    try {
+      fifo = fstatSync(fd).isFIFO();
+    } catch {
+      continue;
+    }
+    if (!fifo) continue;
+    const handle = (process[name] as unknown as { _handle?: { setBlocking?: (on: boolean) => number } })._handle;
+    handle?.setBlocking?.(true);
+  }
+}
+
+/** The child must not repeat the parent's random values. */
+function reseedRandomness(): void {
+  // OpenSSL reseeds after fork by itself (crypto.randomBytes differs), but crypto.randomUUID()
+  // serves from a cache of 128 UUIDs filled in the parent: going once around it forces a refill.
+  if (loadedBuiltin('internal/crypto/random')) {
+    const { randomUUID } = require('node:crypto') as typeof import('node:crypto');
+    for (let i = 0; i < 128; i++) randomUUID();
+  }
+  // V8's Math.random state lives in the context and cannot be reseeded through any API: replace it
+  // with a xoshiro128** generator seeded from the OS (non-cryptographic, as Math.random is).
+  Math.random = seededMathRandom();
+}
+
+function seededMathRandom(): () => number {
+  const { randomFillSync } = require('node:crypto') as typeof import('node:crypto');
+  const s = randomFillSync(new Uint32Array(4));
+  if ((s[0] | s[1] | s[2] | s[3]) === 0) s[0] = 1;
+  const next = (): number => {
+    const result = Math.imul(rotl(Math.imul(s[1] as number, 5), 7), 9) >>> 0;
+    const t = (s[1] as number) << 9;
+    s[2] = (s[2] as number) ^ (s[0] as number);
+    s[3] = (s[3] as number) ^ (s[1] as number);
+    s[1] = (s[1] as number) ^ (s[2] as number);
+    s[0] = (s[0] as number) ^ (s[3] as number);
+    s[2] = (s[2] as number) ^ t;
+    s[3] = rotl(s[3] as number, 11);
+    return result;
+  };
+  // 53 random bits, like V8's: 27 from one output, 26 from the next.
+  return function random(): number {
+    return ((next() >>> 5) * 67108864 + (next() >>> 6)) / 9007199254740992;
+  };
+}
+
+function rotl(x: number, k: number): number {
+  return (x << k) | (x >>> (32 - k));
+}
+
+// ---- Waiting for children.
+
+interface Waiter {
+  resolve: (status: ExitStatus) => void;
+  reject: (err: Error) => void;
+}
+
+const waiters = new Map<number, Waiter[]>();
+let backstop: NodeJS.Timeout | undefined;
+/** How often pending waits are checked besides SIGCHLD (a signal can be merged with another). */
+const BACKSTOP_MS = 100;
+
+function signalName(n: number): NodeJS.Signals {
+  for (const [name, value] of Object.entries(osConstants.signals)) {
+    if (value === n) return name as NodeJS.Signals;
+  }
+  return `SIG${n}` as NodeJS.Signals;
+}
+
+function checkPid(pid: unknown, fn: string): asserts pid is number {
+  if (typeof pid !== 'number') {
+    throw argError('type', 'ERR_INVALID_ARG_TYPE', `${fn}(): pid must be a number, received ${describe(pid)}`);
+  }
+  if (!Number.isInteger(pid) || pid < 1 || pid > 0x7fffffff) {
+    throw argError('range', 'ERR_OUT_OF_RANGE', `${fn}(): pid must be a positive integer, received ${describe(pid)}`);
+  }
+}
+
+/** One non-blocking wait: the status once the child ended (reaping it), undefined while it runs. */
+function poll(pid: number, fn: string): ExitStatus | undefined {
+  let r: [number | null, number | null] | undefined;
+  try {
+    r = native().waitpid(pid, false);
+  } catch (e) {
+    const err = e as Error & { code?: string };
+    if (err.code === 'ERR_FORK_NO_SUCH_CHILD' || err.code === 'ERR_FORK_FAILED') {
+      throw new ForkError(err.code, `${fn}(${pid}): ${err.message}`);
+    }
+    throw e;
+  }
+  if (!r) return undefined;
+  return { code: r[0], signal: r[1] === null ? null : signalName(r[1]) };
+}
+
+function checkWaiters(): void {
+  for (const [pid, list] of waiters) {
+    let status: ExitStatus | undefined;
+    try {
+      status = poll(pid, 'waitpid');
+    } catch (e) {
+      waiters.delete(pid);
+      for (const w of list) w.reject(e as Error);
+      continue;
+    }
+    if (status) {
+      waiters.delete(pid);
+      for (const w of list) w.resolve({ ...status });
+    }
+  }
+  if (waiters.size === 0) stopWatching();
+}
+
+function startWatching(): void {
+  if (backstop) return;
+  process.on('SIGCHLD', checkWaiters);
+  // Ref'd: a process awaiting its child stays alive until the child ends.
+  backstop = setInterval(checkWaiters, BACKSTOP_MS);
+}
+
+function stopWatching(): void {
+  if (!backstop) return;
+  clearInterval(backstop);
+  backstop = undefined;
+  process.removeListener('SIGCHLD', checkWaiters);
+}
+
+/** In the child: the parent's pending waits are for the child's siblings, not its children. Their
+ * promises belong to the parent's logic and stay pending here. */
+function forgetParentsWaits(): void {
+  waiters.clear();
+  stopWatching();
+}
+
+/**
+ * Waits for a child made by {@link fork} to end, and reaps it (it does not stay a zombie).
+ * Resolves promptly on SIGCHLD; keeps the process alive while waiting.
+ *
+ * @throws {ForkError} (rejects) with `ERR_FORK_NO_SUCH_CHILD` when `pid` is not an unreaped child.
+ */
+export function waitpid(pid: number): Promise<ExitStatus> {
+  try {
+    checkPid(pid, 'waitpid');
+    const now = poll(pid, 'waitpid');
+    if (now) return Promise.resolve(now);
+  } catch (e) {
+    return Promise.reject(e);
+  }
+  return new Promise<ExitStatus>((resolve, reject) => {
+    const list = waiters.get(pid) ?? [];
+    list.push({ resolve, reject });
+    waiters.set(pid, list);
+    startWatching();
+  });
+}
+
+/**
+ * The non-blocking form of {@link waitpid}: the child's status if it has ended (reaping it), or
+ * undefined while it still runs.
+ *
+ * @throws {ForkError} `ERR_FORK_NO_SUCH_CHILD` when `pid` is not an unreaped child.
+ */
+export function tryWaitpid(pid: number): ExitStatus | undefined {
+  checkPid(pid, 'tryWaitpid');
+  const status = poll(pid, 'tryWaitpid');
+  if (status) {
+    // A pending waitpid() for the same child settles too.
+    const list = waiters.get(pid);
+    if (list) {
+      waiters.delete(pid);
+      for (const w of list) w.resolve({ ...status });
+      if (waiters.size === 0) stopWatching();
+    }
+  }
+  return status;
+}
