@@ -235,20 +235,26 @@ function afterForkInChild(pid: number, ppid: number): void {
   );
 }
 
-/** stdout and stderr pipes got a description of their own (native side); make writes synchronous
- * so that nothing is queued in libuv when the child ends with _exit. */
+/**
+ * Makes the child's writes to stdout and stderr synchronous, so that nothing is still queued in
+ * libuv when the child ends with _exit. A pipe (FIFO) got an open file description of its own on
+ * the native side. A socket (what `child_process` gives for 'pipe' stdio) cannot: its description
+ * stays shared, so making it blocking makes the parent's writes to it synchronous too, as they
+ * already are for files and terminals.
+ */
 function blockingStdio(): void {
   for (const [fd, name] of [
     [1, 'stdout'],
     [2, 'stderr'],
   ] as const) {
-    let fifo = false;
+    let kind: 'pipe' | 'socket' | undefined;
     try {
-      fifo = fstatSync(fd).isFIFO();
+      const st = fstatSync(fd);
+      kind = st.isFIFO() ? 'pipe' : st.isSocket() ? 'socket' : undefined;
     } catch {
       continue;
     }
-    if (!fifo) continue;
+    if (!kind) continue;
     const handle = (process[name] as unknown as { _handle?: { setBlocking?: (on: boolean) => number } })._handle;
     handle?.setBlocking?.(true);
   }

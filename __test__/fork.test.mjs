@@ -1,0 +1,144 @@
+// fork(), for real: each scenario runs in its own Node.js process (fixtures/fork.cjs), which forks
+// and waits for its children with deadlines.
+import test from 'ava';
+import { fixture, runNode } from './helpers/run.mjs';
+
+const forkable = process.platform === 'linux';
+const run = (name, options = {}, runOptions = {}) =>
+  runNode([fixture('fork.cjs'), name, JSON.stringify(options)], { timeoutMs: 60_000, ...runOptions });
+const childLines = (stdout) =>
+  stdout
+    .split('\n')
+    .filter((l) => l.startsWith('CHILD '))
+    .map((l) => JSON.parse(l.slice(6)));
+
+const linux = forkable ? test : test.skip;
+
+linux('a child whose parent used the threadpool and allocated allocates hundreds of MB and collects garbage', async (t) => {
+  const r = await run('gc', { parentMb: 150, childMb: 400 });
+  t.is(r.code, 0, r.stderr);
+  t.deepEqual(r.result.status, { code: 42, signal: null });
+  const [c] = childLines(r.stdout);
+  t.true(c.gcDone);
+  t.true(c.kept > 0);
+});
+
+linux('a child uses fs, crypto, dns and zlib, then exits with a code the parent reads back', async (t) => {
+  const r = await run('work', { code: 17 });
+  t.is(r.code, 0, r.stderr);
+  t.deepEqual(r.result.status, { code: 17, signal: null });
+  const [c] = childLines(r.stdout);
+  t.is(c.pid, r.result.pid, 'process.pid is the child pid');
+  t.is(c.ppid, r.result.parentPid, 'process.ppid is the parent');
+  t.true(c.fsOk);
+  t.is(c.key.length, 32);
+  t.regex(c.addr, /^(127\.0\.0\.1|::1)$/);
+  t.true(c.zipped > 0);
+});
+
+linux('the child does not repeat the parent: randomUUID, randomBytes and Math.random differ', async (t) => {
+  const r = await run('random');
+  t.is(r.code, 0, r.stderr);
+  const [c] = childLines(r.stdout);
+  const p = r.result.parent;
+  t.not(c.uuid, p.uuid);
+  t.not(c.bytes, p.bytes);
+  for (const v of c.math) {
+    t.true(v >= 0 && v < 1);
+    t.false(p.math.includes(v));
+  }
+});
+
+const exitCases = [
+  ['exit', 3, null],
+  ['natural', 4, { timerRan: true }],
+  ['throw', 1, null],
+  ['reject', 1, null],
+  ['beforeExit', 5, { beforeExit: 2, code: 5 }],
+  ['exitInExit', 6, null],
+];
+for (const [mode, code, expectChild] of exitCases) {
+  linux(`child exit path "${mode}": status ${code}, 'exit' listeners ran, all 256 KiB of output arrived`, async (t) => {
+    const r = await run('exits', { mode });
+    t.is(r.code, 0, r.stderr);
+    t.deepEqual(r.result.status, { code, signal: null });
+    t.is(r.stdout.split('\n').filter((l) => l.startsWith('D')).length, 256);
+    t.regex(r.stdout, /CHILD_EXIT_LISTENER \d+/);
+    if (mode === 'throw') t.regex(r.stderr, /Error: thrown in the forked child/);
+    if (mode === 'reject') t.regex(r.stderr, /Error: rejected in the forked child/);
+    if (expectChild) t.like(childLines(r.stdout).pop(), expectChild);
+    if (mode === 'beforeExit') t.true(childLines(r.stdout).some((c) => c.rearmed));
+  });
+}
+
+linux('a BlockingDetector started in the parent still fires in the child, naming the child pid', async (t) => {
+  const r = await run('detector');
+  t.is(r.code, 0, r.stderr);
+  t.deepEqual(r.result.status, { code: 0, signal: null });
+  const [c] = childLines(r.stdout);
+  t.is(c.events.length, 1);
+  t.true(c.events[0].duration >= 300);
+  t.true(c.events[0].frames > 0, 'the warning had the blocking stack');
+  t.regex(r.stderr, new RegExp(`\\(node:${r.result.pid}\\) BlockingWarning: blocking detected after timeout=0\\.1`));
+  t.is(r.result.parentEvents, 0);
+});
+
+const refusals = [
+  ['worker', 'ERR_FORK_WORKERS_ALIVE', /Worker thread\(s\) alive/],
+  ['inWorker', 'ERR_FORK_WORKER_THREAD', /from a Worker thread/],
+  ['fsInFlight', 'ERR_FORK_REQUESTS_IN_FLIGHT', /in flight \(FSReqPromise\)/],
+  ['cryptoInFlight', 'ERR_FORK_REQUESTS_IN_FLIGHT', /in flight \(threadpool work/],
+  ['childProcess', 'ERR_FORK_CHILD_PROCESS_ALIVE', /child process\(es\)/],
+  ['inspector', 'ERR_FORK_INSPECTOR_ACTIVE', /inspector is active/],
+];
+for (const [rule, code, message] of refusals) {
+  linux(`fork() refuses: ${rule} (${code})`, async (t) => {
+    const r = await run('refuse', { rule });
+    t.is(r.code, 0, r.stderr);
+    t.is(r.result.code, code);
+    t.regex(r.result.message, message);
+    if (rule !== 'inWorker') t.true(r.result.isForkError);
+    if (rule === 'worker') t.true(r.result.afterTerminate.forked > 0, 'allowed once the Worker exited');
+  });
+}
+
+test('fork() refuses on Windows and on other non-Linux platforms', async (t) => {
+  const r = await run('refuse', { rule: 'platform' });
+  t.is(r.code, 0, r.stderr);
+  t.is(r.result.win32.code, 'ERR_FORK_UNSUPPORTED_PLATFORM');
+  t.regex(r.result.win32.message, /POSIX/);
+  t.is(r.result.darwin.code, 'ERR_FORK_UNSUPPORTED_PLATFORM');
+  t.regex(r.result.darwin.message, /Linux only \(this is darwin\)/);
+});
+
+linux('waitpid and tryWaitpid: running, exited, reaped, not a child, bad pids, killed by a signal', async (t) => {
+  const r = await run('wait');
+  t.is(r.code, 0, r.stderr);
+  const o = r.result;
+  t.is(o.whileRunning, null);
+  t.deepEqual(o.done, { code: 9, signal: null });
+  t.deepEqual(o.again, { name: 'ForkError', code: 'ERR_FORK_NO_SUCH_CHILD' }, 'reaped: no zombie left');
+  t.deepEqual(o.stranger, { code: 'ERR_FORK_NO_SUCH_CHILD' });
+  t.is(o['bad 12'].code, 'ERR_INVALID_ARG_TYPE');
+  for (const bad of ['-1', '1.5', '0']) t.is(o[`bad ${bad}`].code, 'ERR_OUT_OF_RANGE');
+  t.regex(o['bad 12'].message, /pid must be a number, received type string \('12'\)/);
+  t.deepEqual(o.killed, { code: null, signal: 'SIGTERM' });
+});
+
+linux('prefork: children serve the listening socket the parent created', async (t) => {
+  const r = await run('prefork', { children: 3 });
+  t.is(r.code, 0, r.stderr);
+  const { pids, served, statuses, parent } = r.result;
+  t.is(served.length, 6);
+  for (const pid of served) t.true(pids.includes(pid), `served by ${pid}, not a child`);
+  t.false(served.includes(parent));
+  t.true(new Set(served).size >= 2, `served by ${new Set(served).size} children`);
+  for (const s of statuses) t.deepEqual(s, { code: null, signal: 'SIGTERM' });
+});
+
+linux('stress: 40 fork/work/exit/wait cycles from a parent using the threadpool and allocating', async (t) => {
+  const r = await run('stress', { cycles: 40 }, { timeoutMs: 120_000 });
+  t.is(r.code, 0, r.stderr);
+  t.deepEqual(r.result.bad, []);
+  t.is(r.result.ok, 40);
+});
