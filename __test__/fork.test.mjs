@@ -86,7 +86,7 @@ linux('a BlockingDetector started in the parent still fires in the child, naming
 const refusals = [
   ['worker', 'ERR_FORK_WORKERS_ALIVE', /Worker thread\(s\) alive/],
   ['inWorker', 'ERR_FORK_WORKER_THREAD', /from a Worker thread/],
-  ['fsInFlight', 'ERR_FORK_REQUESTS_IN_FLIGHT', /in flight \(FSReqPromise\)/],
+  ['fsInFlight', 'ERR_FORK_REQUESTS_IN_FLIGHT', /1 libuv request\(s\) in flight/],
   ['cryptoInFlight', 'ERR_FORK_REQUESTS_IN_FLIGHT', /in flight \(threadpool work/],
   ['childProcess', 'ERR_FORK_CHILD_PROCESS_ALIVE', /child process\(es\)/],
   ['inspector', 'ERR_FORK_INSPECTOR_ACTIVE', /inspector is active/],

@@ -4,6 +4,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { runCapture } from './cases/capture.mjs';
+import { runFork } from './cases/fork.mjs';
 import { runHttp } from './cases/http.mjs';
 import { runMemory } from './cases/memory.mjs';
 import { runOverhead } from './cases/overhead.mjs';
@@ -25,6 +26,8 @@ step('stack capture cost and interrupt latency');
 const capture = runCapture(opts);
 step('memory');
 const memory = runMemory(opts);
+step('fork');
+const fork = runFork(opts);
 
 const machine = {
   node: process.version,
@@ -77,7 +80,7 @@ const targets = [
   [`no RSS growth over ${memory.detections} detections`, `${memory.growthMiB} MiB`, memory.growthMiB <= 1],
 ].map(([target, value, met]) => ({ target, value, met: Boolean(met) }));
 
-const results = { machine, targets, overhead, http, precision, capture, memory };
+const results = { machine, targets, overhead, http, precision, capture, memory, fork };
 mkdirSync(new URL('./results/', import.meta.url), { recursive: true });
 writeFileSync(new URL('./results/latest.json', import.meta.url), `${JSON.stringify(results, null, 2)}\n`);
 writeFileSync(new URL('./results/precision.svg', import.meta.url), precisionSvg(precision, FACTORS));
@@ -178,6 +181,29 @@ table(
     ...memory.checkpoints.map((c) => [`after ${c.detections} detections`, c.rssMiB]),
   ],
 );
+md.push('## fork() (loop-helpers only; no peer forks a Node.js process)', '');
+if (fork.skipped) md.push(fork.skipped, '');
+else {
+  md.push("Parent's stall per fork by heap size (median of the forks after the first; the first also clears V8's new don't-fork mappings):", '');
+  table(
+    ['heap', 'RSS MiB', 'stall p50 / max ms', 'park ms', 'smaps + madvise ms', 'fork(2) ms', 'first fork ms', 'mappings'],
+    fork.stall.map((r) => [
+      `${r.heapMB} MB`,
+      r.rssMiB,
+      `${r.totalMs.p50} / ${r.totalMs.max}`,
+      r.parkMs,
+      r.memoryMs,
+      r.forkMs,
+      r.firstForkMs,
+      r.mappings,
+    ]),
+  );
+  const s = fork.stress;
+  md.push(
+    `Stress: ${s.cycles} cycles of fork → child uses fs + crypto, allocates, exits (process.exit or natural end) → waitpid, from a parent that uses the threadpool and allocates between forks: ${s.ok}/${s.cycles} ended with the expected code, ${s.wallS} s in all; cycle p50 ${s.cycleMs.p50} ms / p99 ${s.cycleMs.p99} ms; parent stall p50 ${s.stallMs.p50} ms / p99 ${s.stallMs.p99} ms.`,
+    '',
+  );
+}
 writeFileSync(new URL('./results/latest.md', import.meta.url), `${md.join('\n')}\n`);
 step('done: bench/results/latest.md, latest.json, precision.svg');
 console.log(md.join('\n'));
