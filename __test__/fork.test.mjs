@@ -14,14 +14,17 @@ const childLines = (stdout) =>
 
 const linux = forkable ? test : test.skip;
 
-linux('a child whose parent used the threadpool and allocated allocates hundreds of MB and collects garbage', async (t) => {
-  const r = await run('gc', { parentMb: 150, childMb: 400 });
-  t.is(r.code, 0, r.stderr);
-  t.deepEqual(r.result.status, { code: 42, signal: null });
-  const [c] = childLines(r.stdout);
-  t.true(c.gcDone);
-  t.true(c.kept > 0);
-});
+linux(
+  'a child whose parent used the threadpool and allocated allocates hundreds of MB and collects garbage',
+  async (t) => {
+    const r = await run('gc', { parentMb: 150, childMb: 400 });
+    t.is(r.code, 0, r.stderr);
+    t.deepEqual(r.result.status, { code: 42, signal: null });
+    const [c] = childLines(r.stdout);
+    t.true(c.gcDone);
+    t.true(c.kept > 0);
+  },
+);
 
 linux('a child uses fs, crypto, dns and zlib, then exits with a code the parent reads back', async (t) => {
   const r = await run('work', { code: 17 });

@@ -184,9 +184,21 @@ table(
 md.push('## fork() (loop-helpers only; no peer forks a Node.js process)', '');
 if (fork.skipped) md.push(fork.skipped, '');
 else {
-  md.push("Parent's stall per fork by heap size (median of the forks after the first; the first also clears V8's new don't-fork mappings):", '');
+  md.push(
+    "Parent's stall per fork by heap size (median of the forks after the first; the first also clears V8's new don't-fork mappings):",
+    '',
+  );
   table(
-    ['heap', 'RSS MiB', 'stall p50 / max ms', 'park ms', 'smaps + madvise ms', 'fork(2) ms', 'first fork ms', 'mappings'],
+    [
+      'heap',
+      'RSS MiB',
+      'stall p50 / max ms',
+      'park ms',
+      'smaps + madvise ms',
+      'fork(2) ms',
+      'first fork ms',
+      'mappings',
+    ],
     fork.stall.map((r) => [
       `${r.heapMB} MB`,
       r.rssMiB,

@@ -1,14 +1,14 @@
 // A prefork HTTP server with loop-helpers' fork(): the parent opens the listening socket, forks
 // children that all accept on it, sends them some requests, then stops them and reads their status.
 // `npm run example:prefork`
-import { request, createServer } from 'node:http';
+import { createServer, request } from 'node:http';
 import { createRequire } from 'node:module';
 
 const require = createRequire(import.meta.url);
 const { fork, waitpid } = require('../dist/index.js');
 
 const CHILDREN = 3;
-const server = createServer((req, res) => {
+const server = createServer((_req, res) => {
   // Keep this child busy for a moment, so that the next connection goes to another child.
   const end = Date.now() + 100;
   while (Date.now() < end);

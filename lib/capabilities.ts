@@ -46,7 +46,9 @@ export function capabilities(): Capabilities {
     const info = JSON.parse(native().nativeInfo()) as NativeInfo;
     const reasons: Capabilities['reasons'] = {};
     const forkReason =
-      process.platform === 'linux' ? native().forkSupport() : `fork() is implemented for Linux only (this is ${process.platform})`;
+      process.platform === 'linux'
+        ? native().forkSupport()
+        : `fork() is implemented for Linux only (this is ${process.platform})`;
     if (forkReason !== null) reasons.fork = forkReason;
     if (stackReason) reasons.stackCapture = stackReason;
     if (!info.terminate) reasons.interrupt = info.terminateReason ?? 'unavailable';

@@ -188,7 +188,10 @@ export function fork(): number {
   } catch (e) {
     const err = e as Error & { code?: string };
     if (err.code?.startsWith('ERR_FORK_')) {
-      throw new ForkError(err.code as ForkErrorCode, `fork() ${err.code === 'ERR_FORK_FAILED' ? 'failed' : 'refused'}: ${err.message}`);
+      throw new ForkError(
+        err.code as ForkErrorCode,
+        `fork() ${err.code === 'ERR_FORK_FAILED' ? 'failed' : 'refused'}: ${err.message}`,
+      );
     }
     throw e;
   }

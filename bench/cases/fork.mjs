@@ -102,7 +102,11 @@ if (process.argv[2] === '--stress') {
       failures: failures.slice(0, 5),
       wallS: round((performance.now() - started) / 1000, 1),
       cycleMs: { p50: round(median(cycle), 1), p99: round(percentile(cycle, 99), 1) },
-      stallMs: { p50: round(median(stall), 2), p99: round(percentile(stall, 99), 2), max: round(Math.max(...stall), 2) },
+      stallMs: {
+        p50: round(median(stall), 2),
+        p99: round(percentile(stall, 99), 2),
+        max: round(Math.max(...stall), 2),
+      },
     }),
   );
   process.exit(0);

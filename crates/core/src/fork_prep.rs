@@ -1,4 +1,4 @@
-//! Preparing memory for `fork()` (groundwork for issue 5; not used by the addon yet).
+//! Preparing memory for `fork()` (used by the addon's fork, `crates/node/src/fork.rs`).
 //!
 //! V8 on Linux marks its heap and code range `MADV_DONTFORK` (its private-mapping fork
 //! optimisation), so a forked child has no V8 heap and crashes at its first JavaScript. Right

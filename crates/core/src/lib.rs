@@ -5,7 +5,8 @@
 //! - [`tracker`]: when a loop counts as blocked (pure logic, simulated in tests).
 //! - [`monitor`]: the one process-wide thread that watches every registered loop.
 //! - [`report`]: warnings as text and JSON, and the block record handed to JavaScript.
-//! - [`fork_prep`]: memory preparation for `fork()` (groundwork for issue 5).
+//! - [`fork_prep`]: memory preparation for `fork()`; [`monitor::fork_pause`] holds the monitor still
+//!   across it and restarts it in the child.
 
 pub mod alarm;
 pub mod clock;

@@ -69,15 +69,7 @@ unsafe fn call(g: &Guard, f: napi_ref) {
         && napi_get_global(g.env, &mut recv) == NAPI_OK
     {
         let mut result: napi_value = null_mut();
-        let status = napi_make_callback(
-            g.env,
-            g.context,
-            recv,
-            func,
-            0,
-            null_mut(),
-            &mut result,
-        );
+        let status = napi_make_callback(g.env, g.context, recv, func, 0, null_mut(), &mut result);
         if status != NAPI_OK {
             let mut err: napi_value = null_mut();
             if napi_get_and_clear_last_exception(g.env, &mut err) == NAPI_OK && !err.is_null() {
@@ -98,7 +90,11 @@ unsafe fn new_handle(kind: std::os::raw::c_int) -> *mut uv_handle_t {
 ///
 /// # Safety
 /// On `env`'s JavaScript thread, inside a Node-API callback; once per process (the child).
-pub unsafe fn install(env: napi_env, before_exit: napi_value, exit: napi_value) -> Result<(), String> {
+pub unsafe fn install(
+    env: napi_env,
+    before_exit: napi_value,
+    exit: napi_value,
+) -> Result<(), String> {
     let mut lp: *mut uv_loop_t = null_mut();
     if napi_get_uv_event_loop(env, &mut lp) != NAPI_OK || lp.is_null() {
         return Err("no event loop".into());
@@ -120,8 +116,12 @@ pub unsafe fn install(env: napi_env, before_exit: napi_value, exit: napi_value) 
     if napi_create_reference(env, before_exit, 1, &mut g.before_exit) != NAPI_OK
         || napi_create_reference(env, exit, 1, &mut g.exit) != NAPI_OK
         || napi_create_object(env, &mut resource) != NAPI_OK
-        || napi_create_string_utf8(env, c"loop-helpers:fork-exit".as_ptr(), usize::MAX, &mut name)
-            != NAPI_OK
+        || napi_create_string_utf8(
+            env,
+            c"loop-helpers:fork-exit".as_ptr(),
+            usize::MAX,
+            &mut name,
+        ) != NAPI_OK
         || napi_async_init(env, resource, name, &mut g.context) != NAPI_OK
     {
         return Err("Node-API call failed".into());

@@ -140,7 +140,11 @@ pub unsafe fn fork(env: napi_env) -> Result<Forked, Refused> {
 
 /// The child's repairs, on its only thread. A failure leaves a process that cannot run Node safely:
 /// it says so on stderr and ends with status 70 (EX_SOFTWARE) rather than return a broken clone.
-unsafe fn repair_child(lp: *mut uv_loop_t, handles: &platform::Handles, paused: fork_pause::Paused) {
+unsafe fn repair_child(
+    lp: *mut uv_loop_t,
+    handles: &platform::Handles,
+    paused: fork_pause::Paused,
+) {
     own_stdio_pipes();
     let r = uv::uv_loop_fork(lp);
     if r != 0 {
@@ -191,9 +195,12 @@ unsafe fn own_stdio_pipes() {
     }
 }
 
-/// Status of a forked child: Ok(None) while it runs, Ok(Some((code, signal))) once it ended (it is
-/// reaped then), Err(errno) when it is not a child of this process (ECHILD) or waiting failed.
-pub fn wait(pid: i32, block: bool) -> Result<Option<(Option<i32>, Option<i32>)>, i32> {
+/// How a child ended: (exit code, terminating signal), one of them None.
+pub type Ended = (Option<i32>, Option<i32>);
+
+/// Status of a forked child: Ok(None) while it runs, Ok(Some(ended)) once it ended (it is reaped
+/// then), Err(errno) when it is not a child of this process (ECHILD) or waiting failed.
+pub fn wait(pid: i32, block: bool) -> Result<Option<Ended>, i32> {
     let mut status: c_int = 0;
     loop {
         // SAFETY: waitpid with a valid status pointer.

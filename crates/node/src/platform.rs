@@ -86,7 +86,9 @@ fn resolve() -> Result<Api, String> {
         Some(f) => (1, f),
         None => match v8::lookup(CALL_ON_WORKER_THREAD) {
             Some(f) => (0, f),
-            None => return Err("missing V8 platform symbol: NodePlatform worker task posting".into()),
+            None => {
+                return Err("missing V8 platform symbol: NodePlatform worker task posting".into())
+            }
         },
     };
     // SAFETY: each address is the exported function whose mangled name encodes the signature of

@@ -68,7 +68,9 @@ pub(crate) fn lookup(name: &CStr) -> Option<*mut c_void> {
 pub(crate) const DISABLE_ENV: &str = "LOOP_HELPERS_DISABLE_V8";
 
 /// Looks up every symbol; all of them, or an error naming the missing ones.
-pub(crate) fn lookup_all<const N: usize>(names: [&'static CStr; N]) -> Result<[*mut c_void; N], String> {
+pub(crate) fn lookup_all<const N: usize>(
+    names: [&'static CStr; N],
+) -> Result<[*mut c_void; N], String> {
     let mut out = [std::ptr::null_mut(); N];
     let mut missing = Vec::new();
     for (slot, name) in out.iter_mut().zip(names) {
