@@ -39,6 +39,27 @@ linux('a child uses fs, crypto, dns and zlib, then exits with a code the parent 
   t.true(c.zipped > 0);
 });
 
+linux('code that gets hot only in the child is optimized, as in the parent (V8 worker tasks run)', async (t) => {
+  const r = await runNode(['--allow-natives-syntax', fixture('fork-hot.cjs')], { timeoutMs: 60_000 });
+  t.is(r.code, 0, r.stderr);
+  t.deepEqual(r.result.status, { code: 0, signal: null });
+  const [c] = childLines(r.stdout);
+  t.true(r.result.parent.optimized, `parent status ${r.result.parent.status}`);
+  t.true(c.optimized, `child status ${c.status}`);
+});
+
+linux('a child forks a grandchild, which allocates, uses the threadpool and exits', async (t) => {
+  const r = await run('grandchild');
+  t.is(r.code, 0, r.stderr);
+  t.deepEqual(r.result.status, { code: 6, signal: null });
+  const lines = childLines(r.stdout);
+  const g = lines.find((l) => l.grandchild);
+  const c = lines.find((l) => l.child);
+  t.is(c.child, r.result.pid);
+  t.is(g.ppid, c.child);
+  t.deepEqual(c.grandchildStatus, { code: 5, signal: null });
+});
+
 linux('the child does not repeat the parent: randomUUID, randomBytes and Math.random differ', async (t) => {
   const r = await run('random');
   t.is(r.code, 0, r.stderr);
@@ -79,9 +100,10 @@ linux('a BlockingDetector started in the parent still fires in the child, naming
   t.is(r.code, 0, r.stderr);
   t.deepEqual(r.result.status, { code: 0, signal: null });
   const [c] = childLines(r.stdout);
-  t.is(c.events.length, 1);
-  t.true(c.events[0].duration >= 300);
-  t.true(c.events[0].frames > 0, 'the warning had the blocking stack');
+  // The 350 ms spin (a loaded machine may add a block of the child's own start-up).
+  const spin = c.events.find((e) => e.duration >= 300);
+  t.truthy(spin, JSON.stringify(c.events));
+  t.true(spin.frames > 0, 'the warning had the blocking stack');
   t.regex(r.stderr, new RegExp(`\\(node:${r.result.pid}\\) BlockingWarning: blocking detected after timeout=0\\.1`));
   t.is(r.result.parentEvents, 0);
 });

@@ -196,7 +196,7 @@ export function fork(): number {
     throw e;
   }
   if (r[0] === 0) {
-    afterForkInChild(r[1] as number, r[2] as number);
+    afterForkInChild(r[1] as number, r[2] as number, r[3] === 1);
     return 0;
   }
   lastTiming = {
@@ -216,16 +216,19 @@ export function lastForkTiming(): ForkTiming | undefined {
 }
 
 /** In the child, before fork() returns 0 to it. */
-function afterForkInChild(pid: number, ppid: number): void {
+function afterForkInChild(pid: number, ppid: number, workersRestored: boolean): void {
   Object.defineProperty(process, 'pid', { value: pid, writable: true, configurable: true, enumerable: true });
   Object.defineProperty(process, 'ppid', { value: ppid, writable: true, configurable: true, enumerable: true });
-  // The child has no V8 platform workers: compile hot code on the main thread, or it would never be
-  // optimized. Only these two flags are safe to flip at run time (GC flags crash V8 mid-cycle).
-  for (const flag of ['--no-concurrent-recompilation', '--no-concurrent-osr']) {
-    try {
-      setFlagsFromString(flag);
-    } catch {
-      // A Node.js with frozen flags: code still runs, hot functions just stay unoptimized.
+  if (!workersRestored) {
+    // V8's background tasks have no threads in this child: at least compile what gets hot during
+    // on-stack replacement on the main thread. Only these two flags are safe to flip at run time
+    // (GC flags crash V8 mid-cycle).
+    for (const flag of ['--no-concurrent-recompilation', '--no-concurrent-osr']) {
+      try {
+        setFlagsFromString(flag);
+      } catch {
+        // A Node.js with frozen flags: code still runs, hot functions just stay unoptimized.
+      }
     }
   }
   blockingStdio();

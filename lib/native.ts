@@ -35,7 +35,7 @@ export interface NativeBinding {
   isMainThread(): boolean;
   forkSupport(): string | null;
   activeRequests(): number;
-  /** Parent: [pid, parkMs, memoryMs, forkMs, mappings, workers]; child: [0, pid, ppid]. */
+  /** Parent: [pid, parkMs, memoryMs, forkMs, mappings, workers]; child: [0, pid, ppid, workersRestored]. */
   fork(): number[];
   childExitGuard(beforeExit: () => void, exit: () => void): void;
   waitpid(pid: number, block: boolean): [code: number | null, signal: number | null] | undefined;

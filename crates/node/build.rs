@@ -10,6 +10,9 @@ fn main() {
         .flag("-fno-exceptions")
         .flag("-fno-rtti")
         .flag("-fvisibility=hidden")
+        // V8's tasks are called through the task base class declared in the shim; never let the
+        // compiler assume it knows all of that class's subclasses.
+        .flag_if_supported("-fno-devirtualize")
         .flag_if_supported("-Wall")
         .flag_if_supported("-Wextra")
         // Everything the shim uses is header-only: no libstdc++/libc++ dependency for the addon,

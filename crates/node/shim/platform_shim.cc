@@ -1,5 +1,6 @@
 // The C++ that the fork() support cannot express honestly in Rust: a heap object with a vtable
-// that V8's platform owns through std::unique_ptr and deletes virtually, and a std::function
+// that V8's platform owns through std::unique_ptr and deletes virtually, running and deleting V8's
+// tasks, redirecting the platform's worker-task entries in a forked child, and a std::function
 // handed to node::SetProcessExitHandler. Nothing else lives here.
 //
 // No V8 or Node header is included, so one build serves every Node version. The functions that are
@@ -9,9 +10,15 @@
 // Built without exceptions, RTTI or the C++ runtime library (see build.rs): everything used here is
 // header-only, and the task allocates with malloc.
 
+#if defined(__linux__)
+#include <dlfcn.h>
+#include <link.h>
+#endif
+
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <utility>
@@ -20,16 +27,28 @@ namespace node {
 class Environment;  // only ever behind a pointer
 }
 
-namespace {
+namespace loop_helpers {
 
 // The ABI of v8::Task (v8-platform.h, unchanged from V8 11 to 14): a polymorphic class with a
 // virtual destructor (complete and deleting entries) followed by `virtual void Run()`, and no data.
 // Run() is not pure here so that no __cxa_pure_virtual from the C++ runtime is needed.
+// It has external linkage on purpose: in an anonymous namespace the compiler may assume that it
+// knows every subclass and devirtualize `task->Run()` into CallbackTask::Run, which would be wrong
+// for V8's own tasks (seen: a jump into data). The build also passes -fno-devirtualize.
 class PlatformTask {
  public:
   virtual ~PlatformTask() = default;
   virtual void Run() {}
+  // Only our own tasks are ever freed through this (deleting a V8 task dispatches to V8's own
+  // deleting destructor); malloc'd, see CallbackTask.
+  static void operator delete(void* p) { std::free(p); }
 };
+
+}  // namespace loop_helpers
+
+namespace {
+
+using loop_helpers::PlatformTask;
 
 using TaskFn = void (*)(void* data);
 
@@ -44,7 +63,6 @@ class CallbackTask final : public PlatformTask {
   // noexcept: a null result makes the new-expression yield null instead of calling the
   // constructor, and no std::bad_alloc (C++ runtime) is involved.
   static void* operator new(std::size_t size) noexcept { return std::malloc(size); }
-  static void operator delete(void* p) { std::free(p); }
 
  private:
   TaskFn run_;
@@ -76,9 +94,88 @@ using PostTaskOnWorkerThreadImplFn = void (*)(void* self, TaskPriority priority,
 using SetProcessExitHandlerFn = void (*)(node::Environment* env,
                                          std::function<void(node::Environment*, int)>&& handler);
 
+// node::NodePlatform::CallDelayedOnWorkerThread(std::unique_ptr<v8::Task>, double)    (Node 20)
+// node::NodePlatform::PostDelayedTaskOnWorkerThreadImpl(v8::TaskPriority, std::unique_ptr<v8::Task>,
+//                                               double, const v8::SourceLocation&) (Node 22+)
+
+// Where a forked child's worker tasks go instead (Rust: worker_pool.rs). Takes ownership.
+using TaskSink = void (*)(void* task, double delay_seconds);
+TaskSink g_sink = nullptr;
+
+// Replacements for the four entries above, with the same signatures (`this` first).
+void RedirectedCall(void*, std::unique_ptr<PlatformTask> task) { g_sink(task.release(), 0); }
+void RedirectedDelayedCall(void*, std::unique_ptr<PlatformTask> task, double delay) {
+  g_sink(task.release(), delay);
+}
+void RedirectedPost(void*, TaskPriority, std::unique_ptr<PlatformTask> task, const SourceLocation&) {
+  g_sink(task.release(), 0);
+}
+void RedirectedDelayedPost(void*, TaskPriority, std::unique_ptr<PlatformTask> task, double delay,
+                           const SourceLocation&) {
+  g_sink(task.release(), delay);
+}
+
 }  // namespace
 
 extern "C" {
+
+// In a forked child, which has none of the platform's worker threads: gives the NodePlatform object
+// a private copy of its vtable in which the worker-task entries (found by the addresses of the
+// resolved member functions) hand tasks to `sink`, so that V8's background work (GC helpers,
+// concurrent compilation) runs on threads that exist. `kind` is as in post_worker_task; `delayed`
+// may be null. The vtable's size comes from its ELF symbol.
+// Returns 1 (2 with the delayed entry) on success; a negative value when nothing was changed:
+// -1 the symbol's size is unknown, -2 the object is not of that class, -3 the entry was not found,
+// -4 out of memory.
+int loop_helpers_redirect_worker_tasks(void* platform, void* vtable_symbol, int kind, void* post,
+                                       void* delayed, TaskSink sink) {
+#if defined(__linux__)
+  Dl_info info;
+  void* entry = nullptr;
+  if (dladdr1(vtable_symbol, &info, &entry, RTLD_DL_SYMENT) == 0 || entry == nullptr) return -1;
+  const ElfW(Sym)* symbol = static_cast<const ElfW(Sym)*>(entry);
+  if (symbol->st_size < 3 * sizeof(void*)) return -1;
+  void** table = static_cast<void**>(vtable_symbol);
+  void*** object = static_cast<void***>(platform);
+  if (*object != table + 2) return -2;
+  const std::size_t entries = symbol->st_size / sizeof(void*);
+  void** copy = static_cast<void**>(std::malloc(symbol->st_size));
+  if (copy == nullptr) return -4;
+  std::memcpy(copy, table, symbol->st_size);
+  int found = 0;
+  for (std::size_t i = 2; i < entries; i++) {
+    if (copy[i] == post) {
+      copy[i] = kind == 0 ? reinterpret_cast<void*>(&RedirectedCall)
+                          : reinterpret_cast<void*>(&RedirectedPost);
+      found |= 1;
+    } else if (delayed != nullptr && copy[i] == delayed) {
+      copy[i] = kind == 0 ? reinterpret_cast<void*>(&RedirectedDelayedCall)
+                          : reinterpret_cast<void*>(&RedirectedDelayedPost);
+      found |= 2;
+    }
+  }
+  if ((found & 1) == 0) {
+    std::free(copy);
+    return -3;
+  }
+  g_sink = sink;
+  // The copy is never freed: the object uses it for the rest of the process.
+  *object = copy + 2;
+  return found == 3 ? 2 : 1;
+#else
+  // fork() is Linux-only (see platform.rs); elsewhere the symbol size is not looked up.
+  (void)platform, (void)vtable_symbol, (void)kind, (void)post, (void)delayed, (void)sink;
+  return -1;
+#endif
+}
+
+// Runs a V8 task taken over by the sink, then deletes it (V8's own deleting destructor).
+void loop_helpers_run_task(void* task) {
+  PlatformTask* t = static_cast<PlatformTask*>(task);
+  t->Run();
+  delete t;
+}
+
 
 // Posts one task to the platform's worker threads. `kind` 0: `fn` is CallOnWorkerThread; 1: it is
 // PostTaskOnWorkerThreadImpl. Returns 0, or -1 when the task could not be allocated (then `drop`

@@ -15,6 +15,7 @@ use loop_helpers_core::monitor::fork_pause;
 use crate::napi::*;
 use crate::platform;
 use crate::uv::{self, uv_loop_t};
+use crate::worker_pool;
 
 /// How long the parent waits for V8's platform workers to finish their current task.
 const PARK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -46,8 +47,22 @@ pub struct Timing {
 }
 
 pub enum Forked {
-    Parent { pid: i32, timing: Timing },
-    Child,
+    Parent {
+        pid: i32,
+        timing: Timing,
+    },
+    Child {
+        /// V8's worker tasks run on threads of ours (else they are never run in the child).
+        workers_restored: bool,
+    },
+}
+
+/// The parent's background threads held still across fork().
+enum Quiet {
+    /// Node's platform workers, each running a task of ours.
+    Parked(platform::Parked),
+    /// This process is itself a forked child: its V8 worker tasks run in our pool.
+    Pool(worker_pool::Paused),
 }
 
 fn ms(since: Instant) -> f64 {
@@ -95,10 +110,17 @@ pub unsafe fn fork(env: napi_env) -> Result<Forked, Refused> {
     let paused = fork_pause::pause(MONITOR_PAUSE_TIMEOUT)
         .map_err(|e| refuse("ERR_FORK_PLATFORM_BUSY", e.to_string()))?;
     let t = Instant::now();
-    let parked = platform::park_workers(&handles, PARK_TIMEOUT)
-        .map_err(|e| refuse("ERR_FORK_PLATFORM_BUSY", e))?;
+    let quiet = if worker_pool::is_active() {
+        Quiet::Pool(
+            worker_pool::pause(PARK_TIMEOUT).map_err(|e| refuse("ERR_FORK_PLATFORM_BUSY", e))?,
+        )
+    } else {
+        let parked = platform::park_workers(&handles, PARK_TIMEOUT)
+            .map_err(|e| refuse("ERR_FORK_PLATFORM_BUSY", e))?;
+        timing.workers = parked.workers;
+        Quiet::Parked(parked)
+    };
     timing.park_ms = ms(t);
-    timing.workers = parked.workers;
 
     // After parking: no V8 thread can map new don't-fork memory between this walk and fork().
     let t = Instant::now();
@@ -121,21 +143,37 @@ pub unsafe fn fork(env: napi_env) -> Result<Forked, Refused> {
     let pid = libc::fork();
     if pid < 0 {
         let e = std::io::Error::last_os_error();
-        drop(parked);
+        drop(quiet);
         drop(paused);
         return Err(refuse("ERR_FORK_FAILED", format!("fork(2) failed: {e}")));
     }
     if pid > 0 {
         timing.fork_ms = ms(t);
-        drop(parked);
+        drop(quiet);
         drop(paused);
         return Ok(Forked::Parent { pid, timing });
     }
-    // The child: the parked workers do not exist here; forgetting the handle leaves their state
-    // alone (nobody will use it).
-    std::mem::forget(parked);
     repair_child(lp, &handles, paused);
-    Ok(Forked::Child)
+    let workers_restored = match quiet {
+        // A child of a child: the pool's threads are gone, its queue and redirection are not.
+        Quiet::Pool(p) => {
+            worker_pool::after_fork_child(p);
+            true
+        }
+        Quiet::Parked(parked) => {
+            // The parked workers do not exist here; their park state is left alone.
+            let workers = parked.workers;
+            std::mem::forget(parked);
+            match platform::redirect_worker_tasks(&handles, worker_pool::sink) {
+                Ok(()) => {
+                    worker_pool::activate(workers);
+                    true
+                }
+                Err(_) => false,
+            }
+        }
+    };
+    Ok(Forked::Child { workers_restored })
 }
 
 /// The child's repairs, on its only thread. A failure leaves a process that cannot run Node safely:

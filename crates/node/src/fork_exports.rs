@@ -26,8 +26,8 @@ pub unsafe extern "C" fn active_requests(env: napi_env, _info: napi_callback_inf
     }
 }
 
-/// fork() -> [pid, parkMs, memoryMs, forkMs, mappings, workers] in the parent, [0, getpid(), getppid()] in
-/// the child. Throws an Error with a stable `code` when it refuses or fails.
+/// fork() -> [pid, parkMs, memoryMs, forkMs, mappings, workers] in the parent, [0, getpid(), getppid(),
+/// workersRestored (0/1)] in the child. Throws an Error with a stable `code` when it refuses or fails.
 pub unsafe extern "C" fn fork_process(env: napi_env, _info: napi_callback_info) -> napi_value {
     match fork::fork(env) {
         Ok(Forked::Parent { pid, timing }) => js::numbers(
@@ -41,9 +41,14 @@ pub unsafe extern "C" fn fork_process(env: napi_env, _info: napi_callback_info) 
                 timing.workers as f64,
             ],
         ),
-        Ok(Forked::Child) => js::numbers(
+        Ok(Forked::Child { workers_restored }) => js::numbers(
             env,
-            &[0.0, f64::from(libc::getpid()), f64::from(libc::getppid())],
+            &[
+                0.0,
+                f64::from(libc::getpid()),
+                f64::from(libc::getppid()),
+                f64::from(u8::from(workers_restored)),
+            ],
         ),
         Err(r) => js::throw(env, r.code, &r.message),
     }

@@ -22,6 +22,7 @@ mod sink;
 mod unguarded;
 mod uv;
 mod v8;
+mod worker_pool;
 
 use std::ffi::CStr;
 use std::os::raw::c_int;

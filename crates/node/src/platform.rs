@@ -13,6 +13,7 @@
 use std::ffi::CStr;
 use std::os::raw::{c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,14 @@ extern "C" {
         run: TaskFn,
         drop: TaskFn,
         data: *mut c_void,
+    ) -> c_int;
+    fn loop_helpers_redirect_worker_tasks(
+        platform: *mut c_void,
+        vtable_symbol: *mut c_void,
+        kind: c_int,
+        post: *mut c_void,
+        delayed: *mut c_void,
+        sink: unsafe extern "C" fn(*mut c_void, f64),
     ) -> c_int;
     fn loop_helpers_set_process_exit_handler(
         set: *mut c_void,
@@ -52,6 +61,8 @@ struct Api {
     /// 0: `CallOnWorkerThread(unique_ptr<Task>)`; 1: `PostTaskOnWorkerThreadImpl(...)`.
     post_kind: c_int,
     post: *mut c_void,
+    /// `CallDelayedOnWorkerThread` / `PostDelayedTaskOnWorkerThreadImpl` (same kind as `post`).
+    delayed: Option<*mut c_void>,
     set_exit_handler: *mut c_void,
 }
 
@@ -60,10 +71,14 @@ unsafe impl Send for Api {}
 unsafe impl Sync for Api {}
 
 static API: OnceLock<Result<Api, String>> = OnceLock::new();
+/// The vtable pointer given to the platform object by [`redirect_worker_tasks`] (0: none).
+static REDIRECTED_VPTR: AtomicUsize = AtomicUsize::new(0);
 
 const CALL_ON_WORKER_THREAD: &CStr =
     c"_ZN4node12NodePlatform18CallOnWorkerThreadESt10unique_ptrIN2v84TaskESt14default_deleteIS3_EE";
 const POST_TASK_ON_WORKER_THREAD_IMPL: &CStr = c"_ZN4node12NodePlatform26PostTaskOnWorkerThreadImplEN2v812TaskPriorityESt10unique_ptrINS1_4TaskESt14default_deleteIS4_EERKNS1_14SourceLocationE";
+const CALL_DELAYED_ON_WORKER_THREAD: &CStr = c"_ZN4node12NodePlatform25CallDelayedOnWorkerThreadESt10unique_ptrIN2v84TaskESt14default_deleteIS3_EEd";
+const POST_DELAYED_TASK_ON_WORKER_THREAD_IMPL: &CStr = c"_ZN4node12NodePlatform33PostDelayedTaskOnWorkerThreadImplEN2v812TaskPriorityESt10unique_ptrINS1_4TaskESt14default_deleteIS4_EEdRKNS1_14SourceLocationE";
 
 fn resolve() -> Result<Api, String> {
     if !cfg!(target_os = "linux") {
@@ -91,6 +106,11 @@ fn resolve() -> Result<Api, String> {
             }
         },
     };
+    let delayed = v8::lookup(if post_kind == 1 {
+        POST_DELAYED_TASK_ON_WORKER_THREAD_IMPL
+    } else {
+        CALL_DELAYED_ON_WORKER_THREAD
+    });
     // SAFETY: each address is the exported function whose mangled name encodes the signature of
     // the type it is transmuted to (`Local<Context>` and the C++ `this` are one pointer each).
     unsafe {
@@ -104,6 +124,7 @@ fn resolve() -> Result<Api, String> {
             worker_threads: std::mem::transmute::<*mut c_void, NumberOfWorkerThreadsFn>(p[4]),
             post_kind,
             post,
+            delayed,
             set_exit_handler: p[5],
         })
     }
@@ -149,7 +170,8 @@ pub unsafe fn current() -> Result<Handles, String> {
     // functions resolved above. Its objects' vtable pointer is the vtable symbol + 2 words
     // (offset-to-top, type info).
     let expected = (api.node_platform_vtable as *const *const c_void).add(2) as *const c_void;
-    if *(platform as *const *const c_void) != expected {
+    let vptr = *(platform as *const *const c_void);
+    if vptr != expected && vptr as usize != REDIRECTED_VPTR.load(Ordering::Acquire) {
         return Err("the V8 platform is not Node's NodePlatform (embedder platform)".into());
     }
     Ok(Handles {
@@ -278,5 +300,40 @@ pub fn park_workers(h: &Handles, timeout: Duration) -> Result<Parked, String> {
 pub unsafe fn set_process_exit_handler(h: &Handles, on_exit: unsafe extern "C" fn(c_int)) {
     if let Ok(api) = api() {
         loop_helpers_set_process_exit_handler(api.set_exit_handler, h.environment, on_exit);
+    }
+}
+
+/// In a forked child: sends the platform's worker tasks (and delayed worker tasks, where that entry
+/// exists) to `sink` instead of the queue of threads that do not exist here.
+///
+/// # Safety
+/// `h` comes from [`current`]; call while this is the process's only thread (right after fork),
+/// so that no other thread makes a virtual call on the platform while its vtable pointer changes.
+pub unsafe fn redirect_worker_tasks(
+    h: &Handles,
+    sink: unsafe extern "C" fn(*mut c_void, f64),
+) -> Result<(), String> {
+    let api = api().map_err(str::to_owned)?;
+    let r = loop_helpers_redirect_worker_tasks(
+        h.platform,
+        api.node_platform_vtable,
+        api.post_kind,
+        api.post,
+        api.delayed.unwrap_or(std::ptr::null_mut()),
+        sink,
+    );
+    match r {
+        1 | 2 => {
+            // Our copy of the vtable: still a NodePlatform for `current` in this process.
+            REDIRECTED_VPTR.store(
+                *(h.platform as *const *const c_void) as usize,
+                Ordering::Release,
+            );
+            Ok(())
+        }
+        -1 => Err("the NodePlatform vtable's size is unknown".into()),
+        -2 => Err("the platform object is not a NodePlatform".into()),
+        -3 => Err("the worker-task entry is not in the NodePlatform vtable".into()),
+        _ => Err("out of memory".into()),
     }
 }

@@ -1,0 +1,184 @@
+//! V8's worker threads for a forked child.
+//!
+//! The child has none of the platform's worker threads. Without them V8's background work never
+//! runs: concurrently compiled functions stay unoptimized (up to 11x slower, measured on Node 22),
+//! and tasks pile up. `platform::redirect_worker_tasks` points the platform's worker-task entries
+//! at [`sink`], and this pool runs the tasks, delayed ones when they are due.
+//!
+//! Forking again from such a child: [`pause`] waits until no task runs (none may be running at the
+//! instant of fork), and the grandchild starts its own threads ([`after_fork_child`]); queued
+//! tasks are kept and run there too, on that process's own copy of the heap.
+
+use std::os::raw::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use loop_helpers_core::clock::now_ns;
+
+extern "C" {
+    // shim/platform_shim.cc: task->Run(), then delete task.
+    fn loop_helpers_run_task(task: *mut c_void);
+}
+
+struct Pool {
+    /// (task, due time in ns); tasks are V8 `Task*`s owned by the pool until run.
+    queue: Vec<(usize, u64)>,
+    threads: usize,
+    max_threads: usize,
+    paused: bool,
+    running: usize,
+    active: bool,
+}
+
+static POOL: Mutex<Pool> = Mutex::new(Pool {
+    queue: Vec::new(),
+    threads: 0,
+    max_threads: 0,
+    paused: false,
+    running: 0,
+    active: false,
+});
+static CHANGED: Condvar = Condvar::new();
+
+fn pool() -> MutexGuard<'static, Pool> {
+    POOL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Starts serving worker tasks with up to `threads` threads (the parent's worker count).
+pub fn activate(threads: usize) {
+    let mut p = pool();
+    p.active = true;
+    p.max_threads = threads.max(1);
+}
+
+/// Whether this process's worker tasks go to the pool (it is a forked child).
+pub fn is_active() -> bool {
+    pool().active
+}
+
+/// Takes a task from the platform. Called by V8 on any thread (the JavaScript thread, GC helpers,
+/// pool threads), never from a signal handler.
+pub unsafe extern "C" fn sink(task: *mut c_void, delay_seconds: f64) {
+    if task.is_null() {
+        return;
+    }
+    let delay_ns = if delay_seconds.is_finite() && delay_seconds > 0.0 {
+        (delay_seconds * 1e9) as u64
+    } else {
+        0
+    };
+    let mut p = pool();
+    p.queue
+        .push((task as usize, now_ns().saturating_add(delay_ns)));
+    spawn_if_needed(&mut p);
+    CHANGED.notify_all();
+}
+
+fn spawn_if_needed(p: &mut Pool) {
+    let busy = p.running + p.queue.len();
+    if p.threads < p.max_threads && p.threads < busy.max(1) {
+        let spawned = std::thread::Builder::new()
+            .name("loop-helpers-v8-worker".into())
+            .spawn(work);
+        if spawned.is_ok() {
+            p.threads += 1;
+        }
+    }
+}
+
+/// The next due task, if any, and otherwise how long to wait.
+fn take_due(p: &mut Pool) -> Result<usize, Option<Duration>> {
+    if p.paused || p.queue.is_empty() {
+        return Err(None);
+    }
+    let now = now_ns();
+    let (i, &(_, due)) = p
+        .queue
+        .iter()
+        .enumerate()
+        .min_by_key(|(_, (_, due))| *due)
+        .expect("queue is not empty");
+    if due > now {
+        return Err(Some(Duration::from_nanos(due - now)));
+    }
+    Ok(p.queue.swap_remove(i).0)
+}
+
+fn work() {
+    let mut p = pool();
+    loop {
+        match take_due(&mut p) {
+            Ok(task) => {
+                p.running += 1;
+                drop(p);
+                // SAFETY: `task` is a V8 Task* the platform handed over; it is run and deleted
+                // exactly once. V8 is built without exceptions, so nothing unwinds out of it.
+                let _ = catch_unwind(AssertUnwindSafe(|| unsafe {
+                    loop_helpers_run_task(task as *mut c_void)
+                }));
+                p = pool();
+                p.running -= 1;
+                CHANGED.notify_all();
+            }
+            Err(None) => p = CHANGED.wait(p).unwrap_or_else(|e| e.into_inner()),
+            Err(Some(wait)) => {
+                p = CHANGED
+                    .wait_timeout(p, wait)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0
+            }
+        }
+    }
+}
+
+/// No pool task runs while this lives (the pool's threads wait on our own condition variable).
+pub struct Paused(());
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        pool().paused = false;
+        CHANGED.notify_all();
+    }
+}
+
+/// Stops the pool from starting tasks and waits (at most `timeout`) until none runs.
+pub fn pause(timeout: Duration) -> Result<Paused, String> {
+    let deadline = Instant::now() + timeout;
+    let mut p = pool();
+    p.paused = true;
+    while p.running > 0 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            let running = p.running;
+            p.paused = false;
+            CHANGED.notify_all();
+            return Err(format!(
+                "{running} V8 background task(s) still running after {} ms",
+                timeout.as_millis()
+            ));
+        }
+        p = CHANGED
+            .wait_timeout(p, left)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+    }
+    Ok(Paused(()))
+}
+
+/// In a child forked from a process that had the pool: its threads are gone; queued tasks stay and
+/// get new threads.
+pub fn after_fork_child(paused: Paused) {
+    std::mem::forget(paused);
+    let mut p = pool();
+    p.threads = 0;
+    p.running = 0;
+    p.paused = false;
+    while p.threads < p.queue.len().min(p.max_threads) {
+        let before = p.threads;
+        spawn_if_needed(&mut p);
+        if p.threads == before {
+            break;
+        }
+    }
+}
