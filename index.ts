@@ -6,7 +6,7 @@
  */
 
 export { capabilities } from './lib/capabilities';
-export { BlockingDetector, type BlockingDetectorEvents } from './lib/detector';
+export { BLOCKED_CHANNEL, BlockingDetector, type BlockingDetectorEvents, INTERRUPT_CHANNEL } from './lib/detector';
 export { AlarmInterrupt } from './lib/errors';
 export {
   type ExitStatus,

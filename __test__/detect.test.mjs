@@ -68,9 +68,10 @@ test.serial('non-aggressive mode warns once per block', async (t) => {
 
 test.serial('blocks of 0.9 x timeout are never reported, 1.05 x always', async (t) => {
   const timeout = 0.3;
-  const r = await scenario('spins', { detector: { timeout }, spinMs: timeout * 900, count: 4, gapMs: 60 });
+  // 0.8 x, so that preemption on a loaded machine (other test files run alongside) rarely stretches
+  // a spin past 0.9 x; the rule is checked on the spins that really stayed at or under 0.9 x.
+  const r = await scenario('spins', { detector: { timeout }, spinMs: timeout * 800, count: 4, gapMs: 60 });
   t.is(r.code, 0, r.stderr);
-  // Only spins that really stayed at or under 0.9 x timeout count (preemption can stretch one).
   const short = r.result.spins.filter((s) => s.durationMs <= timeout * 900 + 0.5);
   t.true(short.length >= 3, JSON.stringify(r.result.spins));
   t.is(r.result.events.length, r.result.spins.length - short.length, r.stderr);

@@ -153,7 +153,9 @@ test('capabilities() reports stack capture (self-tested) and guarded interrupts 
   const major = Number(process.versions.node.split('.')[0]);
   t.is(c.interruptUnguarded, major < 24, JSON.stringify(c));
   if (major >= 24) t.regex(c.reasons.interruptUnguarded, /async_wrap/);
-  t.false(c.fork);
+  t.is(c.fork, process.platform === 'linux', JSON.stringify(c));
+  if (process.platform === 'linux') t.is(c.reasons.fork, undefined);
+  else t.regex(c.reasons.fork, /Linux only/);
   t.is(c.reasons.stackCapture, undefined);
   t.is(c.reasons.interrupt, undefined);
 });

@@ -1,3 +1,4 @@
+import { channel } from 'node:diagnostics_channel';
 import { EventEmitter } from 'node:events';
 import { writeSync } from 'node:fs';
 import { capabilities } from './capabilities';
@@ -6,6 +7,7 @@ import { AlarmInterrupt, argError, describe } from './errors';
 import { type InterruptInfo, interruptError, isInterruptMarker, LOST_CONTINUATIONS } from './interrupt';
 import { native, threadId } from './native';
 import { type BlockingDetectorOptions, type LogOption, type RaiseExc, resolveOptions } from './options';
+import { mapFrames } from './sourcemaps';
 import type { BlockEvent, BlockSample } from './types';
 import { acquireInterrupts, releaseAbandoned, releaseInterrupts } from './unguarded';
 
@@ -31,6 +33,16 @@ interface NativeRecord extends Omit<BlockEvent, 'startHrtime' | 'samples'> {
   startHrtime: string;
   warnings: NativeWarning[];
 }
+
+/**
+ * `diagnostics_channel` channels, for APM and OpenTelemetry bridges that must not depend on this
+ * package: `loop-helpers:blocked` gets `{ event, detector }` for every block,
+ * `loop-helpers:interrupt` gets `{ error, detector }` for every interrupt.
+ */
+export const BLOCKED_CHANNEL = 'loop-helpers:blocked';
+export const INTERRUPT_CHANNEL = 'loop-helpers:interrupt';
+const blockedChannel = channel(BLOCKED_CHANNEL);
+const interruptChannel = channel(INTERRUPT_CHANNEL);
 
 /** Running detectors of this thread by native watch id (to turn an interrupt into its error). */
 const byId = new Map<number, BlockingDetector>();
@@ -260,7 +272,9 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
       const info = JSON.parse(e.interrupt) as InterruptInfo;
       const owner = byId.get(info.watchId) ?? this;
       const raise = owner.raiseExc === false || owner.raiseExc === null ? AlarmInterrupt : owner.raiseExc;
-      throw interruptError(raise, owner.timeout, info);
+      const error = interruptError(raise, owner.timeout, info);
+      if (interruptChannel.hasSubscribers) interruptChannel.publish({ error, detector: owner });
+      throw error;
     }
   }
 
@@ -275,6 +289,7 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
     for (const w of raw.warnings) {
       if (typeof this.log === 'function' && w.text !== undefined) this.log(w.text);
       const { text: _text, ...sample } = w;
+      sample.frames = mapFrames(sample.frames);
       samples.push(sample);
     }
     const event: BlockEvent = {
@@ -289,6 +304,7 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
     try {
       this.#onBlocked?.(event);
       this.emit('blocked', event);
+      if (blockedChannel.hasSubscribers) blockedChannel.publish({ event, detector: this });
     } catch (e) {
       rethrowLater(e);
     }
@@ -301,6 +317,7 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
     if (info.microtask) this.#note(`${LOST_CONTINUATIONS} (blocked for ${(info.blockedMs / 1000).toFixed(3)} s)`);
     const handled = this.#onInterrupt !== undefined || this.listenerCount('interrupt') > 0;
     try {
+      if (interruptChannel.hasSubscribers) interruptChannel.publish({ error: err, detector: this });
       this.#onInterrupt?.(err);
       this.emit('interrupt', err);
     } catch (e) {

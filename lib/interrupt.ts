@@ -3,6 +3,7 @@
 import { dirname } from 'node:path';
 
 import type { RaiseExc } from './options';
+import { mapFrames } from './sourcemaps';
 import type { StackFrame } from './types';
 
 /** What `guardCall` reports when it turned a termination into an exception (exports.rs). */
@@ -71,7 +72,7 @@ export function interruptError(raiseExc: Exclude<RaiseExc, false | null>, timeou
   const message = `blocking detected after timeout=${timeout}`;
   const err = typeof raiseExc === 'function' ? new raiseExc(message) : raiseExc;
   // The guard's own frames (this package) say nothing about the blocking code.
-  const frames = info.frames?.filter((f) => !f.fileName.startsWith(ownDir)) ?? null;
+  const frames = mapFrames(info.frames?.filter((f) => !f.fileName.startsWith(ownDir)) ?? null);
   const body = frames?.length
     ? framesText(frames)
     : info.late

@@ -18,9 +18,8 @@ export interface BlockingDetectorOptions {
   /**
    * What blocking code is interrupted with: an Error class (instantiated with
    * `blocking detected after timeout=<timeout>`), an Error instance (thrown as is), or
-   * `false`/`null` to only log. Default {@link AlarmInterrupt}.
-   *
-   * Interrupting is not implemented yet: the value is validated, and the detector only logs.
+   * `false`/`null` to only log. Default {@link AlarmInterrupt}. See the README's `raiseExc`
+   * section for where blocking code can be interrupted.
    */
   raiseExc?: RaiseExc;
   /**

@@ -6,6 +6,12 @@ export interface StackFrame {
   fileName: string;
   lineNumber: number;
   columnNumber: number;
+  /**
+   * Where V8 ran it, when a source map moved this frame to its original source (the process runs
+   * with `--enable-source-maps`): `fileName`, `lineNumber` and `columnNumber` above are then the
+   * original ones, e.g. in a `.ts` file.
+   */
+  generated?: { fileName: string; lineNumber: number; columnNumber: number };
 }
 
 /** One warning given while the loop was blocked, with the stack sampled at that moment. */

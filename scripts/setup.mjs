@@ -54,4 +54,5 @@ if (force || mtime(addon) < newest(['crates', 'Cargo.toml'])) {
 if (force || mtime('dist/index.js') < newest(['index.ts', 'lib', 'tsconfig.json'])) {
   say('compiling TypeScript');
   run(npmBin('tsc'), ['-p', 'tsconfig.json']);
+  run(process.execPath, ['scripts/build-esm.mjs']);
 }

@@ -8,9 +8,9 @@ export const fixture = (name) => fileURLToPath(new URL(`../fixtures/${name}`, im
  * @returns {Promise<{code: number|null, signal: string|null, stdout: string, stderr: string,
  *   timedOut: boolean, result: any}>} `result` is the JSON after the last `RESULT ` line on stdout.
  */
-export function runNode(args, { timeoutMs = 30_000, env = {}, node = process.execPath } = {}) {
+export function runNode(args, { timeoutMs = 30_000, env = {}, node = process.execPath, cwd = undefined } = {}) {
   return new Promise((resolve, reject) => {
-    const child = spawn(node, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(node, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], cwd });
     let stdout = '';
     let stderr = '';
     let timedOut = false;

@@ -96,6 +96,9 @@ pub struct Tracker {
     block: Option<Block>,
     /// The heartbeat of our previous reading (to measure a turn we only saw begin and end).
     last_beat: Option<Beat>,
+    /// The last iteration in which a block was warned about: its turn must not be reported again
+    /// as a late block once that block was ended another way (`finish`, a wait seen mid-turn).
+    warned_iteration: Option<u64>,
 }
 
 impl Tracker {
@@ -108,6 +111,7 @@ impl Tracker {
             floor_ns: 0,
             block: None,
             last_beat: None,
+            warned_iteration: None,
         }
     }
 
@@ -135,10 +139,9 @@ impl Tracker {
                     end_ns: o.beat.prepare_ns.max(b.start_ns),
                     warnings: b.warnings,
                 });
-            } else if let Some(prev) = self
-                .last_beat
-                .filter(|p| p.iteration + 1 == o.beat.iteration)
-            {
+            } else if let Some(prev) = self.last_beat.filter(|p| {
+                p.iteration + 1 == o.beat.iteration && self.warned_iteration != Some(p.iteration)
+            }) {
                 // We saw the previous turn begin and now its end, but never looked while it was
                 // past its deadline (the monitor woke late). Measure it from the heartbeats: the
                 // idle counter at this prepare is the previous turn's total wait.
@@ -208,6 +211,7 @@ impl Tracker {
                     index: b.warnings,
                     late: false,
                 });
+                self.warned_iteration = self.iteration;
                 b.warnings += 1;
                 b.next_fire_ns = b
                     .start_ns
@@ -419,6 +423,29 @@ mod tests {
         s.turn();
         s.look();
         assert_eq!(s.fires.len(), 1);
+    }
+
+    #[test]
+    fn a_block_ended_by_finish_is_not_reported_again_late_when_the_loop_turns() {
+        // An interrupted block: warned, then the detector flushes it (the loop ran dry) before the
+        // monitor sees the next turn.
+        let mut s = Sim::new(true);
+        s.wait(T);
+        s.run_until(s.now + T + MS, false);
+        assert_eq!(s.fires.len(), 1);
+        assert!(s.tracker.finish(s.now).is_some());
+        s.now += MS;
+        s.turn();
+        s.look();
+        assert_eq!(s.fires.len(), 1, "{:?}", s.fires);
+        assert!(s.ends.is_empty(), "{:?}", s.ends);
+        // A later block slept through is still reported late.
+        s.wait(T);
+        s.now += T * 12 / 10;
+        s.turn();
+        s.look();
+        assert_eq!(s.fires.len(), 2);
+        assert!(s.fires[1].late);
     }
 
     #[test]

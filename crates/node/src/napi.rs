@@ -218,4 +218,8 @@ extern "C" {
     ) -> napi_status;
     pub fn napi_fatal_exception(env: napi_env, err: napi_value) -> napi_status;
     pub fn napi_get_null(env: napi_env, result: *mut napi_value) -> napi_status;
+    pub fn napi_ref_threadsafe_function(
+        env: napi_env,
+        func: napi_threadsafe_function,
+    ) -> napi_status;
 }

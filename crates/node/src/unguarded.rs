@@ -71,8 +71,12 @@ impl Support {
         }))
     }
 
-    /// Queues the interrupt's error for JavaScript (runs from a fresh callback).
-    pub fn deliver(&self, p: &Pending, kind: &str, abandoned: usize) {
+    /// Queues the interrupt's error for JavaScript (runs from a fresh callback). The loop stays
+    /// alive until it has run: the interrupted code may have been the loop's last work.
+    ///
+    /// # Safety
+    /// On the environment's JS thread.
+    pub unsafe fn deliver(&self, p: &Pending, kind: &str, abandoned: usize) {
         let mut json = format!(
             "{{\"watchId\":{},\"kind\":\"{kind}\",\"microtask\":{},\"blockedMs\":{},\"abandoned\":{abandoned},\"frames\":",
             p.ticket.watch_id,
@@ -81,7 +85,7 @@ impl Support {
         );
         frames_json(&mut json, p.frames.as_deref());
         json.push('}');
-        self.deliver.send(json);
+        self.deliver.send_holding_loop(json);
     }
 
     /// Hands the abandoned resources to JavaScript (an array), releasing our references.

@@ -1,0 +1,194 @@
+// How users get loop-helpers: ESM and CommonJS entry points (typed), zero-code mode, the
+// diagnostics_channel channels, source maps, and the CI workflow's consistency with npm/.
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import test from 'ava';
+import { fixture, runNode, warnings } from './helpers/run.mjs';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const require = createRequire(import.meta.url);
+
+/** A directory where `loop-helpers` resolves to this checkout, as after `npm install loop-helpers`. */
+function appDir() {
+  const dir = mkdtempSync(join(tmpdir(), 'loop-helpers-app-'));
+  mkdirSync(join(dir, 'node_modules'));
+  symlinkSync(root, join(dir, 'node_modules', 'loop-helpers'), 'dir');
+  return dir;
+}
+
+test('ESM and CommonJS entry points export the same API', async (t) => {
+  const dir = appDir();
+  writeFileSync(
+    join(dir, 'esm.mjs'),
+    "import lh, { BlockingDetector, fork, capabilities } from 'loop-helpers';\n" +
+      "import * as all from 'loop-helpers';\n" +
+      "console.log(JSON.stringify({ names: Object.keys(all).filter((n) => n !== 'default').sort(), same: lh.BlockingDetector === BlockingDetector, types: [typeof BlockingDetector, typeof fork, typeof capabilities] }));\n",
+  );
+  writeFileSync(
+    join(dir, 'cjs.cjs'),
+    "const lh = require('loop-helpers');\nconsole.log(JSON.stringify({ names: Object.keys(lh).filter((n) => n !== '__esModule').sort() }));\n",
+  );
+  const esm = JSON.parse(execFileSync(process.execPath, [join(dir, 'esm.mjs')], { cwd: dir, encoding: 'utf8' }));
+  const cjs = JSON.parse(execFileSync(process.execPath, [join(dir, 'cjs.cjs')], { cwd: dir, encoding: 'utf8' }));
+  t.deepEqual(esm.names, cjs.names);
+  t.true(esm.same, 'one copy of the code behind both');
+  t.deepEqual(esm.types, ['function', 'function', 'function']);
+  for (const name of [
+    'BlockingDetector',
+    'AlarmInterrupt',
+    'capabilities',
+    'fork',
+    'waitpid',
+    'tryWaitpid',
+    'ForkError',
+  ])
+    t.true(cjs.names.includes(name), name);
+});
+
+test('both entry points are typed: a TypeScript consumer of each compiles under nodenext', (t) => {
+  const dir = appDir();
+  writeFileSync(
+    join(dir, 'esm.mts'),
+    "import { BlockingDetector, type BlockEvent, fork } from 'loop-helpers';\n" +
+      'const d: BlockingDetector = new BlockingDetector({ timeout: 0.5 });\n' +
+      'd.on("blocked", (e: BlockEvent) => e.samples[0]?.frames?.[0]?.lineNumber);\n' +
+      'const pid: number = fork();\nexport { pid };\n',
+  );
+  writeFileSync(
+    join(dir, 'cjs.cts'),
+    "import lh = require('loop-helpers');\nconst d: lh.BlockingDetector = new lh.BlockingDetector(0.5);\nexport = d;\n",
+  );
+  writeFileSync(
+    join(dir, 'bad.mts'),
+    "import { BlockingDetector } from 'loop-helpers';\nnew BlockingDetector({ timeout: 'x' });\n",
+  );
+  const tsc = join(root, 'node_modules', '.bin', 'tsc');
+  const common = ['--noEmit', '--strict', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--types', 'node'];
+  const typeRoots = ['--typeRoots', join(root, 'node_modules', '@types')];
+  const ok = (files) =>
+    execFileSync(tsc, [...common, ...typeRoots, '--ignoreConfig', ...files], { cwd: dir, encoding: 'utf8' });
+  t.notThrows(() => ok(['esm.mts', 'cjs.cts']));
+  const err = t.throws(() => ok(['bad.mts']));
+  t.regex(String(err.stdout), /bad\.mts\(2,\d+\): error TS\d+/);
+});
+
+const register = (flag, env, mode = 'block') => {
+  const dir = appDir();
+  return runNode([flag, 'loop-helpers/register', fixture('register-app.cjs'), mode], {
+    env: { LOOP_HELPERS_TIMEOUT: '0.1', ...env },
+    timeoutMs: 20_000,
+    cwd: dir,
+  });
+};
+
+for (const flag of ['--require', '--import']) {
+  test.serial(`zero-code mode (${flag} loop-helpers/register) reports a block, with its stack, in text`, async (t) => {
+    const r = await register(flag, {});
+    t.is(r.code, 0, r.stderr);
+    t.true(warnings(r.stderr).length >= 1, r.stderr);
+    t.regex(
+      r.stderr,
+      /BlockingWarning: blocking detected after timeout=0\.1; blocked for 0\.\d+ s\n {4}at spin \(.*register-app\.cjs:\d+:\d+\)/,
+    );
+    t.regex(r.stdout, /done/);
+  });
+
+  test.serial(`zero-code mode (${flag}) also watches Workers, in JSON`, async (t) => {
+    const r = await register(flag, { LOOP_HELPERS_LOG: 'json', LOOP_HELPERS_AGGRESSIVE: 'false' }, 'worker');
+    t.is(r.code, 0, r.stderr);
+    const lines = r.stderr
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l));
+    const worker = lines.filter((l) => l.type === 'BlockingWarning' && l.threadId > 0);
+    t.true(worker.length >= 1, r.stderr);
+    t.true(
+      worker.every((l) => l.index === 0),
+      'aggressive=false: only the first warning of each block',
+    );
+  });
+}
+
+test.serial('zero-code mode: LOOP_HELPERS_RAISE=1 interrupts the blocking code', async (t) => {
+  const start = Date.now();
+  const r = await register('--require', { LOOP_HELPERS_RAISE: '1' }, 'long');
+  t.is(r.code, 1);
+  t.regex(r.stderr, /AlarmInterrupt: blocking detected after timeout=0\.1/);
+  t.false(r.stdout.includes('done'));
+  t.true(Date.now() - start < 2900, 'stopped before the 3 s spin ended');
+});
+
+for (const [name, value, message] of [
+  ['LOOP_HELPERS_TIMEOUT', 'abc', /LOOP_HELPERS_TIMEOUT must be a number of seconds from 0\.001 to 86400, got "abc"/],
+  ['LOOP_HELPERS_TIMEOUT', '0', /LOOP_HELPERS_TIMEOUT .* got "0"/],
+  ['LOOP_HELPERS_RAISE', 'maybe', /LOOP_HELPERS_RAISE must be true or false .* got "maybe"/],
+  ['LOOP_HELPERS_AGGRESSIVE', '2', /LOOP_HELPERS_AGGRESSIVE must be true or false .* got "2"/],
+  ['LOOP_HELPERS_LOG', 'xml', /LOOP_HELPERS_LOG must be text or json, got "xml"/],
+]) {
+  test(`zero-code mode: ${name}=${value} is refused, naming the variable`, async (t) => {
+    const r = await register('--require', { [name]: value });
+    t.is(r.code, 1);
+    t.regex(r.stderr, message);
+    t.regex(r.stderr, /ERR_LOOP_HELPERS_ENV/);
+    t.false(r.stdout.includes('done'), 'the application did not run');
+  });
+}
+
+test.serial(
+  'with --enable-source-maps, frames of events and interrupts point into the TypeScript source; channels publish both',
+  async (t) => {
+    const tsLine =
+      readFileSync(fixture('sourcemap/blocker.ts'), 'utf8')
+        .split('\n')
+        .findIndex((l) => l.includes('BLOCKING LINE')) + 1;
+    const r = await runNode(['--enable-source-maps', fixture('sourcemap.cjs')]);
+    t.is(r.code, 0, r.stderr);
+    for (const top of [r.result.eventTop, r.result.errorTop]) {
+      t.regex(top.fileName, /sourcemap\/blocker\.ts$/);
+      t.is(top.lineNumber, tsLine);
+      t.regex(top.generated.fileName, /sourcemap\/blocker\.js$/);
+    }
+    t.regex(r.result.error.stack, new RegExp(`at blockFor \\(.*blocker\\.ts:${tsLine}:\\d+\\)`));
+    t.deepEqual(r.result.published.blocked.length, 1);
+    t.true(r.result.published.blocked[0].same);
+    t.true(r.result.published.blocked[0].duration >= 250);
+    t.deepEqual(r.result.published.interrupt, [{ name: 'AlarmInterrupt' }]);
+    // Without source maps, the generated JavaScript positions.
+    const plain = await runNode([fixture('sourcemap.cjs')]);
+    t.regex(plain.result.eventTop.fileName, /blocker\.js$/);
+    t.is(plain.result.eventTop.generated, undefined);
+  },
+);
+
+test('the CI workflow builds every npm/ target and tests Node 20, 22 and 24 on Linux and macOS', (t) => {
+  const YAML = require('yaml');
+  const wf = YAML.parse(readFileSync(join(root, '.github/workflows/ci.yml'), 'utf8'));
+  const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
+  const dirs = readdirSync(join(root, 'npm')).sort();
+  const build = wf.jobs.build.strategy.matrix.include;
+  t.deepEqual(
+    build.map((b) => b.target).sort(),
+    [...pkg.napi.targets].sort(),
+    'build targets = package.json napi.targets',
+  );
+  t.deepEqual(build.map((b) => b.npmDir).sort(), dirs, 'one build per npm/ package');
+  for (const b of build) {
+    const npmPkg = JSON.parse(readFileSync(join(root, 'npm', b.npmDir, 'package.json'), 'utf8'));
+    t.is(npmPkg.main, `loop-helpers.${b.npmDir}.node`);
+    t.regex(b.host, b.target.includes('apple') ? /^macos-/ : /^ubuntu-/);
+  }
+  const matrix = wf.jobs.test.strategy.matrix;
+  t.deepEqual(matrix.node.map(String).sort(), ['20', '22', '24']);
+  t.true(matrix.os.some((o) => o.startsWith('ubuntu-')) && matrix.os.some((o) => o.startsWith('macos-')));
+  const publish = wf.jobs.publish;
+  t.deepEqual([...publish.needs].sort(), ['build', 'test']);
+  const steps = JSON.stringify(publish.steps);
+  t.regex(steps, /scripts\/prepublish\.mjs/);
+  t.regex(steps, /npm publish/);
+  // Every npm script the workflow runs exists.
+  for (const m of JSON.stringify(wf).matchAll(/npm run ([\w:-]+)/g)) t.truthy(pkg.scripts[m[1]], m[1]);
+});
