@@ -153,6 +153,13 @@ test.serial(
       t.regex(top.generated.fileName, /sourcemap\/blocker\.js$/);
     }
     t.regex(r.result.error.stack, new RegExp(`at blockFor \\(.*blocker\\.ts:${tsLine}:\\d+\\)`));
+    // The warning written during the block, too (mapped natively: JavaScript cannot run then).
+    t.regex(
+      r.stderr,
+      new RegExp(
+        `BlockingWarning: blocking detected.*\\n    at blockFor \\(.*sourcemap/blocker\\.ts:${tsLine}:\\d+\\)`,
+      ),
+    );
     t.deepEqual(r.result.published.blocked.length, 1);
     t.true(r.result.published.blocked[0].same);
     t.true(r.result.published.blocked[0].duration >= 240, `${r.result.published.blocked[0].duration}`);
@@ -160,6 +167,7 @@ test.serial(
     // Without source maps, the generated JavaScript positions.
     const plain = await runNode([fixture('sourcemap.cjs')]);
     t.regex(plain.result.eventTop.fileName, /blocker\.js$/);
+    t.regex(plain.stderr, /at blockFor \(.*sourcemap\/blocker\.js:\d+:\d+\)/);
     t.is(plain.result.eventTop.generated, undefined);
   },
 );

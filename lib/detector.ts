@@ -7,7 +7,7 @@ import { AlarmInterrupt, argError, describe } from './errors';
 import { type InterruptInfo, interruptError, isInterruptMarker, LOST_CONTINUATIONS } from './interrupt';
 import { native, threadId } from './native';
 import { type BlockingDetectorOptions, type LogOption, type RaiseExc, resolveOptions } from './options';
-import { mapFrames } from './sourcemaps';
+import { mapFrames, syncSourceMaps } from './sourcemaps';
 import type { BlockEvent, BlockSample } from './types';
 import { acquireInterrupts, releaseAbandoned, releaseInterrupts } from './unguarded';
 
@@ -176,6 +176,7 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
     );
     byId.set(this.#id, this);
     track(this, true);
+    syncSourceMaps('on');
     if (interrupting) {
       // Unguarded interrupts need the stack sample (to recognise contexts that cannot recover).
       const reason = acquireInterrupts(onInterruptDelivered, caps.stackCapture);
@@ -201,6 +202,7 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
     this.#id = undefined;
     byId.delete(id);
     track(this, false);
+    syncSourceMaps('off');
     if (this.#interrupting) {
       this.#interrupting = false;
       releaseInterrupts();

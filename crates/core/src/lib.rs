@@ -5,6 +5,7 @@
 //! - [`tracker`]: when a loop counts as blocked (pure logic, simulated in tests).
 //! - [`monitor`]: the one process-wide thread that watches every registered loop.
 //! - [`report`]: warnings as text and JSON, and the block record handed to JavaScript.
+//! - [`sourcemap`]: original positions for frames of live warnings (maps registered from JS).
 //! - [`fork_prep`]: memory preparation for `fork()`; [`monitor::fork_pause`] holds the monitor still
 //!   across it and restarts it in the child.
 
@@ -14,5 +15,6 @@ pub mod fork_prep;
 pub mod heartbeat;
 pub mod monitor;
 pub mod report;
+pub mod sourcemap;
 pub mod stderr;
 pub mod tracker;

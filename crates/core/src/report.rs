@@ -12,6 +12,16 @@ pub struct Frame {
     pub file_name: String,
     pub line: u32,
     pub column: u32,
+    /// Where V8 ran it, when a source map moved the frame to its original source.
+    pub generated: Option<Box<Generated>>,
+}
+
+/// A frame's position in the generated JavaScript (see [`Frame::generated`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Generated {
+    pub file_name: String,
+    pub line: u32,
+    pub column: u32,
 }
 
 /// A stack sample taken on the blocked thread.
@@ -145,7 +155,8 @@ fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
 }
 
-/// Appends frames as a JSON array of `{functionName, fileName, lineNumber, columnNumber}`.
+/// Appends frames as a JSON array of `{functionName, fileName, lineNumber, columnNumber,
+/// generated?}`.
 pub fn json_frames(out: &mut String, frames: &[Frame]) {
     out.push('[');
     for (i, f) in frames.iter().enumerate() {
@@ -158,9 +169,19 @@ pub fn json_frames(out: &mut String, frames: &[Frame]) {
         json_str(out, &f.file_name);
         let _ = write!(
             out,
-            ",\"lineNumber\":{},\"columnNumber\":{}}}",
+            ",\"lineNumber\":{},\"columnNumber\":{}",
             f.line, f.column
         );
+        if let Some(g) = &f.generated {
+            out.push_str(",\"generated\":{\"fileName\":");
+            json_str(out, &g.file_name);
+            let _ = write!(
+                out,
+                ",\"lineNumber\":{},\"columnNumber\":{}}}",
+                g.line, g.column
+            );
+        }
+        out.push('}');
     }
     out.push(']');
 }
@@ -278,12 +299,14 @@ mod tests {
                     file_name: "/app/x.js".into(),
                     line: 3,
                     column: 9,
+                    generated: None,
                 },
                 Frame {
                     function_name: String::new(),
                     file_name: "/app/y.js".into(),
                     line: 10,
                     column: 1,
+                    generated: None,
                 },
             ],
             captured_ns: 0,

@@ -73,6 +73,7 @@ impl WatchSink for RecordingSink {
                     file_name: "/app/x.js".into(),
                     line: 3,
                     column: 9,
+                    generated: None,
                 }],
                 1_000,
             )

@@ -483,3 +483,35 @@ pub unsafe extern "C" fn is_main_thread(env: napi_env, _info: napi_callback_info
     napi_get_boolean(env, main, &mut out);
     out
 }
+
+/// registerSourceMap(generatedFile, sources, mappings) -> whether it was registered
+///
+/// `sources` are the original files (absolute), `mappings` the map's VLQ string. Frames of
+/// `generatedFile` captured from now on (live warnings included) carry original positions.
+pub unsafe extern "C" fn register_source_map(
+    env: napi_env,
+    info: napi_callback_info,
+) -> napi_value {
+    let a = js::args::<3>(env, info);
+    let (Some(file), Some(mappings)) = (js::string_arg(env, a[0]), js::string_arg(env, a[2]))
+    else {
+        return js::throw(env, E_ARG, "registerSourceMap(): bad arguments");
+    };
+    let mut n = 0u32;
+    if napi_get_array_length(env, a[1], &mut n) != NAPI_OK {
+        return js::throw(env, E_ARG, "registerSourceMap(): sources must be an array");
+    }
+    let mut sources = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let mut v = std::ptr::null_mut();
+        napi_get_element(env, a[1], i, &mut v);
+        sources.push(js::string_arg(env, v).unwrap_or_default());
+    }
+    let ok = match loop_helpers_core::sourcemap::SourceMap::parse(sources, &mappings) {
+        Ok(map) => loop_helpers_core::sourcemap::register(file, map),
+        Err(_) => false,
+    };
+    let mut out = std::ptr::null_mut();
+    napi_get_boolean(env, ok, &mut out);
+    out
+}

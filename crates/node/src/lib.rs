@@ -139,6 +139,12 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
             guarded!(fork_exports::child_exit_guard),
         );
         export(env, exports, c"waitpid", guarded!(fork_exports::waitpid));
+        export(
+            env,
+            exports,
+            c"registerSourceMap",
+            guarded!(exports::register_source_map),
+        );
     }));
     exports
 }

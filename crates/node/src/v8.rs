@@ -375,9 +375,11 @@ pub unsafe fn capture_stack(env: napi_env, isolate: *mut Isolate, limit: u32) ->
                 file_name: string(env, (a.script_name)(frame)),
                 line: (loc.line.max(-1) + 1) as u32,
                 column: (loc.column.max(-1) + 1) as u32,
+                generated: None,
             });
         }
     }
     napi_close_handle_scope(env, scope);
-    frames
+    // Original positions where JavaScript registered a source map (`--enable-source-maps`).
+    loop_helpers_core::sourcemap::map_frames(frames)
 }
