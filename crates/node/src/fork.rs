@@ -153,7 +153,8 @@ pub unsafe fn fork(env: napi_env) -> Result<Forked, Refused> {
         drop(paused);
         return Ok(Forked::Parent { pid, timing });
     }
-    repair_child(lp, &handles, paused);
+    // First, while this is still the child's only thread: V8's worker tasks (the redirection
+    // swaps the platform object's vtable pointer, which no other thread may be reading).
     let workers_restored = match quiet {
         // A child of a child: the pool's threads are gone, its queue and redirection are not.
         Quiet::Pool(p) => {
@@ -173,6 +174,7 @@ pub unsafe fn fork(env: napi_env) -> Result<Forked, Refused> {
             }
         }
     };
+    repair_child(lp, &handles, paused);
     Ok(Forked::Child { workers_restored })
 }
 
