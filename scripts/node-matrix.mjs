@@ -48,12 +48,13 @@ for (const major of MAJORS) {
     timeout: 20 * 60_000,
   });
   const out = `${r.stdout}\n${r.stderr}`;
-  const count = (re) => Number(out.match(re)?.[1] ?? 0);
+  // ava's verbose lines: one per test.
+  const lines = (re) => out.split('\n').filter((l) => re.test(l)).length;
   const row = {
     node: version,
-    passed: count(/(\d+) tests? passed/),
-    failed: count(/(\d+) tests? failed/),
-    skipped: count(/(\d+) tests? skipped/),
+    passed: lines(/^\s+✔ /),
+    failed: lines(/^\s+✘ /),
+    skipped: lines(/^\s+- \[skip\]/),
     seconds: Math.round((Date.now() - started) / 1000),
     status: r.status,
     failures: [...out.matchAll(/✘ \[fail\]: (.+)/g)].map((m) => m[1]),
