@@ -200,3 +200,26 @@ test('the CI workflow builds every npm/ target and tests Node 20, 22 and 24 on L
   // Every npm script the workflow runs exists.
   for (const m of JSON.stringify(wf).matchAll(/npm run ([\w:-]+)/g)) t.truthy(pkg.scripts[m[1]], m[1]);
 });
+
+test('the loader names the supported platforms on an unsupported one, and explains a missing binary on a supported one', async (t) => {
+  const probe = (arch) =>
+    runNode([
+      '-e',
+      `Object.defineProperty(process, 'arch', { value: ${JSON.stringify(arch)} });
+       try { require(${JSON.stringify(root)}).capabilities(); console.log('RESULT ' + JSON.stringify({ loaded: true })); }
+       catch (e) { console.log('RESULT ' + JSON.stringify({ code: e.code, message: e.message })); }`,
+    ]);
+  const unsupported = await probe('ppc64');
+  t.is(unsupported.result.code, 'ERR_LOOP_HELPERS_UNSUPPORTED_PLATFORM');
+  t.regex(unsupported.result.message, /no native addon for \w+-ppc64/);
+  t.regex(
+    unsupported.result.message,
+    /Supported platforms: linux-x64-gnu, linux-arm64-gnu, linux-x64-musl, linux-arm64-musl, darwin-x64, darwin-arm64/,
+  );
+  if (process.arch !== 'arm64') {
+    const missing = await probe('arm64');
+    t.is(missing.result.code, 'ERR_LOOP_HELPERS_NATIVE_LOAD');
+    t.regex(missing.result.message, /Reinstall with optional dependencies enabled/);
+    t.regex(missing.result.message, /loop-helpers-\w+-arm64/);
+  }
+});
