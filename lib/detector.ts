@@ -1,4 +1,3 @@
-import { channel } from 'node:diagnostics_channel';
 import { EventEmitter } from 'node:events';
 import { writeSync } from 'node:fs';
 import { capabilities } from './capabilities';
@@ -41,8 +40,16 @@ interface NativeRecord extends Omit<BlockEvent, 'startHrtime' | 'samples'> {
  */
 export const BLOCKED_CHANNEL = 'loop-helpers:blocked';
 export const INTERRUPT_CHANNEL = 'loop-helpers:interrupt';
-const blockedChannel = channel(BLOCKED_CHANNEL);
-const interruptChannel = channel(INTERRUPT_CHANNEL);
+type Channel = import('node:diagnostics_channel').Channel;
+// Created when first used: node:diagnostics_channel is not loaded for nothing.
+let channels: { blocked: Channel; interrupt: Channel } | undefined;
+function publishChannels(): { blocked: Channel; interrupt: Channel } {
+  if (!channels) {
+    const { channel } = require('node:diagnostics_channel') as typeof import('node:diagnostics_channel');
+    channels = { blocked: channel(BLOCKED_CHANNEL), interrupt: channel(INTERRUPT_CHANNEL) };
+  }
+  return channels;
+}
 
 /** Running detectors of this thread by native watch id (to turn an interrupt into its error). */
 const byId = new Map<number, BlockingDetector>();
@@ -275,7 +282,8 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
       const owner = byId.get(info.watchId) ?? this;
       const raise = owner.raiseExc === false || owner.raiseExc === null ? AlarmInterrupt : owner.raiseExc;
       const error = interruptError(raise, owner.timeout, info);
-      if (interruptChannel.hasSubscribers) interruptChannel.publish({ error, detector: owner });
+      const { interrupt } = publishChannels();
+      if (interrupt.hasSubscribers) interrupt.publish({ error, detector: owner });
       throw error;
     }
   }
@@ -306,7 +314,8 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
     try {
       this.#onBlocked?.(event);
       this.emit('blocked', event);
-      if (blockedChannel.hasSubscribers) blockedChannel.publish({ event, detector: this });
+      const { blocked } = publishChannels();
+      if (blocked.hasSubscribers) blocked.publish({ event, detector: this });
     } catch (e) {
       rethrowLater(e);
     }
@@ -319,7 +328,8 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
     if (info.microtask) this.#note(`${LOST_CONTINUATIONS} (blocked for ${(info.blockedMs / 1000).toFixed(3)} s)`);
     const handled = this.#onInterrupt !== undefined || this.listenerCount('interrupt') > 0;
     try {
-      if (interruptChannel.hasSubscribers) interruptChannel.publish({ error: err, detector: this });
+      const { interrupt } = publishChannels();
+      if (interrupt.hasSubscribers) interrupt.publish({ error: err, detector: this });
       this.#onInterrupt?.(err);
       this.emit('interrupt', err);
     } catch (e) {

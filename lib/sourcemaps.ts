@@ -7,22 +7,31 @@
 // a detector starts, then every second while one runs, and the map of every file seen in a
 // delivered frame (which covers ES modules, which have no registry to list).
 
-import { findSourceMap, type SourceMap } from 'node:module';
+import type { SourceMap } from 'node:module';
 import { join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
 import { native } from './native';
+
+// node:module's source-map support and node:url are loaded only when source maps are enabled.
+const url = () => require('node:url') as typeof import('node:url');
+const findSourceMap = (path: string): SourceMap | undefined =>
+  (require('node:module') as typeof import('node:module')).findSourceMap(path);
+const fileURLToPath = (u: string): string => url().fileURLToPath(u);
+
 import type { StackFrame } from './types';
 
 /** This package's compiled files (dist/): never mapped, their frames are recognised by these paths. */
 const ownRoot = join(__dirname, '..');
 
-/** Whether Node.js has source maps enabled (Node 20.7+ says so directly). */
-export function sourceMapsEnabled(): boolean {
-  const flag = (process as { sourceMapsEnabled?: boolean }).sourceMapsEnabled;
-  if (flag !== undefined) return flag;
-  return (
-    process.execArgv.includes('--enable-source-maps') || /--enable-source-maps/.test(process.env.NODE_OPTIONS ?? '')
-  );
+/**
+ * Whether Node.js has source maps enabled. `cheap`: from the command line only (Node 20's
+ * `process.sourceMapsEnabled` getter loads the source-map machinery into every process);
+ * otherwise also `process.setSourceMapsEnabled(true)` at run time.
+ */
+export function sourceMapsEnabled(cheap = false): boolean {
+  const flags = `${process.execArgv.join(' ')} ${process.env.NODE_OPTIONS ?? ''}`;
+  if (/--enable-source-maps/.test(flags)) return true;
+  if (cheap) return false;
+  return (process as { sourceMapsEnabled?: boolean }).sourceMapsEnabled === true;
 }
 
 function lookup(fileName: string): SourceMap | undefined {
@@ -30,7 +39,7 @@ function lookup(fileName: string): SourceMap | undefined {
   const alternate = fileName.startsWith('file://')
     ? fileURLToPath(fileName)
     : fileName.startsWith('/')
-      ? pathToFileURL(fileName).href
+      ? url().pathToFileURL(fileName).href
       : undefined;
   try {
     return findSourceMap(fileName) ?? (alternate ? findSourceMap(alternate) : undefined);
@@ -108,7 +117,8 @@ export function syncSourceMaps(change: 'on' | 'off'): void {
     return;
   }
   users++;
-  if (!sourceMapsEnabled()) return;
+  // Maps enabled at run time are picked up from the first delivered frames (mapFrames).
+  if (!sourceMapsEnabled(true)) return;
   const scan = () => {
     for (const file of Object.keys(require.cache)) registerFile(file);
   };

@@ -21,6 +21,11 @@ extern "C" {
     fn loop_helpers_run_task(task: *mut c_void);
 }
 
+/// Node's platform worker threads are started by `uv_thread_create`, whose stack is the stack
+/// rlimit (8 MiB on most systems); V8's background compilation can recurse deeply, so ours get as
+/// much (Rust's default would be 2 MiB).
+const WORKER_STACK_SIZE: usize = 8 << 20;
+
 struct Pool {
     /// (task, due time in ns); tasks are V8 `Task*`s owned by the pool until run.
     queue: Vec<(usize, u64)>,
@@ -80,6 +85,7 @@ fn spawn_if_needed(p: &mut Pool) {
     if p.threads < p.max_threads && p.threads < busy.max(1) {
         let spawned = std::thread::Builder::new()
             .name("loop-helpers-v8-worker".into())
+            .stack_size(WORKER_STACK_SIZE)
             .spawn(work);
         if spawned.is_ok() {
             p.threads += 1;
