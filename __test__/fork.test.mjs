@@ -12,7 +12,9 @@ const childLines = (stdout) =>
     .filter((l) => l.startsWith('CHILD '))
     .map((l) => JSON.parse(l.slice(6)));
 
-const linux = forkable ? test : test.skip;
+// Serial: forked children allocate hundreds of MB and spin; in parallel they would load the machine
+// enough to disturb the timing-sensitive tests of other files.
+const linux = forkable ? test.serial : test.skip;
 
 linux(
   'a child whose parent used the threadpool and allocated allocates hundreds of MB and collects garbage',
@@ -127,7 +129,7 @@ for (const [rule, code, message] of refusals) {
   });
 }
 
-test('fork() refuses on Windows and on other non-Linux platforms', async (t) => {
+test.serial('fork() refuses on Windows and on other non-Linux platforms', async (t) => {
   const r = await run('refuse', { rule: 'platform' });
   t.is(r.code, 0, r.stderr);
   t.is(r.result.win32.code, 'ERR_FORK_UNSUPPORTED_PLATFORM');
