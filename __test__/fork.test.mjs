@@ -75,6 +75,22 @@ linux('the child does not repeat the parent: randomUUID, randomBytes and Math.ra
   }
 });
 
+linux('a child whose setup fails ends with status 70 and says why; fork() never returns there', async (t) => {
+  const r = await run('setupFails');
+  t.is(r.code, 0, r.stderr);
+  t.deepEqual(r.result.status, { code: 70, signal: null });
+  t.regex(r.stderr, /loop-helpers: fork\(\) child setup failed, the child ends \(status 70\): TypeError/);
+  t.deepEqual(childLines(r.stdout), []);
+});
+
+linux('with a frozen Math, the child warns that Math.random repeats the parent and works on', async (t) => {
+  const r = await run('frozenMath');
+  t.is(r.code, 0, r.stderr);
+  t.deepEqual(r.result.status, { code: 3, signal: null });
+  t.deepEqual(childLines(r.stdout), [{ works: true }]);
+  t.regex(r.stderr, /ForkWarning: Math\.random could not be replaced in the forked child/);
+});
+
 const exitCases = [
   ['exit', 3, null],
   ['natural', 4, { timerRan: true }],

@@ -5,7 +5,7 @@
 
 // node:v8 and node:os are required where needed: loading them costs every process ~0.7 MiB.
 import { subscribe } from 'node:diagnostics_channel';
-import { fstatSync } from 'node:fs';
+import { fstatSync, writeSync } from 'node:fs';
 import { argError, describe } from './errors';
 import { native } from './native';
 
@@ -197,7 +197,14 @@ export function fork(): number {
     throw e;
   }
   if (r[0] === 0) {
-    afterForkInChild(r[1] as number, r[2] as number, r[3] === 1);
+    try {
+      afterForkInChild(r[1] as number, r[2] as number, r[3] === 1);
+    } catch (e) {
+      // Never throw here: the caller would take the child for a parent whose fork failed, and two
+      // processes would go on as the parent. End this child instead, saying why.
+      const why = e instanceof Error ? (e.stack ?? e.message) : String(e);
+      native().childAbort(`loop-helpers: fork() child setup failed, the child ends (status 70): ${why}\n`);
+    }
     return 0;
   }
   lastTiming = {
@@ -278,7 +285,16 @@ function reseedRandomness(): void {
   }
   // V8's Math.random state lives in the context and cannot be reseeded through any API: replace it
   // with a xoshiro128** generator seeded from the OS (non-cryptographic, as Math.random is).
-  Math.random = seededMathRandom();
+  try {
+    Math.random = seededMathRandom();
+  } catch {
+    // A frozen Math (e.g. a hardened realm): say so rather than end the child for it. Written at
+    // once (process.emitWarning waits for a tick the child may never reach).
+    writeSync(
+      2,
+      `(node:${process.pid}) ForkWarning: Math.random could not be replaced in the forked child (Math is frozen): it repeats the parent's sequence\n`,
+    );
+  }
 }
 
 function seededMathRandom(): () => number {

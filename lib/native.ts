@@ -38,6 +38,7 @@ export interface NativeBinding {
   /** Parent: [pid, parkMs, memoryMs, forkMs, mappings, workers]; child: [0, pid, ppid, workersRestored]. */
   fork(): number[];
   childExitGuard(beforeExit: () => void, exit: () => void): void;
+  childAbort(message: string): never;
   registerSourceMap(generatedFile: string, sources: string[], mappings: string): boolean;
   waitpid(pid: number, block: boolean): [code: number | null, signal: number | null] | undefined;
 }

@@ -66,6 +66,16 @@ pub unsafe extern "C" fn child_exit_guard(env: napi_env, info: napi_callback_inf
     }
 }
 
+/// childAbort(message): in a forked child whose setup failed, writes `message` to stderr and ends
+/// the process with status 70 (EX_SOFTWARE) at once: no 'exit' listeners (they belong to the
+/// parent's logic), no Node teardown (it would join threads that do not exist here).
+pub unsafe extern "C" fn child_abort(env: napi_env, info: napi_callback_info) -> napi_value {
+    let a = js::args::<1>(env, info);
+    let message = js::string_arg(env, a[0]).unwrap_or_default();
+    let _ = libc::write(2, message.as_ptr().cast(), message.len());
+    libc::_exit(70);
+}
+
 /// waitpid(pid, block) -> undefined while running, else [code, signal] (one of them null).
 /// Throws ERR_FORK_NO_SUCH_CHILD when `pid` is not an unreaped child of this process.
 pub unsafe extern "C" fn waitpid(env: napi_env, info: napi_callback_info) -> napi_value {

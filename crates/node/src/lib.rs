@@ -142,6 +142,12 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
         export(
             env,
             exports,
+            c"childAbort",
+            guarded!(fork_exports::child_abort),
+        );
+        export(
+            env,
+            exports,
             c"registerSourceMap",
             guarded!(exports::register_source_map),
         );
