@@ -25,6 +25,9 @@ struct Guard {
 }
 
 /// Whether the loop has anything left besides the guard's own handle.
+///
+/// # Safety
+/// On the loop's thread; `g`'s handles are initialised (they live until the process ends).
 unsafe fn loop_busy(g: &Guard) -> bool {
     uv_unref(g.keep_alive);
     let alive = uv_loop_alive(g.lp) != 0;
@@ -32,6 +35,8 @@ unsafe fn loop_busy(g: &Guard) -> bool {
     alive
 }
 
+/// # Safety
+/// Called by libuv on the loop thread with the guard's prepare handle, whose data is the Guard.
 unsafe extern "C" fn on_prepare(handle: *mut uv_handle_t) {
     let g = uv_handle_get_data(handle) as *const Guard;
     if g.is_null() || loop_busy(&*g) {
@@ -41,6 +46,8 @@ unsafe extern "C" fn on_prepare(handle: *mut uv_handle_t) {
     uv_async_send((*g).keep_alive);
 }
 
+/// # Safety
+/// Called by libuv on the loop thread with the guard's async handle, whose data is the Guard.
 unsafe extern "C" fn on_dry(handle: *mut uv_handle_t) {
     let g = uv_handle_get_data(handle) as *const Guard;
     if g.is_null() || loop_busy(&*g) {
@@ -57,6 +64,9 @@ unsafe extern "C" fn on_dry(handle: *mut uv_handle_t) {
 
 /// Calls a JavaScript function as a top-level callback: ticks and microtasks run after it, and an
 /// exception goes to Node's uncaught-exception handling.
+///
+/// # Safety
+/// On the loop's thread, from a libuv callback (no JavaScript on the stack); `f` belongs to `g.env`.
 unsafe fn call(g: &Guard, f: napi_ref) {
     let mut scope: napi_handle_scope = null_mut();
     if napi_open_handle_scope(g.env, &mut scope) != NAPI_OK {
@@ -80,6 +90,10 @@ unsafe fn call(g: &Guard, f: napi_ref) {
     napi_close_handle_scope(g.env, scope);
 }
 
+/// Zeroed memory for a libuv handle of `kind` (null when out of memory).
+///
+/// # Safety
+/// `kind` is a valid `uv_handle_type`.
 unsafe fn new_handle(kind: std::os::raw::c_int) -> *mut uv_handle_t {
     let size = uv_handle_size(kind);
     // Zeroed, pointer-aligned memory of the handle's size; lives as long as the process.

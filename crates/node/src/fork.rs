@@ -83,6 +83,8 @@ pub unsafe fn active_requests(env: napi_env) -> Option<u32> {
     Some(uv::active_requests(lp))
 }
 
+/// # Safety
+/// On `env`'s JavaScript thread.
 unsafe fn event_loop(env: napi_env) -> Option<*mut uv_loop_t> {
     let mut lp: *mut uv_loop_t = std::ptr::null_mut();
     (napi_get_uv_event_loop(env, &mut lp) == NAPI_OK && !lp.is_null()).then_some(lp)
@@ -180,6 +182,9 @@ pub unsafe fn fork(env: napi_env) -> Result<Forked, Refused> {
 
 /// The child's repairs, on its only thread. A failure leaves a process that cannot run Node safely:
 /// it says so on stderr and ends with status 70 (EX_SOFTWARE) rather than return a broken clone.
+///
+/// # Safety
+/// In the child, right after fork(), on the thread that forked; `lp` is its loop.
 unsafe fn repair_child(
     lp: *mut uv_loop_t,
     handles: &platform::Handles,
@@ -196,6 +201,8 @@ unsafe fn repair_child(
     platform::set_process_exit_handler(handles, child_exit);
 }
 
+/// # Safety
+/// Ends the process at once (no destructors, no Node teardown): only for a broken forked child.
 unsafe fn die(what: &str) -> ! {
     let msg = format!("loop-helpers: fork() child cannot continue: {what}\n");
     let _ = libc::write(2, msg.as_ptr().cast(), msg.len());
@@ -205,6 +212,9 @@ unsafe fn die(what: &str) -> ! {
 /// The child's process exit handler: Node has run the 'exit' listeners and printed a fatal error;
 /// its own teardown would join threads that exist only in the parent. Output written through
 /// process.stdout/stderr is already out (the child's stdio pipes are blocking); C stdio is flushed.
+///
+/// # Safety
+/// Called by Node as the process exit handler of the child's environment.
 unsafe extern "C" fn child_exit(code: c_int) {
     libc::fflush(std::ptr::null_mut());
     libc::_exit(code);
@@ -214,6 +224,10 @@ unsafe extern "C" fn child_exit(code: c_int) {
 /// shared one would be switched to non-blocking by the child's libuv (for the parent too), and
 /// output still queued in libuv would be lost at `_exit`. A blocking pipe of its own makes every
 /// write complete before it returns. Not possible for sockets (ENXIO): those stay shared.
+///
+/// # Safety
+/// In the child before `uv_loop_fork`: fds 1 and 2 are replaced under libuv's handles, which keep
+/// their fd numbers.
 unsafe fn own_stdio_pipes() {
     for fd in [1, 2] {
         let mut st: libc::stat = std::mem::zeroed();
