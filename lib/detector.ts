@@ -128,7 +128,7 @@ let warnedGuardsOnly = false;
 export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
   /** Seconds the loop may stay blocked before it is reported. */
   readonly timeout: number;
-  /** What blocking code is to be interrupted with (validated; interrupting is not implemented yet). */
+  /** What blocking code is interrupted with (see {@link BlockingDetectorOptions.raiseExc}). */
   readonly raiseExc: RaiseExc;
   /** One warning per elapsed timeout (true) or per block (false). */
   readonly aggressive: boolean;
