@@ -367,22 +367,27 @@ function poll(pid: number, fn: string): ExitStatus | undefined {
   return { code: r[0], signal: r[1] === null ? null : signalName(r[1]) };
 }
 
-function checkWaiters(): void {
-  for (const [pid, list] of waiters) {
-    let status: ExitStatus | undefined;
-    try {
-      status = poll(pid, 'waitpid');
-    } catch (e) {
-      waiters.delete(pid);
-      for (const w of list) w.reject(e as Error);
-      continue;
-    }
-    if (status) {
-      waiters.delete(pid);
-      for (const w of list) w.resolve({ ...status });
-    }
+/** Settles the pending waits for `pid` with its status or error. */
+function settle(pid: number, outcome: ExitStatus | Error): void {
+  const list = waiters.get(pid);
+  if (!list) return;
+  waiters.delete(pid);
+  for (const w of list) {
+    if (outcome instanceof Error) w.reject(outcome);
+    else w.resolve({ ...outcome });
   }
   if (waiters.size === 0) stopWatching();
+}
+
+function checkWaiters(): void {
+  for (const pid of [...waiters.keys()]) {
+    try {
+      const status = poll(pid, 'waitpid');
+      if (status) settle(pid, status);
+    } catch (e) {
+      settle(pid, e as Error);
+    }
+  }
 }
 
 function startWatching(): void {
@@ -437,14 +442,7 @@ export function waitpid(pid: number): Promise<ExitStatus> {
 export function tryWaitpid(pid: number): ExitStatus | undefined {
   checkPid(pid, 'tryWaitpid');
   const status = poll(pid, 'tryWaitpid');
-  if (status) {
-    // A pending waitpid() for the same child settles too.
-    const list = waiters.get(pid);
-    if (list) {
-      waiters.delete(pid);
-      for (const w of list) w.resolve({ ...status });
-      if (waiters.size === 0) stopWatching();
-    }
-  }
+  // A pending waitpid() for the same child settles too.
+  if (status) settle(pid, status);
   return status;
 }

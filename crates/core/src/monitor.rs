@@ -389,12 +389,7 @@ fn run() {
             _ => {}
         }
         WAKES.fetch_add(1, Ordering::Relaxed);
-        // The child of a fork() gets a new pipe: read whichever is current.
-        let fd_now = alarm::wake_read_fd().unwrap_or(fd);
-        alarm::drain_wakes(fd_now);
-        if fd_now != fd {
-            return;
-        }
+        alarm::drain_wakes(fd);
     }
 }
 

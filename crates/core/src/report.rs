@@ -165,25 +165,23 @@ pub fn json_frames(out: &mut String, frames: &[Frame]) {
         }
         out.push_str("{\"functionName\":");
         json_str(out, &f.function_name);
-        out.push_str(",\"fileName\":");
-        json_str(out, &f.file_name);
-        let _ = write!(
-            out,
-            ",\"lineNumber\":{},\"columnNumber\":{}",
-            f.line, f.column
-        );
+        out.push(',');
+        json_position(out, &f.file_name, f.line, f.column);
         if let Some(g) = &f.generated {
-            out.push_str(",\"generated\":{\"fileName\":");
-            json_str(out, &g.file_name);
-            let _ = write!(
-                out,
-                ",\"lineNumber\":{},\"columnNumber\":{}}}",
-                g.line, g.column
-            );
+            out.push_str(",\"generated\":{");
+            json_position(out, &g.file_name, g.line, g.column);
+            out.push('}');
         }
         out.push('}');
     }
     out.push(']');
+}
+
+/// `"fileName":…,"lineNumber":…,"columnNumber":…`
+fn json_position(out: &mut String, file: &str, line: u32, column: u32) {
+    out.push_str("\"fileName\":");
+    json_str(out, file);
+    let _ = write!(out, ",\"lineNumber\":{line},\"columnNumber\":{column}");
 }
 
 /// The JSON object of one warning (also a JSON log line, without the newline).

@@ -6,29 +6,15 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{wait_for, FakeLoop, RecordingSink};
+use common::{config, wait_for, FakeLoop, RecordingSink};
 use loop_helpers_core::clock::now_ns;
-use loop_helpers_core::monitor::{self, WatchConfig};
-use loop_helpers_core::report::{LogTarget, Origin};
+use loop_helpers_core::monitor;
 
 #[test]
 fn detects_samples_and_delivers_a_block_of_a_simulated_loop() {
     let lp = Arc::new(FakeLoop::new());
     let sink = Arc::new(RecordingSink::default());
-    let cfg = WatchConfig {
-        timeout_ns: 100_000_000,
-        aggressive: true,
-        log: LogTarget::Deferred,
-        origin: Origin {
-            pid: 1,
-            thread_id: 0,
-            timeout_label: "0.1".into(),
-            timeout_ns: 100_000_000,
-        },
-        capture_stacks: true,
-        interrupt: false,
-        microtask_grace_ns: u64::MAX,
-    };
+    let cfg = config(1);
     let id = monitor::register(cfg, lp.clone(), sink.clone()).unwrap();
     assert_eq!(monitor::watch_count(), 1);
 

@@ -7,26 +7,8 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{wait_for, FakeLoop, RecordingSink};
-use loop_helpers_core::monitor::{self, WatchConfig};
-use loop_helpers_core::report::{LogTarget, Origin};
-
-fn config() -> WatchConfig {
-    WatchConfig {
-        timeout_ns: 100_000_000,
-        aggressive: true,
-        log: LogTarget::Deferred,
-        origin: Origin {
-            pid: std::process::id(),
-            thread_id: 0,
-            timeout_label: "0.1".into(),
-            timeout_ns: 100_000_000,
-        },
-        capture_stacks: true,
-        interrupt: false,
-        microtask_grace_ns: u64::MAX,
-    }
-}
+use common::{config, wait_for, FakeLoop, RecordingSink};
+use loop_helpers_core::monitor;
 
 /// A 250 ms block on `lp`: returns the block record the monitor delivered.
 fn block(lp: &FakeLoop, sink: &RecordingSink) -> Option<String> {
@@ -44,7 +26,7 @@ fn block(lp: &FakeLoop, sink: &RecordingSink) -> Option<String> {
 fn the_monitor_survives_fork_in_parent_and_child() {
     let lp = Arc::new(FakeLoop::new());
     let sink = Arc::new(RecordingSink::default());
-    let id = monitor::register(config(), lp.clone(), sink.clone()).unwrap();
+    let id = monitor::register(config(std::process::id()), lp.clone(), sink.clone()).unwrap();
     lp.turn_and_wait();
     std::thread::sleep(Duration::from_millis(20));
 

@@ -81,6 +81,8 @@ unsafe extern "C" fn on_prepare(handle: *mut uv_handle_t) {
     if st.is_null() {
         return;
     }
+    // SAFETY: the handle's data is the EnvLoop whose Arc reference the handle holds until
+    // on_prepare_closed; libuv runs this callback on the loop thread before that.
     let st = &*st;
     let now = uv_hrtime();
     let idle = uv_metrics_idle_time(st.loop_ptr);

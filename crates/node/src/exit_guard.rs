@@ -29,6 +29,14 @@ struct Guard {
 /// # Safety
 /// On the loop's thread; `g`'s handles are initialised (they live until the process ends).
 unsafe fn loop_busy(g: &Guard) -> bool {
+    // Every turn of the child's loop asks this, so the common answer comes from two loads of the
+    // loop's public counters: another ref'd active handle (ours is one) or a request.
+    let head = &*(g.lp as *const uv_loop_head);
+    if head.active_handles > 1 || head.active_reqs.count > 0 {
+        return true;
+    }
+    // Otherwise libuv's own answer without our handle (it also counts closing handles and
+    // pending callbacks).
     uv_unref(g.keep_alive);
     let alive = uv_loop_alive(g.lp) != 0;
     uv_ref(g.keep_alive);

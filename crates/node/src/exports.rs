@@ -140,32 +140,23 @@ pub unsafe extern "C" fn capture_stack(env: napi_env, info: napi_callback_info) 
     js::string(env, &s)
 }
 
+/// `"<name>":<bool>,"<name>Reason":<string or null>`
+fn capability(s: &mut String, name: &str, support: Result<(), &str>) {
+    s.push_str(&format!("\"{name}\":{},\"{name}Reason\":", support.is_ok()));
+    match support {
+        Ok(()) => s.push_str("null"),
+        Err(e) => json_str(s, e),
+    }
+}
+
 /// nativeInfo() -> JSON: what the native layer can do here, and monitor statistics.
 pub unsafe extern "C" fn native_info(env: napi_env, _info: napi_callback_info) -> napi_value {
-    let mut s = String::from("{\"stackCapture\":");
-    match v8::stack_capture_support() {
-        Ok(()) => s.push_str("true,\"stackCaptureReason\":null"),
-        Err(e) => {
-            s.push_str("false,\"stackCaptureReason\":");
-            json_str(&mut s, e);
-        }
-    }
-    s.push_str(",\"afterTermination\":");
-    match v8::after_termination_support() {
-        Ok(()) => s.push_str("true,\"afterTerminationReason\":null"),
-        Err(e) => {
-            s.push_str("false,\"afterTerminationReason\":");
-            json_str(&mut s, e);
-        }
-    }
-    s.push_str(",\"terminate\":");
-    match v8::terminate_support() {
-        Ok(()) => s.push_str("true,\"terminateReason\":null"),
-        Err(e) => {
-            s.push_str("false,\"terminateReason\":");
-            json_str(&mut s, e);
-        }
-    }
+    let mut s = String::from("{");
+    capability(&mut s, "stackCapture", v8::stack_capture_support());
+    s.push(',');
+    capability(&mut s, "afterTermination", v8::after_termination_support());
+    s.push(',');
+    capability(&mut s, "terminate", v8::terminate_support());
     let (wakes, backstop) = monitor::wake_stats();
     s.push_str(&format!(
         ",\"watches\":{},\"monitorWakes\":{},\"backstopWakes\":{},\"forwardedSigalrm\":{},\"sigalrmInstalled\":{},\"hrtime\":\"{}\"}}",

@@ -9,11 +9,7 @@ const E_ARG: &str = "ERR_LOOP_HELPERS_NATIVE_ARGUMENT";
 /// forkSupport() -> null when fork() can work here, else the reason.
 pub unsafe extern "C" fn fork_support(env: napi_env, _info: napi_callback_info) -> napi_value {
     match fork::support() {
-        Ok(()) => {
-            let mut out = std::ptr::null_mut();
-            napi_get_null(env, &mut out);
-            out
-        }
+        Ok(()) => js::null(env),
         Err(e) => js::string(env, e),
     }
 }
@@ -92,14 +88,7 @@ pub unsafe extern "C" fn waitpid(env: napi_env, info: napi_callback_info) -> nap
             let mut arr = std::ptr::null_mut();
             napi_create_array_with_length(env, 2, &mut arr);
             for (i, v) in [code, signal].into_iter().enumerate() {
-                let value = match v {
-                    Some(n) => js::number(env, f64::from(n)),
-                    None => {
-                        let mut null = std::ptr::null_mut();
-                        napi_get_null(env, &mut null);
-                        null
-                    }
-                };
+                let value = v.map_or_else(|| js::null(env), |n| js::number(env, f64::from(n)));
                 napi_set_element(env, arr, i as u32, value);
             }
             arr

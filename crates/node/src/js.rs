@@ -86,6 +86,12 @@ pub unsafe fn undefined(env: napi_env) -> napi_value {
     out
 }
 
+pub unsafe fn null(env: napi_env) -> napi_value {
+    let mut out = std::ptr::null_mut();
+    napi_get_null(env, &mut out);
+    out
+}
+
 /// An array of numbers.
 pub unsafe fn numbers(env: napi_env, values: &[f64]) -> napi_value {
     let mut arr = std::ptr::null_mut();

@@ -84,73 +84,31 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
         unsafe { libc::atexit(at_exit) };
     });
     let _ = catch_unwind(AssertUnwindSafe(|| {
-        export(env, exports, c"start", guarded!(exports::start));
-        export(env, exports, c"stop", guarded!(exports::stop));
-        export(env, exports, c"flush", guarded!(exports::flush));
-        export(env, exports, c"guardCall", guarded!(exports::guard_call));
-        export(
-            env,
-            exports,
-            c"installInterrupts",
-            guarded!(exports::install_interrupts),
-        );
-        export(
-            env,
-            exports,
-            c"setInterruptsActive",
-            guarded!(exports::set_interrupts_active),
-        );
-        export(
-            env,
-            exports,
-            c"takeAbandoned",
-            guarded!(exports::take_abandoned),
-        );
-        export(
-            env,
-            exports,
-            c"captureStack",
-            guarded!(exports::capture_stack),
-        );
-        export(env, exports, c"nativeInfo", guarded!(exports::native_info));
-        export(
-            env,
-            exports,
-            c"isMainThread",
-            guarded!(exports::is_main_thread),
-        );
-        export(
-            env,
-            exports,
-            c"forkSupport",
-            guarded!(fork_exports::fork_support),
-        );
-        export(
-            env,
-            exports,
-            c"activeRequests",
-            guarded!(fork_exports::active_requests),
-        );
-        export(env, exports, c"fork", guarded!(fork_exports::fork_process));
-        export(
-            env,
-            exports,
-            c"childExitGuard",
-            guarded!(fork_exports::child_exit_guard),
-        );
-        export(env, exports, c"waitpid", guarded!(fork_exports::waitpid));
-        export(
-            env,
-            exports,
-            c"childAbort",
-            guarded!(fork_exports::child_abort),
-        );
-        export(
-            env,
-            exports,
-            c"registerSourceMap",
-            guarded!(exports::register_source_map),
-        );
+        let functions: [(&CStr, Exported); 17] = [
+            (c"start", guarded!(exports::start)),
+            (c"stop", guarded!(exports::stop)),
+            (c"flush", guarded!(exports::flush)),
+            (c"guardCall", guarded!(exports::guard_call)),
+            (c"installInterrupts", guarded!(exports::install_interrupts)),
+            (
+                c"setInterruptsActive",
+                guarded!(exports::set_interrupts_active),
+            ),
+            (c"takeAbandoned", guarded!(exports::take_abandoned)),
+            (c"captureStack", guarded!(exports::capture_stack)),
+            (c"nativeInfo", guarded!(exports::native_info)),
+            (c"isMainThread", guarded!(exports::is_main_thread)),
+            (c"registerSourceMap", guarded!(exports::register_source_map)),
+            (c"forkSupport", guarded!(fork_exports::fork_support)),
+            (c"activeRequests", guarded!(fork_exports::active_requests)),
+            (c"fork", guarded!(fork_exports::fork_process)),
+            (c"childExitGuard", guarded!(fork_exports::child_exit_guard)),
+            (c"childAbort", guarded!(fork_exports::child_abort)),
+            (c"waitpid", guarded!(fork_exports::waitpid)),
+        ];
+        for (name, f) in functions {
+            export(env, exports, name, f);
+        }
     }));
     exports
 }

@@ -141,7 +141,7 @@ pub fn support() -> Result<(), &'static str> {
 
 /// The running Node's platform and environment, checked to be Node's own `NodePlatform`.
 pub struct Handles {
-    pub environment: *mut c_void,
+    environment: *mut c_void,
     platform: *mut c_void,
 }
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use loop_helpers_core::clock::now_ns;
 use loop_helpers_core::heartbeat::Heartbeat;
-use loop_helpers_core::monitor::{self, LoopProbe, SampleTicket, WatchSink};
-use loop_helpers_core::report::Frame;
+use loop_helpers_core::monitor::{self, LoopProbe, SampleTicket, WatchConfig, WatchSink};
+use loop_helpers_core::report::{Frame, LogTarget, Origin};
 
 /// A loop that is either waiting for I/O (idle time grows) or busy.
 pub struct FakeLoop {
@@ -93,4 +93,22 @@ pub fn wait_for(pred: impl Fn() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(5));
     }
     false
+}
+
+/// A 100 ms, aggressive, stack-capturing watch whose reports name `pid`, delivered to JavaScript.
+pub fn config(pid: u32) -> WatchConfig {
+    WatchConfig {
+        timeout_ns: 100_000_000,
+        aggressive: true,
+        log: LogTarget::Deferred,
+        origin: Origin {
+            pid,
+            thread_id: 0,
+            timeout_label: "0.1".into(),
+            timeout_ns: 100_000_000,
+        },
+        capture_stacks: true,
+        interrupt: false,
+        microtask_grace_ns: u64::MAX,
+    }
 }
