@@ -181,16 +181,9 @@ pub unsafe extern "C" fn guard_call(env: napi_env, info: napi_callback_info) -> 
     if !js::is_function(env, a[0]) {
         return js::throw(env, E_ARG, "guardCall(): fn is not a function");
     }
-    let mut argc = 0u32;
-    if napi_get_array_length(env, a[2], &mut argc) != NAPI_OK {
+    let Some(argv) = js::array_elements(env, a[2]) else {
         return js::throw(env, E_ARG, "guardCall(): args is not an array");
-    }
-    let mut argv = Vec::with_capacity(argc as usize);
-    for i in 0..argc {
-        let mut v = std::ptr::null_mut();
-        napi_get_element(env, a[2], i, &mut v);
-        argv.push(v);
-    }
+    };
     let env_loop = match EnvLoop::get_or_create(env) {
         Ok(e) => e,
         Err(e) => return js::throw(env, E_START, &e),
@@ -488,16 +481,13 @@ pub unsafe extern "C" fn register_source_map(
     else {
         return js::throw(env, E_ARG, "registerSourceMap(): bad arguments");
     };
-    let mut n = 0u32;
-    if napi_get_array_length(env, a[1], &mut n) != NAPI_OK {
+    let Some(elements) = js::array_elements(env, a[1]) else {
         return js::throw(env, E_ARG, "registerSourceMap(): sources must be an array");
-    }
-    let mut sources = Vec::with_capacity(n as usize);
-    for i in 0..n {
-        let mut v = std::ptr::null_mut();
-        napi_get_element(env, a[1], i, &mut v);
-        sources.push(js::string_arg(env, v).unwrap_or_default());
-    }
+    };
+    let sources = elements
+        .into_iter()
+        .map(|v| js::string_arg(env, v).unwrap_or_default())
+        .collect();
     let ok = match loop_helpers_core::sourcemap::SourceMap::parse(sources, &mappings) {
         Ok(map) => loop_helpers_core::sourcemap::register(file, map),
         Err(_) => false,

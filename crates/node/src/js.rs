@@ -92,6 +92,21 @@ pub unsafe fn null(env: napi_env) -> napi_value {
     out
 }
 
+/// The elements of a JavaScript array; None when `v` is not an array.
+pub unsafe fn array_elements(env: napi_env, v: napi_value) -> Option<Vec<napi_value>> {
+    let mut n = 0u32;
+    if napi_get_array_length(env, v, &mut n) != NAPI_OK {
+        return None;
+    }
+    let mut out = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let mut e = std::ptr::null_mut();
+        napi_get_element(env, v, i, &mut e);
+        out.push(e);
+    }
+    Some(out)
+}
+
 /// An array of numbers.
 pub unsafe fn numbers(env: napi_env, values: &[f64]) -> napi_value {
     let mut arr = std::ptr::null_mut();

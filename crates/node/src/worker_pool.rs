@@ -30,10 +30,10 @@ struct Pool {
     /// (task, due time in ns); tasks are V8 `Task*`s owned by the pool until run.
     queue: Vec<(usize, u64)>,
     threads: usize,
+    /// 0 until `activate`: the pool serves this process's worker tasks once it is set.
     max_threads: usize,
     paused: bool,
     running: usize,
-    active: bool,
 }
 
 static POOL: Mutex<Pool> = Mutex::new(Pool {
@@ -42,7 +42,6 @@ static POOL: Mutex<Pool> = Mutex::new(Pool {
     max_threads: 0,
     paused: false,
     running: 0,
-    active: false,
 });
 static CHANGED: Condvar = Condvar::new();
 
@@ -52,14 +51,12 @@ fn pool() -> MutexGuard<'static, Pool> {
 
 /// Starts serving worker tasks with up to `threads` threads (the parent's worker count).
 pub fn activate(threads: usize) {
-    let mut p = pool();
-    p.active = true;
-    p.max_threads = threads.max(1);
+    pool().max_threads = threads.max(1);
 }
 
 /// Whether this process's worker tasks go to the pool (it is a forked child).
 pub fn is_active() -> bool {
-    pool().active
+    pool().max_threads > 0
 }
 
 /// Takes a task from the platform. Called by V8 on any thread (the JavaScript thread, GC helpers,
