@@ -1,12 +1,18 @@
 // Interrupting blocking code outside run()/wrap(), in every context, on the main thread and in a
 // Worker: the block ends, the process recovers (timers, I/O and HTTP work, nothing spins), and the
 // error reaches onInterrupt, 'uncaughtException', or Node's default handler.
+import { createRequire } from 'node:module';
 import test from 'ava';
 import { fixture, runNode } from './helpers/run.mjs';
 
+const { capabilities } = createRequire(import.meta.url)('../dist/index.js');
+const caps = capabilities();
 const major = Number(process.versions.node.split('.')[0]);
-// Node 24+ has no process.binding('async_wrap'): only guarded contexts are interrupted there.
-const unguardedSupported = major < 24;
+// Every supported Node.js interrupts unguarded code (20/22 repair Node's async-id stack through
+// process.binding('async_wrap'), 24+ through Node's uncaught-exception path). Should a build lack
+// what that needs, capabilities() says so and only the guarded contexts apply.
+const unguardedSupported = caps.interruptUnguarded;
+const unguardedSkip = `unguarded code is not interruptible here: ${caps.reasons.interruptUnguarded}`;
 const guardedContexts = new Set(['setTimeout', 'setInterval', 'setImmediate', 'nextTick', 'queueMicrotask']);
 
 const run = (context, options = {}) =>
@@ -31,6 +37,7 @@ const specifics = {
     t.true(r.interrupts[0].lost, 'the error says continuations were lost');
     t.false(r.later.includes('other reaction (dropped by V8)'));
   },
+  'await in setTimeout': (t, r) => t.true(r.interrupts[0].lost, 'the error says continuations were lost'),
   'await in http handler': (t, r) => {
     t.true(r.interrupts[0].lost);
     t.true(r.later.includes('spin request: no response'), 'an interrupted handler never answers');
@@ -53,6 +60,7 @@ function assertRecovered(t, r, context) {
   t.false(res.later.includes('finally inside the blocking code ran'), 'no finally inside the blocking code runs');
   t.deepEqual(res.ran, everythingWorks);
   t.true(res.idleCpuMs < 150, `nothing spins afterwards: ${res.idleCpuMs} ms CPU in 300 ms`);
+  if (res.stores) t.deepEqual(res.stores, ['timer', 'fs', 'promise', 'await', 'none'], 'AsyncLocalStorage stores');
   specifics[context]?.(t, res);
 }
 
@@ -63,6 +71,7 @@ for (const context of [
   'nextTick',
   'Promise.then',
   'queueMicrotask',
+  'await in setTimeout',
   'await in http handler',
   'http handler',
   'fs callback',
@@ -70,17 +79,16 @@ for (const context of [
   'CommonJS top level',
 ]) {
   const supported = unguardedSupported || guardedContexts.has(context);
-  test.serial(
-    `main thread, ${context}: ${supported ? 'interrupted, and the process recovers' : 'not interruptible on this Node.js'}`,
+  const maybe = supported ? test.serial : test.skip;
+  maybe(
+    `main thread, ${context}: interrupted, and the process recovers${supported ? '' : ` (${unguardedSkip})`}`,
     async (t) => {
-      if (!supported) return t.pass('covered by the Node 24+ fallback test');
       const r = await run(context);
       t.is(r.code, 0, r.stderr);
       assertRecovered(t, r, context);
     },
   );
-  if (!supported) continue;
-  test.serial(`Worker, ${context}: interrupted, the Worker recovers, the main thread is untouched`, async (t) => {
+  maybe(`Worker, ${context}: interrupted, the Worker recovers, the main thread is untouched`, async (t) => {
     const r = await run(context, { worker: true });
     t.is(r.code, 0, r.stderr);
     t.true(r.result?.inWorker, r.stderr);
@@ -90,24 +98,54 @@ for (const context of [
   });
 }
 
-for (const context of [
-  'setTimeout',
-  'nextTick',
-  'Promise.then',
-  'await in http handler',
-  'fs callback',
-  'CommonJS top level',
-]) {
-  test.serial(`with AsyncLocalStorage active, ${context}: interrupted, and the process recovers`, async (t) => {
-    if (!unguardedSupported && !guardedContexts.has(context)) return t.pass('not interruptible on this Node.js');
-    const r = await run(context, { als: true });
+// AsyncLocalStorage: through async hooks on 20 and 22 (and 24+ with --no-async-context-frame),
+// through AsyncContextFrame on 24+ (and 22 with --experimental-async-context-frame).
+const alsModes = [['default', []]];
+if (major === 22) alsModes.push(['AsyncContextFrame', ['--experimental-async-context-frame']]);
+if (major >= 24) alsModes.push(['async hooks', ['--no-async-context-frame']]);
+for (const [mode, flags] of alsModes) {
+  for (const context of [
+    'setTimeout',
+    'nextTick',
+    'Promise.then',
+    'await in setTimeout',
+    'await in http handler',
+    'fs callback',
+    'EventEmitter',
+    'CommonJS top level',
+  ]) {
+    const supported = unguardedSupported || guardedContexts.has(context);
+    const maybe = supported ? test.serial : test.skip;
+    maybe(
+      `AsyncLocalStorage (${mode}), ${context}: interrupted, recovers, later callbacks see their own stores`,
+      async (t) => {
+        const r = await runNode(
+          [...flags, fixture('unguarded.cjs'), context, JSON.stringify({ handler: 'onInterrupt', als: true })],
+          {
+            timeoutMs: 20_000,
+          },
+        );
+        t.is(r.code, 0, r.stderr);
+        assertRecovered(t, r, context);
+        t.truthy(r.result.stores);
+      },
+    );
+  }
+}
+
+// Async hooks of the application's own, and AsyncResource scopes: JavaScript pushes async-id levels
+// that the interrupted code never pops.
+for (const context of ['runInAsyncScope in fs callback', 'Promise.then with async hooks']) {
+  (unguardedSupported ? test.serial : test.skip)(`${context}: interrupted, and the process recovers`, async (t) => {
+    const r = await run(context);
     t.is(r.code, 0, r.stderr);
     assertRecovered(t, r, context);
   });
 }
 
-test.serial('ES module top level: interrupted, the rest of the module is skipped, the process exits 0', async (t) => {
-  if (!unguardedSupported) return t.pass('not interruptible on this Node.js');
+const unguardedTest = unguardedSupported ? test.serial : test.skip;
+
+unguardedTest('ES module top level: interrupted, the rest of the module is skipped, the process exits 0', async (t) => {
   const r = await runNode([fixture('unguarded-esm.mjs')], { timeoutMs: 20_000 });
   t.false(r.timedOut);
   t.is(r.code, 0, r.stderr);
@@ -117,8 +155,21 @@ test.serial('ES module top level: interrupted, the rest of the module is skipped
   t.true(r.result.idleCpuMs < 150);
 });
 
-test.serial('ES module top level in a Worker: interrupted, the Worker ends normally', async (t) => {
-  if (!unguardedSupported) return t.pass('not interruptible on this Node.js');
+unguardedTest(
+  'ES module entry whose promise reaction is interrupted: the process ends normally, exit code 0',
+  async (t) => {
+    const r = await runNode([fixture('unguarded-esm-reaction.mjs')], { timeoutMs: 20_000 });
+    t.false(r.timedOut);
+    t.is(r.code, 0, r.stderr);
+    t.is(r.result.interrupts.length, 1);
+    t.is(r.result.interrupts[0].top, 'spinForever');
+    t.true(r.result.interrupts[0].lost);
+    t.deepEqual(r.result.later, ['rest of the module ran']);
+    t.true(r.result.idleCpuMs < 150);
+  },
+);
+
+unguardedTest('ES module top level in a Worker: interrupted, the Worker ends normally', async (t) => {
   const r = await runNode([fixture('esm-worker.cjs')], { timeoutMs: 20_000 });
   t.false(r.timedOut);
   t.is(r.code, 0, r.stderr);
@@ -152,8 +203,7 @@ test.serial('with no handler at all, Node prints the error with the blocking sta
   t.is(r.result, undefined);
 });
 
-test.serial('a promise reaction is interrupted only after microtaskInterruptAfter timeouts', async (t) => {
-  if (!unguardedSupported) return t.pass('not interruptible on this Node.js');
+unguardedTest('a promise reaction is interrupted only after microtaskInterruptAfter timeouts', async (t) => {
   // Blocks for 150 ms with a grace of 2 x 0.1 s: it ends by itself, nothing is dropped.
   const short = await run('bounded Promise.then', { spinMs: 150 });
   t.is(short.code, 0, short.stderr);
@@ -174,11 +224,13 @@ test.serial('a promise reaction is interrupted only after microtaskInterruptAfte
   );
 });
 
-test.serial('Node.js 24+: unguarded code is only reported, and the detector says why once', async (t) => {
-  if (unguardedSupported) return t.pass('Node.js before 24 interrupts unguarded code');
-  const r = await run('bounded Promise.then', { spinMs: 600, log: 'text' });
-  t.is(r.code, 0, r.stderr);
-  t.deepEqual(r.result.interrupts, []);
-  t.deepEqual(r.result.later, ['bounded reaction finished', 'other reaction']);
-  t.is(r.stderr.match(/LOOP_HELPERS_GUARDS_ONLY/g)?.length, 1, r.stderr);
-});
+(unguardedSupported ? test.skip : test.serial)(
+  `guards-only fallback: unguarded code is only reported, and the detector says why once${unguardedSupported ? ' (not a fallback here: unguarded code is interruptible on this Node.js)' : ''}`,
+  async (t) => {
+    const r = await run('bounded Promise.then', { spinMs: 600, log: 'text' });
+    t.is(r.code, 0, r.stderr);
+    t.deepEqual(r.result.interrupts, []);
+    t.deepEqual(r.result.later, ['bounded reaction finished', 'other reaction']);
+    t.is(r.stderr.match(/LOOP_HELPERS_GUARDS_ONLY/g)?.length, 1, r.stderr);
+  },
+);

@@ -95,6 +95,19 @@ function interruptedEsmTopLevel(info: InterruptInfo): boolean {
   return i > 0 && frames[i - 1]?.functionName === '' && !frames[i - 1]?.fileName.startsWith('node:');
 }
 
+/**
+ * Node 20 only: an ES module entry's loader registers `handleProcessExit` on `'exit'` and removes it
+ * once the entry's evaluation settles; left behind, it sets exit code 13 ("unfinished top-level
+ * await"). When an interrupted promise reaction made V8 drop the rest of its microtask checkpoint,
+ * the loader's own continuation can be among the dropped ones, and then the entry never settles
+ * although it ran. Removes that listener; returns whether there was one.
+ */
+function forgetDroppedEsmEntry(): boolean {
+  const stale = process.listeners('exit').filter((f) => f.name === 'handleProcessExit');
+  for (const f of stale) process.off('exit', f as (code: number) => void);
+  return stale.length > 0;
+}
+
 /** An interrupt of code outside run()/wrap(), delivered by the native layer. */
 function onInterruptDelivered(json: string): void {
   const info = JSON.parse(json) as InterruptInfo;
@@ -341,6 +354,10 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
     // reports as exit code 13. The error was handled: let the process end normally.
     else if (info.kind === 'unguarded' && interruptedEsmTopLevel(info) && process.exitCode === undefined) {
       process.exitCode = 0;
+    } else if (info.kind === 'unguarded' && info.microtask && forgetDroppedEsmEntry()) {
+      this.#note(
+        'the ES module entry was still pending when a promise continuation was interrupted; its exit code 13 (unfinished top-level await) no longer applies',
+      );
     }
   }
 

@@ -24,6 +24,7 @@ export interface NativeBinding {
     kExecutionAsyncId: number,
     kTriggerAsyncId: number,
     deliver: (json: string) => void,
+    clearAsyncIdStack: (trigger: (sentinel: unknown) => void) => boolean,
   ): [guardApply: unknown, guardThis: unknown, unguardedReason: string | undefined];
   setInterruptsActive(on: boolean): void;
   takeAbandoned(): object[];

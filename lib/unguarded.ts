@@ -23,7 +23,11 @@ interface AsyncWrapBinding {
   constants: { kStackLength: number; kExecutionAsyncId: number; kTriggerAsyncId: number };
 }
 
-/** Node's internal async_wrap binding (deprecated DEP0111, gone in Node 24), without the warning. */
+/**
+ * Node's internal async_wrap binding (deprecated DEP0111, gone in Node 24), without the warning.
+ * Where it exists, the repair after an unguarded interrupt pops exactly the levels the interrupted
+ * JavaScript pushed; elsewhere {@link clearAsyncIdStack} empties the stack.
+ */
 function asyncWrapBinding(): AsyncWrapBinding | null {
   const p = process as unknown as { binding?: (name: string) => unknown; noDeprecation: boolean | undefined };
   if (typeof p.binding !== 'function') return null;
@@ -43,6 +47,38 @@ function asyncWrapBinding(): AsyncWrapBinding | null {
   } finally {
     p.noDeprecation = before;
   }
+}
+
+/** What Node's uncaught-exception path receives from {@link clearAsyncIdStack}; nobody else sees it. */
+const kClearSentinel = Object.freeze({ 'loop-helpers': 'clear async-id stack' });
+
+/**
+ * Empties Node's async-id stack the way Node does after an uncaught exception that a handler
+ * caught (`clearAsyncIdStack()` in Node's `createOnGlobalUncaughtException`). Called by the native
+ * side right after it cancelled an unguarded termination, where `process.binding('async_wrap')` is
+ * gone (Node 24+) and the levels the interrupted JavaScript pushed cannot be popped one by one.
+ * `trigger` is `napi_fatal_exception`. A one-shot capture callback keeps the sentinel away from
+ * `'uncaughtException'` listeners, and `'uncaughtExceptionMonitor'` listeners are skipped for it.
+ * Returns false when another capture callback is set (a domain, or the application's own): then
+ * the stack is left as it is.
+ */
+function clearAsyncIdStack(trigger: (sentinel: unknown) => void): boolean {
+  if (process.hasUncaughtExceptionCaptureCallback()) return false;
+  const hadOwnEmit = Object.hasOwn(process, 'emit');
+  const emit = process.emit;
+  process.emit = function emitSkippingSentinel(this: NodeJS.Process, event: string | symbol, ...args: unknown[]) {
+    if (event === 'uncaughtExceptionMonitor' && args[0] === kClearSentinel) return false;
+    return (emit as (...a: unknown[]) => boolean).call(this, event, ...args);
+  } as NodeJS.Process['emit'];
+  process.setUncaughtExceptionCaptureCallback(() => {});
+  try {
+    trigger(kClearSentinel);
+  } finally {
+    process.setUncaughtExceptionCaptureCallback(null);
+    if (hadOwnEmit) process.emit = emit;
+    else delete (process as { emit?: unknown }).emit;
+  }
+  return true;
 }
 
 type GuardThis = (self: unknown, fn: unknown, ...args: unknown[]) => unknown;
@@ -84,6 +120,7 @@ function install(deliver: (json: string) => void): Installed {
     c?.kExecutionAsyncId ?? 0,
     c?.kTriggerAsyncId ?? 0,
     deliver,
+    clearAsyncIdStack,
   );
   const guardTimeout = trampoline(kOnTimeout, guardThis as GuardThis);
   const guardImmediate = trampoline(kOnImmediate, guardThis as GuardThis);
@@ -145,5 +182,5 @@ export function releaseAbandoned(): void {
 /** Why unguarded code cannot be interrupted in this thread, as far as known before installing. */
 export function unguardedProbe(): string | undefined {
   if (installed) return installed.unguardedReason;
-  return asyncWrapBinding() ? undefined : "process.binding('async_wrap') is not available on this Node.js";
+  return undefined;
 }

@@ -341,13 +341,15 @@ unsafe fn no_panic(env: napi_env, f: impl FnOnce() -> napi_value) -> napi_value 
     }
 }
 
-/// installInterrupts(asyncWrap | null, kStackLength, kExecutionAsyncId, kTriggerAsyncId, deliver)
-///   -> [guardApply, guardThis, reason]
+/// installInterrupts(asyncWrap | null, kStackLength, kExecutionAsyncId, kTriggerAsyncId, deliver,
+///   clearAsyncIdStack | null) -> [guardApply, guardThis, reason]
 ///
 /// `reason` is null when unguarded code can be interrupted, otherwise why not (then only guarded
-/// code is: run()/wrap() and the callback guards).
+/// code is: run()/wrap() and the callback guards). Unguarded code needs V8's after-termination
+/// callbacks and one way to repair Node's async-id stack: `asyncWrap` (precise, Node 20/22) or
+/// `clearAsyncIdStack` (Node's uncaught-exception route, any version).
 pub unsafe extern "C" fn install_interrupts(env: napi_env, info: napi_callback_info) -> napi_value {
-    let a = js::args::<5>(env, info);
+    let a = js::args::<6>(env, info);
     if !js::is_function(env, a[4]) {
         return js::throw(env, E_ARG, "installInterrupts(): deliver is not a function");
     }
@@ -374,12 +376,17 @@ pub unsafe extern "C" fn install_interrupts(env: napi_env, info: napi_callback_i
             k_execution_async_id: k_exec as u32,
             k_trigger_async_id: k_trig as u32,
         });
-    } else if reason.is_none() {
-        reason = Some("process.binding('async_wrap') is not available on this Node.js (needed to repair Node's async-id stack)".into());
+    }
+    let mut node_clear = None;
+    if js::is_function(env, a[5]) {
+        let mut r = std::ptr::null_mut();
+        if napi_create_reference(env, a[5], 1, &mut r) == NAPI_OK {
+            node_clear = Some(r);
+        }
     }
     let support = match env_loop.support() {
         Some(s) => s,
-        None => match Support::new(env, async_wrap, a[4]) {
+        None => match Support::new(env, async_wrap, node_clear, a[4]) {
             Ok(s) => {
                 env_loop.set_support(s.clone());
                 s
@@ -387,8 +394,8 @@ pub unsafe extern "C" fn install_interrupts(env: napi_env, info: napi_callback_i
             Err(e) => return js::throw(env, E_START, &e),
         },
     };
-    if support.async_wrap.is_none() && reason.is_none() {
-        reason = Some("process.binding('async_wrap') is not available".into());
+    if !support.can_repair() && reason.is_none() {
+        reason = Some("no way to repair Node's async-id stack on this Node.js".into());
     }
     env_loop.set_unguarded_possible(reason.is_none());
     let mut out = std::ptr::null_mut();

@@ -21,6 +21,7 @@ pub type napi_status = c_int;
 pub type napi_valuetype = c_int;
 
 pub const NAPI_OK: napi_status = 0;
+pub const NAPI_PENDING_EXCEPTION: napi_status = 10;
 pub const NAPI_OBJECT: napi_valuetype = 6;
 pub const NAPI_FUNCTION: napi_valuetype = 7;
 /// napi_uint32_array, napi_float64_array

@@ -7,10 +7,15 @@
 //! - for everything else (promise reactions, `await` continuations, I/O callbacks, top-level code),
 //!   the interrupt callback registers V8's call-completed and microtasks-completed callbacks for
 //!   this one termination; whichever runs first cancels it, and
-//! - repairs Node's async-id stack: the levels JavaScript pushed and the termination never popped
-//!   (`process.binding('async_wrap')`, handed over by `lib/unguarded.ts`). Without that repair Node
-//!   exits with "async hook stack has become corrupted". Where the binding is missing (Node 24+),
-//!   only guarded code is interrupted.
+//! - repairs Node's async-id stack: the levels JavaScript pushed and the termination never popped.
+//!   Without that repair Node exits with "async hook stack has become corrupted" (or aborts when a
+//!   promise hook is on). Two ways, in order of preference:
+//!   - precise ([`Support::repair_async_stack`]): pop exactly the levels JavaScript pushed, through
+//!     `process.binding('async_wrap')` (Node 20 and 22; handed over by `lib/unguarded.ts`);
+//!   - Node's own recovery ([`Support::clear_async_stack_via_node`]): where that binding is gone
+//!     (Node 24+), take the path Node takes after an uncaught exception that a handler caught,
+//!     which empties the whole stack (`napi_fatal_exception` with a one-shot capture callback set
+//!     by `lib/unguarded.ts`, so no user handler sees it).
 //!
 //! The error reaches JavaScript afterwards, from a fresh callback (a thread-safe function).
 
@@ -23,6 +28,7 @@ use loop_helpers_core::report::json_frames;
 use crate::channel::JsChannel;
 use crate::env_loop::EnvLoop;
 use crate::interrupt::Pending;
+use crate::js;
 use crate::napi::*;
 use crate::v8;
 
@@ -37,6 +43,9 @@ pub struct AsyncWrap {
 /// Per-environment support, installed by `installInterrupts`.
 pub struct Support {
     pub async_wrap: Option<AsyncWrap>,
+    /// `clearAsyncIdStack(trigger)` of `lib/unguarded.ts`: empties Node's async-id stack through
+    /// Node's uncaught-exception path. Used where `async_wrap` is missing.
+    pub node_clear: Option<napi_ref>,
     deliver: Arc<JsChannel>,
     /// Resources of the async-id levels the repair popped (an abandoned Timeout needs
     /// clearTimeout), held until JavaScript takes them.
@@ -62,10 +71,12 @@ impl Support {
     pub unsafe fn new(
         env: napi_env,
         async_wrap: Option<AsyncWrap>,
+        node_clear: Option<napi_ref>,
         deliver: napi_value,
     ) -> Result<Arc<Self>, String> {
         Ok(Arc::new(Support {
             async_wrap,
+            node_clear,
             deliver: JsChannel::new(env, deliver, "loop-helpers:interrupt")?,
             abandoned: Mutex::new(Vec::new()),
         }))
@@ -105,6 +116,67 @@ impl Support {
             napi_delete_reference(env, r as napi_ref);
         }
         arr
+    }
+
+    /// Can the async-id stack be repaired after an unguarded termination, one way or the other?
+    pub fn can_repair(&self) -> bool {
+        self.async_wrap.is_some() || self.node_clear.is_some()
+    }
+
+    /// Repairs Node's async-id stack after an unguarded termination, precisely where possible.
+    /// Returns how many levels the precise repair popped (0 for Node's route).
+    ///
+    /// # Safety
+    /// On the environment's JS thread, with no termination in progress.
+    unsafe fn repair(&self, env: napi_env) -> usize {
+        if self.async_wrap.is_some() {
+            self.repair_async_stack(env)
+        } else {
+            self.clear_async_stack_via_node(env);
+            0
+        }
+    }
+
+    /// Empties Node's async-id stack the way Node does after an uncaught exception was handled
+    /// (its `clearAsyncIdStack()`): calls `clearAsyncIdStack(trigger)` of `lib/unguarded.ts`, which
+    /// sets a one-shot capture callback and calls `trigger` = `napi_fatal_exception`. Every level
+    /// goes, native ones too; the native scopes still open then find an empty stack and pop nothing
+    /// (`AsyncHooks::pop_async_context`), exactly as after a handled uncaught exception.
+    ///
+    /// # Safety
+    /// On the environment's JS thread, with no termination in progress.
+    unsafe fn clear_async_stack_via_node(&self, env: napi_env) {
+        let Some(r) = self.node_clear else {
+            return;
+        };
+        let mut scope = std::ptr::null_mut();
+        if napi_open_handle_scope(env, &mut scope) != NAPI_OK {
+            return;
+        }
+        let mut f = std::ptr::null_mut();
+        if napi_get_reference_value(env, r, &mut f) == NAPI_OK && !f.is_null() {
+            let mut trigger = std::ptr::null_mut();
+            if napi_create_function(
+                env,
+                c"triggerUncaught".as_ptr(),
+                15,
+                Some(trigger_uncaught),
+                std::ptr::null_mut(),
+                &mut trigger,
+            ) == NAPI_OK
+            {
+                let mut result = std::ptr::null_mut();
+                let status =
+                    napi_call_function(env, js::undefined(env), f, 1, &trigger, &mut result);
+                if status == NAPI_PENDING_EXCEPTION {
+                    // Our JavaScript does not throw; should it, nothing may escape into the
+                    // native caller that V8 just returned to.
+                    let mut e = std::ptr::null_mut();
+                    napi_get_and_clear_last_exception(env, &mut e);
+                }
+            }
+        }
+        napi_close_handle_scope(env, scope);
     }
 
     /// Pops the async-id levels that JavaScript pushed and never popped, exactly as Node's
@@ -192,6 +264,16 @@ impl Support {
         }
         Some(popped)
     }
+}
+
+/// `triggerUncaught(error)`: hands `error` to Node's uncaught-exception path
+/// (`napi_fatal_exception`), which `lib/unguarded.ts` has pointed at a one-shot capture callback.
+unsafe extern "C" fn trigger_uncaught(env: napi_env, info: napi_callback_info) -> napi_value {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        let [err] = js::args::<1>(env, info);
+        napi_fatal_exception(env, err);
+    }));
+    js::undefined(env)
 }
 
 fn ok(status: napi_status) -> Option<()> {
@@ -310,7 +392,7 @@ unsafe fn resolve(isolate: *mut v8::Isolate) {
         return;
     }
     if let Some(support) = env_loop.support() {
-        let popped = support.repair_async_stack(env_loop.env);
+        let popped = support.repair(env_loop.env);
         support.deliver(&p, "unguarded", popped);
     }
 }
