@@ -5,7 +5,13 @@ import { AlarmInterrupt, argError, describe } from './errors';
 
 import { type InterruptInfo, interruptError, isInterruptMarker, LOST_CONTINUATIONS } from './interrupt';
 import { native, threadId } from './native';
-import { type BlockingDetectorOptions, type LogOption, type RaiseExc, resolveOptions } from './options';
+import {
+  type BlockingDetectorOptions,
+  type InterruptScope,
+  type LogOption,
+  type RaiseExc,
+  resolveOptions,
+} from './options';
 import { mapFrames, syncSourceMaps } from './sourcemaps';
 import type { BlockEvent, BlockSample } from './types';
 import { acquireInterrupts, releaseAbandoned, releaseInterrupts } from './unguarded';
@@ -53,6 +59,20 @@ function publishChannels(): { blocked: Channel; interrupt: Channel } {
 
 /** Running detectors of this thread by native watch id (to turn an interrupt into its error). */
 const byId = new Map<number, BlockingDetector>();
+
+/**
+ * Recently stopped detectors by watch id: an interrupt resolved just before `stop()` (for example
+ * `stop()` called from `onBlocked`) is still delivered to its detector. Bounded, oldest out.
+ */
+const retired = new Map<number, BlockingDetector>();
+const RETIRED_KEPT = 64;
+
+function retire(id: number, d: BlockingDetector): void {
+  retired.set(id, d);
+  if (retired.size > RETIRED_KEPT) retired.delete(retired.keys().next().value as number);
+}
+
+const detectorOf = (watchId: number): BlockingDetector | undefined => byId.get(watchId) ?? retired.get(watchId);
 
 /** Running detectors of this thread, flushed when the loop is done (no next turn will end a block). */
 const running = new Set<BlockingDetector>();
@@ -112,7 +132,10 @@ function forgetDroppedEsmEntry(): boolean {
 function onInterruptDelivered(json: string): void {
   const info = JSON.parse(json) as InterruptInfo;
   if (info.abandoned) releaseAbandoned();
-  byId.get(info.watchId)?.[kInterrupted](info);
+  const owner = detectorOf(info.watchId);
+  if (owner) owner[kInterrupted](info);
+  // No detector of this thread ever had that id (cannot happen): the error still surfaces.
+  else rethrowLater(interruptError(AlarmInterrupt, Number.NaN, info));
 }
 
 const kInterrupted = Symbol('interrupted');
@@ -148,6 +171,9 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
   /** Where warnings go. */
   readonly log: LogOption;
 
+  /** Where `raiseExc` is thrown (see {@link BlockingDetectorOptions.interrupt}). */
+  readonly interrupt: InterruptScope;
+
   /** Timeouts a promise reaction may block before it is interrupted, or false (never). */
   readonly microtaskInterruptAfter: number | false;
 
@@ -165,6 +191,7 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
     const o = resolveOptions(args, AlarmInterrupt);
     this.timeout = o.timeout;
     this.raiseExc = o.raiseExc;
+    this.interrupt = o.interrupt;
     this.aggressive = o.aggressive;
     this.log = o.log;
     this.microtaskInterruptAfter = o.microtaskInterruptAfter;
@@ -197,7 +224,7 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
     byId.set(this.#id, this);
     track(this, true);
     syncSourceMaps('on');
-    if (interrupting) {
+    if (interrupting && this.interrupt === 'everywhere') {
       // Unguarded interrupts need the stack sample (to recognise contexts that cannot recover).
       const reason = acquireInterrupts(onInterruptDelivered, caps.stackCapture);
       this.#interrupting = true;
@@ -221,6 +248,7 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
     if (id === undefined) return;
     this.#id = undefined;
     byId.delete(id);
+    retire(id, this);
     track(this, false);
     syncSourceMaps('off');
     if (this.#interrupting) {
@@ -287,14 +315,21 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
     if (typeof fn !== 'function') {
       throw argError('type', 'ERR_INVALID_ARG_TYPE', `The "fn" argument must be a function. Received ${describe(fn)}`);
     }
+    if (this.#id === undefined) {
+      const e = new Error(
+        'BlockingDetector.run()/wrap(): the detector is not running, so it would guard nothing; call start() first',
+      );
+      (e as Error & { code: string }).code = 'ERR_LOOP_HELPERS_NOT_RUNNING';
+      throw e;
+    }
     try {
       return native().guardCall(fn, self, args) as R;
     } catch (e) {
       if (!isInterruptMarker(e)) throw e;
       const info = JSON.parse(e.interrupt) as InterruptInfo;
-      const owner = byId.get(info.watchId) ?? this;
+      const owner = detectorOf(info.watchId) ?? this;
       const raise = owner.raiseExc === false || owner.raiseExc === null ? AlarmInterrupt : owner.raiseExc;
-      const error = interruptError(raise, owner.timeout, info);
+      const error = interruptError(raise, owner.timeout, info, (e as { cause?: unknown }).cause);
       const { interrupt } = publishChannels();
       if (interrupt.hasSubscribers) interrupt.publish({ error, detector: owner });
       throw error;

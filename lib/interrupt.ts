@@ -2,9 +2,12 @@
 
 import { dirname } from 'node:path';
 
+import { AlarmInterrupt } from './errors';
 import type { RaiseExc } from './options';
 import { mapFrames } from './sourcemaps';
 import type { StackFrame } from './types';
+
+type ErrorClassWithOptions = new (message?: string, options?: ErrorOptions) => Error;
 
 /** What `guardCall` reports when it turned a termination into an exception (exports.rs). */
 export interface InterruptInfo {
@@ -66,11 +69,33 @@ export function framesText(frames: readonly StackFrame[]): string {
 
 /**
  * The error to raise: `new Cls("blocking detected after timeout=<t>")` for a class, the instance
- * itself for an instance. Its `.stack` becomes the blocking code's stack.
+ * itself for an instance. Its `.stack` becomes the blocking code's stack. Never throws: a class
+ * whose constructor throws gives an {@link AlarmInterrupt} with that error as `cause`, and an
+ * instance that cannot be changed (frozen, sealed) is raised as it is, undecorated.
+ * `cause`: the guarded function's own exception, when it threw after blocking past the deadline.
  */
-export function interruptError(raiseExc: Exclude<RaiseExc, false | null>, timeout: number, info: InterruptInfo): Error {
+export function interruptError(
+  raiseExc: Exclude<RaiseExc, false | null>,
+  timeout: number,
+  info: InterruptInfo,
+  cause?: unknown,
+): Error {
   const message = `blocking detected after timeout=${timeout}`;
-  const err = typeof raiseExc === 'function' ? new raiseExc(message) : raiseExc;
+  let err: Error;
+  if (typeof raiseExc === 'function') {
+    try {
+      err = cause === undefined ? new raiseExc(message) : new (raiseExc as ErrorClassWithOptions)(message, { cause });
+    } catch (e) {
+      err = new AlarmInterrupt(message, { cause: e });
+    }
+    if (!(err instanceof Error)) err = new AlarmInterrupt(message, { cause: err });
+  } else {
+    err = raiseExc;
+  }
+  if (!Object.isExtensible(err)) return err;
+  if (cause !== undefined && !('cause' in err)) {
+    Object.defineProperty(err, 'cause', { value: cause, writable: true, configurable: true });
+  }
   // The guard's own frames (this package) say nothing about the blocking code.
   const frames = mapFrames(info.frames?.filter((f) => !f.fileName.startsWith(ownDir)) ?? null);
   const body = frames?.length
@@ -81,13 +106,17 @@ export function interruptError(raiseExc: Exclude<RaiseExc, false | null>, timeou
   const header = `${err.name}: ${err.message}`;
   const lost = info.microtask === true;
   const note = lost ? `\n    (${LOST_CONTINUATIONS})` : '';
-  Object.defineProperty(err, 'stack', { value: `${header}\n${body}${note}`, writable: true, configurable: true });
   const fields: InterruptFields = {
     timeout,
     blockedMs: info.blockedMs,
     blockingFrames: frames,
     lostContinuations: lost,
   };
-  Object.assign(err, fields);
+  try {
+    Object.defineProperty(err, 'stack', { value: `${header}\n${body}${note}`, writable: true, configurable: true });
+    Object.assign(err, fields);
+  } catch {
+    // An instance with a locked-down property of its own: raised as it is, never lost.
+  }
   return err;
 }

@@ -3,6 +3,8 @@
 // crates/node/src/unguarded.rs) for everything else. Installed in a thread the first time an
 // interrupting detector starts there; while none runs, the guards step aside.
 
+// Node's own timers, never the globals: jest or sinon may have replaced those with fake timers.
+import * as nodeTimers from 'node:timers';
 import { native } from './native';
 
 const kOnTimeout = Symbol('loop-helpers:onTimeout');
@@ -12,7 +14,7 @@ interface Installed {
   guardApply: (fn: (...args: unknown[]) => unknown, ...args: unknown[]) => unknown;
   /** Why unguarded code (promise reactions, I/O callbacks, top level) cannot be interrupted. */
   unguardedReason: string | undefined;
-  TimeoutClass: abstract new (...args: never[]) => object;
+  TimeoutClass: (abstract new (...args: never[]) => object) | undefined;
 }
 
 let installed: Installed | undefined;
@@ -111,6 +113,57 @@ function guardAccessor(proto: object, name: string, key: symbol, guard: unknown)
   });
 }
 
+interface TimerSource {
+  setTimeout: typeof nodeTimers.setTimeout;
+  clearTimeout: typeof nodeTimers.clearTimeout;
+  setImmediate: typeof nodeTimers.setImmediate;
+  clearImmediate: typeof nodeTimers.clearImmediate;
+}
+
+/**
+ * `node:timers`' functions as they were when this module loaded: jest's and sinon's fake timers,
+ * installed later (typically in a test's setup), replace the globals and the module's exports.
+ */
+const timersAtLoad: TimerSource = {
+  setTimeout: nodeTimers.setTimeout,
+  clearTimeout: nodeTimers.clearTimeout,
+  setImmediate: nodeTimers.setImmediate,
+  clearImmediate: nodeTimers.clearImmediate,
+};
+
+/**
+ * The prototypes of Node's real Timeout and Immediate objects. Taken from `node:timers` as it was
+ * when this module loaded, then as it is now, then from the globals, and only where the object
+ * looks like Node's own (`_onTimeout`/`_idleTimeout`, `_onImmediate`): fake timers' objects are
+ * plain. Without a real one, those callbacks go unguarded; never is a guard put on
+ * `Object.prototype`.
+ */
+function timerPrototypes(): { TimeoutProto: object | undefined; ImmediateProto: object | undefined } {
+  let TimeoutProto: object | undefined;
+  let ImmediateProto: object | undefined;
+  for (const source of [timersAtLoad, nodeTimers, globalThis] as TimerSource[]) {
+    try {
+      if (!TimeoutProto) {
+        const t = source.setTimeout(() => {}, 0) as unknown as Record<string, unknown>;
+        source.clearTimeout(t as unknown as NodeJS.Timeout);
+        const proto = Object.getPrototypeOf(t) as object | null;
+        const real = typeof t._idleTimeout === 'number' && '_onTimeout' in t;
+        if (real && proto && proto !== Object.prototype) TimeoutProto = proto;
+      }
+      if (!ImmediateProto) {
+        const im = source.setImmediate(() => {}) as unknown as Record<string, unknown>;
+        source.clearImmediate(im as unknown as NodeJS.Immediate);
+        const proto = Object.getPrototypeOf(im) as object | null;
+        const real = typeof im._onImmediate === 'function' || '_onImmediate' in im;
+        if (real && proto && proto !== Object.prototype) ImmediateProto = proto;
+      }
+    } catch {
+      // A fake that throws (for example a clearImmediate that rejects our object): next source.
+    }
+  }
+  return { TimeoutProto, ImmediateProto };
+}
+
 function install(deliver: (json: string) => void): Installed {
   const binding = asyncWrapBinding();
   const c = binding?.constants;
@@ -124,14 +177,9 @@ function install(deliver: (json: string) => void): Installed {
   );
   const guardTimeout = trampoline(kOnTimeout, guardThis as GuardThis);
   const guardImmediate = trampoline(kOnImmediate, guardThis as GuardThis);
-  const t = setTimeout(() => {}, 0);
-  const TimeoutProto = Object.getPrototypeOf(t) as object;
-  clearTimeout(t);
-  const im = setImmediate(() => {});
-  const ImmediateProto = Object.getPrototypeOf(im) as object;
-  clearImmediate(im);
-  guardAccessor(TimeoutProto, '_onTimeout', kOnTimeout, guardTimeout);
-  guardAccessor(ImmediateProto, '_onImmediate', kOnImmediate, guardImmediate);
+  const { TimeoutProto, ImmediateProto } = timerPrototypes();
+  if (TimeoutProto) guardAccessor(TimeoutProto, '_onTimeout', kOnTimeout, guardTimeout);
+  if (ImmediateProto) guardAccessor(ImmediateProto, '_onImmediate', kOnImmediate, guardImmediate);
 
   const nextTick = process.nextTick;
   process.nextTick = function nextTick_(callback: (...args: unknown[]) => void, ...args: unknown[]) {
@@ -149,7 +197,7 @@ function install(deliver: (json: string) => void): Installed {
   return {
     guardApply: guardApply as Installed['guardApply'],
     unguardedReason: reason ?? undefined,
-    TimeoutClass: TimeoutProto.constructor as Installed['TimeoutClass'],
+    TimeoutClass: TimeoutProto?.constructor as Installed['TimeoutClass'] | undefined,
   };
 }
 
@@ -175,7 +223,7 @@ export function releaseInterrupts(): void {
 export function releaseAbandoned(): void {
   const TimeoutClass = installed?.TimeoutClass;
   for (const r of native().takeAbandoned()) {
-    if (TimeoutClass && r instanceof TimeoutClass) clearTimeout(r as NodeJS.Timeout);
+    if (TimeoutClass && r instanceof TimeoutClass) timersAtLoad.clearTimeout(r as NodeJS.Timeout);
   }
 }
 
