@@ -4,6 +4,7 @@ import { capabilities } from './capabilities';
 import { AlarmInterrupt, argError, describe } from './errors';
 
 import { type InterruptInfo, interruptError, isInterruptMarker, LOST_CONTINUATIONS } from './interrupt';
+import { forgetInterruptedLoads, installRequireRepair, loadDepth } from './modules';
 import { native, threadId } from './native';
 import {
   type BlockingDetectorOptions,
@@ -224,6 +225,7 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
     byId.set(this.#id, this);
     track(this, true);
     syncSourceMaps('on');
+    if (interrupting) installRequireRepair();
     if (interrupting && this.interrupt === 'everywhere') {
       // Unguarded interrupts need the stack sample (to recognise contexts that cannot recover).
       const reason = acquireInterrupts(onInterruptDelivered, caps.stackCapture);
@@ -322,10 +324,13 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
       (e as Error & { code: string }).code = 'ERR_LOOP_HELPERS_NOT_RUNNING';
       throw e;
     }
+    const depth = loadDepth();
     try {
       return native().guardCall(fn, self, args) as R;
     } catch (e) {
       if (!isInterruptMarker(e)) throw e;
+      // A require() inside fn was interrupted: drop its half-evaluated module from the cache.
+      forgetInterruptedLoads(depth);
       const info = JSON.parse(e.interrupt) as InterruptInfo;
       const owner = detectorOf(info.watchId) ?? this;
       const raise = owner.raiseExc === false || owner.raiseExc === null ? AlarmInterrupt : owner.raiseExc;

@@ -24,7 +24,7 @@ export interface NativeBinding {
     kExecutionAsyncId: number,
     kTriggerAsyncId: number,
     deliver: (json: string) => void,
-    clearAsyncIdStack: (trigger: (sentinel: unknown) => void) => boolean,
+    afterTermination: (trigger: (sentinel: unknown) => void, repaired: boolean) => void,
   ): [guardApply: unknown, guardThis: unknown, unguardedReason: string | undefined];
   setInterruptsActive(on: boolean): void;
   takeAbandoned(): object[];

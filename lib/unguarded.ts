@@ -5,6 +5,7 @@
 
 // Node's own timers, never the globals: jest or sinon may have replaced those with fake timers.
 import * as nodeTimers from 'node:timers';
+import { forgetInterruptedLoads, installRequireRepair, loadDepth } from './modules';
 import { native } from './native';
 
 const kOnTimeout = Symbol('loop-helpers:onTimeout');
@@ -83,6 +84,15 @@ function clearAsyncIdStack(trigger: (sentinel: unknown) => void): boolean {
   return true;
 }
 
+/**
+ * Called by the native side right after it cancelled an unguarded termination (V8's
+ * after-termination callbacks). `repaired`: the async-id stack was already repaired precisely.
+ */
+function afterTermination(trigger: (sentinel: unknown) => void, repaired: boolean): void {
+  if (!repaired) clearAsyncIdStack(trigger);
+  forgetInterruptedLoads(0);
+}
+
 type GuardThis = (self: unknown, fn: unknown, ...args: unknown[]) => unknown;
 
 /**
@@ -92,9 +102,14 @@ type GuardThis = (self: unknown, fn: unknown, ...args: unknown[]) => unknown;
  */
 function trampoline(key: symbol, guardThis: GuardThis): (this: Record<symbol, unknown>, ...args: unknown[]) => unknown {
   return function guarded(this: Record<symbol, unknown>) {
+    const depth = loadDepth();
     // No rest parameter: Node calls these with no arguments unless the timer was given some.
-    // biome-ignore lint/complexity/noArguments: avoids an array allocation per callback
-    return arguments.length === 0 ? guardThis(this, this[key]) : guardThis(this, this[key], ...arguments);
+    const result =
+      // biome-ignore lint/complexity/noArguments: avoids an array allocation per callback
+      arguments.length === 0 ? guardThis(this, this[key]) : guardThis(this, this[key], ...arguments);
+    // An interrupted require() inside the callback: drop its half-evaluated module.
+    if (loadDepth() !== depth) forgetInterruptedLoads(depth);
+    return result;
   };
 }
 
@@ -165,6 +180,7 @@ function timerPrototypes(): { TimeoutProto: object | undefined; ImmediateProto: 
 }
 
 function install(deliver: (json: string) => void): Installed {
+  installRequireRepair();
   const binding = asyncWrapBinding();
   const c = binding?.constants;
   const [guardApply, guardThis, reason] = native().installInterrupts(
@@ -173,7 +189,7 @@ function install(deliver: (json: string) => void): Installed {
     c?.kExecutionAsyncId ?? 0,
     c?.kTriggerAsyncId ?? 0,
     deliver,
-    clearAsyncIdStack,
+    afterTermination,
   );
   const guardTimeout = trampoline(kOnTimeout, guardThis as GuardThis);
   const guardImmediate = trampoline(kOnImmediate, guardThis as GuardThis);
@@ -181,17 +197,27 @@ function install(deliver: (json: string) => void): Installed {
   if (TimeoutProto) guardAccessor(TimeoutProto, '_onTimeout', kOnTimeout, guardTimeout);
   if (ImmediateProto) guardAccessor(ImmediateProto, '_onImmediate', kOnImmediate, guardImmediate);
 
+  const apply = guardApply as (fn: (...a: unknown[]) => unknown, ...args: unknown[]) => unknown;
+  function guardedApply(fn: (...a: unknown[]) => unknown): void {
+    const depth = loadDepth();
+    // No rest parameter: most ticks and microtasks have no arguments.
+    // biome-ignore lint/complexity/noArguments: avoids an array allocation per callback
+    if (arguments.length === 1) apply(fn);
+    // biome-ignore lint/complexity/noArguments: the callback's own arguments, passed through
+    else apply(...(arguments as unknown as [fn: (...a: unknown[]) => unknown, ...args: unknown[]]));
+    if (loadDepth() !== depth) forgetInterruptedLoads(depth);
+  }
   const nextTick = process.nextTick;
   process.nextTick = function nextTick_(callback: (...args: unknown[]) => void, ...args: unknown[]) {
     if (active === 0 || typeof callback !== 'function') return nextTick(callback, ...args);
-    return nextTick(guardApply as (...a: unknown[]) => void, callback, ...args);
+    return nextTick(guardedApply as (...a: unknown[]) => void, callback, ...args);
   };
   Object.defineProperty(process.nextTick, 'name', { value: 'nextTick' });
   const qm = globalThis.queueMicrotask;
   globalThis.queueMicrotask = function queueMicrotask(callback: () => void) {
     if (active === 0 || typeof callback !== 'function') return qm(callback);
     return qm(() => {
-      (guardApply as (fn: () => void) => void)(callback);
+      guardedApply(callback);
     });
   };
   return {

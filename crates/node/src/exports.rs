@@ -342,12 +342,13 @@ unsafe fn no_panic(env: napi_env, f: impl FnOnce() -> napi_value) -> napi_value 
 }
 
 /// installInterrupts(asyncWrap | null, kStackLength, kExecutionAsyncId, kTriggerAsyncId, deliver,
-///   clearAsyncIdStack | null) -> [guardApply, guardThis, reason]
+///   afterTermination | null) -> [guardApply, guardThis, reason]
 ///
 /// `reason` is null when unguarded code can be interrupted, otherwise why not (then only guarded
 /// code is: run()/wrap() and the callback guards). Unguarded code needs V8's after-termination
 /// callbacks and one way to repair Node's async-id stack: `asyncWrap` (precise, Node 20/22) or
-/// `clearAsyncIdStack` (Node's uncaught-exception route, any version).
+/// `afterTermination` (Node's uncaught-exception route, any version; it also repairs the module
+/// cache).
 pub unsafe extern "C" fn install_interrupts(env: napi_env, info: napi_callback_info) -> napi_value {
     let a = js::args::<6>(env, info);
     if !js::is_function(env, a[4]) {
@@ -377,16 +378,16 @@ pub unsafe extern "C" fn install_interrupts(env: napi_env, info: napi_callback_i
             k_trigger_async_id: k_trig as u32,
         });
     }
-    let mut node_clear = None;
+    let mut after_termination = None;
     if js::is_function(env, a[5]) {
         let mut r = std::ptr::null_mut();
         if napi_create_reference(env, a[5], 1, &mut r) == NAPI_OK {
-            node_clear = Some(r);
+            after_termination = Some(r);
         }
     }
     let support = match env_loop.support() {
         Some(s) => s,
-        None => match Support::new(env, async_wrap, node_clear, a[4]) {
+        None => match Support::new(env, async_wrap, after_termination, a[4]) {
             Ok(s) => {
                 env_loop.set_support(s.clone());
                 s

@@ -12,7 +12,7 @@
 //!   promise hook is on). Two ways, in order of preference:
 //!   - precise ([`Support::repair_async_stack`]): pop exactly the levels JavaScript pushed, through
 //!     `process.binding('async_wrap')` (Node 20 and 22; handed over by `lib/unguarded.ts`);
-//!   - Node's own recovery ([`Support::clear_async_stack_via_node`]): where that binding is gone
+//!   - Node's own recovery ([`Support::call_after_termination`]): where that binding is gone
 //!     (Node 24+), take the path Node takes after an uncaught exception that a handler caught,
 //!     which empties the whole stack (`napi_fatal_exception` with a one-shot capture callback set
 //!     by `lib/unguarded.ts`, so no user handler sees it).
@@ -43,9 +43,11 @@ pub struct AsyncWrap {
 /// Per-environment support, installed by `installInterrupts`.
 pub struct Support {
     pub async_wrap: Option<AsyncWrap>,
-    /// `clearAsyncIdStack(trigger)` of `lib/unguarded.ts`: empties Node's async-id stack through
-    /// Node's uncaught-exception path. Used where `async_wrap` is missing.
-    pub node_clear: Option<napi_ref>,
+    /// `afterTermination(trigger, repaired)` of `lib/unguarded.ts`, called once an unguarded
+    /// termination was cancelled: it empties Node's async-id stack through Node's
+    /// uncaught-exception path when the precise repair was not possible (`repaired` false), and
+    /// drops interrupted `require()` loads from the module cache.
+    pub after_termination: Option<napi_ref>,
     deliver: Arc<JsChannel>,
     /// Resources of the async-id levels the repair popped (an abandoned Timeout needs
     /// clearTimeout), held until JavaScript takes them.
@@ -71,12 +73,12 @@ impl Support {
     pub unsafe fn new(
         env: napi_env,
         async_wrap: Option<AsyncWrap>,
-        node_clear: Option<napi_ref>,
+        after_termination: Option<napi_ref>,
         deliver: napi_value,
     ) -> Result<Arc<Self>, String> {
         Ok(Arc::new(Support {
             async_wrap,
-            node_clear,
+            after_termination,
             deliver: JsChannel::new(env, deliver, "loop-helpers:interrupt")?,
             abandoned: Mutex::new(Vec::new()),
         }))
@@ -120,33 +122,36 @@ impl Support {
 
     /// Can the async-id stack be repaired after an unguarded termination, one way or the other?
     pub fn can_repair(&self) -> bool {
-        self.async_wrap.is_some() || self.node_clear.is_some()
+        self.async_wrap.is_some() || self.after_termination.is_some()
     }
 
-    /// Repairs Node's async-id stack after an unguarded termination, precisely where possible.
-    /// Returns how many levels the precise repair popped (0 for Node's route).
+    /// Repairs what an unguarded termination left behind: Node's async-id stack (precisely where
+    /// possible), and, through `afterTermination`, the module cache. Returns how many levels the
+    /// precise repair popped (0 for Node's route).
     ///
     /// # Safety
     /// On the environment's JS thread, with no termination in progress.
     unsafe fn repair(&self, env: napi_env) -> usize {
-        if self.async_wrap.is_some() {
-            self.repair_async_stack(env)
+        let popped = if self.async_wrap.is_some() {
+            Some(self.repair_async_stack(env))
         } else {
-            self.clear_async_stack_via_node(env);
-            0
-        }
+            None
+        };
+        self.call_after_termination(env, popped.is_some());
+        popped.unwrap_or(0)
     }
 
-    /// Empties Node's async-id stack the way Node does after an uncaught exception was handled
-    /// (its `clearAsyncIdStack()`): calls `clearAsyncIdStack(trigger)` of `lib/unguarded.ts`, which
-    /// sets a one-shot capture callback and calls `trigger` = `napi_fatal_exception`. Every level
-    /// goes, native ones too; the native scopes still open then find an empty stack and pop nothing
-    /// (`AsyncHooks::pop_async_context`), exactly as after a handled uncaught exception.
+    /// Calls `afterTermination(trigger, repaired)`. Where `repaired` is false it empties Node's
+    /// async-id stack the way Node does after an uncaught exception was handled (its
+    /// `clearAsyncIdStack()`): it sets a one-shot capture callback and calls `trigger` =
+    /// `napi_fatal_exception`. Every level goes, native ones too; the native scopes still open then
+    /// find an empty stack and pop nothing (`AsyncHooks::pop_async_context`), exactly as after a
+    /// handled uncaught exception.
     ///
     /// # Safety
     /// On the environment's JS thread, with no termination in progress.
-    unsafe fn clear_async_stack_via_node(&self, env: napi_env) {
-        let Some(r) = self.node_clear else {
+    unsafe fn call_after_termination(&self, env: napi_env, repaired: bool) {
+        let Some(r) = self.after_termination else {
             return;
         };
         let mut scope = std::ptr::null_mut();
@@ -166,8 +171,17 @@ impl Support {
             ) == NAPI_OK
             {
                 let mut result = std::ptr::null_mut();
-                let status =
-                    napi_call_function(env, js::undefined(env), f, 1, &trigger, &mut result);
+                let mut flag = std::ptr::null_mut();
+                napi_get_boolean(env, repaired, &mut flag);
+                let argv = [trigger, flag];
+                let status = napi_call_function(
+                    env,
+                    js::undefined(env),
+                    f,
+                    argv.len(),
+                    argv.as_ptr(),
+                    &mut result,
+                );
                 if status == NAPI_PENDING_EXCEPTION {
                     // Our JavaScript does not throw; should it, nothing may escape into the
                     // native caller that V8 just returned to.
