@@ -63,3 +63,12 @@ test('fake timers installed before start(): no guard on Object.prototype, fake t
   t.is(r.delivered.length, 1);
   t.is(r.delivered[0].top, 'spinForever');
 });
+
+test("a blocking 'exit' listener is reported, not interrupted: the listeners after it still run", async (t) => {
+  const r = await runNode([fixture('interrupt-edge.cjs'), 'exit-listeners'], { timeoutMs: 20_000 });
+  t.false(r.timedOut);
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.stdout, /FIRST EXIT LISTENER DONE\nSECOND EXIT LISTENER RAN/);
+  t.notRegex(r.stdout, /INTERRUPTED/);
+  t.regex(r.stderr, /"type":"BlockingWarning"/, 'the block was reported');
+});

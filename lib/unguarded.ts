@@ -181,6 +181,8 @@ function timerPrototypes(): { TimeoutProto: object | undefined; ImmediateProto: 
 
 function install(deliver: (json: string) => void): Installed {
   installRequireRepair();
+  // First among the 'exit' listeners registered so far, so that none of them is interrupted.
+  process.prependListener('exit', onExit);
   const binding = asyncWrapBinding();
   const c = binding?.constants;
   const [guardApply, guardThis, reason] = native().installInterrupts(
@@ -234,8 +236,19 @@ function install(deliver: (json: string) => void): Installed {
 export function acquireInterrupts(deliver: (json: string) => void, unguardedAllowed: boolean): string | undefined {
   installed ??= install(deliver);
   active++;
-  native().setInterruptsActive(unguardedAllowed);
+  native().setInterruptsActive(unguardedAllowed && !exiting);
   return installed.unguardedReason;
+}
+
+/**
+ * The thread is exiting (`'exit'` listeners run): from now on unguarded code is only reported.
+ * An interrupt there would skip the remaining `'exit'` listeners, and its error could never be
+ * delivered (the loop does not turn again). `run()`/`wrap()` still throw: that needs no delivery.
+ */
+let exiting = false;
+function onExit(): void {
+  exiting = true;
+  native().setInterruptsActive(false);
 }
 
 /** An interrupting detector stopped. */

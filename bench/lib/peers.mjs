@@ -30,6 +30,15 @@ export const PEERS = {
       return () => d.stop();
     },
   },
+  'loop-helpers-guarded': {
+    label: "loop-helpers (interrupt: 'guarded')",
+    overheadOnly: true,
+    start(T) {
+      const { BlockingDetector } = require('../../dist/index.js');
+      const d = new BlockingDetector({ timeout: T, log: false, interrupt: 'guarded' }).start();
+      return () => d.stop();
+    },
+  },
   blocked: {
     label: 'blocked',
     start(T, report) {

@@ -255,36 +255,55 @@ pub struct GuardFn {
     env_loop: *const EnvLoop,
 }
 
-unsafe fn all_args(
-    env: napi_env,
-    info: napi_callback_info,
-) -> (napi_value, Vec<napi_value>, *mut GuardFn) {
-    let mut argc = 8usize;
-    let mut argv = vec![std::ptr::null_mut(); 8];
-    let mut this = std::ptr::null_mut();
+/// Arguments of a guard call: up to 8 on the stack (a timer or tick callback rarely has more), more
+/// on the heap. The guards run on every timer, immediate, tick and queueMicrotask callback while an
+/// interrupting detector runs, so nothing here allocates in the common case.
+struct GuardArgs {
+    inline: [napi_value; 8],
+    heap: Vec<napi_value>,
+    len: usize,
+}
+
+impl GuardArgs {
+    fn as_slice(&self) -> &[napi_value] {
+        if self.heap.is_empty() {
+            &self.inline[..self.len]
+        } else {
+            &self.heap
+        }
+    }
+}
+
+unsafe fn all_args(env: napi_env, info: napi_callback_info) -> (GuardArgs, *mut GuardFn) {
+    let mut args = GuardArgs {
+        inline: [std::ptr::null_mut(); 8],
+        heap: Vec::new(),
+        len: 0,
+    };
+    let mut argc = args.inline.len();
     let mut data = std::ptr::null_mut();
     napi_get_cb_info(
         env,
         info,
         &mut argc,
-        argv.as_mut_ptr(),
-        &mut this,
+        args.inline.as_mut_ptr(),
+        std::ptr::null_mut(),
         &mut data,
     );
-    if argc > argv.len() {
-        argv = vec![std::ptr::null_mut(); argc];
+    if argc > args.inline.len() {
+        args.heap = vec![std::ptr::null_mut(); argc];
         let mut again = argc;
         napi_get_cb_info(
             env,
             info,
             &mut again,
-            argv.as_mut_ptr(),
-            &mut this,
+            args.heap.as_mut_ptr(),
+            std::ptr::null_mut(),
             &mut data,
         );
     }
-    argv.truncate(argc);
-    (this, argv, data as *mut GuardFn)
+    args.len = argc;
+    (args, data as *mut GuardFn)
 }
 
 /// guardApply(fn, ...args): calls fn(...args) under a delivering guard (nextTick, queueMicrotask).
@@ -293,11 +312,13 @@ unsafe extern "C" fn guard_apply(env: napi_env, info: napi_callback_info) -> nap
 }
 
 unsafe fn guard_apply_inner(env: napi_env, info: napi_callback_info) -> napi_value {
-    let (_, args, data) = all_args(env, info);
+    let (args, data) = all_args(env, info);
     let Some((&func, rest)) = args.as_slice().split_first() else {
         return js::undefined(env);
     };
-    if data.is_null() || !js::is_function(env, func) {
+    // No type check of `func`: the callers only pass functions, and napi_call_function refuses
+    // anything else.
+    if data.is_null() {
         return js::undefined(env);
     }
     invoke_guarded(
@@ -318,11 +339,11 @@ unsafe extern "C" fn guard_this(env: napi_env, info: napi_callback_info) -> napi
 }
 
 unsafe fn guard_this_inner(env: napi_env, info: napi_callback_info) -> napi_value {
-    let (_, args, data) = all_args(env, info);
+    let (args, data) = all_args(env, info);
     let [this, func, rest @ ..] = args.as_slice() else {
         return js::undefined(env);
     };
-    if data.is_null() || !js::is_function(env, *func) {
+    if data.is_null() {
         return js::undefined(env);
     }
     invoke_guarded(env, &*(*data).env_loop, *this, *func, rest, Mode::Deliver)
