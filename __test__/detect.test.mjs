@@ -30,11 +30,13 @@ test.serial('a spinning function is reported during the block, with its file and
   t.regex(top.fileName, /scenario\.cjs$/);
   t.is(top.lineNumber, spinLine);
   t.true(top.columnNumber > 0);
-  // Start and duration agree with the spin's own clock (tight bounds belong to the benchmark).
+  // The block contains the spin: it starts no later than the spin and lasts at least as long (it
+  // also holds whatever else ran in that loop turn, which a loaded machine can stretch). How close
+  // the two are is measured by the benchmark (bench/cases/precision.mjs), not asserted here.
   const spin = r.result.spins[0];
   const startErrMs = Number(BigInt(e.startHrtime) - BigInt(spin.start)) / 1e6;
-  t.true(Math.abs(startErrMs) < 20, `start error ${startErrMs} ms`);
-  t.true(Math.abs(e.duration - spin.durationMs) < 25, `duration ${e.duration} vs ${spin.durationMs}`);
+  t.true(startErrMs <= 1, `the block starts before the spin: ${startErrMs} ms`);
+  t.true(e.duration >= spin.durationMs - 1, `duration ${e.duration} vs the spin's ${spin.durationMs}`);
   t.true(Math.abs(e.startTime - Date.now()) < 60_000);
 });
 
