@@ -1,15 +1,35 @@
 // `npm run bench [-- --quick]`: loop-helpers against the tools Node users pick today, side by side
 // in one run on this machine. Writes bench/results/latest.json, latest.md and precision.svg.
 // Benchmarks report; they do not assert.
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
+import { fileURLToPath } from 'node:url';
 import { runCapture } from './cases/capture.mjs';
 import { runFork } from './cases/fork.mjs';
 import { runHttp } from './cases/http.mjs';
 import { runMemory } from './cases/memory.mjs';
 import { runOverhead } from './cases/overhead.mjs';
 import { FACTORS, runPrecision } from './cases/precision.mjs';
+import { round } from './lib/stats.mjs';
 import { precisionSvg } from './lib/svg.mjs';
+
+// `--node <major>`: run the whole benchmark under that Node.js (from the npm package
+// node-<platform>-<arch>@<major>; every child process inherits it), e.g. `npm run bench -- --node 24`.
+const nodeAt = process.argv.indexOf('--node');
+if (nodeAt !== -1) {
+  const major = process.argv[nodeAt + 1] ?? '';
+  const { nodeBinary } = await import('../scripts/node-binary.mjs');
+  const args = process.argv.slice(2).filter((_, i) => i !== nodeAt - 2 && i !== nodeAt - 1);
+  const { spawnSync } = await import('node:child_process');
+  const r = spawnSync(
+    nodeBinary(major, (m) => console.error(`[bench] ${m}`)),
+    [fileURLToPath(import.meta.url), ...args],
+    {
+      stdio: 'inherit',
+    },
+  );
+  process.exit(r.status ?? 1);
+}
 
 const quick = process.argv.includes('--quick');
 const opts = { quick };
@@ -40,10 +60,31 @@ const machine = {
 // Targets (issue 4): checked here, reported in the table, never asserted.
 const lhPing = overhead.find((r) => r.workload === 'ping-pong' && r.peer === 'loop-helpers' && r.timeoutMs === 1000);
 const lhHttp = http.find((r) => r.peer === 'loop-helpers');
+const lhHttpInterrupt = http.find((r) => r.peer === 'loop-helpers-interrupt');
+const added = (peer, workload, T = 1000) =>
+  overhead.find((r) => r.workload === workload && r.peer === peer && r.timeoutMs === T)?.addedNs;
+const detectAdded = added('loop-helpers', 'ping-pong');
+const interruptAdded = added('loop-helpers-interrupt', 'ping-pong');
+const guardedAdded = added('loop-helpers-guarded', 'ping-pong');
 const lhRows = precision.filter((r) => r.peer === 'loop-helpers');
 const targets = [
   ['detect-only ping-pong ratio <= 1.02', lhPing?.ratio, lhPing && lhPing.ratio <= 1.02],
   ['detect-only HTTP throughput ratio >= 0.99', lhHttp?.ratio, lhHttp && lhHttp.ratio >= 0.99],
+  [
+    "interrupt: 'everywhere' adds <= 50 ns per callback over detect-only (ping-pong)",
+    interruptAdded === undefined || detectAdded === undefined ? null : `${round(interruptAdded - detectAdded, 1)} ns`,
+    interruptAdded !== undefined && detectAdded !== undefined && interruptAdded - detectAdded <= 50,
+  ],
+  [
+    "interrupt: 'everywhere' HTTP throughput ratio >= 0.97",
+    lhHttpInterrupt?.ratio,
+    lhHttpInterrupt && lhHttpInterrupt.ratio >= 0.97,
+  ],
+  [
+    "interrupt: 'guarded' costs nothing beyond detection (ping-pong, within 10 ns)",
+    guardedAdded === undefined || detectAdded === undefined ? null : `${round(guardedAdded - detectAdded, 1)} ns`,
+    guardedAdded !== undefined && detectAdded !== undefined && guardedAdded - detectAdded <= 10,
+  ],
   [
     'blocks >= 1.05x always reported',
     lhRows
@@ -217,5 +258,8 @@ else {
   );
 }
 writeFileSync(new URL('./results/latest.md', import.meta.url), `${md.join('\n')}\n`);
-step('done: bench/results/latest.md, latest.json, precision.svg');
+// Each Node.js major keeps its own copy of its last run (the README quotes Node 24's and 20's).
+const major = process.versions.node.split('.')[0];
+copyFileSync(new URL('./results/latest.md', import.meta.url), new URL(`./results/node${major}.md`, import.meta.url));
+step(`done: bench/results/latest.md (and node${major}.md), latest.json, precision.svg`);
 console.log(md.join('\n'));

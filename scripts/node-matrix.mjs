@@ -19,6 +19,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, writeFi
 import { delimiter, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stripVTControlCharacters } from 'node:util'; // FORCE_COLOR would colour ava's marks
+import { nodeBinary as fetchNodeBinary } from './node-binary.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const cache = join(root, '.cache', 'node-matrix');
@@ -37,18 +38,7 @@ const tag = (r) =>
   `${r.node}${r.major === PRIMARY ? ' (primary)' : ''}${END_OF_LIFE.has(r.major) ? ' (end-of-life)' : ''}`;
 
 /** bin/node of node-<platform>-<arch>@<major>, downloaded once. */
-function nodeBinary(major) {
-  const dir = join(cache, major);
-  const bin = join(dir, 'package', 'bin', 'node');
-  if (existsSync(bin)) return bin;
-  mkdirSync(dir, { recursive: true });
-  const pkg = `node-${process.platform}-${process.arch}@${major}`;
-  say(`fetching ${pkg}`);
-  const tgz = execFileSync('npm', ['pack', pkg, '--silent', '--pack-destination', dir], { encoding: 'utf8' }).trim();
-  execFileSync('tar', ['xzf', join(dir, tgz.split('\n').pop()), '-C', dir]);
-  if (!existsSync(bin)) throw new Error(`${pkg} has no package/bin/node`);
-  return bin;
-}
+const nodeBinary = (major) => fetchNodeBinary(major, say);
 
 /** npm's JavaScript entry point, to start npm with a given node; undefined: run `npm` from PATH. */
 function npmCli() {

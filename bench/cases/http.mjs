@@ -43,6 +43,7 @@ export async function runHttp({ quick }) {
     ['none', 0],
     ['loop-helpers', 1],
     ['loop-helpers-interrupt', 1],
+    ['loop-helpers-guarded', 1],
   ];
   const rps = new Map(configs.map(([p]) => [p, []]));
   for (let r = 0; r < rounds; r++) for (const [p, T] of configs) rps.get(p).push(await measure(p, T, seconds));
