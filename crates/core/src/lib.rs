@@ -1,6 +1,8 @@
 //! loop-helpers' core: OS and timing logic with no Node symbols, so that `cargo test` covers it.
 //!
-//! - [`alarm`]: SIGALRM handler (records and wakes only), real-time interval timer, self-pipe.
+//! - [`alarm`]: the monitor's deadline signal, which reaches the monitor thread alone (Linux: a
+//!   timer aimed at that thread, taken with `sigtimedwait`; elsewhere: the interval timer, a
+//!   handler that records and wakes only, a self-pipe).
 //! - [`heartbeat`]: what each loop turn publishes (a single-writer seqlock).
 //! - [`tracker`]: when a loop counts as blocked (pure logic, simulated in tests).
 //! - [`monitor`]: the one process-wide thread that watches every registered loop.

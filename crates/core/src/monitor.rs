@@ -2,18 +2,21 @@
 //! each Worker's), decides when a loop is blocked, asks for stack samples, writes warnings while the
 //! block lasts, and hands each finished block to its detector.
 //!
-//! Like Node's own `Watchdog` (src/node_watchdog.cc) it is a plain thread that sleeps until a
-//! deadline; unlike it, one thread serves every loop. Wake-ups come from SIGALRM (see `alarm`), from
-//! heartbeats that report a turn after a block, from samples arriving and from (un)registration, all
-//! through the same self-pipe. A poll timeout a little past the deadline is the backstop should a
-//! SIGALRM ever be lost.
+//! Like Node's own `Watchdog` (src/node_watchdog.cc) it is a plain thread, created with every
+//! asynchronous signal blocked, that sleeps until a deadline; unlike it, one thread serves every
+//! loop. It sleeps in [`alarm::Waiter::wait`]: on Linux, in `sigtimedwait` for the SIGALRM of a
+//! timer aimed at this thread alone; the wake-ups other threads send ([`alarm::wake`]: heartbeats
+//! that report a turn after a block, samples arriving, (un)registration, a fork pausing it) are
+//! SIGALRMs queued for this thread alone too. Elsewhere it sleeps in `poll` on the self-pipe that
+//! the process-wide SIGALRM handler and those wake-ups write to. A wait timeout a little past the
+//! deadline is the backstop should the timer's signal ever be lost. No other thread ever receives
+//! the timer's signal (see `alarm`). Every return from the wait is followed by a full cycle, so a
+//! wake-up that merged into the timer's signal is served all the same.
 
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-
-use nix::poll::{poll, PollFd, PollFlags};
 
 use crate::alarm;
 use crate::clock::now_ns;
@@ -27,8 +30,6 @@ use crate::tracker::{Ended, Fire, Tracker, TrackerConfig};
 
 /// How long a warning waits for its stack sample before it is written without one.
 pub const SAMPLE_WAIT_NS: u64 = 5_000_000;
-/// How far past the deadline the poll backstop lies.
-const BACKSTOP_MS: i32 = 2;
 
 /// What the monitor needs to know about a loop. Implemented by the Node binding over libuv.
 pub trait LoopProbe: Send + Sync {
@@ -346,20 +347,15 @@ fn ensure_thread() -> io::Result<()> {
     if *running {
         return Ok(());
     }
-    alarm::wake_read_fd()?;
-    std::thread::Builder::new()
-        .name("loop-helpers-monitor".into())
-        .spawn(run)?;
+    alarm::spawn_monitor_thread("loop-helpers-monitor", run)?;
     *running = true;
     Ok(())
 }
 
 fn run() {
-    // Loop threads block SIGALRM; this thread inherited that mask from one of them. It must take
-    // SIGALRM so that the kernel has a thread to deliver the timer's signal to.
-    let _ = alarm::unblock_in_this_thread();
-    let fd = match alarm::wake_read_fd() {
-        Ok(fd) => fd,
+    // Before the first cycle: from here on a wake-up is kept until the wait takes it.
+    let mut waiter = match alarm::Waiter::new() {
+        Ok(w) => w,
         Err(_) => return,
     };
     loop {
@@ -370,26 +366,11 @@ fn run() {
             // A bug in one cycle must not end monitoring for every loop; try again shortly.
             Err(_) => now_ns() + 10_000_000,
         };
-        let timeout_ms = if next == u64::MAX {
-            let _ = alarm::disarm();
-            -1
-        } else {
-            alarm::ensure_installed();
-            let _ = alarm::arm_at(next);
-            let wait = next.saturating_sub(now_ns());
-            i32::try_from(wait.div_ceil(1_000_000))
-                .unwrap_or(i32::MAX - BACKSTOP_MS)
-                .saturating_add(BACKSTOP_MS)
-        };
-        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
-        match poll(&mut fds, timeout_ms) {
-            Ok(0) if timeout_ms >= 0 => {
-                BACKSTOP_WAKES.fetch_add(1, Ordering::Relaxed);
-            }
-            _ => {}
+        let deadline = (next != u64::MAX).then_some(next);
+        if waiter.wait(deadline) == alarm::Woke::Backstop {
+            BACKSTOP_WAKES.fetch_add(1, Ordering::Relaxed);
         }
         WAKES.fetch_add(1, Ordering::Relaxed);
-        alarm::drain_wakes(fd);
     }
 }
 
@@ -414,7 +395,7 @@ fn cycle_all() -> Option<u64> {
     next
 }
 
-/// Starts watching a loop. Installs the SIGALRM handler with the first watch.
+/// Starts watching a loop. Activates the deadline signal with the first watch (see `alarm`).
 pub fn register(
     cfg: WatchConfig,
     probe: Arc<dyn LoopProbe>,
@@ -426,7 +407,7 @@ pub fn register(
         if reg.exiting {
             return Err(io::Error::other("the process is exiting"));
         }
-        alarm::install()?;
+        alarm::activate()?;
         let id = reg.next_id;
         reg.next_id += 1;
         let tracker = Tracker::new(TrackerConfig::new(cfg.timeout_ns, cfg.aggressive));
@@ -451,7 +432,8 @@ pub fn register(
 }
 
 /// Stops a watch. Returns the record of a block that was in progress (warned about, not yet over),
-/// after writing its pending warnings. Restores the SIGALRM disposition with the last watch.
+/// after writing its pending warnings. Deactivates the deadline signal with the last watch (where a
+/// handler of ours was installed, the previous SIGALRM disposition is restored).
 pub fn unregister(id: u64) -> io::Result<Option<String>> {
     let mut fx = Effects::default();
     let mut partial = None;
@@ -468,7 +450,7 @@ pub fn unregister(id: u64) -> io::Result<Option<String>> {
             }
         }
         if reg.watches.is_empty() {
-            alarm::uninstall()
+            alarm::deactivate()
         } else {
             Ok(())
         }
@@ -534,7 +516,7 @@ pub fn shutdown() {
         let mut reg = lock(&m.registry);
         reg.exiting = true;
         reg.watches.clear();
-        let _ = alarm::disarm();
+        alarm::on_exit();
     }
 }
 
@@ -546,7 +528,7 @@ pub fn watch_count() -> usize {
         .unwrap_or(0)
 }
 
-/// (monitor wake-ups, wake-ups by the poll backstop rather than SIGALRM or an event).
+/// (monitor wake-ups, wake-ups by the wait's backstop timeout rather than the timer or an event).
 pub fn wake_stats() -> (u64, u64) {
     (
         WAKES.load(Ordering::Relaxed),
@@ -635,8 +617,9 @@ pub mod fork_pause {
         })
     }
 
-    /// In the child of a fork(), on its only thread: the monitor thread is gone. Forget it, give
-    /// the child its own wake-up pipe, and start a new thread if anything is watched; it picks up
+    /// In the child of a fork(), on its only thread: the monitor thread is gone, and so is its timer
+    /// (timers are not inherited). Forget it (where wake-ups go through a self-pipe, give the child
+    /// its own), and start a new thread if anything is watched; it creates its own timer, picks up
     /// every registered watch with its configuration and arms the timer again.
     pub fn after_fork_child(paused: Paused) -> std::io::Result<()> {
         // Releases the registry lock this thread took before fork() and resets the pause state;

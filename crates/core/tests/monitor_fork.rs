@@ -1,6 +1,7 @@
-//! The monitor across a real fork(): paused in the parent, restarted in the child with its watch,
-//! its own wake-up pipe and timer. Simulated loop as in tests/monitor.rs. One test function
-//! (process-wide state; fork from a test binary whose other threads are idle).
+//! The monitor across a real fork(): paused in the parent, restarted in the child with its watch
+//! and a timer of its own (timers are not inherited): every deadline in the child is kept by that
+//! timer's signal, none by the wait's backstop timeout. Simulated loop as in tests/monitor.rs. One
+//! test function (process-wide state; fork from a test binary whose other threads are idle).
 
 mod common;
 
@@ -37,12 +38,14 @@ fn the_monitor_survives_fork_in_parent_and_child() {
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed");
     if pid == 0 {
+        let (_, backstops) = monitor::wake_stats();
         let code = match monitor::fork_pause::after_fork_child(paused) {
             Err(_) => 10,
             Ok(()) => match block(&lp, &sink) {
                 None => 11,
                 Some(json) if !json.contains(&format!("(node:{})", std::process::id())) => 12,
                 Some(json) if !json.contains("\"functionName\":\"spin\"") => 13,
+                Some(_) if cfg!(target_os = "linux") && monitor::wake_stats().1 != backstops => 14,
                 Some(_) => 0,
             },
         };
@@ -57,7 +60,7 @@ fn the_monitor_survives_fork_in_parent_and_child() {
     assert_eq!(
         libc::WEXITSTATUS(status),
         0,
-        "child exit code (10: restart, 11: no block, 12: pid, 13: no sample)"
+        "child exit code (10: restart, 11: no block, 12: pid, 13: no sample, 14: no timer)"
     );
 
     // The parent's monitor goes on as before.
@@ -67,4 +70,11 @@ fn the_monitor_survives_fork_in_parent_and_child() {
         "{json}"
     );
     assert_eq!(monitor::unregister(id).unwrap(), None);
+    // Linux: the parent's deadlines too were all kept by its timer.
+    #[cfg(target_os = "linux")]
+    assert_eq!(
+        monitor::wake_stats().1,
+        0,
+        "deadlines kept by the backstop, not the timer"
+    );
 }

@@ -203,9 +203,10 @@ impl EnvLoop {
         }
         let mut inner = lock(&self.inner);
         if inner.watches.is_empty() {
-            // SIGALRM must not interrupt this loop's epoll_wait (libuv loses idle time on EINTR).
+            // The monitor's deadline signal must not interrupt this loop's epoll_wait (libuv loses
+            // idle time on EINTR). On Linux it never reaches this thread: nothing changes here.
             inner.unblock_sigalrm_on_idle =
-                alarm::block_in_this_thread().map_err(|e| format!("pthread_sigmask: {e}"))?;
+                alarm::shield_loop_thread().map_err(|e| format!("pthread_sigmask: {e}"))?;
         }
         if !inner.prepare_running {
             // SAFETY: on the loop's thread; the handle was initialised in `create` and is open.
@@ -256,7 +257,7 @@ impl EnvLoop {
             inner.prepare_running = false;
         }
         if std::mem::take(&mut inner.unblock_sigalrm_on_idle) {
-            let _ = alarm::unblock_in_this_thread();
+            let _ = alarm::unshield_loop_thread();
         }
     }
 
