@@ -148,8 +148,8 @@ let warnedGuardsOnly = false;
  * Notices when this thread's event loop has not turned for `timeout` seconds, and reports the stack
  * of the code that is blocking it, while it blocks.
  *
- * A Rust monitor thread, woken by SIGALRM from a real-time interval timer, watches a heartbeat the
- * loop publishes each turn. When the loop is blocked it asks V8 for the blocking code's stack and
+ * A Rust monitor thread, woken by SIGALRM from a timer directed at that thread alone (Linux; an
+ * interval timer on macOS), watches a heartbeat the loop publishes each turn. When the loop is blocked it asks V8 for the blocking code's stack and
  * writes a warning to stderr during the block. Once the loop turns again, the whole block is
  * emitted as a `'blocked'` event.
  *
