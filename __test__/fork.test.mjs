@@ -1,11 +1,21 @@
-// fork(), for real: each scenario runs in its own Node.js process (fixtures/fork.cjs), which forks
-// and waits for its children with deadlines.
+// fork(), for real: each scenario runs in its own Node.js process (fixtures/fork.cjs, and
+// fixtures/fork-isolation.cjs for what must not be shared), which forks and waits for its children
+// with deadlines.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import test from 'ava';
 import { fixture, runNode } from './helpers/run.mjs';
 
 const forkable = process.platform === 'linux';
 const run = (name, options = {}, runOptions = {}) =>
   runNode([fixture('fork.cjs'), name, JSON.stringify(options)], { timeoutMs: 60_000, ...runOptions });
+const isolation = (name, options = {}, runOptions = {}, nodeArgs = []) =>
+  runNode([...nodeArgs, fixture('fork-isolation.cjs'), name, JSON.stringify(options)], {
+    timeoutMs: 60_000,
+    ...runOptions,
+  });
 const childLines = (stdout) =>
   stdout
     .split('\n')
@@ -62,18 +72,30 @@ linux('a child forks a grandchild, which allocates, uses the threadpool and exit
   t.deepEqual(c.grandchildStatus, { code: 5, signal: null });
 });
 
-linux('the child does not repeat the parent: randomUUID, randomBytes and Math.random differ', async (t) => {
-  const r = await run('random');
-  t.is(r.code, 0, r.stderr);
-  const [c] = childLines(r.stdout);
-  const p = r.result.parent;
-  t.not(c.uuid, p.uuid);
-  t.not(c.bytes, p.bytes);
-  for (const v of c.math) {
-    t.true(v >= 0 && v < 1);
-    t.false(p.math.includes(v));
-  }
-});
+linux(
+  'the child does not repeat the parent: randomInt, randomUUID, randomBytes, getRandomValues, Math.random differ',
+  async (t) => {
+    const r = await run('random');
+    t.is(r.code, 0, r.stderr);
+    const [c] = childLines(r.stdout);
+    const p = r.result.parent;
+    // Served from caches in Node's JavaScript filled in the parent: randomInt's 6 KiB, randomUUID's
+    // batch of 128 (shared with randomUUIDv7, Node 24+).
+    for (const v of c.int) t.false(p.int.includes(v), `randomInt repeats the parent: ${c.int} / ${p.int}`);
+    t.not(c.smallInt, p.smallInt);
+    t.not(c.uuid, p.uuid);
+    if (p.uuidv7 !== null) t.not(c.uuidv7, p.uuidv7);
+    // Straight from OpenSSL, which reseeds in the child.
+    t.not(c.bytes, p.bytes);
+    t.not(c.fill, p.fill);
+    t.not(c.values, p.values);
+    t.not(c.webcrypto, p.webcrypto);
+    for (const v of c.math) {
+      t.true(v >= 0 && v < 1);
+      t.false(p.math.includes(v));
+    }
+  },
+);
 
 linux('a child whose setup fails ends with status 70 and says why; fork() never returns there', async (t) => {
   const r = await run('setupFails');
@@ -132,6 +154,7 @@ const refusals = [
   ['fsInFlight', 'ERR_FORK_REQUESTS_IN_FLIGHT', /1 libuv request\(s\) in flight/],
   ['cryptoInFlight', 'ERR_FORK_REQUESTS_IN_FLIGHT', /in flight \(threadpool work/],
   ['childProcess', 'ERR_FORK_CHILD_PROCESS_ALIVE', /child process\(es\)/],
+  ['childProcessUnref', 'ERR_FORK_CHILD_PROCESS_ALIVE', /1 child process\(es\) .* \(unref'd ones count too\)/],
   ['inspector', 'ERR_FORK_INSPECTOR_ACTIVE', /inspector is active/],
 ];
 for (const [rule, code, message] of refusals) {
@@ -142,6 +165,7 @@ for (const [rule, code, message] of refusals) {
     t.regex(r.result.message, message);
     if (rule !== 'inWorker') t.true(r.result.isForkError);
     if (rule === 'worker') t.true(r.result.afterTerminate.forked > 0, 'allowed once the Worker exited');
+    if (rule === 'childProcessUnref') t.true(r.result.afterExit.forked > 0, 'allowed once the child exited');
   });
 }
 
@@ -184,4 +208,128 @@ linux('stress: 40 fork/work/exit/wait cycles from a parent using the threadpool 
   t.is(r.code, 0, r.stderr);
   t.deepEqual(r.result.bad, []);
   t.is(r.result.ok, 40);
+});
+
+// ---- What the child must not share with the parent (fixtures/fork-isolation.cjs).
+
+linux("open TLS connections: the child's copies are cut before it runs, the parent's go on", async (t) => {
+  const r = await isolation('tls');
+  t.is(r.code, 0, r.stderr);
+  t.deepEqual(r.result.status, { code: 0, signal: null });
+  const [c] = childLines(r.stdout);
+  for (const label of ['direct', 'upgraded', 'unrefd']) {
+    t.true(c.events[label].includes('close'), `${label}: ${c.events[label]}`);
+    t.true(r.result.after[label], `the parent's ${label} connection works after the child wrote on its copy`);
+  }
+  t.deepEqual(c.closed, [true, true, true]);
+  const received = r.result.received.join('|');
+  t.false(received.includes('child-'), `the server received what the child wrote: ${received}`);
+  for (const label of ['direct', 'upgraded', 'unrefd']) t.true(received.includes(`parent-${label}`), received);
+});
+
+linux('a DNS query in flight refuses (ERR_FORK_DNS_IN_FLIGHT); settled or cancelled, fork() works', async (t) => {
+  const r = await isolation('dns');
+  t.is(r.code, 0, r.stderr);
+  const o = r.result;
+  for (const refused of [o.inFlight, o.defaultInFlight]) {
+    t.is(refused.code, 'ERR_FORK_DNS_IN_FLIGHT');
+    t.true(refused.isForkError);
+    t.regex(refused.message, /^fork\(\) refused: 1 DNS socket\(s\) of dns\.resolve\*\(\) \/ dns\.Resolver are open/);
+  }
+  t.is(o.cancelled, 'ECANCELLED');
+  t.deepEqual(o.afterCancel.status, { code: 99, signal: null });
+  t.deepEqual(o.answer, ['127.0.0.7']);
+  t.deepEqual(o.afterAnswer.status, { code: 7, signal: null }, 'the child resolves on its own');
+});
+
+linux(
+  'an inspector session works in the child; a CPU profile being recorded refuses (ERR_FORK_PROFILER_ACTIVE)',
+  async (t) => {
+    const r = await isolation('profiler');
+    t.is(r.code, 0, r.stderr);
+    const o = r.result;
+    t.deepEqual(o.session.status, { code: 42, signal: null }, 'Runtime.evaluate in the child');
+    t.is(o.recording.code, 'ERR_FORK_PROFILER_ACTIVE');
+    t.regex(o.recording.message, /^fork\(\) refused: a CPU profile is being recorded \(thread v8:ProfEvntProc/);
+    t.deepEqual(o.stopped.status, { code: 99, signal: null }, 'allowed once the profile stopped');
+  },
+);
+
+for (const flag of ['--cpu-prof', '--prof']) {
+  linux(`under ${flag}, fork() refuses (ERR_FORK_PROFILER_ACTIVE)`, async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'loop-helpers-prof-'));
+    try {
+      const args = flag === '--cpu-prof' ? [flag, `--cpu-prof-dir=${dir}`] : [flag];
+      const r = await isolation('cpuProf', {}, { cwd: dir }, args);
+      t.is(r.code, 0, r.stderr);
+      t.is(r.result.recording.code, 'ERR_FORK_PROFILER_ACTIVE');
+      t.regex(r.result.recording.message, new RegExp(`started by .*${flag}`));
+      t.true(readdirSync(dir).length > 0, 'the profile was written at exit');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+}
+
+linux("right after require('tls'), fork() waits for Node's root-certificate loader thread", async (t) => {
+  const r = await isolation('afterTls');
+  t.is(r.code, 0, r.stderr);
+  t.true(r.result.forked > 0, JSON.stringify(r.result));
+  t.deepEqual(r.result.status, { code: 0, signal: null });
+  t.true(childLines(r.stdout)[0].certificates > 0);
+});
+
+linux("a Worker created in the child (and in a grandchild) starts and ends: 'exit' within 5 s", async (t) => {
+  const r = await isolation('worker', {}, { timeoutMs: 90_000 });
+  t.is(r.code, 0, r.stderr);
+  t.deepEqual(r.result.status, { code: 0, signal: null });
+  const lines = childLines(r.stdout);
+  const c = lines.find((l) => l.child);
+  const g = lines.find((l) => l.grandchild);
+  t.deepEqual(c.grandchildStatus, { code: 0, signal: null });
+  for (const [who, runs] of [
+    ['parent', r.result.parent],
+    ['child', c.child],
+    ['grandchild', g.grandchild],
+  ]) {
+    t.like(runs.natural, { message: 'started', code: 0 }, who);
+    t.like(runs.terminated, { message: 'started', code: 1 }, who);
+  }
+});
+
+/** A C compiler for the foreign-thread addon (fixtures/fork-foreign-thread.c), or undefined. */
+const compiler = forkable
+  ? ['cc', 'gcc', 'clang'].find((cc) => spawnSync(cc, ['--version'], { stdio: 'ignore' }).status === 0)
+  : undefined;
+const withCompiler = compiler ? test.serial : test.skip;
+const noCompiler = compiler ? '' : ' [skipped: no C compiler (cc, gcc, clang) to build the test addon]';
+
+withCompiler(`a native addon's own threads refuse (ERR_FORK_UNKNOWN_THREADS), named or not${noCompiler}`, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'loop-helpers-foreign-'));
+  try {
+    const addon = join(dir, 'foreign-thread.node');
+    const cc = spawnSync(
+      compiler,
+      ['-shared', '-fPIC', '-O1', '-o', addon, fixture('fork-foreign-thread.c'), '-lpthread'],
+      { encoding: 'utf8', timeout: 60_000 },
+    );
+    t.is(cc.status, 0, cc.stderr);
+    const cases = [
+      [{ named: true, count: 2 }, /^fork\(\) refused: 2 thread\(s\) .* \(named rdk:broker0, rdk:broker1\)/],
+      // Unnamed: it carries the process's name, like Node's unnamed threads on Node 20 and 22.
+      [{ named: false, count: 1 }, /^fork\(\) refused: 1 thread\(s\) .* \(1 without a name of its own/],
+      [{ named: false, count: 1, threadpool: true }, /^fork\(\) refused: 1 thread\(s\) /],
+    ];
+    for (const [options, message] of cases) {
+      const r = await isolation('threads', { ...options, addon });
+      t.is(r.code, 0, r.stderr);
+      const o = r.result;
+      t.deepEqual(o.before.status, { code: 99, signal: null }, `${JSON.stringify(options)}: before`);
+      t.is(o.during.code, 'ERR_FORK_UNKNOWN_THREADS', JSON.stringify(o.during));
+      t.regex(o.during.message, message);
+      t.deepEqual(o.after.status, { code: 99, signal: null }, `${JSON.stringify(options)}: once stopped`);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

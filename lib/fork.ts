@@ -21,10 +21,18 @@ export type ForkErrorCode =
   | 'ERR_FORK_WORKERS_ALIVE'
   /** Threadpool work (fs, dns.lookup, crypto, zlib, addons) or a stream write is in flight. */
   | 'ERR_FORK_REQUESTS_IN_FLIGHT'
-  /** A process started with `node:child_process` is alive. */
+  /** A process started with `node:child_process` is alive (unref'd or not). */
   | 'ERR_FORK_CHILD_PROCESS_ALIVE'
   /** The inspector is active. */
   | 'ERR_FORK_INSPECTOR_ACTIVE'
+  /** TLS connections are open and this Node.js does not let fork() cut the child's copies of them. */
+  | 'ERR_FORK_TLS_SOCKETS_OPEN'
+  /** A DNS query of `dns.resolve*()` / `dns.Resolver` is waiting for its answer (its socket is open). */
+  | 'ERR_FORK_DNS_IN_FLIGHT'
+  /** A CPU profile or trace is being recorded (`Profiler.start`, `--cpu-prof`, `--prof`, trace events). */
+  | 'ERR_FORK_PROFILER_ACTIVE'
+  /** A thread runs that neither Node.js nor loop-helpers started (a native addon's). */
+  | 'ERR_FORK_UNKNOWN_THREADS'
   /** V8's background threads did not become free in time (e.g. a GC of a huge heap). Retry. */
   | 'ERR_FORK_PLATFORM_BUSY'
   /** The fork(2) system call or a preparation step failed (e.g. EAGAIN, ENOMEM). */
@@ -106,6 +114,7 @@ function refuse(code: ForkErrorCode, message: string): never {
 
 const REQUEST_TYPE = /Req|WriteWrap|ShutdownWrap|ConnectWrap/;
 
+/** What does not depend on the loop's state: the platform, this Node.js, the calling thread. */
 function checkForkable(): void {
   if (process.platform === 'win32') {
     refuse('ERR_FORK_UNSUPPORTED_PLATFORM', 'fork() needs a POSIX system; Windows has no fork(2).');
@@ -124,6 +133,32 @@ function checkForkable(): void {
   if (!native().isMainThread()) {
     refuse('ERR_FORK_WORKER_THREAD', 'fork() was called from a Worker thread; call it from the main thread.');
   }
+}
+
+/**
+ * The open TLS connections JavaScript can see: a `TLSSocket` owns its TCP handle (client side), or
+ * a server's accepted socket carries TLS when the server is a `tls.Server` (https, http2). A socket
+ * upgraded with `new tls.TLSSocket(socket)` is not seen here (the native probe finds it).
+ */
+function tlsConnectionsSeen(): number {
+  const active = (process as { _getActiveHandles?: () => unknown[] })._getActiveHandles;
+  if (!loadedBuiltin('tls') || typeof active !== 'function') return 0;
+  const { Server } = require('node:tls') as typeof import('node:tls');
+  let n = 0;
+  for (const h of active.call(process)) {
+    const s = h as { encrypted?: unknown; server?: unknown; destroyed?: unknown } | null;
+    if (s && s.destroyed !== true && (s.encrypted === true || s.server instanceof Server)) n++;
+  }
+  return n;
+}
+
+/**
+ * What depends on the loop's state. The native fork() runs this while every handle of the loop is
+ * ref'd, so that `process.getActiveResourcesInfo()` lists the unref'd handles too (an unref'd child
+ * process is alive all the same), with the number of TLS streams it found (the child's copies of
+ * those are cut). A refusal thrown here is fork()'s.
+ */
+function checkLoop(nativeTls: number): void {
   const workers = liveWorkerCount();
   if (workers > 0) {
     refuse(
@@ -138,8 +173,9 @@ function checkForkable(): void {
   if (children > 0) {
     refuse(
       'ERR_FORK_CHILD_PROCESS_ALIVE',
-      `fork() refused: ${children} child process(es) started with node:child_process are alive. The ` +
-        'forked child would inherit their handles and never end. Wait for their exit (or kill them) first.',
+      `fork() refused: ${children} child process(es) started with node:child_process are alive ` +
+        "(unref'd ones count too). The forked child would inherit their handles, never learn of their " +
+        'exit, and never end. Wait for their exit (or kill them) first.',
     );
   }
   if (process.features.inspector) {
@@ -151,6 +187,19 @@ function checkForkable(): void {
           'fork. Close it with inspector.close() first.',
       );
     }
+  }
+  // The child's copies of TLS connections are cut natively, by recognising Node's stream objects.
+  // Should that fail on some Node.js (fewer found than JavaScript sees), refuse rather than let both
+  // processes encrypt with the same keys and sequence numbers.
+  const tls = tlsConnectionsSeen();
+  if (tls > nativeTls) {
+    refuse(
+      'ERR_FORK_TLS_SOCKETS_OPEN',
+      `fork() refused: ${tls} TLS connection(s) are open, and fork() cannot cut the child's copies of ` +
+        `them on this Node.js ${process.version} (found ${nativeTls}). Parent and child would encrypt with ` +
+        'the same keys and sequence numbers (repeated AES-GCM nonces let an observer decrypt and forge ' +
+        'traffic). Close them before forking (e.g. agent.destroy() for pooled HTTPS connections).',
+    );
   }
   const requests = native().activeRequests();
   if (requests > 0) {
@@ -169,13 +218,18 @@ function checkForkable(): void {
 
 let lastTiming: ForkTiming | undefined;
 
+/** The native fork(): `check` runs first with every handle visible; see crates/node/src/fork_exports.rs. */
+type NativeFork = (check: (nativeTls: number) => void) => number[];
+
 /**
  * Forks this process, like POSIX fork(2): returns the child's pid in the parent and 0 in the child.
  *
  * The child is a copy of the parent at the moment of the call: every timer, socket, server and
- * pending promise exists in both (a listening server accepts in both: a prefork server). It runs
- * with its own pid, re-armed blocking detectors, fresh randomness, and an exit path that runs
- * 'exit' listeners and flushes stdout and stderr. See the README's fork() section.
+ * pending promise exists in both (a listening server accepts in both: a prefork server), except
+ * TLS connections, whose copies in the child are cut (they end there; the parent's go on). It runs
+ * with its own pid, re-armed blocking detectors, fresh randomness (Node's randomInt and randomUUID
+ * caches refilled), and an exit path that runs 'exit' listeners and flushes stdout and stderr. See
+ * the README's fork() section.
  *
  * @returns the child's pid in the parent, 0 in the child.
  * @throws {ForkError} when forking is refused or fails; `code` says why.
@@ -185,8 +239,9 @@ export function fork(): number {
   const start = process.hrtime.bigint();
   let r: number[];
   try {
-    r = native().fork();
+    r = (native().fork as unknown as NativeFork)(checkLoop);
   } catch (e) {
+    if (e instanceof ForkError) throw e;
     const err = e as Error & { code?: string };
     if (err.code?.startsWith('ERR_FORK_')) {
       throw new ForkError(
@@ -275,13 +330,24 @@ function blockingStdio(): void {
   }
 }
 
+/** The largest range `crypto.randomInt()` accepts: each call then takes exactly 6 bytes of its cache. */
+const RANDOM_INT_RANGE = 2 ** 48 - 1;
+
 /** The child must not repeat the parent's random values. */
 function reseedRandomness(): void {
-  // OpenSSL reseeds after fork by itself (crypto.randomBytes differs), but crypto.randomUUID()
-  // serves from a cache of 128 UUIDs filled in the parent: going once around it forces a refill.
+  // OpenSSL reseeds after fork by itself (crypto.randomBytes, randomFillSync, getRandomValues and
+  // key generation differ), but two caches in Node's JavaScript hold bytes drawn in the parent, and
+  // neither can be reached but through its own function:
+  // - crypto.randomUUID() (and randomUUIDv7(), which shares the cache) serves from a batch of 128
+  //   UUIDs: going once around it forces a refill;
+  // - crypto.randomInt() serves 6 bytes per call from a 6 KiB cache: 1024 calls of the full range
+  //   take 6 bytes each and reach its end wherever the parent left it, so every value after them
+  //   comes from a refill in the child (about 0.3 ms warm, 1.5 ms cold).
+  // Both live in internal/crypto/random: not loaded, no cache.
   if (loadedBuiltin('internal/crypto/random')) {
-    const { randomUUID } = require('node:crypto') as typeof import('node:crypto');
+    const { randomInt, randomUUID } = require('node:crypto') as typeof import('node:crypto');
     for (let i = 0; i < 128; i++) randomUUID();
+    for (let i = 0; i < 1024; i++) randomInt(RANDOM_INT_RANGE);
   }
   // V8's Math.random state lives in the context and cannot be reseeded through any API: replace it
   // with a xoshiro128** generator seeded from the OS (non-cryptographic, as Math.random is).

@@ -37,7 +37,7 @@ export interface NativeBinding {
   forkSupport(): string | null;
   activeRequests(): number;
   /** Parent: [pid, parkMs, memoryMs, forkMs, mappings, workers]; child: [0, pid, ppid, workersRestored]. */
-  fork(): number[];
+  fork(check?: (nativeTls: number) => void): number[];
   childExitGuard(beforeExit: () => void, exit: () => void): void;
   childAbort(message: string): never;
   registerSourceMap(generatedFile: string, sources: string[], mappings: string): boolean;

@@ -102,6 +102,14 @@ using SetProcessExitHandlerFn = void (*)(node::Environment* env,
 using TaskSink = void (*)(void* task, double delay_seconds);
 TaskSink g_sink = nullptr;
 
+// node::NodePlatform::FlushForegroundTasks(v8::Isolate*): runs the isolate's queued foreground
+// tasks, true when it ran any (the second half of DrainTasks).
+using FlushForegroundTasksFn = bool (*)(void* self, void* isolate);
+FlushForegroundTasksFn g_flush = nullptr;
+// Waits until the forked child's pool runs no worker task and has none due (Rust: worker_pool.rs).
+using PoolDrain = void (*)();
+PoolDrain g_pool_drain = nullptr;
+
 // Replacements for the four entries above, with the same signatures (`this` first).
 void RedirectedCall(void*, std::unique_ptr<PlatformTask> task) { g_sink(task.release(), 0); }
 void RedirectedDelayedCall(void*, std::unique_ptr<PlatformTask> task, double delay) {
@@ -115,20 +123,48 @@ void RedirectedDelayedPost(void*, TaskPriority, std::unique_ptr<PlatformTask> ta
   g_sink(task.release(), delay);
 }
 
+// node::NodePlatform::DrainTasks(v8::Isolate*) in a forked child. Node's own waits (in
+// WorkerThreadsTaskRunner::BlockingDrain) until the platform's count of outstanding worker tasks is
+// zero; in the child that count still includes the parent's parked tasks and whatever was queued
+// at the fork, none of which will ever complete there (their threads are gone), so a Worker's end
+// or any later drain would wait forever. The child's worker tasks run in our pool: wait for that
+// instead, then run the isolate's foreground tasks, as the original does.
+void RedirectedDrainTasks(void* self, void* isolate) {
+  do {
+    g_pool_drain();
+  } while (g_flush(self, isolate));
+}
+
 }  // namespace
 
 extern "C" {
 
+// The size of the ELF symbol at `address` (a vtable), 0 when unknown.
+std::size_t loop_helpers_symbol_size(void* address) {
+#if defined(__linux__)
+  Dl_info info;
+  void* entry = nullptr;
+  if (dladdr1(address, &info, &entry, RTLD_DL_SYMENT) == 0 || entry == nullptr) return 0;
+  return static_cast<const ElfW(Sym)*>(entry)->st_size;
+#else
+  (void)address;
+  return 0;
+#endif
+}
+
 // In a forked child, which has none of the platform's worker threads: gives the NodePlatform object
 // a private copy of its vtable in which the worker-task entries (found by the addresses of the
 // resolved member functions) hand tasks to `sink`, so that V8's background work (GC helpers,
-// concurrent compilation) runs on threads that exist. `kind` is as in post_worker_task; `delayed`
-// may be null. The vtable's size comes from its ELF symbol.
-// Returns 1 (2 with the delayed entry) on success; a negative value when nothing was changed:
-// -1 the symbol's size is unknown, -2 the object is not of that class, -3 the entry was not found,
-// -4 out of memory.
+// concurrent compilation) runs on threads that exist, and in which DrainTasks waits for those
+// tasks (`pool_drain`) instead of for the parent's. `kind` is as in post_worker_task; `delayed`,
+// `drain` and `flush` may be null (then that entry is left alone). The vtable's size comes from its
+// ELF symbol.
+// Returns a bit set on success: 1 the worker-task entry (always), 2 the delayed one, 4 DrainTasks;
+// a negative value when nothing was changed: -1 the symbol's size is unknown, -2 the object is not
+// of that class, -3 the entry was not found, -4 out of memory.
 int loop_helpers_redirect_worker_tasks(void* platform, void* vtable_symbol, int kind, void* post,
-                                       void* delayed, TaskSink sink) {
+                                       void* delayed, TaskSink sink, void* drain, void* flush,
+                                       PoolDrain pool_drain) {
 #if defined(__linux__)
   Dl_info info;
   void* entry = nullptr;
@@ -152,6 +188,9 @@ int loop_helpers_redirect_worker_tasks(void* platform, void* vtable_symbol, int 
       copy[i] = kind == 0 ? reinterpret_cast<void*>(&RedirectedDelayedCall)
                           : reinterpret_cast<void*>(&RedirectedDelayedPost);
       found |= 2;
+    } else if (drain != nullptr && flush != nullptr && pool_drain != nullptr && copy[i] == drain) {
+      copy[i] = reinterpret_cast<void*>(&RedirectedDrainTasks);
+      found |= 4;
     }
   }
   if ((found & 1) == 0) {
@@ -159,12 +198,15 @@ int loop_helpers_redirect_worker_tasks(void* platform, void* vtable_symbol, int 
     return -3;
   }
   g_sink = sink;
+  g_flush = reinterpret_cast<FlushForegroundTasksFn>(flush);
+  g_pool_drain = pool_drain;
   // The copy is never freed: the object uses it for the rest of the process.
   *object = copy + 2;
-  return found == 3 ? 2 : 1;
+  return found;
 #else
   // fork() is Linux-only (see platform.rs); elsewhere the symbol size is not looked up.
   (void)platform, (void)vtable_symbol, (void)kind, (void)post, (void)delayed, (void)sink;
+  (void)drain, (void)flush, (void)pool_drain;
   return -1;
 #endif
 }

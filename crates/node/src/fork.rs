@@ -1,10 +1,15 @@
 //! fork(): prepare the parent, fork, and repair the child before it returns to JavaScript.
 //!
 //! The order follows `../shared/docs/background.md` §5 and its research notes: refuse while
-//! requests are in flight; hold the monitor thread still; park V8's platform workers; clear
-//! `MADV_DONTFORK` on V8's memory; fork. In the child: own blocking stdio pipes, `uv_loop_fork`,
-//! a new monitor thread, and a process exit handler that ends the child with `_exit` (Node's own
-//! exit would join platform threads that do not exist in the child).
+//! requests or DNS queries are in flight; hold the monitor thread still; park V8's platform
+//! workers; refuse while a thread runs that is not accounted for (`threads`); clear
+//! `MADV_DONTFORK` on V8's memory; fork. In the child: the child's copies of TLS connections cut
+//! (`handles`), own blocking stdio pipes, `uv_loop_fork`, a new monitor thread, and a process exit
+//! handler that ends the child with `_exit` (Node's own exit would join platform threads that do
+//! not exist in the child).
+
+mod handles;
+mod threads;
 
 use std::os::raw::c_int;
 use std::time::{Duration, Instant};
@@ -21,6 +26,10 @@ use crate::worker_pool;
 const PARK_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long it waits for the monitor thread to reach a point where it holds no lock.
 const MONITOR_PAUSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long it waits for unnamed threads it cannot account for to end (they may be short-lived,
+/// such as the root-certificate loader that `require('tls')` starts), and how often it looks.
+const THREAD_WAIT: Duration = Duration::from_secs(1);
+const THREAD_RETRY: Duration = Duration::from_millis(10);
 
 /// A refusal or failure, with the stable code the TypeScript layer turns into a `ForkError`.
 pub struct Refused {
@@ -54,6 +63,8 @@ pub enum Forked {
     Child {
         /// V8's worker tasks run on threads of ours (else they are never run in the child).
         workers_restored: bool,
+        /// The child's copies of TLS connections that were cut.
+        tls_cut: usize,
     },
 }
 
@@ -90,13 +101,38 @@ unsafe fn event_loop(env: napi_env) -> Option<*mut uv_loop_t> {
     (napi_get_uv_event_loop(env, &mut lp) == NAPI_OK && !lp.is_null()).then_some(lp)
 }
 
+/// The file descriptors of the loop's streams that carry TLS, whose copies the child cuts.
+///
+/// # Safety
+/// On `env`'s JavaScript thread.
+pub unsafe fn tls_streams(env: napi_env) -> Option<Vec<c_int>> {
+    let lp = event_loop(env)?;
+    handles::prepare();
+    Some(handles::tls_streams(lp))
+}
+
+/// Runs `check` (the JavaScript refusals) while every handle of the loop is ref'd, so that the
+/// JavaScript views of the loop, which list ref'd handles only, show the unref'd ones too (an
+/// unref'd child process is alive all the same). The handles are unref'd again before this
+/// returns.
+///
+/// # Safety
+/// On `env`'s JavaScript thread, inside a Node-API callback; `check` must not run the loop.
+pub unsafe fn with_all_handles_visible<T>(env: napi_env, check: impl FnOnce() -> T) -> Option<T> {
+    let lp = event_loop(env)?;
+    let visible = handles::make_visible(lp);
+    let r = check();
+    visible.restore();
+    Some(r)
+}
+
 /// Forks the process. The caller (TypeScript) has already refused Workers, child processes, the
 /// inspector and non-main threads; requests in flight are checked again here, where nothing can
 /// start one before the fork.
 ///
 /// # Safety
 /// On the main thread's JavaScript thread, inside a Node-API callback.
-pub unsafe fn fork(env: napi_env) -> Result<Forked, Refused> {
+pub unsafe fn fork(env: napi_env, tls: &[c_int]) -> Result<Forked, Refused> {
     support().map_err(|e| refuse("ERR_FORK_UNSUPPORTED", e))?;
     let lp = event_loop(env).ok_or_else(|| refuse("ERR_FORK_FAILED", "no event loop"))?;
     let reqs = uv::active_requests(lp);
@@ -106,23 +142,77 @@ pub unsafe fn fork(env: napi_env) -> Result<Forked, Refused> {
             format!("{reqs} libuv request(s) in flight"),
         ));
     }
+    handles::prepare();
+    let dns = handles::dns_sockets(lp);
+    if dns > 0 {
+        return Err(refuse(
+            "ERR_FORK_DNS_IN_FLIGHT",
+            format!(
+                "{dns} DNS socket(s) of dns.resolve*() / dns.Resolver are open: a query is waiting \
+                 for its answer. The child would share the socket and the query with the parent \
+                 (either may read the other's answer, and both would retry with the same query \
+                 ids). Fork once the queries have settled (await them), or cancel them with \
+                 resolver.cancel()"
+            ),
+        ));
+    }
     let handles = platform::current().map_err(|e| refuse("ERR_FORK_UNSUPPORTED", e))?;
     let mut timing = Timing::default();
 
-    let paused = fork_pause::pause(MONITOR_PAUSE_TIMEOUT)
-        .map_err(|e| refuse("ERR_FORK_PLATFORM_BUSY", e.to_string()))?;
-    let t = Instant::now();
-    let quiet = if worker_pool::is_active() {
-        Quiet::Pool(
-            worker_pool::pause(PARK_TIMEOUT).map_err(|e| refuse("ERR_FORK_PLATFORM_BUSY", e))?,
-        )
-    } else {
-        let parked = platform::park_workers(&handles, PARK_TIMEOUT)
-            .map_err(|e| refuse("ERR_FORK_PLATFORM_BUSY", e))?;
-        timing.workers = parked.workers;
-        Quiet::Parked(parked)
+    // Hold the monitor and V8's workers still, and account for every other thread. A thread that
+    // carries its creator's name may be short-lived (Node's root-certificate loader, started by
+    // `require('tls')`): let go, wait a little and look again, up to THREAD_WAIT.
+    let deadline = Instant::now() + THREAD_WAIT;
+    let (paused, quiet) = loop {
+        let paused = fork_pause::pause(MONITOR_PAUSE_TIMEOUT)
+            .map_err(|e| refuse("ERR_FORK_PLATFORM_BUSY", e.to_string()))?;
+        let t = Instant::now();
+        let quiet = if worker_pool::is_active() {
+            Quiet::Pool(
+                worker_pool::pause(PARK_TIMEOUT)
+                    .map_err(|e| refuse("ERR_FORK_PLATFORM_BUSY", e))?,
+            )
+        } else {
+            let parked = platform::park_workers(&handles, PARK_TIMEOUT)
+                .map_err(|e| refuse("ERR_FORK_PLATFORM_BUSY", e))?;
+            timing.workers = parked.workers;
+            Quiet::Parked(parked)
+        };
+        timing.park_ms = ms(t);
+        let (parked_tids, platform_threads) = match &quiet {
+            Quiet::Parked(p) => (p.tids(), platform::platform_threads(&handles)),
+            // A forked child: the platform's threads are gone.
+            Quiet::Pool(_) => (Vec::new(), 0),
+        };
+        let verdict = threads::classify(&threads::Context {
+            parked: &parked_tids,
+            platform_threads,
+        })
+        .map_err(|e| refuse("ERR_FORK_FAILED", e))?;
+        match verdict {
+            threads::Verdict::Known => break (paused, quiet),
+            threads::Verdict::Profiler(what) => {
+                return Err(refuse(
+                    "ERR_FORK_PROFILER_ACTIVE",
+                    format!(
+                        "{what}. Its thread does not exist in the child, where stopping the \
+                         profile or trace would wait for it forever. Stop it first \
+                         (Profiler.stop, tracing.disable()), or run without --cpu-prof, --prof or \
+                         --trace-events-enabled"
+                    ),
+                ));
+            }
+            threads::Verdict::Unknown { named, unnamed } => {
+                if named.is_empty() && Instant::now() < deadline {
+                    drop(quiet);
+                    drop(paused);
+                    std::thread::sleep(THREAD_RETRY);
+                    continue;
+                }
+                return Err(unknown_threads(&named, &unnamed));
+            }
+        }
     };
-    timing.park_ms = ms(t);
 
     // After parking: no V8 thread can map new don't-fork memory between this walk and fork().
     let t = Instant::now();
@@ -164,11 +254,12 @@ pub unsafe fn fork(env: napi_env) -> Result<Forked, Refused> {
             true
         }
         Quiet::Parked(parked) => {
-            // The parked workers do not exist here; their park state is left alone.
+            // The parked workers do not exist here; their park state is left alone (the
+            // platform's drain, which would wait for their tasks, is redirected to the pool).
             let workers = parked.workers;
             std::mem::forget(parked);
-            match platform::redirect_worker_tasks(&handles, worker_pool::sink) {
-                Ok(()) => {
+            match platform::redirect_worker_tasks(&handles, worker_pool::sink, worker_pool::drain) {
+                Ok(_) => {
                     worker_pool::activate(workers);
                     true
                 }
@@ -176,8 +267,11 @@ pub unsafe fn fork(env: napi_env) -> Result<Forked, Refused> {
             }
         }
     };
-    repair_child(lp, &handles, paused);
-    Ok(Forked::Child { workers_restored })
+    let tls_cut = repair_child(lp, &handles, paused, tls);
+    Ok(Forked::Child {
+        workers_restored,
+        tls_cut,
+    })
 }
 
 /// The child's repairs, on its only thread. A failure leaves a process that cannot run Node safely:
@@ -189,7 +283,16 @@ unsafe fn repair_child(
     lp: *mut uv_loop_t,
     handles: &platform::Handles,
     paused: fork_pause::Paused,
-) {
+    tls: &[c_int],
+) -> usize {
+    // Before the child's loop polls: its copies of TLS connections must never send a byte (the
+    // same keys and sequence numbers as the parent's: AES-GCM nonces would repeat).
+    let tls_cut = match handles::cut(tls) {
+        Ok(n) => n,
+        Err(e) => die(&format!(
+            "cutting the child's copies of TLS connections failed: {e}"
+        )),
+    };
     own_stdio_pipes();
     let r = uv::uv_loop_fork(lp);
     if r != 0 {
@@ -199,6 +302,40 @@ unsafe fn repair_child(
         die(&format!("restarting the blocking monitor failed: {e}"));
     }
     platform::set_process_exit_handler(handles, child_exit);
+    tls_cut
+}
+
+/// The refusal for threads that neither Node nor loop-helpers started.
+fn unknown_threads(named: &[String], unnamed: &[String]) -> Refused {
+    let mut listed: Vec<&str> = Vec::new();
+    for name in named {
+        if !listed.contains(&name.as_str()) {
+            listed.push(name);
+        }
+    }
+    let mut what = Vec::new();
+    if !listed.is_empty() {
+        what.push(format!("named {}", listed.join(", ")));
+    }
+    if !unnamed.is_empty() {
+        what.push(format!(
+            "{} without a name of its own (it carries its creator's, {}), still running after {} ms",
+            unnamed.len(),
+            unnamed[0],
+            THREAD_WAIT.as_millis()
+        ));
+    }
+    refuse(
+        "ERR_FORK_UNKNOWN_THREADS",
+        format!(
+            "{} thread(s) that neither Node.js nor loop-helpers started are running ({}). A native \
+             addon's own threads (such as librdkafka's or libvips') do not exist in the child, and \
+             a lock or a task one of them holds would stay held there forever. Fork before loading \
+             such an addon, or stop its threads first",
+            named.len() + unnamed.len(),
+            what.join("; ")
+        ),
+    )
 }
 
 /// # Safety

@@ -22,10 +22,44 @@ pub unsafe extern "C" fn active_requests(env: napi_env, _info: napi_callback_inf
     }
 }
 
-/// fork() -> [pid, parkMs, memoryMs, forkMs, mappings, workers] in the parent, [0, getpid(), getppid(),
-/// workersRestored (0/1)] in the child. Throws an Error with a stable `code` when it refuses or fails.
-pub unsafe extern "C" fn fork_process(env: napi_env, _info: napi_callback_info) -> napi_value {
-    match fork::fork(env) {
+/// fork(check?) -> [pid, parkMs, memoryMs, forkMs, mappings, workers] in the parent,
+/// [0, getpid(), getppid(), workersRestored (0/1), tlsCut] in the child. Throws an Error with a
+/// stable `code` when it refuses or fails.
+///
+/// `check` (a function) runs first, while every handle of the loop is ref'd, so that
+/// `process.getActiveResourcesInfo()` and `process._getActiveHandles()` list unref'd handles too;
+/// its argument is the number of TLS streams found natively (the child's copies of those are cut).
+/// An exception it throws is fork()'s (nothing forked).
+pub unsafe extern "C" fn fork_process(env: napi_env, info: napi_callback_info) -> napi_value {
+    let a = js::args::<1>(env, info);
+    let Some(tls) = fork::tls_streams(env) else {
+        return js::throw(env, "ERR_FORK_FAILED", "no event loop");
+    };
+    if js::is_function(env, a[0]) {
+        let count = js::number(env, tls.len() as f64);
+        let checked = fork::with_all_handles_visible(env, || {
+            let mut recv = std::ptr::null_mut();
+            let mut result = std::ptr::null_mut();
+            napi_get_undefined(env, &mut recv);
+            napi_call_function(env, recv, a[0], 1, &count, &mut result)
+        });
+        match checked {
+            None => return js::throw(env, "ERR_FORK_FAILED", "no event loop"),
+            // The check threw (a refusal): rethrown as it is.
+            Some(NAPI_PENDING_EXCEPTION) => {
+                let mut err = std::ptr::null_mut();
+                if napi_get_and_clear_last_exception(env, &mut err) == NAPI_OK {
+                    napi_throw(env, err);
+                }
+                return std::ptr::null_mut();
+            }
+            Some(status) if status != NAPI_OK => {
+                return js::throw(env, "ERR_FORK_FAILED", "the fork() checks could not run");
+            }
+            Some(_) => {}
+        }
+    }
+    match fork::fork(env, &tls) {
         Ok(Forked::Parent { pid, timing }) => js::numbers(
             env,
             &[
@@ -37,13 +71,17 @@ pub unsafe extern "C" fn fork_process(env: napi_env, _info: napi_callback_info) 
                 timing.workers as f64,
             ],
         ),
-        Ok(Forked::Child { workers_restored }) => js::numbers(
+        Ok(Forked::Child {
+            workers_restored,
+            tls_cut,
+        }) => js::numbers(
             env,
             &[
                 0.0,
                 f64::from(libc::getpid()),
                 f64::from(libc::getppid()),
                 f64::from(u8::from(workers_restored)),
+                tls_cut as f64,
             ],
         ),
         Err(r) => js::throw(env, r.code, &r.message),

@@ -38,7 +38,11 @@ extern "C" {
         post: *mut c_void,
         delayed: *mut c_void,
         sink: unsafe extern "C" fn(*mut c_void, f64),
+        drain: *mut c_void,
+        flush: *mut c_void,
+        pool_drain: unsafe extern "C" fn(),
     ) -> c_int;
+    fn loop_helpers_symbol_size(address: *mut c_void) -> usize;
     fn loop_helpers_set_process_exit_handler(
         set: *mut c_void,
         env: *mut c_void,
@@ -63,6 +67,8 @@ struct Api {
     post: *mut c_void,
     /// `CallDelayedOnWorkerThread` / `PostDelayedTaskOnWorkerThreadImpl` (same kind as `post`).
     delayed: Option<*mut c_void>,
+    /// `DrainTasks(Isolate*)` and `FlushForegroundTasks(Isolate*)`: a forked child's drain.
+    drain: Option<(*mut c_void, *mut c_void)>,
     set_exit_handler: *mut c_void,
 }
 
@@ -79,6 +85,9 @@ const CALL_ON_WORKER_THREAD: &CStr =
 const POST_TASK_ON_WORKER_THREAD_IMPL: &CStr = c"_ZN4node12NodePlatform26PostTaskOnWorkerThreadImplEN2v812TaskPriorityESt10unique_ptrINS1_4TaskESt14default_deleteIS4_EERKNS1_14SourceLocationE";
 const CALL_DELAYED_ON_WORKER_THREAD: &CStr = c"_ZN4node12NodePlatform25CallDelayedOnWorkerThreadESt10unique_ptrIN2v84TaskESt14default_deleteIS3_EEd";
 const POST_DELAYED_TASK_ON_WORKER_THREAD_IMPL: &CStr = c"_ZN4node12NodePlatform33PostDelayedTaskOnWorkerThreadImplEN2v812TaskPriorityESt10unique_ptrINS1_4TaskESt14default_deleteIS4_EEdRKNS1_14SourceLocationE";
+const DRAIN_TASKS: &CStr = c"_ZN4node12NodePlatform10DrainTasksEPN2v87IsolateE";
+const FLUSH_FOREGROUND_TASKS: &CStr =
+    c"_ZN4node12NodePlatform20FlushForegroundTasksEPN2v87IsolateE";
 
 fn resolve() -> Result<Api, String> {
     if !cfg!(target_os = "linux") {
@@ -111,6 +120,7 @@ fn resolve() -> Result<Api, String> {
     } else {
         CALL_DELAYED_ON_WORKER_THREAD
     });
+    let drain = v8::lookup(DRAIN_TASKS).zip(v8::lookup(FLUSH_FOREGROUND_TASKS));
     // SAFETY: each address is the exported function whose mangled name encodes the signature of
     // the type it is transmuted to (`Local<Context>` and the C++ `this` are one pointer each).
     unsafe {
@@ -125,6 +135,7 @@ fn resolve() -> Result<Api, String> {
             post_kind,
             post,
             delayed,
+            drain,
             set_exit_handler: p[5],
         })
     }
@@ -180,17 +191,32 @@ pub unsafe fn current() -> Result<Handles, String> {
     })
 }
 
-/// The platform's worker threads that run tasks. `NumberOfWorkerThreads()` also counts the
-/// delayed-task scheduler thread, which never runs a posted task.
-fn task_workers(api: &Api, platform: *mut c_void) -> usize {
+/// The platform's threads: `NumberOfWorkerThreads()`, which counts the task workers and the
+/// delayed-task scheduler thread.
+pub fn platform_threads(h: &Handles) -> usize {
+    let Ok(api) = api() else { return 0 };
     // SAFETY: `platform` was checked to be a NodePlatform in `current`.
-    let n = unsafe { (api.worker_threads)(platform) };
-    usize::try_from(n).unwrap_or(0).saturating_sub(1)
+    let n = unsafe { (api.worker_threads)(h.platform) };
+    usize::try_from(n).unwrap_or(0)
+}
+
+/// The platform's worker threads that run tasks: all but the delayed-task scheduler thread, which
+/// never runs a posted task.
+fn task_workers(h: &Handles) -> usize {
+    platform_threads(h).saturating_sub(1)
+}
+
+/// The size in bytes of the ELF symbol at `address` (0 when unknown).
+pub fn symbol_size(address: *mut c_void) -> usize {
+    // SAFETY: dladdr1 only reads the loader's tables for the address.
+    unsafe { loop_helpers_symbol_size(address) }
 }
 
 struct ParkState {
     lock: Mutex<(usize, bool)>, // (workers parked, released)
     changed: Condvar,
+    /// The thread ids of the parked workers (fork() accounts for every thread of the process).
+    tids: Mutex<Vec<i32>>,
 }
 
 impl ParkState {
@@ -207,6 +233,12 @@ unsafe extern "C" fn park_run(data: *mut c_void) {
         if st.1 {
             return; // released before this worker got here (a park that timed out)
         }
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        park.tids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(tid);
         st.0 += 1;
         park.changed.notify_all();
         while !st.1 {
@@ -227,6 +259,17 @@ pub struct Parked {
     pub workers: usize,
 }
 
+impl Parked {
+    /// The thread ids of the parked workers.
+    pub fn tids(&self) -> Vec<i32> {
+        self.state
+            .tids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
 impl Drop for Parked {
     fn drop(&mut self) {
         let mut st = self.state.state();
@@ -239,11 +282,12 @@ impl Drop for Parked {
 /// long GC task).
 pub fn park_workers(h: &Handles, timeout: Duration) -> Result<Parked, String> {
     let api = api().map_err(str::to_owned)?;
-    let n = task_workers(api, h.platform);
+    let n = task_workers(h);
     let parked = Parked {
         state: Arc::new(ParkState {
             lock: Mutex::new((0, false)),
             changed: Condvar::new(),
+            tids: Mutex::new(Vec::with_capacity(n)),
         }),
         workers: n,
     };
@@ -304,7 +348,9 @@ pub unsafe fn set_process_exit_handler(h: &Handles, on_exit: unsafe extern "C" f
 }
 
 /// In a forked child: sends the platform's worker tasks (and delayed worker tasks, where that entry
-/// exists) to `sink` instead of the queue of threads that do not exist here.
+/// exists) to `sink` instead of the queue of threads that do not exist here, and makes the
+/// platform's drain (`DrainTasks`: a Worker's end, the end of a loop) wait for `pool_drain` instead
+/// of for the parent's tasks, which never complete here. Returns whether the drain was redirected.
 ///
 /// # Safety
 /// `h` comes from [`current`]; call while this is the process's only thread (right after fork),
@@ -312,8 +358,12 @@ pub unsafe fn set_process_exit_handler(h: &Handles, on_exit: unsafe extern "C" f
 pub unsafe fn redirect_worker_tasks(
     h: &Handles,
     sink: unsafe extern "C" fn(*mut c_void, f64),
-) -> Result<(), String> {
+    pool_drain: unsafe extern "C" fn(),
+) -> Result<bool, String> {
     let api = api().map_err(str::to_owned)?;
+    let (drain, flush) = api
+        .drain
+        .unwrap_or((std::ptr::null_mut(), std::ptr::null_mut()));
     let r = loop_helpers_redirect_worker_tasks(
         h.platform,
         api.node_platform_vtable,
@@ -321,15 +371,18 @@ pub unsafe fn redirect_worker_tasks(
         api.post,
         api.delayed.unwrap_or(std::ptr::null_mut()),
         sink,
+        drain,
+        flush,
+        pool_drain,
     );
     match r {
-        1 | 2 => {
+        1..=7 => {
             // Our copy of the vtable: still a NodePlatform for `current` in this process.
             REDIRECTED_VPTR.store(
                 *(h.platform as *const *const c_void) as usize,
                 Ordering::Release,
             );
-            Ok(())
+            Ok(r & 4 != 0)
         }
         -1 => Err("the NodePlatform vtable's size is unknown".into()),
         -2 => Err("the platform object is not a NodePlatform".into()),

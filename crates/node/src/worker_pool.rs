@@ -77,6 +77,32 @@ pub unsafe extern "C" fn sink(task: *mut c_void, delay_seconds: f64) {
     CHANGED.notify_all();
 }
 
+/// The platform's drain in a forked child (`NodePlatform::DrainTasks`, redirected by
+/// `platform::redirect_worker_tasks`): waits until no task runs and none is due, as Node's own
+/// drain waits for its worker threads' outstanding tasks (delayed tasks that are not due yet are
+/// not waited for there either). Called by Node on an event loop's thread (a Worker's end, the end
+/// of a loop), never on a pool thread.
+pub unsafe extern "C" fn drain() {
+    let _ = catch_unwind(|| {
+        let mut p = pool();
+        loop {
+            let now = now_ns();
+            let due = p.queue.iter().any(|&(_, at)| at <= now);
+            if p.max_threads == 0 || (p.running == 0 && !due) {
+                return;
+            }
+            if due {
+                spawn_if_needed(&mut p);
+            }
+            // Woken when a task ends; the timeout covers a delayed task becoming due meanwhile.
+            p = CHANGED
+                .wait_timeout(p, Duration::from_millis(5))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    });
+}
+
 fn spawn_if_needed(p: &mut Pool) {
     let busy = p.running + p.queue.len();
     if p.threads < p.max_threads && p.threads < busy.max(1) {
