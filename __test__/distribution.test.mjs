@@ -122,6 +122,15 @@ test.serial('zero-code mode: LOOP_HELPERS_RAISE=1 interrupts the blocking code',
   t.true(Date.now() - start < 2900, 'stopped before the 3 s spin ended');
 });
 
+test.serial('zero-code mode: LOOP_HELPERS_RAISE=1 reports a slow start-up without interrupting it', async (t) => {
+  const r = await register('--require', { LOOP_HELPERS_RAISE: '1' }, 'slow-start');
+  t.is(r.code, 1, r.stderr);
+  t.true(r.stdout.includes('started'), 'the synchronous start-up ran to its end');
+  t.regex(r.stderr, /BlockingWarning: blocking detected after timeout=0\.1; blocked for 0\.\d+ s\n {4}at spin /);
+  t.regex(r.stderr, /AlarmInterrupt: blocking detected after timeout=0\.1/, 'the later runaway timer was interrupted');
+  t.false(r.stdout.includes('done'));
+});
+
 for (const [name, value, message] of [
   ['LOOP_HELPERS_TIMEOUT', 'abc', /LOOP_HELPERS_TIMEOUT must be a number of seconds from 0\.001 to 86400, got "abc"/],
   ['LOOP_HELPERS_TIMEOUT', '0', /LOOP_HELPERS_TIMEOUT .* got "0"/],
@@ -129,11 +138,12 @@ for (const [name, value, message] of [
   ['LOOP_HELPERS_AGGRESSIVE', '2', /LOOP_HELPERS_AGGRESSIVE must be true or false .* got "2"/],
   ['LOOP_HELPERS_LOG', 'xml', /LOOP_HELPERS_LOG must be text or json, got "xml"/],
 ]) {
-  test(`zero-code mode: ${name}=${value} is refused, naming the variable`, async (t) => {
+  test(`zero-code mode: ${name}=${value} is refused, naming the variable, in one short line`, async (t) => {
     const r = await register('--require', { [name]: value });
-    t.is(r.code, 1);
+    t.is(r.code, 9, r.stderr);
     t.regex(r.stderr, message);
     t.regex(r.stderr, /ERR_LOOP_HELPERS_ENV/);
+    t.is(r.stderr.trim().split('\n').length, 1, `one line, no stack: ${r.stderr}`);
     t.false(r.stdout.includes('done'), 'the application did not run');
   });
 }

@@ -2,8 +2,9 @@
 // (also through NODE_OPTIONS). Starts one BlockingDetector per thread, configured from environment
 // variables; Workers inherit the flag and get their own.
 
+import { writeSync } from 'node:fs';
 import { BlockingDetector } from './detector';
-import type { BlockingDetectorOptions } from './options';
+import { type BlockingDetectorOptions, MAX_TIMEOUT, MIN_TIMEOUT } from './options';
 
 /** A bad environment variable: names the variable and the value. */
 export class RegisterConfigError extends Error {
@@ -32,9 +33,9 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): BlockingDe
   const timeout = env.LOOP_HELPERS_TIMEOUT;
   if (timeout !== undefined && timeout !== '') {
     const n = Number(timeout);
-    if (!(Number.isFinite(n) && n >= 0.001 && n <= 86400)) {
+    if (!(Number.isFinite(n) && n >= MIN_TIMEOUT && n <= MAX_TIMEOUT)) {
       throw new RegisterConfigError(
-        `LOOP_HELPERS_TIMEOUT must be a number of seconds from 0.001 to 86400, got "${timeout}"`,
+        `LOOP_HELPERS_TIMEOUT must be a number of seconds from ${MIN_TIMEOUT} to ${MAX_TIMEOUT}, got "${timeout}"`,
       );
     }
     options.timeout = n;
@@ -63,8 +64,34 @@ export function registeredDetector(): BlockingDetector | undefined {
   return (globalThis as WithDetector)[kRegistered];
 }
 
+/**
+ * Starts zero-code mode's detector on this thread. A detector that interrupts
+ * (`LOOP_HELPERS_RAISE=1`) only reports blocks until the loop first turns: the application's
+ * synchronous start-up (loading modules, reading configuration) is not the blocking code that
+ * interrupts are meant for, and interrupting it would stop the application before it started.
+ * From the first turn on, blocks are interrupted.
+ */
+function startRegistered(options: BlockingDetectorOptions): BlockingDetector {
+  if (options.raiseExc === false) return new BlockingDetector(options).start();
+  const startUp = new BlockingDetector({ ...options, raiseExc: false }).start();
+  setImmediate(() => {
+    startUp.stop();
+    g[kRegistered] = new BlockingDetector(options).start();
+  });
+  return startUp;
+}
+
 // Once per thread, even when both --require and --import name this module.
 const g = globalThis as WithDetector;
 if (!g[kRegistered]) {
-  g[kRegistered] = new BlockingDetector(optionsFromEnv()).start();
+  let options: BlockingDetectorOptions;
+  try {
+    options = optionsFromEnv();
+  } catch (e) {
+    if (!(e instanceof RegisterConfigError)) throw e;
+    // A configuration mistake, not a bug: one short line, no stack, and the application never runs.
+    writeSync(2, `loop-helpers/register: ${e.message} (${e.code})\n`);
+    process.exit(9); // Node's "invalid argument" exit code
+  }
+  g[kRegistered] = startRegistered(options);
 }
