@@ -72,3 +72,16 @@ test("a blocking 'exit' listener is reported, not interrupted: the listeners aft
   t.notRegex(r.stdout, /INTERRUPTED/);
   t.regex(r.stderr, /"type":"BlockingWarning"/, 'the block was reported');
 });
+
+test("run()'s late path (blocked past the deadline inside a native call): fn's own exception is the cause", async (t) => {
+  const r = await run(t, 'late-cause');
+  t.is(r.caught.name, 'AlarmInterrupt');
+  t.is(r.caught.top, null, 'no JavaScript stack: the block was inside JSON.parse');
+  t.is(r.caught.rawCause, 'own failure');
+});
+
+test("an interrupt never lands inside the loading of Node's own built-in modules: they are whole afterwards", async (t) => {
+  const r = await run(t, 'builtin-loading');
+  t.is(r.caught?.name, 'AlarmInterrupt', 'the runaway after the loads was still interrupted');
+  t.deepEqual(r.got, r.expected, 'every built-in has all its exports');
+});

@@ -10,6 +10,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use crate::env_loop::EnvLoop;
+use crate::interrupt::Taken;
 use crate::js;
 use crate::napi::*;
 use crate::sink::{NodeSink, MAX_FRAMES};
@@ -176,6 +177,9 @@ pub unsafe extern "C" fn native_info(env: napi_env, _info: napi_callback_info) -
 /// detector's deadline inside native code), the termination is cancelled here and an Error with
 /// code ERR_LOOP_HELPERS_INTERRUPT is thrown, whose `interrupt` property is JSON: the detector's
 /// id and the blocking code's frames. `lib/detector.ts` turns it into the detector's `raiseExc`.
+///
+/// A termination that is not ours (`worker.terminate()`, a `vm` timeout) is never cancelled here
+/// (see `interrupt.rs`): it unwinds through the guard as if the guard were not there.
 pub unsafe extern "C" fn guard_call(env: napi_env, info: napi_callback_info) -> napi_value {
     let a = js::args::<3>(env, info);
     if !js::is_function(env, a[0]) {
@@ -213,22 +217,50 @@ unsafe fn invoke_guarded(
     env_loop.interrupts.enter_guard();
     let mut result: napi_value = std::ptr::null_mut();
     let status = napi_call_function(env, this, func, argv.len(), argv.as_ptr(), &mut result);
-    let Some(pending) = env_loop
+    // A termination is unwinding through this frame: ours, or one we must not touch
+    // (worker.terminate(), a vm timeout around us). A normal return cannot be one.
+    let terminating = status != NAPI_OK && v8::is_terminating(env_loop.isolate);
+    let taken = env_loop
         .interrupts
-        .exit_guard(|| env_loop.iteration(), mode == Mode::Throw)
-    else {
-        // A normal return, or an ordinary exception (still pending: it propagates as is), or a
-        // termination that is not ours (worker.terminate(): it keeps unwinding).
-        return if status == NAPI_OK {
+        .exit_guard(|| env_loop.iteration(), mode == Mode::Throw && !terminating);
+    let pass_through = || {
+        if status == NAPI_OK {
             result
         } else {
             std::ptr::null_mut()
-        };
+        }
     };
-    // Ours. Cancel first: every V8 call fails while the isolate is terminating.
-    v8::cancel_termination(env_loop.isolate);
-    let mut discarded = std::ptr::null_mut();
-    napi_get_and_clear_last_exception(env, &mut discarded);
+    let mut late_cause: Option<napi_value> = None;
+    let pending = match taken {
+        // A normal return, or an ordinary exception (still pending: it propagates as is), or a
+        // termination that is not ours: it keeps unwinding, never cancelled here.
+        None => return pass_through(),
+        Some(Taken::Fired(p)) => {
+            // Ours reached its guard: cancel it (every V8 call fails while terminating). If a
+            // Worker termination coincided, it is renewed, and nothing of ours is thrown.
+            if !v8::resolve_own_termination(env, env_loop.isolate) {
+                return std::ptr::null_mut();
+            }
+            p
+        }
+        Some(Taken::Late(p)) => {
+            // Nothing of ours was terminated, so nothing is cancelled (a termination requested
+            // meanwhile, say a vm timeout during the native call, still lands). The code did
+            // block past the deadline: `run()` throws ours, and an exception the call threw
+            // itself (a vm timeout's among them) becomes its `cause`, never lost.
+            if status != NAPI_OK && mode == Mode::Throw {
+                let mut own = std::ptr::null_mut();
+                if napi_get_and_clear_last_exception(env, &mut own) == NAPI_OK && !own.is_null() {
+                    late_cause = Some(own);
+                } else {
+                    return std::ptr::null_mut();
+                }
+            } else if status != NAPI_OK {
+                return std::ptr::null_mut();
+            }
+            p
+        }
+    };
     match mode {
         Mode::Throw => {
             let mut json = format!(
@@ -239,7 +271,7 @@ unsafe fn invoke_guarded(
             );
             unguarded::frames_json(&mut json, pending.frames.as_deref());
             json.push('}');
-            throw_interrupt(env, &json)
+            throw_interrupt(env, &json, late_cause)
         }
         Mode::Deliver => {
             if let Some(support) = env_loop.support() {
@@ -475,13 +507,20 @@ pub unsafe extern "C" fn take_abandoned(env: napi_env, _info: napi_callback_info
     }
 }
 
-unsafe fn throw_interrupt(env: napi_env, json: &str) -> napi_value {
+unsafe fn throw_interrupt(env: napi_env, json: &str, cause: Option<napi_value>) -> napi_value {
     let code = js::string(env, "ERR_LOOP_HELPERS_INTERRUPT");
     let msg = js::string(env, "interrupted by a BlockingDetector");
     let mut err = std::ptr::null_mut();
     if napi_create_error(env, code, msg, &mut err) == NAPI_OK {
         napi_set_named_property(env, err, c"interrupt".as_ptr(), js::string(env, json));
+        if let Some(cause) = cause {
+            // `lib/detector.ts` hands it to the raised error as its `cause`.
+            napi_set_named_property(env, err, c"cause".as_ptr(), cause);
+        }
         napi_throw(env, err);
+    } else if let Some(cause) = cause {
+        // Could not build ours: the guarded code's own exception goes on instead.
+        napi_throw(env, cause);
     }
     std::ptr::null_mut()
 }

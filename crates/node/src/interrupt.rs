@@ -10,9 +10,44 @@
 //!    V8's call-completed / microtasks-completed callbacks (`unguarded.rs`).
 //!
 //! If the blocking code was native (no interrupt check until it returned) and a throwing guard
-//! (`run()`) returns while the request is still pending, the guard takes the request itself (the
-//! code did block past the deadline), and the late interrupt callback then finds nothing to do: a
-//! termination never lands after its guard has gone. Node's `vm` timeout behaves the same way.
+//! (`run()`) returns normally while the request is still pending, the guard takes the request
+//! itself (the code did block past the deadline), and the late interrupt callback then finds
+//! nothing to do: a termination never lands after its guard has gone. Node's `vm` timeout behaves
+//! the same way.
+//!
+//! # Terminations that are not ours
+//!
+//! Others terminate JavaScript too: `worker.terminate()` (and `process.exit()` in a Worker), and
+//! Node's `vm` timeouts. V8 has one termination flag, so a termination does not say whose it is;
+//! what we know is whether *we* called `TerminateExecution` ([`Taken::Fired`]). The rules:
+//! - only a resolver that fired may cancel, and only once the termination reached it;
+//! - a guard that finds a termination unwinding that we did not fire leaves it alone: it neither
+//!   cancels it nor takes a late request (the termination keeps unwinding to its owner);
+//! - a late request ([`Taken::Late`]) never cancels anything (nothing of ours is in flight), so a
+//!   termination requested meanwhile still lands; and it only replaces a normal return: an
+//!   exception the guarded code threw (a `vm` timeout's, say) stands;
+//! - a cancel also clears a foreign termination that coincided with ours (requested while ours was
+//!   in flight). For the one that must never be lost, the environment stopping (Worker
+//!   termination), every resolver checks after cancelling (`v8::env_stopping`) and then
+//!   terminates again: the Worker still ends, and no error of ours is thrown or delivered.
+//!
+//! Which error wins when a `vm` timeout and ours race (deterministic, whoever's termination stops
+//! the code first):
+//! - `vm` call inside `run()`: the vm resolves its own timeout before the guard sees anything, so
+//!   if the vm's termination stopped the script, its `ERR_SCRIPT_EXECUTION_TIMEOUT` comes out of
+//!   `run()` (a request of ours still pending is consumed, not thrown); if ours stopped it first,
+//!   `run()` throws ours, even if the vm timeout fired while ours unwound (the vm then cancelled
+//!   both and threw its error, which the guard replaces);
+//! - `run()` inside a `vm` script with a timeout: if the vm's termination reaches the guard first,
+//!   it is left alone and the vm throws its error; if ours stopped the code first, `run()` throws
+//!   ours into the script, and the vm, should its timeout have fired meanwhile, turns whatever
+//!   leaves the script into its own error.
+//!
+//! The one case no public V8 API can tell apart: a vm timeout that fires while our own
+//! termination is in flight (from the start of our interrupt callback, which samples the stack
+//! first, to the guard's cancel: a few hundred microseconds at most) merges with it, and is
+//! cancelled with it. The vm still reports its timeout when the script ends; but a script that
+//! swallows our error and loops forever is then ended only by a later foreign termination.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Mutex;
@@ -63,6 +98,16 @@ pub struct Interrupts {
     unguarded: AtomicBool,
 }
 
+/// The interrupt a guard frame resolves.
+#[derive(Debug)]
+pub enum Taken {
+    /// We called `TerminateExecution` for it: the guard cancels the termination.
+    Fired(Pending),
+    /// Only requested: the code blocked inside a native call and the interrupt never ran, so
+    /// nothing of ours was terminated and nothing may be cancelled.
+    Late(Pending),
+}
+
 /// What the interrupt callback should do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
@@ -84,6 +129,14 @@ pub struct Context {
     pub running_microtasks: bool,
     /// An Immediate callback that no guard covers: Node cannot recover from interrupting it.
     pub unguarded_immediate: bool,
+    /// Node is compiling and running one of its own built-in modules (its internal loader): a
+    /// termination there would leave that module half-initialised for the rest of the process,
+    /// and nothing can repair it. The interrupt waits for the next request (one timeout later).
+    pub in_builtin_loader: bool,
+    /// No JavaScript frame is on the stack: V8 ran the interrupt between two calls into
+    /// JavaScript (the block, if any, is in native code). A termination now would land on
+    /// whatever JavaScript runs next, code that did not block.
+    pub no_javascript: bool,
 }
 
 impl Interrupts {
@@ -157,7 +210,10 @@ impl Interrupts {
         }
         p.ticket.blocked_ns = p.ticket.blocked_ns.max(ticket.blocked_ns);
         p.frames = Some(frames);
-        let decision = if self.guard_depth.load(Ordering::Relaxed) > 0 {
+        let decision = if cx.in_builtin_loader || cx.no_javascript {
+            // Not now: the monitor asks again every timeout while the block lasts.
+            Decision::Nothing
+        } else if self.guard_depth.load(Ordering::Relaxed) > 0 {
             Decision::Terminate
         } else if !self.unguarded.load(Ordering::Acquire) || cx.unguarded_immediate {
             Decision::Nothing
@@ -187,35 +243,32 @@ impl Interrupts {
     }
 
     /// JS thread: a guard frame ends. Returns the interrupt it must resolve. `take_late`: also take
-    /// a request whose interrupt has not run yet (the guarded code blocked inside a native call).
+    /// a request whose interrupt has not run yet (the guarded code blocked inside a native call);
+    /// never while a termination that we did not fire is unwinding through the guard.
     #[inline]
     pub fn exit_guard(
         &self,
         current_iteration: impl FnOnce() -> u64,
         take_late: bool,
-    ) -> Option<Pending> {
+    ) -> Option<Taken> {
         self.guard_depth.fetch_sub(1, Ordering::Relaxed);
         if !self.outstanding.load(Ordering::Acquire) {
             return None;
         }
         let mut st = self.lock();
-        let out = if st
-            .fired
-            .as_ref()
-            .is_some_and(|p| p.resolver == Resolver::Guard)
-        {
-            st.fired.take()
+        let out = if let Some(p) = Self::take_fired(&mut st, Resolver::Guard) {
+            Some(Taken::Fired(p))
         } else if take_late
             && st
                 .requested
                 .as_ref()
                 .is_some_and(|p| p.iteration == current_iteration())
         {
-            st.requested.take()
+            st.requested.take().map(Taken::Late)
         } else {
             None
         };
-        if let Some(p) = &out {
+        if let Some(Taken::Fired(p) | Taken::Late(p)) = &out {
             Self::resolved(&mut st, p);
         }
         self.update_outstanding(&st);

@@ -54,12 +54,18 @@ unsafe extern "C" fn on_interrupt(isolate: *mut v8::Isolate, data: *mut c_void) 
         }
         if ticket.interrupt {
             let cx = Context {
+                // Only known when stacks can be captured at all.
+                no_javascript: frames.is_empty() && v8::stack_capture_support().is_ok(),
                 iteration: env_loop.iteration(),
                 block_open: monitor::block_open(&ticket),
                 // SAFETY: on the isolate's thread.
                 running_microtasks: v8::is_running_microtasks(isolate),
                 unguarded_immediate: frames.iter().any(|f| {
                     f.function_name == "processImmediate" && f.file_name == "node:internal/timers"
+                }),
+                in_builtin_loader: frames.iter().any(|f| {
+                    f.function_name == "compileForInternalLoader"
+                        && f.file_name.starts_with("node:internal/bootstrap/")
                 }),
             };
             match env_loop.interrupts.on_interrupt(ticket, frames, cx) {

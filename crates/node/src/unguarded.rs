@@ -389,8 +389,12 @@ unsafe fn resolve(isolate: *mut v8::Isolate) {
         };
         list.remove(pos).1
     };
-    // First: while the isolate is terminating every V8 call fails.
-    v8::cancel_termination(isolate);
+    // Cancel only what we fired (armed implies we did, unless the environment forgot it since);
+    // a Worker termination that coincided with ours is renewed, and then nothing is repaired or
+    // delivered: the Worker is ending.
+    let p = env_loop.interrupts.take_unguarded();
+    let go_on =
+        p.is_some() && env_loop.is_alive() && v8::resolve_own_termination(env_loop.env, isolate);
     let data = Arc::as_ptr(&env_loop) as *mut c_void;
     v8::set_after_termination_callbacks(
         isolate,
@@ -399,12 +403,9 @@ unsafe fn resolve(isolate: *mut v8::Isolate) {
         on_microtasks_completed,
         data,
     );
-    let Some(p) = env_loop.interrupts.take_unguarded() else {
+    let (Some(p), true) = (p, go_on) else {
         return;
     };
-    if !env_loop.is_alive() {
-        return;
-    }
     if let Some(support) = env_loop.support() {
         let popped = support.repair(env_loop.env);
         support.deliver(&p, "unguarded", popped);

@@ -192,6 +192,62 @@ pub unsafe fn cancel_termination(isolate: *mut Isolate) -> bool {
     }
 }
 
+/// `napi_cannot_run_js`: what Node-API answers instead of `napi_pending_exception` when the
+/// environment cannot run JavaScript, to modules built for experimental Node-API (not this one;
+/// recognised anyway).
+const NAPI_CANNOT_RUN_JS: napi_status = 23;
+
+/// Whether `env` is stopping: Node will run no more JavaScript there (`worker.terminate()`,
+/// `process.exit()` in a Worker, environment teardown), and whatever terminated the JavaScript
+/// there must stay terminated.
+///
+/// Node has no public query for it, but every Node-API call that may run JavaScript checks it
+/// first (`NAPI_PREAMBLE`: `can_call_into_js()`, which is false once the environment
+/// `is_stopping()`; `worker.terminate()` sets that before it calls `TerminateExecution`). So a
+/// `napi_call_function` whose receiver is missing answers right after that check without running
+/// anything: `napi_invalid_arg` while JavaScript may run, `napi_pending_exception` once stopping.
+///
+/// # Safety
+/// On `env`'s JS thread, with no termination in progress and no exception stored in Node-API
+/// (`napi_get_and_clear_last_exception` first: the same preamble reports that as
+/// `napi_pending_exception` too).
+pub unsafe fn env_stopping(env: napi_env) -> bool {
+    let mut result = std::ptr::null_mut();
+    let status = napi_call_function(
+        env,
+        std::ptr::null_mut(),
+        std::ptr::null_mut(),
+        0,
+        std::ptr::null(),
+        &mut result,
+    );
+    status == NAPI_PENDING_EXCEPTION || status == NAPI_CANNOT_RUN_JS
+}
+
+/// Resolves a termination that we fired and that has reached its resolver (a guard frame or an
+/// after-termination callback): cancels it, then, if the environment is stopping (a Worker
+/// termination coincided with ours and was cancelled with it), terminates again. Returns whether
+/// JavaScript may go on (ours was the only termination); false: the caller must neither throw nor
+/// deliver anything, only return, and the termination lands at the next interrupt check.
+///
+/// Cancel first, then look: `worker.terminate()` sets the stopping flag before it calls
+/// `TerminateExecution`, and both V8 calls take the same lock, so a Worker termination that the
+/// cancel cleared is seen here, and one that comes later is not cleared at all.
+///
+/// # Safety
+/// On `env`'s JS thread; `isolate` is its isolate, alive.
+pub unsafe fn resolve_own_termination(env: napi_env, isolate: *mut Isolate) -> bool {
+    cancel_termination(isolate);
+    // The terminated call stored the termination as Node-API's pending exception.
+    let mut discarded = std::ptr::null_mut();
+    napi_get_and_clear_last_exception(env, &mut discarded);
+    if env_stopping(env) {
+        terminate_execution(isolate);
+        return false;
+    }
+    true
+}
+
 type CallCompletedCallback = unsafe extern "C" fn(*mut Isolate);
 pub type MicrotasksCompletedCallback = unsafe extern "C" fn(*mut Isolate, *mut c_void);
 type CcRegisterFn = unsafe extern "C" fn(*mut Isolate, CallCompletedCallback);
