@@ -20,4 +20,14 @@ export {
 } from './lib/fork';
 export type { InterruptFields } from './lib/interrupt';
 export type { BlockingDetectorOptions, ErrorClass, LogOption, RaiseExc } from './lib/options';
+export {
+  SYNC_CALL_CHANNEL,
+  type SyncCall,
+  type SyncCallAction,
+  type SyncCallAllow,
+  SyncCallDetector,
+  type SyncCallDetectorOptions,
+  SyncCallError,
+  type SyncCallScope,
+} from './lib/sync-calls';
 export type { BlockEvent, BlockSample, Capabilities, StackFrame } from './lib/types';

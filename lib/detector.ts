@@ -107,6 +107,15 @@ function rethrowLater(e: unknown): void {
   });
 }
 
+/**
+ * `setImmediate`/`setTimeout` as Node.js defined them when this module loaded: test runners' fake
+ * timers (Jest, Vitest, @sinonjs/fake-timers, which also patches `node:timers`) would stall
+ * `drain()`. `node:timers` is loaded by Node's bootstrap anyway.
+ */
+const realTimers = (({ setImmediate, setTimeout }: typeof import('node:timers')) => ({ setImmediate, setTimeout }))(
+  require('node:timers') as typeof import('node:timers'),
+);
+
 /** Whether the interrupted code was an ES module's top level (evaluated by Node's ModuleJob). */
 function interruptedEsmTopLevel(info: InterruptInfo): boolean {
   const frames = info.frames ?? [];
@@ -339,6 +348,48 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
       if (interrupt.hasSubscribers) interrupt.publish({ error, detector: owner });
       throw error;
     }
+  }
+
+  /**
+   * Waits until every block that ended before this call, and the block the calling code is part of
+   * (the current turn of the loop), has been emitted as a `'blocked'` event. A block is delivered
+   * once the loop turns again, on a later turn than the one that blocked, so a test that asserts
+   * right after the code under test ran would check too early: await `drain()` first.
+   *
+   * It lets the loop turn twice (the current turn ends, and the turn after it has begun, which ends
+   * any block), waits until the monitor thread has looked at the loop since (about one idle
+   * quantum: 2 ms for timeouts up to 100 ms, timeout/50 above, at most 100 ms), then lets the
+   * pending deliveries run. On a detector that is not running it only waits for a stopped
+   * detector's last delivery (`stop()` emits a block in progress on the next tick).
+   *
+   * @example
+   * ```ts
+   * const blocks: BlockEvent[] = [];
+   * detector.on('blocked', (e) => blocks.push(e));
+   * await handler(request);
+   * await detector.drain();
+   * assert.equal(blocks.length, 0);
+   * ```
+   */
+  async drain(): Promise<void> {
+    const { setImmediate: immediate, setTimeout: timeout } = realTimers;
+    const nextTurn = () => new Promise<void>((resolve) => immediate(resolve));
+    // Two hops: a setImmediate queued from an I/O callback runs in the same turn (check phase);
+    // one queued from a check-phase callback runs only after the next turn's prepare (heartbeat).
+    await nextTurn();
+    await nextTurn();
+    if (this.#id === undefined) return;
+    // The heartbeat of this turn woke the monitor if a block was open. A full monitor cycle that
+    // began after that heartbeat has ended (and queued its deliveries) once the wake counter moved
+    // twice from here: the first wake began such a cycle, the second began after it.
+    const wakes = () => (JSON.parse(native().nativeInfo()) as { monitorWakes: number }).monitorWakes;
+    const first = wakes();
+    const limit = Date.now() + Math.max(1000, 4 * this.timeout * 1000);
+    while (wakes() < first + 2 && Date.now() < limit && this.#id !== undefined) {
+      await new Promise<void>((resolve) => timeout(resolve, 1));
+    }
+    // Deliveries queued before this point run in this turn's poll phase, before its check phase.
+    await nextTurn();
   }
 
   /** Stops the detector (for `using detector = new BlockingDetector().start()`). */

@@ -1,0 +1,113 @@
+// What a SyncCallDetector adds to each synchronous call. Prints one JSON object.
+//
+//   node bench/cases/sync-calls.mjs [rounds=7] [calls=100000]
+//
+// For each operation, ns per call, median of `rounds` alternating rounds:
+// - off:      no detector (nothing is patched: the originals);
+// - quiet:    a running detector that does not report the call (scope: 'run', called outside run()):
+//             the cost every sync call pays while a detector runs, without a stack;
+// - stack:    a running detector that reports the call: the caller's stack is taken (here the
+//             report is then merged with the previous one of the same call site in this tick, so
+//             this is the stack's cost, not the warning's);
+// - report:   one full report (stack, source-map lookup, channel publish to one subscriber), timed
+//             one call per turn of the loop.
+// Operations: Atomics.wait on a value that differs (returns at once: the wrapper alone), and
+// fs.existsSync('') through the module (export layer) and taken before start() (binding layer).
+import { subscribe } from 'node:diagnostics_channel';
+import fs from 'node:fs';
+import { createRequire } from 'node:module';
+import { median, round, sleep } from '../lib/stats.mjs';
+
+const require = createRequire(import.meta.url);
+const { SyncCallDetector, SYNC_CALL_CHANNEL } = require('../../dist/index.js');
+
+const rounds = Number(process.argv[2] ?? 7);
+const calls = Number(process.argv[3] ?? 100_000);
+
+const i32 = new Int32Array(new SharedArrayBuffer(4));
+const existsSyncEarly = fs.existsSync; // the original, taken before any start()
+const ops = {
+  'Atomics.wait (export)': () => Atomics.wait(i32, 0, 1, 0),
+  'fs.existsSync (export)': () => fs.existsSync(''),
+  'fs.existsSync taken before start() (binding)': () => existsSyncEarly(''),
+};
+
+function time(op, n) {
+  const t = process.hrtime.bigint();
+  for (let i = 0; i < n; i++) op();
+  return Number(process.hrtime.bigint() - t) / n;
+}
+
+const quiet = new SyncCallDetector({ scope: 'run', log: false });
+const loud = new SyncCallDetector({ log: false });
+let published = 0;
+subscribe(SYNC_CALL_CHANNEL, () => published++);
+
+await sleep(5); // past the start-up grace
+const samples = {};
+for (const name of Object.keys(ops)) samples[name] = { off: [], quiet: [], stack: [], report: [] };
+
+for (let r = 0; r < rounds; r++) {
+  for (const [name, op] of Object.entries(ops)) {
+    time(op, calls / 10); // warm-up
+    samples[name].off.push(time(op, calls));
+    quiet.start();
+    time(op, calls / 10);
+    samples[name].quiet.push(time(op, calls));
+    quiet.stop();
+    loud.start();
+    samples[name].stack.push(time(op, calls / 20));
+    loud.stop();
+  }
+}
+
+// Full reports: one call per turn, so that no report is merged with the previous one.
+loud.start();
+for (const [name, op] of Object.entries(ops)) {
+  for (let i = 0; i < 200; i++) {
+    await new Promise((resolve) => setImmediate(resolve));
+    const t = process.hrtime.bigint();
+    op();
+    samples[name].report.push(Number(process.hrtime.bigint() - t));
+  }
+}
+loud.stop();
+
+const result = { node: process.version, rounds, calls, published, ns: {} };
+for (const [name, s] of Object.entries(samples)) {
+  const off = median(s.off);
+  result.ns[name] = {
+    off: round(off, 1),
+    quiet: round(median(s.quiet), 1),
+    quietAdded: round(median(s.quiet) - off, 1),
+    stack: round(median(s.stack), 0),
+    stackAdded: round(median(s.stack) - off, 0),
+    report: round(median(s.report), 0),
+  };
+}
+// First start() on a thread: patching, and finding the crypto job classes (done once).
+const { spawnSync } = await import('node:child_process');
+const first = spawnSync(
+  process.execPath,
+  [
+    '-e',
+    `require('node:crypto'); require('node:zlib'); require('node:child_process');
+     const { SyncCallDetector } = require(${JSON.stringify(require.resolve('../../dist/index.js'))});
+     const t0 = process.hrtime.bigint(); const d = new SyncCallDetector().start();
+     const t1 = process.hrtime.bigint(); d.stop(); const t2 = process.hrtime.bigint(); d.start();
+     const t3 = process.hrtime.bigint(); d.stop();
+     console.log(JSON.stringify({ firstStartMs: Number(t1 - t0) / 1e6, stopMs: Number(t2 - t1) / 1e6, laterStartMs: Number(t3 - t2) / 1e6 }));`,
+  ],
+  { encoding: 'utf8' },
+);
+try {
+  const s = JSON.parse(first.stdout.trim());
+  result.startStop = {
+    firstStartMs: round(s.firstStartMs),
+    stopMs: round(s.stopMs),
+    laterStartMs: round(s.laterStartMs),
+  };
+} catch {
+  result.startStop = null;
+}
+console.log(JSON.stringify(result));
