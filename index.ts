@@ -19,7 +19,7 @@ export {
   waitpid,
 } from './lib/fork';
 export type { InterruptFields } from './lib/interrupt';
-export type { BlockingDetectorOptions, ErrorClass, LogOption, RaiseExc } from './lib/options';
+export type { BlockingDetectorOptions, ErrorClass, InterruptScope, LogOption, RaiseExc } from './lib/options';
 export {
   SYNC_CALL_CHANNEL,
   type SyncCall,
