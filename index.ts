@@ -21,6 +21,15 @@ export {
 export type { InterruptFields } from './lib/interrupt';
 export type { BlockingDetectorOptions, ErrorClass, InterruptScope, LogOption, RaiseExc } from './lib/options';
 export {
+  type PreforkChild,
+  type PreforkEvents,
+  type PreforkOptions,
+  PreforkPool,
+  type PreforkStopOptions,
+  type PreforkWorkerInfo,
+  prefork,
+} from './lib/prefork';
+export {
   SYNC_CALL_CHANNEL,
   type SyncCall,
   type SyncCallAction,

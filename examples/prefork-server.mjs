@@ -1,53 +1,66 @@
-// A prefork HTTP server with loop-helpers' fork(): the parent opens the listening socket, forks
-// children that all accept on it, sends them some requests, then stops them and reads their status.
-// `npm run example:prefork`
+// A prefork HTTP server with loop-helpers' prefork(): the parent loads its data and opens the
+// listening socket, then forks workers that all accept on it (sharing the data's memory pages). This
+// demo sends it requests, kills a worker to show the respawn, and stops the pool.
+// `npm run example:prefork` (Ctrl-C, or SIGTERM, also stops it gracefully).
+import { once } from 'node:events';
 import { createServer, request } from 'node:http';
 import { createRequire } from 'node:module';
 
 const require = createRequire(import.meta.url);
-const { fork, waitpid } = require('../dist/index.js');
+const { prefork } = require('../dist/index.js');
 
-const CHILDREN = 3;
-const server = createServer((_req, res) => {
-  // Keep this child busy for a moment, so that the next connection goes to another child.
-  const end = Date.now() + 100;
+// Loaded once, before forking: every worker shares these pages until it writes them.
+const catalog = new Map(Array.from({ length: 100_000 }, (_, i) => [i, { id: i, name: `item ${i}` }]));
+
+const server = createServer((req, res) => {
+  // Keep this worker busy for a moment, so that the next connection goes to another one.
+  const end = Date.now() + 50;
   while (Date.now() < end);
-  res.end(`${process.pid}`);
+  const item = catalog.get(Number(req.url.slice(1)) || 0);
+  res.end(`${process.pid} ${JSON.stringify(item)}`);
 });
-await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+server.listen(0, '127.0.0.1');
+await once(server, 'listening');
 const { port } = server.address();
 
-const children = [];
-for (let i = 0; i < CHILDREN; i++) {
-  const pid = fork();
-  if (pid === 0) {
-    // The child: it serves until SIGTERM. Everything below belongs to the parent, so stop here.
+const pool = prefork({
+  workers: 3,
+  main() {
+    // In each worker: serve until SIGTERM (what pool.stop() sends), then finish the open requests.
     process.on('SIGTERM', () => server.close(() => process.exit(0)));
-    await new Promise(() => {});
-  }
-  children.push(pid);
-}
-server.close(); // only the children accept from now on
-console.log(`parent ${process.pid} forked children ${children.join(', ')}; port ${port}`);
+  },
+});
+if (pool.isChild) {
+  // A worker: it serves from here on. What follows is the parent's business.
+} else {
+  pool.on('spawn', (pid, index) => console.log(`worker ${index} started: pid ${pid}`));
+  pool.on('exit', (pid, status, index) => console.log(`worker ${index} (pid ${pid}) ended:`, status));
+  console.log(`parent ${process.pid}: workers ${pool.pids.join(', ')} serve http://127.0.0.1:${port}`);
 
-const get = () =>
-  new Promise((resolve, reject) => {
-    request({ host: '127.0.0.1', port, agent: false }, (res) => {
-      let body = '';
-      res.on('data', (d) => (body += d));
-      res.on('end', () => resolve(Number(body)));
-    })
-      .on('error', reject)
-      .end();
-  });
-const served = [];
-for (let i = 0; i < 9; i++) {
-  served.push(get());
-  await new Promise((r) => setTimeout(r, 40));
-}
-const counts = {};
-for (const pid of await Promise.all(served)) counts[pid] = (counts[pid] ?? 0) + 1;
-console.log('requests served per child:', counts);
+  const get = (path) =>
+    new Promise((resolve, reject) => {
+      request({ host: '127.0.0.1', port, path, agent: false }, (res) => {
+        let body = '';
+        res.on('data', (d) => (body += d));
+        res.on('end', () => resolve(body));
+      })
+        .on('error', reject)
+        .end();
+    });
+  const count = async () => {
+    const counts = {};
+    const bodies = await Promise.all(Array.from({ length: 9 }, (_, i) => get(`/${i}`)));
+    for (const body of bodies) counts[body.split(' ')[0]] = (counts[body.split(' ')[0]] ?? 0) + 1;
+    return counts;
+  };
+  console.log('requests served per worker:', await count());
 
-for (const pid of children) process.kill(pid, 'SIGTERM');
-for (const pid of children) console.log(`child ${pid} ended:`, await waitpid(pid));
+  // A worker dies: the pool replaces it ('exit', then 'spawn').
+  const replaced = once(pool, 'spawn');
+  process.kill(pool.pids[0], 'SIGKILL');
+  await replaced;
+  console.log('after the respawn:', await count());
+
+  await pool.stop(); // SIGTERM, up to 10 s, then SIGKILL; resolves once every worker was reaped
+  console.log('pool stopped');
+}

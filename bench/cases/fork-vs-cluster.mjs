@@ -1,0 +1,625 @@
+// fork() against cluster, side by side, as a new user would try them: N workers that each hold the
+// same preloaded data set (a Map of objects) and serve HTTP. Under prefork() (fork()) the parent
+// loads the data once and the workers share its pages; under cluster.fork() every worker starts
+// a new Node.js and loads its own copy. Measured: total PSS of the whole process tree right after
+// start and after a load phase (autocannon on loopback), PSS over time (an SVG), and start times.
+// Benchmarks report; they do not assert.
+//
+//   node bench/cases/fork-vs-cluster.mjs [--quick]       the comparison (prints the results JSON)
+//   node bench/cases/fork-vs-cluster.mjs --sharing       what keeps pages shared (fork() variants)
+//   node bench/cases/fork-vs-cluster.mjs --serve <json>  one server under test (started by the above)
+//
+// Memory: cluster holds N copies of the data set (8 × ~500 MiB); runs are strictly sequential,
+// and every process of a run is killed at its end, on error too, and when this process exits.
+import { spawn } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import { killAll, processTree, treeMemory } from '../lib/pss.mjs';
+import { median, round, sleep } from '../lib/stats.mjs';
+import { timelineSvg } from '../lib/timeline-svg.mjs';
+
+const require = createRequire(import.meta.url);
+const FILE = fileURLToPath(import.meta.url);
+const nowMs = () => Number(process.hrtime.bigint()) / 1e6;
+
+// ---- The server under test (child mode).
+
+/** A deterministic PRNG, so that every cluster worker builds the same data set. */
+function mulberry32(seed) {
+  let a = seed;
+  return () => {
+    a = (a + 0x6d2b79f5) | 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const WORDS = 'alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa'.split(
+  ' ',
+);
+/** Heap bytes per entry of the data set (measured on Node 20-26: 430-450). */
+const BYTES_PER_ENTRY = 440;
+
+/**
+ * The preloaded data set: a Map of `entries` objects, parsed from JSON as if read from a file or a
+ * database (so its strings are flat, as loaded data is).
+ */
+function buildDataSet(entries) {
+  const rnd = mulberry32(42);
+  const w = () => WORDS[(rnd() * WORDS.length) | 0];
+  const map = new Map();
+  const CHUNK = 20_000;
+  for (let base = 0; base < entries; base += CHUNK) {
+    const parts = [];
+    for (let i = base; i < Math.min(entries, base + CHUNK); i++) {
+      parts.push(
+        JSON.stringify({
+          id: i,
+          name: `${w()} ${w()} ${i}`,
+          email: `${w()}.${i}@example.com`,
+          score: rnd() * 1000,
+          active: rnd() < 0.5,
+          tags: [w(), w(), w()],
+          address: {
+            city: w(),
+            zip: String(10000 + ((rnd() * 89999) | 0)),
+            line: `${(rnd() * 999) | 0} ${w()} street`,
+          },
+        }),
+      );
+    }
+    for (const o of JSON.parse(`[${parts.join(',')}]`)) map.set(`user:${o.id}`, o);
+  }
+  return map;
+}
+
+/** Writes one JSON line on stdout (shared by every process of the tree; one write each). */
+const say = (obj) => process.stdout.write(`${JSON.stringify(obj)}\n`);
+
+/**
+ * The request handler: 20 lookups in the data set, a JSON answer of about 2.5 KB, and a bounded
+ * cache of recent answers (old-generation churn, as a real cache makes). Reads the data set only.
+ */
+function makeHandler(data, entries) {
+  const stats = { requests: 0 };
+  const cache = new Map();
+  const handler = (_req, res) => {
+    stats.requests++;
+    const items = [];
+    for (let k = 0; k < 20; k++) {
+      const o = data.get(`user:${(Math.random() * entries) | 0}`);
+      items.push({
+        id: o.id,
+        name: o.name,
+        email: o.email,
+        score: Math.round(o.score),
+        city: o.address.city,
+        tags: o.tags.join(','),
+      });
+    }
+    const body = JSON.stringify({ pid: process.pid, items });
+    cache.set(stats.requests, body);
+    if (cache.size > 5_000) cache.delete(cache.keys().next().value);
+    res.setHeader('content-type', 'application/json');
+    res.end(body);
+  };
+  return { handler, stats };
+}
+
+/** SIGUSR2: the worker says how much it served and how big its heap is. */
+function reportOnSignal(stats) {
+  process.on('SIGUSR2', () => {
+    const m = process.memoryUsage();
+    say({
+      type: 'stats',
+      pid: process.pid,
+      requests: stats.requests,
+      heapUsedMiB: round(m.heapUsed / 1048576, 1),
+      heapTotalMiB: round(m.heapTotal / 1048576, 1),
+    });
+  });
+}
+
+async function serve(config) {
+  const http = require('node:http');
+  const entries = Math.round((config.dataMB * 1048576) / BYTES_PER_ENTRY);
+  // The server process ends with its driver (stdin closes), whatever happens to the driver.
+  const onDriverGone = (stop) => {
+    process.stdin.on('end', stop);
+    process.stdin.on('error', stop);
+    process.stdin.resume();
+  };
+
+  if (config.mode === 'cluster') {
+    const cluster = require('node:cluster');
+    if (cluster.isPrimary) {
+      const forkedAt = new Map();
+      const t0 = nowMs();
+      cluster.on('listening', (worker, address) => {
+        say({
+          type: 'ready',
+          pid: worker.process.pid,
+          port: address.port,
+          forkToReadyMs: round(nowMs() - forkedAt.get(worker.id), 1),
+          sinceFirstForkMs: round(nowMs() - t0, 1),
+        });
+      });
+      cluster.on('exit', (worker, code, signal) => say({ type: 'exit', pid: worker.process.pid, code, signal }));
+      for (let i = 0; i < config.workers; i++) {
+        const w = cluster.fork();
+        forkedAt.set(w.id, nowMs());
+      }
+      say({ type: 'primary', pid: process.pid });
+      onDriverGone(() => {
+        for (const w of Object.values(cluster.workers)) w.process.kill('SIGKILL');
+        process.exit(0);
+      });
+      return;
+    }
+    // A cluster worker: loads its own copy of the data set, then listens (port 0 is the same port
+    // for every worker of a cluster).
+    const data = buildDataSet(entries);
+    const { handler, stats } = makeHandler(data, entries);
+    reportOnSignal(stats);
+    http.createServer(handler).listen(0, '127.0.0.1');
+    return;
+  }
+
+  const lh = require('../../dist/index.js');
+  const t0 = nowMs();
+  const data = buildDataSet(entries);
+  const loadMs = nowMs() - t0;
+  const { handler, stats } = makeHandler(data, entries);
+  const server = http.createServer(handler);
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  // V8 flags changed at run time before forking (and before `compact`'s GC, which applies them).
+  for (const flag of config.runtimeFlags ?? []) require('node:v8').setFlagsFromString(flag);
+  say({
+    type: 'loaded',
+    pid: process.pid,
+    loadMs: round(loadMs, 0),
+    heapUsedMiB: round(process.memoryUsage().heapUsed / 1048576, 1),
+  });
+
+  if (config.mode === 'refork') {
+    // One worker first; once it is warm (the driver loaded it), it forks its siblings itself.
+    const pid = lh.fork({ compact: config.compact });
+    if (pid === 0) {
+      reportOnSignal(stats);
+      setImmediate(() => say({ type: 'ready', pid: process.pid, port: server.address().port }));
+      process.on('SIGUSR1', async () => {
+        for (let i = 1; i < config.workers; i++) {
+          let child;
+          for (;;) {
+            try {
+              child = lh.fork();
+              break;
+            } catch (e) {
+              if (e.code !== 'ERR_FORK_REQUESTS_IN_FLIGHT') throw e;
+              await new Promise((r) => setImmediate(r));
+            }
+          }
+          if (child === 0) {
+            process.removeAllListeners('SIGUSR1');
+            setImmediate(() => say({ type: 'ready', pid: process.pid, port: server.address().port, reforked: true }));
+            return;
+          }
+        }
+      });
+      return;
+    }
+    server.close();
+    say({ type: 'parent', pid: process.pid });
+    onDriverGone(() => process.exit(0));
+    return;
+  }
+
+  const t1 = nowMs();
+  const pool = lh.prefork({
+    workers: config.workers,
+    compact: config.compact,
+    main({ forkedAt }) {
+      reportOnSignal(stats);
+      // Ready: the worker's event loop turns, with the inherited listening socket in it.
+      setImmediate(() =>
+        say({
+          type: 'ready',
+          pid: process.pid,
+          port: server.address().port,
+          forkToReadyMs: round(Number(process.hrtime.bigint() - forkedAt) / 1e6, 2),
+          sinceFirstForkMs: round(nowMs() - t1, 1),
+        }),
+      );
+    },
+  });
+  if (pool.isChild) return;
+  say({ type: 'parent', pid: process.pid, template: pool.templatePid, preforkMs: round(nowMs() - t1, 1) });
+  onDriverGone(() => pool.stop({ timeout: 2_000 }).then(() => process.exit(0)));
+}
+
+// ---- The driver.
+
+/** Every process any run started: killed when this process exits, whatever the reason. */
+const everStarted = new Set();
+process.on('exit', () => {
+  for (const pid of everStarted) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // Gone.
+    }
+  }
+});
+
+/** Reads the server's JSON lines as they come. */
+function lineReader(stream, onLine) {
+  let buf = '';
+  stream.on('data', (d) => {
+    buf += d;
+    let i = buf.indexOf('\n');
+    while (i !== -1) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      if (line.startsWith('{')) {
+        try {
+          onLine(JSON.parse(line));
+        } catch {
+          // Not ours.
+        }
+      }
+      i = buf.indexOf('\n');
+    }
+  });
+}
+
+function waitFor(pred, ms, what) {
+  return new Promise((resolve, reject) => {
+    const end = Date.now() + ms;
+    const tick = () => {
+      const v = pred();
+      if (v) return resolve(v);
+      if (Date.now() > end) return reject(new Error(`timed out after ${ms} ms waiting for ${what}`));
+      setTimeout(tick, 10);
+    };
+    tick();
+  });
+}
+
+/** Runs autocannon against `port` for `seconds`, or until it made `amount` requests. */
+function load(port, seconds, connections, amount = 0) {
+  const autocannon = require('autocannon');
+  const until = amount ? { amount } : { duration: seconds };
+  return new Promise((resolve, reject) => {
+    autocannon({ url: `http://127.0.0.1:${port}/`, connections, timeout: 10, ...until }, (err, r) =>
+      err ? reject(err) : resolve(r),
+    );
+  });
+}
+
+/**
+ * One server under test: start it, wait until every worker serves, sample the tree's PSS, load it,
+ * sample again; always kill the whole tree at the end.
+ */
+async function runOne({
+  mode,
+  workers,
+  dataMB,
+  loadSec,
+  sampleMs,
+  connections,
+  compact = false,
+  nodeArgs = [],
+  runtimeFlags = [],
+  warmSec = 0,
+  amount = 0,
+}) {
+  const config = { mode, workers, dataMB, compact, runtimeFlags };
+  const t0 = nowMs();
+  const child = spawn(process.execPath, [...nodeArgs, FILE, '--serve', JSON.stringify(config)], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  everStarted.add(child.pid);
+  let stderr = '';
+  child.stderr.on('data', (d) => {
+    stderr = (stderr + d).slice(-4000);
+  });
+  const ready = [];
+  const stats = [];
+  const info = {};
+  let exited = null;
+  child.on('exit', (code, signal) => {
+    exited = { code, signal };
+  });
+  lineReader(child.stdout, (m) => {
+    if (m.pid) everStarted.add(m.pid);
+    if (m.template) everStarted.add(m.template);
+    if (m.type === 'ready') ready.push({ ...m, at: nowMs() - t0 });
+    else if (m.type === 'stats') stats.push(m);
+    else
+      Object.assign(
+        info,
+        m.type === 'loaded' ? { loadMs: m.loadMs, parentHeapMiB: m.heapUsedMiB } : {},
+        m.type === 'parent' ? { preforkMs: m.preforkMs } : {},
+      );
+  });
+  const samples = [];
+  const sample = (phase) => {
+    const pids = processTree(child.pid);
+    for (const p of pids) everStarted.add(p);
+    const m = treeMemory(pids);
+    samples.push({
+      t: round((nowMs() - t0) / 1000, 2),
+      phase,
+      pssMiB: m.pssMiB,
+      ussMiB: m.ussMiB,
+      processes: pids.length,
+    });
+    return m;
+  };
+  // Start-up too: how the memory of each setup builds up until its workers serve.
+  let startup = setInterval(() => sample('start-up'), sampleMs);
+  try {
+    const first = mode === 'refork' ? 1 : workers;
+    await waitFor(() => ready.length >= first || exited, 180_000, `${first} workers ready`);
+    if (exited) throw new Error(`server ended (${JSON.stringify(exited)}): ${stderr}`);
+    if (mode === 'refork') {
+      // Warm the first worker up, then have it fork its siblings.
+      await load(ready[0].port, warmSec, connections);
+      process.kill(ready[0].pid, 'SIGUSR1');
+      await waitFor(() => ready.length >= workers || exited, 60_000, `${workers} workers ready`);
+    }
+    const allReadyMs = ready.at(-1).at;
+    const port = ready[0].port;
+    await sleep(500);
+    clearInterval(startup);
+    startup = undefined;
+    const atStart = sample('start');
+    const timer = setInterval(() => sample('load'), sampleMs);
+    let bench;
+    try {
+      bench = await load(port, loadSec, connections, amount);
+    } finally {
+      clearInterval(timer);
+    }
+    const afterLoad = sample('after load');
+    const workerPids = ready.map((r) => r.pid);
+    for (const pid of workerPids) {
+      try {
+        process.kill(pid, 'SIGUSR2');
+      } catch {
+        // Gone.
+      }
+    }
+    await waitFor(() => stats.length >= workerPids.length, 5_000, 'worker stats').catch(() => {});
+    const perWorker = workerPids.map((pid) => {
+      const s = stats.find((x) => x.pid === pid);
+      const mem = afterLoad.processes.find((p) => p.pid === pid);
+      return {
+        pid,
+        requests: s?.requests ?? null,
+        heapUsedMiB: s?.heapUsedMiB ?? null,
+        pssMiB: mem?.pssMiB ?? null,
+        ussMiB: mem?.ussMiB ?? null,
+      };
+    });
+    const forkToReady = ready.map((r) => r.forkToReadyMs).filter((v) => v !== undefined);
+    return {
+      mode,
+      workers,
+      dataMB,
+      compact,
+      nodeArgs,
+      runtimeFlags,
+      startPssMiB: atStart.pssMiB,
+      afterLoadPssMiB: afterLoad.pssMiB,
+      startUssMiB: atStart.ussMiB,
+      afterLoadUssMiB: afterLoad.ussMiB,
+      allReadyMs: round(allReadyMs, 0),
+      loadMs: info.loadMs ?? null,
+      preforkMs: info.preforkMs ?? null,
+      forkToReadyMs: forkToReady.length
+        ? { p50: round(median(forkToReady), 2), max: round(Math.max(...forkToReady), 2) }
+        : null,
+      requests: bench.requests.total,
+      loadSec: round(bench.duration, 1),
+      requestsPerSec: round(bench.requests.average, 0),
+      errors: bench.errors + bench.non2xx,
+      perWorker,
+      processes: afterLoad.processes,
+      samples,
+    };
+  } finally {
+    if (startup) clearInterval(startup);
+    try {
+      child.stdin.end();
+    } catch {
+      // Closed.
+    }
+    await waitFor(() => exited, 3_000, 'server exit').catch(() => {});
+    await killAll([...everStarted], { root: child.pid });
+  }
+}
+
+const label = (r) => {
+  const base =
+    r.mode === 'cluster'
+      ? 'cluster'
+      : r.mode === 'refork'
+        ? `fork() from a warm worker${r.compact ? ', compact' : ''}`
+        : r.compact
+          ? 'prefork()'
+          : 'prefork({ compact: false })';
+  return `${base}${[...r.nodeArgs, ...r.runtimeFlags].map((f) => ` ${f}`).join('')}, ${r.workers} workers`;
+};
+
+/**
+ * The comparison: prefork() and cluster at N = 4 and 8 (quick: 4), the same data set and load.
+ * Writes bench/results/fork-vs-cluster.svg. With `sharing`, the fork() variants that may keep more
+ * pages shared instead (N = 4).
+ */
+export async function runForkVsCluster({ quick = false, sharing = false } = {}) {
+  if (process.platform !== 'linux') return { skipped: `fork() is Linux-only (this is ${process.platform})` };
+  const dataMB = quick ? 200 : 300;
+  const loadSec = quick ? 8 : 60;
+  const sampleMs = quick ? 1_000 : 2_000;
+  const plans = [];
+  if (sharing) {
+    // The same work for every variant (a loaded machine serves at different rates): 10,000
+    // requests per worker (quick: 2,500).
+    const base = { workers: 4, dataMB, loadSec, sampleMs, amount: (quick ? 2_500 : 10_000) * 4 };
+    plans.push(
+      { ...base, mode: 'cluster' },
+      { ...base, mode: 'fork', compact: false },
+      { ...base, mode: 'fork', compact: true },
+      { ...base, mode: 'fork', compact: true, nodeArgs: ['--no-compact'] },
+      { ...base, mode: 'fork', compact: true, runtimeFlags: ['--heap-growing-percent=10'] },
+      { ...base, mode: 'fork', compact: true, nodeArgs: ['--max-semi-space-size=8'] },
+      { ...base, mode: 'cluster', nodeArgs: ['--max-semi-space-size=8'] },
+      { ...base, mode: 'refork', compact: true, warmSec: 5 },
+    );
+  } else {
+    for (const workers of quick ? [4] : [4, 8]) {
+      plans.push({ mode: 'fork', workers, dataMB, loadSec, sampleMs, compact: true });
+      plans.push({ mode: 'cluster', workers, dataMB, loadSec, sampleMs });
+    }
+  }
+  const runs = [];
+  for (const plan of plans) {
+    console.error(`[fork-vs-cluster] ${label({ nodeArgs: [], runtimeFlags: [], ...plan })}`);
+    runs.push(await runOne({ connections: 4 * plan.workers, ...plan }));
+  }
+  const comparisons = [];
+  for (const workers of [...new Set(runs.map((r) => r.workers))]) {
+    const f = runs.find(
+      (r) =>
+        r.mode === 'fork' &&
+        r.compact &&
+        r.workers === workers &&
+        r.nodeArgs.length === 0 &&
+        r.runtimeFlags.length === 0,
+    );
+    const c = runs.find((r) => r.mode === 'cluster' && r.workers === workers && r.nodeArgs.length === 0);
+    if (f && c) {
+      comparisons.push({
+        workers,
+        startRatio: round(f.startPssMiB / c.startPssMiB, 2),
+        afterLoadRatio: round(f.afterLoadPssMiB / c.afterLoadPssMiB, 2),
+        allReadyForkMs: f.allReadyMs,
+        allReadyClusterMs: c.allReadyMs,
+      });
+    }
+  }
+  for (const r of runs) {
+    const clusters = runs.filter((x) => x.mode === 'cluster' && x.workers === r.workers);
+    const same = (x) => x.nodeArgs.join(' ') === r.nodeArgs.join(' ');
+    const c = clusters.find(same) ?? clusters.find((x) => x.nodeArgs.length === 0);
+    if (c && r !== c) {
+      r.startVsCluster = round(r.startPssMiB / c.startPssMiB, 2);
+      r.afterLoadVsCluster = round(r.afterLoadPssMiB / c.afterLoadPssMiB, 2);
+    }
+  }
+  const targets = comparisons.map((c) => ({
+    target: `total PSS after load <= 0.40 of cluster's (N=${c.workers})`,
+    value: c.afterLoadRatio,
+    met: c.afterLoadRatio <= 0.4,
+  }));
+  for (const r of runs.filter((x) => x.mode === 'fork' && x.forkToReadyMs)) {
+    targets.push({
+      target: `each child ready <= 10 ms after fork() (${label(r)})`,
+      value: `max ${r.forkToReadyMs.max} ms`,
+      met: r.forkToReadyMs.max <= 10,
+    });
+  }
+  const name = sharing ? 'fork-sharing' : 'fork-vs-cluster';
+  const svg = forkVsClusterSvg({ dataMB, sharing, runs });
+  const dir = new URL('../results/', import.meta.url);
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(new URL(`${name}.svg`, dir), svg);
+  return {
+    quick,
+    sharing,
+    node: process.version,
+    dataMB,
+    loadSec,
+    svg: `bench/results/${name}.svg`,
+    comparisons,
+    targets,
+    runs,
+  };
+}
+
+/** The PSS-over-time chart of a result (`runs` with their samples). */
+export function forkVsClusterSvg({ dataMB, sharing, runs }) {
+  return timelineSvg({
+    title: `Total PSS of the process tree, ${dataMB} MB data set${sharing ? ': fork() sharing options' : ''}`,
+    xLabel: 'seconds since the server process started (start-up, then the load; a sample every 1-2 s)',
+    yLabel: 'MiB (sum of PSS)',
+    series: runs.map((r) => ({
+      label: label(r),
+      dashed: r.mode === 'cluster',
+      points: r.samples.map((s) => [s.t, s.pssMiB]),
+    })),
+  });
+}
+
+/** The results as Markdown tables (for bench/results/latest.md). */
+export function forkVsClusterMarkdown(r) {
+  if (r.skipped) return [`fork() against cluster: skipped (${r.skipped}).`, ''];
+  const md = [];
+  const table = (head, rows) => {
+    md.push(`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`);
+    for (const row of rows) md.push(`| ${row.map((v) => (v === null || v === undefined ? '–' : v)).join(' | ')} |`);
+    md.push('');
+  };
+  md.push(
+    `${[...new Set(r.runs.map((x) => x.workers))].join(' and ')} workers, each holding the same ${r.dataMB} MB data set (a Map of objects), ` +
+      `HTTP load with autocannon on loopback (${r.sharing ? 'the same number of requests per variant' : `${r.loadSec} s`}). ` +
+      'PSS summed over the whole process tree (parent, template, workers / primary, workers).',
+    '',
+  );
+  table(
+    [
+      'setup',
+      'PSS at start',
+      'PSS after load',
+      'vs cluster',
+      'all workers ready',
+      'each worker ready after its fork',
+      'requests',
+    ],
+    r.runs.map((x) => [
+      label(x),
+      `${Math.round(x.startPssMiB).toLocaleString('en-US')} MiB`,
+      `${Math.round(x.afterLoadPssMiB).toLocaleString('en-US')} MiB`,
+      x.afterLoadVsCluster === undefined ? '–' : `${x.startVsCluster} / ${x.afterLoadVsCluster}`,
+      `${(x.allReadyMs / 1000).toFixed(1)} s`,
+      x.forkToReadyMs ? `${x.forkToReadyMs.p50} ms (max ${x.forkToReadyMs.max})` : '–',
+      `${x.requests.toLocaleString('en-US')} (${x.perWorker.map((w) => w.requests ?? '?').join('/')})`,
+    ]),
+  );
+  table(
+    ['target', 'measured', 'met'],
+    r.targets.map((t) => [t.target, t.value, t.met ? 'yes' : '**no**']),
+  );
+  md.push(`![PSS over time](${r.svg.replace('bench/results/', '')})`, '');
+  return md;
+}
+
+if (process.argv[2] === '--serve') {
+  await serve(JSON.parse(process.argv[3]));
+} else if (process.argv[1] === FILE) {
+  const stop = async (signal) => {
+    await killAll([...everStarted]);
+    process.kill(process.pid, signal);
+  };
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  const results = await runForkVsCluster({
+    quick: process.argv.includes('--quick'),
+    sharing: process.argv.includes('--sharing'),
+  });
+  console.error(forkVsClusterMarkdown(results).join('\n'));
+  console.log(JSON.stringify(results, null, 2));
+}
