@@ -138,7 +138,13 @@ test.serial('log: "json" writes one JSON object per warning on stderr, during th
   const r = await scenario('log', { detector: { timeout: 0.1, log: 'json' }, spinMs: 250 });
   t.is(r.code, 0, r.stderr);
   const lines = r.stderr.split('\n').filter((l) => l.startsWith('{'));
-  t.is(lines.length, 2, r.stderr);
+  // Two warnings (at 100 and 200 ms); the second is written live only if the monitor thread got the
+  // CPU before the 250 ms block ended (on a loaded machine it may not: it is then reported late,
+  // in the event). Every line written is one whole JSON object.
+  t.true(lines.length >= 1 && lines.length <= 2, r.stderr);
+  for (const l of lines) t.is(JSON.parse(l).type, 'BlockingWarning');
+  t.is(r.result.events.length, 1);
+  t.is(r.result.events[0].samples.length, 2, 'the event holds both warnings');
   const j = JSON.parse(lines[0]);
   t.is(j.type, 'BlockingWarning');
   t.is(j.timeout, 0.1);
