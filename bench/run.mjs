@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { runCapture } from './cases/capture.mjs';
 import { runFork } from './cases/fork.mjs';
 import { runHttp } from './cases/http.mjs';
+import { runIdle } from './cases/idle.mjs';
 import { runMemory } from './cases/memory.mjs';
 import { runOverhead } from './cases/overhead.mjs';
 import { FACTORS, runPrecision } from './cases/precision.mjs';
@@ -38,6 +39,8 @@ const step = (name) => console.error(`[bench] ${name} (${((Date.now() - started)
 
 step('loop overhead');
 const overhead = runOverhead(opts);
+step('idle CPU');
+const idle = runIdle(opts);
 step('HTTP throughput');
 const http = await runHttp(opts);
 step('precision');
@@ -67,7 +70,36 @@ const detectAdded = added('loop-helpers', 'ping-pong');
 const interruptAdded = added('loop-helpers-interrupt', 'ping-pong');
 const guardedAdded = added('loop-helpers-guarded', 'ping-pong');
 const lhRows = precision.filter((r) => r.peer === 'loop-helpers');
+// Issue 11: detect-only no costlier than x1.01 on both loops at both timeouts, level with or
+// ahead of every peer, and its idle CPU no higher than before (+3 ms/s at 1 s, +12 ms/s at 50 ms).
+const lhLoop = overhead.filter((r) => r.peer === 'loop-helpers');
+const peerBest = (workload, T) =>
+  Math.min(
+    ...overhead
+      .filter((r) => r.workload === workload && r.timeoutMs === T && !r.peer.startsWith('loop-helpers'))
+      .filter((r) => r.peer !== 'none' && r.peer !== 'blocked-at')
+      .map((r) => r.ratio),
+  );
+const lhIdle = idle.filter((r) => r.peer === 'loop-helpers');
+const idleBefore = { 50: 12, 1000: 3 };
 const targets = [
+  [
+    'detect-only loop cost ratio <= 1.01 (ping-pong and timers, every timeout)',
+    lhLoop.map((r) => `${r.workload}@${r.timeoutMs}ms ${r.ratio}`).join(', '),
+    lhLoop.length > 0 && lhLoop.every((r) => r.ratio <= 1.01),
+  ],
+  [
+    'detect-only loop cost level with or ahead of every peer (within 0.01)',
+    lhLoop
+      .map((r) => `${r.workload}@${r.timeoutMs}ms ${r.ratio} vs ${round(peerBest(r.workload, r.timeoutMs), 3)}`)
+      .join(', '),
+    lhLoop.length > 0 && lhLoop.every((r) => r.ratio <= peerBest(r.workload, r.timeoutMs) + 0.01),
+  ],
+  [
+    'idle CPU added no higher than before (+12 ms/s at 50 ms, +3 ms/s at 1 s)',
+    lhIdle.map((r) => `${r.timeoutMs} ms: +${r.addedMsPerS} ms/s`).join(', '),
+    lhIdle.every((r) => r.addedMsPerS <= (idleBefore[r.timeoutMs] ?? Infinity)),
+  ],
   ['detect-only ping-pong ratio <= 1.02', lhPing?.ratio, lhPing && lhPing.ratio <= 1.02],
   ['detect-only HTTP throughput ratio >= 0.99', lhHttp?.ratio, lhHttp && lhHttp.ratio >= 0.99],
   [
@@ -121,7 +153,7 @@ const targets = [
   [`no RSS growth over ${memory.detections} detections`, `${memory.growthMiB} MiB`, memory.growthMiB <= 1],
 ].map(([target, value, met]) => ({ target, value, met: Boolean(met) }));
 
-const results = { machine, targets, overhead, http, precision, capture, memory, fork };
+const results = { machine, targets, overhead, idle, http, precision, capture, memory, fork };
 mkdirSync(new URL('./results/', import.meta.url), { recursive: true });
 writeFileSync(new URL('./results/latest.json', import.meta.url), `${JSON.stringify(results, null, 2)}\n`);
 writeFileSync(new URL('./results/precision.svg', import.meta.url), precisionSvg(precision, FACTORS));
@@ -150,12 +182,24 @@ for (const w of ['ping-pong', 'timers']) {
     '',
   );
   table(
-    ['detector', 'timeout', 'ns', 'ratio', 'added ns'],
+    ['detector', 'timeout', 'ns', 'ratio', 'added ns', 'loop-thread CPU ratio'],
     overhead
       .filter((r) => r.workload === w)
-      .map((r) => [r.label, r.timeoutMs ? `${r.timeoutMs} ms` : '–', r.nsPerCallback, r.ratio, r.addedNs]),
+      .map((r) => [
+        r.label,
+        r.timeoutMs ? `${r.timeoutMs} ms` : '–',
+        r.nsPerCallback,
+        r.ratio,
+        r.addedNs,
+        r.loopCpuRatio,
+      ]),
   );
 }
+md.push('## Idle CPU (the loop waits on a timer; whole process, every thread; median of alternating runs)', '');
+table(
+  ['detector', 'timeout', 'CPU ms/s', 'added ms/s', 'monitor wake-ups/s'],
+  idle.map((r) => [r.label, r.timeoutMs ? `${r.timeoutMs} ms` : '–', r.cpuMsPerS, r.addedMsPerS, r.monitorWakesPerS]),
+);
 md.push('## HTTP throughput (autocannon, 10 connections, loopback)', '');
 table(
   ['detector', 'requests/s', 'ratio'],

@@ -1,10 +1,19 @@
 // Loop overhead: an empty setImmediate ping-pong (one loop turn per callback, the worst case for
 // a per-turn heartbeat) and N timers due at once (a timer-heavy loop), with each detector running,
-// in fresh processes, alternated (A B C ... A B C ...) because these machines are noisy.
+// in fresh processes, alternated (A B C ... A B C ...) because these machines are noisy. Besides
+// the wall-clock time, the loop thread's own CPU time (Linux: /proc/self/task/<pid>/schedstat),
+// which time spent waiting for a CPU on a shared machine does not inflate.
 // Child mode: `node overhead.mjs --child <peer|none> <T> <workload> <n>`.
+import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { PEERS } from '../lib/peers.mjs';
 import { median, round, runChild, sleep } from '../lib/stats.mjs';
+
+/** Nanoseconds of CPU the main (loop) thread used so far, or null where it cannot be read. */
+function loopThreadCpuNs() {
+  const f = `/proc/self/task/${process.pid}/schedstat`;
+  return existsSync(f) ? Number(readFileSync(f, 'utf8').split(' ')[0]) : null;
+}
 
 if (process.argv[2] === '--child') {
   const [, , , peer, T, workload, n] = process.argv;
@@ -12,6 +21,7 @@ if (process.argv[2] === '--child') {
   await sleep(50);
   const total = Number(n);
   let i = 0;
+  const c0 = loopThreadCpuNs();
   const t0 = process.hrtime.bigint();
   await new Promise((resolve) => {
     if (workload === 'timers') {
@@ -29,7 +39,9 @@ if (process.argv[2] === '--child') {
       setImmediate(step);
     }
   });
-  console.log(JSON.stringify({ ns: Number(process.hrtime.bigint() - t0) / total }));
+  const ns = Number(process.hrtime.bigint() - t0) / total;
+  const c1 = loopThreadCpuNs();
+  console.log(JSON.stringify({ ns, cpuNs: c0 === null ? null : (c1 - c0) / total }));
   process.exit(0);
 }
 
@@ -44,15 +56,20 @@ export function runOverhead({ quick }) {
   const self = fileURLToPath(import.meta.url);
   for (const workload of Object.keys(n)) {
     const times = new Map(configs.map((c) => [c.join('@'), []]));
+    const cpu = new Map(configs.map((c) => [c.join('@'), []]));
     for (let r = 0; r < rounds; r++) {
       for (const [peer, T] of configs) {
         const count = PEERS[peer]?.slow ? n[workload] / 10 : n[workload];
-        times.get(`${peer}@${T}`).push(runChild(self, ['--child', peer, String(T), workload, String(count)]).ns);
+        const out = runChild(self, ['--child', peer, String(T), workload, String(count)]);
+        times.get(`${peer}@${T}`).push(out.ns);
+        if (out.cpuNs !== null) cpu.get(`${peer}@${T}`).push(out.cpuNs);
       }
     }
     const base = median(times.get('none@0'));
+    const cpuBase = median(cpu.get('none@0'));
     for (const [peer, T] of configs) {
       const m = median(times.get(`${peer}@${T}`));
+      const c = median(cpu.get(`${peer}@${T}`));
       rows.push({
         workload,
         peer,
@@ -61,6 +78,8 @@ export function runOverhead({ quick }) {
         nsPerCallback: round(m, 1),
         ratio: round(m / base, 3),
         addedNs: round(m - base, 1),
+        loopCpuNsPerCallback: c === null ? null : round(c, 1),
+        loopCpuRatio: c === null || cpuBase === null ? null : round(c / cpuBase, 3),
       });
     }
   }

@@ -16,6 +16,26 @@ pub fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// How far past libuv's loop time (`uv_now()`, whole milliseconds) the moment it was taken can lie:
+/// the millisecond it truncates, plus one tick of the coarse clock where libuv reads one for it
+/// (Linux, when `CLOCK_MONOTONIC_COARSE` ticks every millisecond or faster; it can lag that much).
+pub fn loop_time_slack_ns() -> u64 {
+    static SLACK: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SLACK.get_or_init(|| {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            use nix::time::clock_getres;
+            if let Ok(res) = clock_getres(ClockId::CLOCK_MONOTONIC_COARSE) {
+                let ns = res.tv_sec() as u64 * NS_PER_SEC + res.tv_nsec() as u64;
+                if ns <= 1_000_000 {
+                    return 1_000_000 + ns;
+                }
+            }
+        }
+        1_000_000
+    })
+}
+
 /// Milliseconds since the Unix epoch, as JavaScript's `Date.now()` counts, with a fraction.
 pub fn wall_ms() -> f64 {
     clock_gettime(ClockId::CLOCK_REALTIME)
@@ -40,6 +60,12 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(2));
         let b = now_ns();
         assert!(b >= a + 2_000_000, "{a} -> {b}");
+    }
+
+    #[test]
+    fn loop_time_slack_is_one_or_two_milliseconds() {
+        let s = loop_time_slack_ns();
+        assert!((1_000_000..=2_000_000).contains(&s), "{s}");
     }
 
     #[test]

@@ -1,80 +1,64 @@
-//! The per-loop heartbeat: what the loop's prepare callback publishes each turn, read by the monitor.
+//! What the monitor reads from a loop: a [`LoopSample`] of the state libuv already keeps for every
+//! loop, taken from the monitor thread. The loop itself does no work for us on any turn.
 //!
-//! A single-writer seqlock. The writer (the loop thread) never waits; the reader (the monitor) retries
-//! when it raced with a write. The only other hot-path work is one relaxed load of `notify`.
+//! libuv maintains, for its own metrics and timers, per-iteration state that another thread can
+//! read while the loop runs:
+//!
+//! - the **iteration counter** behind `uv_metrics_info()` (`loop_count`), incremented right before
+//!   each poll for I/O (libuv >= 1.45);
+//! - the **idle time**, `uv_metrics_idle_time()` (documented thread-safe): it grows at wall-clock
+//!   rate while the loop waits in its poll and is frozen otherwise, so two readings a few
+//!   nanoseconds apart also tell whether the loop is waiting right now;
+//! - the **loop time**, `uv_now()` (`loop->time`, whole milliseconds), which libuv sets right after
+//!   every return from the poll (and again before running timers, and whenever JavaScript schedules
+//!   a timer).
+//!
+//! A monitor that samples these every `timeout/20` knows when each turn began within the sampling
+//! step, and usually much closer: the idle counter gives the end of a wait to the nanosecond, the
+//! loop time gives the return from the poll to the millisecond (see `tracker`).
+//!
+//! Where libuv has no iteration counter (libuv < 1.45: Node.js 20.0 to 20.2), the binding keeps one
+//! itself with a prepare handle whose callback only bumps a [`TurnCounter`].
 
-use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-/// One consistent heartbeat reading.
+/// One look at a loop, taken by the monitor thread.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Beat {
-    /// Loop iterations seen so far (prepare callbacks), or since registration.
+pub struct LoopSample {
+    /// Monotonic nanoseconds (the `uv_hrtime()` clock) just before the loop's state was read.
+    pub now_ns: u64,
+    /// The loop's iteration counter: changes once per turn, right before the turn's poll for I/O.
     pub iteration: u64,
-    /// `uv_hrtime()` when the prepare callback ran (just before the loop polls for I/O).
-    pub prepare_ns: u64,
-    /// `uv_metrics_idle_time()` at that moment.
+    /// `uv_metrics_idle_time()`: nanoseconds spent waiting in the poll so far.
     pub idle_ns: u64,
+    /// The loop was waiting in its poll for I/O when sampled (the idle time grew between two
+    /// readings taken back to back).
+    pub waiting: bool,
+    /// `uv_now()` in nanoseconds, if the loop time can be read: the loop's last return from the
+    /// poll happened before `loop_time_ns + loop_time_slack_ns`, and, unless the loop time was
+    /// set again since (timers, JavaScript), at or after `loop_time_ns`.
+    pub loop_time_ns: Option<u64>,
+    /// How far past `loop_time_ns` the moment it stands for can be: 1 ms of truncation, plus the
+    /// resolution of the coarse clock when libuv uses one.
+    pub loop_time_slack_ns: u64,
 }
 
+/// An iteration counter the loop keeps itself, for a libuv without `uv_metrics_info`: bumped by a
+/// prepare callback (single writer), read by the monitor. One relaxed load and one relaxed store per
+/// turn: no clock read, no fence, no read-modify-write.
 #[derive(Debug, Default)]
-pub struct Heartbeat {
-    seq: AtomicU64,
-    prepare_ns: AtomicU64,
-    idle_ns: AtomicU64,
-    notify: AtomicBool,
-}
+pub struct TurnCounter(AtomicU64);
 
-impl Heartbeat {
-    pub fn new(prepare_ns: u64, idle_ns: u64) -> Self {
-        let hb = Self::default();
-        hb.beat(prepare_ns, idle_ns);
-        hb
-    }
-
-    /// Publishes a turn of the loop. Called by the loop thread only (single writer).
-    /// Returns true when the monitor asked to be told about the next turn (a block just ended).
+impl TurnCounter {
+    /// One more turn. Called by the loop thread only (single writer).
     #[inline]
-    pub fn beat(&self, prepare_ns: u64, idle_ns: u64) -> bool {
-        let s = self.seq.load(Ordering::Relaxed);
-        self.seq.store(s.wrapping_add(1), Ordering::Relaxed);
-        fence(Ordering::Release);
-        self.prepare_ns.store(prepare_ns, Ordering::Relaxed);
-        self.idle_ns.store(idle_ns, Ordering::Relaxed);
-        self.seq.store(s.wrapping_add(2), Ordering::Release);
-        // Relaxed load first: the common case (no block in progress) costs no read-modify-write.
-        self.notify.load(Ordering::Relaxed) && self.notify.swap(false, Ordering::AcqRel)
+    pub fn bump(&self) {
+        let n = self.0.load(Ordering::Relaxed);
+        self.0.store(n.wrapping_add(1), Ordering::Relaxed);
     }
 
-    /// Asks the writer to report its next turn (see [`Heartbeat::beat`]).
-    pub fn request_notify(&self, on: bool) {
-        self.notify.store(on, Ordering::Release);
-    }
-
-    /// A consistent reading; retries while a write is in progress.
-    pub fn read(&self) -> Beat {
-        let mut spins = 0u32;
-        loop {
-            let s1 = self.seq.load(Ordering::Acquire);
-            if s1 & 1 == 0 {
-                let prepare_ns = self.prepare_ns.load(Ordering::Relaxed);
-                let idle_ns = self.idle_ns.load(Ordering::Relaxed);
-                fence(Ordering::Acquire);
-                if self.seq.load(Ordering::Relaxed) == s1 {
-                    return Beat {
-                        iteration: s1 / 2,
-                        prepare_ns,
-                        idle_ns,
-                    };
-                }
-            }
-            spins += 1;
-            if spins < 64 {
-                std::hint::spin_loop();
-            } else {
-                // The writer was preempted mid-write: let it run.
-                std::thread::yield_now();
-            }
-        }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
     }
 }
 
@@ -84,45 +68,32 @@ mod tests {
     use std::sync::Arc;
 
     #[test]
-    fn reads_what_was_written() {
-        let hb = Heartbeat::new(10, 3);
-        assert_eq!(
-            hb.read(),
-            Beat {
-                iteration: 1,
-                prepare_ns: 10,
-                idle_ns: 3
-            }
-        );
-        hb.beat(20, 5);
-        assert_eq!(hb.read().iteration, 2);
-        assert_eq!(hb.read().prepare_ns, 20);
+    fn counts_turns() {
+        let c = TurnCounter::default();
+        assert_eq!(c.get(), 0);
+        c.bump();
+        c.bump();
+        assert_eq!(c.get(), 2);
     }
 
     #[test]
-    fn notify_is_reported_once() {
-        let hb = Heartbeat::new(0, 0);
-        assert!(!hb.beat(1, 0));
-        hb.request_notify(true);
-        assert!(hb.beat(2, 0));
-        assert!(!hb.beat(3, 0));
-    }
-
-    #[test]
-    fn concurrent_reads_are_never_torn() {
-        let hb = Arc::new(Heartbeat::new(0, 0));
+    fn a_reader_sees_the_counter_only_grow() {
+        let c = Arc::new(TurnCounter::default());
         let writer = {
-            let hb = hb.clone();
+            let c = c.clone();
             std::thread::spawn(move || {
-                for i in 1..200_000u64 {
-                    hb.beat(i, i * 2);
+                for _ in 0..200_000u64 {
+                    c.bump();
                 }
             })
         };
+        let mut last = 0;
         for _ in 0..200_000 {
-            let b = hb.read();
-            assert_eq!(b.idle_ns, b.prepare_ns * 2, "torn read {b:?}");
+            let n = c.get();
+            assert!(n >= last, "{n} < {last}");
+            last = n;
         }
         writer.join().unwrap();
+        assert_eq!(c.get(), 200_000);
     }
 }

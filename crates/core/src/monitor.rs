@@ -4,9 +4,10 @@
 //!
 //! Like Node's own `Watchdog` (src/node_watchdog.cc) it is a plain thread, created with every
 //! asynchronous signal blocked, that sleeps until a deadline; unlike it, one thread serves every
-//! loop. It sleeps in [`alarm::Waiter::wait`]: on Linux, in `sigtimedwait` for the SIGALRM of a
-//! timer aimed at this thread alone; the wake-ups other threads send ([`alarm::wake`]: heartbeats
-//! that report a turn after a block, samples arriving, (un)registration, a fork pausing it) are
+//! loop. It looks at each loop every `timeout/20` (see `tracker`), reading the state libuv keeps
+//! anyway (see `heartbeat`): the loops do no work for it. It sleeps in [`alarm::Waiter::wait`]: on
+//! Linux, in `sigtimedwait` for the SIGALRM of a timer aimed at this thread alone; the wake-ups
+//! other threads send ([`alarm::wake`]: samples arriving, (un)registration, a fork pausing it) are
 //! SIGALRMs queued for this thread alone too. Elsewhere it sleeps in `poll` on the self-pipe that
 //! the process-wide SIGALRM handler and those wake-ups write to. A wait timeout a little past the
 //! deadline is the backstop should the timer's signal ever be lost. No other thread ever receives
@@ -20,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crate::alarm;
 use crate::clock::now_ns;
-use crate::heartbeat::{Beat, Heartbeat};
+use crate::heartbeat::LoopSample;
 use crate::report::{
     block_json, warning_json, warning_text, BlockRecord, LogTarget, Origin, Sample, Warning,
     NO_STACK_LATE, NO_STACK_NATIVE, NO_STACK_UNSUPPORTED,
@@ -33,9 +34,9 @@ pub const SAMPLE_WAIT_NS: u64 = 5_000_000;
 
 /// What the monitor needs to know about a loop. Implemented by the Node binding over libuv.
 pub trait LoopProbe: Send + Sync {
-    fn heartbeat(&self) -> &Heartbeat;
-    /// `uv_metrics_idle_time()` of the loop; must be safe to call from the monitor thread.
-    fn idle_time_ns(&self) -> u64;
+    /// The loop's state now. Called on the monitor thread, and once on the registering thread
+    /// (the loop's own, when a detector starts from JavaScript); must not wait for the loop.
+    fn sample(&self) -> LoopSample;
 }
 
 /// Identifies a requested stack sample, so that a late one is never attached to the wrong block.
@@ -141,28 +142,12 @@ impl Watch {
         o
     }
 
-    fn read(&self) -> (Beat, u64) {
-        let hb = self.probe.heartbeat();
-        loop {
-            let beat = hb.read();
-            let idle = self.probe.idle_time_ns();
-            // The idle reading must belong to the same iteration as the beat.
-            if hb.read().iteration == beat.iteration {
-                return (beat, idle);
-            }
-        }
-    }
-
     /// Looks at the loop once; returns when it wants to be looked at again.
     fn cycle(&self, fx: &mut Effects) -> u64 {
-        let (beat, idle_ns) = self.read();
-        let now = now_ns();
+        let sample = self.probe.sample();
+        let now = sample.now_ns;
         let mut st = lock(&self.state);
-        let step = st.tracker.observe(crate::tracker::Observation {
-            now_ns: now,
-            beat,
-            idle_ns,
-        });
+        let step = st.tracker.observe(sample);
         if let Some(e) = step.ended {
             self.finish_block(&mut st, e, true, fx);
         }
@@ -190,9 +175,6 @@ impl Watch {
                 }
                 next = next.min(st.next_interrupt_ns);
             }
-        }
-        if step.in_block {
-            self.probe.heartbeat().request_notify(true);
         }
         if let Some(d) = self.write_ready(&mut st, now, false, fx) {
             next = next.min(d);
@@ -402,6 +384,8 @@ pub fn register(
     sink: Arc<dyn WatchSink>,
 ) -> io::Result<u64> {
     ensure_thread()?;
+    // The first look, on the registering thread: the loop is busy from this moment unless it waits.
+    let first = probe.sample();
     let id = {
         let mut reg = lock(&monitor().registry);
         if reg.exiting {
@@ -410,7 +394,7 @@ pub fn register(
         alarm::activate()?;
         let id = reg.next_id;
         reg.next_id += 1;
-        let tracker = Tracker::new(TrackerConfig::new(cfg.timeout_ns, cfg.aggressive));
+        let tracker = Tracker::new(TrackerConfig::new(cfg.timeout_ns, cfg.aggressive), first);
         let pid = AtomicU32::new(cfg.origin.pid);
         reg.watches.push(Arc::new(Watch {
             id,

@@ -1,5 +1,12 @@
 //! Per-environment state: one per Node.js environment (the main thread, and each Worker) that
-//! started a detector. It owns the loop's prepare handle (the heartbeat) and knows the isolate.
+//! started a detector. It knows the loop and the isolate, and is what the monitor samples
+//! (`LoopProbe`): libuv's iteration counter, idle time and loop time, read from the monitor thread.
+//! The loop does no work for us on its turns.
+//!
+//! Where libuv has no iteration counter (before 1.45: Node.js 20.0 to 20.2), an unref'd prepare
+//! handle counts the turns instead: one relaxed load and store per turn. Elsewhere the handle is
+//! initialised (it carries the environment's lifetime, see below) but never started, which costs
+//! the loop nothing.
 //!
 //! Lifetime: created on the environment's first `start()`, kept until the environment is torn down.
 //! An async cleanup hook stops the environment's watches and closes the prepare handle before Node
@@ -10,7 +17,7 @@ use std::os::raw::c_void;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use loop_helpers_core::heartbeat::Heartbeat;
+use loop_helpers_core::heartbeat::{LoopSample, TurnCounter};
 use loop_helpers_core::monitor::{self, LoopProbe};
 use loop_helpers_core::{alarm, clock};
 
@@ -22,11 +29,27 @@ use crate::unguarded::Support;
 use crate::uv::*;
 use crate::v8;
 
+/// Where the loop's iteration counter is read.
+enum Turns {
+    /// libuv's own counter (`uv_metrics_t.loop_count`), read in place.
+    Libuv(*const u64),
+    /// libuv's own counter, through `uv_metrics_info()` (its place could not be confirmed).
+    Metrics(uv_metrics_info_fn),
+    /// Our prepare handle's count (a libuv without `uv_metrics_info`).
+    Prepare,
+}
+
+/// Set to `prepare` (or `metrics`) to count turns that way whatever libuv offers (diagnostics,
+/// benchmarks of the alternatives).
+const TURNS_ENV: &str = "LOOP_HELPERS_TURNS";
+
 pub struct EnvLoop {
     pub env: napi_env,
     pub isolate: *mut v8::Isolate,
     loop_ptr: *mut uv_loop_t,
-    heartbeat: Heartbeat,
+    turns: Turns,
+    /// The prepare handle's count (`Turns::Prepare`).
+    counter: TurnCounter,
     /// False once the environment is being torn down: nothing may touch env, isolate or loop.
     alive: AtomicBool,
     pub interrupts: Interrupts,
@@ -50,24 +73,49 @@ struct Inner {
     cleanup_handle: napi_async_cleanup_hook_handle,
 }
 
-// SAFETY: the raw pointers are only dereferenced on the environment's own thread (env, loop via
-// the prepare handle, isolate through V8 calls documented as thread-safe: RequestInterrupt), or,
-// for `loop_ptr`, through uv_metrics_idle_time, which takes the loop's metrics mutex. `alive` and
-// the monitor's registry lock order every use before teardown.
+// SAFETY: the raw pointers are only dereferenced on the environment's own thread (env, the prepare
+// handle, isolate through V8 calls documented as thread-safe: RequestInterrupt), or, for
+// `loop_ptr` and the counter in `Turns::Libuv`, by the reads in `EnvLoop::sample` and
+// `EnvLoop::iteration`, whose comments say why they are sound from another thread. `alive` and the
+// monitor's registry lock order every use before teardown.
 unsafe impl Send for EnvLoop {}
 unsafe impl Sync for EnvLoop {}
 
 impl LoopProbe for EnvLoop {
-    fn heartbeat(&self) -> &Heartbeat {
-        &self.heartbeat
-    }
-    fn idle_time_ns(&self) -> u64 {
+    fn sample(&self) -> LoopSample {
+        let now_ns = clock::now_ns();
         if !self.alive.load(Ordering::Acquire) {
-            return 0;
+            // Unreachable while watched (teardown unregisters every watch first); reads as idle.
+            return LoopSample {
+                now_ns,
+                waiting: true,
+                ..LoopSample::default()
+            };
         }
-        // SAFETY: the loop outlives every registered watch: the cleanup hook unregisters them
-        // (under the monitor's registry lock, which the caller holds) before the loop is closed.
-        unsafe { uv_metrics_idle_time(self.loop_ptr) }
+        let iteration = self.iteration();
+        // SAFETY: the loop is alive: either this is its own thread (a detector starting), or the
+        // monitor thread, which holds its registry lock while it looks, and the cleanup hook
+        // unregisters every watch under that lock before the loop is closed.
+        // uv_metrics_idle_time is documented thread-safe (it takes the loop's metrics mutex).
+        // uv_now returns `loop->time`, an aligned 8-byte word the loop thread sets with plain
+        // stores: a racy read, but a single load on the 64-bit targets we build for, so it returns
+        // one of the values the loop stored, never a mix (the tracker only ever treats it as a
+        // bound it checks against its own clock readings).
+        let (idle_ns, idle_again, loop_time_ms) = unsafe {
+            let a = uv_metrics_idle_time(self.loop_ptr);
+            let b = uv_metrics_idle_time(self.loop_ptr);
+            (a, b, uv_now(self.loop_ptr))
+        };
+        LoopSample {
+            now_ns,
+            iteration,
+            idle_ns,
+            // The idle time grows at wall-clock rate while the loop waits in its poll, and only
+            // then: two readings a few nanoseconds apart differ exactly when it is waiting.
+            waiting: idle_again > idle_ns,
+            loop_time_ns: Some(loop_time_ms.saturating_mul(1_000_000)),
+            loop_time_slack_ns: clock::loop_time_slack_ns(),
+        }
     }
 }
 
@@ -76,18 +124,31 @@ fn lock(m: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
 }
 
 unsafe extern "C" fn on_prepare(handle: *mut uv_handle_t) {
-    // The loop's hot path: two clock reads and the seqlock stores. Nothing here can panic.
+    // The loop's hot path (`Turns::Prepare` only): count the turn. Nothing here can panic.
     let st = uv_handle_get_data(handle) as *const EnvLoop;
     if st.is_null() {
         return;
     }
     // SAFETY: the handle's data is the EnvLoop whose Arc reference the handle holds until
     // on_prepare_closed; libuv runs this callback on the loop thread before that.
-    let st = &*st;
-    let now = uv_hrtime();
-    let idle = uv_metrics_idle_time(st.loop_ptr);
-    if st.heartbeat.beat(now, idle) {
-        alarm::wake();
+    (*st).counter.bump();
+}
+
+/// How this loop's turns are counted (on the loop's thread, at creation).
+///
+/// # Safety
+/// `lp` is a live loop and this runs on its thread.
+unsafe fn find_turns(lp: *mut uv_loop_t) -> Turns {
+    let forced = std::env::var(TURNS_ENV).unwrap_or_default();
+    let Some(info) = uv_metrics_info_fn().filter(|_| forced != "prepare") else {
+        return Turns::Prepare;
+    };
+    if forced == "metrics" {
+        return Turns::Metrics(info);
+    }
+    match loop_count_ptr(lp, info) {
+        Some(p) => Turns::Libuv(p),
+        None => Turns::Metrics(info),
     }
 }
 
@@ -153,7 +214,8 @@ impl EnvLoop {
             env,
             isolate: v8::current_isolate(),
             loop_ptr,
-            heartbeat: Heartbeat::new(uv_hrtime(), uv_metrics_idle_time(loop_ptr)),
+            turns: find_turns(loop_ptr),
+            counter: TurnCounter::default(),
             alive: AtomicBool::new(true),
             interrupts: Interrupts::default(),
             support: Mutex::new(None),
@@ -208,11 +270,9 @@ impl EnvLoop {
             inner.unblock_sigalrm_on_idle =
                 alarm::shield_loop_thread().map_err(|e| format!("pthread_sigmask: {e}"))?;
         }
-        if !inner.prepare_running {
+        if !inner.prepare_running && matches!(self.turns, Turns::Prepare) {
             // SAFETY: on the loop's thread; the handle was initialised in `create` and is open.
             unsafe {
-                self.heartbeat
-                    .beat(clock::now_ns(), uv_metrics_idle_time(self.loop_ptr));
                 let rc = uv_prepare_start(self.prepare, Some(on_prepare));
                 if rc != 0 {
                     self.idle_if_unwatched(&mut inner);
@@ -316,9 +376,26 @@ impl EnvLoop {
             .set_unguarded(on && self.unguarded_possible.load(Ordering::Acquire));
     }
 
-    /// The loop iteration now (the latest heartbeat).
+    /// The loop's iteration counter now (any thread).
     pub fn iteration(&self) -> u64 {
-        self.heartbeat.read().iteration
+        match self.turns {
+            // SAFETY: `p` points into the live loop's internal fields (see `loop_count_ptr`; the
+            // loop outlives this state's watches, and the JS thread is the loop's own). On another
+            // thread this races with the loop thread's plain increment: formally a data race, in
+            // practice a single aligned 8-byte load on the 64-bit targets we build for (x86-64,
+            // AArch64: single-copy atomic), which the volatile access keeps whole and unelided. So
+            // it reads a value the loop stored, at worst one turn old; the monitor only compares
+            // it for change, and sees the next turn at its next look.
+            Turns::Libuv(p) => unsafe { std::ptr::read_volatile(p) },
+            Turns::Metrics(info) => {
+                let mut m = uv_metrics_t::default();
+                // SAFETY: a live loop (as above). uv_metrics_info copies the counters with memcpy:
+                // the same racy but word-wise reads as above, into our own buffer.
+                unsafe { info(self.loop_ptr, &mut m) };
+                m.loop_count
+            }
+            Turns::Prepare => self.counter.get(),
+        }
     }
 
     pub fn is_alive(&self) -> bool {

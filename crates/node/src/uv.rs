@@ -20,7 +20,7 @@ pub const UV_ASYNC: c_int = 1;
 pub const UV_PREPARE: c_int = 9;
 
 /// The public head of `uv_loop_t` (uv.h, unchanged through libuv 1.x): enough to read how many
-/// requests are active.
+/// requests are active, and where libuv keeps its internal fields.
 #[repr(C)]
 pub struct uv_loop_head {
     pub data: *mut c_void,
@@ -28,6 +28,59 @@ pub struct uv_loop_head {
     pub handle_queue: [*mut c_void; 2],
     /// `union { void* unused; unsigned int count; } active_reqs`
     pub active_reqs: ActiveReqs,
+    /// `void* internal_fields` (libuv >= 1.39): a `uv__loop_internal_fields_t`.
+    pub internal_fields: *mut c_void,
+}
+
+/// `uv_metrics_t` (uv.h, libuv >= 1.45).
+#[repr(C)]
+#[derive(Default)]
+pub struct uv_metrics_t {
+    pub loop_count: u64,
+    pub events: u64,
+    pub events_waiting: u64,
+    pub reserved: [u64; 13],
+}
+
+/// `uv_metrics_info()`: libuv >= 1.45 only (Node.js >= 20.3), so resolved at run time.
+pub type uv_metrics_info_fn = unsafe extern "C" fn(*mut uv_loop_t, *mut uv_metrics_t) -> c_int;
+
+/// `uv_metrics_info` in the running node executable, if its libuv has it.
+pub fn uv_metrics_info_fn() -> Option<uv_metrics_info_fn> {
+    // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only reads the symbol tables.
+    let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"uv_metrics_info".as_ptr()) };
+    // SAFETY: a non-null `uv_metrics_info` is libuv's function of exactly this signature.
+    (!p.is_null()).then(|| unsafe { std::mem::transmute::<*mut c_void, uv_metrics_info_fn>(p) })
+}
+
+/// Where libuv keeps a loop's iteration counter (`uv_metrics_t.loop_count`), found from the layout
+/// libuv has used since 1.45 and checked against `uv_metrics_info()`, or None.
+///
+/// libuv (src/uv-common.h, 1.45 to 1.52 and master) keeps `struct uv__loop_internal_fields_s {
+/// unsigned int flags; uv__loop_metrics_t loop_metrics; ... }` behind `loop->internal_fields`,
+/// and `uv__loop_metrics_t` begins with the public `uv_metrics_t`: the counter is the 8-byte word
+/// at offset 8 (after `flags` and its padding).
+///
+/// # Safety
+/// `lp` is a live loop, and this runs on its thread (nothing writes the counters meanwhile).
+pub unsafe fn loop_count_ptr(lp: *mut uv_loop_t, info: uv_metrics_info_fn) -> Option<*const u64> {
+    if uv_version() >> 16 != 1 {
+        return None;
+    }
+    // `lp` is a live uv_loop_t, whose public head `uv_loop_head` mirrors.
+    let internal = (*(lp as *const uv_loop_head)).internal_fields;
+    if internal.is_null() {
+        return None;
+    }
+    let mut m = uv_metrics_t::default();
+    if info(lp, &mut m) != 0 {
+        return None;
+    }
+    // libuv allocates the internal fields (far more than 32 bytes) for the loop's lifetime, so
+    // these three aligned words are readable; on the loop's thread nothing writes them meanwhile.
+    let p = (internal as *const u8).add(8) as *const u64;
+    // The three public counters must read back the same: loop_count, events, events_waiting.
+    (*p == m.loop_count && *p.add(1) == m.events && *p.add(2) == m.events_waiting).then_some(p)
 }
 
 #[repr(C)]
@@ -59,9 +112,10 @@ extern "C" {
     pub fn uv_unref(handle: *mut uv_handle_t);
     pub fn uv_handle_set_data(handle: *mut uv_handle_t, data: *mut c_void);
     pub fn uv_handle_get_data(handle: *const uv_handle_t) -> *mut c_void;
-    pub fn uv_hrtime() -> u64;
     pub fn uv_default_loop() -> *mut uv_loop_t;
     pub fn uv_metrics_idle_time(lp: *mut uv_loop_t) -> u64;
+    pub fn uv_now(lp: *const uv_loop_t) -> u64;
+    pub fn uv_version() -> std::os::raw::c_uint;
     pub fn uv_loop_fork(lp: *mut uv_loop_t) -> c_int;
     pub fn uv_loop_alive(lp: *const uv_loop_t) -> c_int;
     pub fn uv_async_init(lp: *mut uv_loop_t, handle: *mut uv_handle_t, cb: uv_async_cb) -> c_int;

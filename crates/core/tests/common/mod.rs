@@ -6,44 +6,45 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use loop_helpers_core::clock::now_ns;
-use loop_helpers_core::heartbeat::Heartbeat;
+use loop_helpers_core::heartbeat::LoopSample;
 use loop_helpers_core::monitor::{self, LoopProbe, SampleTicket, WatchConfig, WatchSink};
 use loop_helpers_core::report::{Frame, LogTarget, Origin};
 
-/// A loop that is either waiting for I/O (idle time grows) or busy.
+/// A loop that is either waiting for I/O (idle time grows) or busy, with libuv's iteration counter
+/// and loop time.
 pub struct FakeLoop {
-    hb: Heartbeat,
+    iteration: AtomicU64,
     idle_ns: AtomicU64,
     waiting_since: AtomicU64,
     waiting: AtomicBool,
+    loop_time_ms: AtomicU64,
 }
 
 impl FakeLoop {
     pub fn new() -> Self {
         Self {
-            hb: Heartbeat::new(now_ns(), 0),
+            iteration: AtomicU64::new(1),
             idle_ns: AtomicU64::new(0),
             waiting_since: AtomicU64::new(0),
             waiting: AtomicBool::new(false),
+            loop_time_ms: AtomicU64::new(now_ns() / 1_000_000),
         }
     }
-    /// A loop turn (prepare), then a wait for I/O.
+    /// A loop turn (the iteration counter goes up before the poll), then a wait for I/O.
     pub fn turn_and_wait(&self) {
-        self.hb.beat(now_ns(), self.idle_time_ns());
-        self.waiting_since.store(now_ns(), Ordering::SeqCst);
+        self.iteration.fetch_add(1, Ordering::SeqCst);
+        let now = now_ns();
+        self.loop_time_ms.store(now / 1_000_000, Ordering::SeqCst);
+        self.waiting_since.store(now, Ordering::SeqCst);
         self.waiting.store(true, Ordering::SeqCst);
     }
     /// I/O arrived: a callback starts running.
     pub fn wake_up(&self) {
-        let waited = now_ns() - self.waiting_since.load(Ordering::SeqCst);
+        let now = now_ns();
+        let waited = now - self.waiting_since.load(Ordering::SeqCst);
         self.idle_ns.fetch_add(waited, Ordering::SeqCst);
         self.waiting.store(false, Ordering::SeqCst);
-    }
-}
-
-impl LoopProbe for FakeLoop {
-    fn heartbeat(&self) -> &Heartbeat {
-        &self.hb
+        self.loop_time_ms.store(now / 1_000_000, Ordering::SeqCst);
     }
     fn idle_time_ns(&self) -> u64 {
         let base = self.idle_ns.load(Ordering::SeqCst);
@@ -51,6 +52,22 @@ impl LoopProbe for FakeLoop {
             base + (now_ns() - self.waiting_since.load(Ordering::SeqCst))
         } else {
             base
+        }
+    }
+}
+
+impl LoopProbe for FakeLoop {
+    fn sample(&self) -> LoopSample {
+        let now_ns = now_ns();
+        let iteration = self.iteration.load(Ordering::SeqCst);
+        let idle_ns = self.idle_time_ns();
+        LoopSample {
+            now_ns,
+            iteration,
+            idle_ns,
+            waiting: self.waiting.load(Ordering::SeqCst),
+            loop_time_ns: Some(self.loop_time_ms.load(Ordering::SeqCst) * 1_000_000),
+            loop_time_slack_ns: 1_000_000,
         }
     }
 }
