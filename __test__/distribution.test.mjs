@@ -182,7 +182,7 @@ test.serial(
   },
 );
 
-test('the CI workflow builds every npm/ target and tests Node 20, 22 and 24 on Linux and macOS', (t) => {
+test('the CI workflow builds every npm/ target and tests each binary where it runs, the primary one on Node 22, 24 and 26', (t) => {
   const YAML = require('yaml');
   const wf = YAML.parse(readFileSync(join(root, '.github/workflows/ci.yml'), 'utf8'));
   const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
@@ -199,14 +199,29 @@ test('the CI workflow builds every npm/ target and tests Node 20, 22 and 24 on L
     t.is(npmPkg.main, `loop-helpers.${b.npmDir}.node`);
     t.regex(b.host, b.target.includes('apple') ? /^macos-/ : /^ubuntu-/);
   }
-  const matrix = wf.jobs.test.strategy.matrix;
-  t.deepEqual(matrix.node.map(String).sort(), ['20', '22', '24']);
-  t.true(matrix.os.some((o) => o.startsWith('ubuntu-')) && matrix.os.some((o) => o.startsWith('macos-')));
+  // Every binary that is published is also tested, on a runner (or in a container) that can run
+  // it: its architecture, its libc, its OS; the primary binary under every supported Node.js.
+  const tests = wf.jobs.test.strategy.matrix.include;
+  for (const dir of dirs) {
+    const rows = tests.filter((r) => r.npmDir === dir);
+    t.true(rows.length > 0, `${dir} is tested`);
+    for (const r of rows) {
+      t.regex(r.os, dir.startsWith('darwin') ? /^macos-/ : /^ubuntu-/, `${dir} on ${r.os}`);
+      if (dir.startsWith('linux')) t.is(r.os.endsWith('-arm'), dir.includes('arm64'), `${dir} on ${r.os}`);
+      if (dir === 'darwin-x64') t.is(r.os, 'macos-13', 'the last Intel macOS runner');
+      t.is(Boolean(r.image?.includes('alpine')), dir.endsWith('-musl'), `${dir}: musl in Alpine`);
+    }
+  }
+  const primary = tests.filter((r) => r.npmDir === 'linux-x64-gnu').map((r) => String(r.node));
+  for (const major of ['22', '24', '26']) t.true(primary.includes(major), `linux-x64-gnu on Node ${major}`);
+  const steps = JSON.stringify(wf.jobs.test.steps);
+  t.regex(steps, /npx ava/, 'the tests run, not only the build');
+  t.regex(steps, /docker run/, 'the Alpine rows run in their image');
   const publish = wf.jobs.publish;
   t.deepEqual([...publish.needs].sort(), ['build', 'test']);
-  const steps = JSON.stringify(publish.steps);
-  t.regex(steps, /scripts\/prepublish\.mjs/);
-  t.regex(steps, /npm publish/);
+  const publishSteps = JSON.stringify(publish.steps);
+  t.regex(publishSteps, /scripts\/prepublish\.mjs/);
+  t.regex(publishSteps, /npm publish/);
   // Every npm script the workflow runs exists.
   for (const m of JSON.stringify(wf).matchAll(/npm run ([\w:-]+)/g)) t.truthy(pkg.scripts[m[1]], m[1]);
 });
