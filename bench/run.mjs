@@ -1,11 +1,15 @@
-// `npm run bench [-- --quick]`: loop-helpers against the tools Node users pick today, side by side
-// in one run on this machine. Writes bench/results/latest.json, latest.md and precision.svg.
-// Benchmarks report; they do not assert.
+// `npm run bench [-- --quick] [-- --skip <case>,...]`: loop-helpers against the tools Node users
+// pick today, side by side in one run on this machine. Writes bench/results/latest.json, latest.md
+// and the SVGs; a quick run writes to bench/results/quick/ instead (not committed), so that it never
+// replaces the last full run's figures. `--skip fork-vs-cluster` leaves out the case that needs
+// ~2.5 GB of memory (cluster holds a data set per worker). Benchmarks report; they do not assert.
+import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { runCapture } from './cases/capture.mjs';
 import { runFork } from './cases/fork.mjs';
+import { forkVsClusterMarkdown, runForkVsCluster } from './cases/fork-vs-cluster.mjs';
 import { runHttp } from './cases/http.mjs';
 import { runIdle } from './cases/idle.mjs';
 import { runMemory } from './cases/memory.mjs';
@@ -33,7 +37,11 @@ if (nodeAt !== -1) {
 }
 
 const quick = process.argv.includes('--quick');
-const opts = { quick };
+const skipAt = process.argv.indexOf('--skip');
+const skip = new Set(skipAt === -1 ? [] : (process.argv[skipAt + 1] ?? '').split(','));
+const resultsDir = quick ? 'bench/results/quick' : 'bench/results';
+const results = (file) => new URL(`../${resultsDir}/${file}`, import.meta.url);
+const opts = { quick, resultsDir };
 const started = Date.now();
 const step = (name) => console.error(`[bench] ${name} (${((Date.now() - started) / 1000).toFixed(0)} s)`);
 
@@ -51,6 +59,20 @@ step('memory');
 const memory = runMemory(opts);
 step('fork');
 const fork = runFork(opts);
+step('fork() against cluster');
+const forkVsCluster = skip.has('fork-vs-cluster')
+  ? { skipped: 'left out with --skip fork-vs-cluster' }
+  : await runForkVsCluster(opts);
+step('SyncCallDetector per-call cost');
+const syncCalls = runSyncCalls();
+
+/** bench/cases/sync-calls.mjs in its own process (it patches Node's sync APIs). */
+function runSyncCalls() {
+  const file = fileURLToPath(new URL('./cases/sync-calls.mjs', import.meta.url));
+  const r = spawnSync(process.execPath, [file, quick ? '3' : '7', quick ? '20000' : '100000'], { encoding: 'utf8' });
+  if (r.status !== 0) return { skipped: `sync-calls.mjs failed: ${r.stderr.trim().split('\n').pop()}` };
+  return JSON.parse(r.stdout.trim().split('\n').pop());
+}
 
 const machine = {
   node: process.version,
@@ -151,12 +173,26 @@ const targets = [
   ],
   ['RSS added <= 2 MiB', `${memory.addedMiB} MiB`, memory.addedMiB <= 2],
   [`no RSS growth over ${memory.detections} detections`, `${memory.growthMiB} MiB`, memory.growthMiB <= 1],
+  // Issue 13: a started SyncCallDetector adds < 1 µs per sync call when it takes no stack.
+  ...(syncCalls.skipped
+    ? []
+    : [
+        [
+          'SyncCallDetector adds < 1 µs per sync call without a stack',
+          Object.entries(syncCalls.ns)
+            .map(([op, v]) => `${op} +${v.quietAdded} ns`)
+            .join(', '),
+          Object.values(syncCalls.ns).every((v) => v.quietAdded < 1000),
+        ],
+      ]),
+  // Issue 15: prefork() against cluster (PSS after load, child readiness).
+  ...(forkVsCluster.skipped ? [] : forkVsCluster.targets.map((t) => [t.target, t.value, t.met])),
 ].map(([target, value, met]) => ({ target, value, met: Boolean(met) }));
 
-const results = { machine, targets, overhead, idle, http, precision, capture, memory, fork };
-mkdirSync(new URL('./results/', import.meta.url), { recursive: true });
-writeFileSync(new URL('./results/latest.json', import.meta.url), `${JSON.stringify(results, null, 2)}\n`);
-writeFileSync(new URL('./results/precision.svg', import.meta.url), precisionSvg(precision, FACTORS));
+const all = { machine, targets, overhead, idle, http, precision, capture, memory, fork, forkVsCluster, syncCalls };
+mkdirSync(results(''), { recursive: true });
+writeFileSync(results('latest.json'), `${JSON.stringify(all, null, 2)}\n`);
+writeFileSync(results('precision.svg'), precisionSvg(precision, FACTORS));
 
 const md = [];
 const table = (head, rows) => {
@@ -301,9 +337,18 @@ else {
     '',
   );
 }
-writeFileSync(new URL('./results/latest.md', import.meta.url), `${md.join('\n')}\n`);
-// Each Node.js major keeps its own copy of its last run (the README quotes Node 24's and 20's).
+md.push('## fork() against cluster', '', ...forkVsClusterMarkdown(forkVsCluster));
+md.push('## SyncCallDetector: ns per synchronous call', '');
+if (syncCalls.skipped) md.push(syncCalls.skipped, '');
+else {
+  table(
+    ['call', 'no detector', 'started, not reported', 'added', 'reported (stack taken)', 'one full report'],
+    Object.entries(syncCalls.ns).map(([op, v]) => [op, v.off, v.quiet, `+${v.quietAdded}`, v.stack, v.report]),
+  );
+}
+writeFileSync(results('latest.md'), `${md.join('\n')}\n`);
+// Each Node.js major keeps its own copy of its last run.
 const major = process.versions.node.split('.')[0];
-copyFileSync(new URL('./results/latest.md', import.meta.url), new URL(`./results/node${major}.md`, import.meta.url));
-step(`done: bench/results/latest.md (and node${major}.md), latest.json, precision.svg`);
+copyFileSync(results('latest.md'), results(`node${major}.md`));
+step(`done: ${resultsDir}/latest.md (and node${major}.md), latest.json, the SVGs`);
 console.log(md.join('\n'));

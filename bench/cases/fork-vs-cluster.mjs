@@ -459,7 +459,7 @@ const label = (r) => {
  * Writes bench/results/fork-vs-cluster.svg. With `sharing`, the fork() variants that may keep more
  * pages shared instead (N = 4).
  */
-export async function runForkVsCluster({ quick = false, sharing = false } = {}) {
+export async function runForkVsCluster({ quick = false, sharing = false, resultsDir = 'bench/results' } = {}) {
   if (process.platform !== 'linux') return { skipped: `fork() is Linux-only (this is ${process.platform})` };
   const dataMB = quick ? 200 : 300;
   const loadSec = quick ? 8 : 60;
@@ -534,7 +534,7 @@ export async function runForkVsCluster({ quick = false, sharing = false } = {}) 
   }
   const name = sharing ? 'fork-sharing' : 'fork-vs-cluster';
   const svg = forkVsClusterSvg({ dataMB, sharing, runs });
-  const dir = new URL('../results/', import.meta.url);
+  const dir = new URL(`../../${resultsDir}/`, import.meta.url);
   mkdirSync(dir, { recursive: true });
   writeFileSync(new URL(`${name}.svg`, dir), svg);
   return {
@@ -543,7 +543,7 @@ export async function runForkVsCluster({ quick = false, sharing = false } = {}) 
     node: process.version,
     dataMB,
     loadSec,
-    svg: `bench/results/${name}.svg`,
+    svg: `${resultsDir}/${name}.svg`,
     comparisons,
     targets,
     runs,
@@ -603,7 +603,7 @@ export function forkVsClusterMarkdown(r) {
     ['target', 'measured', 'met'],
     r.targets.map((t) => [t.target, t.value, t.met ? 'yes' : '**no**']),
   );
-  md.push(`![PSS over time](${r.svg.replace('bench/results/', '')})`, '');
+  md.push(`![PSS over time](${r.svg.split('/').pop()})`, '');
   return md;
 }
 
