@@ -20,6 +20,16 @@ test("interrupt: 'guarded' throws inside run() only; other blocks are reported a
   t.false(r.guardsOnPrototype);
 });
 
+test("a 'guarded' and an 'everywhere' detector on one thread each keep their own mode", async (t) => {
+  const r = await run(t, 'mixed-modes');
+  t.is(r.caught?.name, 'AlarmInterrupt', 'run() under the guarded detector throws');
+  t.is(r.caught.top, 'spinForever');
+  t.deepEqual(r.finished, ['timer 200', 'reaction 200'], 'blocks under 300 ms outside run() ran to their end');
+  t.deepEqual(r.guardedInterrupts, [], 'the guarded detector interrupted nothing outside run()');
+  t.is(r.everywhereInterrupts.length, 1, JSON.stringify(r.everywhereInterrupts));
+  t.is(r.everywhereInterrupts[0].top, 'spinForever');
+});
+
 test('run() and wrap() on a detector that is not running throw ERR_LOOP_HELPERS_NOT_RUNNING', async (t) => {
   const r = await run(t, 'not-running');
   t.is(r.errors.length, 2);

@@ -5,7 +5,7 @@ import { AlarmInterrupt, argError, describe } from './errors';
 
 import { type InterruptInfo, interruptError, isInterruptMarker, LOST_CONTINUATIONS } from './interrupt';
 import { forgetInterruptedLoads, installRequireRepair, loadDepth } from './modules';
-import { native, threadId } from './native';
+import { InterruptMode, native, threadId } from './native';
 import {
   type BlockingDetectorOptions,
   type InterruptScope,
@@ -227,7 +227,11 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
       String(this.timeout),
       threadId(),
       caps.stackCapture,
-      interrupting,
+      !interrupting
+        ? InterruptMode.None
+        : this.interrupt === 'everywhere'
+          ? InterruptMode.Everywhere
+          : InterruptMode.Guarded,
       grace,
       (json) => this.#deliver(json),
     );

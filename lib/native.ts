@@ -5,6 +5,16 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
+/** Native interrupt modes (crates/node/src/exports.rs `start`; an unknown value is an error there). */
+export enum InterruptMode {
+  /** Report only. */
+  None = 0,
+  /** Interrupt inside `run()`/`wrap()` and the timer guards only (`interrupt: 'guarded'`). */
+  Guarded = 1,
+  /** Interrupt blocking code wherever it runs (`interrupt: 'everywhere'`). */
+  Everywhere = 2,
+}
+
 /** The functions the Rust addon exports (see crates/node/src/exports.rs). */
 export interface NativeBinding {
   start(
@@ -14,7 +24,7 @@ export interface NativeBinding {
     timeoutLabel: string,
     threadId: number,
     captureStacks: boolean,
-    interrupt: boolean,
+    interrupt: InterruptMode,
     microtaskGraceSeconds: number,
     onBlock: (recordJson: string) => void,
   ): number;

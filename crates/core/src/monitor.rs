@@ -50,6 +50,8 @@ pub struct SampleTicket {
     pub capture: bool,
     /// The detector interrupts blocking code (its `raiseExc` is set).
     pub interrupt: bool,
+    /// ... anywhere (`interrupt: 'everywhere'`), not only inside guards (`'guarded'`).
+    pub unguarded: bool,
     /// How long the loop had been blocked when this was requested.
     pub blocked_ns: u64,
     /// The detector's timeout.
@@ -77,6 +79,10 @@ pub struct WatchConfig {
     pub capture_stacks: bool,
     /// Whether the blocking code is to be interrupted (the binding decides where it can be).
     pub interrupt: bool,
+    /// Whether it may be interrupted outside guards too (`interrupt: 'everywhere'`); a `'guarded'`
+    /// watch interrupts only code inside `run()`/`wrap()` and the timer guards, even while
+    /// another watch on the same loop interrupts everywhere.
+    pub interrupt_unguarded: bool,
     /// Interrupting a promise reaction drops the other microtasks of its checkpoint: only do it
     /// once the block lasts this long (`u64::MAX`: never).
     pub microtask_grace_ns: u64,
@@ -167,6 +173,7 @@ impl Watch {
                         requested_ns: now,
                         capture: false,
                         interrupt: true,
+                        unguarded: self.cfg.interrupt_unguarded,
                         blocked_ns: now.saturating_sub(start),
                         timeout_ns: self.cfg.timeout_ns,
                         microtask_grace_ns: self.cfg.microtask_grace_ns,
@@ -217,6 +224,7 @@ impl Watch {
                 requested_ns: now,
                 capture: self.cfg.capture_stacks,
                 interrupt: self.cfg.interrupt,
+                unguarded: self.cfg.interrupt && self.cfg.interrupt_unguarded,
                 blocked_ns: f.elapsed_ns,
                 timeout_ns: self.cfg.timeout_ns,
                 microtask_grace_ns: self.cfg.microtask_grace_ns,

@@ -10,7 +10,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use crate::env_loop::EnvLoop;
-use crate::interrupt::Taken;
+use crate::interrupt::{GuardKind, Taken};
 use crate::js;
 use crate::napi::*;
 use crate::sink::{NodeSink, MAX_FRAMES};
@@ -27,6 +27,7 @@ const E_START: &str = "ERR_LOOP_HELPERS_START";
 /// never.
 ///
 /// logMode: 0 silent, 1 stderr text, 2 stderr JSON lines, 3 deferred to JavaScript.
+/// interrupt: 0 none, 1 only inside guards (`'guarded'`), 2 anywhere (`'everywhere'`).
 pub unsafe extern "C" fn start(env: napi_env, info: napi_callback_info) -> napi_value {
     let a = js::args::<9>(env, info);
     let (
@@ -45,7 +46,7 @@ pub unsafe extern "C" fn start(env: napi_env, info: napi_callback_info) -> napi_
         js::string_arg(env, a[3]),
         js::f64_arg(env, a[4]),
         js::bool_arg(env, a[5]),
-        js::bool_arg(env, a[6]),
+        js::f64_arg(env, a[6]),
         js::f64_arg(env, a[7]),
     )
     else {
@@ -54,11 +55,26 @@ pub unsafe extern "C" fn start(env: napi_env, info: napi_callback_info) -> napi_
     if !(timeout.is_finite() && timeout > 0.0 && js::is_function(env, a[8])) {
         return js::throw(env, E_ARG, "start(): bad timeout or callback");
     }
-    let log = match log as u32 {
-        0 => LogTarget::Silent,
-        1 => LogTarget::StderrText,
-        2 => LogTarget::StderrJson,
-        _ => LogTarget::Deferred,
+    // Enums are checked here too (lib/native.ts names them): an unknown value is a caller's bug,
+    // not a mode to guess.
+    let log = match log {
+        0.0 => LogTarget::Silent,
+        1.0 => LogTarget::StderrText,
+        2.0 => LogTarget::StderrJson,
+        3.0 => LogTarget::Deferred,
+        _ => return js::throw(env, E_ARG, &format!("start(): unknown log mode {log}")),
+    };
+    let (interrupt, interrupt_unguarded) = match interrupt {
+        0.0 => (false, false),
+        1.0 => (true, false),
+        2.0 => (true, true),
+        _ => {
+            return js::throw(
+                env,
+                E_ARG,
+                &format!("start(): unknown interrupt mode {interrupt}"),
+            )
+        }
     };
     let env_loop = match EnvLoop::get_or_create(env) {
         Ok(e) => e,
@@ -81,6 +97,7 @@ pub unsafe extern "C" fn start(env: napi_env, info: napi_callback_info) -> napi_
         },
         capture_stacks: stacks && v8::stack_capture_support().is_ok(),
         interrupt: interrupt && v8::terminate_support().is_ok(),
+        interrupt_unguarded,
         microtask_grace_ns: if grace.is_finite() && grace >= 0.0 {
             (grace * 1e9).round() as u64
         } else {
@@ -214,15 +231,21 @@ unsafe fn invoke_guarded(
     argv: &[napi_value],
     mode: Mode,
 ) -> napi_value {
-    env_loop.interrupts.enter_guard();
+    let kind = match mode {
+        Mode::Throw => GuardKind::Explicit,
+        Mode::Deliver => GuardKind::Callback,
+    };
+    env_loop.interrupts.enter_guard(kind);
     let mut result: napi_value = std::ptr::null_mut();
     let status = napi_call_function(env, this, func, argv.len(), argv.as_ptr(), &mut result);
     // A termination is unwinding through this frame: ours, or one we must not touch
     // (worker.terminate(), a vm timeout around us). A normal return cannot be one.
     let terminating = status != NAPI_OK && v8::is_terminating(env_loop.isolate);
-    let taken = env_loop
-        .interrupts
-        .exit_guard(|| env_loop.iteration(), mode == Mode::Throw && !terminating);
+    let taken = env_loop.interrupts.exit_guard(
+        kind,
+        || env_loop.iteration(),
+        mode == Mode::Throw && !terminating,
+    );
     let pass_through = || {
         if status == NAPI_OK {
             result

@@ -64,6 +64,15 @@ pub enum Resolver {
     Unguarded,
 }
 
+/// Who put a guard frame on the stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuardKind {
+    /// The application: `detector.run()` / `wrap()`.
+    Explicit,
+    /// The guards around timer, immediate, nextTick and queueMicrotask callbacks.
+    Callback,
+}
+
 /// An interrupt the monitor asked for.
 #[derive(Clone, Debug)]
 pub struct Pending {
@@ -92,7 +101,12 @@ pub struct Interrupts {
     state: Mutex<State>,
     /// A request or a termination is outstanding (the guards' fast path reads only this).
     outstanding: AtomicBool,
+    /// Guard frames on the stack: `run()`/`wrap()` ([`GuardKind::Explicit`]) and the callback
+    /// guards of timers, immediates, ticks and queueMicrotask ([`GuardKind::Callback`]).
     guard_depth: AtomicU32,
+    /// Of those, the explicit ones: the only guards a `'guarded'` watch interrupts in (the
+    /// callback guards exist for `'everywhere'` watches).
+    explicit_depth: AtomicU32,
     /// Unguarded code may be terminated (the after-termination callbacks and the async-id stack
     /// repair are available, and an interrupting detector runs).
     unguarded: AtomicBool,
@@ -115,7 +129,8 @@ pub enum Decision {
     Terminate,
     /// Terminate: no guard, so register the after-termination callbacks first.
     TerminateUnguarded,
-    /// Leave the code running (no request; or unguarded interrupts are off; or a promise reaction
+    /// Leave the code running (no request; or unguarded interrupts are off, or not wanted by the
+    /// requesting watch (`interrupt: 'guarded'`); or a promise reaction
     /// within its grace; or a context that cannot be recovered).
     Nothing,
 }
@@ -178,7 +193,12 @@ impl Interrupts {
             .requested
             .as_ref()
             .is_some_and(|p| p.iteration != iteration);
-        if st.requested.is_none() || stale {
+        // A watch that may interrupt unguarded code takes over a same-block request of one that
+        // may not (`'guarded'` and `'everywhere'` detectors on one loop): otherwise the guarded
+        // watch's request would be declined outside a guard and the other's dropped meanwhile.
+        let upgrade =
+            ticket.unguarded && st.requested.as_ref().is_some_and(|p| !p.ticket.unguarded);
+        if st.requested.is_none() || stale || upgrade {
             st.requested = Some(Pending {
                 ticket,
                 iteration,
@@ -213,9 +233,16 @@ impl Interrupts {
         let decision = if cx.in_builtin_loader || cx.no_javascript {
             // Not now: the monitor asks again every timeout while the block lasts.
             Decision::Nothing
-        } else if self.guard_depth.load(Ordering::Relaxed) > 0 {
+        } else if self.explicit_depth.load(Ordering::Relaxed) > 0
+            || (p.ticket.unguarded && self.guard_depth.load(Ordering::Relaxed) > 0)
+        {
+            // A guard resolves it: the application's own, or (for a watch that interrupts
+            // everywhere) a callback guard.
             Decision::Terminate
-        } else if !self.unguarded.load(Ordering::Acquire) || cx.unguarded_immediate {
+        } else if !p.ticket.unguarded
+            || !self.unguarded.load(Ordering::Acquire)
+            || cx.unguarded_immediate
+        {
             Decision::Nothing
         } else if cx.running_microtasks && p.ticket.blocked_ns < p.ticket.microtask_grace_ns {
             // Within its grace: the monitor asks again every timeout.
@@ -238,8 +265,11 @@ impl Interrupts {
 
     /// JS thread: a guard frame starts.
     #[inline]
-    pub fn enter_guard(&self) {
+    pub fn enter_guard(&self, kind: GuardKind) {
         self.guard_depth.fetch_add(1, Ordering::Relaxed);
+        if kind == GuardKind::Explicit {
+            self.explicit_depth.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// JS thread: a guard frame ends. Returns the interrupt it must resolve. `take_late`: also take
@@ -248,10 +278,14 @@ impl Interrupts {
     #[inline]
     pub fn exit_guard(
         &self,
+        kind: GuardKind,
         current_iteration: impl FnOnce() -> u64,
         take_late: bool,
     ) -> Option<Taken> {
         self.guard_depth.fetch_sub(1, Ordering::Relaxed);
+        if kind == GuardKind::Explicit {
+            self.explicit_depth.fetch_sub(1, Ordering::Relaxed);
+        }
         if !self.outstanding.load(Ordering::Acquire) {
             return None;
         }

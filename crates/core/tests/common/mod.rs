@@ -126,6 +126,7 @@ pub fn config(pid: u32) -> WatchConfig {
         },
         capture_stacks: true,
         interrupt: false,
+        interrupt_unguarded: false,
         microtask_grace_ns: u64::MAX,
     }
 }
