@@ -148,9 +148,20 @@ impl Watch {
         o
     }
 
+    /// Takes the loop's sample of this cycle: one look per loop per cycle, shared by all the
+    /// watches of that loop (a thousand detectors on one loop cost one look, not a thousand).
+    fn sample(&self, looked: &mut Vec<(*const (), LoopSample)>) -> LoopSample {
+        let key = Arc::as_ptr(&self.probe) as *const ();
+        if let Some((_, s)) = looked.iter().find(|(k, _)| *k == key) {
+            return *s;
+        }
+        let s = self.probe.sample();
+        looked.push((key, s));
+        s
+    }
+
     /// Looks at the loop once; returns when it wants to be looked at again.
-    fn cycle(&self, fx: &mut Effects) -> u64 {
-        let sample = self.probe.sample();
+    fn cycle(&self, sample: LoopSample, fx: &mut Effects) -> u64 {
         let now = sample.now_ns;
         let mut st = lock(&self.state);
         let step = st.tracker.observe(sample);
@@ -372,10 +383,15 @@ fn cycle_all() -> Option<u64> {
         if reg.exiting || reg.watches.is_empty() {
             None
         } else {
+            // The loops looked at in this cycle (usually one or a few: a linear search is fine).
+            let mut looked: Vec<(*const (), LoopSample)> = Vec::new();
             Some(
                 reg.watches
                     .iter()
-                    .map(|w| w.cycle(&mut fx))
+                    .map(|w| {
+                        let sample = w.sample(&mut looked);
+                        w.cycle(sample, &mut fx)
+                    })
                     .min()
                     .unwrap_or(u64::MAX),
             )

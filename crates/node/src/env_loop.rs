@@ -24,6 +24,7 @@ use loop_helpers_core::{alarm, clock};
 use crate::exports::GuardFn;
 use crate::interrupt::Interrupts;
 use crate::napi::*;
+use crate::sample_queue::SampleQueue;
 use crate::sink::NodeSink;
 use crate::unguarded::Support;
 use crate::uv::*;
@@ -53,6 +54,8 @@ pub struct EnvLoop {
     /// False once the environment is being torn down: nothing may touch env, isolate or loop.
     alive: AtomicBool,
     pub interrupts: Interrupts,
+    /// Sample requests waiting for this environment's V8 interrupt (one interrupt for all).
+    pub samples: SampleQueue,
     support: Mutex<Option<Arc<Support>>>,
     /// Data of the guard functions handed to JavaScript (freed with the environment). Boxed:
     /// JavaScript holds their addresses, which must not move when the Vec grows.
@@ -218,6 +221,7 @@ impl EnvLoop {
             counter: TurnCounter::default(),
             alive: AtomicBool::new(true),
             interrupts: Interrupts::default(),
+            samples: SampleQueue::default(),
             support: Mutex::new(None),
             guard_fns: Mutex::new(Vec::new()),
             unguarded_possible: AtomicBool::new(false),

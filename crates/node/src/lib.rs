@@ -18,6 +18,7 @@ mod interrupt;
 mod js;
 mod napi;
 mod platform;
+mod sample_queue;
 mod sink;
 mod unguarded;
 mod uv;

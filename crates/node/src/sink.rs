@@ -22,11 +22,11 @@ pub struct NodeSink {
     blocks: Arc<JsChannel>,
 }
 
+/// What a queued V8 interrupt carries: the environment whose [`crate::sample_queue::SampleQueue`]
+/// it serves. Weak: if the isolate goes away with the interrupt still queued, this box leaks but
+/// the environment's state does not.
 struct SampleTask {
-    /// Weak: if the isolate goes away with this interrupt still queued, the task leaks but the
-    /// environment's state does not.
     env_loop: Weak<EnvLoop>,
-    ticket: SampleTicket,
 }
 
 unsafe extern "C" fn on_interrupt(isolate: *mut v8::Isolate, data: *mut c_void) {
@@ -36,55 +36,78 @@ unsafe extern "C" fn on_interrupt(isolate: *mut v8::Isolate, data: *mut c_void) 
         let Some(env_loop) = task.env_loop.upgrade() else {
             return;
         };
-        if !env_loop.is_alive() {
+        let tickets = env_loop.samples.take();
+        if !env_loop.is_alive() || tickets.is_empty() {
             return;
         }
-        let ticket = task.ticket;
+        // One stack for every watch that asked (the code that blocks is the same for all).
         let started = loop_helpers_core::clock::now_ns();
-        let frames = if ticket.capture || ticket.interrupt {
+        let frames = if tickets.iter().any(|t| t.capture || t.interrupt) {
             // SAFETY: V8 runs interrupt callbacks on the isolate's own thread, where JS was
             // executing.
             v8::capture_stack(env_loop.env, isolate, MAX_FRAMES)
         } else {
             Vec::new()
         };
-        if ticket.capture {
-            let cost = loop_helpers_core::clock::now_ns().saturating_sub(started);
-            monitor::deliver_sample(ticket, frames.clone(), cost);
+        let cost = loop_helpers_core::clock::now_ns().saturating_sub(started);
+        for ticket in tickets.iter().filter(|t| t.capture) {
+            monitor::deliver_sample(*ticket, frames.clone(), cost);
         }
-        if ticket.interrupt {
-            let cx = Context {
-                // Only known when stacks can be captured at all.
-                no_javascript: frames.is_empty() && v8::stack_capture_support().is_ok(),
-                iteration: env_loop.iteration(),
-                block_open: monitor::block_open(&ticket),
-                // SAFETY: on the isolate's thread.
-                running_microtasks: v8::is_running_microtasks(isolate),
-                unguarded_immediate: frames.iter().any(|f| {
-                    f.function_name == "processImmediate" && f.file_name == "node:internal/timers"
-                }),
-                in_builtin_loader: frames.iter().any(|f| {
-                    f.function_name == "compileForInternalLoader"
-                        && f.file_name.starts_with("node:internal/bootstrap/")
-                }),
-            };
-            match env_loop.interrupts.on_interrupt(ticket, frames, cx) {
-                // SAFETY (both arms): our own isolate, alive (checked above). A guard frame below
-                // us on the stack, or the callbacks `arm` registers, cancel this termination.
-                Decision::Terminate => {
-                    v8::terminate_execution(isolate);
-                }
-                Decision::TerminateUnguarded => {
-                    if unguarded::arm(&env_loop) {
-                        v8::terminate_execution(isolate);
-                    } else {
-                        env_loop.interrupts.take_unguarded();
-                    }
-                }
-                Decision::Nothing => {}
+        for ticket in tickets.iter().filter(|t| t.interrupt) {
+            if interrupt(&env_loop, isolate, *ticket, &frames) {
+                // Terminating: the rest are about the same block, and are resolved with it.
+                break;
             }
         }
     }));
+}
+
+/// Decides on one interrupt request, in the interrupt callback; true when it terminated.
+///
+/// # Safety
+/// On the isolate's own thread, inside its interrupt callback; `env_loop` is alive.
+unsafe fn interrupt(
+    env_loop: &Arc<EnvLoop>,
+    isolate: *mut v8::Isolate,
+    ticket: SampleTicket,
+    frames: &[loop_helpers_core::report::Frame],
+) -> bool {
+    let cx = Context {
+        // Only known when stacks can be captured at all.
+        no_javascript: frames.is_empty() && v8::stack_capture_support().is_ok(),
+        iteration: env_loop.iteration(),
+        block_open: monitor::block_open(&ticket),
+        // SAFETY: on the isolate's thread.
+        running_microtasks: v8::is_running_microtasks(isolate),
+        unguarded_immediate: frames.iter().any(|f| {
+            f.function_name == "processImmediate" && f.file_name == "node:internal/timers"
+        }),
+        in_builtin_loader: frames.iter().any(|f| {
+            f.function_name == "compileForInternalLoader"
+                && f.file_name.starts_with("node:internal/bootstrap/")
+        }),
+    };
+    match env_loop
+        .interrupts
+        .on_interrupt(ticket, frames.to_vec(), cx)
+    {
+        // SAFETY (both arms): our own isolate, alive (checked by the caller). A guard frame below
+        // us on the stack, or the callbacks `arm` registers, cancel this termination.
+        Decision::Terminate => {
+            v8::terminate_execution(isolate);
+            true
+        }
+        Decision::TerminateUnguarded => {
+            if unguarded::arm(env_loop) {
+                v8::terminate_execution(isolate);
+                true
+            } else {
+                env_loop.interrupts.take_unguarded();
+                false
+            }
+        }
+        Decision::Nothing => false,
+    }
 }
 
 impl NodeSink {
@@ -129,9 +152,12 @@ impl WatchSink for NodeSink {
                 self.env_loop.interrupts.request(ticket, iteration);
             }
         }
+        if !self.env_loop.samples.push(ticket) {
+            // An interrupt is already queued; its callback serves this request too.
+            return true;
+        }
         let task = Box::into_raw(Box::new(SampleTask {
             env_loop: Arc::downgrade(&self.env_loop),
-            ticket,
         }));
         // SAFETY: the isolate is alive: the monitor calls this under its registry lock, and the
         // environment's cleanup unregisters its watches under that lock before the isolate goes.
@@ -140,6 +166,7 @@ impl WatchSink for NodeSink {
             v8::request_interrupt(self.env_loop.isolate, on_interrupt, task as *mut c_void)
         };
         if !ok {
+            self.env_loop.samples.cancel();
             // SAFETY: not handed to V8, so still ours.
             drop(unsafe { Box::from_raw(task) });
         }
