@@ -72,6 +72,13 @@ linux('a child forks a grandchild, which allocates, uses the threadpool and exit
   t.deepEqual(c.grandchildStatus, { code: 5, signal: null });
 });
 
+linux('a grandchild whose loop runs dry ends (beforeExit, then its exit code), and so does its parent', async (t) => {
+  const r = await run('grandchildEnds');
+  t.is(r.code, 0, r.stderr);
+  t.deepEqual(r.result.status, { code: 9, signal: null });
+  t.deepEqual(childLines(r.stdout), [{ grandchildBeforeExit: 8 }, { grandchildStatus: { code: 8, signal: null } }]);
+});
+
 linux(
   'the child does not repeat the parent: randomInt, randomUUID, randomBytes, getRandomValues, Math.random differ',
   async (t) => {
