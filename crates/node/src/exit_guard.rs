@@ -7,9 +7,17 @@
 //! handle is all that is left. Then it does what Node would: emit 'beforeExit' (which may schedule
 //! more work: the loop goes on), and when the loop is still dry, call `process.exit()`, which emits
 //! 'exit' and ends in the process exit handler (`fork.rs`: `_exit` with the code).
+//!
+//! A child forked from such a child (a grandchild) inherits the guard: its handles are on the
+//! grandchild's loop too (`uv_loop_fork` keeps every handle). The grandchild keeps that one guard
+//! rather than add a second, whose ref'd handle the first would count as work left forever (the
+//! grandchild's loop would never end).
 
+use std::cell::Cell;
 use std::os::raw::c_void;
+use std::panic::AssertUnwindSafe;
 use std::ptr::null_mut;
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 use crate::napi::*;
 use crate::uv::*;
@@ -19,10 +27,15 @@ struct Guard {
     lp: *mut uv_loop_t,
     keep_alive: *mut uv_handle_t,
     check: *mut uv_handle_t,
-    before_exit: napi_ref,
-    exit: napi_ref,
+    /// Replaced when a forked child inherits the guard (see [`install`]), possibly from within
+    /// a call of the old one (a 'beforeExit' listener that forks): cells, read at each call.
+    before_exit: Cell<napi_ref>,
+    exit: Cell<napi_ref>,
     context: napi_async_context,
 }
+
+/// This process's guard, installed here or inherited from the process it was forked from.
+static INSTALLED: AtomicPtr<Guard> = AtomicPtr::new(null_mut());
 
 /// Whether the loop has anything left besides the guard's own handle.
 ///
@@ -62,12 +75,13 @@ unsafe extern "C" fn on_dry(handle: *mut uv_handle_t) {
         return;
     }
     let g = &*g;
-    let _ = std::panic::catch_unwind(|| {
-        call(g, g.before_exit);
+    // Unwind-safe: the guard's cells only ever hold whole pointers, never a half-made state.
+    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        call(g, g.before_exit.get());
         if !loop_busy(g) {
-            call(g, g.exit);
+            call(g, g.exit.get());
         }
-    });
+    }));
 }
 
 /// Calls a JavaScript function as a top-level callback: ticks and microtasks run after it, and an
@@ -108,15 +122,33 @@ unsafe fn new_handle(kind: std::os::raw::c_int) -> *mut uv_handle_t {
     libc::calloc(1, size.max(1)) as *mut uv_handle_t
 }
 
-/// Installs the guard on `env`'s loop. `before_exit` and `exit` are JavaScript functions.
+/// Installs the guard on `env`'s loop. `before_exit` and `exit` are JavaScript functions. In a
+/// process that already has one (inherited through fork), that guard calls them from now on.
 ///
 /// # Safety
-/// On `env`'s JavaScript thread, inside a Node-API callback; once per process (the child).
+/// On `env`'s JavaScript thread, inside a Node-API callback; in a forked child, the main thread's
+/// environment (the only one a fork() child has).
 pub unsafe fn install(
     env: napi_env,
     before_exit: napi_value,
     exit: napi_value,
 ) -> Result<(), String> {
+    let inherited = INSTALLED.load(Ordering::Acquire);
+    if !inherited.is_null() {
+        // SAFETY: the guard is leaked, never freed: the copy this process inherited is valid, and
+        // its handles are on this loop (the same env and loop as in the process that installed
+        // it). Only this thread, the loop's, touches it; the fields replaced are cells.
+        let g = &*inherited;
+        let (mut b, mut e): (napi_ref, napi_ref) = (null_mut(), null_mut());
+        if napi_create_reference(env, before_exit, 1, &mut b) != NAPI_OK
+            || napi_create_reference(env, exit, 1, &mut e) != NAPI_OK
+        {
+            return Err("Node-API call failed".into());
+        }
+        napi_delete_reference(env, g.before_exit.replace(b));
+        napi_delete_reference(env, g.exit.replace(e));
+        return Ok(());
+    }
     let mut lp: *mut uv_loop_t = null_mut();
     if napi_get_uv_event_loop(env, &mut lp) != NAPI_OK || lp.is_null() {
         return Err("no event loop".into());
@@ -126,8 +158,8 @@ pub unsafe fn install(
         lp,
         keep_alive: new_handle(UV_ASYNC),
         check: new_handle(UV_PREPARE),
-        before_exit: null_mut(),
-        exit: null_mut(),
+        before_exit: Cell::new(null_mut()),
+        exit: Cell::new(null_mut()),
         context: null_mut(),
     });
     if g.keep_alive.is_null() || g.check.is_null() {
@@ -135,8 +167,8 @@ pub unsafe fn install(
     }
     let mut resource: napi_value = null_mut();
     let mut name: napi_value = null_mut();
-    if napi_create_reference(env, before_exit, 1, &mut g.before_exit) != NAPI_OK
-        || napi_create_reference(env, exit, 1, &mut g.exit) != NAPI_OK
+    if napi_create_reference(env, before_exit, 1, g.before_exit.as_ptr()) != NAPI_OK
+        || napi_create_reference(env, exit, 1, g.exit.as_ptr()) != NAPI_OK
         || napi_create_object(env, &mut resource) != NAPI_OK
         || napi_create_string_utf8(
             env,
@@ -162,5 +194,6 @@ pub unsafe fn install(
     uv_handle_set_data((*g).check, g as *mut c_void);
     uv_prepare_start((*g).check, Some(on_prepare));
     uv_unref((*g).check);
+    INSTALLED.store(g, Ordering::Release);
     Ok(())
 }
