@@ -20,11 +20,13 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crate::alarm;
+use crate::budget::{LogBudget, Verdict};
 use crate::clock::now_ns;
+use crate::fingerprint::fingerprint;
 use crate::heartbeat::LoopSample;
 use crate::report::{
-    block_json, warning_json, warning_text, BlockRecord, LogTarget, Origin, Sample, Warning,
-    NO_STACK_LATE, NO_STACK_NATIVE, NO_STACK_UNSUPPORTED,
+    block_json, end_json, end_text, warning_json, warning_text, BlockRecord, LogTarget, Origin,
+    Reported, Sample, Warning, NO_STACK_LATE, NO_STACK_NATIVE, NO_STACK_UNSUPPORTED,
 };
 use crate::stderr;
 use crate::tracker::{Ended, Fire, Tracker, TrackerConfig};
@@ -89,6 +91,17 @@ struct CurrentBlock {
     sample_deadlines: Vec<u64>,
     /// Warnings already written (in order).
     written: usize,
+    /// The report budget's verdict, taken when the first warning was written.
+    verdict: Option<Verdict>,
+}
+
+/// The fingerprint of the first of `warnings` whose sample has frames.
+fn block_fingerprint(warnings: &[Warning]) -> Option<String> {
+    warnings
+        .iter()
+        .filter_map(|w| w.sample.as_ref())
+        .find(|s| !s.frames.is_empty())
+        .and_then(|s| fingerprint(&s.frames))
 }
 
 struct WatchState {
@@ -98,6 +111,8 @@ struct WatchState {
     /// Interrupting watches ask again every timeout while a block lasts (the interrupt may have
     /// been declined: no guard yet, a promise reaction within its grace, a native call).
     next_interrupt_ns: u64,
+    /// At most one logged block per fingerprint per interval (the detector's `logRepeatsAfterMs`).
+    budget: LogBudget,
 }
 
 pub struct Watch {
@@ -190,6 +205,7 @@ impl Watch {
                 warnings: Vec::new(),
                 sample_deadlines: Vec::new(),
                 written: 0,
+                verdict: None,
             });
         }
         let cur = st.current.as_mut().expect("current block was just set");
@@ -231,7 +247,8 @@ impl Watch {
     }
 
     /// Writes the warnings whose sample arrived or whose wait is over, in order. Returns the next
-    /// sample deadline to wake for, if one is still pending.
+    /// sample deadline to wake for, if one is still pending. The first one written takes the report
+    /// budget's verdict for the whole block (its fingerprint is known by then, if it has a stack).
     fn write_ready(
         &self,
         st: &mut WatchState,
@@ -239,45 +256,75 @@ impl Watch {
         flush: bool,
         fx: &mut Effects,
     ) -> Option<u64> {
-        let cur = st.current.as_mut()?;
+        let WatchState {
+            current, budget, ..
+        } = st;
+        let cur = current.as_mut()?;
         while cur.written < cur.warnings.len() {
             let i = cur.written;
-            let w = &mut cur.warnings[i];
+            let w = &cur.warnings[i];
             if w.sample.is_none() && !flush && now < cur.sample_deadlines[i] {
                 return Some(cur.sample_deadlines[i]);
             }
             if w.sample.is_none() && w.missing_reason.is_none() {
-                w.missing_reason = Some(NO_STACK_NATIVE);
+                cur.warnings[i].missing_reason = Some(NO_STACK_NATIVE);
             }
-            match self.cfg.log {
-                LogTarget::StderrText => fx.text.push_str(&warning_text(&self.origin(), w)),
-                LogTarget::StderrJson => {
-                    fx.text.push_str(&warning_json(&self.origin(), w));
-                    fx.text.push('\n');
+            let fingerprint = block_fingerprint(&cur.warnings[..=i]);
+            let verdict = *cur
+                .verdict
+                .get_or_insert_with(|| budget.decide(fingerprint.as_deref(), now));
+            let w = &cur.warnings[i];
+            if verdict.log {
+                let r = Reported {
+                    fingerprint,
+                    verdict,
+                };
+                match self.cfg.log {
+                    LogTarget::StderrText => fx.text.push_str(&warning_text(&self.origin(), w)),
+                    LogTarget::StderrJson => {
+                        fx.text.push_str(&warning_json(&self.origin(), w, &r));
+                        fx.text.push('\n');
+                    }
+                    LogTarget::Silent | LogTarget::Deferred => {}
                 }
-                LogTarget::Silent | LogTarget::Deferred => {}
             }
             cur.written += 1;
         }
         None
     }
 
+    /// Hands a finished block to JavaScript, after writing its pending warnings and, when it is
+    /// logged, its closing line (text: the total; JSON: a `BlockingEnded` record).
     fn finish_block(&self, st: &mut WatchState, e: Ended, ended: bool, fx: &mut Effects) {
         self.write_ready(st, now_ns(), true, fx);
         let Some(cur) = st.current.take() else {
             return;
         };
+        let verdict = cur.verdict.unwrap_or_default();
         let record = BlockRecord {
             start_ns: e.start_ns,
             end_ns: e.end_ns,
             ended,
+            reported: Reported {
+                fingerprint: block_fingerprint(&cur.warnings),
+                verdict,
+            },
             warnings: cur.warnings,
         };
-        let texts = self.cfg.log == LogTarget::Deferred;
-        fx.deliveries.push((
-            self.sink.clone(),
-            block_json(&self.origin(), &record, texts),
-        ));
+        let o = self.origin();
+        if verdict.log {
+            match self.cfg.log {
+                LogTarget::StderrText => fx.text.push_str(&end_text(&o, &record)),
+                LogTarget::StderrJson => {
+                    fx.text.push_str(&end_json(&o, &record));
+                    fx.text.push('\n');
+                }
+                LogTarget::Silent | LogTarget::Deferred => {}
+            }
+        }
+        let texts = self.cfg.log == LogTarget::Deferred && verdict.log;
+        fx.deliveries
+            .push((self.sink.clone(), block_json(&o, &record, texts)));
     }
 
     fn attach_sample(&self, ticket: SampleTicket, sample: Sample) -> bool {
@@ -407,6 +454,7 @@ pub fn register(
                 next_serial: 0,
                 current: None,
                 next_interrupt_ns: 0,
+                budget: LogBudget::default(),
             }),
         }));
         id
@@ -442,6 +490,15 @@ pub fn unregister(id: u64) -> io::Result<Option<String>> {
     fx.perform();
     alarm::wake();
     result.map(|()| partial)
+}
+
+/// Sets a watch's report budget: at most one logged block per fingerprint per `interval_ns` (0: every
+/// block is logged). Returns false when there is no such watch.
+pub fn set_log_repeats_after(id: u64, interval_ns: u64) -> bool {
+    find_watch(id).is_some_and(|w| {
+        lock(&w.state).budget.set_interval(interval_ns);
+        true
+    })
 }
 
 /// The registered watch with this id (the registry lock is released on return).
