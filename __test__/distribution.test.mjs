@@ -172,7 +172,7 @@ test.serial(
     );
     t.deepEqual(r.result.published.blocked.length, 1);
     t.true(r.result.published.blocked[0].same);
-    t.true(r.result.published.blocked[0].duration >= 240, `${r.result.published.blocked[0].duration}`);
+    t.true(r.result.published.blocked[0].durationMs >= 240, `${r.result.published.blocked[0].durationMs}`);
     t.deepEqual(r.result.published.interrupt, [{ name: 'AlarmInterrupt' }]);
     // Without source maps, the generated JavaScript positions.
     const plain = await runNode([fixture('sourcemap.cjs')]);

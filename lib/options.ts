@@ -65,6 +65,16 @@ export interface BlockingDetectorOptions {
    * that never ends then wedges the thread). Default 5.
    */
   microtaskInterruptAfter?: number | false;
+  /**
+   * The report budget: a block whose fingerprint (see {@link BlockEvent.fingerprint}) was logged
+   * less than this many milliseconds ago is not written to the log (its live warnings, its closing
+   * line, the `log` function, `'warning'` listeners); a new fingerprint is always logged at once.
+   * Every block is still emitted as a `'blocked'` event, with `logSuppressed` and the count
+   * `suppressedSinceLastLog`, which the next logged block of that fingerprint also carries. A
+   * block without a stack has no fingerprint and is always logged. From 0 (every block is logged:
+   * the default) to 86,400,000 (a day); for example 60000: each culprit at most once a minute.
+   */
+  logRepeatsAfterMs?: number;
 }
 
 export interface ResolvedOptions {
@@ -76,6 +86,7 @@ export interface ResolvedOptions {
   onBlocked: ((event: BlockEvent) => void) | undefined;
   onInterrupt: ((error: Error) => void) | undefined;
   microtaskInterruptAfter: number | false;
+  logRepeatsAfterMs: number;
 }
 
 const KNOWN = [
@@ -87,6 +98,7 @@ const KNOWN = [
   'onBlocked',
   'onInterrupt',
   'microtaskInterruptAfter',
+  'logRepeatsAfterMs',
 ] as const;
 export const DEFAULT_MICROTASK_INTERRUPT_AFTER = 5;
 export const MIN_TIMEOUT = 0.001;
@@ -172,6 +184,26 @@ function validateMicrotaskInterruptAfter(v: unknown): number | false {
   return v;
 }
 
+export const MAX_LOG_REPEATS_AFTER_MS = 86_400_000;
+
+function validateLogRepeatsAfterMs(v: unknown): number {
+  if (typeof v !== 'number') {
+    throw argError(
+      'type',
+      'ERR_INVALID_ARG_TYPE',
+      `The "logRepeatsAfterMs" option must be a number of milliseconds. Received ${describe(v)}`,
+    );
+  }
+  if (!(v >= 0 && v <= MAX_LOG_REPEATS_AFTER_MS)) {
+    throw argError(
+      'range',
+      'ERR_OUT_OF_RANGE',
+      `The "logRepeatsAfterMs" option must be a number of milliseconds from 0 to ${MAX_LOG_REPEATS_AFTER_MS}. Received ${describe(v)}`,
+    );
+  }
+  return v;
+}
+
 /**
  * Accepts `(options?)` or the positional form `(timeout?, raiseExc?, aggressive?)` of
  * gevent-helpers.
@@ -221,5 +253,6 @@ export function resolveOptions(args: readonly unknown[], defaultRaise: RaiseExc)
       opts.microtaskInterruptAfter === undefined
         ? DEFAULT_MICROTASK_INTERRUPT_AFTER
         : validateMicrotaskInterruptAfter(opts.microtaskInterruptAfter),
+    logRepeatsAfterMs: opts.logRepeatsAfterMs === undefined ? 0 : validateLogRepeatsAfterMs(opts.logRepeatsAfterMs),
   };
 }

@@ -51,7 +51,7 @@ export class BlockingError extends Error {
     this.name = 'BlockingError';
     this.budgetMs = budgetMs;
     this.blocks = blocks;
-    this.durationMs = blocks[0]?.duration ?? 0;
+    this.durationMs = blocks[0]?.durationMs ?? 0;
     this.frames = frames;
     this.fingerprint = fingerprint(frames);
     // The stack is the blocking code's, not that of the code that noticed the block, from the
@@ -199,8 +199,8 @@ function releaseTracking(): void {
  * sampled after it; no stack capture here), or undefined when the block is not `owner`'s.
  */
 function judge(event: BlockEvent, owner: Owner, budgetNs: bigint, from: bigint, to: bigint): StackFrame[] | undefined {
-  const start = event.startHrtime;
-  const end = start + BigInt(Math.round(event.duration * 1e6));
+  const start = BigInt(Math.round(event.startHrtimeMs * 1e6));
+  const end = start + BigInt(Math.round(event.durationMs * 1e6));
   const a = start > from ? start : from;
   const b = end < to ? end : to;
   if (b <= a || ownedNs(owner, a, b) * 2n < budgetNs) return undefined;
@@ -337,7 +337,7 @@ export async function assertNoBlocking<T>(
     releaseTracking();
   }
   if (mine.length === 0) return value;
-  mine.sort((a, b) => b.event.duration - a.event.duration);
+  mine.sort((a, b) => b.event.durationMs - a.event.durationMs);
   const [worst] = mine as [(typeof mine)[number], ...typeof mine];
   const { event } = worst;
   // A block inside one native call has no sample in fn's code: show the first sample taken after it.

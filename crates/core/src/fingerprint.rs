@@ -14,8 +14,8 @@
 //! Application frames: not Node's own (`node:`), not this package's, not without a file. With none,
 //! the innermost frames are used whatever they are; with no frames at all there is no fingerprint.
 //!
-//! The hash is FNV-1a, 64 bits, as 16 hex digits: defined here, so the same on every machine and
-//! Rust version (`lib/fingerprint.ts` is the same function in TypeScript).
+//! The hash is FNV-1a, 64 bits, mixed by MurmurHash3's finalizer, as 16 hex digits: defined here,
+//! so the same on every machine and Rust version.
 
 use std::sync::Mutex;
 
@@ -73,7 +73,10 @@ pub fn fingerprint_with(frames: &[Frame], root: &str, own: &str) -> Option<Strin
             }
         }
     }
-    Some(format!("{:016x}", fnv1a64(keys.join("\n").as_bytes())))
+    Some(format!(
+        "{:016x}",
+        fmix64(fnv1a64(keys.join("\n").as_bytes()))
+    ))
 }
 
 /// `function@file`, or `@file:line` for an anonymous function.
@@ -111,6 +114,16 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
     h
 }
 
+/// MurmurHash3's 64-bit finalizer: FNV-1a alone leaves inputs that differ only at the end with
+/// look-alike hashes; this spreads every bit over the whole value.
+pub fn fmix64(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +142,13 @@ mod tests {
     fn fnv_matches_the_reference() {
         assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fmix64(0), 0);
+        // Pinned: a fingerprint must never change between versions without a note in CHANGELOG.md.
+        let f = [frame("spin", "/a/x.js", 1)];
+        assert_eq!(
+            fingerprint_with(&f, "/a", "").as_deref(),
+            Some("d5eac6737382c846")
+        );
     }
 
     #[test]
