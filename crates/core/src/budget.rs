@@ -4,8 +4,10 @@
 //!
 //! The decision is taken once per block, when its first warning is written (its fingerprint is
 //! known then, from the stack sampled for that warning), and holds for all of the block's lines: its
-//! later live warnings and its closing record. A block without a stack has no fingerprint and is
-//! always logged: a budget needs a culprit to count against.
+//! later live warnings and its closing record. A block without a stack then (its first sample
+//! missed the 5 ms wait: a native call, a busy machine) has no fingerprint yet and is logged: a
+//! budget needs a culprit to count against. When its stack comes later, the closing record names the
+//! culprit, which then counts as logged.
 
 use std::collections::HashMap;
 
@@ -74,6 +76,20 @@ impl LogBudget {
                 suppressed,
             };
         }
+        self.insert(fp, now_ns);
+        logged
+    }
+
+    /// A block decided without a fingerprint (no stack when its first warning was written) was
+    /// logged, and its fingerprint came with a later sample: its closing record names it, so the
+    /// culprit counts as logged now, unless it already was.
+    pub fn logged_late(&mut self, fingerprint: &str, now_ns: u64) {
+        if self.interval_ns > 0 && !self.seen.contains_key(fingerprint) {
+            self.insert(fingerprint, now_ns);
+        }
+    }
+
+    fn insert(&mut self, fp: &str, now_ns: u64) {
         if self.seen.len() >= MAX_ENTRIES {
             let interval = self.interval_ns;
             self.seen
@@ -89,7 +105,6 @@ impl LogBudget {
                 suppressed: 0,
             },
         );
-        logged
     }
 }
 
@@ -148,6 +163,23 @@ mod tests {
                 suppressed: 1
             }
         );
+    }
+
+    #[test]
+    fn a_fingerprint_known_late_counts_as_logged() {
+        let mut b = LogBudget::default();
+        b.set_interval(60 * S);
+        assert!(b.decide(None, 0).log);
+        b.logged_late("a", S);
+        assert_eq!(
+            b.decide(Some("a"), 2 * S),
+            Verdict {
+                log: false,
+                suppressed: 1
+            }
+        );
+        b.logged_late("a", 3 * S);
+        assert!(b.decide(Some("a"), 62 * S).log);
     }
 
     #[test]

@@ -301,12 +301,17 @@ impl Watch {
             return;
         };
         let verdict = cur.verdict.unwrap_or_default();
+        let fingerprint = block_fingerprint(&cur.warnings);
+        if let (Some(fp), true) = (&fingerprint, verdict.log) {
+            // Its first warning had no stack yet: the closing record names the culprit.
+            st.budget.logged_late(fp, now_ns());
+        }
         let record = BlockRecord {
             start_ns: e.start_ns,
             end_ns: e.end_ns,
             ended,
             reported: Reported {
-                fingerprint: block_fingerprint(&cur.warnings),
+                fingerprint,
                 verdict,
             },
             warnings: cur.warnings,

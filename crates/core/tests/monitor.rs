@@ -90,7 +90,6 @@ fn detects_samples_and_delivers_a_block_of_a_simulated_loop() {
         "{}",
         blocks[2]
     );
-    let warned = sink.requests.lock().unwrap().len();
     assert_eq!(monitor::unregister(id).unwrap(), None);
     assert_eq!(monitor::watch_count(), 0);
     assert!(!loop_helpers_core::alarm::is_installed());
