@@ -44,10 +44,13 @@ export interface BlockingDetectorOptions {
    */
   aggressive?: boolean;
   /**
-   * `true` or `'text'` (default): Node-style warnings on stderr, written while the loop is blocked.
-   * `'json'`: one JSON object per line on stderr, also during the block.
-   * A function: receives each warning's text once the loop turns again (JavaScript cannot run
-   * during the block). `false`: nothing is written.
+   * `true` or `'text'` (default): Node-style warnings on stderr, written while the loop is blocked,
+   * and a line with the total when it ends; silenced by `--no-warnings`, `NODE_NO_WARNINGS=1` and
+   * `--disable-warning=BlockingWarning`, as Node's own warnings are.
+   * `'json'`: one JSON object per line on stderr, also during the block, and a closing record
+   * (`"type":"BlockingEnded"`, with the final `durationMs` and the `fingerprint`) when it ends.
+   * A function: receives each warning's text and the closing line once the loop turns again
+   * (JavaScript cannot run during the block). `false`: nothing is written.
    */
   log?: LogOption;
   /** Called with each block once the loop turns again; same as `detector.on('blocked', ...)`. */
