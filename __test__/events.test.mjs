@@ -44,6 +44,11 @@ test('events, channel messages and interrupt errors survive JSON', async (t) => 
   t.true(x.errorFieldsSurvive, JSON.stringify(x.errorJson));
   t.is(x.errorJson.message, 'blocking detected after timeout=0.1');
   t.true(x.warningSurvives.every(Boolean), 'BlockingWarning.toJSON()');
+  t.deepEqual(
+    x.jsFingerprints,
+    x.events.map(() => true),
+    'lib/fingerprint.ts computes the native fingerprint',
+  );
   // Units in names; no BigInt, no microseconds.
   const [e] = x.events;
   t.is(typeof e.startHrtimeMs, 'number');
