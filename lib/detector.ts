@@ -496,6 +496,6 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
         2,
         `${JSON.stringify({ type: 'BlockingInterrupt', pid: process.pid, threadId: threadId(), message: text })}\n`,
       );
-    else if (this.log !== false) writeSync(2, `${line}\n`);
+    else if (this.log !== false && !blockingWarningsSilenced()) writeSync(2, `${line}\n`);
   }
 }
