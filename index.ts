@@ -5,6 +5,7 @@
  * @packageDocumentation
  */
 
+export { BlockingWarning } from './lib/blocking-warning';
 export { capabilities } from './lib/capabilities';
 export { BLOCKED_CHANNEL, BlockingDetector, type BlockingDetectorEvents, INTERRUPT_CHANNEL } from './lib/detector';
 export { AlarmInterrupt } from './lib/errors';
@@ -18,7 +19,7 @@ export {
   tryWaitpid,
   waitpid,
 } from './lib/fork';
-export type { InterruptFields } from './lib/interrupt';
+export type { InterruptFields, InterruptRecord } from './lib/interrupt';
 export type { BlockingDetectorOptions, ErrorClass, InterruptScope, LogOption, RaiseExc } from './lib/options';
 export {
   type PreforkChild,

@@ -137,6 +137,11 @@ for (const [name, value, message] of [
   ['LOOP_HELPERS_RAISE', 'maybe', /LOOP_HELPERS_RAISE must be true or false .* got "maybe"/],
   ['LOOP_HELPERS_AGGRESSIVE', '2', /LOOP_HELPERS_AGGRESSIVE must be true or false .* got "2"/],
   ['LOOP_HELPERS_LOG', 'xml', /LOOP_HELPERS_LOG must be text or json, got "xml"/],
+  [
+    'LOOP_HELPERS_LOG_REPEATS_AFTER_MS',
+    '1m',
+    /LOOP_HELPERS_LOG_REPEATS_AFTER_MS must be a number of milliseconds from 0 to 86400000, got "1m"/,
+  ],
 ]) {
   test(`zero-code mode: ${name}=${value} is refused, naming the variable, in one short line`, async (t) => {
     const r = await register('--require', { [name]: value });
@@ -172,7 +177,7 @@ test.serial(
     );
     t.deepEqual(r.result.published.blocked.length, 1);
     t.true(r.result.published.blocked[0].same);
-    t.true(r.result.published.blocked[0].duration >= 240, `${r.result.published.blocked[0].duration}`);
+    t.true(r.result.published.blocked[0].durationMs >= 240, `${r.result.published.blocked[0].durationMs}`);
     t.deepEqual(r.result.published.interrupt, [{ name: 'AlarmInterrupt' }]);
     // Without source maps, the generated JavaScript positions.
     const plain = await runNode([fixture('sourcemap.cjs')]);

@@ -119,6 +119,25 @@ test('microtaskInterruptAfter and onInterrupt are validated', (t) => {
   });
 });
 
+test('logRepeatsAfterMs: milliseconds from 0 to a day; 0 (no budget) by default', (t) => {
+  t.is(new BlockingDetector().logRepeatsAfterMs, 0);
+  t.is(new BlockingDetector({ logRepeatsAfterMs: 60_000 }).logRepeatsAfterMs, 60_000);
+  for (const bad of [-1, 86_400_001, Number.NaN, Number.POSITIVE_INFINITY]) {
+    t.throws(() => new BlockingDetector({ logRepeatsAfterMs: bad }), {
+      instanceOf: RangeError,
+      code: 'ERR_OUT_OF_RANGE',
+      message: new RegExp(
+        `^The "logRepeatsAfterMs" option must be a number of milliseconds from 0 to 86400000\\. Received ${String(bad).replace('.', '\\.')}$`,
+      ),
+    });
+  }
+  t.throws(() => new BlockingDetector({ logRepeatsAfterMs: '60s' }), {
+    instanceOf: TypeError,
+    code: 'ERR_INVALID_ARG_TYPE',
+    message: `The "logRepeatsAfterMs" option must be a number of milliseconds. Received type string ('60s')`,
+  });
+});
+
 test("interrupt: only 'everywhere' or 'guarded'; the default is 'everywhere'", (t) => {
   t.is(new BlockingDetector().interrupt, 'everywhere');
   t.is(new BlockingDetector({ interrupt: 'guarded' }).interrupt, 'guarded');
@@ -133,7 +152,7 @@ test('an unknown option key is refused, naming it', (t) => {
   t.throws(() => new BlockingDetector({ timout: 1 }), {
     instanceOf: TypeError,
     message:
-      'Unknown BlockingDetector option "timout". Known options: timeout, raiseExc, interrupt, aggressive, log, onBlocked, onInterrupt, microtaskInterruptAfter',
+      'Unknown BlockingDetector option "timout". Known options: timeout, raiseExc, interrupt, aggressive, log, onBlocked, onInterrupt, microtaskInterruptAfter, logRepeatsAfterMs',
   });
 });
 

@@ -25,7 +25,7 @@ const detector = new BlockingDetector({ timeout: 0.25, raiseExc: false }).start(
 detector.on('blocked', (event) => {
   const top = event.samples[0]?.frames?.find((f) => !f.fileName.startsWith('node:'));
   console.log(
-    `\n[demo] 'blocked' event: the loop was blocked for ${event.duration.toFixed(0)} ms, ` +
+    `\n[demo] 'blocked' event: the loop was blocked for ${event.durationMs.toFixed(0)} ms, ` +
       `${event.samples.length} stack sample(s); blocking code: ${top?.functionName} (${top?.fileName}:${top?.lineNumber})`,
   );
 });

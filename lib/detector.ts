@@ -1,11 +1,20 @@
 import { EventEmitter } from 'node:events';
 import { writeSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { capabilities } from './capabilities';
+import { channelMessage } from './channel-message';
 import { AlarmInterrupt, argError, describe } from './errors';
 
-import { type InterruptInfo, interruptError, isInterruptMarker, LOST_CONTINUATIONS } from './interrupt';
+import {
+  type InterruptInfo,
+  interruptError,
+  interruptRecord,
+  isInterruptMarker,
+  LOST_CONTINUATIONS,
+} from './interrupt';
 import { forgetInterruptedLoads, installRequireRepair, loadDepth } from './modules';
 import { InterruptMode, native, threadId } from './native';
+import { blockingWarningsSilenced, emitBlockingWarning } from './node-warnings';
 import {
   type BlockingDetectorOptions,
   type InterruptScope,
@@ -28,22 +37,30 @@ enum LogMode {
 function logMode(log: LogOption): LogMode {
   if (typeof log === 'function') return LogMode.Deferred;
   if (log === 'json') return LogMode.StderrJson;
-  return log === false ? LogMode.Silent : LogMode.StderrText;
+  // Node's conventions: --no-warnings, NODE_NO_WARNINGS=1, --disable-warning=BlockingWarning.
+  return log === false || blockingWarningsSilenced() ? LogMode.Silent : LogMode.StderrText;
 }
 
 interface NativeWarning extends BlockSample {
   text?: string;
 }
 
-interface NativeRecord extends Omit<BlockEvent, 'startHrtime' | 'samples'> {
-  startHrtime: string;
+/** A block as the native layer hands it over (crates/core/src/report.rs, `block_json`). */
+interface NativeRecord extends Omit<BlockEvent, 'samples'> {
   warnings: NativeWarning[];
+  /** The closing line, for a `log` function. */
+  endText?: string;
 }
+
+/** This package's directory: its frames (guards) are not the blocking code in fingerprints. */
+const ownDir = `${dirname(__dirname)}/`;
 
 /**
  * `diagnostics_channel` channels, for APM and OpenTelemetry bridges that must not depend on this
  * package: `loop-helpers:blocked` gets `{ event, detector }` for every block,
- * `loop-helpers:interrupt` gets `{ error, detector }` for every interrupt.
+ * `loop-helpers:interrupt` gets `{ interrupt, error, detector }` for every interrupt (`interrupt`:
+ * the error's name, message and fields as plain data). `detector` and `error` are non-enumerable:
+ * `JSON.parse(JSON.stringify(message))` deep-equals the message.
  */
 export const BLOCKED_CHANNEL = 'loop-helpers:blocked';
 export const INTERRUPT_CHANNEL = 'loop-helpers:interrupt';
@@ -150,6 +167,11 @@ function onInterruptDelivered(json: string): void {
 
 const kInterrupted = Symbol('interrupted');
 
+/** The `loop-helpers:interrupt` message: plain data, with the error and the detector non-enumerable. */
+function interruptMessage(error: Error, detector: BlockingDetector): object {
+  return channelMessage({ interrupt: interruptRecord(error) ?? null }, { error, detector });
+}
+
 /** The guards-only fallback was announced (once per thread). */
 let warnedGuardsOnly = false;
 
@@ -168,7 +190,7 @@ let warnedGuardsOnly = false;
  * ```ts
  * import { BlockingDetector } from 'loop-helpers';
  * const detector = new BlockingDetector({ timeout: 0.2, raiseExc: false }).start();
- * detector.on('blocked', (e) => console.log(`blocked ${e.duration} ms`, e.samples[0]?.frames?.[0]));
+ * detector.on('blocked', (e) => console.log(`blocked ${e.durationMs} ms`, e.samples[0]?.frames?.[0]));
  * ```
  */
 export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
@@ -186,6 +208,9 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
 
   /** Timeouts a promise reaction may block before it is interrupted, or false (never). */
   readonly microtaskInterruptAfter: number | false;
+
+  /** The report budget (see {@link BlockingDetectorOptions.logRepeatsAfterMs}); 0: none. */
+  readonly logRepeatsAfterMs: number;
 
   #id: number | undefined;
   #interrupting = false;
@@ -205,6 +230,7 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
     this.aggressive = o.aggressive;
     this.log = o.log;
     this.microtaskInterruptAfter = o.microtaskInterruptAfter;
+    this.logRepeatsAfterMs = o.logRepeatsAfterMs;
     this.#onBlocked = o.onBlocked;
     this.#onInterrupt = o.onInterrupt;
   }
@@ -236,6 +262,8 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
       (json) => this.#deliver(json),
     );
     byId.set(this.#id, this);
+    native().setReportPaths(process.cwd(), ownDir);
+    if (this.logRepeatsAfterMs > 0) native().setLogRepeatsAfter(this.#id, this.logRepeatsAfterMs);
     track(this, true);
     syncSourceMaps('on');
     if (interrupting) installRequireRepair();
@@ -349,7 +377,7 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
       const raise = owner.raiseExc === false || owner.raiseExc === null ? AlarmInterrupt : owner.raiseExc;
       const error = interruptError(raise, owner.timeout, info, (e as { cause?: unknown }).cause);
       const { interrupt } = publishChannels();
-      if (interrupt.hasSubscribers) interrupt.publish({ error, detector: owner });
+      if (interrupt.hasSubscribers) interrupt.publish(interruptMessage(error, owner));
       throw error;
     }
   }
@@ -410,23 +438,30 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
       sample.frames = mapFrames(sample.frames);
       samples.push(sample);
     }
+    if (typeof this.log === 'function' && raw.endText !== undefined) this.log(raw.endText);
     const event: BlockEvent = {
       threadId: raw.threadId,
       timeout: raw.timeout,
       startTime: raw.startTime,
-      startHrtime: BigInt(raw.startHrtime),
-      duration: raw.duration,
+      startHrtimeMs: raw.startHrtimeMs,
+      durationMs: raw.durationMs,
       ended: raw.ended,
+      fingerprint: raw.fingerprint,
+      logSuppressed: raw.logSuppressed,
+      suppressedSinceLastLog: raw.suppressedSinceLastLog,
       samples,
     };
     try {
       this.#onBlocked?.(event);
       this.emit('blocked', event);
       const { blocked } = publishChannels();
-      if (blocked.hasSubscribers) blocked.publish({ event, detector: this });
+      if (blocked.hasSubscribers) blocked.publish(channelMessage({ event }, { detector: this }));
     } catch (e) {
       rethrowLater(e);
     }
+    // process.on('warning') listeners, as Node's own warnings reach them: unless log is false or
+    // the report budget kept this block out of the log.
+    if (this.log !== false && !event.logSuppressed) for (const e of emitBlockingWarning(event)) rethrowLater(e);
   }
 
   /** @internal */
@@ -437,7 +472,7 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
     const handled = this.#onInterrupt !== undefined || this.listenerCount('interrupt') > 0;
     try {
       const { interrupt } = publishChannels();
-      if (interrupt.hasSubscribers) interrupt.publish({ error: err, detector: this });
+      if (interrupt.hasSubscribers) interrupt.publish(interruptMessage(err, this));
       this.#onInterrupt?.(err);
       this.emit('interrupt', err);
     } catch (e) {
@@ -465,6 +500,6 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
         2,
         `${JSON.stringify({ type: 'BlockingInterrupt', pid: process.pid, threadId: threadId(), message: text })}\n`,
       );
-    else if (this.log !== false) writeSync(2, `${line}\n`);
+    else if (this.log !== false && !blockingWarningsSilenced()) writeSync(2, `${line}\n`);
   }
 }

@@ -8,6 +8,14 @@ export class AlarmInterrupt extends Error {
     super(message, options);
     this.name = 'AlarmInterrupt';
   }
+
+  /**
+   * Plain data: `name`, `message` and the fields a detector gave it (`timeout`, `blockedMs`,
+   * `blockingFrames`, `lostContinuations`: see `InterruptFields`), for logs and JSON.
+   */
+  toJSON(): Record<string, unknown> {
+    return { ...(this as object), name: this.name, message: this.message };
+  }
 }
 AlarmInterrupt.prototype.name = 'AlarmInterrupt';
 

@@ -40,6 +40,23 @@ export interface InterruptFields {
   lostContinuations: boolean;
 }
 
+/**
+ * The `loop-helpers:interrupt` channel's plain data about an interrupt: the error's name and message
+ * and its {@link InterruptFields} (also when the error could not be given them: a frozen instance).
+ */
+export interface InterruptRecord extends InterruptFields {
+  name: string;
+  message: string;
+}
+
+/** The fields each error got, by error (frozen instances included). */
+const records = new WeakMap<Error, InterruptRecord>();
+
+/** The plain data of an error {@link interruptError} returned. */
+export function interruptRecord(err: Error): InterruptRecord | undefined {
+  return records.get(err);
+}
+
 export const LOST_CONTINUATIONS =
   'a promise continuation was interrupted: the other promise continuations pending in the same microtask checkpoint were dropped and will never run';
 
@@ -92,26 +109,27 @@ export function interruptError(
   } else {
     err = raiseExc;
   }
-  if (!Object.isExtensible(err)) return err;
-  if (cause !== undefined && !('cause' in err)) {
-    Object.defineProperty(err, 'cause', { value: cause, writable: true, configurable: true });
-  }
   // The guard's own frames (this package) say nothing about the blocking code.
   const frames = mapFrames(info.frames?.filter((f) => !f.fileName.startsWith(ownDir)) ?? null);
-  const body = frames?.length
-    ? framesText(frames)
-    : info.late
-      ? '    (no JavaScript stack: the code blocked inside a native call past the deadline)'
-      : '    (no JavaScript stack captured)';
-  const header = `${err.name}: ${err.message}`;
   const lost = info.microtask === true;
-  const note = lost ? `\n    (${LOST_CONTINUATIONS})` : '';
   const fields: InterruptFields = {
     timeout,
     blockedMs: info.blockedMs,
     blockingFrames: frames,
     lostContinuations: lost,
   };
+  records.set(err, { name: String(err.name), message: String(err.message), ...fields });
+  if (!Object.isExtensible(err)) return err;
+  if (cause !== undefined && !('cause' in err)) {
+    Object.defineProperty(err, 'cause', { value: cause, writable: true, configurable: true });
+  }
+  const body = frames?.length
+    ? framesText(frames)
+    : info.late
+      ? '    (no JavaScript stack: the code blocked inside a native call past the deadline)'
+      : '    (no JavaScript stack captured)';
+  const header = `${err.name}: ${err.message}`;
+  const note = lost ? `\n    (${LOST_CONTINUATIONS})` : '';
   try {
     Object.defineProperty(err, 'stack', { value: `${header}\n${body}${note}`, writable: true, configurable: true });
     Object.assign(err, fields);

@@ -51,6 +51,10 @@ export interface NativeBinding {
   childExitGuard(beforeExit: () => void, exit: () => void): void;
   childAbort(message: string): never;
   registerSourceMap(generatedFile: string, sources: string[], mappings: string): boolean;
+  /** A watch's report budget: at most one logged block per fingerprint per `ms` (0: none). */
+  setLogRepeatsAfter(id: number, ms: number): boolean;
+  /** The directory fingerprints make file names relative to, and this package's own directory. */
+  setReportPaths(cwd: string, ownDir: string): void;
   waitpid(pid: number, block: boolean): [code: number | null, signal: number | null] | undefined;
 }
 

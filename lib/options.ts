@@ -44,10 +44,13 @@ export interface BlockingDetectorOptions {
    */
   aggressive?: boolean;
   /**
-   * `true` or `'text'` (default): Node-style warnings on stderr, written while the loop is blocked.
-   * `'json'`: one JSON object per line on stderr, also during the block.
-   * A function: receives each warning's text once the loop turns again (JavaScript cannot run
-   * during the block). `false`: nothing is written.
+   * `true` or `'text'` (default): Node-style warnings on stderr, written while the loop is blocked,
+   * and a line with the total when it ends; silenced by `--no-warnings`, `NODE_NO_WARNINGS=1` and
+   * `--disable-warning=BlockingWarning`, as Node's own warnings are.
+   * `'json'`: one JSON object per line on stderr, also during the block, and a closing record
+   * (`"type":"BlockingEnded"`, with the final `durationMs` and the `fingerprint`) when it ends.
+   * A function: receives each warning's text and the closing line once the loop turns again
+   * (JavaScript cannot run during the block). `false`: nothing is written.
    */
   log?: LogOption;
   /** Called with each block once the loop turns again; same as `detector.on('blocked', ...)`. */
@@ -65,6 +68,16 @@ export interface BlockingDetectorOptions {
    * that never ends then wedges the thread). Default 5.
    */
   microtaskInterruptAfter?: number | false;
+  /**
+   * The report budget: a block whose fingerprint (see {@link BlockEvent.fingerprint}) was logged
+   * less than this many milliseconds ago is not written to the log (its live warnings, its closing
+   * line, the `log` function, `'warning'` listeners); a new fingerprint is always logged at once.
+   * Every block is still emitted as a `'blocked'` event, with `logSuppressed` and the count
+   * `suppressedSinceLastLog`, which the next logged block of that fingerprint also carries. A
+   * block without a stack has no fingerprint and is always logged. From 0 (every block is logged:
+   * the default) to 86,400,000 (a day); for example 60000: each culprit at most once a minute.
+   */
+  logRepeatsAfterMs?: number;
 }
 
 export interface ResolvedOptions {
@@ -76,6 +89,7 @@ export interface ResolvedOptions {
   onBlocked: ((event: BlockEvent) => void) | undefined;
   onInterrupt: ((error: Error) => void) | undefined;
   microtaskInterruptAfter: number | false;
+  logRepeatsAfterMs: number;
 }
 
 const KNOWN = [
@@ -87,6 +101,7 @@ const KNOWN = [
   'onBlocked',
   'onInterrupt',
   'microtaskInterruptAfter',
+  'logRepeatsAfterMs',
 ] as const;
 export const DEFAULT_MICROTASK_INTERRUPT_AFTER = 5;
 export const MIN_TIMEOUT = 0.001;
@@ -172,6 +187,26 @@ function validateMicrotaskInterruptAfter(v: unknown): number | false {
   return v;
 }
 
+export const MAX_LOG_REPEATS_AFTER_MS = 86_400_000;
+
+function validateLogRepeatsAfterMs(v: unknown): number {
+  if (typeof v !== 'number') {
+    throw argError(
+      'type',
+      'ERR_INVALID_ARG_TYPE',
+      `The "logRepeatsAfterMs" option must be a number of milliseconds. Received ${describe(v)}`,
+    );
+  }
+  if (!(v >= 0 && v <= MAX_LOG_REPEATS_AFTER_MS)) {
+    throw argError(
+      'range',
+      'ERR_OUT_OF_RANGE',
+      `The "logRepeatsAfterMs" option must be a number of milliseconds from 0 to ${MAX_LOG_REPEATS_AFTER_MS}. Received ${describe(v)}`,
+    );
+  }
+  return v;
+}
+
 /**
  * Accepts `(options?)` or the positional form `(timeout?, raiseExc?, aggressive?)` of
  * gevent-helpers.
@@ -221,5 +256,6 @@ export function resolveOptions(args: readonly unknown[], defaultRaise: RaiseExc)
       opts.microtaskInterruptAfter === undefined
         ? DEFAULT_MICROTASK_INTERRUPT_AFTER
         : validateMicrotaskInterruptAfter(opts.microtaskInterruptAfter),
+    logRepeatsAfterMs: opts.logRepeatsAfterMs === undefined ? 0 : validateLogRepeatsAfterMs(opts.logRepeatsAfterMs),
   };
 }

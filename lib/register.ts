@@ -4,7 +4,7 @@
 
 import { writeSync } from 'node:fs';
 import { BlockingDetector } from './detector';
-import { type BlockingDetectorOptions, MAX_TIMEOUT, MIN_TIMEOUT } from './options';
+import { type BlockingDetectorOptions, MAX_LOG_REPEATS_AFTER_MS, MAX_TIMEOUT, MIN_TIMEOUT } from './options';
 
 /** A bad environment variable: names the variable and the value. */
 export class RegisterConfigError extends Error {
@@ -25,7 +25,8 @@ function bool(name: string, value: string): boolean {
 /**
  * The detector options for zero-code mode, from `LOOP_HELPERS_TIMEOUT` (seconds, default 1),
  * `LOOP_HELPERS_RAISE` (interrupt blocking code with AlarmInterrupt; default false: only warn),
- * `LOOP_HELPERS_AGGRESSIVE` (default true) and `LOOP_HELPERS_LOG` (`text`, default, or `json`).
+ * `LOOP_HELPERS_AGGRESSIVE` (default true), `LOOP_HELPERS_LOG` (`text`, default, or `json`) and
+ * `LOOP_HELPERS_LOG_REPEATS_AFTER_MS` (the report budget, `logRepeatsAfterMs`; default 0: none).
  * @throws {RegisterConfigError} naming the variable when a value is not valid.
  */
 export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): BlockingDetectorOptions {
@@ -52,6 +53,16 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): BlockingDe
     if (v !== 'text' && v !== 'json')
       throw new RegisterConfigError(`LOOP_HELPERS_LOG must be text or json, got "${log}"`);
     options.log = v;
+  }
+  const repeats = env.LOOP_HELPERS_LOG_REPEATS_AFTER_MS;
+  if (repeats !== undefined && repeats.trim() !== '') {
+    const n = Number(repeats);
+    if (!(Number.isFinite(n) && n >= 0 && n <= MAX_LOG_REPEATS_AFTER_MS)) {
+      throw new RegisterConfigError(
+        `LOOP_HELPERS_LOG_REPEATS_AFTER_MS must be a number of milliseconds from 0 to ${MAX_LOG_REPEATS_AFTER_MS}, got "${repeats}"`,
+      );
+    }
+    options.logRepeatsAfterMs = n;
   }
   return options;
 }

@@ -18,6 +18,7 @@
 //    object) and a synchronous crypto job by having no `ondone`; the API name comes from the
 //    caller's stack. Calls made through a layer-1 wrapper are not seen again here.
 
+import { channelMessage } from './channel-message';
 import { argError, describe } from './errors';
 import { threadId } from './native';
 import { mapFrames } from './sourcemaps';
@@ -839,6 +840,6 @@ export class SyncCallDetector {
     channel ??= (require('node:diagnostics_channel') as typeof import('node:diagnostics_channel')).channel(
       SYNC_CALL_CHANNEL,
     );
-    if (channel.hasSubscribers) channel.publish({ call, detector: this });
+    if (channel.hasSubscribers) channel.publish(channelMessage({ call }, { detector: this }));
   }
 }

@@ -11,6 +11,7 @@
 import { createHook, executionAsyncResource } from 'node:async_hooks';
 import { BlockingDetector } from './detector';
 import { argError, describe } from './errors';
+import { fingerprint } from './fingerprint';
 import { stackText } from './stack-text';
 import type { BlockEvent, StackFrame } from './types';
 
@@ -35,9 +36,10 @@ export class BlockingError extends Error {
   /** The budget that was exceeded, in milliseconds. */
   readonly budgetMs: number;
   /**
-   * A stable hash of the blocking code (function names and files of the innermost application
-   * frames, no line numbers): the same blocking code gives the same fingerprint from run to run,
-   * for grouping failures. 16 hex digits; empty without a stack.
+   * A stable hash of the blocking code, computed as `BlockEvent.fingerprint` (function names and
+   * machine-independent files of the innermost application frames; line numbers only for anonymous
+   * functions): the same blocking code gives the same fingerprint from run to run and on every
+   * machine, the one production logs give it. 16 hex digits; empty without a stack.
    */
   readonly fingerprint: string;
   /** The blocking code's stack, innermost frame first (source-mapped where Node.js maps stacks). */
@@ -51,9 +53,9 @@ export class BlockingError extends Error {
     this.name = 'BlockingError';
     this.budgetMs = budgetMs;
     this.blocks = blocks;
-    this.durationMs = blocks[0]?.duration ?? 0;
+    this.durationMs = blocks[0]?.durationMs ?? 0;
     this.frames = frames;
-    this.fingerprint = fingerprint(frames);
+    this.fingerprint = fingerprint(frames) ?? '';
     // The stack is the blocking code's, not that of the code that noticed the block, from the
     // application's innermost frame (a sample often lands in Node's own code that it called,
     // such as performance.now(); `frames` keeps those). Formatted by the installed
@@ -199,8 +201,8 @@ function releaseTracking(): void {
  * sampled after it; no stack capture here), or undefined when the block is not `owner`'s.
  */
 function judge(event: BlockEvent, owner: Owner, budgetNs: bigint, from: bigint, to: bigint): StackFrame[] | undefined {
-  const start = event.startHrtime;
-  const end = start + BigInt(Math.round(event.duration * 1e6));
+  const start = BigInt(Math.round(event.startHrtimeMs * 1e6));
+  const end = start + BigInt(Math.round(event.durationMs * 1e6));
   const a = start > from ? start : from;
   const b = end < to ? end : to;
   if (b <= a || ownedNs(owner, a, b) * 2n < budgetNs) return undefined;
@@ -337,7 +339,7 @@ export async function assertNoBlocking<T>(
     releaseTracking();
   }
   if (mine.length === 0) return value;
-  mine.sort((a, b) => b.event.duration - a.event.duration);
+  mine.sort((a, b) => b.event.durationMs - a.event.durationMs);
   const [worst] = mine as [(typeof mine)[number], ...typeof mine];
   const { event } = worst;
   // A block inside one native call has no sample in fn's code: show the first sample taken after it.
@@ -358,16 +360,4 @@ const ownDir = require('node:path').join(__dirname, '..') as string;
 /** Not Node.js's own code and not this package's. */
 function isApplicationFrame(f: StackFrame): boolean {
   return f.fileName !== '' && !f.fileName.startsWith('node:') && !f.fileName.startsWith(ownDir);
-}
-
-function fingerprint(frames: StackFrame[]): string {
-  const app = frames.filter(isApplicationFrame).slice(0, 5);
-  const use = app.length > 0 ? app : frames.slice(0, 5);
-  if (use.length === 0) return '';
-  const cwd = process.cwd();
-  const key = use
-    .map((f) => `${f.functionName}@${f.fileName.replace(/^file:\/\//, '').replace(`${cwd}/`, '')}`)
-    .join('\n');
-  const { createHash } = require('node:crypto') as typeof import('node:crypto');
-  return createHash('sha256').update(key).digest('hex').slice(0, 16);
 }

@@ -24,28 +24,57 @@ export interface BlockSample {
   detectedAt: number;
   /** From the detector's request to the stack capture, in milliseconds; null without a stack. */
   sampleDelayMs: number | null;
-  /** What capturing the stack cost the blocked thread, in microseconds; null without a stack. */
-  sampleCostUs: number | null;
+  /** What capturing the stack cost the blocked thread, in milliseconds (fractional); null without a stack. */
+  sampleCostMs: number | null;
   /** The blocking code's stack, innermost frame first; null when none could be captured. */
   frames: StackFrame[] | null;
   /** Why there is no stack (for example: blocked inside native code), or null. */
   missingStack: string | null;
 }
 
-/** A whole block, delivered once the loop turns again (or when the detector stops during it). */
+/**
+ * A whole block, delivered once the loop turns again (or when the detector stops during it).
+ *
+ * Plain data: `JSON.parse(JSON.stringify(event))` deep-equals it. `timeout` is in seconds (as the
+ * option); every other duration is in milliseconds and says so in its name.
+ */
 export interface BlockEvent {
   /** `worker_threads.threadId` of the blocked thread (0: the main thread). */
   threadId: number;
   /** The detector's timeout, in seconds. */
   timeout: number;
-  /** When the block started: the moment the loop last came back from waiting for I/O. */
+  /** When the block started (milliseconds since the epoch): the moment the loop last came back from waiting for I/O. */
   startTime: number;
-  /** The same moment on the `process.hrtime.bigint()` clock. */
-  startHrtime: bigint;
-  /** How long the loop was blocked, in milliseconds. */
-  duration: number;
-  /** False when the detector was stopped before the loop turned; `duration` then ends at stop(). */
+  /**
+   * The same moment on the `process.hrtime()` clock, in milliseconds (fractional):
+   * `Number(process.hrtime.bigint()) / 1e6` at the start. A number rather than a BigInt so that
+   * the event survives `JSON.stringify`, log pipelines and OpenTelemetry attributes; a double
+   * keeps this clock's milliseconds to better than a microsecond for over a century of uptime.
+   */
+  startHrtimeMs: number;
+  /** How long the loop was blocked, in milliseconds (until its next turn). */
+  durationMs: number;
+  /** False when the detector was stopped before the loop turned; `durationMs` then ends at stop(). */
   ended: boolean;
+  /**
+   * A stable name for the code that blocked: 16 hex digits, a hash of the function names and
+   * files (relative to the working directory, or from `node_modules/` on) of the innermost
+   * application frames of the block's first stack sample, source-mapped where the native layer
+   * had the map. Equal for blocks in the same code, in this process and in the next one, on this
+   * machine or another. Null when no sample of the block has a stack. It is the fingerprint the
+   * JSON log lines of this block carry (see the README's Fingerprints section).
+   */
+  fingerprint: string | null;
+  /**
+   * True when the report budget (`logRepeatsAfterMs`) kept this block out of the log: the same
+   * fingerprint was logged less than that long ago. The event is emitted all the same.
+   */
+  logSuppressed: boolean;
+  /**
+   * Blocks with this fingerprint that the report budget kept out of the log since its last logged
+   * block; this one included when it was kept out too. 0 without a budget.
+   */
+  suppressedSinceLastLog: number;
   /** Every warning of this block, with its stack sample. */
   samples: BlockSample[];
 }

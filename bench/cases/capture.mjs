@@ -17,7 +17,7 @@ if (process.argv[2] === '--child') {
   const d = new BlockingDetector({ timeout: 0.02, raiseExc: false, log: false }).start();
   d.on('blocked', (e) => {
     for (const s of e.samples) {
-      if (s.sampleCostUs !== null) costs.push(s.sampleCostUs);
+      if (s.sampleCostMs !== null) costs.push(s.sampleCostMs * 1000);
       if (s.sampleDelayMs !== null) delays.push(s.sampleDelayMs);
     }
   });

@@ -15,8 +15,8 @@ export const PEERS = {
       const { BlockingDetector } = require('../../dist/index.js');
       const d = new BlockingDetector({ timeout: T, raiseExc: false, log: false, aggressive: false }).start();
       d.on('blocked', (e) => {
-        const startMs = Number(e.startHrtime) / 1e6;
-        report({ atMs: startMs + (e.samples[0]?.blockedMs ?? 0), durationMs: e.duration, startMs });
+        const startMs = e.startHrtimeMs;
+        report({ atMs: startMs + (e.samples[0]?.blockedMs ?? 0), durationMs: e.durationMs, startMs });
       });
       return () => d.stop();
     },

@@ -7,12 +7,16 @@
 //! - [`tracker`]: when a loop counts as blocked (pure logic, simulated in tests).
 //! - [`monitor`]: the one process-wide thread that watches every registered loop.
 //! - [`report`]: warnings as text and JSON, and the block record handed to JavaScript.
+//! - [`fingerprint`]: a stable name for the code that blocked; [`budget`]: at most one logged
+//!   block per fingerprint per interval.
 //! - [`sourcemap`]: original positions for frames of live warnings (maps registered from JS).
 //! - [`fork_prep`]: memory preparation for `fork()`; [`monitor::fork_pause`] holds the monitor still
 //!   across it and restarts it in the child.
 
 pub mod alarm;
+pub mod budget;
 pub mod clock;
+pub mod fingerprint;
 pub mod fork_prep;
 pub mod heartbeat;
 pub mod monitor;

@@ -20,11 +20,13 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crate::alarm;
+use crate::budget::{LogBudget, Verdict};
 use crate::clock::now_ns;
+use crate::fingerprint::fingerprint;
 use crate::heartbeat::LoopSample;
 use crate::report::{
-    block_json, warning_json, warning_text, BlockRecord, LogTarget, Origin, Sample, Warning,
-    NO_STACK_LATE, NO_STACK_NATIVE, NO_STACK_UNSUPPORTED,
+    block_json, end_json, end_text, warning_json, warning_text, BlockRecord, LogTarget, Origin,
+    Reported, Sample, Warning, NO_STACK_LATE, NO_STACK_NATIVE, NO_STACK_UNSUPPORTED,
 };
 use crate::stderr;
 use crate::tracker::{Ended, Fire, Tracker, TrackerConfig};
@@ -95,6 +97,17 @@ struct CurrentBlock {
     sample_deadlines: Vec<u64>,
     /// Warnings already written (in order).
     written: usize,
+    /// The report budget's verdict, taken when the first warning was written.
+    verdict: Option<Verdict>,
+}
+
+/// The fingerprint of the first of `warnings` whose sample has frames.
+fn block_fingerprint(warnings: &[Warning]) -> Option<String> {
+    warnings
+        .iter()
+        .filter_map(|w| w.sample.as_ref())
+        .find(|s| !s.frames.is_empty())
+        .and_then(|s| fingerprint(&s.frames))
 }
 
 struct WatchState {
@@ -104,6 +117,8 @@ struct WatchState {
     /// Interrupting watches ask again every timeout while a block lasts (the interrupt may have
     /// been declined: no guard yet, a promise reaction within its grace, a native call).
     next_interrupt_ns: u64,
+    /// At most one logged block per fingerprint per interval (the detector's `logRepeatsAfterMs`).
+    budget: LogBudget,
 }
 
 pub struct Watch {
@@ -208,6 +223,7 @@ impl Watch {
                 warnings: Vec::new(),
                 sample_deadlines: Vec::new(),
                 written: 0,
+                verdict: None,
             });
         }
         let cur = st.current.as_mut().expect("current block was just set");
@@ -250,7 +266,8 @@ impl Watch {
     }
 
     /// Writes the warnings whose sample arrived or whose wait is over, in order. Returns the next
-    /// sample deadline to wake for, if one is still pending.
+    /// sample deadline to wake for, if one is still pending. The first one written takes the report
+    /// budget's verdict for the whole block (its fingerprint is known by then, if it has a stack).
     fn write_ready(
         &self,
         st: &mut WatchState,
@@ -258,45 +275,80 @@ impl Watch {
         flush: bool,
         fx: &mut Effects,
     ) -> Option<u64> {
-        let cur = st.current.as_mut()?;
+        let WatchState {
+            current, budget, ..
+        } = st;
+        let cur = current.as_mut()?;
         while cur.written < cur.warnings.len() {
             let i = cur.written;
-            let w = &mut cur.warnings[i];
+            let w = &cur.warnings[i];
             if w.sample.is_none() && !flush && now < cur.sample_deadlines[i] {
                 return Some(cur.sample_deadlines[i]);
             }
             if w.sample.is_none() && w.missing_reason.is_none() {
-                w.missing_reason = Some(NO_STACK_NATIVE);
+                cur.warnings[i].missing_reason = Some(NO_STACK_NATIVE);
             }
-            match self.cfg.log {
-                LogTarget::StderrText => fx.text.push_str(&warning_text(&self.origin(), w)),
-                LogTarget::StderrJson => {
-                    fx.text.push_str(&warning_json(&self.origin(), w));
-                    fx.text.push('\n');
+            let fingerprint = block_fingerprint(&cur.warnings[..=i]);
+            let verdict = *cur
+                .verdict
+                .get_or_insert_with(|| budget.decide(fingerprint.as_deref(), now));
+            let w = &cur.warnings[i];
+            if verdict.log {
+                let r = Reported {
+                    fingerprint,
+                    verdict,
+                };
+                match self.cfg.log {
+                    LogTarget::StderrText => fx.text.push_str(&warning_text(&self.origin(), w)),
+                    LogTarget::StderrJson => {
+                        fx.text.push_str(&warning_json(&self.origin(), w, &r));
+                        fx.text.push('\n');
+                    }
+                    LogTarget::Silent | LogTarget::Deferred => {}
                 }
-                LogTarget::Silent | LogTarget::Deferred => {}
             }
             cur.written += 1;
         }
         None
     }
 
+    /// Hands a finished block to JavaScript, after writing its pending warnings and, when it is
+    /// logged, its closing line (text: the total; JSON: a `BlockingEnded` record).
     fn finish_block(&self, st: &mut WatchState, e: Ended, ended: bool, fx: &mut Effects) {
         self.write_ready(st, now_ns(), true, fx);
         let Some(cur) = st.current.take() else {
             return;
         };
+        let verdict = cur.verdict.unwrap_or_default();
+        let fingerprint = block_fingerprint(&cur.warnings);
+        if let (Some(fp), true) = (&fingerprint, verdict.log) {
+            // Its first warning had no stack yet: the closing record names the culprit.
+            st.budget.logged_late(fp, now_ns());
+        }
         let record = BlockRecord {
             start_ns: e.start_ns,
             end_ns: e.end_ns,
             ended,
+            reported: Reported {
+                fingerprint,
+                verdict,
+            },
             warnings: cur.warnings,
         };
-        let texts = self.cfg.log == LogTarget::Deferred;
-        fx.deliveries.push((
-            self.sink.clone(),
-            block_json(&self.origin(), &record, texts),
-        ));
+        let o = self.origin();
+        if verdict.log {
+            match self.cfg.log {
+                LogTarget::StderrText => fx.text.push_str(&end_text(&o, &record)),
+                LogTarget::StderrJson => {
+                    fx.text.push_str(&end_json(&o, &record));
+                    fx.text.push('\n');
+                }
+                LogTarget::Silent | LogTarget::Deferred => {}
+            }
+        }
+        let texts = self.cfg.log == LogTarget::Deferred && verdict.log;
+        fx.deliveries
+            .push((self.sink.clone(), block_json(&o, &record, texts)));
     }
 
     fn attach_sample(&self, ticket: SampleTicket, sample: Sample) -> bool {
@@ -431,6 +483,7 @@ pub fn register(
                 next_serial: 0,
                 current: None,
                 next_interrupt_ns: 0,
+                budget: LogBudget::default(),
             }),
         }));
         id
@@ -468,10 +521,30 @@ pub fn unregister(id: u64) -> io::Result<Option<String>> {
     result.map(|()| partial)
 }
 
+/// Sets a watch's report budget: at most one logged block per fingerprint per `interval_ns` (0: every
+/// block is logged). Returns false when there is no such watch.
+pub fn set_log_repeats_after(id: u64, interval_ns: u64) -> bool {
+    find_watch(id).is_some_and(|w| {
+        lock(&w.state).budget.set_interval(interval_ns);
+        true
+    })
+}
+
 /// The registered watch with this id (the registry lock is released on return).
 fn find_watch(id: u64) -> Option<Arc<Watch>> {
     let reg = lock(&monitor().registry);
-    reg.watches.iter().find(|w| w.id == id).cloned()
+    reg.find(id)
+}
+
+impl Registry {
+    /// `watches` is in id order (ids only grow, and removal keeps the order): a binary search,
+    /// so that a thousand watches on one loop do not make every lookup a scan.
+    fn find(&self, id: u64) -> Option<Arc<Watch>> {
+        self.watches
+            .binary_search_by_key(&id, |w| w.id)
+            .ok()
+            .map(|i| self.watches[i].clone())
+    }
 }
 
 /// Whether the block a ticket belongs to is still in progress (its interrupt is still wanted).
@@ -504,17 +577,34 @@ pub fn flush(id: u64) -> Option<String> {
 
 /// Hands a stack sample to the watch that asked for it. Called on the loop's JavaScript thread.
 pub fn deliver_sample(ticket: SampleTicket, frames: Vec<crate::report::Frame>, cost_ns: u64) {
-    let now = now_ns();
-    let sample = Sample {
-        frames,
-        captured_ns: now,
-        delay_ns: now.saturating_sub(ticket.requested_ns),
-        cost_ns,
+    deliver_samples(&[ticket], &frames, cost_ns);
+}
+
+/// Hands one stack sample to every watch that asked for it (one interrupt serves all the watches
+/// of a loop). Takes the registry lock once, not once per watch: the blocked thread must not
+/// queue behind the monitor a thousand times. Called on the loop's JavaScript thread.
+pub fn deliver_samples(tickets: &[SampleTicket], frames: &[crate::report::Frame], cost_ns: u64) {
+    if tickets.is_empty() {
+        return;
+    }
+    let watches: Vec<Option<Arc<Watch>>> = {
+        let reg = lock(&monitor().registry);
+        tickets.iter().map(|t| reg.find(t.watch_id)).collect()
     };
-    if let Some(w) = find_watch(ticket.watch_id) {
-        if w.attach_sample(ticket, sample) {
-            alarm::wake();
-        }
+    let now = now_ns();
+    let mut attached = false;
+    for (ticket, w) in tickets.iter().zip(watches) {
+        let Some(w) = w else { continue };
+        let sample = Sample {
+            frames: frames.to_vec(),
+            captured_ns: now,
+            delay_ns: now.saturating_sub(ticket.requested_ns),
+            cost_ns,
+        };
+        attached |= w.attach_sample(*ticket, sample);
+    }
+    if attached {
+        alarm::wake();
     }
 }
 

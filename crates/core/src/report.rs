@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use crate::budget::Verdict;
 use crate::clock::mono_to_wall_ms;
 
 /// One JavaScript stack frame. Line and column are 1-based; 0 means unknown.
@@ -184,39 +185,77 @@ fn json_position(out: &mut String, file: &str, line: u32, column: u32) {
     let _ = write!(out, ",\"lineNumber\":{line},\"columnNumber\":{column}");
 }
 
-/// The JSON object of one warning (also a JSON log line, without the newline).
-pub fn warning_json(o: &Origin, w: &Warning) -> String {
-    let mut s = String::from("{\"type\":\"BlockingWarning\",\"pid\":");
-    let _ = write!(s, "{},\"threadId\":{},\"timeout\":", o.pid, o.thread_id);
-    json_num(&mut s, o.timeout_ns as f64 / 1e9);
+/// What the log knows about a block besides its warnings: its fingerprint (the first stack sample's,
+/// once there is one) and the report budget's verdict.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reported {
+    pub fingerprint: Option<String>,
+    pub verdict: Verdict,
+}
+
+fn json_opt_str(out: &mut String, v: Option<&str>) {
+    match v {
+        Some(v) => json_str(out, v),
+        None => out.push_str("null"),
+    }
+}
+
+/// `,"fingerprint":…,"suppressedSinceLastLog":…`
+fn json_reported(s: &mut String, r: &Reported) {
+    s.push_str(",\"fingerprint\":");
+    json_opt_str(s, r.fingerprint.as_deref());
+    let _ = write!(s, ",\"suppressedSinceLastLog\":{}", r.verdict.suppressed);
+}
+
+/// `"pid":…,"threadId":…,"timeout":…` of a log line.
+fn json_origin(s: &mut String, o: &Origin) {
+    let _ = write!(
+        s,
+        "\"pid\":{},\"threadId\":{},\"timeout\":",
+        o.pid, o.thread_id
+    );
+    json_num(s, o.timeout_ns as f64 / 1e9);
+}
+
+/// `,"startTime":…,"startHrtimeMs":…` of a block starting at `start_ns`.
+fn json_start(s: &mut String, start_ns: u64) {
+    s.push_str(",\"startTime\":");
+    json_num(s, mono_to_wall_ms(start_ns));
+    s.push_str(",\"startHrtimeMs\":");
+    json_num(s, ms(start_ns));
+}
+
+/// The JSON object of one warning (also a JSON log line, without the newline). `r`: the block's
+/// fingerprint as known when the warning is written (null while no sample has frames).
+pub fn warning_json(o: &Origin, w: &Warning, r: &Reported) -> String {
+    let mut s = String::from("{\"type\":\"BlockingWarning\",");
+    json_origin(&mut s, o);
     let _ = write!(s, ",\"index\":{},\"blockedMs\":", w.index);
     json_num(&mut s, ms(w.elapsed_ns));
-    s.push_str(",\"startTime\":");
-    json_num(&mut s, mono_to_wall_ms(w.start_ns));
-    s.push_str(",\"startHrtime\":");
-    json_str(&mut s, &w.start_ns.to_string());
+    json_start(&mut s, w.start_ns);
     s.push_str(",\"detectedAt\":");
     json_num(&mut s, mono_to_wall_ms(w.detected_ns));
     json_sample_fields(&mut s, w);
+    json_reported(&mut s, r);
     s.push('}');
     s
 }
 
-/// `,"sampleDelayMs":…,"sampleCostUs":…,"frames":…,"missingStack":…` of a warning.
+/// `,"sampleDelayMs":…,"sampleCostMs":…,"frames":…,"missingStack":…` of a warning.
 fn json_sample_fields(s: &mut String, w: &Warning) {
     match &w.sample {
         Some(sample) => {
             s.push_str(",\"sampleDelayMs\":");
             json_num(s, ms(sample.delay_ns));
-            s.push_str(",\"sampleCostUs\":");
-            json_num(s, sample.cost_ns as f64 / 1e3);
+            s.push_str(",\"sampleCostMs\":");
+            json_num(s, ms(sample.cost_ns));
             s.push_str(",\"frames\":");
             json_frames(s, &sample.frames);
             s.push_str(",\"missingStack\":null");
         }
         None => {
             s.push_str(
-                ",\"sampleDelayMs\":null,\"sampleCostUs\":null,\"frames\":null,\"missingStack\":",
+                ",\"sampleDelayMs\":null,\"sampleCostMs\":null,\"frames\":null,\"missingStack\":",
             );
             json_str(s, w.missing_reason.unwrap_or(NO_STACK_NATIVE));
         }
@@ -231,20 +270,81 @@ pub struct BlockRecord {
     /// False when the detector stopped before the loop turned.
     pub ended: bool,
     pub warnings: Vec<Warning>,
+    /// The block's fingerprint (its first stack sample with frames) and the budget's verdict.
+    pub reported: Reported,
 }
 
-/// The JSON handed to JavaScript; its fields are those of `BlockEvent` in the TypeScript API.
+impl BlockRecord {
+    fn duration_ns(&self) -> u64 {
+        self.end_ns.saturating_sub(self.start_ns)
+    }
+}
+
+/// The text line that ends a logged block: its total duration (and fingerprint), ending in a newline.
+pub fn end_text(o: &Origin, b: &BlockRecord) -> String {
+    let mut s = format!(
+        "(node:{}) BlockingWarning: blocked for {} in total",
+        o.pid,
+        fmt_seconds(b.duration_ns())
+    );
+    if !b.ended {
+        s.push_str(" (the detector stopped before the loop turned)");
+    }
+    if o.thread_id != 0 {
+        let _ = write!(s, " in worker thread {}", o.thread_id);
+    }
+    if let Some(fp) = &b.reported.fingerprint {
+        let _ = write!(s, " [{fp}]");
+    }
+    let n = b.reported.verdict.suppressed;
+    if n > 0 {
+        let _ = write!(
+            s,
+            "; {n} more block{} here since its last report, not logged",
+            if n == 1 { "" } else { "s" }
+        );
+    }
+    s.push('\n');
+    s
+}
+
+/// The JSON log line that ends a logged block (without the newline): `type` `BlockingEnded`, with
+/// its final duration and fingerprint.
+pub fn end_json(o: &Origin, b: &BlockRecord) -> String {
+    let mut s = String::from("{\"type\":\"BlockingEnded\",");
+    json_origin(&mut s, o);
+    json_start(&mut s, b.start_ns);
+    s.push_str(",\"durationMs\":");
+    json_num(&mut s, ms(b.duration_ns()));
+    let _ = write!(
+        s,
+        ",\"ended\":{},\"warnings\":{}",
+        b.ended,
+        b.warnings.len()
+    );
+    json_reported(&mut s, &b.reported);
+    s.push('}');
+    s
+}
+
+/// The JSON handed to JavaScript; its fields are those of `BlockEvent` in the TypeScript API, and
+/// `warnings` (the samples, with each warning's `text` when `texts`) and `endText`. `texts`: the
+/// log is a JavaScript function, and this block is logged.
 pub fn block_json(o: &Origin, b: &BlockRecord, texts: bool) -> String {
     let mut s = String::from("{\"threadId\":");
     let _ = write!(s, "{},\"timeout\":", o.thread_id);
     json_num(&mut s, o.timeout_ns as f64 / 1e9);
-    s.push_str(",\"startTime\":");
-    json_num(&mut s, mono_to_wall_ms(b.start_ns));
-    s.push_str(",\"startHrtime\":");
-    json_str(&mut s, &b.start_ns.to_string());
-    s.push_str(",\"duration\":");
-    json_num(&mut s, ms(b.end_ns.saturating_sub(b.start_ns)));
-    let _ = write!(s, ",\"ended\":{},\"warnings\":[", b.ended);
+    json_start(&mut s, b.start_ns);
+    s.push_str(",\"durationMs\":");
+    json_num(&mut s, ms(b.duration_ns()));
+    let _ = write!(s, ",\"ended\":{}", b.ended);
+    json_reported(&mut s, &b.reported);
+    let _ = write!(s, ",\"logSuppressed\":{}", !b.reported.verdict.log);
+    if texts {
+        s.push_str(",\"endText\":");
+        json_str(&mut s, &end_text(o, b));
+    }
+    s.push_str(",\"warnings\":[");
     for (i, w) in b.warnings.iter().enumerate() {
         if i > 0 {
             s.push(',');
@@ -329,11 +429,94 @@ mod tests {
         let mut s = String::new();
         json_str(&mut s, "a\"b\\c\nd\u{1}é");
         assert_eq!(s, "\"a\\\"b\\\\c\\nd\\u0001é\"");
-        let j = warning_json(&origin(0), &warning(None));
+        let j = warning_json(&origin(0), &warning(None), &Reported::default());
         assert!(
             j.starts_with("{\"type\":\"BlockingWarning\",\"pid\":42,\"threadId\":0,\"timeout\":1,")
         );
         assert!(!j.contains('\n'));
+    }
+
+    fn sampled() -> Warning {
+        warning(Some(Sample {
+            frames: vec![Frame {
+                function_name: "spin".into(),
+                file_name: "/app/x.js".into(),
+                line: 3,
+                column: 9,
+                generated: None,
+            }],
+            captured_ns: 0,
+            delay_ns: 100_000,
+            cost_ns: 50_000,
+        }))
+    }
+
+    fn record(reported: Reported) -> BlockRecord {
+        BlockRecord {
+            start_ns: 2_000_000_123,
+            end_ns: 3_088_000_123,
+            ended: true,
+            warnings: vec![sampled()],
+            reported,
+        }
+    }
+
+    fn fp() -> Reported {
+        Reported {
+            fingerprint: Some("0123456789abcdef".into()),
+            verdict: Verdict {
+                log: true,
+                suppressed: 4,
+            },
+        }
+    }
+
+    #[test]
+    fn warning_json_units_in_names_and_fingerprint() {
+        let j = warning_json(&origin(0), &sampled(), &fp());
+        for part in [
+            "\"blockedMs\":1002,",
+            "\"startHrtimeMs\":0.001,",
+            "\"sampleDelayMs\":0.1,",
+            "\"sampleCostMs\":0.05,",
+            "\"frames\":[{\"functionName\":\"spin\",\"fileName\":\"/app/x.js\",\"lineNumber\":3,\"columnNumber\":9}]",
+            "\"fingerprint\":\"0123456789abcdef\",\"suppressedSinceLastLog\":4}",
+        ] {
+            assert!(j.contains(part), "{part} in {j}");
+        }
+        assert!(!j.contains("Us\"") && !j.contains("\"startHrtime\""), "{j}");
+        let none = warning_json(&origin(0), &warning(None), &Reported::default());
+        assert!(
+            none.contains("\"sampleCostMs\":null,\"frames\":null,")
+                && none.ends_with("\"fingerprint\":null,\"suppressedSinceLastLog\":0}"),
+            "{none}"
+        );
+    }
+
+    #[test]
+    fn closing_record_has_the_final_duration() {
+        let b = record(fp());
+        let j = end_json(&origin(3), &b);
+        // startTime is on the wall clock, read anew for each conversion.
+        let (head, tail) = j.split_once(",\"startHrtimeMs\"").expect("startHrtimeMs");
+        assert!(
+            head.starts_with("{\"type\":\"BlockingEnded\",\"pid\":42,\"threadId\":3,\"timeout\":1,\"startTime\":"),
+            "{j}"
+        );
+        assert_eq!(
+            tail,
+            ":2000.000123,\"durationMs\":1088,\"ended\":true,\"warnings\":1,\"fingerprint\":\"0123456789abcdef\",\"suppressedSinceLastLog\":4}"
+        );
+        assert_eq!(
+            end_text(&origin(0), &b),
+            "(node:42) BlockingWarning: blocked for 1.088 s in total [0123456789abcdef]; 4 more blocks here since its last report, not logged\n"
+        );
+        let mut stopped = record(Reported::default());
+        stopped.ended = false;
+        assert_eq!(
+            end_text(&origin(2), &stopped),
+            "(node:42) BlockingWarning: blocked for 1.088 s in total (the detector stopped before the loop turned) in worker thread 2\n"
+        );
     }
 
     #[test]
@@ -343,10 +526,30 @@ mod tests {
             end_ns: 3_500_001_000,
             ended: true,
             warnings: vec![warning(None)],
+            reported: Reported::default(),
         };
         let j = block_json(&origin(0), &b, true);
-        assert!(j.contains("\"duration\":3500"), "{j}");
+        assert!(j.contains("\"durationMs\":3500"), "{j}");
         assert!(j.contains("\"ended\":true"));
+        assert!(
+            j.contains("\"fingerprint\":null,\"suppressedSinceLastLog\":0,\"logSuppressed\":false"),
+            "{j}"
+        );
+        assert!(
+            j.contains(
+                "\"endText\":\"(node:42) BlockingWarning: blocked for 3.500 s in total\\n\""
+            ),
+            "{j}"
+        );
         assert!(j.contains("\"text\":\"(node:42) BlockingWarning"));
+        let j = block_json(&origin(0), &record(fp()), false);
+        assert!(
+            j.contains("\"startHrtimeMs\":2000.000123,\"durationMs\":1088,"),
+            "{j}"
+        );
+        assert!(
+            j.contains("\"logSuppressed\":false") && !j.contains("\"text\""),
+            "{j}"
+        );
     }
 }

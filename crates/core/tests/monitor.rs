@@ -45,7 +45,7 @@ fn detects_samples_and_delivers_a_block_of_a_simulated_loop() {
         "{json}"
     );
     let duration_ms: f64 = json
-        .split("\"duration\":")
+        .split("\"durationMs\":")
         .nth(1)
         .and_then(|s| s.split(',').next())
         .and_then(|s| s.parse().ok())
@@ -61,6 +61,35 @@ fn detects_samples_and_delivers_a_block_of_a_simulated_loop() {
     lp.turn_and_wait();
     std::thread::sleep(Duration::from_millis(150));
     assert_eq!(sink.requests.lock().unwrap().len(), warned);
+    assert!(json.contains("\"fingerprint\":\""), "{json}");
+    assert!(json.contains("\"endText\":\""), "{json}");
+
+    // A report budget: the same fingerprint again within the interval is kept out of the log.
+    assert!(monitor::set_log_repeats_after(id, 60_000_000_000));
+    for _ in 0..2 {
+        lp.wake_up();
+        std::thread::sleep(Duration::from_millis(150));
+        lp.turn_and_wait();
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    assert!(wait_for(|| sink.blocks.lock().unwrap().len() == 3));
+    let blocks = sink.blocks.lock().unwrap().clone();
+    assert!(
+        blocks[1].contains("\"suppressedSinceLastLog\":0,\"logSuppressed\":false"),
+        "{}",
+        blocks[1]
+    );
+    assert!(
+        blocks[2].contains("\"suppressedSinceLastLog\":1,\"logSuppressed\":true"),
+        "{}",
+        blocks[2]
+    );
+    // A suppressed block gives the log function no text.
+    assert!(
+        !blocks[2].contains("\"text\"") && !blocks[2].contains("endText"),
+        "{}",
+        blocks[2]
+    );
     assert_eq!(monitor::unregister(id).unwrap(), None);
     assert_eq!(monitor::watch_count(), 0);
     assert!(!loop_helpers_core::alarm::is_installed());

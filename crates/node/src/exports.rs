@@ -587,3 +587,33 @@ pub unsafe extern "C" fn register_source_map(
     napi_get_boolean(env, ok, &mut out);
     out
 }
+
+/// setLogRepeatsAfter(id, ms) -> whether the watch exists: its report budget, at most one logged
+/// block per fingerprint per `ms` (0: every block).
+pub unsafe extern "C" fn set_log_repeats_after(
+    env: napi_env,
+    info: napi_callback_info,
+) -> napi_value {
+    let a = js::args::<2>(env, info);
+    let (Some(id), Some(ms)) = (js::f64_arg(env, a[0]), js::f64_arg(env, a[1])) else {
+        return js::throw(env, E_ARG, "setLogRepeatsAfter(): bad arguments");
+    };
+    if !(ms.is_finite() && ms >= 0.0) {
+        return js::throw(env, E_ARG, "setLogRepeatsAfter(): bad interval");
+    }
+    let ok = monitor::set_log_repeats_after(id as u64, (ms * 1e6).round() as u64);
+    let mut out = std::ptr::null_mut();
+    napi_get_boolean(env, ok, &mut out);
+    out
+}
+
+/// setReportPaths(cwd, ownDir): what fingerprints make file names relative to, and this package's
+/// directory (its frames are not the blocking code).
+pub unsafe extern "C" fn set_report_paths(env: napi_env, info: napi_callback_info) -> napi_value {
+    let a = js::args::<2>(env, info);
+    let (Some(cwd), Some(own)) = (js::string_arg(env, a[0]), js::string_arg(env, a[1])) else {
+        return js::throw(env, E_ARG, "setReportPaths(): bad arguments");
+    };
+    loop_helpers_core::fingerprint::set_paths(&cwd, &own);
+    js::undefined(env)
+}

@@ -85,7 +85,7 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
         unsafe { libc::atexit(at_exit) };
     });
     let _ = catch_unwind(AssertUnwindSafe(|| {
-        let functions: [(&CStr, Exported); 17] = [
+        let functions: [(&CStr, Exported); 19] = [
             (c"start", guarded!(exports::start)),
             (c"stop", guarded!(exports::stop)),
             (c"flush", guarded!(exports::flush)),
@@ -100,6 +100,11 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
             (c"nativeInfo", guarded!(exports::native_info)),
             (c"isMainThread", guarded!(exports::is_main_thread)),
             (c"registerSourceMap", guarded!(exports::register_source_map)),
+            (
+                c"setLogRepeatsAfter",
+                guarded!(exports::set_log_repeats_after),
+            ),
+            (c"setReportPaths", guarded!(exports::set_report_paths)),
             (c"forkSupport", guarded!(fork_exports::fork_support)),
             (c"activeRequests", guarded!(fork_exports::active_requests)),
             (c"fork", guarded!(fork_exports::fork_process)),

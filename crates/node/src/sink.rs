@@ -50,9 +50,8 @@ unsafe extern "C" fn on_interrupt(isolate: *mut v8::Isolate, data: *mut c_void) 
             Vec::new()
         };
         let cost = loop_helpers_core::clock::now_ns().saturating_sub(started);
-        for ticket in tickets.iter().filter(|t| t.capture) {
-            monitor::deliver_sample(*ticket, frames.clone(), cost);
-        }
+        let captures: Vec<SampleTicket> = tickets.iter().filter(|t| t.capture).copied().collect();
+        monitor::deliver_samples(&captures, &frames, cost);
         for ticket in tickets.iter().filter(|t| t.interrupt) {
             if interrupt(&env_loop, isolate, *ticket, &frames) {
                 // Terminating: the rest are about the same block, and are resolved with it.

@@ -1,0 +1,74 @@
+// BlockingWarning: a block, after it ended, as a Node.js process warning.
+
+import { framesText } from './interrupt';
+import type { BlockEvent, BlockSample } from './types';
+
+/**
+ * A whole block as a process warning: what `process.on('warning')` listeners receive once the loop
+ * turns again (the live text was already printed during the block, so it is not printed again). It
+ * carries every field of the {@link BlockEvent}; its `.stack` is the blocking code's stack (the
+ * first sample with one). `JSON.stringify(warning)` gives `name`, `message`, `code` and the event's
+ * fields.
+ */
+export class BlockingWarning extends Error implements BlockEvent {
+  /** Always `LOOP_HELPERS_BLOCKED`. */
+  readonly code = 'LOOP_HELPERS_BLOCKED';
+  readonly threadId: number;
+  readonly timeout: number;
+  readonly startTime: number;
+  readonly startHrtimeMs: number;
+  readonly durationMs: number;
+  readonly ended: boolean;
+  readonly fingerprint: string | null;
+  readonly logSuppressed: boolean;
+  readonly suppressedSinceLastLog: number;
+  readonly samples: BlockSample[];
+
+  /** @internal */
+  constructor(event: BlockEvent) {
+    const where = event.threadId === 0 ? '' : ` in worker thread ${event.threadId}`;
+    super(
+      `blocking detected after timeout=${event.timeout}; blocked for ${(event.durationMs / 1000).toFixed(3)} s in total${where}`,
+    );
+    this.name = 'BlockingWarning';
+    this.threadId = event.threadId;
+    this.timeout = event.timeout;
+    this.startTime = event.startTime;
+    this.startHrtimeMs = event.startHrtimeMs;
+    this.durationMs = event.durationMs;
+    this.ended = event.ended;
+    this.fingerprint = event.fingerprint;
+    this.logSuppressed = event.logSuppressed;
+    this.suppressedSinceLastLog = event.suppressedSinceLastLog;
+    this.samples = event.samples;
+    const frames = event.samples.find((s) => s.frames?.length)?.frames;
+    const body = frames ? framesText(frames) : '    (no JavaScript stack captured)';
+    Object.defineProperty(this, 'stack', {
+      value: `${this.name}: ${this.message}\n${body}`,
+      writable: true,
+      configurable: true,
+    });
+  }
+
+  /** Plain data: `name`, `message`, `code` and the event's fields. */
+  toJSON(): BlockEvent & { name: string; message: string; code: string } {
+    const { name, message, code, threadId, timeout, startTime, startHrtimeMs, durationMs, ended } = this;
+    const { fingerprint, logSuppressed, suppressedSinceLastLog, samples } = this;
+    return {
+      name,
+      message,
+      code,
+      threadId,
+      timeout,
+      startTime,
+      startHrtimeMs,
+      durationMs,
+      ended,
+      fingerprint,
+      logSuppressed,
+      suppressedSinceLastLog,
+      samples,
+    };
+  }
+}
+BlockingWarning.prototype.name = 'BlockingWarning';
