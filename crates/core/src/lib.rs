@@ -7,16 +7,20 @@
 //! - [`tracker`]: when a loop counts as blocked (pure logic, simulated in tests).
 //! - [`monitor`]: the one process-wide thread that watches every registered loop.
 //! - [`report`]: warnings as text and JSON, and the block record handed to JavaScript.
+//! - [`context`], [`snapshot_json`]: the `asyncContext` fields of reports and the V8-free parts of
+//!   the store snapshot.
 //! - [`sourcemap`]: original positions for frames of live warnings (maps registered from JS).
 //! - [`fork_prep`]: memory preparation for `fork()`; [`monitor::fork_pause`] holds the monitor still
 //!   across it and restarts it in the child.
 
 pub mod alarm;
 pub mod clock;
+pub mod context;
 pub mod fork_prep;
 pub mod heartbeat;
 pub mod monitor;
 pub mod report;
+pub mod snapshot_json;
 pub mod sourcemap;
 pub mod stderr;
 pub mod tracker;

@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crate::alarm;
 use crate::clock::now_ns;
+use crate::context::ContextCapture;
 use crate::heartbeat::LoopSample;
 use crate::report::{
     block_json, warning_json, warning_text, BlockRecord, LogTarget, Origin, Sample, Warning,
@@ -80,6 +81,9 @@ pub struct WatchConfig {
     /// Interrupting a promise reaction drops the other microtasks of its checkpoint: only do it
     /// once the block lasts this long (`u64::MAX`: never).
     pub microtask_grace_ns: u64,
+    /// Reports carry the blocked code's AsyncLocalStorage store (the sink reads it with each
+    /// sample and hands it to [`deliver_sample_with_context`]).
+    pub async_context: bool,
 }
 
 struct CurrentBlock {
@@ -200,6 +204,7 @@ impl Watch {
             detected_ns: now,
             sample: None,
             missing_reason: None,
+            context: self.cfg.async_context.then_some(ContextCapture::Pending),
         };
         let mut deadline = now;
         if f.late {
@@ -280,7 +285,12 @@ impl Watch {
         ));
     }
 
-    fn attach_sample(&self, ticket: SampleTicket, sample: Sample) -> bool {
+    fn attach_sample(
+        &self,
+        ticket: SampleTicket,
+        sample: Sample,
+        context: Option<ContextCapture>,
+    ) -> bool {
         let mut st = lock(&self.state);
         let Some(cur) = st.current.as_mut() else {
             return false;
@@ -291,6 +301,9 @@ impl Watch {
         match cur.warnings.get_mut(ticket.index as usize) {
             Some(w) if w.sample.is_none() => {
                 w.sample = Some(sample);
+                if let (Some(c), Some(_)) = (context, &w.context) {
+                    w.context = Some(c);
+                }
                 true
             }
             _ => false,
@@ -480,6 +493,17 @@ pub fn flush(id: u64) -> Option<String> {
 
 /// Hands a stack sample to the watch that asked for it. Called on the loop's JavaScript thread.
 pub fn deliver_sample(ticket: SampleTicket, frames: Vec<crate::report::Frame>, cost_ns: u64) {
+    deliver_sample_with_context(ticket, frames, cost_ns, None);
+}
+
+/// [`deliver_sample`] with the AsyncLocalStorage store read in the same interrupt (for watches
+/// with [`WatchConfig::async_context`]).
+pub fn deliver_sample_with_context(
+    ticket: SampleTicket,
+    frames: Vec<crate::report::Frame>,
+    cost_ns: u64,
+    context: Option<ContextCapture>,
+) {
     let now = now_ns();
     let sample = Sample {
         frames,
@@ -488,7 +512,7 @@ pub fn deliver_sample(ticket: SampleTicket, frames: Vec<crate::report::Frame>, c
         cost_ns,
     };
     if let Some(w) = find_watch(ticket.watch_id) {
-        if w.attach_sample(ticket, sample) {
+        if w.attach_sample(ticket, sample, context) {
             alarm::wake();
         }
     }

@@ -127,5 +127,6 @@ pub fn config(pid: u32) -> WatchConfig {
         capture_stacks: true,
         interrupt: false,
         microtask_grace_ns: u64::MAX,
+        async_context: false,
     }
 }
