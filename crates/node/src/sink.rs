@@ -7,6 +7,7 @@ use std::sync::{Arc, Weak};
 
 use loop_helpers_core::monitor::{self, SampleTicket, WatchSink};
 
+use crate::async_context::AsyncContextSpec;
 use crate::channel::JsChannel;
 use crate::env_loop::EnvLoop;
 use crate::interrupt::{Context, Decision};
@@ -20,6 +21,8 @@ pub const MAX_FRAMES: u32 = 64;
 pub struct NodeSink {
     env_loop: Arc<EnvLoop>,
     blocks: Arc<JsChannel>,
+    /// `asyncContext`: the stores read with each stack sample.
+    context: Option<Arc<AsyncContextSpec>>,
 }
 
 struct SampleTask {
@@ -27,6 +30,8 @@ struct SampleTask {
     /// environment's state does not.
     env_loop: Weak<EnvLoop>,
     ticket: SampleTicket,
+    /// Set when the ticket captures and the detector has `asyncContext`.
+    context: Option<Arc<AsyncContextSpec>>,
 }
 
 unsafe extern "C" fn on_interrupt(isolate: *mut v8::Isolate, data: *mut c_void) {
@@ -49,8 +54,13 @@ unsafe extern "C" fn on_interrupt(isolate: *mut v8::Isolate, data: *mut c_void) 
             Vec::new()
         };
         if ticket.capture {
+            // SAFETY: as above, on the isolate's own thread, in its interrupt callback.
+            let context = task
+                .context
+                .as_ref()
+                .map(|spec| spec.capture(env_loop.env, isolate));
             let cost = loop_helpers_core::clock::now_ns().saturating_sub(started);
-            monitor::deliver_sample(ticket, frames.clone(), cost);
+            monitor::deliver_sample_with_context(ticket, frames.clone(), cost, context);
         }
         if ticket.interrupt {
             let cx = Context {
@@ -94,14 +104,25 @@ impl NodeSink {
         env: napi_env,
         env_loop: Arc<EnvLoop>,
         callback: napi_value,
+        context: Option<AsyncContextSpec>,
     ) -> Result<Arc<Self>, String> {
         let blocks = JsChannel::new(env, callback, "loop-helpers:blocked")?;
-        Ok(Arc::new(NodeSink { env_loop, blocks }))
+        Ok(Arc::new(NodeSink {
+            env_loop,
+            blocks,
+            context: context.map(Arc::new),
+        }))
     }
 
     /// Releases the thread-safe function (the detector stopped). Later deliveries are dropped.
+    /// On the JS thread (it also releases the `asyncContext` instances).
     pub fn close(&self) {
         self.blocks.close();
+        if let Some(spec) = &self.context {
+            // SAFETY: close() is called on the environment's JS thread (remove_watch, or a failed
+            // add_watch), while the environment is alive.
+            unsafe { spec.close(self.env_loop.env) };
+        }
     }
 }
 
@@ -132,6 +153,7 @@ impl WatchSink for NodeSink {
         let task = Box::into_raw(Box::new(SampleTask {
             env_loop: Arc::downgrade(&self.env_loop),
             ticket,
+            context: self.context.clone().filter(|_| ticket.capture),
         }));
         // SAFETY: the isolate is alive: the monitor calls this under its registry lock, and the
         // environment's cleanup unregisters its watches under that lock before the isolate goes.
