@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { writeSync } from 'node:fs';
+import type { ResolvedAsyncContext } from './async-context';
 import { capabilities } from './capabilities';
 import { AlarmInterrupt, argError, describe } from './errors';
 
@@ -191,6 +192,9 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
   #interrupting = false;
   readonly #onBlocked: ((event: BlockEvent) => void) | undefined;
   readonly #onInterrupt: ((error: Error) => void) | undefined;
+  readonly #asyncContext: ResolvedAsyncContext | undefined;
+  /** Why the stores cannot be read here (`asyncContext` set, capability missing). */
+  #contextMissing: string | undefined;
 
   /** @param options See {@link BlockingDetectorOptions}. */
   constructor(options?: BlockingDetectorOptions);
@@ -207,6 +211,7 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
     this.microtaskInterruptAfter = o.microtaskInterruptAfter;
     this.#onBlocked = o.onBlocked;
     this.#onInterrupt = o.onInterrupt;
+    this.#asyncContext = o.asyncContext;
   }
 
   /** Whether the detector is watching the loop. */
@@ -220,6 +225,9 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
     const caps = capabilities();
     const interrupting = this.raiseExc !== false && this.raiseExc !== null && caps.interrupt;
     const grace = this.microtaskInterruptAfter === false ? -1 : this.microtaskInterruptAfter * this.timeout;
+    const ctx = this.#asyncContext;
+    this.#contextMissing = ctx && !caps.asyncContext ? caps.reasons.asyncContext : undefined;
+    const readContext = ctx !== undefined && this.#contextMissing === undefined;
     this.#id = native().start(
       this.timeout,
       this.aggressive,
@@ -230,6 +238,9 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
       interrupting,
       grace,
       (json) => this.#deliver(json),
+      readContext ? ctx.storages : undefined,
+      ctx?.keys,
+      ctx?.single,
     );
     byId.set(this.#id, this);
     track(this, true);
@@ -415,6 +426,7 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
       ended: raw.ended,
       samples,
     };
+    this.#addContext(raw, event);
     try {
       this.#onBlocked?.(event);
       this.emit('blocked', event);
@@ -422,6 +434,20 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
       if (blocked.hasSubscribers) blocked.publish({ event, detector: this });
     } catch (e) {
       rethrowLater(e);
+    }
+  }
+
+  /** `asyncContext`: the stores the native record carries, or why they could not be read. */
+  #addContext(raw: NativeRecord, event: BlockEvent): void {
+    if (raw.contextMissing !== undefined) {
+      event.context = raw.context ?? null;
+      event.contextMissing = raw.contextMissing;
+    } else if (this.#contextMissing !== undefined) {
+      const missing = this.#contextMissing;
+      for (const s of [event, ...event.samples]) {
+        s.context = null;
+        s.contextMissing = missing;
+      }
     }
   }
 

@@ -46,6 +46,7 @@ unsafe impl Sync for AsyncContextSpec {}
 
 pub const CLOSED: &str = "the detector was stopped before the stack sample was taken";
 pub const TERMINATING: &str = "JavaScript was being terminated when the stack sample was taken";
+pub const NO_JAVASCRIPT: &str = "no JavaScript was on the stack when the sample was taken: the thread was blocked inside native code, and V8 ran the interrupt only once that code had returned, when the blocked code's store was no longer current";
 pub const THREW: &str = "reading the store raised an exception in V8 (it was discarded)";
 
 impl AsyncContextSpec {

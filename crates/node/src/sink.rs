@@ -5,9 +5,10 @@ use std::os::raw::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Weak};
 
+use loop_helpers_core::context::ContextCapture;
 use loop_helpers_core::monitor::{self, SampleTicket, WatchSink};
 
-use crate::async_context::AsyncContextSpec;
+use crate::async_context::{self, AsyncContextSpec};
 use crate::channel::JsChannel;
 use crate::env_loop::EnvLoop;
 use crate::interrupt::{Context, Decision};
@@ -55,10 +56,15 @@ unsafe extern "C" fn on_interrupt(isolate: *mut v8::Isolate, data: *mut c_void) 
         };
         if ticket.capture {
             // SAFETY: as above, on the isolate's own thread, in its interrupt callback.
-            let context = task
-                .context
-                .as_ref()
-                .map(|spec| spec.capture(env_loop.env, isolate));
+            let context = task.context.as_ref().map(|spec| {
+                if frames.is_empty() && v8::stack_capture_support().is_ok() {
+                    // No JavaScript on the stack: whatever store is current now is not the
+                    // blocked code's.
+                    ContextCapture::Missing(async_context::NO_JAVASCRIPT.into())
+                } else {
+                    spec.capture(env_loop.env, isolate)
+                }
+            });
             let cost = loop_helpers_core::clock::now_ns().saturating_sub(started);
             monitor::deliver_sample_with_context(ticket, frames.clone(), cost, context);
         }
