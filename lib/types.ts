@@ -33,10 +33,11 @@ export interface BlockSample {
   /** Why there is no stack (for example: blocked inside native code), or null. */
   missingStack: string | null;
   /**
-   * With `asyncContext` only (absent otherwise): the AsyncLocalStorage store that was active in
-   * the blocked code when this sample was taken, as a JSON-safe snapshot (an array, one per
-   * storage, when `asyncContext` was an array). null when no store was active, or when it could
-   * not be read (then `contextMissing` says why).
+   * With `asyncContext` only, on the sample that read the store (the store is read once per block,
+   * at the first sample that finds the blocked JavaScript; later samples have neither field), or
+   * on a warning whose sample never came (then null, and `contextMissing` says why): the
+   * AsyncLocalStorage store that was active in the blocked code, as a JSON-safe snapshot (an
+   * array, one per storage, when `asyncContext` was an array). null when no store was active.
    */
   context?: JsonValue;
   /** With `asyncContext` only: why `context` could not be read (no sample, old Node.js...), or null. */

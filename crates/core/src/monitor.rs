@@ -301,8 +301,9 @@ impl Watch {
         match cur.warnings.get_mut(ticket.index as usize) {
             Some(w) if w.sample.is_none() => {
                 w.sample = Some(sample);
-                if let (Some(c), Some(_)) = (context, &w.context) {
-                    w.context = Some(c);
+                // None: the store was read at an earlier sample of this block.
+                if w.context.is_some() {
+                    w.context = context;
                 }
                 true
             }
@@ -497,7 +498,8 @@ pub fn deliver_sample(ticket: SampleTicket, frames: Vec<crate::report::Frame>, c
 }
 
 /// [`deliver_sample`] with the AsyncLocalStorage store read in the same interrupt (for watches
-/// with [`WatchConfig::async_context`]).
+/// with [`WatchConfig::async_context`]; None: read at an earlier sample of the block, and this
+/// warning carries no context fields).
 pub fn deliver_sample_with_context(
     ticket: SampleTicket,
     frames: Vec<crate::report::Frame>,

@@ -13,7 +13,7 @@
 //! current async resource, which only JavaScript can reach: `lib/detector.ts` reports that instead
 //! of asking here.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use loop_helpers_core::context::ContextCapture;
 
@@ -36,6 +36,9 @@ pub struct AsyncContextSpec {
     /// One storage given alone: the snapshot is its store; otherwise an array, one per storage.
     single: bool,
     closed: AtomicBool,
+    /// The block whose store was read (the monitor's block serial, from 1): the store is read
+    /// once per block, at the first sample that finds JavaScript on the stack.
+    read_block: AtomicU64,
 }
 
 // SAFETY: the references are created, read and deleted only on the environment's JavaScript
@@ -43,6 +46,20 @@ pub struct AsyncContextSpec {
 unsafe impl Send for AsyncContextSpec {}
 // SAFETY: as above; `closed` is atomic.
 unsafe impl Sync for AsyncContextSpec {}
+
+/// Stores read in sampling interrupts, and the time they took (`nativeInfo()`, for the bench).
+static READS: AtomicU64 = AtomicU64::new(0);
+static READ_NS: AtomicU64 = AtomicU64::new(0);
+static LAST_READ_NS: AtomicU64 = AtomicU64::new(0);
+
+/// (reads, total ns, ns of the last one) of the stores read in sampling interrupts so far.
+pub fn read_stats() -> (u64, u64, u64) {
+    (
+        READS.load(Ordering::Relaxed),
+        READ_NS.load(Ordering::Relaxed),
+        LAST_READ_NS.load(Ordering::Relaxed),
+    )
+}
 
 pub const CLOSED: &str = "the detector was stopped before the stack sample was taken";
 pub const TERMINATING: &str = "JavaScript was being terminated when the stack sample was taken";
@@ -70,6 +87,7 @@ impl AsyncContextSpec {
             storages: Vec::new(),
             single: single && instances.len() == 1,
             closed: AtomicBool::new(false),
+            read_block: AtomicU64::new(0),
         };
         for (i, inst) in instances.into_iter().enumerate() {
             let mut t = 0;
@@ -106,6 +124,32 @@ impl AsyncContextSpec {
         for s in &self.storages {
             napi_delete_reference(env, s.instance);
         }
+    }
+
+    /// In the sampling interrupt of block `serial`: the stores of the blocked code, or None when
+    /// they were read at an earlier sample of this block.
+    ///
+    /// # Safety
+    /// As for [`AsyncContextSpec::capture`].
+    pub unsafe fn capture_once(
+        &self,
+        env: napi_env,
+        isolate: *mut Isolate,
+        serial: u64,
+    ) -> Option<ContextCapture> {
+        if self.read_block.load(Ordering::Relaxed) == serial {
+            return None;
+        }
+        let started = loop_helpers_core::clock::now_ns();
+        let c = self.capture(env, isolate);
+        READS.fetch_add(1, Ordering::Relaxed);
+        let took = loop_helpers_core::clock::now_ns().saturating_sub(started);
+        READ_NS.fetch_add(took, Ordering::Relaxed);
+        LAST_READ_NS.store(took, Ordering::Relaxed);
+        if matches!(c, ContextCapture::Value(_)) {
+            self.read_block.store(serial, Ordering::Relaxed);
+        }
+        Some(c)
     }
 
     /// Reads the stores of the code running now.

@@ -53,8 +53,8 @@ pub struct Walker<'a> {
     env: napi_env,
     api: &'a ValueApi,
     context: Local,
-    object_proto: napi_value,
-    array_proto: napi_value,
+    /// (Object.prototype, Array.prototype), see [`Walker::protos`].
+    protos: Option<(napi_value, napi_value)>,
     /// The objects being written, outermost first (cycle check).
     path: Vec<napi_value>,
     values: u32,
@@ -66,10 +66,25 @@ impl<'a> Walker<'a> {
     /// On the isolate's thread, inside an open handle scope and the `ValueApi::try_catch` of the
     /// caller; `context` is the isolate's current context.
     pub unsafe fn new(env: napi_env, api: &'a ValueApi, context: Local) -> Self {
-        // The prototypes of a fresh object and array: this context's Object.prototype and
-        // Array.prototype, without reading any property.
-        let mut object_proto = std::ptr::null_mut();
-        let mut array_proto = std::ptr::null_mut();
+        Walker {
+            env,
+            api,
+            context,
+            protos: None,
+            path: Vec::new(),
+            values: 0,
+            out: String::new(),
+        }
+    }
+
+    /// This context's Object.prototype and Array.prototype: the prototypes of a fresh object and
+    /// array, found without reading any property (once, when the first object is met).
+    unsafe fn protos(&mut self) -> (napi_value, napi_value) {
+        if let Some(p) = self.protos {
+            return p;
+        }
+        let env = self.env;
+        let (mut object_proto, mut array_proto) = (std::ptr::null_mut(), std::ptr::null_mut());
         let mut o = std::ptr::null_mut();
         if napi_create_object(env, &mut o) == NAPI_OK {
             napi_get_prototype(env, o, &mut object_proto);
@@ -78,16 +93,8 @@ impl<'a> Walker<'a> {
         if napi_create_array_with_length(env, 0, &mut a) == NAPI_OK {
             napi_get_prototype(env, a, &mut array_proto);
         }
-        Walker {
-            env,
-            api,
-            context,
-            object_proto,
-            array_proto,
-            path: Vec::new(),
-            values: 0,
-            out: String::new(),
-        }
+        self.protos = Some((object_proto, array_proto));
+        (object_proto, array_proto)
     }
 
     unsafe fn type_of(&self, v: napi_value) -> Option<napi_valuetype> {
@@ -109,32 +116,54 @@ impl<'a> Walker<'a> {
         !a.is_null() && !b.is_null() && napi_strict_equals(self.env, a, b, &mut eq) == NAPI_OK && eq
     }
 
-    /// At most MAX_STRING_BYTES bytes of a string, and its full length in UTF-16 code units.
-    unsafe fn read_string(&self, v: napi_value) -> (String, usize) {
-        let mut units = 0usize;
-        // With no buffer, Node-API answers the length (O(1)).
-        napi_get_value_string_utf16(self.env, v, std::ptr::null_mut(), 0, &mut units);
-        let mut buf = [0u8; MAX_STRING_BYTES + 1];
+    /// Writes a string as JSON: at most MAX_STRING_BYTES bytes of it, and a note when it is longer.
+    unsafe fn push_js_string(&mut self, v: napi_value) {
+        let mut buf = std::mem::MaybeUninit::<[u8; MAX_STRING_BYTES + 1]>::uninit();
         let mut written = 0usize;
         if napi_get_value_string_utf8(
             self.env,
             v,
             buf.as_mut_ptr() as *mut c_char,
-            buf.len(),
+            MAX_STRING_BYTES + 1,
             &mut written,
         ) != NAPI_OK
         {
-            return (String::new(), units);
+            self.out.push_str("null");
+            return;
         }
-        (
-            String::from_utf8_lossy(&buf[..written.min(MAX_STRING_BYTES)]).into_owned(),
-            units,
-        )
+        let written = written.min(MAX_STRING_BYTES);
+        // SAFETY: Node-API wrote `written` bytes at the start of the buffer.
+        let bytes = std::slice::from_raw_parts(buf.as_ptr() as *const u8, written);
+        let s = String::from_utf8_lossy(bytes);
+        if written + 4 <= MAX_STRING_BYTES {
+            // All of it (a cut string fills the buffer but for at most one character).
+            json_str(&mut self.out, &s);
+            return;
+        }
+        // With no buffer, Node-API answers the length in UTF-16 code units (O(1)).
+        let mut units = 0usize;
+        napi_get_value_string_utf16(self.env, v, std::ptr::null_mut(), 0, &mut units);
+        push_string(&mut self.out, &s, units);
     }
 
-    unsafe fn push_js_string(&mut self, v: napi_value) {
-        let (s, units) = self.read_string(v);
-        push_string(&mut self.out, &s, units);
+    /// A string's text, at most MAX_STRING_BYTES bytes of it (constructor names, Map keys).
+    unsafe fn read_string(&self, v: napi_value) -> String {
+        let mut buf = std::mem::MaybeUninit::<[u8; MAX_STRING_BYTES + 1]>::uninit();
+        let mut written = 0usize;
+        if napi_get_value_string_utf8(
+            self.env,
+            v,
+            buf.as_mut_ptr() as *mut c_char,
+            MAX_STRING_BYTES + 1,
+            &mut written,
+        ) != NAPI_OK
+        {
+            return String::new();
+        }
+        // SAFETY: Node-API wrote `written` bytes at the start of the buffer.
+        let bytes =
+            std::slice::from_raw_parts(buf.as_ptr() as *const u8, written.min(MAX_STRING_BYTES));
+        String::from_utf8_lossy(bytes).into_owned()
     }
 
     fn push_label(&mut self, s: &str) {
@@ -147,7 +176,7 @@ impl<'a> Walker<'a> {
         if name.is_null() {
             return "Object".into();
         }
-        let (s, _) = self.read_string(name);
+        let s = self.read_string(name);
         if s.is_empty() {
             "Object".into()
         } else {
@@ -183,13 +212,19 @@ impl<'a> Walker<'a> {
     /// # Safety
     /// As for [`Walker::new`]; `v` is a live handle.
     pub unsafe fn value(&mut self, v: napi_value, depth: u32) {
+        let t = self.type_of(v);
+        self.typed(v, t, depth);
+    }
+
+    /// [`Walker::value`] of a value whose type is known.
+    unsafe fn typed(&mut self, v: napi_value, t: Option<napi_valuetype>, depth: u32) {
         self.values += 1;
         if self.values > MAX_VALUES {
             self.push_label("[Truncated]");
             return;
         }
         let env = self.env;
-        match self.type_of(v) {
+        match t {
             Some(NAPI_BOOLEAN) => {
                 let mut b = false;
                 napi_get_value_bool(env, v, &mut b);
@@ -252,15 +287,43 @@ impl<'a> Walker<'a> {
             self.push_label("[Proxy]");
             return;
         }
-        let is_array = self.is(napi_is_array, v);
         if depth >= MAX_DEPTH {
-            self.push_label(if is_array { "[Array]" } else { "[Object]" });
+            let label = if self.is(napi_is_array, v) {
+                "[Array]"
+            } else {
+                "[Object]"
+            };
+            self.push_label(label);
             return;
         }
         if self.path.iter().any(|&p| self.same(p, v)) {
             self.push_label("[Circular]");
             return;
         }
+        // Not a proxy, so [[GetPrototypeOf]] is the ordinary one: nothing runs.
+        let (object_proto, array_proto) = self.protos();
+        let mut proto = std::ptr::null_mut();
+        napi_get_prototype(self.env, v, &mut proto);
+        // Every handle made below stays in the caller's scope: at most a few per value, and
+        // MAX_VALUES values.
+        self.path.push(v);
+        if self.same(proto, object_proto) || self.type_of(proto) == Some(NAPI_NULL) {
+            // A plain object (the common case): no other question needed.
+            self.props(v, depth, pick);
+        } else if self.same(proto, array_proto) && self.is(napi_is_array, v) {
+            if pick.is_some() {
+                self.props(v, depth, pick);
+            } else {
+                self.array(v, depth);
+            }
+        } else {
+            self.special(v, depth, pick);
+        }
+        self.path.pop();
+    }
+
+    /// An object whose prototype is not Object.prototype, null or Array.prototype.
+    unsafe fn special(&mut self, v: napi_value, depth: u32, pick: Option<&[String]>) {
         if self.is(napi_is_date, v) {
             let mut ms = f64::NAN;
             napi_get_date_value(self.env, v, &mut ms);
@@ -271,47 +334,29 @@ impl<'a> Walker<'a> {
             return;
         }
         let (is_map, is_set) = ((self.api.is_map)(v), (self.api.is_set)(v));
-        if !is_map
-            && !is_set
-            && (self.is(napi_is_typedarray, v)
-                || self.is(napi_is_arraybuffer, v)
-                || self.is(napi_is_dataview, v)
-                || self.is(napi_is_promise, v))
+        if is_map || is_set {
+            self.collection(v, is_map, depth, pick);
+            return;
+        }
+        if self.is(napi_is_typedarray, v)
+            || self.is(napi_is_arraybuffer, v)
+            || self.is(napi_is_dataview, v)
+            || self.is(napi_is_promise, v)
         {
             let name = self.constructor_name(v);
             self.push_label(&format!("[{name}]"));
             return;
         }
-        let mut scope: napi_handle_scope = std::ptr::null_mut();
-        if napi_open_handle_scope(self.env, &mut scope) != NAPI_OK {
-            self.push_label("[Object]");
+        if pick.is_some() {
+            self.props(v, depth, pick);
             return;
         }
-        self.path.push(v);
-        if is_map || is_set {
-            self.collection(v, is_map, depth, pick);
-        } else {
-            let mut proto = std::ptr::null_mut();
-            napi_get_prototype(self.env, v, &mut proto);
-            let plain =
-                self.type_of(proto) == Some(NAPI_NULL) || self.same(proto, self.object_proto);
-            if pick.is_some() {
-                self.props(v, depth, pick);
-            } else if is_array && self.same(proto, self.array_proto) {
-                self.array(v, depth);
-            } else if plain {
-                self.props(v, depth, None);
-            } else {
-                let name = self.constructor_name(v);
-                self.out.push('{');
-                json_str(&mut self.out, &format!("[class {name}]"));
-                self.out.push(':');
-                self.props(v, depth, None);
-                self.out.push('}');
-            }
-        }
-        self.path.pop();
-        napi_close_handle_scope(self.env, scope);
+        let name = self.constructor_name(v);
+        self.out.push('{');
+        json_str(&mut self.out, &format!("[class {name}]"));
+        self.out.push(':');
+        self.props(v, depth, None);
+        self.out.push('}');
     }
 
     unsafe fn key_string(&self, key: &str) -> napi_value {
@@ -368,7 +413,7 @@ impl<'a> Walker<'a> {
                 Prop::Value(v) => match self.type_of(v) {
                     // Left out, as JSON.stringify does.
                     Some(NAPI_UNDEFINED) => continue,
-                    _ => Some(v),
+                    t => Some((v, t)),
                 },
             };
             if written > 0 {
@@ -377,7 +422,7 @@ impl<'a> Walker<'a> {
             self.push_js_string(key);
             self.out.push(':');
             match value {
-                Some(v) => self.value(v, depth + 1),
+                Some((v, t)) => self.typed(v, t, depth + 1),
                 None => self.push_label("[Getter]"),
             }
             written += 1;
@@ -469,7 +514,7 @@ impl<'a> Walker<'a> {
                 if self.type_of(k) != Some(NAPI_STRING) {
                     continue;
                 }
-                let (name, _) = self.read_string(k);
+                let name = self.read_string(k);
                 if !names.contains(&name) {
                     continue;
                 }

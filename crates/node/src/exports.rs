@@ -209,6 +209,10 @@ pub unsafe extern "C" fn native_info(env: napi_env, _info: napi_callback_info) -
     capability(&mut s, "terminate", v8::terminate_support());
     s.push(',');
     capability(&mut s, "asyncContext", v8_values::api().map(|_| ()));
+    let (reads, read_ns, last_ns) = crate::async_context::read_stats();
+    s.push_str(&format!(
+        ",\"contextReads\":{reads},\"contextReadNs\":{read_ns},\"contextLastReadNs\":{last_ns}"
+    ));
     let (wakes, backstop) = monitor::wake_stats();
     s.push_str(&format!(
         ",\"watches\":{},\"monitorWakes\":{},\"backstopWakes\":{},\"forwardedSigalrm\":{},\"sigalrmInstalled\":{},\"hrtime\":\"{}\"}}",

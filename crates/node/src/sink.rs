@@ -56,13 +56,14 @@ unsafe extern "C" fn on_interrupt(isolate: *mut v8::Isolate, data: *mut c_void) 
         };
         if ticket.capture {
             // SAFETY: as above, on the isolate's own thread, in its interrupt callback.
-            let context = task.context.as_ref().map(|spec| {
+            let context = task.context.as_ref().and_then(|spec| {
                 if frames.is_empty() && v8::stack_capture_support().is_ok() {
                     // No JavaScript on the stack: whatever store is current now is not the
                     // blocked code's.
-                    ContextCapture::Missing(async_context::NO_JAVASCRIPT.into())
+                    Some(ContextCapture::Missing(async_context::NO_JAVASCRIPT.into()))
                 } else {
-                    spec.capture(env_loop.env, isolate)
+                    // Once per block: later samples of the block carry no context fields.
+                    spec.capture_once(env_loop.env, isolate, ticket.block_serial)
                 }
             });
             let cost = loop_helpers_core::clock::now_ns().saturating_sub(started);
