@@ -5,6 +5,7 @@
  * @packageDocumentation
  */
 
+export type { AsyncContextEntry, AsyncContextOption, JsonValue } from './lib/async-context';
 export { BlockingWarning } from './lib/blocking-warning';
 export { capabilities } from './lib/capabilities';
 export { BLOCKED_CHANNEL, BlockingDetector, type BlockingDetectorEvents, INTERRUPT_CHANNEL } from './lib/detector';

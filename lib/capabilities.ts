@@ -1,3 +1,4 @@
+import { HOOKS_BASED_REASON, usesAsyncContextFrame } from './async-context';
 import { native } from './native';
 import type { Capabilities } from './types';
 import { unguardedProbe } from './unguarded';
@@ -9,6 +10,8 @@ interface NativeInfo {
   terminateReason: string | null;
   afterTermination: boolean;
   afterTerminationReason: string | null;
+  asyncContext: boolean;
+  asyncContextReason: string | null;
 }
 
 interface RawFrame {
@@ -37,6 +40,21 @@ function probeStackCapture(): string | undefined {
   return undefined;
 }
 
+/**
+ * Checks `asyncContext` once: reads a store whose answer is known, the way the sampling interrupt
+ * reads the blocked code's.
+ */
+function probeAsyncContext(info: NativeInfo, stackReason: string | undefined): string | undefined {
+  if (!usesAsyncContextFrame()) return HOOKS_BASED_REASON;
+  if (!info.asyncContext) return info.asyncContextReason ?? 'unavailable';
+  if (stackReason) return `needs stack capture (${stackReason})`;
+  const { AsyncLocalStorage } = require('node:async_hooks') as typeof import('node:async_hooks');
+  const probe = new AsyncLocalStorage<object>();
+  const got = probe.run({ probe: [1, 'a'] }, () => native().readAsyncContext([probe], [null], true));
+  const want = '{"context":{"probe":[1,"a"]},"contextMissing":null}';
+  return got === want ? undefined : `self-test failed: the store read natively was ${got}`;
+}
+
 let cached: Capabilities | undefined;
 
 /** What works on this Node.js: stack capture, interrupts, fork. */
@@ -59,11 +77,14 @@ export function capabilities(): Capabilities {
       unguardedProbe();
     if (unguarded)
       reasons.interruptUnguarded = `${unguarded}; timers, immediates, ticks and queueMicrotask callbacks are still interrupted`;
+    const asyncContextReason = probeAsyncContext(info, stackReason);
+    if (asyncContextReason) reasons.asyncContext = asyncContextReason;
     cached = {
       stackCapture: stackReason === undefined,
       interrupt: info.terminate,
       interruptUnguarded: unguarded === undefined,
       fork: forkReason === null,
+      asyncContext: asyncContextReason === undefined,
       reasons,
     };
   }

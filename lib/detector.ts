@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { writeSync } from 'node:fs';
 import { dirname } from 'node:path';
+import type { ResolvedAsyncContext } from './async-context';
 import { capabilities } from './capabilities';
 import { channelMessage } from './channel-message';
 import { AlarmInterrupt, argError, describe } from './errors';
@@ -216,6 +217,9 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
   #interrupting = false;
   readonly #onBlocked: ((event: BlockEvent) => void) | undefined;
   readonly #onInterrupt: ((error: Error) => void) | undefined;
+  readonly #asyncContext: ResolvedAsyncContext | undefined;
+  /** Why the stores cannot be read here (`asyncContext` set, capability missing). */
+  #contextMissing: string | undefined;
 
   /** @param options See {@link BlockingDetectorOptions}. */
   constructor(options?: BlockingDetectorOptions);
@@ -233,6 +237,7 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
     this.logRepeatsAfterMs = o.logRepeatsAfterMs;
     this.#onBlocked = o.onBlocked;
     this.#onInterrupt = o.onInterrupt;
+    this.#asyncContext = o.asyncContext;
   }
 
   /** Whether the detector is watching the loop. */
@@ -246,6 +251,9 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
     const caps = capabilities();
     const interrupting = this.raiseExc !== false && this.raiseExc !== null && caps.interrupt;
     const grace = this.microtaskInterruptAfter === false ? -1 : this.microtaskInterruptAfter * this.timeout;
+    const ctx = this.#asyncContext;
+    this.#contextMissing = ctx && !caps.asyncContext ? caps.reasons.asyncContext : undefined;
+    const readContext = ctx !== undefined && this.#contextMissing === undefined;
     this.#id = native().start(
       this.timeout,
       this.aggressive,
@@ -260,6 +268,9 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
           : InterruptMode.Guarded,
       grace,
       (json) => this.#deliver(json),
+      readContext ? ctx.storages : undefined,
+      ctx?.keys,
+      ctx?.single,
     );
     byId.set(this.#id, this);
     native().setReportPaths(process.cwd(), ownDir);
@@ -451,6 +462,7 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
       suppressedSinceLastLog: raw.suppressedSinceLastLog,
       samples,
     };
+    this.#addContext(raw, event);
     try {
       this.#onBlocked?.(event);
       this.emit('blocked', event);
@@ -462,6 +474,20 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
     // process.on('warning') listeners, as Node's own warnings reach them: unless log is false or
     // the report budget kept this block out of the log.
     if (this.log !== false && !event.logSuppressed) for (const e of emitBlockingWarning(event)) rethrowLater(e);
+  }
+
+  /** `asyncContext`: the stores the native record carries, or why they could not be read. */
+  #addContext(raw: NativeRecord, event: BlockEvent): void {
+    if (raw.contextMissing !== undefined) {
+      event.context = raw.context ?? null;
+      event.contextMissing = raw.contextMissing;
+    } else if (this.#contextMissing !== undefined) {
+      const missing = this.#contextMissing;
+      for (const s of [event, ...event.samples]) {
+        s.context = null;
+        s.contextMissing = missing;
+      }
+    }
   }
 
   /** @internal */

@@ -27,7 +27,12 @@ export interface NativeBinding {
     interrupt: InterruptMode,
     microtaskGraceSeconds: number,
     onBlock: (recordJson: string) => void,
+    asyncContext?: readonly object[],
+    asyncContextKeys?: readonly (readonly string[] | null)[],
+    asyncContextSingle?: boolean,
   ): number;
+  /** `{"context":…,"contextMissing":…}` of the calling code's stores, read as the sampling interrupt does. */
+  readAsyncContext(storages: readonly object[], keys: readonly (readonly string[] | null)[], single: boolean): string;
   installInterrupts(
     asyncWrap: object | null,
     kStackLength: number,

@@ -1,5 +1,6 @@
 // Validation of BlockingDetector's options. Every error names the option and the value.
 
+import { type AsyncContextOption, type ResolvedAsyncContext, resolveAsyncContext } from './async-context';
 import { argError, describe } from './errors';
 import type { BlockEvent } from './types';
 
@@ -78,6 +79,34 @@ export interface BlockingDetectorOptions {
    * the default) to 86,400,000 (a day); for example 60000: each culprit at most once a minute.
    */
   logRepeatsAfterMs?: number;
+  /**
+   * Report which request blocked: the store of this AsyncLocalStorage (or of each of several) that
+   * was active in the blocked code, as `event.context` and `sample.context`. Give an
+   * AsyncLocalStorage, a `{ storage, keys }` entry (keep only those keys of its store), or an
+   * array of either; with an array, `context` is an array in the same order.
+   *
+   * The store is read while the code is blocked, natively, in the same V8 interrupt that takes the
+   * stack sample, running no JavaScript: plain values are copied (depth 4, 50 keys per object,
+   * strings up to 1 KiB), everything else is summarised and never executed (getters, proxies,
+   * `toJSON`; class instances as `{ "[class Name]": own fields }`, Map/Set entries, Date as
+   * an ISO string, BigInt as a decimal string). Works where AsyncLocalStorage uses
+   * AsyncContextFrame: Node.js 24+ by default, Node.js 22 with `--experimental-async-context-frame`
+   * (see `capabilities().asyncContext`); elsewhere `context` is null and `contextMissing` says why.
+   * No cost when not set.
+   *
+   * @example
+   * ```ts
+   * const als = new AsyncLocalStorage<{ requestId: string }>();
+   * new BlockingDetector({ asyncContext: als, asyncContextKeys: ['requestId'] }).start()
+   *   .on('blocked', (e) => log.warn({ requestId: (e.context as { requestId?: string } | null)?.requestId }));
+   * ```
+   */
+  asyncContext?: AsyncContextOption;
+  /**
+   * Keep only these top-level keys of each store (own data properties of an object store, or
+   * string keys of a `Map` store), for the storages given without their own `keys`. At most 50.
+   */
+  asyncContextKeys?: readonly string[];
 }
 
 export interface ResolvedOptions {
@@ -90,6 +119,7 @@ export interface ResolvedOptions {
   onInterrupt: ((error: Error) => void) | undefined;
   microtaskInterruptAfter: number | false;
   logRepeatsAfterMs: number;
+  asyncContext: ResolvedAsyncContext | undefined;
 }
 
 const KNOWN = [
@@ -102,6 +132,8 @@ const KNOWN = [
   'onInterrupt',
   'microtaskInterruptAfter',
   'logRepeatsAfterMs',
+  'asyncContext',
+  'asyncContextKeys',
 ] as const;
 export const DEFAULT_MICROTASK_INTERRUPT_AFTER = 5;
 export const MIN_TIMEOUT = 0.001;
@@ -257,5 +289,6 @@ export function resolveOptions(args: readonly unknown[], defaultRaise: RaiseExc)
         ? DEFAULT_MICROTASK_INTERRUPT_AFTER
         : validateMicrotaskInterruptAfter(opts.microtaskInterruptAfter),
     logRepeatsAfterMs: opts.logRepeatsAfterMs === undefined ? 0 : validateLogRepeatsAfterMs(opts.logRepeatsAfterMs),
+    asyncContext: resolveAsyncContext(opts.asyncContext, opts.asyncContextKeys),
   };
 }

@@ -1,3 +1,5 @@
+import type { JsonValue } from './async-context';
+
 /** One JavaScript stack frame of the blocking code. Line and column are 1-based (0: unknown). */
 export interface StackFrame {
   /** The function's name; empty for anonymous functions and top-level code. */
@@ -30,6 +32,16 @@ export interface BlockSample {
   frames: StackFrame[] | null;
   /** Why there is no stack (for example: blocked inside native code), or null. */
   missingStack: string | null;
+  /**
+   * With `asyncContext` only, on the sample that read the store (the store is read once per block,
+   * at the first sample that finds the blocked JavaScript; later samples have neither field), or
+   * on a warning whose sample never came (then null, and `contextMissing` says why): the
+   * AsyncLocalStorage store that was active in the blocked code, as a JSON-safe snapshot (an
+   * array, one per storage, when `asyncContext` was an array). null when no store was active.
+   */
+  context?: JsonValue;
+  /** With `asyncContext` only: why `context` could not be read (no sample, old Node.js...), or null. */
+  contextMissing?: string | null;
 }
 
 /**
@@ -77,6 +89,14 @@ export interface BlockEvent {
   suppressedSinceLastLog: number;
   /** Every warning of this block, with its stack sample. */
   samples: BlockSample[];
+  /**
+   * With `asyncContext` only (absent otherwise): the store that was active in the blocked code
+   * when it was first sampled (the first sample that read one): the blocked request's store,
+   * never a neighbour's. See {@link BlockSample.context}.
+   */
+  context?: JsonValue;
+  /** With `asyncContext` only: why `context` could not be read, or null. */
+  contextMissing?: string | null;
 }
 
 /** What this Node.js build and platform let loop-helpers do. */
@@ -89,6 +109,17 @@ export interface Capabilities {
   interruptUnguarded: boolean;
   /** `fork()` can work here (Linux, and this Node.js has the V8 platform and exit-handler entry points it needs). */
   fork: boolean;
+  /**
+   * `asyncContext`: the blocked code's AsyncLocalStorage stores can be read (AsyncLocalStorage
+   * uses AsyncContextFrame here, and the V8 entry points are there and self-tested).
+   */
+  asyncContext: boolean;
   /** Why each capability that is false is missing. */
-  reasons: { stackCapture?: string; interrupt?: string; interruptUnguarded?: string; fork?: string };
+  reasons: {
+    stackCapture?: string;
+    interrupt?: string;
+    interruptUnguarded?: string;
+    fork?: string;
+    asyncContext?: string;
+  };
 }

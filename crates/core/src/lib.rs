@@ -9,6 +9,8 @@
 //! - [`report`]: warnings as text and JSON, and the block record handed to JavaScript.
 //! - [`fingerprint`]: a stable name for the code that blocked; [`budget`]: at most one logged
 //!   block per fingerprint per interval.
+//! - [`context`], [`snapshot_json`]: the `asyncContext` fields of reports and the V8-free parts of
+//!   the store snapshot.
 //! - [`sourcemap`]: original positions for frames of live warnings (maps registered from JS).
 //! - [`fork_prep`]: memory preparation for `fork()`; [`monitor::fork_pause`] holds the monitor still
 //!   across it and restarts it in the child.
@@ -16,11 +18,13 @@
 pub mod alarm;
 pub mod budget;
 pub mod clock;
+pub mod context;
 pub mod fingerprint;
 pub mod fork_prep;
 pub mod heartbeat;
 pub mod monitor;
 pub mod report;
+pub mod snapshot_json;
 pub mod sourcemap;
 pub mod stderr;
 pub mod tracker;

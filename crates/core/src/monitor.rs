@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use crate::alarm;
 use crate::budget::{LogBudget, Verdict};
 use crate::clock::now_ns;
+use crate::context::ContextCapture;
 use crate::fingerprint::fingerprint;
 use crate::heartbeat::LoopSample;
 use crate::report::{
@@ -88,6 +89,9 @@ pub struct WatchConfig {
     /// Interrupting a promise reaction drops the other microtasks of its checkpoint: only do it
     /// once the block lasts this long (`u64::MAX`: never).
     pub microtask_grace_ns: u64,
+    /// Reports carry the blocked code's AsyncLocalStorage store (the sink reads it with each
+    /// sample and hands it to [`deliver_samples`]).
+    pub async_context: bool,
 }
 
 struct CurrentBlock {
@@ -234,6 +238,7 @@ impl Watch {
             detected_ns: now,
             sample: None,
             missing_reason: None,
+            context: self.cfg.async_context.then_some(ContextCapture::Pending),
         };
         let mut deadline = now;
         if f.late {
@@ -351,7 +356,12 @@ impl Watch {
             .push((self.sink.clone(), block_json(&o, &record, texts)));
     }
 
-    fn attach_sample(&self, ticket: SampleTicket, sample: Sample) -> bool {
+    fn attach_sample(
+        &self,
+        ticket: SampleTicket,
+        sample: Sample,
+        context: Option<ContextCapture>,
+    ) -> bool {
         let mut st = lock(&self.state);
         let Some(cur) = st.current.as_mut() else {
             return false;
@@ -362,6 +372,10 @@ impl Watch {
         match cur.warnings.get_mut(ticket.index as usize) {
             Some(w) if w.sample.is_none() => {
                 w.sample = Some(sample);
+                // None: the store was read at an earlier sample of this block.
+                if w.context.is_some() {
+                    w.context = context;
+                }
                 true
             }
             _ => false,
@@ -577,23 +591,30 @@ pub fn flush(id: u64) -> Option<String> {
 
 /// Hands a stack sample to the watch that asked for it. Called on the loop's JavaScript thread.
 pub fn deliver_sample(ticket: SampleTicket, frames: Vec<crate::report::Frame>, cost_ns: u64) {
-    deliver_samples(&[ticket], &frames, cost_ns);
+    deliver_samples(vec![(ticket, None)], &frames, cost_ns);
 }
 
 /// Hands one stack sample to every watch that asked for it (one interrupt serves all the watches
-/// of a loop). Takes the registry lock once, not once per watch: the blocked thread must not
-/// queue behind the monitor a thousand times. Called on the loop's JavaScript thread.
-pub fn deliver_samples(tickets: &[SampleTicket], frames: &[crate::report::Frame], cost_ns: u64) {
+/// of a loop), each with the AsyncLocalStorage store read for it in the same interrupt (for
+/// watches with [`WatchConfig::async_context`]; None: read at an earlier sample of the block, and
+/// this warning carries no context fields). Takes the registry lock once, not once per watch: the
+/// blocked thread must not queue behind the monitor a thousand times. Called on the loop's
+/// JavaScript thread.
+pub fn deliver_samples(
+    tickets: Vec<(SampleTicket, Option<ContextCapture>)>,
+    frames: &[crate::report::Frame],
+    cost_ns: u64,
+) {
     if tickets.is_empty() {
         return;
     }
     let watches: Vec<Option<Arc<Watch>>> = {
         let reg = lock(&monitor().registry);
-        tickets.iter().map(|t| reg.find(t.watch_id)).collect()
+        tickets.iter().map(|(t, _)| reg.find(t.watch_id)).collect()
     };
     let now = now_ns();
     let mut attached = false;
-    for (ticket, w) in tickets.iter().zip(watches) {
+    for ((ticket, context), w) in tickets.into_iter().zip(watches) {
         let Some(w) = w else { continue };
         let sample = Sample {
             frames: frames.to_vec(),
@@ -601,7 +622,7 @@ pub fn deliver_samples(tickets: &[SampleTicket], frames: &[crate::report::Frame]
             delay_ns: now.saturating_sub(ticket.requested_ns),
             cost_ns,
         };
-        attached |= w.attach_sample(*ticket, sample);
+        attached |= w.attach_sample(ticket, sample, context);
     }
     if attached {
         alarm::wake();

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use crate::budget::Verdict;
 use crate::clock::mono_to_wall_ms;
+use crate::context::{self, ContextCapture};
 
 /// One JavaScript stack frame. Line and column are 1-based; 0 means unknown.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -71,6 +72,8 @@ pub struct Warning {
     pub sample: Option<Sample>,
     /// Why there is no sample, when there is none.
     pub missing_reason: Option<&'static str>,
+    /// The blocked code's AsyncLocalStorage store (None: the detector has no `asyncContext`).
+    pub context: Option<ContextCapture>,
 }
 
 pub const NO_STACK_NATIVE: &str =
@@ -121,6 +124,9 @@ pub fn warning_text(o: &Origin, w: &Warning) -> String {
         None => {
             let _ = writeln!(s, "    ({})", w.missing_reason.unwrap_or(NO_STACK_NATIVE));
         }
+    }
+    if let Some(line) = context::text_line(w) {
+        s.push_str(&line);
     }
     s
 }
@@ -237,6 +243,7 @@ pub fn warning_json(o: &Origin, w: &Warning, r: &Reported) -> String {
     json_num(&mut s, mono_to_wall_ms(w.detected_ns));
     json_sample_fields(&mut s, w);
     json_reported(&mut s, r);
+    context::warning_fields(&mut s, w);
     s.push('}');
     s
 }
@@ -354,13 +361,16 @@ pub fn block_json(o: &Origin, b: &BlockRecord, texts: bool) -> String {
         s.push_str(",\"detectedAt\":");
         json_num(&mut s, mono_to_wall_ms(w.detected_ns));
         json_sample_fields(&mut s, w);
+        context::warning_fields(&mut s, w);
         if texts {
             s.push_str(",\"text\":");
             json_str(&mut s, &warning_text(o, w));
         }
         s.push('}');
     }
-    s.push_str("]}");
+    s.push(']');
+    context::event_fields(&mut s, &b.warnings);
+    s.push('}');
     s
 }
 
@@ -385,6 +395,7 @@ mod tests {
             detected_ns: 1_002_001_000,
             sample,
             missing_reason: None,
+            context: None,
         }
     }
 

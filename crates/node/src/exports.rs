@@ -9,6 +9,7 @@ use std::os::raw::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
+use crate::async_context::AsyncContextSpec;
 use crate::env_loop::EnvLoop;
 use crate::interrupt::{GuardKind, Taken};
 use crate::js;
@@ -16,12 +17,18 @@ use crate::napi::*;
 use crate::sink::{NodeSink, MAX_FRAMES};
 use crate::unguarded::{self, AsyncWrap, Support};
 use crate::v8;
+use crate::v8_values;
 
 const E_ARG: &str = "ERR_LOOP_HELPERS_NATIVE_ARGUMENT";
 const E_START: &str = "ERR_LOOP_HELPERS_START";
 
 /// start(timeoutSeconds, aggressive, logMode, timeoutLabel, threadId, captureStacks, interrupt,
-///   microtaskGraceSeconds, onBlock) -> id
+///   microtaskGraceSeconds, onBlock, asyncContext?, asyncContextKeys?, asyncContextSingle?) -> id
+///
+/// asyncContext: an array of AsyncLocalStorage instances whose stores are read with each stack
+/// sample (undefined: none); asyncContextKeys: per instance, null or the keys to keep;
+/// asyncContextSingle: the detector was given one instance alone (its store is the snapshot, not
+/// an array of one).
 ///
 /// microtaskGraceSeconds: interrupt a promise reaction only once the block is this long; negative:
 /// never.
@@ -29,7 +36,7 @@ const E_START: &str = "ERR_LOOP_HELPERS_START";
 /// logMode: 0 silent, 1 stderr text, 2 stderr JSON lines, 3 deferred to JavaScript.
 /// interrupt: 0 none, 1 only inside guards (`'guarded'`), 2 anywhere (`'everywhere'`).
 pub unsafe extern "C" fn start(env: napi_env, info: napi_callback_info) -> napi_value {
-    let a = js::args::<9>(env, info);
+    let a = js::args::<12>(env, info);
     let (
         Some(timeout),
         Some(aggressive),
@@ -80,7 +87,17 @@ pub unsafe extern "C" fn start(env: napi_env, info: napi_callback_info) -> napi_
         Ok(e) => e,
         Err(e) => return js::throw(env, E_START, &e),
     };
-    let sink = match NodeSink::new(env, env_loop.clone(), a[8]) {
+    let context = match AsyncContextSpec::from_args(
+        env,
+        a[9],
+        a[10],
+        js::bool_arg(env, a[11]).unwrap_or(false),
+    ) {
+        Ok(c) => c.filter(|_| stacks && v8_values::api().is_ok()),
+        Err(e) => return js::throw(env, E_ARG, &e),
+    };
+    let async_context = context.is_some();
+    let sink = match NodeSink::new(env, env_loop.clone(), a[8], context) {
         Ok(s) => s,
         Err(e) => return js::throw(env, E_START, &e),
     };
@@ -103,6 +120,7 @@ pub unsafe extern "C" fn start(env: napi_env, info: napi_callback_info) -> napi_
         } else {
             u64::MAX
         },
+        async_context,
     };
     match env_loop.add_watch(cfg, sink.clone()) {
         Ok(id) => js::number(env, id as f64),
@@ -158,6 +176,37 @@ pub unsafe extern "C" fn capture_stack(env: napi_env, info: napi_callback_info) 
     js::string(env, &s)
 }
 
+/// readAsyncContext(storages, keys, single) -> JSON `{"context":…,"contextMissing":…}`: the
+/// stores of the calling code, read as the sampling interrupt reads them (self-test, tests).
+pub unsafe extern "C" fn read_async_context(env: napi_env, info: napi_callback_info) -> napi_value {
+    let a = js::args::<3>(env, info);
+    let single = js::bool_arg(env, a[2]).unwrap_or(false);
+    let spec = match AsyncContextSpec::from_args(env, a[0], a[1], single) {
+        Ok(Some(s)) => s,
+        Ok(None) => return js::throw(env, E_ARG, "readAsyncContext(): storages is not an array"),
+        Err(e) => return js::throw(env, E_ARG, &e),
+    };
+    let capture = spec.capture(env, v8::current_isolate());
+    spec.close(env);
+    let mut s = String::from("{");
+    let (context, missing) = match capture {
+        loop_helpers_core::context::ContextCapture::Value(j) => (j, None),
+        loop_helpers_core::context::ContextCapture::Missing(r) => ("null".into(), Some(r)),
+        loop_helpers_core::context::ContextCapture::Pending => {
+            ("null".into(), Some("pending".into()))
+        }
+    };
+    s.push_str("\"context\":");
+    s.push_str(&context);
+    s.push_str(",\"contextMissing\":");
+    match missing {
+        Some(r) => json_str(&mut s, &r),
+        None => s.push_str("null"),
+    }
+    s.push('}');
+    js::string(env, &s)
+}
+
 /// `"<name>":<bool>,"<name>Reason":<string or null>`
 fn capability(s: &mut String, name: &str, support: Result<(), &str>) {
     s.push_str(&format!("\"{name}\":{},\"{name}Reason\":", support.is_ok()));
@@ -175,6 +224,12 @@ pub unsafe extern "C" fn native_info(env: napi_env, _info: napi_callback_info) -
     capability(&mut s, "afterTermination", v8::after_termination_support());
     s.push(',');
     capability(&mut s, "terminate", v8::terminate_support());
+    s.push(',');
+    capability(&mut s, "asyncContext", v8_values::api().map(|_| ()));
+    let (reads, read_ns, last_ns) = crate::async_context::read_stats();
+    s.push_str(&format!(
+        ",\"contextReads\":{reads},\"contextReadNs\":{read_ns},\"contextLastReadNs\":{last_ns}"
+    ));
     let (wakes, backstop) = monitor::wake_stats();
     s.push_str(&format!(
         ",\"watches\":{},\"monitorWakes\":{},\"backstopWakes\":{},\"forwardedSigalrm\":{},\"sigalrmInstalled\":{},\"hrtime\":\"{}\"}}",

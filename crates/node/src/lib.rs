@@ -2,13 +2,17 @@
 //!
 //! - [`napi`] / [`uv`]: hand-declared Node-API and libuv functions.
 //! - [`v8`]: the V8 entry points Node-API lacks, resolved at run time (capabilities, not crashes).
+//! - [`async_context`], [`context_snapshot`], [`v8_values`]: `asyncContext`, the blocked code's
+//!   AsyncLocalStorage store read in the sampling interrupt without running JavaScript.
 //! - [`env_loop`]: per-environment heartbeat (a libuv prepare handle) and teardown.
 //! - [`sink`]: stack-sample requests and block delivery to JavaScript.
 //! - [`exports`]: the functions `index.ts` calls.
 //! - [`fork`], [`platform`], [`exit_guard`], [`fork_exports`]: fork() (the parent's preparation,
 //!   V8's platform workers and Node's exit handler through a small C++ shim, the child's exit).
 
+mod async_context;
 mod channel;
+mod context_snapshot;
 mod env_loop;
 mod exit_guard;
 mod exports;
@@ -23,6 +27,7 @@ mod sink;
 mod unguarded;
 mod uv;
 mod v8;
+mod v8_values;
 mod worker_pool;
 
 use std::ffi::CStr;
@@ -85,7 +90,7 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
         unsafe { libc::atexit(at_exit) };
     });
     let _ = catch_unwind(AssertUnwindSafe(|| {
-        let functions: [(&CStr, Exported); 19] = [
+        let functions: [(&CStr, Exported); 20] = [
             (c"start", guarded!(exports::start)),
             (c"stop", guarded!(exports::stop)),
             (c"flush", guarded!(exports::flush)),
@@ -97,6 +102,7 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
             ),
             (c"takeAbandoned", guarded!(exports::take_abandoned)),
             (c"captureStack", guarded!(exports::capture_stack)),
+            (c"readAsyncContext", guarded!(exports::read_async_context)),
             (c"nativeInfo", guarded!(exports::native_info)),
             (c"isMainThread", guarded!(exports::is_main_thread)),
             (c"registerSourceMap", guarded!(exports::register_source_map)),

@@ -3,23 +3,32 @@
 //! sample for all of them (a thousand detectors on one loop cost the blocked code one stack
 //! capture per deadline, not a thousand).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use loop_helpers_core::monitor::SampleTicket;
 
+use crate::async_context::AsyncContextSpec;
+
+/// One watch's request.
+pub struct Queued {
+    pub ticket: SampleTicket,
+    /// The watch's `asyncContext` stores, when this request captures a stack and it has some.
+    pub context: Option<Arc<AsyncContextSpec>>,
+}
+
 #[derive(Default)]
-pub struct SampleQueue(Mutex<Vec<SampleTicket>>);
+pub struct SampleQueue(Mutex<Vec<Queued>>);
 
 impl SampleQueue {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<SampleTicket>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Queued>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Adds a request. Returns true when it is the first one waiting: the caller must then ask V8
     /// for an interrupt (and [`SampleQueue::cancel`] it if V8 refuses).
-    pub fn push(&self, ticket: SampleTicket) -> bool {
+    pub fn push(&self, request: Queued) -> bool {
         let mut q = self.lock();
-        q.push(ticket);
+        q.push(request);
         q.len() == 1
     }
 
@@ -29,7 +38,7 @@ impl SampleQueue {
     }
 
     /// JS thread, in the interrupt callback: every request waiting, in the order they came.
-    pub fn take(&self) -> Vec<SampleTicket> {
+    pub fn take(&self) -> Vec<Queued> {
         std::mem::take(&mut *self.lock())
     }
 }

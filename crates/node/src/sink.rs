@@ -5,12 +5,15 @@ use std::os::raw::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Weak};
 
+use loop_helpers_core::context::ContextCapture;
 use loop_helpers_core::monitor::{self, SampleTicket, WatchSink};
 
+use crate::async_context::{self, AsyncContextSpec};
 use crate::channel::JsChannel;
 use crate::env_loop::EnvLoop;
 use crate::interrupt::{Context, Decision};
 use crate::napi::*;
+use crate::sample_queue::Queued;
 use crate::unguarded;
 use crate::v8;
 
@@ -20,6 +23,8 @@ pub const MAX_FRAMES: u32 = 64;
 pub struct NodeSink {
     env_loop: Arc<EnvLoop>,
     blocks: Arc<JsChannel>,
+    /// `asyncContext`: the stores read with each stack sample.
+    context: Option<Arc<AsyncContextSpec>>,
 }
 
 /// What a queued V8 interrupt carries: the environment whose [`crate::sample_queue::SampleQueue`]
@@ -36,24 +41,45 @@ unsafe extern "C" fn on_interrupt(isolate: *mut v8::Isolate, data: *mut c_void) 
         let Some(env_loop) = task.env_loop.upgrade() else {
             return;
         };
-        let tickets = env_loop.samples.take();
-        if !env_loop.is_alive() || tickets.is_empty() {
+        let queued = env_loop.samples.take();
+        if !env_loop.is_alive() || queued.is_empty() {
             return;
         }
         // One stack for every watch that asked (the code that blocks is the same for all).
         let started = loop_helpers_core::clock::now_ns();
-        let frames = if tickets.iter().any(|t| t.capture || t.interrupt) {
+        let frames = if queued
+            .iter()
+            .any(|q| q.ticket.capture || q.ticket.interrupt)
+        {
             // SAFETY: V8 runs interrupt callbacks on the isolate's own thread, where JS was
             // executing.
             v8::capture_stack(env_loop.env, isolate, MAX_FRAMES)
         } else {
             Vec::new()
         };
+        let no_javascript = frames.is_empty() && v8::stack_capture_support().is_ok();
+        let captures: Vec<(SampleTicket, Option<ContextCapture>)> = queued
+            .iter()
+            .filter(|q| q.ticket.capture)
+            .map(|q| {
+                let context = q.context.as_ref().and_then(|spec| {
+                    if no_javascript {
+                        // No JavaScript on the stack: whatever store is current now is not the
+                        // blocked code's.
+                        Some(ContextCapture::Missing(async_context::NO_JAVASCRIPT.into()))
+                    } else {
+                        // Once per block: later samples of the block carry no context fields.
+                        // SAFETY: on the isolate's own thread, in its interrupt callback.
+                        spec.capture_once(env_loop.env, isolate, q.ticket.block_serial)
+                    }
+                });
+                (q.ticket, context)
+            })
+            .collect();
         let cost = loop_helpers_core::clock::now_ns().saturating_sub(started);
-        let captures: Vec<SampleTicket> = tickets.iter().filter(|t| t.capture).copied().collect();
-        monitor::deliver_samples(&captures, &frames, cost);
-        for ticket in tickets.iter().filter(|t| t.interrupt) {
-            if interrupt(&env_loop, isolate, *ticket, &frames) {
+        monitor::deliver_samples(captures, &frames, cost);
+        for q in queued.iter().filter(|q| q.ticket.interrupt) {
+            if interrupt(&env_loop, isolate, q.ticket, &frames) {
                 // Terminating: the rest are about the same block, and are resolved with it.
                 break;
             }
@@ -116,14 +142,25 @@ impl NodeSink {
         env: napi_env,
         env_loop: Arc<EnvLoop>,
         callback: napi_value,
+        context: Option<AsyncContextSpec>,
     ) -> Result<Arc<Self>, String> {
         let blocks = JsChannel::new(env, callback, "loop-helpers:blocked")?;
-        Ok(Arc::new(NodeSink { env_loop, blocks }))
+        Ok(Arc::new(NodeSink {
+            env_loop,
+            blocks,
+            context: context.map(Arc::new),
+        }))
     }
 
     /// Releases the thread-safe function (the detector stopped). Later deliveries are dropped.
+    /// On the JS thread (it also releases the `asyncContext` instances).
     pub fn close(&self) {
         self.blocks.close();
+        if let Some(spec) = &self.context {
+            // SAFETY: close() is called on the environment's JS thread (remove_watch, or a failed
+            // add_watch), while the environment is alive.
+            unsafe { spec.close(self.env_loop.env) };
+        }
     }
 }
 
@@ -151,7 +188,11 @@ impl WatchSink for NodeSink {
                 self.env_loop.interrupts.request(ticket, iteration);
             }
         }
-        if !self.env_loop.samples.push(ticket) {
+        let request = Queued {
+            ticket,
+            context: self.context.clone().filter(|_| ticket.capture),
+        };
+        if !self.env_loop.samples.push(request) {
             // An interrupt is already queued; its callback serves this request too.
             return true;
         }

@@ -128,5 +128,6 @@ pub fn config(pid: u32) -> WatchConfig {
         interrupt: false,
         interrupt_unguarded: false,
         microtask_grace_ns: u64::MAX,
+        async_context: false,
     }
 }

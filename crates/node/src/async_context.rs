@@ -1,0 +1,253 @@
+//! `asyncContext`: which AsyncLocalStorage stores a detector reads, and reading them on the blocked
+//! thread, inside the V8 interrupt that samples its stack, running no JavaScript.
+//!
+//! Where the store is: with AsyncContextFrame (Node 24+ by default, Node 22 with
+//! `--experimental-async-context-frame`), Node keeps the current frame as V8's
+//! continuation-preserved embedder data: a `Map` (subclass) from each AsyncLocalStorage instance to
+//! its store, which V8 saves and restores across `await`s and Node across callbacks. So in the
+//! interrupt, the embedder data is the blocked code's own frame, never a neighbour request's.
+//! `Map::AsArray` copies its entries without calling anything, and each instance is found by
+//! identity (`napi_strict_equals`). The store is then written by `context_snapshot::Walker`.
+//!
+//! Without AsyncContextFrame (Node 20, 22 by default), AsyncLocalStorage keeps its store on the
+//! current async resource, which only JavaScript can reach: `lib/detector.ts` reports that instead
+//! of asking here.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use loop_helpers_core::context::ContextCapture;
+
+use crate::context_snapshot::Walker;
+use crate::js;
+use crate::napi::*;
+use crate::v8::{self, Isolate};
+use crate::v8_values;
+
+struct Storage {
+    /// A strong reference to the AsyncLocalStorage instance (the frame's key).
+    instance: napi_ref,
+    /// Keys of the store to keep (None: all of it).
+    keys: Option<Vec<String>>,
+}
+
+/// The stores a detector reads.
+pub struct AsyncContextSpec {
+    storages: Vec<Storage>,
+    /// One storage given alone: the snapshot is its store; otherwise an array, one per storage.
+    single: bool,
+    closed: AtomicBool,
+    /// The block whose store was read (the monitor's block serial, from 1): the store is read
+    /// once per block, at the first sample that finds JavaScript on the stack.
+    read_block: AtomicU64,
+}
+
+// SAFETY: the references are created, read and deleted only on the environment's JavaScript
+// thread (start(), the interrupt callback, close()); other threads only move the Arc around.
+unsafe impl Send for AsyncContextSpec {}
+// SAFETY: as above; `closed` is atomic.
+unsafe impl Sync for AsyncContextSpec {}
+
+/// Stores read in sampling interrupts, and the time they took (`nativeInfo()`, for the bench).
+static READS: AtomicU64 = AtomicU64::new(0);
+static READ_NS: AtomicU64 = AtomicU64::new(0);
+static LAST_READ_NS: AtomicU64 = AtomicU64::new(0);
+
+/// (reads, total ns, ns of the last one) of the stores read in sampling interrupts so far.
+pub fn read_stats() -> (u64, u64, u64) {
+    (
+        READS.load(Ordering::Relaxed),
+        READ_NS.load(Ordering::Relaxed),
+        LAST_READ_NS.load(Ordering::Relaxed),
+    )
+}
+
+pub const CLOSED: &str = "the detector was stopped before the stack sample was taken";
+pub const TERMINATING: &str = "JavaScript was being terminated when the stack sample was taken";
+pub const NO_JAVASCRIPT: &str = "no JavaScript was on the stack when the sample was taken: the thread was blocked inside native code, and V8 ran the interrupt only once that code had returned, when the blocked code's store was no longer current";
+pub const THREW: &str = "reading the store raised an exception in V8 (it was discarded)";
+
+impl AsyncContextSpec {
+    /// From `start()`'s arguments: `storages` an array of AsyncLocalStorage instances (checked in
+    /// TypeScript), `keys` an array of the same length of `null` or arrays of strings. None when
+    /// `storages` is not an array (asyncContext off).
+    ///
+    /// # Safety
+    /// On `env`'s JS thread, inside a Node-API callback.
+    pub unsafe fn from_args(
+        env: napi_env,
+        storages: napi_value,
+        keys: napi_value,
+        single: bool,
+    ) -> Result<Option<Self>, String> {
+        let Some(instances) = js::array_elements(env, storages) else {
+            return Ok(None);
+        };
+        let key_lists = js::array_elements(env, keys).unwrap_or_default();
+        let mut spec = AsyncContextSpec {
+            storages: Vec::new(),
+            single: single && instances.len() == 1,
+            closed: AtomicBool::new(false),
+            read_block: AtomicU64::new(0),
+        };
+        for (i, inst) in instances.into_iter().enumerate() {
+            let mut t = 0;
+            if napi_typeof(env, inst, &mut t) != NAPI_OK || t != NAPI_OBJECT {
+                spec.close(env);
+                return Err("asyncContext: not an object".into());
+            }
+            let keys = key_lists
+                .get(i)
+                .and_then(|&k| js::array_elements(env, k))
+                .map(|ks| {
+                    ks.into_iter()
+                        .filter_map(|k| js::string_arg(env, k))
+                        .collect()
+                });
+            let mut r = std::ptr::null_mut();
+            if napi_create_reference(env, inst, 1, &mut r) != NAPI_OK {
+                spec.close(env);
+                return Err("asyncContext: napi_create_reference failed".into());
+            }
+            spec.storages.push(Storage { instance: r, keys });
+        }
+        Ok(Some(spec))
+    }
+
+    /// Releases the instances (the detector stopped). Later captures report [`CLOSED`].
+    ///
+    /// # Safety
+    /// On `env`'s JS thread.
+    pub unsafe fn close(&self, env: napi_env) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        for s in &self.storages {
+            napi_delete_reference(env, s.instance);
+        }
+    }
+
+    /// In the sampling interrupt of block `serial`: the stores of the blocked code, or None when
+    /// they were read at an earlier sample of this block.
+    ///
+    /// # Safety
+    /// As for [`AsyncContextSpec::capture`].
+    pub unsafe fn capture_once(
+        &self,
+        env: napi_env,
+        isolate: *mut Isolate,
+        serial: u64,
+    ) -> Option<ContextCapture> {
+        if self.read_block.load(Ordering::Relaxed) == serial {
+            return None;
+        }
+        let started = loop_helpers_core::clock::now_ns();
+        let c = self.capture(env, isolate);
+        READS.fetch_add(1, Ordering::Relaxed);
+        let took = loop_helpers_core::clock::now_ns().saturating_sub(started);
+        READ_NS.fetch_add(took, Ordering::Relaxed);
+        LAST_READ_NS.store(took, Ordering::Relaxed);
+        if matches!(c, ContextCapture::Value(_)) {
+            self.read_block.store(serial, Ordering::Relaxed);
+        }
+        Some(c)
+    }
+
+    /// Reads the stores of the code running now.
+    ///
+    /// # Safety
+    /// On `env`'s JS thread, in a Node-API callback or in an interrupt callback of `isolate`.
+    pub unsafe fn capture(&self, env: napi_env, isolate: *mut Isolate) -> ContextCapture {
+        if self.closed.load(Ordering::Acquire) {
+            return ContextCapture::Missing(CLOSED.into());
+        }
+        let api = match v8_values::api() {
+            Ok(a) => a,
+            Err(e) => {
+                return ContextCapture::Missing(format!(
+                    "asyncContext is not available on this Node.js: {e}"
+                ))
+            }
+        };
+        if v8::is_terminating(isolate) {
+            return ContextCapture::Missing(TERMINATING.into());
+        }
+        let mut scope: napi_handle_scope = std::ptr::null_mut();
+        if napi_open_handle_scope(env, &mut scope) != NAPI_OK {
+            return ContextCapture::Missing("no handle scope".into());
+        }
+        let json = api.try_catch(isolate, || self.write(env, isolate, api));
+        napi_close_handle_scope(env, scope);
+        // A Node-API call that failed may have left an exception for this module's next call.
+        let mut discarded = std::ptr::null_mut();
+        napi_get_and_clear_last_exception(env, &mut discarded);
+        match json {
+            Some(j) => ContextCapture::Value(j),
+            None => ContextCapture::Missing(THREW.into()),
+        }
+    }
+
+    unsafe fn write(
+        &self,
+        env: napi_env,
+        isolate: *mut Isolate,
+        api: &v8_values::ValueApi,
+    ) -> String {
+        let context = (api.current_context)(isolate);
+        let mut w = Walker::new(env, api, context);
+        // The frame's entries, [key0, value0, key1, value1, ...], when there is a frame.
+        let frame = api.current_frame(isolate);
+        let mut t = 0;
+        let entries = (!frame.is_null()
+            && napi_typeof(env, frame, &mut t) == NAPI_OK
+            && t == NAPI_OBJECT
+            && !(api.is_proxy)(frame)
+            && (api.is_map)(frame))
+        .then(|| (api.map_as_array)(frame))
+        .filter(|a| !a.is_null());
+        let mut len = 0u32;
+        if let Some(a) = entries {
+            napi_get_array_length(env, a, &mut len);
+        }
+        if !self.single {
+            w.out.push('[');
+        }
+        for (i, s) in self.storages.iter().enumerate() {
+            if i > 0 {
+                w.out.push(',');
+            }
+            let mut instance = std::ptr::null_mut();
+            napi_get_reference_value(env, s.instance, &mut instance);
+            let mut store = None;
+            if let (Some(a), false) = (entries, instance.is_null()) {
+                for k in (0..len).step_by(2) {
+                    let mut key = std::ptr::null_mut();
+                    let mut eq = false;
+                    // A fresh array without holes: plain element reads.
+                    if napi_get_element(env, a, k, &mut key) == NAPI_OK
+                        && napi_strict_equals(env, key, instance, &mut eq) == NAPI_OK
+                        && eq
+                    {
+                        let mut v = std::ptr::null_mut();
+                        napi_get_element(env, a, k + 1, &mut v);
+                        store = Some(v);
+                        break;
+                    }
+                }
+            }
+            let mut st = NAPI_UNDEFINED;
+            if let Some(v) = store {
+                napi_typeof(env, v, &mut st);
+            }
+            match store {
+                Some(v) if st == NAPI_OBJECT => w.object(v, 0, s.keys.as_deref()),
+                Some(v) if st != NAPI_UNDEFINED => w.value(v, 0),
+                // Not entered (or exited: Node keeps the key with undefined).
+                _ => w.out.push_str("null"),
+            }
+        }
+        if !self.single {
+            w.out.push(']');
+        }
+        w.out
+    }
+}
