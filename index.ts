@@ -1,7 +1,7 @@
 /**
  * loop-helpers: find and stop code that blocks the Node.js event loop.
  *
- * A port of gevent-helpers (Python) with a Rust core. See README.md for the manual.
+ * A port of gevent-helpers (Python) with a Rust core. See README.md and docs/ for the manual.
  * @packageDocumentation
  */
 

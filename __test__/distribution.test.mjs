@@ -1,7 +1,7 @@
 // How users get loop-helpers: ESM and CommonJS entry points (typed), zero-code mode, the
 // diagnostics_channel channels, source maps, and the CI workflow's consistency with npm/.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -255,5 +255,63 @@ test('the loader names the supported platforms on an unsupported one, and explai
     t.is(missing.result.code, 'ERR_LOOP_HELPERS_NATIVE_LOAD');
     t.regex(missing.result.message, /Reinstall with optional dependencies enabled/);
     t.regex(missing.result.message, /loop-helpers-\w+-arm64/);
+  }
+});
+
+test("the README's links and picture work on the npm page: every relative target is in the package", (t) => {
+  const packed = JSON.parse(execFileSync('npm', ['pack', '--dry-run', '--json'], { cwd: root, encoding: 'utf8' }))[0];
+  const files = new Set(packed.files.map((f) => f.path));
+  const readme = readFileSync(join(root, 'README.md'), 'utf8');
+  const targets = [...readme.matchAll(/\]\(([^)\s]+)\)/g)].map((m) => m[1]);
+  t.true(targets.length > 5);
+  for (const target of targets) {
+    if (target.startsWith('#')) continue; // same page
+    // The picture: served by a CDN from the published package, so it renders on npm and GitHub
+    // alike whatever the repository's address.
+    const cdn = target.match(/^https:\/\/cdn\.jsdelivr\.net\/npm\/loop-helpers(?:@[^/]+)?\/(.+)$/);
+    if (cdn) {
+      t.true(files.has(cdn[1]), `${target}: ${cdn[1]} is not in the package`);
+      continue;
+    }
+    if (/^https?:/.test(target)) continue;
+    const path = target.split('#')[0];
+    t.true(files.has(path), `${target}: not in the package's files`);
+  }
+});
+
+test('the docs pages link to files and headings that exist', (t) => {
+  const slug = (h) =>
+    h
+      .trim()
+      .toLowerCase()
+      .replace(/[^\w\- ]/g, '')
+      .replaceAll(' ', '-');
+  const pages = [
+    'README.md',
+    ...readdirSync(join(root, 'docs'))
+      .filter((f) => f.endsWith('.md'))
+      .map((f) => `docs/${f}`),
+  ];
+  const headings = new Map();
+  for (const page of pages) {
+    let fence = false;
+    const set = new Set();
+    for (const line of readFileSync(join(root, page), 'utf8').split('\n')) {
+      if (line.startsWith('```')) fence = !fence;
+      const m = !fence && line.match(/^#{1,6} (.*)/);
+      if (m) set.add(slug(m[1]));
+    }
+    headings.set(page, set);
+  }
+  for (const page of pages) {
+    const text = readFileSync(join(root, page), 'utf8');
+    for (const [, target] of text.matchAll(/\]\(([^)\s]+)\)/g)) {
+      if (/^https?:/.test(target)) continue;
+      const [path, anchor] = target.split('#');
+      const file = path ? join(page, '..', path) : page;
+      t.true(existsSync(join(root, file)), `${page}: ${target} does not exist`);
+      if (anchor && headings.has(file))
+        t.true(headings.get(file).has(anchor), `${page}: no heading #${anchor} in ${file}`);
+    }
   }
 });

@@ -289,7 +289,7 @@ type NativeFork = (check: (nativeTls: number) => void) => number[];
  * TLS connections, whose copies in the child are cut (they end there; the parent's go on). It runs
  * with its own pid, re-armed blocking detectors, fresh randomness (Node's randomInt and randomUUID
  * caches refilled), and an exit path that runs 'exit' listeners and flushes stdout and stderr. See
- * the README's fork() section.
+ * docs/fork.md.
  *
  * @param options `compact: true` collects garbage and compacts the heap first (see {@link ForkOptions}).
  * @returns the child's pid in the parent, 0 in the child.

@@ -25,8 +25,8 @@ export interface BlockingDetectorOptions {
   /**
    * What blocking code is interrupted with: an Error class (instantiated with
    * `blocking detected after timeout=<timeout>`), an Error instance (thrown as is), or
-   * `false`/`null` to only log. Default {@link AlarmInterrupt}. See the README's `raiseExc`
-   * section for where blocking code can be interrupted.
+   * `false`/`null` to only log. Default {@link AlarmInterrupt}. See docs/interrupts.md
+   * for where blocking code can be interrupted.
    */
   raiseExc?: RaiseExc;
   /**

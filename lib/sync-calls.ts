@@ -569,7 +569,7 @@ function zlibApi(handle: unknown): string | undefined {
   return typeof name === 'string' && name !== '' ? `zlib.${name[0]?.toLowerCase()}${name.slice(1)}Sync` : undefined;
 }
 
-/** Whether layer 2 reached each kind of binding here (for tests and the README's table). */
+/** Whether layer 2 reached each kind of binding here (for tests and the table in docs/testing.md). */
 const reach = { fs: false, zlib: false, spawnSync: false, cryptoJobs: 0 };
 
 function patchInternals(): void {
@@ -714,7 +714,7 @@ function uninstall(): void {
   syncESM();
 }
 
-/** @internal What the interception reached on this thread while installed (tests, the README's table). */
+/** @internal What the interception reached on this thread while installed (tests, the table in docs/testing.md). */
 export function syncCallCoverage(): { fs: boolean; zlib: boolean; spawnSync: boolean; cryptoJobs: number } {
   return { ...reach };
 }

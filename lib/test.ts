@@ -284,7 +284,7 @@ function resolve(fn: unknown, options: unknown): { budgetMs: number; name: strin
  * Resolves with `fn`'s value; rejects with `fn`'s own error if it throws or rejects; otherwise,
  * if it blocked, rejects with a {@link BlockingError} whose `.stack` is the blocking code's stack.
  * Blocks of other code running at the same time (a neighbouring test's, the runner's) do not
- * count: each block is attributed by async context (see the README). Works under any test runner
+ * count: each block is attributed by async context (see docs/testing.md). Works under any test runner
  * that awaits a returned promise: node:test, ava, Vitest, Jest, Mocha.
  *
  * @example

@@ -74,7 +74,7 @@ export interface BlockEvent {
    * application frames of the block's first stack sample, source-mapped where the native layer
    * had the map. Equal for blocks in the same code, in this process and in the next one, on this
    * machine or another. Null when no sample of the block has a stack. It is the fingerprint the
-   * JSON log lines of this block carry (see the README's Fingerprints section).
+   * JSON log lines of this block carry (see docs/detector.md, Fingerprints).
    */
   fingerprint: string | null;
   /**
