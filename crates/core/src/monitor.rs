@@ -26,8 +26,9 @@ use crate::context::ContextCapture;
 use crate::fingerprint::fingerprint;
 use crate::heartbeat::LoopSample;
 use crate::report::{
-    block_json, end_json, end_text, warning_json, warning_text, BlockRecord, LogTarget, Origin,
-    Reported, Sample, Warning, NO_STACK_LATE, NO_STACK_NATIVE, NO_STACK_UNSUPPORTED,
+    block_json, end_json, end_text, late_stack_json, late_stack_text, warning_json, warning_text,
+    BlockRecord, LogTarget, Origin, Reported, Sample, Warning, NO_STACK_LATE, NO_STACK_NATIVE,
+    NO_STACK_UNSUPPORTED,
 };
 use crate::stderr;
 use crate::tracker::{Ended, Fire, Tracker, TrackerConfig};
@@ -103,6 +104,9 @@ struct CurrentBlock {
     written: usize,
     /// The report budget's verdict, taken when the first warning was written.
     verdict: Option<Verdict>,
+    /// Warnings written without a stack whose sample arrived later, while the block lasted: their
+    /// stack is written as a follow-up line.
+    late_stacks: Vec<usize>,
 }
 
 /// The fingerprint of the first of `warnings` whose sample has frames.
@@ -228,6 +232,7 @@ impl Watch {
                 sample_deadlines: Vec::new(),
                 written: 0,
                 verdict: None,
+                late_stacks: Vec::new(),
             });
         }
         let cur = st.current.as_mut().expect("current block was just set");
@@ -284,6 +289,25 @@ impl Watch {
             current, budget, ..
         } = st;
         let cur = current.as_mut()?;
+        for i in std::mem::take(&mut cur.late_stacks) {
+            let verdict = cur.verdict.unwrap_or_default();
+            if !verdict.log {
+                continue;
+            }
+            let w = &cur.warnings[i];
+            match self.cfg.log {
+                LogTarget::StderrText => fx.text.push_str(&late_stack_text(&self.origin(), w)),
+                LogTarget::StderrJson => {
+                    let r = Reported {
+                        fingerprint: block_fingerprint(&cur.warnings),
+                        verdict,
+                    };
+                    fx.text.push_str(&late_stack_json(&self.origin(), w, &r));
+                    fx.text.push('\n');
+                }
+                LogTarget::Silent | LogTarget::Deferred => {}
+            }
+        }
         while cur.written < cur.warnings.len() {
             let i = cur.written;
             let w = &cur.warnings[i];
@@ -369,8 +393,20 @@ impl Watch {
         if cur.serial != ticket.block_serial {
             return false;
         }
+        let written = (ticket.index as usize) < cur.written;
         match cur.warnings.get_mut(ticket.index as usize) {
             Some(w) if w.sample.is_none() => {
+                if written {
+                    // Its warning went out without a stack; the block still lasts (this is its
+                    // current block), so the stack follows in a line of its own, and the event
+                    // gets it.
+                    if !sample.frames.is_empty() {
+                        w.missing_reason = None;
+                        cur.late_stacks.push(ticket.index as usize);
+                    } else {
+                        return false;
+                    }
+                }
                 w.sample = Some(sample);
                 // None: the store was read at an earlier sample of this block.
                 if w.context.is_some() {

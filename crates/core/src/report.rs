@@ -77,7 +77,7 @@ pub struct Warning {
 }
 
 pub const NO_STACK_NATIVE: &str =
-    "no JavaScript stack: the thread did not reach a JavaScript interrupt check in time; it is probably inside native code or a system call";
+    "no JavaScript stack yet: the thread did not reach a JavaScript interrupt check within 5 ms (native code, a system call, or a long garbage collection); if it does while the block lasts, the stack follows";
 pub const NO_STACK_LATE: &str =
     "no JavaScript stack: the block had ended when the monitor got to run (the machine was busy); reported late";
 pub const NO_STACK_UNSUPPORTED: &str =
@@ -128,6 +128,45 @@ pub fn warning_text(o: &Origin, w: &Warning) -> String {
     if let Some(line) = context::text_line(w) {
         s.push_str(&line);
     }
+    s
+}
+
+/// The follow-up of a warning that was written without a stack, once its sample arrived while the
+/// block still lasted (the thread was in native code or a long GC at the warning): the Node-style
+/// text, ending in a newline.
+pub fn late_stack_text(o: &Origin, w: &Warning) -> String {
+    let delay = w.sample.as_ref().map_or(0, |s| s.delay_ns);
+    let mut s = format!(
+        "(node:{}) BlockingWarning: the stack of the block above, sampled {} after its warning",
+        o.pid,
+        fmt_seconds(delay)
+    );
+    if o.thread_id != 0 {
+        let _ = write!(s, " in worker thread {}", o.thread_id);
+    }
+    s.push('\n');
+    if let Some(sample) = &w.sample {
+        for f in &sample.frames {
+            fmt_frame(&mut s, f);
+        }
+    }
+    if let Some(line) = context::text_line(w) {
+        s.push_str(&line);
+    }
+    s
+}
+
+/// The JSON follow-up of a warning written without a stack (see [`late_stack_text`]):
+/// `{"type":"BlockingStack", ..., "index", "frames", ...}`, one line.
+pub fn late_stack_json(o: &Origin, w: &Warning, r: &Reported) -> String {
+    let mut s = String::from("{\"type\":\"BlockingStack\",");
+    json_origin(&mut s, o);
+    let _ = write!(s, ",\"index\":{}", w.index);
+    json_start(&mut s, w.start_ns);
+    json_sample_fields(&mut s, w);
+    json_reported(&mut s, r);
+    context::warning_fields(&mut s, w);
+    s.push('}');
     s
 }
 
