@@ -33,6 +33,14 @@ export interface BlockSample {
   /** Why there is no stack (for example: blocked inside native code), or null. */
   missingStack: string | null;
   /**
+   * Where the thread was when this warning went out without a stack (Linux): the kind of
+   * synchronous work and its system call (e.g. `the thread is waiting for I/O in a nested event
+   * loop (a synchronous child process: execSync, spawnSync): system call epoll_pwait`), or that it
+   * was running native code or a garbage collection. Null when there is a stack, or where the
+   * thread's state cannot be read.
+   */
+  threadState: string | null;
+  /**
    * With `asyncContext` only, on the sample that read the store (the store is read once per block,
    * at the first sample that finds the blocked JavaScript; later samples have neither field), or
    * on a warning whose sample never came (then null, and `contextMissing` says why): the

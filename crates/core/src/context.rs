@@ -91,6 +91,7 @@ mod tests {
             sample: None,
             missing_reason: None,
             context,
+            thread_state: None,
         }
     }
 

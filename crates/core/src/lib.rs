@@ -7,6 +7,8 @@
 //! - [`tracker`]: when a loop counts as blocked (pure logic, simulated in tests).
 //! - [`monitor`]: the one process-wide thread that watches every registered loop.
 //! - [`report`]: warnings as text and JSON, and the block record handed to JavaScript.
+//! - [`thread_state`]: where a thread outside JavaScript is (its system call), for warnings
+//!   without a stack.
 //! - [`fingerprint`]: a stable name for the code that blocked; [`budget`]: at most one logged
 //!   block per fingerprint per interval.
 //! - [`context`], [`snapshot_json`]: the `asyncContext` fields of reports and the V8-free parts of
@@ -27,4 +29,5 @@ pub mod report;
 pub mod snapshot_json;
 pub mod sourcemap;
 pub mod stderr;
+pub mod thread_state;
 pub mod tracker;

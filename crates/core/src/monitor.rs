@@ -41,6 +41,10 @@ pub trait LoopProbe: Send + Sync {
     /// The loop's state now. Called on the monitor thread, and once on the registering thread
     /// (the loop's own, when a detector starts from JavaScript); must not wait for the loop.
     fn sample(&self) -> LoopSample;
+    /// The loop thread's kernel thread id, where there is one to read its state by (Linux).
+    fn thread_id(&self) -> Option<i32> {
+        None
+    }
 }
 
 /// Identifies a requested stack sample, so that a late one is never attached to the wrong block.
@@ -244,6 +248,7 @@ impl Watch {
             sample: None,
             missing_reason: None,
             context: self.cfg.async_context.then_some(ContextCapture::Pending),
+            thread_state: None,
         };
         let mut deadline = now;
         if f.late {
@@ -315,7 +320,15 @@ impl Watch {
                 return Some(cur.sample_deadlines[i]);
             }
             if w.sample.is_none() && w.missing_reason.is_none() {
-                cur.warnings[i].missing_reason = Some(NO_STACK_NATIVE);
+                // No interrupt check in time: say where the thread is instead (read now, while
+                // it still is there).
+                let state = self
+                    .probe
+                    .thread_id()
+                    .and_then(crate::thread_state::describe);
+                let w = &mut cur.warnings[i];
+                w.missing_reason = Some(NO_STACK_NATIVE);
+                w.thread_state = state;
             }
             let fingerprint = block_fingerprint(&cur.warnings[..=i]);
             let verdict = *cur

@@ -74,6 +74,9 @@ pub struct Warning {
     pub missing_reason: Option<&'static str>,
     /// The blocked code's AsyncLocalStorage store (None: the detector has no `asyncContext`).
     pub context: Option<ContextCapture>,
+    /// Where the thread was when the warning went out without a stack (its system call, or
+    /// running native code), where that can be read (Linux).
+    pub thread_state: Option<String>,
 }
 
 pub const NO_STACK_NATIVE: &str =
@@ -123,6 +126,9 @@ pub fn warning_text(o: &Origin, w: &Warning) -> String {
         Some(_) => s.push_str("    (no JavaScript frames on the stack)\n"),
         None => {
             let _ = writeln!(s, "    ({})", w.missing_reason.unwrap_or(NO_STACK_NATIVE));
+            if let Some(state) = &w.thread_state {
+                let _ = writeln!(s, "    ({state})");
+            }
         }
     }
     if let Some(line) = context::text_line(w) {
@@ -306,6 +312,11 @@ fn json_sample_fields(s: &mut String, w: &Warning) {
             json_str(s, w.missing_reason.unwrap_or(NO_STACK_NATIVE));
         }
     }
+    s.push_str(",\"threadState\":");
+    match &w.thread_state {
+        Some(state) => json_str(s, state),
+        None => s.push_str("null"),
+    }
 }
 
 /// A whole block, delivered to JavaScript when the loop resumes (or when the detector stops).
@@ -435,6 +446,7 @@ mod tests {
             sample,
             missing_reason: None,
             context: None,
+            thread_state: None,
         }
     }
 

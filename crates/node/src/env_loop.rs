@@ -48,6 +48,9 @@ pub struct EnvLoop {
     pub env: napi_env,
     pub isolate: *mut v8::Isolate,
     loop_ptr: *mut uv_loop_t,
+    /// The loop thread's kernel thread id (Linux), to say where it is when it blocks outside
+    /// JavaScript.
+    tid: Option<i32>,
     turns: Turns,
     /// The prepare handle's count (`Turns::Prepare`).
     counter: TurnCounter,
@@ -85,6 +88,10 @@ unsafe impl Send for EnvLoop {}
 unsafe impl Sync for EnvLoop {}
 
 impl LoopProbe for EnvLoop {
+    fn thread_id(&self) -> Option<i32> {
+        self.tid
+    }
+
     fn sample(&self) -> LoopSample {
         let now_ns = clock::now_ns();
         if !self.alive.load(Ordering::Acquire) {
@@ -135,6 +142,19 @@ unsafe extern "C" fn on_prepare(handle: *mut uv_handle_t) {
     // SAFETY: the handle's data is the EnvLoop whose Arc reference the handle holds until
     // on_prepare_closed; libuv runs this callback on the loop thread before that.
     (*st).counter.bump();
+}
+
+/// The calling thread's kernel thread id (Linux only).
+fn current_tid() -> Option<i32> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid takes no arguments and cannot fail.
+        Some(unsafe { libc::syscall(libc::SYS_gettid) } as i32)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
 }
 
 /// How this loop's turns are counted (on the loop's thread, at creation).
@@ -217,6 +237,7 @@ impl EnvLoop {
             env,
             isolate: v8::current_isolate(),
             loop_ptr,
+            tid: current_tid(),
             turns: find_turns(loop_ptr),
             counter: TurnCounter::default(),
             alive: AtomicBool::new(true),
