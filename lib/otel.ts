@@ -16,7 +16,7 @@ import type { JsonValue } from './async-context';
 import { capabilities } from './capabilities';
 import { BlockingDetector, kAddTap } from './detector';
 import { argError, describe } from './errors';
-import type { BlockEvent } from './types';
+import type { BlockEvent, StackFrame } from './types';
 
 type OtelApi = typeof import('@opentelemetry/api');
 type Span = import('@opentelemetry/api').Span;
@@ -47,7 +47,10 @@ export const ATTR = Object.freeze({
   duration: 'loop_helpers.block.duration',
   /** Span event only: false when the detector stopped during the block. */
   ended: 'loop_helpers.block.ended',
-  /** Span event only: the blocking code's innermost frame (semantic conventions' `code.*`). */
+  /**
+   * Span event only: the blocking code's innermost frame outside Node.js's own `node:` code, in
+   * the block's first sample with a stack (semantic conventions' `code.*`; 1-based line, column).
+   */
   functionName: 'code.function.name',
   filePath: 'code.file.path',
   lineNumber: 'code.line.number',
@@ -147,6 +150,15 @@ function readSpanIds(value: JsonValue | undefined): { traceId: string; spanId: s
   if (typeof traceId !== 'string' || typeof spanId !== 'string') return undefined;
   if (/^0+$/.test(traceId) || /^0+$/.test(spanId)) return undefined;
   return { traceId, spanId };
+}
+
+/**
+ * The blocking code's innermost frame outside Node.js's own code (a sample may land in a builtin
+ * the code called, e.g. `process.hrtime`'s getter), from the first sample with a stack.
+ */
+function topFrame(event: BlockEvent): StackFrame | undefined {
+  const frames = event.samples.find((s) => s.frames !== null && s.frames.length > 0)?.frames;
+  return frames?.find((f) => !f.fileName.startsWith('node:')) ?? frames?.[0];
 }
 
 /** Spans handed back by the native side and not matched to a block yet (a later delivery's). */
@@ -286,7 +298,7 @@ export function enableOpenTelemetry(
     const span = pending.get(ids.spanId);
     pending.delete(ids.spanId);
     if (span === undefined || !span.isRecording()) return;
-    const frame = event.samples.find((s) => s.frames !== null && s.frames.length > 0)?.frames?.[0];
+    const frame = topFrame(event);
     const attrs: Attributes = {
       ...base,
       [ATTR.duration]: event.durationMs / 1000,
