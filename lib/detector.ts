@@ -1,7 +1,8 @@
+import type { AsyncLocalStorage } from 'node:async_hooks';
 import { EventEmitter } from 'node:events';
 import { writeSync } from 'node:fs';
 import { dirname } from 'node:path';
-import type { ResolvedAsyncContext } from './async-context';
+import type { JsonValue, ResolvedAsyncContext } from './async-context';
 import { capabilities } from './capabilities';
 import { channelMessage } from './channel-message';
 import { AlarmInterrupt, argError, describe } from './errors';
@@ -168,6 +169,37 @@ function onInterruptDelivered(json: string): void {
 
 const kInterrupted = Symbol('interrupted');
 
+/**
+ * An internal reader of a block (`loop-helpers/otel`): its store, if any, is read natively with
+ * the detector's own `asyncContext` stores, and `onBlock` sees each event before any listener.
+ * @internal
+ */
+export interface BlockTap {
+  /**
+   * A store to read with each block: `path` (strings and symbols: Map entries found by identity,
+   * or own data properties, followed natively from the store; see crates/node/src/async_context.rs)
+   * leads to an object, which is written with `keys` only, and handed back to `onBlock` in
+   * `anchors` (strong references, kept natively until the next delivery takes them).
+   */
+  context?: { storage: AsyncLocalStorage<unknown>; path: readonly (string | symbol)[]; keys: readonly string[] };
+  /**
+   * Before the `'blocked'` listeners. `read`: with `context`, what was read for this block
+   * (`value` null when the path led nowhere; `missing` why nothing could be read); undefined when
+   * the store is not read on this Node.js. `anchors`: the objects the paths led to since the
+   * last delivery, oldest first.
+   */
+  onBlock(event: BlockEvent, read: { value: JsonValue; missing: string | null } | undefined, anchors: object[]): void;
+}
+
+/** A native watch of a detector: its id, and the taps whose stores it reads (after the user's own). */
+interface Watch {
+  id: number;
+  taps: BlockTap[];
+}
+
+/** `detector[kAddTap](tap)`: adds a {@link BlockTap}; returns the function that removes it. @internal */
+export const kAddTap = Symbol('loop-helpers.addTap');
+
 /** The `loop-helpers:interrupt` message: plain data, with the error and the detector non-enumerable. */
 function interruptMessage(error: Error, detector: BlockingDetector): object {
   return channelMessage({ interrupt: interruptRecord(error) ?? null }, { error, detector });
@@ -220,6 +252,11 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
   readonly #asyncContext: ResolvedAsyncContext | undefined;
   /** Why the stores cannot be read here (`asyncContext` set, capability missing). */
   #contextMissing: string | undefined;
+  /** Internal readers of each block (`loop-helpers/otel`). */
+  #taps: BlockTap[] = [];
+  /** The taps whose stores the running native watch reads (after the user's own). */
+  /** The running native watch, and the taps whose stores it reads. */
+  #watch: Watch | undefined;
 
   /** @param options See {@link BlockingDetectorOptions}. */
   constructor(options?: BlockingDetectorOptions);
@@ -253,28 +290,7 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
     const grace = this.microtaskInterruptAfter === false ? -1 : this.microtaskInterruptAfter * this.timeout;
     const ctx = this.#asyncContext;
     this.#contextMissing = ctx && !caps.asyncContext ? caps.reasons.asyncContext : undefined;
-    const readContext = ctx !== undefined && this.#contextMissing === undefined;
-    this.#id = native().start(
-      this.timeout,
-      this.aggressive,
-      logMode(this.log),
-      String(this.timeout),
-      threadId(),
-      caps.stackCapture,
-      !interrupting
-        ? InterruptMode.None
-        : this.interrupt === 'everywhere'
-          ? InterruptMode.Everywhere
-          : InterruptMode.Guarded,
-      grace,
-      (json) => this.#deliver(json),
-      readContext ? ctx.storages : undefined,
-      ctx?.keys,
-      ctx?.single,
-    );
-    byId.set(this.#id, this);
-    native().setReportPaths(process.cwd(), ownDir);
-    if (this.logRepeatsAfterMs > 0) native().setLogRepeatsAfter(this.#id, this.logRepeatsAfterMs);
+    this.#startNative(caps, interrupting, grace);
     track(this, true);
     syncSourceMaps('on');
     if (interrupting) installRequireRepair();
@@ -293,6 +309,83 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
     return this;
   }
 
+  /** The native watch, with the user's `asyncContext` stores and the taps' stores. */
+  #startNative(caps: ReturnType<typeof capabilities>, interrupting: boolean, grace: number): void {
+    const ctx = this.#asyncContext;
+    const readContext = ctx !== undefined && this.#contextMissing === undefined;
+    const taps = caps.asyncContext ? this.#taps.filter((t) => t.context !== undefined) : [];
+    const reads = taps.flatMap((t) => (t.context === undefined ? [] : [t.context]));
+    const watch = { id: -1, taps };
+    let storages = readContext ? ctx.storages : undefined;
+    let keys: (readonly string[] | null)[] | undefined = ctx?.keys;
+    let single = ctx?.single;
+    let paths: (readonly (string | symbol)[] | null)[] | undefined;
+    if (taps.length > 0) {
+      const own = readContext ? ctx.storages.length : 0;
+      storages = [...(readContext ? ctx.storages : []), ...reads.map((r) => r.storage)];
+      keys = [...(readContext ? ctx.keys : []), ...reads.map((r) => r.keys)];
+      // Fresh arrays, never handed out: the native side reads their elements while code blocks.
+      paths = [...Array.from({ length: own }, () => null), ...reads.map((r) => [...r.path])];
+      single = false;
+    }
+    this.#id = native().start(
+      this.timeout,
+      this.aggressive,
+      logMode(this.log),
+      String(this.timeout),
+      threadId(),
+      caps.stackCapture,
+      !interrupting
+        ? InterruptMode.None
+        : this.interrupt === 'everywhere'
+          ? InterruptMode.Everywhere
+          : InterruptMode.Guarded,
+      grace,
+      (json) => this.#deliver(json, watch),
+      storages,
+      keys,
+      single,
+      paths,
+    );
+    watch.id = this.#id;
+    this.#watch = watch;
+    byId.set(this.#id, this);
+    native().setReportPaths(process.cwd(), ownDir);
+    if (this.logRepeatsAfterMs > 0) native().setLogRepeatsAfter(this.#id, this.logRepeatsAfterMs);
+  }
+
+  /**
+   * Adds an internal reader of each block. When it reads a store and the detector is running,
+   * the native watch is replaced by one that also reads it (a block already warned about is then
+   * emitted with `ended: false`, as by `stop()`). Returns the function that removes it.
+   * @internal
+   */
+  [kAddTap](tap: BlockTap): () => void {
+    this.#taps = [...this.#taps, tap];
+    if (tap.context !== undefined) this.#restartNative();
+    return () => {
+      if (!this.#taps.includes(tap)) return;
+      this.#taps = this.#taps.filter((t) => t !== tap);
+      if (this.#watch?.taps.includes(tap)) this.#restartNative();
+    };
+  }
+
+  /** A running detector's native watch, replaced (the set of stores it reads changed). */
+  #restartNative(): void {
+    const id = this.#id;
+    if (id === undefined) return;
+    const caps = capabilities();
+    if (!caps.asyncContext) return;
+    byId.delete(id);
+    retire(id, this);
+    const watch = this.#watch;
+    const partial = native().stop(id);
+    if (partial !== undefined) process.nextTick(() => this.#deliver(partial, watch));
+    const interrupting = this.raiseExc !== false && this.raiseExc !== null && caps.interrupt;
+    const grace = this.microtaskInterruptAfter === false ? -1 : this.microtaskInterruptAfter * this.timeout;
+    this.#startNative(caps, interrupting, grace);
+  }
+
   /**
    * Stops watching. If a block was in progress and already warned about, its record is emitted
    * (on the next tick) with `ended: false`. Stopping a stopped detector does nothing.
@@ -309,8 +402,9 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
       this.#interrupting = false;
       releaseInterrupts();
     }
+    const watch = this.#watch;
     const partial = native().stop(id);
-    if (partial !== undefined) process.nextTick(() => this.#deliver(partial));
+    if (partial !== undefined) process.nextTick(() => this.#deliver(partial, watch));
   }
 
   /**
@@ -321,7 +415,7 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
   flush(): void {
     if (this.#id === undefined) return;
     const record = native().flush(this.#id);
-    if (record !== undefined) this.#deliver(record);
+    if (record !== undefined) this.#deliver(record, this.#watch);
   }
 
   /**
@@ -440,8 +534,10 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
     this.stop();
   }
 
-  #deliver(json: string): void {
+  #deliver(json: string, watch: Watch | undefined): void {
     const raw = JSON.parse(json) as NativeRecord;
+    const tapsRead = watch?.taps ?? [];
+    const tapReads = tapsRead.length > 0 ? this.#splitContext(raw, tapsRead.length) : undefined;
     const samples: BlockSample[] = [];
     for (const w of raw.warnings) {
       if (typeof this.log === 'function' && w.text !== undefined) this.log(w.text);
@@ -463,6 +559,7 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
       samples,
     };
     this.#addContext(raw, event);
+    if (this.#taps.length > 0) this.#runTaps(event, watch, tapReads);
     try {
       this.#onBlocked?.(event);
       this.emit('blocked', event);
@@ -474,6 +571,54 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
     // process.on('warning') listeners, as Node's own warnings reach them: unless log is false or
     // the report budget kept this block out of the log.
     if (this.log !== false && !event.logSuppressed) for (const e of emitBlockingWarning(event)) rethrowLater(e);
+  }
+
+  /**
+   * With taps reading stores: takes their part out of the record's `context` (an array, the user's
+   * stores first), leaving the user's own as the native layer would have given it (or none).
+   */
+  #splitContext(raw: NativeRecord, count: number): ({ value: JsonValue; missing: string | null } | undefined)[] {
+    const own = this.#asyncContext;
+    const ownCount = own !== undefined && this.#contextMissing === undefined ? own.storages.length : 0;
+    const reads: ({ value: JsonValue; missing: string | null } | undefined)[] = [];
+    const split = (holder: { context?: JsonValue; contextMissing?: string | null }, collect: boolean) => {
+      if (holder.contextMissing === undefined) return;
+      const value = holder.context;
+      const missing = holder.contextMissing;
+      const parts = Array.isArray(value) ? value : undefined;
+      if (collect) {
+        for (let i = 0; i < count; i++) reads.push({ value: parts?.[ownCount + i] ?? null, missing });
+      }
+      if (ownCount === 0) {
+        delete holder.context;
+        delete holder.contextMissing;
+      } else if (parts !== undefined) {
+        const mine = parts.slice(0, ownCount);
+        holder.context = own?.single ? (mine[0] ?? null) : mine;
+      }
+    };
+    split(raw, true);
+    for (const w of raw.warnings) split(w, false);
+    return reads.length > 0 ? reads : Array.from({ length: count }, () => undefined);
+  }
+
+  /** Hands the event to the internal readers, before any listener sees it. */
+  #runTaps(
+    event: BlockEvent,
+    watch: Watch | undefined,
+    reads: ({ value: JsonValue; missing: string | null } | undefined)[] | undefined,
+  ): void {
+    const tapsRead = watch?.taps ?? [];
+    // A stopped watch released its anchors: takeContextAnchors finds nothing for it.
+    const anchors = tapsRead.length > 0 && watch !== undefined ? native().takeContextAnchors(watch.id) : [];
+    for (const tap of this.#taps) {
+      const i = tapsRead.indexOf(tap);
+      try {
+        tap.onBlock(event, i >= 0 ? reads?.[i] : undefined, anchors);
+      } catch (e) {
+        rethrowLater(e);
+      }
+    }
   }
 
   /** `asyncContext`: the stores the native record carries, or why they could not be read. */

@@ -30,9 +30,17 @@ export interface NativeBinding {
     asyncContext?: readonly object[],
     asyncContextKeys?: readonly (readonly string[] | null)[],
     asyncContextSingle?: boolean,
+    asyncContextPaths?: readonly (readonly (string | symbol)[] | null)[],
   ): number;
+  /** The objects the watch's `asyncContext` paths led to since the last call (internal: lib/otel.ts). */
+  takeContextAnchors(id: number): object[];
   /** `{"context":…,"contextMissing":…}` of the calling code's stores, read as the sampling interrupt does. */
-  readAsyncContext(storages: readonly object[], keys: readonly (readonly string[] | null)[], single: boolean): string;
+  readAsyncContext(
+    storages: readonly object[],
+    keys: readonly (readonly string[] | null)[],
+    single: boolean,
+    paths?: readonly (readonly (string | symbol)[] | null)[],
+  ): string;
   installInterrupts(
     asyncWrap: object | null,
     kStackLength: number,

@@ -105,6 +105,14 @@ export interface BlockEvent {
   context?: JsonValue;
   /** With `asyncContext` only: why `context` could not be read, or null. */
   contextMissing?: string | null;
+  /**
+   * With `enableOpenTelemetry()` (`loop-helpers/otel`) only, when a span was active in the blocked
+   * code (read natively while it blocked; see docs/opentelemetry.md): its trace id, 32 hex digits.
+   * Absent otherwise.
+   */
+  traceId?: string;
+  /** With `enableOpenTelemetry()` only: the id of the span active in the blocked code, 16 hex digits. */
+  spanId?: string;
 }
 
 /** What this Node.js build and platform let loop-helpers do. */

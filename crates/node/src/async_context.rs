@@ -14,6 +14,7 @@
 //! of asking here.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use loop_helpers_core::context::ContextCapture;
 
@@ -28,7 +29,15 @@ struct Storage {
     instance: napi_ref,
     /// Keys of the store to keep (None: all of it).
     keys: Option<Vec<String>>,
+    /// Internal (`lib/otel.ts`): a reference to an array of keys (strings or symbols) followed
+    /// from the store before it is written, each step a Map entry or an own data property
+    /// ([`Walker::step`]); the object found at its end is written (with `keys`) and kept as an
+    /// anchor (see [`AsyncContextSpec::take_anchors`]). None: the store itself.
+    path: Option<napi_ref>,
 }
+
+/// Anchors kept at most per detector, until JavaScript takes them (the oldest go first).
+const MAX_ANCHORS: usize = 64;
 
 /// The stores a detector reads.
 pub struct AsyncContextSpec {
@@ -39,6 +48,10 @@ pub struct AsyncContextSpec {
     /// The block whose store was read (the monitor's block serial, from 1): the store is read
     /// once per block, at the first sample that finds JavaScript on the stack.
     read_block: AtomicU64,
+    /// Strong references to the objects found at the end of a storage's `path` by the reads since
+    /// JavaScript last took them (`takeContextAnchors`): for OpenTelemetry, the span that was
+    /// active in the blocked code, which the `'blocked'` delivery then annotates.
+    anchors: Mutex<Vec<napi_ref>>,
 }
 
 // SAFETY: the references are created, read and deleted only on the environment's JavaScript
@@ -68,8 +81,9 @@ pub const THREW: &str = "reading the store raised an exception in V8 (it was dis
 
 impl AsyncContextSpec {
     /// From `start()`'s arguments: `storages` an array of AsyncLocalStorage instances (checked in
-    /// TypeScript), `keys` an array of the same length of `null` or arrays of strings. None when
-    /// `storages` is not an array (asyncContext off).
+    /// TypeScript), `keys` an array of the same length of `null` or arrays of strings, `paths`
+    /// undefined or an array of the same length of `null` or arrays of strings and symbols (see
+    /// [`Storage::path`]). None when `storages` is not an array (asyncContext off).
     ///
     /// # Safety
     /// On `env`'s JS thread, inside a Node-API callback.
@@ -78,16 +92,19 @@ impl AsyncContextSpec {
         storages: napi_value,
         keys: napi_value,
         single: bool,
+        paths: napi_value,
     ) -> Result<Option<Self>, String> {
         let Some(instances) = js::array_elements(env, storages) else {
             return Ok(None);
         };
         let key_lists = js::array_elements(env, keys).unwrap_or_default();
+        let path_lists = js::array_elements(env, paths).unwrap_or_default();
         let mut spec = AsyncContextSpec {
             storages: Vec::new(),
             single: single && instances.len() == 1,
             closed: AtomicBool::new(false),
             read_block: AtomicU64::new(0),
+            anchors: Mutex::new(Vec::new()),
         };
         for (i, inst) in instances.into_iter().enumerate() {
             let mut t = 0;
@@ -108,7 +125,29 @@ impl AsyncContextSpec {
                 spec.close(env);
                 return Err("asyncContext: napi_create_reference failed".into());
             }
-            spec.storages.push(Storage { instance: r, keys });
+            let mut path = None;
+            if let Some(&p) = path_lists.get(i) {
+                let mut pt = 0;
+                let mut is_array = false;
+                if napi_typeof(env, p, &mut pt) == NAPI_OK
+                    && pt == NAPI_OBJECT
+                    && napi_is_array(env, p, &mut is_array) == NAPI_OK
+                    && is_array
+                {
+                    let mut pr = std::ptr::null_mut();
+                    if napi_create_reference(env, p, 1, &mut pr) != NAPI_OK {
+                        napi_delete_reference(env, r);
+                        spec.close(env);
+                        return Err("asyncContext: napi_create_reference failed".into());
+                    }
+                    path = Some(pr);
+                }
+            }
+            spec.storages.push(Storage {
+                instance: r,
+                keys,
+                path,
+            });
         }
         Ok(Some(spec))
     }
@@ -123,7 +162,71 @@ impl AsyncContextSpec {
         }
         for s in &self.storages {
             napi_delete_reference(env, s.instance);
+            if let Some(p) = s.path {
+                napi_delete_reference(env, p);
+            }
         }
+        for r in self
+            .anchors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            napi_delete_reference(env, r);
+        }
+    }
+
+    /// The anchors kept since the last call (oldest first), released.
+    ///
+    /// # Safety
+    /// On `env`'s JS thread, in a Node-API callback.
+    pub unsafe fn take_anchors(&self, env: napi_env) -> Vec<napi_value> {
+        let refs = std::mem::take(&mut *self.anchors.lock().unwrap_or_else(|e| e.into_inner()));
+        refs.into_iter()
+            .filter_map(|r| {
+                let mut v = std::ptr::null_mut();
+                napi_get_reference_value(env, r, &mut v);
+                napi_delete_reference(env, r);
+                (!v.is_null()).then_some(v)
+            })
+            .collect()
+    }
+
+    /// Keeps `v` (an object) as an anchor; the oldest goes when there are too many.
+    unsafe fn keep_anchor(&self, env: napi_env, v: napi_value) {
+        let mut r = std::ptr::null_mut();
+        if napi_create_reference(env, v, 1, &mut r) != NAPI_OK {
+            return;
+        }
+        let mut anchors = self.anchors.lock().unwrap_or_else(|e| e.into_inner());
+        if anchors.len() >= MAX_ANCHORS {
+            napi_delete_reference(env, anchors.remove(0));
+        }
+        anchors.push(r);
+    }
+
+    /// Follows `path` (a reference to an array of keys) from `v`; None when a step finds nothing.
+    unsafe fn follow(
+        &self,
+        env: napi_env,
+        w: &mut Walker,
+        mut v: napi_value,
+        path: napi_ref,
+    ) -> Option<napi_value> {
+        let mut steps = std::ptr::null_mut();
+        napi_get_reference_value(env, path, &mut steps);
+        if steps.is_null() {
+            return None;
+        }
+        let mut len = 0u32;
+        napi_get_array_length(env, steps, &mut len);
+        for i in 0..len {
+            let mut key = std::ptr::null_mut();
+            // Our own array (made by lib/async-context.ts, never handed out): plain element reads.
+            napi_get_element(env, steps, i, &mut key);
+            v = w.step(v, key)?;
+        }
+        Some(v)
     }
 
     /// In the sampling interrupt of block `serial`: the stores of the blocked code, or None when
@@ -231,6 +334,15 @@ impl AsyncContextSpec {
                         napi_get_element(env, a, k + 1, &mut v);
                         store = Some(v);
                         break;
+                    }
+                }
+            }
+            if let (Some(v), Some(path)) = (store, s.path) {
+                store = self.follow(env, &mut w, v, path);
+                if let Some(target) = store {
+                    let mut tt = 0;
+                    if napi_typeof(env, target, &mut tt) == NAPI_OK && tt == NAPI_OBJECT {
+                        self.keep_anchor(env, target);
                     }
                 }
             }

@@ -207,6 +207,41 @@ impl<'a> Walker<'a> {
         Prop::Value(v)
     }
 
+    /// One step of an internal `asyncContext` path (`lib/otel.ts`): from object `v`, the value of
+    /// `key` (a string or a symbol), read as the snapshot reads: the entry of a Map found by
+    /// identity (`Map::AsArray`), or an own data property (never a getter, never the prototype).
+    /// None when `v` is not an object, is a proxy, or has no such entry.
+    ///
+    /// # Safety
+    /// As for [`Walker::value`].
+    pub unsafe fn step(&mut self, v: napi_value, key: napi_value) -> Option<napi_value> {
+        if self.type_of(v) != Some(NAPI_OBJECT) || (self.api.is_proxy)(v) {
+            return None;
+        }
+        if (self.api.is_map)(v) {
+            let flat = (self.api.map_as_array)(v);
+            let mut len = 0u32;
+            if flat.is_null() || napi_get_array_length(self.env, flat, &mut len) != NAPI_OK {
+                return None;
+            }
+            for i in (0..len).step_by(2) {
+                let mut k = std::ptr::null_mut();
+                // A fresh array without holes: plain element reads.
+                napi_get_element(self.env, flat, i, &mut k);
+                if self.same(k, key) {
+                    let mut value = std::ptr::null_mut();
+                    napi_get_element(self.env, flat, i + 1, &mut value);
+                    return Some(value);
+                }
+            }
+            return None;
+        }
+        match self.prop(v, key, true) {
+            Prop::Value(value) => Some(value),
+            _ => None,
+        }
+    }
+
     /// Writes any value.
     ///
     /// # Safety

@@ -279,6 +279,15 @@ impl EnvLoop {
         Ok(st)
     }
 
+    /// The sink of a running watch of this loop.
+    pub fn sink(&self, id: u64) -> Option<Arc<NodeSink>> {
+        lock(&self.inner)
+            .watches
+            .iter()
+            .find(|(w, _)| *w == id)
+            .map(|(_, s)| s.clone())
+    }
+
     /// Registers a watch of this loop with the monitor (on the JS thread).
     pub fn add_watch(
         self: &Arc<Self>,

@@ -23,12 +23,14 @@ const E_ARG: &str = "ERR_LOOP_HELPERS_NATIVE_ARGUMENT";
 const E_START: &str = "ERR_LOOP_HELPERS_START";
 
 /// start(timeoutSeconds, aggressive, logMode, timeoutLabel, threadId, captureStacks, interrupt,
-///   microtaskGraceSeconds, onBlock, asyncContext?, asyncContextKeys?, asyncContextSingle?) -> id
+///   microtaskGraceSeconds, onBlock, asyncContext?, asyncContextKeys?, asyncContextSingle?,
+///   asyncContextPaths?) -> id
 ///
 /// asyncContext: an array of AsyncLocalStorage instances whose stores are read with each stack
 /// sample (undefined: none); asyncContextKeys: per instance, null or the keys to keep;
 /// asyncContextSingle: the detector was given one instance alone (its store is the snapshot, not
-/// an array of one).
+/// an array of one). asyncContextPaths (internal, lib/otel.ts): per instance, null or the keys to
+/// follow from its store (see `async_context::Storage::path`).
 ///
 /// microtaskGraceSeconds: interrupt a promise reaction only once the block is this long; negative:
 /// never.
@@ -36,7 +38,7 @@ const E_START: &str = "ERR_LOOP_HELPERS_START";
 /// logMode: 0 silent, 1 stderr text, 2 stderr JSON lines, 3 deferred to JavaScript.
 /// interrupt: 0 none, 1 only inside guards (`'guarded'`), 2 anywhere (`'everywhere'`).
 pub unsafe extern "C" fn start(env: napi_env, info: napi_callback_info) -> napi_value {
-    let a = js::args::<12>(env, info);
+    let a = js::args::<13>(env, info);
     let (
         Some(timeout),
         Some(aggressive),
@@ -92,6 +94,7 @@ pub unsafe extern "C" fn start(env: napi_env, info: napi_callback_info) -> napi_
         a[9],
         a[10],
         js::bool_arg(env, a[11]).unwrap_or(false),
+        a[12],
     ) {
         Ok(c) => c.filter(|_| stacks && v8_values::api().is_ok()),
         Err(e) => return js::throw(env, E_ARG, &e),
@@ -176,12 +179,12 @@ pub unsafe extern "C" fn capture_stack(env: napi_env, info: napi_callback_info) 
     js::string(env, &s)
 }
 
-/// readAsyncContext(storages, keys, single) -> JSON `{"context":…,"contextMissing":…}`: the
+/// readAsyncContext(storages, keys, single, paths?) -> JSON `{"context":…,"contextMissing":…}`: the
 /// stores of the calling code, read as the sampling interrupt reads them (self-test, tests).
 pub unsafe extern "C" fn read_async_context(env: napi_env, info: napi_callback_info) -> napi_value {
-    let a = js::args::<3>(env, info);
+    let a = js::args::<4>(env, info);
     let single = js::bool_arg(env, a[2]).unwrap_or(false);
-    let spec = match AsyncContextSpec::from_args(env, a[0], a[1], single) {
+    let spec = match AsyncContextSpec::from_args(env, a[0], a[1], single, a[3]) {
         Ok(Some(s)) => s,
         Ok(None) => return js::throw(env, E_ARG, "readAsyncContext(): storages is not an array"),
         Err(e) => return js::throw(env, E_ARG, &e),
@@ -671,4 +674,29 @@ pub unsafe extern "C" fn set_report_paths(env: napi_env, info: napi_callback_inf
     };
     loop_helpers_core::fingerprint::set_paths(&cwd, &own);
     js::undefined(env)
+}
+
+/// takeContextAnchors(id) -> the objects found at the end of the watch's `asyncContext` paths
+/// (internal, lib/otel.ts: the spans active in blocked code) since the last call, oldest first.
+pub unsafe extern "C" fn take_context_anchors(
+    env: napi_env,
+    info: napi_callback_info,
+) -> napi_value {
+    let a = js::args::<1>(env, info);
+    let Some(id) = js::f64_arg(env, a[0]) else {
+        return js::throw(env, E_ARG, "takeContextAnchors(): bad id");
+    };
+    let anchors = match EnvLoop::get_or_create(env) {
+        Ok(e) => e
+            .sink(id as u64)
+            .map(|s| s.take_anchors(env))
+            .unwrap_or_default(),
+        Err(e) => return js::throw(env, E_START, &e),
+    };
+    let mut arr = std::ptr::null_mut();
+    napi_create_array_with_length(env, anchors.len(), &mut arr);
+    for (i, v) in anchors.into_iter().enumerate() {
+        napi_set_element(env, arr, i as u32, v);
+    }
+    arr
 }

@@ -90,7 +90,7 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
         unsafe { libc::atexit(at_exit) };
     });
     let _ = catch_unwind(AssertUnwindSafe(|| {
-        let functions: [(&CStr, Exported); 20] = [
+        let functions: [(&CStr, Exported); 21] = [
             (c"start", guarded!(exports::start)),
             (c"stop", guarded!(exports::stop)),
             (c"flush", guarded!(exports::flush)),
@@ -103,6 +103,10 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
             (c"takeAbandoned", guarded!(exports::take_abandoned)),
             (c"captureStack", guarded!(exports::capture_stack)),
             (c"readAsyncContext", guarded!(exports::read_async_context)),
+            (
+                c"takeContextAnchors",
+                guarded!(exports::take_context_anchors),
+            ),
             (c"nativeInfo", guarded!(exports::native_info)),
             (c"isMainThread", guarded!(exports::is_main_thread)),
             (c"registerSourceMap", guarded!(exports::register_source_map)),

@@ -152,6 +152,17 @@ impl NodeSink {
         }))
     }
 
+    /// The objects kept at the end of the `asyncContext` paths since the last call.
+    ///
+    /// # Safety
+    /// On the environment's JS thread, in a Node-API callback.
+    pub unsafe fn take_anchors(&self, env: napi_env) -> Vec<napi_value> {
+        match &self.context {
+            Some(spec) => spec.take_anchors(env),
+            None => Vec::new(),
+        }
+    }
+
     /// Releases the thread-safe function (the detector stopped). Later deliveries are dropped.
     /// On the JS thread (it also releases the `asyncContext` instances).
     pub fn close(&self) {
