@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { ResolvedAsyncContext } from './async-context';
-import { capabilities } from './capabilities';
+import { probedCapabilities } from './capabilities';
 import { channelMessage } from './channel-message';
 import { AlarmInterrupt, argError, describe } from './errors';
 
@@ -14,7 +14,7 @@ import {
   LOST_CONTINUATIONS,
 } from './interrupt';
 import { forgetInterruptedLoads, installRequireRepair, loadDepth } from './modules';
-import { InterruptMode, native, threadId } from './native';
+import { type NativeLogMode, native, threadId } from './native';
 import { blockingWarningsSilenced, emitBlockingWarning } from './node-warnings';
 import {
   type BlockingDetectorOptions,
@@ -27,19 +27,11 @@ import { mapFrames, syncSourceMaps } from './sourcemaps';
 import type { BlockEvent, BlockSample } from './types';
 import { acquireInterrupts, releaseAbandoned, releaseInterrupts } from './unguarded';
 
-/** Native log modes (crates/node/src/exports.rs). */
-enum LogMode {
-  Silent = 0,
-  StderrText = 1,
-  StderrJson = 2,
-  Deferred = 3,
-}
-
-function logMode(log: LogOption): LogMode {
-  if (typeof log === 'function') return LogMode.Deferred;
-  if (log === 'json') return LogMode.StderrJson;
+function logMode(log: LogOption): NativeLogMode {
+  if (typeof log === 'function') return 'deferred';
+  if (log === 'json') return 'json';
   // Node's conventions: --no-warnings, NODE_NO_WARNINGS=1, --disable-warning=BlockingWarning.
-  return log === false || blockingWarningsSilenced() ? LogMode.Silent : LogMode.StderrText;
+  return log === false || blockingWarningsSilenced() ? 'silent' : 'text';
 }
 
 interface NativeWarning extends BlockSample {
@@ -248,29 +240,25 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
   /** Starts watching this thread's loop. Starting a running detector does nothing. */
   start(): this {
     if (this.#id !== undefined) return this;
-    const caps = capabilities();
+    const caps = probedCapabilities();
     const interrupting = this.raiseExc !== false && this.raiseExc !== null && caps.interrupt;
     const grace = this.microtaskInterruptAfter === false ? -1 : this.microtaskInterruptAfter * this.timeout;
     const ctx = this.#asyncContext;
     this.#contextMissing = ctx && !caps.asyncContext ? caps.reasons.asyncContext : undefined;
     const readContext = ctx !== undefined && this.#contextMissing === undefined;
     this.#id = native().start(
-      this.timeout,
-      this.aggressive,
-      logMode(this.log),
-      String(this.timeout),
-      threadId(),
-      caps.stackCapture,
-      !interrupting
-        ? InterruptMode.None
-        : this.interrupt === 'everywhere'
-          ? InterruptMode.Everywhere
-          : InterruptMode.Guarded,
-      grace,
+      {
+        timeoutSeconds: this.timeout,
+        timeoutLabel: String(this.timeout),
+        aggressive: this.aggressive,
+        logMode: logMode(this.log),
+        threadId: threadId(),
+        captureStacks: caps.stackCapture,
+        interrupt: !interrupting ? 'none' : this.interrupt === 'everywhere' ? 'everywhere' : 'guarded',
+        microtaskGraceSeconds: grace,
+        asyncContext: readContext ? ctx : undefined,
+      },
       (json) => this.#deliver(json),
-      readContext ? ctx.storages : undefined,
-      ctx?.keys,
-      ctx?.single,
     );
     byId.set(this.#id, this);
     native().setReportPaths(process.cwd(), ownDir);
