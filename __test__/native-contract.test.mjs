@@ -149,7 +149,9 @@ test('installInterrupts() and readAsyncContext() take named options too', (t) =>
   t.throws(() => native().readAsyncContext({ storages: [], keys: [] }), {
     message: 'readAsyncContext(): asyncContext.single must be a boolean, got undefined',
   });
-  t.is(native().readAsyncContext({ storages: [], keys: [], single: false }), '{"context":[],"contextMissing":null}');
+  // Accepted (what it reads depends on the Node.js: Node 20 has no AsyncContextFrame).
+  const read = JSON.parse(native().readAsyncContext({ storages: [], keys: [], single: false }));
+  t.deepEqual(Object.keys(read), ['context', 'contextMissing']);
 });
 
 /** Loads dist/lib/native.js in a child and reports what native() gave or threw. */
