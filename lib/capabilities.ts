@@ -12,6 +12,7 @@ interface NativeInfo {
   afterTerminationReason: string | null;
   asyncContext: boolean;
   asyncContextReason: string | null;
+  panics: Capabilities['panics'];
 }
 
 interface RawFrame {
@@ -50,15 +51,17 @@ function probeAsyncContext(info: NativeInfo, stackReason: string | undefined): s
   if (stackReason) return `needs stack capture (${stackReason})`;
   const { AsyncLocalStorage } = require('node:async_hooks') as typeof import('node:async_hooks');
   const probe = new AsyncLocalStorage<object>();
-  const got = probe.run({ probe: [1, 'a'] }, () => native().readAsyncContext([probe], [null], true));
+  const got = probe.run({ probe: [1, 'a'] }, () =>
+    native().readAsyncContext({ storages: [probe], keys: [null], single: true }),
+  );
   const want = '{"context":{"probe":[1,"a"]},"contextMissing":null}';
   return got === want ? undefined : `self-test failed: the store read natively was ${got}`;
 }
 
-let cached: Capabilities | undefined;
+let cached: Omit<Capabilities, 'panics'> | undefined;
 
-/** What works on this Node.js: stack capture, interrupts, fork. */
-export function capabilities(): Capabilities {
+/** What works on this Node.js, probed once (for this package's own use: not a copy). */
+export function probedCapabilities(): Readonly<Omit<Capabilities, 'panics'>> {
   if (!cached) {
     const stackReason = probeStackCapture();
     const info = JSON.parse(native().nativeInfo()) as NativeInfo;
@@ -88,5 +91,15 @@ export function capabilities(): Capabilities {
       reasons,
     };
   }
-  return { ...cached, reasons: { ...cached.reasons } };
+  return cached;
+}
+
+/**
+ * What works on this Node.js: stack capture, interrupts, fork (probed once); and the panics the
+ * native layer recovered from (read at each call).
+ */
+export function capabilities(): Capabilities {
+  const probed = probedCapabilities();
+  const { panics } = JSON.parse(native().nativeInfo()) as NativeInfo;
+  return { ...probed, reasons: { ...probed.reasons }, panics };
 }

@@ -3,7 +3,7 @@ import { EventEmitter } from 'node:events';
 import { writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { JsonValue, ResolvedAsyncContext } from './async-context';
-import { capabilities } from './capabilities';
+import { probedCapabilities } from './capabilities';
 import { channelMessage } from './channel-message';
 import { AlarmInterrupt, argError, describe } from './errors';
 
@@ -15,7 +15,7 @@ import {
   LOST_CONTINUATIONS,
 } from './interrupt';
 import { forgetInterruptedLoads, installRequireRepair, loadDepth } from './modules';
-import { InterruptMode, native, threadId } from './native';
+import { type NativeLogMode, native, threadId } from './native';
 import { blockingWarningsSilenced, emitBlockingWarning } from './node-warnings';
 import {
   type BlockingDetectorOptions,
@@ -28,19 +28,11 @@ import { mapFrames, syncSourceMaps } from './sourcemaps';
 import type { BlockEvent, BlockSample } from './types';
 import { acquireInterrupts, releaseAbandoned, releaseInterrupts } from './unguarded';
 
-/** Native log modes (crates/node/src/exports.rs). */
-enum LogMode {
-  Silent = 0,
-  StderrText = 1,
-  StderrJson = 2,
-  Deferred = 3,
-}
-
-function logMode(log: LogOption): LogMode {
-  if (typeof log === 'function') return LogMode.Deferred;
-  if (log === 'json') return LogMode.StderrJson;
+function logMode(log: LogOption): NativeLogMode {
+  if (typeof log === 'function') return 'deferred';
+  if (log === 'json') return 'json';
   // Node's conventions: --no-warnings, NODE_NO_WARNINGS=1, --disable-warning=BlockingWarning.
-  return log === false || blockingWarningsSilenced() ? LogMode.Silent : LogMode.StderrText;
+  return log === false || blockingWarningsSilenced() ? 'silent' : 'text';
 }
 
 interface NativeWarning extends BlockSample {
@@ -285,7 +277,7 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
   /** Starts watching this thread's loop. Starting a running detector does nothing. */
   start(): this {
     if (this.#id !== undefined) return this;
-    const caps = capabilities();
+    const caps = probedCapabilities();
     const interrupting = this.raiseExc !== false && this.raiseExc !== null && caps.interrupt;
     const grace = this.microtaskInterruptAfter === false ? -1 : this.microtaskInterruptAfter * this.timeout;
     const ctx = this.#asyncContext;
@@ -310,7 +302,7 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
   }
 
   /** The native watch, with the user's `asyncContext` stores and the taps' stores. */
-  #startNative(caps: ReturnType<typeof capabilities>, interrupting: boolean, grace: number): void {
+  #startNative(caps: ReturnType<typeof probedCapabilities>, interrupting: boolean, grace: number): void {
     const ctx = this.#asyncContext;
     const readContext = ctx !== undefined && this.#contextMissing === undefined;
     const taps = caps.asyncContext ? this.#taps.filter((t) => t.context !== undefined) : [];
@@ -329,23 +321,19 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
       single = false;
     }
     this.#id = native().start(
-      this.timeout,
-      this.aggressive,
-      logMode(this.log),
-      String(this.timeout),
-      threadId(),
-      caps.stackCapture,
-      !interrupting
-        ? InterruptMode.None
-        : this.interrupt === 'everywhere'
-          ? InterruptMode.Everywhere
-          : InterruptMode.Guarded,
-      grace,
+      {
+        timeoutSeconds: this.timeout,
+        timeoutLabel: String(this.timeout),
+        aggressive: this.aggressive,
+        logMode: logMode(this.log),
+        threadId: threadId(),
+        captureStacks: caps.stackCapture,
+        interrupt: !interrupting ? 'none' : this.interrupt === 'everywhere' ? 'everywhere' : 'guarded',
+        microtaskGraceSeconds: grace,
+        asyncContext:
+          storages === undefined ? undefined : { storages, keys: keys ?? [], single: single ?? false, paths },
+      },
       (json) => this.#deliver(json, watch),
-      storages,
-      keys,
-      single,
-      paths,
     );
     watch.id = this.#id;
     this.#watch = watch;
@@ -374,7 +362,7 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
   #restartNative(): void {
     const id = this.#id;
     if (id === undefined) return;
-    const caps = capabilities();
+    const caps = probedCapabilities();
     if (!caps.asyncContext) return;
     byId.delete(id);
     retire(id, this);

@@ -1,53 +1,106 @@
 // Loads the native addon: a local build (`npm run build`) first, then the prebuilt binary of this
 // platform's npm package. One binary serves every Node.js version from 20 on (Node-API is
-// ABI-stable; the V8 entry points it lacks are resolved at run time).
+// ABI-stable; the V8 entry points it lacks are resolved at run time). The addon must speak this
+// file's contract (`NATIVE_ABI_VERSION`) and a platform package be of this package's version.
 
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 
-/** Native interrupt modes (crates/node/src/exports.rs `start`; an unknown value is an error there). */
-export enum InterruptMode {
-  /** Report only. */
-  None = 0,
-  /** Interrupt inside `run()`/`wrap()` and the timer guards only (`interrupt: 'guarded'`). */
-  Guarded = 1,
-  /** Interrupt blocking code wherever it runs (`interrupt: 'everywhere'`). */
-  Everywhere = 2,
+/**
+ * The version of the contract between this file and the addon: the functions of
+ * {@link NativeBinding}, their options and results. The addon exports its own as `abiVersion`
+ * (crates/node/src/lib.rs `ABI_VERSION`); the loader refuses an addon whose version differs
+ * (`ERR_LOOP_HELPERS_NATIVE_ABI`), such as a stale local build or a binary of another release.
+ * Bump both with any change to the contract. `__test__/native-contract.test.mjs` checks that the
+ * addon's exports are exactly the members of {@link NativeBinding}.
+ */
+export const NATIVE_ABI_VERSION = 1;
+
+/** Where a detector's warnings go (an unknown value is an error natively too). */
+export type NativeLogMode =
+  /** Nowhere (`log: false`, or warnings silenced the Node.js way). */
+  | 'silent'
+  /** stderr, as text. */
+  | 'text'
+  /** stderr, one JSON object a line (`log: 'json'`). */
+  | 'json'
+  /** To JavaScript, through `onBlock` (`log: function`). */
+  | 'deferred';
+
+/** Which blocking code a detector interrupts (an unknown value is an error natively too). */
+export type NativeInterruptMode =
+  /** None: report only. */
+  | 'none'
+  /** Inside `run()`/`wrap()` and the timer guards only (`interrupt: 'guarded'`). */
+  | 'guarded'
+  /** Blocking code wherever it runs (`interrupt: 'everywhere'`). */
+  | 'everywhere';
+
+/** The AsyncLocalStorage stores a detector reads with each stack sample (`asyncContext`). */
+export interface NativeAsyncContext {
+  /** The AsyncLocalStorage instances. */
+  storages: readonly object[];
+  /** Per instance: null (the whole store) or the keys to keep. */
+  keys: readonly (readonly string[] | null)[];
+  /** One instance was given alone: its store is the snapshot, not an array of one. */
+  single: boolean;
+  /**
+   * Internal (lib/otel.ts): per instance, null or the keys to follow from its store, each a Map
+   * key matched by identity or an own data property; the object reached is kept as an anchor
+   * (see `takeContextAnchors`).
+   */
+  paths?: readonly (readonly (string | symbol)[] | null)[] | undefined;
 }
 
-/** The functions the Rust addon exports (see crates/node/src/exports.rs). */
+/** `start()`'s options, read natively by name (crates/node/src/exports.rs `start`). */
+export interface StartOptions {
+  /** The timeout, > 0. */
+  timeoutSeconds: number;
+  /** The timeout as reports print it. */
+  timeoutLabel: string;
+  aggressive: boolean;
+  logMode: NativeLogMode;
+  /** `worker_threads.threadId` of this environment (reports). */
+  threadId: number;
+  /** Whether to sample the blocked code's stack (`capabilities().stackCapture`). */
+  captureStacks: boolean;
+  interrupt: NativeInterruptMode;
+  /** Interrupt a promise reaction only once the block is this long; negative: never. */
+  microtaskGraceSeconds: number;
+  /** Stores to read with each stack sample; absent: none. */
+  asyncContext?: NativeAsyncContext | undefined;
+}
+
+/** `installInterrupts()`'s options (crates/node/src/exports.rs `install_interrupts`). */
+export interface InstallInterruptsOptions {
+  /** Node's `async_wrap` binding and the indices of its fields (Node 20/22), or null. */
+  asyncWrap: {
+    binding: object;
+    kStackLength: number;
+    kExecutionAsyncId: number;
+    kTriggerAsyncId: number;
+  } | null;
+  /** Node's uncaught-exception route for repairing after a termination, or null. */
+  afterTermination: ((trigger: (sentinel: unknown) => void, repaired: boolean) => void) | null;
+}
+
+/**
+ * The addon's exports (crates/node/src/lib.rs, the table in `napi_register_module_v1`; the
+ * functions in exports.rs and fork_exports.rs). Kept by hand, and checked against the addon by
+ * `__test__/native-contract.test.mjs`: every method here is exported and nothing else is.
+ */
 export interface NativeBinding {
-  start(
-    timeoutSeconds: number,
-    aggressive: boolean,
-    logMode: number,
-    timeoutLabel: string,
-    threadId: number,
-    captureStacks: boolean,
-    interrupt: InterruptMode,
-    microtaskGraceSeconds: number,
-    onBlock: (recordJson: string) => void,
-    asyncContext?: readonly object[],
-    asyncContextKeys?: readonly (readonly string[] | null)[],
-    asyncContextSingle?: boolean,
-    asyncContextPaths?: readonly (readonly (string | symbol)[] | null)[],
-  ): number;
+  /** The addon's {@link NATIVE_ABI_VERSION}. */
+  readonly abiVersion: number;
+  /** Starts a watch; returns its id. `onBlock` receives the records of log mode `'deferred'`. */
+  start(options: StartOptions, onBlock: (recordJson: string) => void): number;
   /** The objects the watch's `asyncContext` paths led to since the last call (internal: lib/otel.ts). */
   takeContextAnchors(id: number): object[];
   /** `{"context":…,"contextMissing":…}` of the calling code's stores, read as the sampling interrupt does. */
-  readAsyncContext(
-    storages: readonly object[],
-    keys: readonly (readonly string[] | null)[],
-    single: boolean,
-    paths?: readonly (readonly (string | symbol)[] | null)[],
-  ): string;
+  readAsyncContext(asyncContext: NativeAsyncContext): string;
   installInterrupts(
-    asyncWrap: object | null,
-    kStackLength: number,
-    kExecutionAsyncId: number,
-    kTriggerAsyncId: number,
+    options: InstallInterruptsOptions,
     deliver: (json: string) => void,
-    afterTermination: (trigger: (sentinel: unknown) => void, repaired: boolean) => void,
   ): [guardApply: unknown, guardThis: unknown, unguardedReason: string | undefined];
   setInterruptsActive(on: boolean): void;
   takeAbandoned(): object[];
@@ -55,6 +108,7 @@ export interface NativeBinding {
   stop(id: number): string | undefined;
   flush(id: number): string | undefined;
   captureStack(limit: number): string;
+  /** JSON: capabilities, monitor statistics, and `panics` (see `Capabilities['panics']`). */
   nativeInfo(): string;
   isMainThread(): boolean;
   forkSupport(): string | null;
@@ -69,6 +123,12 @@ export interface NativeBinding {
   /** The directory fingerprints make file names relative to, and this package's own directory. */
   setReportPaths(cwd: string, ownDir: string): void;
   waitpid(pid: number, block: boolean): [code: number | null, signal: number | null] | undefined;
+  /**
+   * Panics with `message` inside a guarded export (an ERR_LOOP_HELPERS_PANIC exception), holding
+   * a lock it poisons when `holdingLock`. Exported only when `LOOP_HELPERS_TEST_PANIC=1` as the
+   * addon loads (the tests of panic visibility).
+   */
+  testPanic?(message: string, holdingLock: boolean): never;
 }
 
 /** The platform triples that have a prebuilt binary, as in package.json `napi.targets`. */
@@ -96,6 +156,37 @@ export function platformTriple(): string {
 
 const packageRoot = join(__dirname, '..', '..');
 
+function loadError(code: string, message: string): Error & { code: string } {
+  const err = new Error(message) as Error & { code: string };
+  err.code = code;
+  return err;
+}
+
+/**
+ * `binding`, loaded from `file`, when it speaks this file's contract. An addon of another ABI
+ * version is an error rather than a reason to try the next candidate: it is a stale build or a
+ * binary of another release, which the user should hear about, not have silently replaced.
+ */
+function checkAbi(binding: NativeBinding, file: string): NativeBinding {
+  const got = (binding as { abiVersion?: unknown }).abiVersion;
+  if (got === NATIVE_ABI_VERSION) return binding;
+  throw loadError(
+    'ERR_LOOP_HELPERS_NATIVE_ABI',
+    `loop-helpers: the native addon ${file} has ABI version ${got === undefined ? 'none' : String(got)}, ` +
+      `but this loop-helpers needs version ${NATIVE_ABI_VERSION}.\n` +
+      'Rebuild it (`npm run build` in a checkout), or reinstall loop-helpers so that its platform package matches.',
+  );
+}
+
+/** `version` of the package.json at `file`; undefined when it cannot be read. */
+function packageVersion(file: string): string | undefined {
+  try {
+    return (JSON.parse(readFileSync(file, 'utf8')) as { version?: string }).version;
+  } catch {
+    return undefined;
+  }
+}
+
 function load(): NativeBinding {
   const triple = platformTriple();
   const explicit = process.env.LOOP_HELPERS_NATIVE_PATH;
@@ -108,28 +199,52 @@ function load(): NativeBinding {
       errors.push(`${file}: not found`);
       continue;
     }
+    let binding: NativeBinding;
     try {
-      return require(file) as NativeBinding;
+      binding = require(file) as NativeBinding;
     } catch (e) {
       errors.push(`${file}: ${(e as Error).message}`);
+      continue;
     }
+    return checkAbi(binding, file);
   }
+  // The platform package must be of this package's version, as napi-rs loaders check: another
+  // release's binary may speak the same ABI and still behave differently.
   const pkg = `loop-helpers-${triple}`;
+  let manifest: string | undefined;
   try {
-    return require(pkg) as NativeBinding;
+    manifest = require.resolve(`${pkg}/package.json`);
   } catch (e) {
     errors.push(`${pkg}: ${(e as Error).message.split('\n')[0]}`);
   }
+  if (manifest !== undefined) {
+    const own = packageVersion(join(packageRoot, 'package.json'));
+    const theirs = packageVersion(manifest);
+    if (theirs !== own) {
+      throw loadError(
+        'ERR_LOOP_HELPERS_NATIVE_VERSION',
+        `loop-helpers: the platform package ${pkg} is version ${theirs ?? '(unreadable)'} (${dirname(manifest)}), ` +
+          `but loop-helpers is version ${own ?? '(unreadable)'}.\n` +
+          `Reinstall so that both are the same version (\`npm install loop-helpers@${own ?? '<version>'}\`).`,
+      );
+    }
+    let binding: NativeBinding | undefined;
+    try {
+      binding = require(pkg) as NativeBinding;
+    } catch (e) {
+      errors.push(`${pkg}: ${(e as Error).message.split('\n')[0]}`);
+    }
+    if (binding !== undefined) return checkAbi(binding, require.resolve(pkg));
+  }
   const supported = (SUPPORTED_PLATFORMS as readonly string[]).includes(triple);
-  const err = new Error(
+  throw loadError(
+    supported ? 'ERR_LOOP_HELPERS_NATIVE_LOAD' : 'ERR_LOOP_HELPERS_UNSUPPORTED_PLATFORM',
     supported
       ? `loop-helpers: cannot load the native addon for ${triple}.\n` +
           `Reinstall with optional dependencies enabled, or build it with \`npm run build\` (needs Rust).\n` +
           `Tried:\n  ${errors.join('\n  ')}`
       : `loop-helpers: no native addon for ${triple}. Supported platforms: ${SUPPORTED_PLATFORMS.join(', ')}.`,
-  ) as Error & { code: string };
-  err.code = supported ? 'ERR_LOOP_HELPERS_NATIVE_LOAD' : 'ERR_LOOP_HELPERS_UNSUPPORTED_PLATFORM';
-  throw err;
+  );
 }
 
 let binding: NativeBinding | undefined;

@@ -138,4 +138,25 @@ export interface Capabilities {
     fork?: string;
     asyncContext?: string;
   };
+  /**
+   * Internal errors of the native layer that it recovered from, since the process started (live:
+   * read at each call, unlike the fields above). A panic in the Rust code never crosses into
+   * Node.js: in a function JavaScript called, it becomes an `ERR_LOOP_HELPERS_PANIC` exception;
+   * in a callback or the monitor thread, the work is dropped (the monitor tries its cycle again
+   * 10 ms later). Either way it is counted here. Both counts are 0 unless loop-helpers has a bug,
+   * which is worth reporting with `last`.
+   */
+  panics: {
+    /** Panics caught. */
+    count: number;
+    /** `"<where>: <message>"` of the last one, or null. */
+    last: string | null;
+    /**
+     * Locks that a panic left poisoned and that were used anyway, their data being consistent at
+     * any point a panic can happen.
+     */
+    poisonedLocks: number;
+    /** Where the last poisoned lock was, or null. */
+    lastPoisonedLock: string | null;
+  };
 }

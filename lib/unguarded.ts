@@ -186,12 +186,18 @@ function install(deliver: (json: string) => void): Installed {
   const binding = asyncWrapBinding();
   const c = binding?.constants;
   const [guardApply, guardThis, reason] = native().installInterrupts(
-    binding,
-    c?.kStackLength ?? 0,
-    c?.kExecutionAsyncId ?? 0,
-    c?.kTriggerAsyncId ?? 0,
+    {
+      asyncWrap: binding
+        ? {
+            binding,
+            kStackLength: c?.kStackLength ?? 0,
+            kExecutionAsyncId: c?.kExecutionAsyncId ?? 0,
+            kTriggerAsyncId: c?.kTriggerAsyncId ?? 0,
+          }
+        : null,
+      afterTermination,
+    },
     deliver,
-    afterTermination,
   );
   const guardTimeout = trampoline(kOnTimeout, guardThis as GuardThis);
   const guardImmediate = trampoline(kOnImmediate, guardThis as GuardThis);

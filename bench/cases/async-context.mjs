@@ -57,9 +57,9 @@ if (process.argv[2] === '--child') {
   const als = new AsyncLocalStorage();
   const readUs = (keys) =>
     als.run(store(0), () => {
-      for (let i = 0; i < 1000; i++) native().readAsyncContext([als], [keys], true);
+      for (let i = 0; i < 1000; i++) native().readAsyncContext({ storages: [als], keys: [keys], single: true });
       const t = process.hrtime.bigint();
-      for (let i = 0; i < reads; i++) native().readAsyncContext([als], [keys], true);
+      for (let i = 0; i < reads; i++) native().readAsyncContext({ storages: [als], keys: [keys], single: true });
       return Number(process.hrtime.bigint() - t) / 1e3 / reads;
     });
   const whole = readUs(null);

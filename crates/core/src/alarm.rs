@@ -582,11 +582,11 @@ mod itimer {
     static CONTROL: Mutex<()> = Mutex::new(());
 
     fn control() -> std::sync::MutexGuard<'static, ()> {
-        CONTROL.lock().unwrap_or_else(|e| e.into_inner())
+        lock_or_recover(&CONTROL, "alarm::CONTROL")
     }
 
     fn lock_prev() -> std::sync::MutexGuard<'static, Option<SigAction>> {
-        PREV_ACTION.lock().unwrap_or_else(|e| e.into_inner())
+        lock_or_recover(&PREV_ACTION, "alarm::PREV_ACTION")
     }
 
     fn set_nonblocking_cloexec(fd: c_int) -> nix::Result<()> {
@@ -602,7 +602,7 @@ mod itimer {
         if fd >= 0 {
             return Ok(fd);
         }
-        let _g = PIPE_INIT.lock().unwrap_or_else(|e| e.into_inner());
+        let _g = lock_or_recover(&PIPE_INIT, "alarm::PIPE_INIT");
         let fd = READ_FD.load(Ordering::Acquire);
         if fd >= 0 {
             return Ok(fd);
@@ -628,7 +628,7 @@ mod itimer {
     /// its own; the interval timer is not inherited, so nothing is armed. The SIGALRM disposition
     /// and the remembered previous one are inherited unchanged.
     pub fn after_fork_child() -> io::Result<()> {
-        let _g = PIPE_INIT.lock().unwrap_or_else(|e| e.into_inner());
+        let _g = lock_or_recover(&PIPE_INIT, "alarm::PIPE_INIT");
         ARMED_AT.store(0, Ordering::Release);
         let old_r = READ_FD.swap(-1, Ordering::AcqRel);
         let old_w = WAKE_FD.swap(-1, Ordering::AcqRel);

@@ -19,6 +19,7 @@
 
 use std::sync::Mutex;
 
+use crate::panics::lock_or_recover;
 use crate::report::Frame;
 
 /// Application frames that make the fingerprint.
@@ -36,7 +37,7 @@ static PATHS: Mutex<Option<Paths>> = Mutex::new(None);
 /// Sets the directory file names are made relative to (the process's working directory when the
 /// first detector started) and this package's own directory. Called from JavaScript at `start()`.
 pub fn set_paths(root: &str, own: &str) {
-    let mut p = PATHS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut p = lock_or_recover(&PATHS, "fingerprint::PATHS");
     *p = Some(Paths {
         root: root.trim_end_matches('/').to_owned(),
         own: own.to_owned(),
@@ -45,7 +46,7 @@ pub fn set_paths(root: &str, own: &str) {
 
 /// The fingerprint of the first frames of a sample; None without frames.
 pub fn fingerprint(frames: &[Frame]) -> Option<String> {
-    let p = PATHS.lock().unwrap_or_else(|e| e.into_inner());
+    let p = lock_or_recover(&PATHS, "fingerprint::PATHS");
     let (root, own) = p
         .as_ref()
         .map_or(("", ""), |p| (p.root.as_str(), p.own.as_str()));

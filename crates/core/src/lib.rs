@@ -6,6 +6,7 @@
 //! - [`heartbeat`]: what each loop turn publishes (a single-writer seqlock).
 //! - [`tracker`]: when a loop counts as blocked (pure logic, simulated in tests).
 //! - [`monitor`]: the one process-wide thread that watches every registered loop.
+//! - [`panics`]: panics and poisoned locks recovered from, counted and reported.
 //! - [`report`]: warnings as text and JSON, and the block record handed to JavaScript.
 //! - [`thread_state`]: where a thread outside JavaScript is (its system call), for warnings
 //!   without a stack.
@@ -25,6 +26,7 @@ pub mod fingerprint;
 pub mod fork_prep;
 pub mod heartbeat;
 pub mod monitor;
+pub mod panics;
 pub mod report;
 pub mod snapshot_json;
 pub mod sourcemap;

@@ -25,6 +25,7 @@ use crate::clock::now_ns;
 use crate::context::ContextCapture;
 use crate::fingerprint::fingerprint;
 use crate::heartbeat::LoopSample;
+use crate::panics::lock_or_recover;
 use crate::report::{
     block_json, end_json, end_text, late_stack_json, late_stack_text, warning_json, warning_text,
     BlockRecord, LogTarget, Origin, Reported, Sample, Warning, NO_STACK_LATE, NO_STACK_NATIVE,
@@ -146,7 +147,7 @@ pub struct Watch {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of our locks is caught at the thread or FFI boundary; the data is
     // still consistent enough to keep serving other loops.
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    lock_or_recover(m, "monitor")
 }
 
 /// What a monitor cycle produced, performed after the registry lock is released.
@@ -479,8 +480,12 @@ fn run() {
         let next = match catch_unwind(AssertUnwindSafe(cycle_all)) {
             Ok(Some(next)) => next,
             Ok(None) => u64::MAX,
-            // A bug in one cycle must not end monitoring for every loop; try again shortly.
-            Err(_) => now_ns() + 10_000_000,
+            // A bug in one cycle must not end monitoring for every loop: it is counted (visible in
+            // `nativeInfo()` and `capabilities().panics`), and the cycle is tried again shortly.
+            Err(payload) => {
+                crate::panics::record("monitor cycle", payload.as_ref());
+                now_ns() + 10_000_000
+            }
         };
         let deadline = (next != u64::MAX).then_some(next);
         if waiter.wait(deadline) == alarm::Woke::Backstop {
@@ -714,6 +719,8 @@ pub mod fork_pause {
     use std::sync::{Condvar, Mutex};
     use std::time::{Duration, Instant};
 
+    use crate::panics::{lock_or_recover, wait_or_recover, wait_timeout_or_recover};
+
     #[derive(Clone, Copy, PartialEq, Eq)]
     enum State {
         Running,
@@ -725,7 +732,7 @@ pub mod fork_pause {
     static CHANGED: Condvar = Condvar::new();
 
     fn state() -> std::sync::MutexGuard<'static, State> {
-        STATE.lock().unwrap_or_else(|e| e.into_inner())
+        lock_or_recover(&STATE, "monitor::STATE")
     }
 
     /// Called by the monitor thread between cycles: parks it while a fork is being prepared.
@@ -737,7 +744,7 @@ pub mod fork_pause {
         *st = State::Paused;
         CHANGED.notify_all();
         while *st != State::Running {
-            st = CHANGED.wait(st).unwrap_or_else(|e| e.into_inner());
+            st = wait_or_recover(&CHANGED, &STATE, st, "monitor::fork_pause");
         }
     }
 
@@ -774,10 +781,7 @@ pub mod fork_pause {
                         "the loop-helpers monitor thread did not pause",
                     ));
                 }
-                st = CHANGED
-                    .wait_timeout(st, left)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
+                st = wait_timeout_or_recover(&CHANGED, &STATE, st, left, "monitor::fork_pause").0;
             }
         }
         Ok(Paused {

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::panics::lock_or_recover;
 use crate::report::{Frame, Generated};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,7 +139,7 @@ static MAPS: Mutex<Option<HashMap<String, Arc<SourceMap>>>> = Mutex::new(None);
 /// Makes `map` the source map of the generated file `file` (as V8 names it in stack frames).
 /// Returns false when the registry is full.
 pub fn register(file: String, map: SourceMap) -> bool {
-    let mut maps = MAPS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut maps = lock_or_recover(&MAPS, "sourcemap::MAPS");
     let maps = maps.get_or_insert_with(HashMap::new);
     if maps.len() >= MAX_MAPS && !maps.contains_key(&file) {
         return false;
@@ -150,8 +151,7 @@ pub fn register(file: String, map: SourceMap) -> bool {
 
 /// Whether a map is registered for `file`.
 pub fn is_registered(file: &str) -> bool {
-    MAPS.lock()
-        .unwrap_or_else(|e| e.into_inner())
+    lock_or_recover(&MAPS, "sourcemap::MAPS")
         .as_ref()
         .is_some_and(|m| m.contains_key(file))
 }
@@ -161,7 +161,7 @@ pub fn map_frames(frames: Vec<Frame>) -> Vec<Frame> {
     if !ANY.load(Ordering::Acquire) {
         return frames;
     }
-    let maps = MAPS.lock().unwrap_or_else(|e| e.into_inner());
+    let maps = lock_or_recover(&MAPS, "sourcemap::MAPS");
     let Some(maps) = maps.as_ref() else {
         return frames;
     };

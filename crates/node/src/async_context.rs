@@ -80,25 +80,41 @@ pub const NO_JAVASCRIPT: &str = "no JavaScript was on the stack when the sample 
 pub const THREW: &str = "reading the store raised an exception in V8 (it was discarded)";
 
 impl AsyncContextSpec {
-    /// From `start()`'s arguments: `storages` an array of AsyncLocalStorage instances (checked in
-    /// TypeScript), `keys` an array of the same length of `null` or arrays of strings, `paths`
-    /// undefined or an array of the same length of `null` or arrays of strings and symbols (see
-    /// [`Storage::path`]). None when `storages` is not an array (asyncContext off).
+    /// From the `asyncContext` option of `start()` (lib/native.ts `AsyncContextOptions`):
+    /// `{ storages, keys, single, paths? }`, `storages` an array of AsyncLocalStorage instances
+    /// (checked in TypeScript), `keys` an array of the same length of `null` or arrays of strings,
+    /// `single` whether the user gave one instance alone, `paths` (internal, lib/otel.ts) undefined
+    /// or an array of the same length of `null` or arrays of strings and symbols (see
+    /// [`Storage::path`]). None when `spec` is undefined or null (asyncContext off).
     ///
     /// # Safety
     /// On `env`'s JS thread, inside a Node-API callback.
-    pub unsafe fn from_args(
+    pub unsafe fn from_options(
         env: napi_env,
-        storages: napi_value,
-        keys: napi_value,
-        single: bool,
-        paths: napi_value,
+        spec: napi_value,
+        call: &'static str,
+        what: &'static str,
     ) -> Result<Option<Self>, String> {
-        let Some(instances) = js::array_elements(env, storages) else {
+        if matches!(js::type_name(env, spec), "undefined" | "null") {
             return Ok(None);
+        }
+        let o = js::Options::new(env, spec, call, what)?;
+        let single = o.boolean(c"single")?;
+        let storages = o.get(c"storages");
+        let Some(instances) = js::array_elements(env, storages) else {
+            return Err(format!(
+                "{call}: {what}.storages must be an array, got {}",
+                js::type_name(env, storages)
+            ));
         };
-        let key_lists = js::array_elements(env, keys).unwrap_or_default();
-        let path_lists = js::array_elements(env, paths).unwrap_or_default();
+        let keys = o.get(c"keys");
+        let Some(key_lists) = js::array_elements(env, keys) else {
+            return Err(format!(
+                "{call}: {what}.keys must be an array, got {}",
+                js::type_name(env, keys)
+            ));
+        };
+        let path_lists = js::array_elements(env, o.get(c"paths")).unwrap_or_default();
         let mut spec = AsyncContextSpec {
             storages: Vec::new(),
             single: single && instances.len() == 1,

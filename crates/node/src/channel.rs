@@ -4,9 +4,10 @@
 //! interrupted callback may have been the loop's last work, and its error must not be lost.
 
 use std::os::raw::c_void;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+
+use loop_helpers_core::panics::{self, lock_or_recover};
 
 use crate::js;
 use crate::napi::*;
@@ -53,25 +54,25 @@ unsafe extern "C" fn call_js(
     if env.is_null() || js_cb.is_null() {
         return; // the function is being torn down
     }
-    let _ = catch_unwind(AssertUnwindSafe(|| {
+    let _ = panics::catch("channel::call_js", || {
         let arg = js::string(env, &msg.text);
         let mut result = std::ptr::null_mut();
         // The JavaScript side rethrows listener exceptions from a tick (Node-API would only warn).
         napi_call_function(env, js::undefined(env), js_cb, 1, &arg, &mut result);
-    }));
+    });
 }
 
 unsafe extern "C" fn on_finalize(_env: napi_env, data: *mut c_void, _hint: *mut c_void) {
     // SAFETY: the Arc reference leaked in `JsChannel::new`, released here exactly once.
     let channel = Arc::from_raw(data as *const JsChannel);
-    let _ = catch_unwind(AssertUnwindSafe(|| {
+    let _ = panics::catch("channel::on_finalize", || {
         channel.lock().take();
-    }));
+    });
 }
 
 impl JsChannel {
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Tsfn>> {
-        self.tsfn.lock().unwrap_or_else(|e| e.into_inner())
+        lock_or_recover(&self.tsfn, "channel::tsfn")
     }
 
     /// # Safety

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use loop_helpers_core::heartbeat::{LoopSample, TurnCounter};
 use loop_helpers_core::monitor::{self, LoopProbe};
+use loop_helpers_core::panics::{self, lock_or_recover};
 use loop_helpers_core::{alarm, clock};
 
 use crate::exports::GuardFn;
@@ -130,7 +131,7 @@ impl LoopProbe for EnvLoop {
 }
 
 fn lock(m: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    lock_or_recover(m, "env_loop")
 }
 
 unsafe extern "C" fn on_prepare(handle: *mut uv_handle_t) {
@@ -199,7 +200,7 @@ unsafe extern "C" fn on_env_cleanup(_handle: napi_async_cleanup_hook_handle, arg
     let p = arg as *const EnvLoop;
     Arc::increment_strong_count(p);
     let st = Arc::from_raw(p);
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| st.teardown()));
+    let _ = panics::catch("env_loop::on_env_cleanup", || st.teardown());
 }
 
 impl EnvLoop {
@@ -379,24 +380,18 @@ impl EnvLoop {
 
     /// Interrupt support (installed on first use by `installInterrupts`).
     pub fn support(&self) -> Option<Arc<Support>> {
-        self.support
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock_or_recover(&self.support, "env_loop::support").clone()
     }
 
     pub fn set_support(&self, s: Arc<Support>) {
-        *self.support.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
+        *lock_or_recover(&self.support, "env_loop::support") = Some(s);
     }
 
     /// Keeps a guard function's data alive as long as the environment; returns its address.
     pub fn keep_guard_fn(&self, g: GuardFn) -> *const GuardFn {
         let b = Box::new(g);
         let p: *const GuardFn = &*b;
-        self.guard_fns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(b);
+        lock_or_recover(&self.guard_fns, "env_loop::guard_fns").push(b);
         p
     }
 

@@ -15,9 +15,10 @@
 
 use std::cell::Cell;
 use std::os::raw::c_void;
-use std::panic::AssertUnwindSafe;
 use std::ptr::null_mut;
 use std::sync::atomic::{AtomicPtr, Ordering};
+
+use loop_helpers_core::panics;
 
 use crate::napi::*;
 use crate::uv::*;
@@ -76,12 +77,12 @@ unsafe extern "C" fn on_dry(handle: *mut uv_handle_t) {
     }
     let g = &*g;
     // Unwind-safe: the guard's cells only ever hold whole pointers, never a half-made state.
-    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
+    let _ = panics::catch("exit_guard", || {
         call(g, g.before_exit.get());
         if !loop_busy(g) {
             call(g, g.exit.get());
         }
-    }));
+    });
 }
 
 /// Calls a JavaScript function as a top-level callback: ticks and microtasks run after it, and an

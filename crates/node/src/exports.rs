@@ -3,10 +3,9 @@
 
 use loop_helpers_core::monitor::{self, WatchConfig};
 use loop_helpers_core::report::{json_str, LogTarget, Origin};
-use loop_helpers_core::{alarm, clock};
+use loop_helpers_core::{alarm, clock, panics};
 
 use std::os::raw::c_void;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use crate::async_context::AsyncContextSpec;
@@ -22,88 +21,85 @@ use crate::v8_values;
 const E_ARG: &str = "ERR_LOOP_HELPERS_NATIVE_ARGUMENT";
 const E_START: &str = "ERR_LOOP_HELPERS_START";
 
-/// start(timeoutSeconds, aggressive, logMode, timeoutLabel, threadId, captureStacks, interrupt,
-///   microtaskGraceSeconds, onBlock, asyncContext?, asyncContextKeys?, asyncContextSingle?,
-///   asyncContextPaths?) -> id
+/// start(options, onBlock) -> watch id
 ///
-/// asyncContext: an array of AsyncLocalStorage instances whose stores are read with each stack
-/// sample (undefined: none); asyncContextKeys: per instance, null or the keys to keep;
-/// asyncContextSingle: the detector was given one instance alone (its store is the snapshot, not
-/// an array of one). asyncContextPaths (internal, lib/otel.ts): per instance, null or the keys to
-/// follow from its store (see `async_context::Storage::path`).
+/// `options` (lib/native.ts `StartOptions`, read by property name):
+/// - `timeoutSeconds`: number > 0; `timeoutLabel`: the timeout as the user wrote it (reports).
+/// - `aggressive`, `captureStacks`: booleans; `threadId`: the environment's `threadId`.
+/// - `logMode`: `'silent'`, `'text'` (stderr), `'json'` (stderr JSON lines) or `'deferred'` (to
+///   JavaScript).
+/// - `interrupt`: `'none'`, `'guarded'` (only inside guards) or `'everywhere'`.
+/// - `microtaskGraceSeconds`: interrupt a promise reaction only once the block is this long;
+///   negative: never.
+/// - `asyncContext` (optional): the AsyncLocalStorage stores to read with each stack sample, see
+///   [`AsyncContextSpec::from_options`].
 ///
-/// microtaskGraceSeconds: interrupt a promise reaction only once the block is this long; negative:
-/// never.
-///
-/// logMode: 0 silent, 1 stderr text, 2 stderr JSON lines, 3 deferred to JavaScript.
-/// interrupt: 0 none, 1 only inside guards (`'guarded'`), 2 anywhere (`'everywhere'`).
-pub unsafe extern "C" fn start(env: napi_env, info: napi_callback_info) -> napi_value {
-    let a = js::args::<13>(env, info);
-    let (
-        Some(timeout),
-        Some(aggressive),
-        Some(log),
-        Some(label),
-        Some(thread_id),
-        Some(stacks),
-        Some(interrupt),
-        Some(grace),
-    ) = (
-        js::f64_arg(env, a[0]),
-        js::bool_arg(env, a[1]),
-        js::f64_arg(env, a[2]),
-        js::string_arg(env, a[3]),
-        js::f64_arg(env, a[4]),
-        js::bool_arg(env, a[5]),
-        js::f64_arg(env, a[6]),
-        js::f64_arg(env, a[7]),
-    )
-    else {
-        return js::throw(env, E_ARG, "start(): bad argument types");
-    };
-    if !(timeout.is_finite() && timeout > 0.0 && js::is_function(env, a[8])) {
-        return js::throw(env, E_ARG, "start(): bad timeout or callback");
+/// `onBlock(recordJson)` receives the block records of log mode `'deferred'`.
+pub unsafe fn start(env: napi_env, info: napi_callback_info) -> napi_value {
+    match start_watch(env, info) {
+        Ok(v) => v,
+        Err((code, msg)) => js::throw(env, code, &msg),
     }
-    // Enums are checked here too (lib/native.ts names them): an unknown value is a caller's bug,
+}
+
+unsafe fn start_watch(
+    env: napi_env,
+    info: napi_callback_info,
+) -> Result<napi_value, (&'static str, String)> {
+    let arg = |e: String| (E_ARG, e);
+    let [options, on_block] = js::args::<2>(env, info);
+    let o = js::Options::new(env, options, "start()", "options").map_err(arg)?;
+    let timeout = o.number(c"timeoutSeconds").map_err(arg)?;
+    let aggressive = o.boolean(c"aggressive").map_err(arg)?;
+    let label = o.string(c"timeoutLabel").map_err(arg)?;
+    let thread_id = o.number(c"threadId").map_err(arg)?;
+    let stacks = o.boolean(c"captureStacks").map_err(arg)?;
+    let grace = o.number(c"microtaskGraceSeconds").map_err(arg)?;
+    // Enums are checked here too (lib/native.ts types them): an unknown value is a caller's bug,
     // not a mode to guess.
-    let log = match log {
-        0.0 => LogTarget::Silent,
-        1.0 => LogTarget::StderrText,
-        2.0 => LogTarget::StderrJson,
-        3.0 => LogTarget::Deferred,
-        _ => return js::throw(env, E_ARG, &format!("start(): unknown log mode {log}")),
-    };
-    let (interrupt, interrupt_unguarded) = match interrupt {
-        0.0 => (false, false),
-        1.0 => (true, false),
-        2.0 => (true, true),
-        _ => {
-            return js::throw(
-                env,
-                E_ARG,
-                &format!("start(): unknown interrupt mode {interrupt}"),
-            )
-        }
-    };
-    let env_loop = match EnvLoop::get_or_create(env) {
-        Ok(e) => e,
-        Err(e) => return js::throw(env, E_START, &e),
-    };
-    let context = match AsyncContextSpec::from_args(
+    let log = o
+        .one_of(
+            c"logMode",
+            &[
+                ("silent", LogTarget::Silent),
+                ("text", LogTarget::StderrText),
+                ("json", LogTarget::StderrJson),
+                ("deferred", LogTarget::Deferred),
+            ],
+        )
+        .map_err(arg)?;
+    let (interrupt, interrupt_unguarded) = o
+        .one_of(
+            c"interrupt",
+            &[
+                ("none", (false, false)),
+                ("guarded", (true, false)),
+                ("everywhere", (true, true)),
+            ],
+        )
+        .map_err(arg)?;
+    if !(timeout.is_finite() && timeout > 0.0) {
+        return Err(arg(format!(
+            "start(): options.timeoutSeconds must be finite and > 0, got {timeout}"
+        )));
+    }
+    if !js::is_function(env, on_block) {
+        return Err(arg(format!(
+            "start(): onBlock must be a function, got {}",
+            js::type_name(env, on_block)
+        )));
+    }
+    let env_loop = EnvLoop::get_or_create(env).map_err(|e| (E_START, e))?;
+    let context = AsyncContextSpec::from_options(
         env,
-        a[9],
-        a[10],
-        js::bool_arg(env, a[11]).unwrap_or(false),
-        a[12],
-    ) {
-        Ok(c) => c.filter(|_| stacks && v8_values::api().is_ok()),
-        Err(e) => return js::throw(env, E_ARG, &e),
-    };
+        o.get(c"asyncContext"),
+        "start()",
+        "options.asyncContext",
+    )
+    .map_err(arg)?
+    .filter(|_| stacks && v8_values::api().is_ok());
     let async_context = context.is_some();
-    let sink = match NodeSink::new(env, env_loop.clone(), a[8], context) {
-        Ok(s) => s,
-        Err(e) => return js::throw(env, E_START, &e),
-    };
+    let sink = NodeSink::new(env, env_loop.clone(), on_block, context).map_err(|e| (E_START, e))?;
     let timeout_ns = (timeout * 1e9).round() as u64;
     let cfg = WatchConfig {
         timeout_ns,
@@ -126,16 +122,16 @@ pub unsafe extern "C" fn start(env: napi_env, info: napi_callback_info) -> napi_
         async_context,
     };
     match env_loop.add_watch(cfg, sink.clone()) {
-        Ok(id) => js::number(env, id as f64),
+        Ok(id) => Ok(js::number(env, id as f64)),
         Err(e) => {
             sink.close();
-            js::throw(env, E_START, &e)
+            Err((E_START, e))
         }
     }
 }
 
 /// stop(id) -> JSON of the block in progress, or undefined
-pub unsafe extern "C" fn stop(env: napi_env, info: napi_callback_info) -> napi_value {
+pub unsafe fn stop(env: napi_env, info: napi_callback_info) -> napi_value {
     let a = js::args::<1>(env, info);
     let Some(id) = js::f64_arg(env, a[0]) else {
         return js::throw(env, E_ARG, "stop(): bad id");
@@ -152,7 +148,7 @@ pub unsafe extern "C" fn stop(env: napi_env, info: napi_callback_info) -> napi_v
 }
 
 /// flush(id) -> JSON of a block in progress, ended now (the loop is done), or undefined
-pub unsafe extern "C" fn flush(env: napi_env, info: napi_callback_info) -> napi_value {
+pub unsafe fn flush(env: napi_env, info: napi_callback_info) -> napi_value {
     let a = js::args::<1>(env, info);
     let Some(id) = js::f64_arg(env, a[0]) else {
         return js::throw(env, E_ARG, "flush(): bad id");
@@ -164,7 +160,7 @@ pub unsafe extern "C" fn flush(env: napi_env, info: napi_callback_info) -> napi_
 }
 
 /// captureStack(limit) -> JSON array of frames of the calling JavaScript stack (self-test).
-pub unsafe extern "C" fn capture_stack(env: napi_env, info: napi_callback_info) -> napi_value {
+pub unsafe fn capture_stack(env: napi_env, info: napi_callback_info) -> napi_value {
     let a = js::args::<1>(env, info);
     let limit = js::f64_arg(env, a[0])
         .unwrap_or(MAX_FRAMES as f64)
@@ -179,14 +175,21 @@ pub unsafe extern "C" fn capture_stack(env: napi_env, info: napi_callback_info) 
     js::string(env, &s)
 }
 
-/// readAsyncContext(storages, keys, single, paths?) -> JSON `{"context":…,"contextMissing":…}`: the
-/// stores of the calling code, read as the sampling interrupt reads them (self-test, tests).
-pub unsafe extern "C" fn read_async_context(env: napi_env, info: napi_callback_info) -> napi_value {
-    let a = js::args::<4>(env, info);
-    let single = js::bool_arg(env, a[2]).unwrap_or(false);
-    let spec = match AsyncContextSpec::from_args(env, a[0], a[1], single, a[3]) {
+/// readAsyncContext(asyncContext) -> JSON `{"context":…,"contextMissing":…}`: the stores of the
+/// calling code, read as the sampling interrupt reads them (self-test, tests). `asyncContext` as
+/// in `start()`'s options.
+pub unsafe fn read_async_context(env: napi_env, info: napi_callback_info) -> napi_value {
+    let [spec] = js::args::<1>(env, info);
+    let spec = match AsyncContextSpec::from_options(env, spec, "readAsyncContext()", "asyncContext")
+    {
         Ok(Some(s)) => s,
-        Ok(None) => return js::throw(env, E_ARG, "readAsyncContext(): storages is not an array"),
+        Ok(None) => {
+            return js::throw(
+                env,
+                E_ARG,
+                "readAsyncContext(): asyncContext must be an object, got undefined",
+            )
+        }
         Err(e) => return js::throw(env, E_ARG, &e),
     };
     let capture = spec.capture(env, v8::current_isolate());
@@ -220,7 +223,7 @@ fn capability(s: &mut String, name: &str, support: Result<(), &str>) {
 }
 
 /// nativeInfo() -> JSON: what the native layer can do here, and monitor statistics.
-pub unsafe extern "C" fn native_info(env: napi_env, _info: napi_callback_info) -> napi_value {
+pub unsafe fn native_info(env: napi_env, _info: napi_callback_info) -> napi_value {
     let mut s = String::from("{");
     capability(&mut s, "stackCapture", v8::stack_capture_support());
     s.push(',');
@@ -233,6 +236,8 @@ pub unsafe extern "C" fn native_info(env: napi_env, _info: napi_callback_info) -
     s.push_str(&format!(
         ",\"contextReads\":{reads},\"contextReadNs\":{read_ns},\"contextLastReadNs\":{last_ns}"
     ));
+    s.push_str(",\"panics\":");
+    panics::stats_json(&mut s);
     let (wakes, backstop) = monitor::wake_stats();
     s.push_str(&format!(
         ",\"watches\":{},\"monitorWakes\":{},\"backstopWakes\":{},\"forwardedSigalrm\":{},\"sigalrmInstalled\":{},\"hrtime\":\"{}\"}}",
@@ -246,6 +251,22 @@ pub unsafe extern "C" fn native_info(env: napi_env, _info: napi_callback_info) -
     js::string(env, &s)
 }
 
+/// testPanic(message, holdingLock): panics with `message`, which the export's guard turns into an
+/// ERR_LOOP_HELPERS_PANIC exception and counts. With `holdingLock`, the panic also poisons a lock
+/// that the next call recovers from (and counts). Exported only when `LOOP_HELPERS_TEST_PANIC=1`
+/// as the addon loads: the tests that show panics are visible.
+pub unsafe fn test_panic(env: napi_env, info: napi_callback_info) -> napi_value {
+    static LOCK: std::sync::Mutex<u64> = std::sync::Mutex::new(0);
+    let [message, holding_lock] = js::args::<2>(env, info);
+    let message = js::string_arg(env, message).unwrap_or_default();
+    let mut calls = panics::lock_or_recover(&LOCK, "exports::test_panic");
+    *calls += 1;
+    if !js::bool_arg(env, holding_lock).unwrap_or(false) {
+        drop(calls);
+    }
+    panic!("{message}");
+}
+
 /// guardCall(fn, thisArg, args) -> fn's result
 ///
 /// Calls `fn` under a native guard frame. When a detector interrupts it (or it blocked past a
@@ -255,7 +276,7 @@ pub unsafe extern "C" fn native_info(env: napi_env, _info: napi_callback_info) -
 ///
 /// A termination that is not ours (`worker.terminate()`, a `vm` timeout) is never cancelled here
 /// (see `interrupt.rs`): it unwinds through the guard as if the guard were not there.
-pub unsafe extern "C" fn guard_call(env: napi_env, info: napi_callback_info) -> napi_value {
+pub unsafe fn guard_call(env: napi_env, info: napi_callback_info) -> napi_value {
     let a = js::args::<3>(env, info);
     if !js::is_function(env, a[0]) {
         return js::throw(env, E_ARG, "guardCall(): fn is not a function");
@@ -463,11 +484,11 @@ unsafe fn guard_this_inner(env: napi_env, info: napi_callback_info) -> napi_valu
 }
 
 /// Runs a guard function's body; a panic becomes a JavaScript exception instead of unwinding
-/// into V8.
+/// into V8 (and is counted, see `panics`).
 unsafe fn no_panic(env: napi_env, f: impl FnOnce() -> napi_value) -> napi_value {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(v) => v,
-        Err(_) => js::throw(
+    match panics::catch("callback guard", f) {
+        Some(v) => v,
+        None => js::throw(
             env,
             "ERR_LOOP_HELPERS_PANIC",
             "internal error in a callback guard",
@@ -475,53 +496,75 @@ unsafe fn no_panic(env: napi_env, f: impl FnOnce() -> napi_value) -> napi_value 
     }
 }
 
-/// installInterrupts(asyncWrap | null, kStackLength, kExecutionAsyncId, kTriggerAsyncId, deliver,
-///   afterTermination | null) -> [guardApply, guardThis, reason]
+/// installInterrupts(options, deliver) -> [guardApply, guardThis, reason]
+///
+/// `options` (lib/native.ts `InstallInterruptsOptions`): `asyncWrap`, null or
+/// `{ binding, kStackLength, kExecutionAsyncId, kTriggerAsyncId }` (Node's async_wrap binding and
+/// the indices of its fields); `afterTermination`, null or a function.
 ///
 /// `reason` is null when unguarded code can be interrupted, otherwise why not (then only guarded
 /// code is: run()/wrap() and the callback guards). Unguarded code needs V8's after-termination
 /// callbacks and one way to repair Node's async-id stack: `asyncWrap` (precise, Node 20/22) or
 /// `afterTermination` (Node's uncaught-exception route, any version; it also repairs the module
 /// cache).
-pub unsafe extern "C" fn install_interrupts(env: napi_env, info: napi_callback_info) -> napi_value {
-    let a = js::args::<6>(env, info);
-    if !js::is_function(env, a[4]) {
-        return js::throw(env, E_ARG, "installInterrupts(): deliver is not a function");
+pub unsafe fn install_interrupts(env: napi_env, info: napi_callback_info) -> napi_value {
+    const CALL: &str = "installInterrupts()";
+    let [options, deliver] = js::args::<2>(env, info);
+    if !js::is_function(env, deliver) {
+        return js::throw(
+            env,
+            E_ARG,
+            &format!(
+                "{CALL}: deliver must be a function, got {}",
+                js::type_name(env, deliver)
+            ),
+        );
     }
+    let o = match js::Options::new(env, options, CALL, "options") {
+        Ok(o) => o,
+        Err(e) => return js::throw(env, E_ARG, &e),
+    };
+    // Read (and checked) before anything is created, so that a bad argument leaks nothing.
+    let wrap = match o.optional(c"asyncWrap") {
+        None => None,
+        Some(w) => match async_wrap_fields(env, w) {
+            Ok(fields) => Some(fields),
+            Err(e) => return js::throw(env, E_ARG, &e),
+        },
+    };
+    let after = match o.optional(c"afterTermination") {
+        None => None,
+        Some(_) => match o.function(c"afterTermination") {
+            Ok(f) => Some(f),
+            Err(e) => return js::throw(env, E_ARG, &e),
+        },
+    };
     let env_loop = match EnvLoop::get_or_create(env) {
         Ok(e) => e,
         Err(e) => return js::throw(env, E_START, &e),
     };
     let mut reason: Option<String> = v8::after_termination_support().err().map(str::to_string);
     let mut async_wrap = None;
-    let mut t = 0;
-    if napi_typeof(env, a[0], &mut t) == NAPI_OK && t == NAPI_OBJECT {
-        let (Some(k_len), Some(k_exec), Some(k_trig)) = (
-            js::f64_arg(env, a[1]),
-            js::f64_arg(env, a[2]),
-            js::f64_arg(env, a[3]),
-        ) else {
-            return js::throw(env, E_ARG, "installInterrupts(): bad field indices");
-        };
+    if let Some((binding, k_stack_length, k_execution_async_id, k_trigger_async_id)) = wrap {
         let mut r = std::ptr::null_mut();
-        napi_create_reference(env, a[0], 1, &mut r);
+        napi_create_reference(env, binding, 1, &mut r);
         async_wrap = Some(AsyncWrap {
             binding: r,
-            k_stack_length: k_len as u32,
-            k_execution_async_id: k_exec as u32,
-            k_trigger_async_id: k_trig as u32,
+            k_stack_length,
+            k_execution_async_id,
+            k_trigger_async_id,
         });
     }
     let mut after_termination = None;
-    if js::is_function(env, a[5]) {
+    if let Some(f) = after {
         let mut r = std::ptr::null_mut();
-        if napi_create_reference(env, a[5], 1, &mut r) == NAPI_OK {
+        if napi_create_reference(env, f, 1, &mut r) == NAPI_OK {
             after_termination = Some(r);
         }
     }
     let support = match env_loop.support() {
         Some(s) => s,
-        None => match Support::new(env, async_wrap, after_termination, a[4]) {
+        None => match Support::new(env, async_wrap, after_termination, deliver) {
             Ok(s) => {
                 env_loop.set_support(s.clone());
                 s
@@ -562,12 +605,42 @@ pub unsafe extern "C" fn install_interrupts(env: napi_env, info: napi_callback_i
     out
 }
 
+/// `options.asyncWrap` of installInterrupts(): (binding, kStackLength, kExecutionAsyncId,
+/// kTriggerAsyncId).
+unsafe fn async_wrap_fields(
+    env: napi_env,
+    v: napi_value,
+) -> Result<(napi_value, u32, u32, u32), String> {
+    let w = js::Options::new(env, v, "installInterrupts()", "options.asyncWrap")?;
+    let binding = w.get(c"binding");
+    if js::type_name(env, binding) != "object" {
+        return Err(format!(
+            "installInterrupts(): options.asyncWrap.binding must be an object, got {}",
+            js::type_name(env, binding)
+        ));
+    }
+    let index = |name: &std::ffi::CStr| -> Result<u32, String> {
+        let n = w.number(name)?;
+        if n.is_finite() && n >= 0.0 && n.fract() == 0.0 && n <= u32::MAX as f64 {
+            Ok(n as u32)
+        } else {
+            Err(format!(
+                "installInterrupts(): options.asyncWrap.{} must be an index, got {n}",
+                name.to_string_lossy()
+            ))
+        }
+    };
+    Ok((
+        binding,
+        index(c"kStackLength")?,
+        index(c"kExecutionAsyncId")?,
+        index(c"kTriggerAsyncId")?,
+    ))
+}
+
 /// setInterruptsActive(on): whether unguarded code may be terminated now (an interrupting
 /// detector runs in this environment).
-pub unsafe extern "C" fn set_interrupts_active(
-    env: napi_env,
-    info: napi_callback_info,
-) -> napi_value {
+pub unsafe fn set_interrupts_active(env: napi_env, info: napi_callback_info) -> napi_value {
     let a = js::args::<1>(env, info);
     let on = js::bool_arg(env, a[0]).unwrap_or(false);
     if let Ok(e) = EnvLoop::get_or_create(env) {
@@ -577,7 +650,7 @@ pub unsafe extern "C" fn set_interrupts_active(
 }
 
 /// takeAbandoned() -> the resources of async-id levels an unguarded interrupt abandoned.
-pub unsafe extern "C" fn take_abandoned(env: napi_env, _info: napi_callback_info) -> napi_value {
+pub unsafe fn take_abandoned(env: napi_env, _info: napi_callback_info) -> napi_value {
     match EnvLoop::get_or_create(env).ok().and_then(|e| e.support()) {
         Some(s) => s.take_abandoned(env),
         None => {
@@ -608,7 +681,7 @@ unsafe fn throw_interrupt(env: napi_env, json: &str, cause: Option<napi_value>) 
 
 /// isMainThread() -> whether this environment runs on the process's default loop (the main
 /// thread). Spares the main thread loading `node:worker_threads` just to learn its threadId is 0.
-pub unsafe extern "C" fn is_main_thread(env: napi_env, _info: napi_callback_info) -> napi_value {
+pub unsafe fn is_main_thread(env: napi_env, _info: napi_callback_info) -> napi_value {
     let mut lp = std::ptr::null_mut();
     let main =
         napi_get_uv_event_loop(env, &mut lp) == NAPI_OK && lp == crate::uv::uv_default_loop();
@@ -621,10 +694,7 @@ pub unsafe extern "C" fn is_main_thread(env: napi_env, _info: napi_callback_info
 ///
 /// `sources` are the original files (absolute), `mappings` the map's VLQ string. Frames of
 /// `generatedFile` captured from now on (live warnings included) carry original positions.
-pub unsafe extern "C" fn register_source_map(
-    env: napi_env,
-    info: napi_callback_info,
-) -> napi_value {
+pub unsafe fn register_source_map(env: napi_env, info: napi_callback_info) -> napi_value {
     let a = js::args::<3>(env, info);
     let (Some(file), Some(mappings)) = (js::string_arg(env, a[0]), js::string_arg(env, a[2]))
     else {
@@ -648,10 +718,7 @@ pub unsafe extern "C" fn register_source_map(
 
 /// setLogRepeatsAfter(id, ms) -> whether the watch exists: its report budget, at most one logged
 /// block per fingerprint per `ms` (0: every block).
-pub unsafe extern "C" fn set_log_repeats_after(
-    env: napi_env,
-    info: napi_callback_info,
-) -> napi_value {
+pub unsafe fn set_log_repeats_after(env: napi_env, info: napi_callback_info) -> napi_value {
     let a = js::args::<2>(env, info);
     let (Some(id), Some(ms)) = (js::f64_arg(env, a[0]), js::f64_arg(env, a[1])) else {
         return js::throw(env, E_ARG, "setLogRepeatsAfter(): bad arguments");
@@ -667,7 +734,7 @@ pub unsafe extern "C" fn set_log_repeats_after(
 
 /// setReportPaths(cwd, ownDir): what fingerprints make file names relative to, and this package's
 /// directory (its frames are not the blocking code).
-pub unsafe extern "C" fn set_report_paths(env: napi_env, info: napi_callback_info) -> napi_value {
+pub unsafe fn set_report_paths(env: napi_env, info: napi_callback_info) -> napi_value {
     let a = js::args::<2>(env, info);
     let (Some(cwd), Some(own)) = (js::string_arg(env, a[0]), js::string_arg(env, a[1])) else {
         return js::throw(env, E_ARG, "setReportPaths(): bad arguments");
@@ -678,10 +745,7 @@ pub unsafe extern "C" fn set_report_paths(env: napi_env, info: napi_callback_inf
 
 /// takeContextAnchors(id) -> the objects found at the end of the watch's `asyncContext` paths
 /// (internal, lib/otel.ts: the spans active in blocked code) since the last call, oldest first.
-pub unsafe extern "C" fn take_context_anchors(
-    env: napi_env,
-    info: napi_callback_info,
-) -> napi_value {
+pub unsafe fn take_context_anchors(env: napi_env, info: napi_callback_info) -> napi_value {
     let a = js::args::<1>(env, info);
     let Some(id) = js::f64_arg(env, a[0]) else {
         return js::throw(env, E_ARG, "takeContextAnchors(): bad id");

@@ -7,7 +7,7 @@ use crate::napi::*;
 const E_ARG: &str = "ERR_LOOP_HELPERS_NATIVE_ARGUMENT";
 
 /// forkSupport() -> null when fork() can work here, else the reason.
-pub unsafe extern "C" fn fork_support(env: napi_env, _info: napi_callback_info) -> napi_value {
+pub unsafe fn fork_support(env: napi_env, _info: napi_callback_info) -> napi_value {
     match fork::support() {
         Ok(()) => js::null(env),
         Err(e) => js::string(env, e),
@@ -15,7 +15,7 @@ pub unsafe extern "C" fn fork_support(env: napi_env, _info: napi_callback_info) 
 }
 
 /// activeRequests() -> the main loop's active libuv requests.
-pub unsafe extern "C" fn active_requests(env: napi_env, _info: napi_callback_info) -> napi_value {
+pub unsafe fn active_requests(env: napi_env, _info: napi_callback_info) -> napi_value {
     match fork::active_requests(env) {
         Some(n) => js::number(env, f64::from(n)),
         None => js::throw(env, "ERR_FORK_FAILED", "no event loop"),
@@ -30,7 +30,7 @@ pub unsafe extern "C" fn active_requests(env: napi_env, _info: napi_callback_inf
 /// `process.getActiveResourcesInfo()` and `process._getActiveHandles()` list unref'd handles too;
 /// its argument is the number of TLS streams found natively (the child's copies of those are cut).
 /// An exception it throws is fork()'s (nothing forked).
-pub unsafe extern "C" fn fork_process(env: napi_env, info: napi_callback_info) -> napi_value {
+pub unsafe fn fork_process(env: napi_env, info: napi_callback_info) -> napi_value {
     let a = js::args::<1>(env, info);
     let Some(tls) = fork::tls_streams(env) else {
         return js::throw(env, "ERR_FORK_FAILED", "no event loop");
@@ -89,7 +89,7 @@ pub unsafe extern "C" fn fork_process(env: napi_env, info: napi_callback_info) -
 }
 
 /// childExitGuard(beforeExit, exit): in a forked child, replaces the natural end of the loop.
-pub unsafe extern "C" fn child_exit_guard(env: napi_env, info: napi_callback_info) -> napi_value {
+pub unsafe fn child_exit_guard(env: napi_env, info: napi_callback_info) -> napi_value {
     let a = js::args::<2>(env, info);
     if !(js::is_function(env, a[0]) && js::is_function(env, a[1])) {
         return js::throw(env, E_ARG, "childExitGuard(): expected two functions");
@@ -103,7 +103,7 @@ pub unsafe extern "C" fn child_exit_guard(env: napi_env, info: napi_callback_inf
 /// childAbort(message): in a forked child whose setup failed, writes `message` to stderr and ends
 /// the process with status 70 (EX_SOFTWARE) at once: no 'exit' listeners (they belong to the
 /// parent's logic), no Node teardown (it would join threads that do not exist here).
-pub unsafe extern "C" fn child_abort(env: napi_env, info: napi_callback_info) -> napi_value {
+pub unsafe fn child_abort(env: napi_env, info: napi_callback_info) -> napi_value {
     let a = js::args::<1>(env, info);
     let message = js::string_arg(env, a[0]).unwrap_or_default();
     let _ = libc::write(2, message.as_ptr().cast(), message.len());
@@ -112,7 +112,7 @@ pub unsafe extern "C" fn child_abort(env: napi_env, info: napi_callback_info) ->
 
 /// waitpid(pid, block) -> undefined while running, else [code, signal] (one of them null).
 /// Throws ERR_FORK_NO_SUCH_CHILD when `pid` is not an unreaped child of this process.
-pub unsafe extern "C" fn waitpid(env: napi_env, info: napi_callback_info) -> napi_value {
+pub unsafe fn waitpid(env: napi_env, info: napi_callback_info) -> napi_value {
     let a = js::args::<2>(env, info);
     let (Some(pid), Some(block)) = (js::f64_arg(env, a[0]), js::bool_arg(env, a[1])) else {
         return js::throw(env, E_ARG, "waitpid(): bad arguments");

@@ -53,6 +53,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Mutex;
 
 use loop_helpers_core::monitor::SampleTicket;
+use loop_helpers_core::panics::lock_or_recover;
 use loop_helpers_core::report::Frame;
 
 /// Where a termination is resolved.
@@ -156,7 +157,7 @@ pub struct Context {
 
 impl Interrupts {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock_or_recover(&self.state, "interrupt::state")
     }
 
     fn update_outstanding(&self, st: &State) {

@@ -5,7 +5,7 @@
 //! values that belong to that `env`. Node-API checks its arguments and reports a status instead of
 //! crashing on a wrong type; every status is checked or its failure mapped to a neutral value.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::os::raw::c_char;
 
 use crate::napi::*;
@@ -115,4 +115,139 @@ pub unsafe fn numbers(env: napi_env, values: &[f64]) -> napi_value {
         napi_set_element(env, arr, i as u32, number(env, *v));
     }
     arr
+}
+
+/// JavaScript's name for the type of `v` (`typeof`, with `null` and arrays told apart), for error
+/// messages.
+pub unsafe fn type_name(env: napi_env, v: napi_value) -> &'static str {
+    let mut t = 0;
+    if napi_typeof(env, v, &mut t) != NAPI_OK {
+        return "unknown";
+    }
+    match t {
+        NAPI_UNDEFINED => "undefined",
+        NAPI_NULL => "null",
+        NAPI_BOOLEAN => "boolean",
+        NAPI_NUMBER => "number",
+        NAPI_STRING => "string",
+        NAPI_SYMBOL => "symbol",
+        NAPI_FUNCTION => "function",
+        NAPI_EXTERNAL => "external",
+        NAPI_BIGINT => "bigint",
+        NAPI_OBJECT => {
+            let mut array = false;
+            if napi_is_array(env, v, &mut array) == NAPI_OK && array {
+                "array"
+            } else {
+                "object"
+            }
+        }
+        _ => "unknown",
+    }
+}
+
+/// An options object passed to a native function, read by property name. Each getter's error
+/// names the call, the property and the type it received (`start(): options.timeoutSeconds must
+/// be a number, got string`), so that a TypeScript caller out of step with the Rust side fails
+/// with a message saying where.
+pub struct Options {
+    env: napi_env,
+    obj: napi_value,
+    call: &'static str,
+    /// What the object is called in messages: `options`, or a nested one's path
+    /// (`options.asyncContext`).
+    what: &'static str,
+}
+
+impl Options {
+    /// `v` as the object named `what` (`"options"`) of `call` (`"start()"`); an error when it is
+    /// not an object.
+    pub unsafe fn new(
+        env: napi_env,
+        v: napi_value,
+        call: &'static str,
+        what: &'static str,
+    ) -> Result<Self, String> {
+        match type_name(env, v) {
+            "object" => Ok(Options {
+                env,
+                obj: v,
+                call,
+                what,
+            }),
+            other => Err(format!("{call}: {what} must be an object, got {other}")),
+        }
+    }
+
+    /// The property's value (undefined when it is absent).
+    pub unsafe fn get(&self, name: &CStr) -> napi_value {
+        let mut out = std::ptr::null_mut();
+        if napi_get_named_property(self.env, self.obj, name.as_ptr(), &mut out) != NAPI_OK {
+            return undefined(self.env);
+        }
+        out
+    }
+
+    /// The property's value, None when it is undefined or null.
+    pub unsafe fn optional(&self, name: &CStr) -> Option<napi_value> {
+        let v = self.get(name);
+        match type_name(self.env, v) {
+            "undefined" | "null" => None,
+            _ => Some(v),
+        }
+    }
+
+    fn wrong(&self, name: &CStr, want: &str, got: &str) -> String {
+        format!(
+            "{}: {}.{} must be {want}, got {got}",
+            self.call,
+            self.what,
+            name.to_string_lossy()
+        )
+    }
+
+    pub unsafe fn number(&self, name: &CStr) -> Result<f64, String> {
+        let v = self.get(name);
+        f64_arg(self.env, v).ok_or_else(|| self.wrong(name, "a number", type_name(self.env, v)))
+    }
+
+    pub unsafe fn boolean(&self, name: &CStr) -> Result<bool, String> {
+        let v = self.get(name);
+        bool_arg(self.env, v).ok_or_else(|| self.wrong(name, "a boolean", type_name(self.env, v)))
+    }
+
+    pub unsafe fn string(&self, name: &CStr) -> Result<String, String> {
+        let v = self.get(name);
+        string_arg(self.env, v).ok_or_else(|| self.wrong(name, "a string", type_name(self.env, v)))
+    }
+
+    /// A string property that must be one of `allowed` (an enum): an unknown value is an error
+    /// listing the known ones, never a default.
+    pub unsafe fn one_of<T: Copy>(&self, name: &CStr, allowed: &[(&str, T)]) -> Result<T, String> {
+        let s = self.string(name)?;
+        allowed
+            .iter()
+            .find(|(n, _)| *n == s)
+            .map(|&(_, t)| t)
+            .ok_or_else(|| {
+                let names: Vec<String> = allowed.iter().map(|(n, _)| format!("'{n}'")).collect();
+                format!(
+                    "{}: unknown {}.{} '{s}' (expected {})",
+                    self.call,
+                    self.what,
+                    name.to_string_lossy(),
+                    names.join(", ")
+                )
+            })
+    }
+
+    /// A function property.
+    pub unsafe fn function(&self, name: &CStr) -> Result<napi_value, String> {
+        let v = self.get(name);
+        if is_function(self.env, v) {
+            Ok(v)
+        } else {
+            Err(self.wrong(name, "a function", type_name(self.env, v)))
+        }
+    }
 }

@@ -35,20 +35,33 @@ use std::os::raw::c_int;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Once;
 
+use loop_helpers_core::panics;
 use napi::*;
 
 /// Wraps an exported function so that a panic becomes a JavaScript exception, never unwinding into
-/// Node.
+/// Node. The panic is counted (`panics::record`), and its message is in the exception's.
+///
+/// `$f` must be a Rust-ABI `unsafe fn`, which the wrapper's type annotation enforces: a panic
+/// cannot unwind out of an `extern "C"` function (Rust aborts the process there, before any
+/// `catch_unwind` outside it could see the panic).
 macro_rules! guarded {
     ($f:path) => {{
         unsafe extern "C" fn wrapper(env: napi_env, info: napi_callback_info) -> napi_value {
-            match catch_unwind(AssertUnwindSafe(|| $f(env, info))) {
+            let f: unsafe fn(napi_env, napi_callback_info) -> napi_value = $f;
+            match catch_unwind(AssertUnwindSafe(|| f(env, info))) {
                 Ok(v) => v,
-                Err(_) => js::throw(
-                    env,
-                    "ERR_LOOP_HELPERS_PANIC",
-                    concat!("internal error in ", stringify!($f)),
-                ),
+                Err(payload) => {
+                    panics::record(stringify!($f), payload.as_ref());
+                    js::throw(
+                        env,
+                        "ERR_LOOP_HELPERS_PANIC",
+                        &format!(
+                            "internal error in {}: {}",
+                            stringify!($f),
+                            panics::payload_message(payload.as_ref())
+                        ),
+                    )
+                }
             }
         }
         wrapper as unsafe extern "C" fn(napi_env, napi_callback_info) -> napi_value
@@ -56,6 +69,11 @@ macro_rules! guarded {
 }
 
 type Exported = unsafe extern "C" fn(napi_env, napi_callback_info) -> napi_value;
+
+/// The version of the contract between this addon and `lib/native.ts` (the functions below, their
+/// arguments and results). Bump it with any change there; the loader refuses an addon whose
+/// `abiVersion` is not the one it was written for (`NATIVE_ABI_VERSION` in lib/native.ts).
+const ABI_VERSION: u32 = 1;
 
 unsafe fn export(env: napi_env, exports: napi_value, name: &CStr, f: Exported) {
     let mut func: napi_value = std::ptr::null_mut();
@@ -75,7 +93,7 @@ unsafe fn export(env: napi_env, exports: napi_value, name: &CStr, f: Exported) {
 extern "C" fn at_exit() {
     // exit() runs static destructors and tears Node down while our monitor thread may still be
     // looking at loops and isolates: make it stop first.
-    let _ = catch_unwind(loop_helpers_core::monitor::shutdown);
+    let _ = panics::catch("monitor::shutdown", loop_helpers_core::monitor::shutdown);
 }
 
 /// Node-API module entry point (looked up by name when the addon is loaded).
@@ -89,7 +107,7 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
         // SAFETY: registering a plain extern "C" fn with atexit(3).
         unsafe { libc::atexit(at_exit) };
     });
-    let _ = catch_unwind(AssertUnwindSafe(|| {
+    let _ = panics::catch("napi_register_module_v1", || {
         let functions: [(&CStr, Exported); 21] = [
             (c"start", guarded!(exports::start)),
             (c"stop", guarded!(exports::stop)),
@@ -125,7 +143,14 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
         for (name, f) in functions {
             export(env, exports, name, f);
         }
-    }));
+        if std::env::var_os("LOOP_HELPERS_TEST_PANIC").is_some_and(|v| v == "1") {
+            export(env, exports, c"testPanic", guarded!(exports::test_panic));
+        }
+        let mut version = std::ptr::null_mut();
+        if napi_create_uint32(env, ABI_VERSION, &mut version) == NAPI_OK {
+            napi_set_named_property(env, exports, c"abiVersion".as_ptr(), version);
+        }
+    });
     exports
 }
 

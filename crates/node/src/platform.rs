@@ -12,10 +12,11 @@
 
 use std::ffi::CStr;
 use std::os::raw::{c_int, c_void};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use loop_helpers_core::panics::{self, lock_or_recover, wait_or_recover, wait_timeout_or_recover};
 
 use crate::v8::{self, Isolate};
 
@@ -221,31 +222,28 @@ struct ParkState {
 
 impl ParkState {
     fn state(&self) -> std::sync::MutexGuard<'_, (usize, bool)> {
-        self.lock.lock().unwrap_or_else(|e| e.into_inner())
+        lock_or_recover(&self.lock, "platform::lock")
     }
 }
 
 unsafe extern "C" fn park_run(data: *mut c_void) {
     // SAFETY: `data` is the Arc pointer given to the task; the task owns one count until dropped.
     let park = &*(data as *const ParkState);
-    let _ = catch_unwind(AssertUnwindSafe(|| {
+    let _ = panics::catch("platform::park_run", || {
         let mut st = park.state();
         if st.1 {
             return; // released before this worker got here (a park that timed out)
         }
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::gettid() };
-        park.tids
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(tid);
+        lock_or_recover(&park.tids, "platform::tids").push(tid);
         st.0 += 1;
         park.changed.notify_all();
         while !st.1 {
-            st = park.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+            st = wait_or_recover(&park.changed, &park.lock, st, "platform::lock");
         }
         st.0 -= 1;
-    }));
+    });
 }
 
 unsafe extern "C" fn park_drop(data: *mut c_void) {
@@ -262,11 +260,7 @@ pub struct Parked {
 impl Parked {
     /// The thread ids of the parked workers.
     pub fn tids(&self) -> Vec<i32> {
-        self.state
-            .tids
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock_or_recover(&self.state.tids, "platform::tids").clone()
     }
 }
 
@@ -325,12 +319,14 @@ pub fn park_workers(h: &Handles, timeout: Duration) -> Result<Parked, String> {
                 timeout.as_millis()
             ));
         }
-        st = parked
-            .state
-            .changed
-            .wait_timeout(st, left)
-            .unwrap_or_else(|e| e.into_inner())
-            .0;
+        st = wait_timeout_or_recover(
+            &parked.state.changed,
+            &parked.state.lock,
+            st,
+            left,
+            "platform::lock",
+        )
+        .0;
     }
     drop(st);
     Ok(parked)

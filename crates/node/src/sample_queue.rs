@@ -6,6 +6,7 @@
 use std::sync::{Arc, Mutex};
 
 use loop_helpers_core::monitor::SampleTicket;
+use loop_helpers_core::panics::lock_or_recover;
 
 use crate::async_context::AsyncContextSpec;
 
@@ -21,7 +22,7 @@ pub struct SampleQueue(Mutex<Vec<Queued>>);
 
 impl SampleQueue {
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Queued>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        lock_or_recover(&self.0, "sample_queue")
     }
 
     /// Adds a request. Returns true when it is the first one waiting: the caller must then ask V8

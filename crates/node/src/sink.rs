@@ -2,11 +2,11 @@
 //! to its JavaScript callback through a thread-safe function.
 
 use std::os::raw::c_void;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Weak};
 
 use loop_helpers_core::context::ContextCapture;
 use loop_helpers_core::monitor::{self, SampleTicket, WatchSink};
+use loop_helpers_core::panics;
 
 use crate::async_context::{self, AsyncContextSpec};
 use crate::channel::JsChannel;
@@ -37,7 +37,7 @@ struct SampleTask {
 unsafe extern "C" fn on_interrupt(isolate: *mut v8::Isolate, data: *mut c_void) {
     // SAFETY: `data` is the Box leaked in request_sample, handed to exactly one interrupt.
     let task = Box::from_raw(data as *mut SampleTask);
-    let _ = catch_unwind(AssertUnwindSafe(|| {
+    let _ = panics::catch("sink::on_interrupt", || {
         let Some(env_loop) = task.env_loop.upgrade() else {
             return;
         };
@@ -84,7 +84,7 @@ unsafe extern "C" fn on_interrupt(isolate: *mut v8::Isolate, data: *mut c_void) 
                 break;
             }
         }
-    }));
+    });
 }
 
 /// Decides on one interrupt request, in the interrupt callback; true when it terminated.

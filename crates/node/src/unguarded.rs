@@ -20,9 +20,9 @@
 //! The error reaches JavaScript afterwards, from a fresh callback (a thread-safe function).
 
 use std::os::raw::c_void;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 
+use loop_helpers_core::panics::{self, lock_or_recover};
 use loop_helpers_core::report::json_frames;
 
 use crate::channel::JsChannel;
@@ -64,7 +64,7 @@ unsafe impl Sync for Support {}
 static ARMED: Mutex<Vec<(usize, Arc<EnvLoop>)>> = Mutex::new(Vec::new());
 
 fn armed() -> std::sync::MutexGuard<'static, Vec<(usize, Arc<EnvLoop>)>> {
-    ARMED.lock().unwrap_or_else(|e| e.into_inner())
+    lock_or_recover(&ARMED, "unguarded::ARMED")
 }
 
 impl Support {
@@ -106,8 +106,10 @@ impl Support {
     /// # Safety
     /// On the environment's JS thread.
     pub unsafe fn take_abandoned(&self, env: napi_env) -> napi_value {
-        let refs: Vec<usize> =
-            std::mem::take(&mut *self.abandoned.lock().unwrap_or_else(|e| e.into_inner()));
+        let refs: Vec<usize> = std::mem::take(&mut *lock_or_recover(
+            &self.abandoned,
+            "unguarded::abandoned",
+        ));
         let mut arr = std::ptr::null_mut();
         napi_create_array_with_length(env, refs.len(), &mut arr);
         for (i, r) in refs.into_iter().enumerate() {
@@ -264,10 +266,7 @@ impl Support {
             if napi_get_element(env, resources, i, &mut res) == NAPI_OK {
                 let mut r = std::ptr::null_mut();
                 if napi_create_reference(env, res, 1, &mut r) == NAPI_OK {
-                    self.abandoned
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(r as usize);
+                    lock_or_recover(&self.abandoned, "unguarded::abandoned").push(r as usize);
                 }
             }
             let mut new_len = std::ptr::null_mut();
@@ -283,10 +282,10 @@ impl Support {
 /// `triggerUncaught(error)`: hands `error` to Node's uncaught-exception path
 /// (`napi_fatal_exception`), which `lib/unguarded.ts` has pointed at a one-shot capture callback.
 unsafe extern "C" fn trigger_uncaught(env: napi_env, info: napi_callback_info) -> napi_value {
-    let _ = catch_unwind(AssertUnwindSafe(|| {
+    let _ = panics::catch("unguarded::trigger_uncaught", || {
         let [err] = js::args::<1>(env, info);
         napi_fatal_exception(env, err);
-    }));
+    });
     js::undefined(env)
 }
 
@@ -368,16 +367,16 @@ pub unsafe fn disarm(env_loop: &Arc<EnvLoop>) {
 }
 
 unsafe extern "C" fn on_call_completed(isolate: *mut v8::Isolate) {
-    let _ = catch_unwind(AssertUnwindSafe(|| resolve(isolate)));
+    let _ = panics::catch("unguarded::on_call_completed", || resolve(isolate));
 }
 
 unsafe extern "C" fn on_microtasks_completed(isolate: *mut v8::Isolate, _data: *mut c_void) {
-    let _ = catch_unwind(AssertUnwindSafe(|| {
+    let _ = panics::catch("unguarded::on_microtasks_completed", || {
         // A checkpoint that ended normally is not ours to act on.
         if v8::is_terminating(isolate) {
             resolve(isolate);
         }
-    }));
+    });
 }
 
 /// The terminated code has unwound: cancel, unregister, repair, deliver.

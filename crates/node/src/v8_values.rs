@@ -125,7 +125,7 @@ impl ValueApi {
         (self.try_catch_new)(tc, isolate);
         // Nothing between the constructor and the destructor may unwind past this frame (the
         // buffer is registered with V8): the caller's closures are wrapped in catch_unwind.
-        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok();
+        let out = loop_helpers_core::panics::catch("v8_values::try_catch", f);
         let caught = (self.try_catch_caught)(tc);
         (self.try_catch_drop)(tc);
         if caught {

@@ -10,11 +10,11 @@
 //! tasks are kept and run there too, on that process's own copy of the heap.
 
 use std::os::raw::c_void;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use loop_helpers_core::clock::now_ns;
+use loop_helpers_core::panics::{self, lock_or_recover, wait_or_recover, wait_timeout_or_recover};
 
 extern "C" {
     // shim/platform_shim.cc: task->Run(), then delete task.
@@ -44,9 +44,10 @@ static POOL: Mutex<Pool> = Mutex::new(Pool {
     running: 0,
 });
 static CHANGED: Condvar = Condvar::new();
+const SITE: &str = "worker_pool::POOL";
 
 fn pool() -> MutexGuard<'static, Pool> {
-    POOL.lock().unwrap_or_else(|e| e.into_inner())
+    lock_or_recover(&POOL, SITE)
 }
 
 /// Starts serving worker tasks with up to `threads` threads (the parent's worker count).
@@ -83,7 +84,7 @@ pub unsafe extern "C" fn sink(task: *mut c_void, delay_seconds: f64) {
 /// not waited for there either). Called by Node on an event loop's thread (a Worker's end, the end
 /// of a loop), never on a pool thread.
 pub unsafe extern "C" fn drain() {
-    let _ = catch_unwind(|| {
+    let _ = panics::catch("worker_pool::drain", || {
         let mut p = pool();
         loop {
             let now = now_ns();
@@ -95,10 +96,7 @@ pub unsafe extern "C" fn drain() {
                 spawn_if_needed(&mut p);
             }
             // Woken when a task ends; the timeout covers a delayed task becoming due meanwhile.
-            p = CHANGED
-                .wait_timeout(p, Duration::from_millis(5))
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            p = wait_timeout_or_recover(&CHANGED, &POOL, p, Duration::from_millis(5), SITE).0;
         }
     });
 }
@@ -143,20 +141,15 @@ fn work() {
                 drop(p);
                 // SAFETY: `task` is a V8 Task* the platform handed over; it is run and deleted
                 // exactly once. V8 is built without exceptions, so nothing unwinds out of it.
-                let _ = catch_unwind(AssertUnwindSafe(|| unsafe {
+                let _ = panics::catch("worker_pool::run_task", || unsafe {
                     loop_helpers_run_task(task as *mut c_void)
-                }));
+                });
                 p = pool();
                 p.running -= 1;
                 CHANGED.notify_all();
             }
-            Err(None) => p = CHANGED.wait(p).unwrap_or_else(|e| e.into_inner()),
-            Err(Some(wait)) => {
-                p = CHANGED
-                    .wait_timeout(p, wait)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0
-            }
+            Err(None) => p = wait_or_recover(&CHANGED, &POOL, p, SITE),
+            Err(Some(wait)) => p = wait_timeout_or_recover(&CHANGED, &POOL, p, wait, SITE).0,
         }
     }
 }
@@ -187,10 +180,7 @@ pub fn pause(timeout: Duration) -> Result<Paused, String> {
                 timeout.as_millis()
             ));
         }
-        p = CHANGED
-            .wait_timeout(p, left)
-            .unwrap_or_else(|e| e.into_inner())
-            .0;
+        p = wait_timeout_or_recover(&CHANGED, &POOL, p, left, SITE).0;
     }
     Ok(Paused(()))
 }
