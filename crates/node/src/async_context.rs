@@ -20,6 +20,8 @@ use loop_helpers_core::context::ContextCapture;
 
 use crate::context_snapshot::Walker;
 use crate::js;
+use loop_helpers_core::panics::lock_or_recover;
+
 use crate::napi::*;
 use crate::v8::{self, Isolate};
 use crate::v8_values;
@@ -182,12 +184,7 @@ impl AsyncContextSpec {
                 napi_delete_reference(env, p);
             }
         }
-        for r in self
-            .anchors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-        {
+        for r in lock_or_recover(&self.anchors, "async_context anchors").drain(..) {
             napi_delete_reference(env, r);
         }
     }
@@ -197,7 +194,10 @@ impl AsyncContextSpec {
     /// # Safety
     /// On `env`'s JS thread, in a Node-API callback.
     pub unsafe fn take_anchors(&self, env: napi_env) -> Vec<napi_value> {
-        let refs = std::mem::take(&mut *self.anchors.lock().unwrap_or_else(|e| e.into_inner()));
+        let refs = std::mem::take(&mut *lock_or_recover(
+            &self.anchors,
+            "async_context anchors",
+        ));
         refs.into_iter()
             .filter_map(|r| {
                 let mut v = std::ptr::null_mut();
@@ -214,7 +214,7 @@ impl AsyncContextSpec {
         if napi_create_reference(env, v, 1, &mut r) != NAPI_OK {
             return;
         }
-        let mut anchors = self.anchors.lock().unwrap_or_else(|e| e.into_inner());
+        let mut anchors = lock_or_recover(&self.anchors, "async_context anchors");
         if anchors.len() >= MAX_ANCHORS {
             napi_delete_reference(env, anchors.remove(0));
         }
