@@ -16,6 +16,21 @@ pub fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time the calling thread has used, in nanoseconds (0 if it cannot be read).
+pub fn thread_cpu_ns() -> u64 {
+    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(|t| t.tv_sec() as u64 * NS_PER_SEC + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}
+
+/// CPU time used so far by the thread whose CPU clock is `clock` (from `pthread_getcpuclockid`),
+/// read from any thread of the process; None if it cannot be read.
+pub fn cpu_clock_ns(clock: libc::clockid_t) -> Option<u64> {
+    clock_gettime(ClockId::from_raw(clock))
+        .ok()
+        .map(|t| t.tv_sec() as u64 * NS_PER_SEC + t.tv_nsec() as u64)
+}
+
 /// How far past libuv's loop time (`uv_now()`, whole milliseconds) the moment it was taken can lie:
 /// the millisecond it truncates, plus one tick of the coarse clock where libuv reads one for it
 /// (Linux, when `CLOCK_MONOTONIC_COARSE` ticks every millisecond or faster; it can lag that much).
@@ -60,6 +75,41 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(2));
         let b = now_ns();
         assert!(b >= a + 2_000_000, "{a} -> {b}");
+    }
+
+    #[test]
+    fn another_threads_cpu_clock_counts_its_work_not_its_waiting() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            let mut clock: libc::clockid_t = 0;
+            // SAFETY: pthread_self() is this live thread; `clock` is a valid out pointer.
+            let rc = unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) };
+            assert_eq!(rc, 0);
+            tx.send(clock).unwrap();
+            go_rx.recv().unwrap();
+            // 30 ms of CPU, however long that takes on a busy machine.
+            let end = thread_cpu_ns() + 30_000_000;
+            while thread_cpu_ns() < end {}
+            done_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+        });
+        let clock = rx.recv().unwrap();
+        let before = cpu_clock_ns(clock).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        let idle = cpu_clock_ns(clock).unwrap();
+        assert!(
+            idle - before < 5_000_000,
+            "a waiting thread used {} ns",
+            idle - before
+        );
+        go_tx.send(()).unwrap();
+        done_rx.recv().unwrap();
+        let busy = cpu_clock_ns(clock).unwrap();
+        go_tx.send(()).unwrap();
+        t.join().unwrap();
+        assert!(busy >= idle + 30_000_000, "{idle} -> {busy}");
     }
 
     #[test]

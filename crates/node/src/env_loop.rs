@@ -52,6 +52,8 @@ pub struct EnvLoop {
     /// The loop thread's kernel thread id (Linux), to say where it is when it blocks outside
     /// JavaScript.
     tid: Option<i32>,
+    /// The loop thread's CPU clock (`pthread_getcpuclockid`), readable from the monitor thread.
+    cpu_clock: Option<libc::clockid_t>,
     turns: Turns,
     /// The prepare handle's count (`Turns::Prepare`).
     counter: TurnCounter,
@@ -158,6 +160,14 @@ fn current_tid() -> Option<i32> {
     }
 }
 
+/// The calling thread's CPU clock, for other threads to read.
+fn current_cpu_clock() -> Option<libc::clockid_t> {
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: pthread_self() is the calling, live thread; `clock` is a valid out pointer.
+    let rc = unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) };
+    (rc == 0).then_some(clock)
+}
+
 /// How this loop's turns are counted (on the loop's thread, at creation).
 ///
 /// # Safety
@@ -239,6 +249,7 @@ impl EnvLoop {
             isolate: v8::current_isolate(),
             loop_ptr,
             tid: current_tid(),
+            cpu_clock: current_cpu_clock(),
             turns: find_turns(loop_ptr),
             counter: TurnCounter::default(),
             alive: AtomicBool::new(true),
@@ -403,6 +414,11 @@ impl EnvLoop {
     pub fn set_unguarded_active(&self, on: bool) {
         self.interrupts
             .set_unguarded(on && self.unguarded_possible.load(Ordering::Acquire));
+    }
+
+    /// CPU time the loop thread has used so far (any thread), where it can be read.
+    pub fn cpu_ns(&self) -> Option<u64> {
+        self.cpu_clock.and_then(clock::cpu_clock_ns)
     }
 
     /// The loop's iteration counter now (any thread).

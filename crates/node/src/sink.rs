@@ -184,11 +184,12 @@ impl WatchSink for NodeSink {
         if ticket.interrupt {
             let iteration = self.env_loop.iteration();
             let now = loop_helpers_core::clock::now_ns();
-            if self
-                .env_loop
-                .interrupts
-                .recently_resolved(iteration, now, ticket.timeout_ns)
-            {
+            if self.env_loop.interrupts.recently_resolved(
+                iteration,
+                now,
+                ticket.timeout_ns,
+                self.env_loop.cpu_ns(),
+            ) {
                 // The blocking code was stopped less than a timeout ago; what runs now is other
                 // code of the same loop turn.
                 ticket.interrupt = false;
