@@ -76,9 +76,12 @@ const either = (o) => o.outcome === 'vm' || o.outcome === 'alarm';
 // A thread that got no CPU across both timeouts (a loaded machine) finds both due when it runs
 // again, and V8 handles the vm's termination first. That shows as the vm's own error coming late.
 const stalled = (o) => o.outcome === 'vm' && o.ms >= o.vmMs + 20;
+// Likewise the other way: ours, at or after our deadline, when the vm's earlier one never landed in
+// time (its watchdog thread or this one got no CPU past both). Before our deadline it would be wrong.
+const vmStalled = (o) => o.outcome === 'alarm' && o.ms >= o.detectorMs;
 const byKind = (o) =>
   o.kind === 'vm-first'
-    ? o.outcome === 'vm'
+    ? o.outcome === 'vm' || vmStalled(o)
     : o.kind === 'ours-first'
       ? o.outcome === 'alarm' || stalled(o)
       : either(o);
