@@ -107,6 +107,9 @@ unsafe fn interrupt(
         unguarded_immediate: frames.iter().any(|f| {
             f.function_name == "processImmediate" && f.file_name == "node:internal/timers"
         }),
+        in_node_timers: frames
+            .first()
+            .is_some_and(|f| f.file_name == "node:internal/timers"),
         in_builtin_loader: frames.iter().any(|f| {
             f.function_name == "compileForInternalLoader"
                 && f.file_name.starts_with("node:internal/bootstrap/")
