@@ -14,7 +14,7 @@
 //! ours.
 
 use std::os::raw::c_void;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use loop_helpers_core::heartbeat::{LoopSample, TurnCounter};
@@ -54,6 +54,9 @@ pub struct EnvLoop {
     tid: Option<i32>,
     /// The loop thread's CPU clock (`pthread_getcpuclockid`), readable from the monitor thread.
     cpu_clock: Option<libc::clockid_t>,
+    /// The loop thread's CPU time at the first look at its current turn (or at the last look
+    /// that saw it waiting), and that turn's iteration: how much CPU the turn has used so far.
+    turn_cpu: (AtomicU64, AtomicU64),
     turns: Turns,
     /// The prepare handle's count (`Turns::Prepare`).
     counter: TurnCounter,
@@ -119,13 +122,21 @@ impl LoopProbe for EnvLoop {
             let b = uv_metrics_idle_time(self.loop_ptr);
             (a, b, uv_now(self.loop_ptr))
         };
+        // The idle time grows at wall-clock rate while the loop waits in its poll, and only then:
+        // two readings a few nanoseconds apart differ exactly when it is waiting.
+        let waiting = idle_again > idle_ns;
+        if let Some(cpu) = self.cpu_ns() {
+            let (turn, at) = &self.turn_cpu;
+            if waiting || turn.load(Ordering::Relaxed) != iteration {
+                at.store(cpu, Ordering::Relaxed);
+                turn.store(iteration, Ordering::Release);
+            }
+        }
         LoopSample {
             now_ns,
             iteration,
             idle_ns,
-            // The idle time grows at wall-clock rate while the loop waits in its poll, and only
-            // then: two readings a few nanoseconds apart differ exactly when it is waiting.
-            waiting: idle_again > idle_ns,
+            waiting,
             loop_time_ns: Some(loop_time_ms.saturating_mul(1_000_000)),
             loop_time_slack_ns: clock::loop_time_slack_ns(),
         }
@@ -250,6 +261,7 @@ impl EnvLoop {
             loop_ptr,
             tid: current_tid(),
             cpu_clock: current_cpu_clock(),
+            turn_cpu: (AtomicU64::new(u64::MAX), AtomicU64::new(0)),
             turns: find_turns(loop_ptr),
             counter: TurnCounter::default(),
             alive: AtomicBool::new(true),
@@ -414,6 +426,17 @@ impl EnvLoop {
     pub fn set_unguarded_active(&self, on: bool) {
         self.interrupts
             .set_unguarded(on && self.unguarded_possible.load(Ordering::Acquire));
+    }
+
+    /// CPU time the loop thread has used in its current turn so far, from the first look at it
+    /// (any thread); None where the CPU clock cannot be read or no look has seen this turn yet.
+    pub fn cpu_in_turn_ns(&self) -> Option<u64> {
+        let (turn, at) = &self.turn_cpu;
+        if turn.load(Ordering::Acquire) != self.iteration() {
+            return None;
+        }
+        let start = at.load(Ordering::Relaxed);
+        self.cpu_ns().map(|now| now.saturating_sub(start))
     }
 
     /// CPU time the loop thread has used so far (any thread), where it can be read.

@@ -302,6 +302,12 @@ impl Interrupts {
         decision
     }
 
+    /// Whether `run()`/`wrap()` is on the loop thread's stack now (any thread: a hint, the
+    /// interrupt callback decides on the loop thread).
+    pub fn in_explicit_guard(&self) -> bool {
+        self.explicit_depth.load(Ordering::Relaxed) > 0
+    }
+
     /// JS thread: a guard frame starts.
     #[inline]
     pub fn enter_guard(&self, kind: GuardKind) {

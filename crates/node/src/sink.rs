@@ -178,12 +178,35 @@ impl NodeSink {
     }
 }
 
+impl NodeSink {
+    /// The loop thread has used less than half a timeout of CPU in this turn (where that can be
+    /// read).
+    fn descheduled(&self, ticket: &SampleTicket) -> bool {
+        self.env_loop
+            .cpu_in_turn_ns()
+            .is_some_and(|cpu| cpu < ticket.timeout_ns / 2)
+    }
+}
+
 impl WatchSink for NodeSink {
     fn request_sample(&self, ticket: SampleTicket) -> bool {
         if !self.env_loop.is_alive() || self.env_loop.isolate.is_null() {
             return false;
         }
         let mut ticket = ticket;
+        if ticket.interrupt
+            && !self.env_loop.interrupts.in_explicit_guard()
+            && self.descheduled(&ticket)
+        {
+            // Outside run()/wrap(), a turn that has used less than half a timeout of CPU is not
+            // blocking the loop so much as waiting for a CPU (a loaded machine) or in a system
+            // call: it is reported, not interrupted (an interrupt would land in whatever innocent
+            // code runs next). The monitor asks again every timeout while the block lasts.
+            ticket.interrupt = false;
+            if !ticket.capture {
+                return false;
+            }
+        }
         if ticket.interrupt {
             let iteration = self.env_loop.iteration();
             let now = loop_helpers_core::clock::now_ns();
