@@ -39,3 +39,16 @@ export const scenario = (name, options = {}, runOptions = {}) =>
 /** The BlockingWarning headers in a text. */
 export const warnings = (text) =>
   text.split('\n').filter((l) => l.includes('BlockingWarning: blocking detected after'));
+
+/**
+ * Whether `stderr` holds a live warning whose header matches `header` (a RegExp source) with a stack
+ * frame matching `frame` (a RegExp source, after `at `): in the warning itself, or, when its stack
+ * missed the 5 ms wait (a loaded machine), in the follow-up line that brings it while the block lasts.
+ */
+export function liveWarningWithStack(stderr, header, frame) {
+  const direct = new RegExp(`${header}\\n( {4}at .*\\n)* {4}at ${frame}`);
+  const late = new RegExp(
+    `${header}\\n( {4}\\(.*\\)\\n)+\\(node:\\d+\\) BlockingWarning: the stack of the block above, sampled [\\d.]+ s after its warning[^\\n]*\\n( {4}at .*\\n)* {4}at ${frame}`,
+  );
+  return direct.test(stderr) || late.test(stderr);
+}
