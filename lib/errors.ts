@@ -41,3 +41,22 @@ export function describe(value: unknown): string {
   }
   return `type ${typeof value} (${String(value)})`;
 }
+
+/** A number of milliseconds from 0 to `max`, or an error naming the option `name` and the value. */
+export function validateMs(name: string, v: unknown, max: number): number {
+  if (typeof v !== 'number') {
+    throw argError(
+      'type',
+      'ERR_INVALID_ARG_TYPE',
+      `The "${name}" option must be a number of milliseconds. Received ${describe(v)}`,
+    );
+  }
+  if (!(v >= 0 && v <= max)) {
+    throw argError(
+      'range',
+      'ERR_OUT_OF_RANGE',
+      `The "${name}" option must be a number of milliseconds from 0 to ${max}. Received ${describe(v)}`,
+    );
+  }
+  return v;
+}

@@ -1,7 +1,7 @@
 // Validation of BlockingDetector's options. Every error names the option and the value.
 
 import { type AsyncContextOption, type ResolvedAsyncContext, resolveAsyncContext } from './async-context';
-import { argError, describe } from './errors';
+import { argError, describe, validateMs } from './errors';
 import type { BlockEvent } from './types';
 
 /** An Error subclass (or Error itself) that can be raised with a message. */
@@ -221,24 +221,6 @@ function validateMicrotaskInterruptAfter(v: unknown): number | false {
 
 export const MAX_LOG_REPEATS_AFTER_MS = 86_400_000;
 
-function validateLogRepeatsAfterMs(v: unknown): number {
-  if (typeof v !== 'number') {
-    throw argError(
-      'type',
-      'ERR_INVALID_ARG_TYPE',
-      `The "logRepeatsAfterMs" option must be a number of milliseconds. Received ${describe(v)}`,
-    );
-  }
-  if (!(v >= 0 && v <= MAX_LOG_REPEATS_AFTER_MS)) {
-    throw argError(
-      'range',
-      'ERR_OUT_OF_RANGE',
-      `The "logRepeatsAfterMs" option must be a number of milliseconds from 0 to ${MAX_LOG_REPEATS_AFTER_MS}. Received ${describe(v)}`,
-    );
-  }
-  return v;
-}
-
 /**
  * Accepts `(options?)` or the positional form `(timeout?, raiseExc?, aggressive?)` of
  * gevent-helpers.
@@ -288,7 +270,10 @@ export function resolveOptions(args: readonly unknown[], defaultRaise: RaiseExc)
       opts.microtaskInterruptAfter === undefined
         ? DEFAULT_MICROTASK_INTERRUPT_AFTER
         : validateMicrotaskInterruptAfter(opts.microtaskInterruptAfter),
-    logRepeatsAfterMs: opts.logRepeatsAfterMs === undefined ? 0 : validateLogRepeatsAfterMs(opts.logRepeatsAfterMs),
+    logRepeatsAfterMs:
+      opts.logRepeatsAfterMs === undefined
+        ? 0
+        : validateMs('logRepeatsAfterMs', opts.logRepeatsAfterMs, MAX_LOG_REPEATS_AFTER_MS),
     asyncContext: resolveAsyncContext(opts.asyncContext, opts.asyncContextKeys),
   };
 }

@@ -17,7 +17,7 @@ import { closeSync, mkdtempSync, openSync, readFileSync, readSync, rmdirSync, un
 import type { Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { argError, describe } from './errors';
+import { argError, describe, validateMs } from './errors';
 import { type ExitStatus, ForkError, type ForkErrorCode, fork, onForkChild, tryWaitpid, waitpid } from './fork';
 import { native } from './native';
 
@@ -144,24 +144,6 @@ interface Resolved {
 
 // ---- Options.
 
-function validateMs(name: string, v: unknown): number {
-  if (typeof v !== 'number') {
-    throw argError(
-      'type',
-      'ERR_INVALID_ARG_TYPE',
-      `The "${name}" option must be a number of milliseconds. Received ${describe(v)}`,
-    );
-  }
-  if (!(v >= 0 && v <= MAX_MS)) {
-    throw argError(
-      'range',
-      'ERR_OUT_OF_RANGE',
-      `The "${name}" option must be a number of milliseconds from 0 to ${MAX_MS}. Received ${describe(v)}`,
-    );
-  }
-  return v;
-}
-
 function validateBoolean(name: string, v: unknown): boolean {
   if (typeof v !== 'boolean') {
     throw argError('type', 'ERR_INVALID_ARG_TYPE', `The "${name}" option must be a boolean. Received ${describe(v)}`);
@@ -242,7 +224,7 @@ function resolvePreforkOptions(options: unknown): Resolved {
     );
   }
   const ms = (name: keyof typeof DEFAULTS & string) =>
-    o[name] === undefined ? (DEFAULTS[name] as number) : validateMs(name, o[name]);
+    o[name] === undefined ? (DEFAULTS[name] as number) : validateMs(name, o[name], MAX_MS);
   const bool = (name: keyof typeof DEFAULTS & string) =>
     o[name] === undefined ? (DEFAULTS[name] as boolean) : validateBoolean(name, o[name]);
   const r: Resolved = {
@@ -283,7 +265,7 @@ function resolveStopTimeout(options: unknown, fallback: number): number {
       throw argError('type', 'ERR_INVALID_ARG_VALUE', `Unknown stop() option "${key}". Known options: timeout`);
     }
   }
-  return timeout === undefined ? fallback : validateMs('timeout', timeout);
+  return timeout === undefined ? fallback : validateMs('timeout', timeout, MAX_MS);
 }
 
 /** The parent's listening TCP servers (ref'd ones: `_getActiveHandles` skips unref'd handles). */

@@ -13,7 +13,7 @@
 
 use std::any::Any;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, WaitTimeoutResult};
+use std::sync::{Condvar, LockResult, Mutex, MutexGuard, WaitTimeoutResult};
 use std::time::Duration;
 
 static PANICS: AtomicU64 = AtomicU64::new(0);
@@ -63,19 +63,21 @@ fn record_poisoned(site: &'static str) {
     }
 }
 
-/// Locks `m`; when a panic poisoned it, counts that, clears the poison (so that one panic counts
-/// once) and goes on with the data as the panicking thread left it. Our locked sections keep
-/// their data consistent at every point a panic can happen (they hold counters, queues and
-/// handles, never a half-done invariant), which is why going on is right here.
+/// The value of a lock operation on `m`; when a panic poisoned `m`, counts that, clears the poison
+/// (so that one panic counts once) and goes on with the data as the panicking thread left it.
+fn recover<T, G>(r: LockResult<G>, m: &Mutex<T>, site: &'static str) -> G {
+    r.unwrap_or_else(|poisoned| {
+        record_poisoned(site);
+        m.clear_poison();
+        poisoned.into_inner()
+    })
+}
+
+/// Locks `m`, recovering from (and counting) poison. Our locked sections keep their data
+/// consistent at every point a panic can happen (they hold counters, queues and handles, never a
+/// half-done invariant), which is why going on is right here.
 pub fn lock_or_recover<'a, T>(m: &'a Mutex<T>, site: &'static str) -> MutexGuard<'a, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(poisoned) => {
-            record_poisoned(site);
-            m.clear_poison();
-            poisoned.into_inner()
-        }
-    }
+    recover(m.lock(), m, site)
 }
 
 /// `cv.wait(guard)` on the lock `m` of `guard`, recovering from (and counting) poison as
@@ -86,14 +88,7 @@ pub fn wait_or_recover<'a, T>(
     guard: MutexGuard<'a, T>,
     site: &'static str,
 ) -> MutexGuard<'a, T> {
-    match cv.wait(guard) {
-        Ok(g) => g,
-        Err(poisoned) => {
-            record_poisoned(site);
-            m.clear_poison();
-            poisoned.into_inner()
-        }
-    }
+    recover(cv.wait(guard), m, site)
 }
 
 /// `cv.wait_timeout(guard, timeout)`, recovering from (and counting) poison as
@@ -105,14 +100,7 @@ pub fn wait_timeout_or_recover<'a, T>(
     timeout: Duration,
     site: &'static str,
 ) -> (MutexGuard<'a, T>, WaitTimeoutResult) {
-    match cv.wait_timeout(guard, timeout) {
-        Ok(r) => r,
-        Err(poisoned) => {
-            record_poisoned(site);
-            m.clear_poison();
-            poisoned.into_inner()
-        }
-    }
+    recover(cv.wait_timeout(guard, timeout), m, site)
 }
 
 /// What was recovered from since the process started.

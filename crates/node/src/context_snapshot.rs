@@ -116,8 +116,9 @@ impl<'a> Walker<'a> {
         !a.is_null() && !b.is_null() && napi_strict_equals(self.env, a, b, &mut eq) == NAPI_OK && eq
     }
 
-    /// Writes a string as JSON: at most MAX_STRING_BYTES bytes of it, and a note when it is longer.
-    unsafe fn push_js_string(&mut self, v: napi_value) {
+    /// A string's text, at most MAX_STRING_BYTES bytes of it (a cut one fills the buffer but for at
+    /// most one character), with the number of bytes Node-API wrote; None if it cannot be read.
+    unsafe fn utf8_prefix(&self, v: napi_value) -> Option<(String, usize)> {
         let mut buf = std::mem::MaybeUninit::<[u8; MAX_STRING_BYTES + 1]>::uninit();
         let mut written = 0usize;
         if napi_get_value_string_utf8(
@@ -128,15 +129,22 @@ impl<'a> Walker<'a> {
             &mut written,
         ) != NAPI_OK
         {
-            self.out.push_str("null");
-            return;
+            return None;
         }
         let written = written.min(MAX_STRING_BYTES);
         // SAFETY: Node-API wrote `written` bytes at the start of the buffer.
         let bytes = std::slice::from_raw_parts(buf.as_ptr() as *const u8, written);
-        let s = String::from_utf8_lossy(bytes);
+        Some((String::from_utf8_lossy(bytes).into_owned(), written))
+    }
+
+    /// Writes a string as JSON: at most MAX_STRING_BYTES bytes of it, and a note when it is longer.
+    unsafe fn push_js_string(&mut self, v: napi_value) {
+        let Some((s, written)) = self.utf8_prefix(v) else {
+            self.out.push_str("null");
+            return;
+        };
         if written + 4 <= MAX_STRING_BYTES {
-            // All of it (a cut string fills the buffer but for at most one character).
+            // All of it.
             json_str(&mut self.out, &s);
             return;
         }
@@ -148,22 +156,7 @@ impl<'a> Walker<'a> {
 
     /// A string's text, at most MAX_STRING_BYTES bytes of it (constructor names, Map keys).
     unsafe fn read_string(&self, v: napi_value) -> String {
-        let mut buf = std::mem::MaybeUninit::<[u8; MAX_STRING_BYTES + 1]>::uninit();
-        let mut written = 0usize;
-        if napi_get_value_string_utf8(
-            self.env,
-            v,
-            buf.as_mut_ptr() as *mut c_char,
-            MAX_STRING_BYTES + 1,
-            &mut written,
-        ) != NAPI_OK
-        {
-            return String::new();
-        }
-        // SAFETY: Node-API wrote `written` bytes at the start of the buffer.
-        let bytes =
-            std::slice::from_raw_parts(buf.as_ptr() as *const u8, written.min(MAX_STRING_BYTES));
-        String::from_utf8_lossy(bytes).into_owned()
+        self.utf8_prefix(v).map(|(s, _)| s).unwrap_or_default()
     }
 
     fn push_label(&mut self, s: &str) {
