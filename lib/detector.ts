@@ -278,11 +278,10 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
   start(): this {
     if (this.#id !== undefined) return this;
     const caps = probedCapabilities();
-    const interrupting = this.raiseExc !== false && this.raiseExc !== null && caps.interrupt;
-    const grace = this.microtaskInterruptAfter === false ? -1 : this.microtaskInterruptAfter * this.timeout;
+    const interrupting = this.#interrupts(caps);
     const ctx = this.#asyncContext;
     this.#contextMissing = ctx && !caps.asyncContext ? caps.reasons.asyncContext : undefined;
-    this.#startNative(caps, interrupting, grace);
+    this.#startNative(caps);
     track(this, true);
     syncSourceMaps('on');
     if (interrupting) installRequireRepair();
@@ -302,7 +301,9 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
   }
 
   /** The native watch, with the user's `asyncContext` stores and the taps' stores. */
-  #startNative(caps: ReturnType<typeof probedCapabilities>, interrupting: boolean, grace: number): void {
+  #startNative(caps: ReturnType<typeof probedCapabilities>): void {
+    const interrupting = this.#interrupts(caps);
+    const grace = this.microtaskInterruptAfter === false ? -1 : this.microtaskInterruptAfter * this.timeout;
     const ctx = this.#asyncContext;
     const readContext = ctx !== undefined && this.#contextMissing === undefined;
     const taps = caps.asyncContext ? this.#taps.filter((t) => t.context !== undefined) : [];
@@ -369,9 +370,12 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
     const watch = this.#watch;
     const partial = native().stop(id);
     if (partial !== undefined) process.nextTick(() => this.#deliver(partial, watch));
-    const interrupting = this.raiseExc !== false && this.raiseExc !== null && caps.interrupt;
-    const grace = this.microtaskInterruptAfter === false ? -1 : this.microtaskInterruptAfter * this.timeout;
-    this.#startNative(caps, interrupting, grace);
+    this.#startNative(caps);
+  }
+
+  /** Whether this detector interrupts blocking code on this Node.js. */
+  #interrupts(caps: ReturnType<typeof probedCapabilities>): boolean {
+    return this.raiseExc !== false && this.raiseExc !== null && caps.interrupt;
   }
 
   /**
