@@ -36,8 +36,9 @@ export interface BlockSample {
    * Where the thread was when this warning went out without a stack (Linux): the kind of
    * synchronous work and its system call (e.g. `the thread is waiting for I/O in a nested event
    * loop (a synchronous child process: execSync, spawnSync): system call epoll_pwait`), or that it
-   * was running native code or a garbage collection. Null when there is a stack, or where the
-   * thread's state cannot be read.
+   * was running (native code, a garbage collection, or JavaScript between interrupt checks). It
+   * stays when the stack arrives later, while the block lasts (it says where the thread was at the
+   * warning). Null when the warning had its stack, or where the thread's state cannot be read.
    */
   threadState: string | null;
   /**

@@ -159,7 +159,7 @@ mod linux {
         let first = syscall.split_whitespace().next()?;
         if first == "running" {
             return Some(
-                "the thread is running outside JavaScript: native code (an addon, or a C++ builtin such as JSON.parse of a huge string or a crypto or zlib *Sync call) or a garbage collection"
+                "the thread is running, not in a system call: native code (an addon, or a C++ builtin such as JSON.parse of a huge string or a crypto or zlib *Sync call), a garbage collection, or JavaScript that has not reached an interrupt check yet"
                     .into(),
             );
         }
@@ -259,7 +259,7 @@ mod tests {
         // machine: then it is not in a system call either).
         let d = d.expect("readable");
         assert!(
-            d.contains("running outside JavaScript") || d.contains("not in a system call"),
+            d.contains("running, not in a system call") || d.contains("not in a system call"),
             "{d}"
         );
     }
