@@ -66,15 +66,15 @@ export function replaceCapturedBinding(
   // The inspector names objects of this thread's heap by expressions: a global property, taken
   // out again before this returns, hands it `fn` and then the function that builds the replacement.
   const key = `__loopHelpersCapturedBinding${process.pid}_${Math.random().toString(36).slice(2)}`;
-  const global = globalThis as unknown as Record<string, unknown>;
+  const globals = globalThis as unknown as Record<string, unknown>;
   let variable: string | undefined;
   let failure: string | undefined;
   try {
-    global[key] = fn;
+    globals[key] = fn;
     const fnObject = post('Runtime.evaluate', { expression: `globalThis[${JSON.stringify(key)}]` })
       .result as RemoteObject;
     if (fnObject.type !== 'function' || fnObject.objectId === undefined) return { reason: 'fn not found' };
-    global[key] = make;
+    globals[key] = make;
     post('Debugger.enable');
     const { breakpointId } = post('Debugger.setBreakpointOnFunctionCall', { objectId: fnObject.objectId });
     const onPaused = (message: { params: { callFrames: PausedFrame[] } }) => {
@@ -103,7 +103,7 @@ export function replaceCapturedBinding(
   } catch (e) {
     failure ??= (e as Error).message;
   } finally {
-    delete global[key];
+    delete globals[key];
     try {
       post('Debugger.disable');
     } catch {
