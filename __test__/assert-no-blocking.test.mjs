@@ -1,5 +1,5 @@
-// loop-helpers/test: assertNoBlocking under real test runners (node:test, ava, Vitest), the
-// README's hand-written pattern with detector.drain(), and the entry point itself.
+// loop-helpers/test: assertNoBlocking under real test runners (node:test, ava, Vitest, Jest, Mocha),
+// the README's hand-written pattern with detector.drain(), and the entry point itself.
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import test from 'ava';
@@ -105,6 +105,69 @@ test.serial(
     t.regex(message, /\n {4}at spinHard \(.*scenarios\.mjs:9:\d+\)/);
     t.is(results['clean handler'].status, 'passed', results['clean handler'].failureMessages.join('\n'));
     t.is(results['neighbour that blocks without an assertion'].status, 'passed');
+  },
+);
+
+test.serial(
+  'Jest (concurrent tests): the blocking test fails naming the function at its source position; the clean one passes',
+  async (t) => {
+    // An ES module test file, as Jest runs one: under --experimental-vm-modules, not transformed.
+    const r = await runNode(
+      [
+        '--experimental-vm-modules',
+        bin('jest', 'bin/jest.js'),
+        '--config',
+        fixture('runners/jest.config.mjs'),
+        '--json',
+      ],
+      { cwd: root, timeoutMs: 90_000 },
+    );
+    const json = JSON.parse(r.stdout);
+    const results = Object.fromEntries(json.testResults[0].assertionResults.map((a) => [a.title, a]));
+    t.deepEqual(
+      Object.keys(results).sort(),
+      ['blocking handler', 'clean handler', 'neighbour that blocks without an assertion'],
+      r.stderr,
+    );
+    t.is(results['blocking handler'].status, 'failed');
+    const message = results['blocking handler'].failureMessages.join('\n');
+    t.regex(message, blockedBy('spinHard', 'blockingHandler'));
+    t.regex(message, /\n {4}at spinHard \(.*scenarios\.mjs:9:\d+\)/);
+    t.is(results['clean handler'].status, 'passed', results['clean handler'].failureMessages.join('\n'));
+    t.is(results['neighbour that blocks without an assertion'].status, 'passed');
+  },
+);
+
+test.serial(
+  'Mocha (one test after another): the blocking test fails naming the function; the clean ones pass, one beside a neighbour that blocks',
+  async (t) => {
+    const r = await runNode(
+      [
+        bin('mocha', 'bin/mocha.js'),
+        '--no-config',
+        '--no-package',
+        '--reporter',
+        'json',
+        '--timeout',
+        '60000',
+        fixture('runners/mocha.spec.mjs'),
+      ],
+      { cwd: root, timeoutMs: 60_000 },
+    );
+    const json = JSON.parse(r.stdout);
+    const results = Object.fromEntries(json.tests.map((entry) => [entry.title, entry]));
+    t.deepEqual(
+      Object.keys(results).sort(),
+      ['blocking handler', 'clean handler', 'clean handler while a neighbour blocks'],
+      r.stderr,
+    );
+    t.is(json.stats.failures, 1);
+    const failure = results['blocking handler'].err;
+    t.is(failure.code, 'ERR_LOOP_HELPERS_BLOCKING');
+    t.regex(failure.stack, blockedBy('spinHard', 'blockingHandler'));
+    t.regex(failure.stack, /\n {4}at spinHard \(.*scenarios\.mjs:9:\d+\)/);
+    t.deepEqual(results['clean handler'].err, {});
+    t.deepEqual(results['clean handler while a neighbour blocks'].err, {});
   },
 );
 

@@ -17,7 +17,12 @@
 //    its run() skipped. A synchronous binding call is recognised by its arguments (no request
 //    object) and a synchronous crypto job by having no `ondone`; the API name comes from the
 //    caller's stack. Calls made through a layer-1 wrapper are not seen again here.
+//    Node.js 26 fills random bytes synchronously (randomBytes, randomFillSync, the randomUUID,
+//    randomInt and getRandomValues refills) through a binding function its random module keeps in
+//    a variable of its own, with no job: that variable is replaced once per thread through the
+//    inspector (./captured-binding), and the replacement stays, doing nothing while no detector runs.
 
+import { replaceCapturedBinding } from './captured-binding';
 import { channelMessage } from './channel-message';
 import { argError, describe } from './errors';
 import { threadId } from './native';
@@ -323,7 +328,8 @@ function describeInternal(raw: StackFrame[], fallback: string, hint?: string): {
   if (hint !== undefined && (!entry || entry.functionName === '' || entry.functionName === 'syncBufferWrapper')) {
     return { api: hint, frames };
   }
-  if (!entry || entry.functionName === '') return { api: fallback, frames };
+  // An anonymous entry (fs.realpathSync.native on Node 22 and later): named after the binding.
+  if (!entry || entry.functionName === '') return { api: INTERNAL_NAMES[fallback] ?? fallback, frames };
   const mod = moduleOf(entry.fileName);
   if (mod === 'module' && entry.functionName === 'require') return { api: 'require', frames };
   const api = `${mod}.${entry.functionName}`;
@@ -509,6 +515,9 @@ function patchExports(): void {
     ['rng', 1],
     ['sign', 3],
     ['verify', 4],
+    ['diffieHellman', 1],
+    ['encapsulate', 1],
+    ['decapsulate', 2],
   ] as const) {
     replace(crypto, key, exportWrapper(`crypto.${key}`, lastIsCallback(at)));
   }
@@ -570,7 +579,7 @@ function zlibApi(handle: unknown): string | undefined {
 }
 
 /** Whether layer 2 reached each kind of binding here (for tests and the table in docs/testing.md). */
-const reach = { fs: false, zlib: false, spawnSync: false, cryptoJobs: 0 };
+const reach = { fs: false, zlib: false, spawnSync: false, cryptoJobs: 0, randomFill: false };
 
 function patchInternals(): void {
   const fsb = legacyBinding('fs');
@@ -621,10 +630,42 @@ function patchInternals(): void {
     });
   }
   reach.cryptoJobs = jobs.length;
+  reach.randomFill = randomFillViaJob || hookRandomFill();
+}
+
+/**
+ * Whether this thread's synchronous random fill reaches the replaced binding function (Node.js 26;
+ * see {@link hookRandomFill}): undefined until tried, then kept, as the replacement is.
+ */
+let randomFillHooked: boolean | undefined;
+
+/**
+ * Replaces the binding function that Node.js 26's `randomFillSync` calls directly (no job object),
+ * once per thread: `crypto.randomBytes(n)`, `randomFillSync`, and the refills of `randomUUID`,
+ * `randomInt` and `getRandomValues` taken before start() are caught there.
+ */
+function hookRandomFill(): boolean {
+  if (randomFillHooked !== undefined) return randomFillHooked;
+  const crypto = require('node:crypto') as unknown as Record<string, AnyFn>;
+  // The function itself, not this module's wrapper of it (exports are patched first).
+  const original =
+    patches.find((p) => p.target === crypto && p.key === 'randomFillSync')?.descriptor.value ?? crypto.randomFillSync;
+  randomFillHooked =
+    typeof original === 'function' &&
+    'variable' in
+      replaceCapturedBinding(
+        original as AnyFn,
+        [new Uint8Array(1)],
+        'randomFillSync',
+        internalWrapper('crypto.randomFillSync', () => true),
+      );
+  return randomFillHooked;
 }
 
 let probing = false;
 let jobPrototypes: object[] | undefined;
+/** A synchronous random fill runs a job (RandomBytesJob) on this Node.js: true before Node.js 26. */
+let randomFillViaJob = false;
 
 /**
  * The prototypes of Node's crypto job classes (PBKDF2Job, ScryptJob, RandomBytesJob, the key
@@ -634,6 +675,7 @@ let jobPrototypes: object[] | undefined;
 function cryptoJobPrototypes(): object[] {
   if (jobPrototypes) return jobPrototypes;
   const found = new Set<object>();
+  let syncJobRan = false;
   const { createHook } = require('node:async_hooks') as typeof import('node:async_hooks');
   const crypto = require('node:crypto') as typeof import('node:crypto');
   const hook = createHook({
@@ -648,7 +690,9 @@ function cryptoJobPrototypes(): object[] {
           'run',
           (original) =>
             function (this: { ondone?: unknown }, ...args: unknown[]) {
-              return this.ondone !== undefined ? undefined : Reflect.apply(original, this, args);
+              if (this.ondone !== undefined) return undefined;
+              syncJobRan = true;
+              return Reflect.apply(original, this, args);
             },
         );
       }
@@ -671,6 +715,15 @@ function cryptoJobPrototypes(): object[] {
     ['generateKeyPair', 'ed25519', {}, noop],
     ['generateKeyPair', 'dh', { primeLength: 64 }, noop],
     ['sign', null, Buffer.alloc(1), ED25519_PKCS8, noop],
+    ['diffieHellman', { privateKey: X25519_PKCS8, publicKey: X25519_SPKI }, noop],
+    ['encapsulate', X25519_SPKI, noop],
+    ['decapsulate', X25519_PKCS8, Buffer.alloc(32, 9), noop],
+    [
+      'argon2',
+      'argon2id',
+      { message: '', nonce: Buffer.alloc(16), parallelism: 1, tagLength: 4, memory: 8, passes: 1 },
+      noop,
+    ],
   ];
   const before = patches.length;
   probing = true;
@@ -683,6 +736,10 @@ function cryptoJobPrototypes(): object[] {
         // This Node.js lacks that job (or rejects the options): its sync form goes uncaught here.
       }
     }
+    // And whether a synchronous random fill runs one of the jobs found (not on Node.js 26).
+    syncJobRan = false;
+    c.randomFillSync?.(new Uint8Array(1));
+    randomFillViaJob = syncJobRan;
   } finally {
     hook.disable();
     probing = false;
@@ -700,6 +757,18 @@ const ED25519_PKCS8 = {
   type: 'pkcs8' as const,
 };
 
+/** A fixed X25519 key pair (PKCS#8 and SPKI DER) for the DHBitsJob and KEM probes. */
+const X25519_PKCS8 = {
+  key: Buffer.from(`302e020100300506032b656e04220420${'22'.repeat(32)}`, 'hex'),
+  format: 'der' as const,
+  type: 'pkcs8' as const,
+};
+const X25519_SPKI = {
+  key: Buffer.from(`302a300506032b656e032100${'09'.padEnd(64, '0')}`, 'hex'),
+  format: 'der' as const,
+  type: 'spki' as const,
+};
+
 // ---------------------------------------------------------------------------------------------
 // Installation.
 
@@ -715,7 +784,13 @@ function uninstall(): void {
 }
 
 /** @internal What the interception reached on this thread while installed (tests, the table in docs/testing.md). */
-export function syncCallCoverage(): { fs: boolean; zlib: boolean; spawnSync: boolean; cryptoJobs: number } {
+export function syncCallCoverage(): {
+  fs: boolean;
+  zlib: boolean;
+  spawnSync: boolean;
+  cryptoJobs: number;
+  randomFill: boolean;
+} {
   return { ...reach };
 }
 

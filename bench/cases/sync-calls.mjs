@@ -11,8 +11,11 @@
 //             this is the stack's cost, not the warning's);
 // - report:   one full report (stack, source-map lookup, channel publish to one subscriber), timed
 //             one call per turn of the loop.
-// Operations: Atomics.wait on a value that differs (returns at once: the wrapper alone), and
-// fs.existsSync('') through the module (export layer) and taken before start() (binding layer).
+// Operations: Atomics.wait on a value that differs (returns at once: the wrapper alone),
+// fs.existsSync('') through the module (export layer) and taken before start() (binding layer), and
+// crypto.randomFillSync of 16 bytes taken before start() (a crypto job's run() before Node 26; on
+// Node 26 the binding function its random module keeps, replaced through the inspector).
+import crypto from 'node:crypto';
 import { subscribe } from 'node:diagnostics_channel';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
@@ -26,10 +29,13 @@ const calls = Number(process.argv[3] ?? 100_000);
 
 const i32 = new Int32Array(new SharedArrayBuffer(4));
 const existsSyncEarly = fs.existsSync; // the original, taken before any start()
+const randomFillSyncEarly = crypto.randomFillSync;
+const bytes = new Uint8Array(16);
 const ops = {
   'Atomics.wait (export)': () => Atomics.wait(i32, 0, 1, 0),
   'fs.existsSync (export)': () => fs.existsSync(''),
   'fs.existsSync taken before start() (binding)': () => existsSyncEarly(''),
+  'crypto.randomFillSync taken before start() (job, or binding on Node 26)': () => randomFillSyncEarly(bytes),
 };
 
 function time(op, n) {
