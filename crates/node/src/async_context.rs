@@ -22,7 +22,7 @@ use std::sync::Mutex;
 
 use loop_helpers_core::context::ContextCapture;
 
-use crate::context_snapshot::{self, Prepared, Protos, Walker};
+use crate::context_snapshot::{self, Pick, Prepared, Protos, Walker};
 use crate::js;
 use loop_helpers_core::panics::lock_or_recover;
 
@@ -37,6 +37,8 @@ struct Storage {
     /// Keys of the store to keep (None: all of it): a reference to an array of their strings made
     /// when the detector started (Node-API references hold objects only), and how many.
     keys: Option<(napi_ref, u32)>,
+    /// Internal (`lib/otel.ts`): keys kept, the same way, of the objects found under `keys`.
+    inner_keys: Option<(napi_ref, u32)>,
     /// Internal (`lib/otel.ts`): a reference to an array of keys (strings or symbols) followed
     /// from the store before it is written, each step a Map entry or an own data property
     /// ([`Walker::step`]); the object found at its end is written (with `keys`) and kept as an
@@ -126,6 +128,7 @@ impl AsyncContextSpec {
             ));
         };
         let path_lists = js::array_elements(env, o.get(c"paths")).unwrap_or_default();
+        let inner_lists = js::array_elements(env, o.get(c"innerKeys")).unwrap_or_default();
         let protos = Protos::of_current_context(env);
         let mut index_names = std::ptr::null_mut();
         napi_create_array_with_length(env, 0, &mut index_names);
@@ -144,6 +147,10 @@ impl AsyncContextSpec {
                 return Err("asyncContext: not an object".into());
             }
             let keys = key_lists
+                .get(i)
+                .and_then(|&k| js::array_elements(env, k))
+                .map(|ks| key_array(env, &ks));
+            let inner_keys = inner_lists
                 .get(i)
                 .and_then(|&k| js::array_elements(env, k))
                 .map(|ks| key_array(env, &ks));
@@ -173,6 +180,7 @@ impl AsyncContextSpec {
             spec.storages.push(Storage {
                 instance: r,
                 keys,
+                inner_keys,
                 path,
             });
         }
@@ -192,7 +200,7 @@ impl AsyncContextSpec {
             if let Some(p) = s.path {
                 napi_delete_reference(env, p);
             }
-            if let Some((k, _)) = s.keys {
+            for (k, _) in [s.keys, s.inner_keys].into_iter().flatten() {
                 napi_delete_reference(env, k);
             }
         }
@@ -240,22 +248,19 @@ impl AsyncContextSpec {
     unsafe fn follow(
         &self,
         env: napi_env,
+        api: &v8_values::ValueApi,
+        context: v8_values::Local,
         w: &mut Walker,
         mut v: napi_value,
         path: napi_ref,
     ) -> Option<napi_value> {
-        let mut steps = std::ptr::null_mut();
-        napi_get_reference_value(env, path, &mut steps);
+        let steps = ref_value(env, path);
         if steps.is_null() {
             return None;
         }
-        let mut len = 0u32;
-        napi_get_array_length(env, steps, &mut len);
-        for i in 0..len {
-            let mut key = std::ptr::null_mut();
-            // Our own array (made by lib/otel.ts, never handed out): plain element reads.
-            napi_get_element(env, steps, i, &mut key);
-            v = w.step(v, key)?;
+        // Our own array (made by lib/detector.ts, never handed out): plain element reads.
+        for i in 0..(api.array_length)(steps) {
+            v = w.step(v, api.element(context, steps, i))?;
         }
         Some(v)
     }
@@ -341,7 +346,10 @@ impl AsyncContextSpec {
         if !self.single {
             w.out.push('[');
         }
-        let mut picked = [std::ptr::null_mut(); MAX_KEYS as usize];
+        let (mut picked, mut inner) = (
+            [std::ptr::null_mut(); MAX_KEYS as usize],
+            [std::ptr::null_mut(); MAX_KEYS as usize],
+        );
         for (i, s) in self.storages.iter().enumerate() {
             if i > 0 {
                 w.out.push(',');
@@ -352,25 +360,18 @@ impl AsyncContextSpec {
                 _ => None,
             };
             if let (Some(v), Some(path)) = (store, s.path) {
-                store = self.follow(env, &mut w, v, path);
+                store = self.follow(env, api, context, &mut w, v, path);
                 if let Some(target) = store {
                     if api.kind(target) == Some(Kind::Object) {
                         self.keep_anchor(env, target);
                     }
                 }
             }
-            let pick = s.keys.map(|(keys, len)| {
-                let keys = ref_value(env, keys);
-                let len = (len as usize).min(picked.len());
-                for (i, slot) in picked[..len].iter_mut().enumerate() {
-                    // Our own array of strings, never handed out: plain element reads.
-                    *slot = if keys.is_null() {
-                        std::ptr::null_mut()
-                    } else {
-                        api.element(context, keys, i as u32)
-                    };
-                }
-                &picked[..len]
+            let pick = s.keys.map(|keys| Pick {
+                keys: read_keys(env, api, context, keys, &mut picked),
+                inner: s
+                    .inner_keys
+                    .map(|keys| read_keys(env, api, context, keys, &mut inner)),
             });
             match store.map(|v| (v, api.kind(v))) {
                 Some((v, Some(Kind::Object))) => w.object(v, pick),
@@ -431,4 +432,28 @@ unsafe fn key_array(env: napi_env, keys: &[napi_value]) -> (napi_ref, u32) {
         }
     }
     (strong_ref(env, arr), len)
+}
+
+/// The strings of a key array made by [`key_array`], read into `buf`.
+///
+/// # Safety
+/// On the isolate's thread, inside an open handle scope; `context` is the current context.
+unsafe fn read_keys<'b>(
+    env: napi_env,
+    api: &v8_values::ValueApi,
+    context: v8_values::Local,
+    (keys, len): (napi_ref, u32),
+    buf: &'b mut [napi_value; MAX_KEYS as usize],
+) -> &'b [napi_value] {
+    let keys = ref_value(env, keys);
+    let len = if keys.is_null() {
+        0
+    } else {
+        (len as usize).min(buf.len())
+    };
+    for (i, slot) in buf[..len].iter_mut().enumerate() {
+        // Our own array of strings, never handed out: plain element reads.
+        *slot = api.element(context, keys, i as u32);
+    }
+    &buf[..len]
 }

@@ -56,6 +56,14 @@ enum Prop {
     Value(napi_value),
 }
 
+/// Keys to keep of an object, instead of all its own enumerable ones: the store's top level
+/// (`asyncContextKeys`), and, internally (`lib/otel.ts`), of the objects found under those keys.
+#[derive(Clone, Copy)]
+pub struct Pick<'p> {
+    pub keys: &'p [napi_value],
+    pub inner: Option<&'p [napi_value]>,
+}
+
 /// A key of an object or array, as the walk looks it up.
 #[derive(Clone, Copy)]
 enum Key {
@@ -119,9 +127,6 @@ pub struct Walker<'a> {
     protos: Protos,
     /// See [`Prepared::index_names`].
     index_names: napi_value,
-    /// The current context's, found once an object matched neither of `protos` (code running in
-    /// another context, e.g. `vm.runInContext`).
-    local_protos: Option<Protos>,
     /// The objects being written, outermost first (cycle check).
     path: [napi_value; MAX_DEPTH as usize],
     depth: usize,
@@ -147,7 +152,6 @@ impl<'a> Walker<'a> {
             context,
             protos: prepared.protos,
             index_names: prepared.index_names,
-            local_protos: None,
             path: [std::ptr::null_mut(); MAX_DEPTH as usize],
             depth: 0,
             values: 0,
@@ -155,38 +159,52 @@ impl<'a> Walker<'a> {
         }
     }
 
-    unsafe fn is(
-        &self,
-        f: unsafe extern "C" fn(napi_env, napi_value, *mut bool) -> napi_status,
-        v: napi_value,
-    ) -> bool {
-        let mut b = false;
-        f(self.env, v, &mut b) == NAPI_OK && b
-    }
-
-    /// Whether `proto` (an object's prototype) is that of plain objects or arrays.
-    unsafe fn shape(&mut self, proto: napi_value) -> Shape {
+    /// Whether `v`, an object (not a proxy) whose prototype is `proto`, is a plain object, an
+    /// array, or an instance of something else. Plain: its prototype is `Object.prototype` or
+    /// null; array: an array whose prototype is `Array.prototype`. The usual case is answered by
+    /// comparing with the prototypes of the detector's context ([`Prepared::protos`]); those of
+    /// another context (`vm`) are recognised by where their chain ends: an `Object.prototype` has
+    /// a null prototype itself, and an `Array.prototype` is an array.
+    unsafe fn shape(&self, v: napi_value, proto: napi_value) -> Shape {
         let api = self.api;
+        let is_array = || (api.is_array)(v);
         if api.same(proto, self.protos.object) {
             return Shape::Plain;
         }
         if api.same(proto, self.protos.array) {
+            return if is_array() {
+                Shape::Array
+            } else {
+                Shape::Other
+            };
+        }
+        match api.kind(proto) {
+            Some(Kind::Null) => return Shape::Plain,
+            // Asking a proxy for its prototype may run a trap.
+            Some(Kind::Object) if !(api.is_proxy)(proto) => {}
+            _ => return Shape::Other,
+        }
+        if is_array() && (api.is_array)(proto) {
             return Shape::Array;
         }
-        if api.kind(proto) == Some(Kind::Null) {
-            return Shape::Plain;
-        }
-        let env = self.env;
-        let local = *self
-            .local_protos
-            .get_or_insert_with(|| Protos::of_current_context(env));
-        if api.same(proto, local.object) {
+        if api.kind((api.prototype)(proto)) == Some(Kind::Null) && !self.is_special(v) {
             Shape::Plain
-        } else if api.same(proto, local.array) {
-            Shape::Array
         } else {
             Shape::Other
         }
+    }
+
+    /// Whether `v` is an object V8 gives a meaning beyond its properties (written by
+    /// [`Walker::special`] whatever its prototype).
+    unsafe fn is_special(&self, v: napi_value) -> bool {
+        let api = self.api;
+        (api.is_date)(v)
+            || (api.is_map)(v)
+            || (api.is_set)(v)
+            || (api.is_typed_array)(v)
+            || (api.is_array_buffer)(v)
+            || (api.is_data_view)(v)
+            || (api.is_promise)(v)
     }
 
     /// A string's text, at most MAX_STRING_BYTES bytes of it (a cut one fills the buffer but for
@@ -411,7 +429,7 @@ impl<'a> Walker<'a> {
     ///
     /// # Safety
     /// As for [`Walker::value`]; `v` is an object.
-    pub unsafe fn object(&mut self, v: napi_value, pick: Option<&[napi_value]>) {
+    pub unsafe fn object(&mut self, v: napi_value, pick: Option<Pick>) {
         let api = self.api;
         // Before anything else: every other question about a proxy may run a trap.
         if (api.is_proxy)(v) {
@@ -437,21 +455,22 @@ impl<'a> Walker<'a> {
         // MAX_VALUES values.
         self.path[self.depth] = v;
         self.depth += 1;
-        match self.shape(proto) {
+        match self.shape(v, proto) {
             // A plain object (the common case): no other question needed.
             Shape::Plain => self.props(v, pick),
-            Shape::Array if (api.is_array)(v) => match pick {
+            Shape::Array => match pick {
                 Some(_) => self.props(v, pick),
                 None => self.array(v),
             },
-            _ => self.special(v, pick),
+            Shape::Other => self.special(v, pick),
         }
         self.depth -= 1;
     }
 
     /// An object whose prototype is not Object.prototype, null or Array.prototype.
-    unsafe fn special(&mut self, v: napi_value, pick: Option<&[napi_value]>) {
-        if self.is(napi_is_date, v) {
+    unsafe fn special(&mut self, v: napi_value, pick: Option<Pick>) {
+        let api = self.api;
+        if (api.is_date)(v) {
             let mut ms = f64::NAN;
             napi_get_date_value(self.env, v, &mut ms);
             match iso_date(ms) {
@@ -460,15 +479,15 @@ impl<'a> Walker<'a> {
             }
             return;
         }
-        let (is_map, is_set) = ((self.api.is_map)(v), (self.api.is_set)(v));
+        let (is_map, is_set) = ((api.is_map)(v), (api.is_set)(v));
         if is_map || is_set {
-            self.collection(v, is_map, pick);
+            self.collection(v, is_map, pick.map(|p| p.keys));
             return;
         }
-        if self.is(napi_is_typedarray, v)
-            || self.is(napi_is_arraybuffer, v)
-            || self.is(napi_is_dataview, v)
-            || self.is(napi_is_promise, v)
+        if (api.is_typed_array)(v)
+            || (api.is_array_buffer)(v)
+            || (api.is_data_view)(v)
+            || (api.is_promise)(v)
         {
             let name = self.constructor_name(v);
             self.push_label(&format!("[{name}]"));
@@ -487,11 +506,11 @@ impl<'a> Walker<'a> {
     }
 
     /// `{"key":value,...}` of own enumerable data properties (or of the picked keys).
-    unsafe fn props(&mut self, obj: napi_value, pick: Option<&[napi_value]>) {
+    unsafe fn props(&mut self, obj: napi_value, pick: Option<Pick>) {
         let (api, cx) = (self.api, self.context);
         // The keys: the picked ones, or a fresh array of the own enumerable string keys.
         let (listed, count) = match pick {
-            Some(names) => (std::ptr::null_mut(), names.len() as u32),
+            Some(p) => (std::ptr::null_mut(), p.keys.len() as u32),
             None => match api.own_keys(cx, obj) {
                 Some(arr) => (arr, (api.array_length)(arr)),
                 None => {
@@ -509,7 +528,7 @@ impl<'a> Walker<'a> {
                 continue;
             }
             let key = match pick {
-                Some(names) => names[i as usize],
+                Some(p) => p.keys[i as usize],
                 None => api.element(cx, listed, i),
             };
             if key.is_null() {
@@ -529,9 +548,17 @@ impl<'a> Walker<'a> {
             }
             self.push_js_string(key);
             self.out.push(':');
-            match value {
-                Some((v, k)) => self.typed(v, k),
-                None => self.push_label("[Getter]"),
+            match (value, pick.and_then(|p| p.inner)) {
+                (Some((v, Some(Kind::Object))), Some(inner)) => {
+                    self.values += 1;
+                    let keys = Pick {
+                        keys: inner,
+                        inner: None,
+                    };
+                    self.object(v, Some(keys));
+                }
+                (Some((v, k)), _) => self.typed(v, k),
+                (None, _) => self.push_label("[Getter]"),
             }
             written += 1;
         }

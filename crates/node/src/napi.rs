@@ -234,12 +234,7 @@ extern "C" {
     // For the asyncContext snapshot (context_snapshot.rs; most of its reads call V8 directly, see
     // v8_values.rs).
     pub fn napi_is_array(env: napi_env, value: napi_value, result: *mut bool) -> napi_status;
-    pub fn napi_is_date(env: napi_env, value: napi_value, result: *mut bool) -> napi_status;
     pub fn napi_get_date_value(env: napi_env, value: napi_value, result: *mut f64) -> napi_status;
-    pub fn napi_is_typedarray(env: napi_env, value: napi_value, result: *mut bool) -> napi_status;
-    pub fn napi_is_arraybuffer(env: napi_env, value: napi_value, result: *mut bool) -> napi_status;
-    pub fn napi_is_dataview(env: napi_env, value: napi_value, result: *mut bool) -> napi_status;
-    pub fn napi_is_promise(env: napi_env, value: napi_value, result: *mut bool) -> napi_status;
     pub fn napi_get_prototype(
         env: napi_env,
         object: napi_value,

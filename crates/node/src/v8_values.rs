@@ -101,6 +101,11 @@ pub struct ValueApi {
     pub is_bigint: PredicateFn,
     pub is_symbol: PredicateFn,
     pub is_array: PredicateFn,
+    pub is_date: PredicateFn,
+    pub is_typed_array: PredicateFn,
+    pub is_array_buffer: PredicateFn,
+    pub is_data_view: PredicateFn,
+    pub is_promise: PredicateFn,
     try_catch_new: TryCatchNewFn,
     try_catch_drop: TryCatchDropFn,
     try_catch_caught: TryCatchCaughtFn,
@@ -177,6 +182,11 @@ fn resolve() -> Result<ValueApi, String> {
         c"_ZNK2v85Value8IsSymbolEv",
         c"_ZNK2v85Value7IsArrayEv",
         c"_ZN2v86Object18CreateDataPropertyENS_5LocalINS_7ContextEEEjNS1_INS_5ValueEEE",
+        c"_ZNK2v85Value6IsDateEv",
+        c"_ZNK2v85Value12IsTypedArrayEv",
+        c"_ZNK2v85Value13IsArrayBufferEv",
+        c"_ZNK2v85Value10IsDataViewEv",
+        c"_ZNK2v85Value9IsPromiseEv",
     ])?;
     // Renamed in V8 13 (the old name was removed in 14).
     let prototype = lookup(c"_ZN2v86Object14GetPrototypeV2Ev")
@@ -222,6 +232,11 @@ fn resolve() -> Result<ValueApi, String> {
             is_symbol: t::<*mut c_void, PredicateFn>(p[32]),
             is_array: t::<*mut c_void, PredicateFn>(p[33]),
             create_data_index: t::<*mut c_void, DefineIndexFn>(p[34]),
+            is_date: t::<*mut c_void, PredicateFn>(p[35]),
+            is_typed_array: t::<*mut c_void, PredicateFn>(p[36]),
+            is_array_buffer: t::<*mut c_void, PredicateFn>(p[37]),
+            is_data_view: t::<*mut c_void, PredicateFn>(p[38]),
+            is_promise: t::<*mut c_void, PredicateFn>(p[39]),
             prototype: t::<*mut c_void, LocalGetterFn>(prototype),
         })
     }
