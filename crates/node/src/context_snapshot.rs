@@ -81,7 +81,7 @@ pub struct Protos {
 
 impl Protos {
     /// The current context's, found as the prototypes of a fresh object and array, without
-    /// reading any property.
+    /// reading any property (when the detector starts: making objects in the interrupt costs).
     ///
     /// # Safety
     /// On the isolate's thread, inside an open handle scope.
