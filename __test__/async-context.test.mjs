@@ -109,6 +109,9 @@ needsFrames(`the snapshot copies plain values and never runs the store's code${f
   t.deepEqual(c.withToJSON, { a: 1, toJSON: '[Function]' });
   t.deepEqual(c.session, { '[class Session]': { id: 's1' } });
   t.is(c.proxy, '[Proxy]');
+  t.deepEqual(c.behindProxy, { '[class Object]': { x: 1 } }, 'its proxy prototype is never asked');
+  t.deepEqual(c.otherContext, { a: 1, list: [1, 2], when: '1970-01-01T00:00:00.000Z' }, 'plain in any context');
+  t.deepEqual(c.otherClass, { '[class Point]': { x: 1 } });
   t.deepEqual(c.cyclic, { name: 'loop', self: '[Circular]' });
   t.deepEqual(c.deep, { level: 1, next: { level: 2, next: { level: 3, next: '[Object]' } } }, 'depth 4');
   t.is(Object.keys(c.many).length, 51);

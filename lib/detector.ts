@@ -170,10 +170,16 @@ export interface BlockTap {
   /**
    * A store to read with each block: `path` (strings and symbols: Map entries found by identity,
    * or own data properties, followed natively from the store; see crates/node/src/async_context.rs)
-   * leads to an object, which is written with `keys` only, and handed back to `onBlock` in
-   * `anchors` (strong references, kept natively until the next delivery takes them).
+   * leads to an object, which is written with `keys` only (and the objects under them with
+   * `innerKeys` only, if given), and handed back to `onBlock` in `anchors` (strong references,
+   * kept natively until the next delivery takes them).
    */
-  context?: { storage: AsyncLocalStorage<unknown>; path: readonly (string | symbol)[]; keys: readonly string[] };
+  context?: {
+    storage: AsyncLocalStorage<unknown>;
+    path: readonly (string | symbol)[];
+    keys: readonly string[];
+    innerKeys?: readonly string[];
+  };
   /**
    * Before the `'blocked'` listeners. `read`: with `context`, what was read for this block
    * (`value` null when the path led nowhere; `missing` why nothing could be read); undefined when
@@ -313,12 +319,17 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
     let keys: (readonly string[] | null)[] | undefined = ctx?.keys;
     let single = ctx?.single;
     let paths: (readonly (string | symbol)[] | null)[] | undefined;
+    let innerKeys: (readonly string[] | null)[] | undefined;
     if (taps.length > 0) {
       const own = readContext ? ctx.storages.length : 0;
       storages = [...(readContext ? ctx.storages : []), ...reads.map((r) => r.storage)];
       keys = [...(readContext ? ctx.keys : []), ...reads.map((r) => r.keys)];
       // Fresh arrays, never handed out: the native side reads their elements while code blocks.
       paths = [...Array.from({ length: own }, () => null), ...reads.map((r) => [...r.path])];
+      innerKeys = [
+        ...Array.from({ length: own }, () => null),
+        ...reads.map((r) => (r.innerKeys ? [...r.innerKeys] : null)),
+      ];
       single = false;
     }
     this.#id = native().start(
@@ -332,7 +343,9 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
         interrupt: !interrupting ? 'none' : this.interrupt === 'everywhere' ? 'everywhere' : 'guarded',
         microtaskGraceSeconds: grace,
         asyncContext:
-          storages === undefined ? undefined : { storages, keys: keys ?? [], single: single ?? false, paths },
+          storages === undefined
+            ? undefined
+            : { storages, keys: keys ?? [], single: single ?? false, paths, innerKeys },
       },
       (json) => this.#deliver(json, watch),
     );

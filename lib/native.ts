@@ -50,6 +50,11 @@ export interface NativeAsyncContext {
    * (see `takeContextAnchors`).
    */
   paths?: readonly (readonly (string | symbol)[] | null)[] | undefined;
+  /**
+   * Internal (lib/otel.ts): per instance, null or the keys kept of the objects found under its
+   * `keys` (a second level of picking, so that nothing else of them is read).
+   */
+  innerKeys?: readonly (readonly string[] | null)[] | undefined;
 }
 
 /** `start()`'s options, read natively by name (crates/node/src/exports.rs `start`). */

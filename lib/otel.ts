@@ -317,8 +317,14 @@ export function enableOpenTelemetry(
     storage === undefined
       ? { onBlock }
       : {
-          // The Context's value Map, its span (found by the span key's identity), that span's ids.
-          context: { storage: storage.storage, path: ['_currentContext', storage.key], keys: ['_spanContext'] },
+          // The Context's value Map, its span (found by the span key's identity), that span's ids
+          // (and nothing else of its span context: each key read costs, in the interrupt).
+          context: {
+            storage: storage.storage,
+            path: ['_currentContext', storage.key],
+            keys: ['_spanContext'],
+            innerKeys: ['traceId', 'spanId'],
+          },
           onBlock,
         },
   );

@@ -1,39 +1,24 @@
-// What `asyncContext` adds at capture: reading the blocked code's AsyncLocalStorage store in the
-// sampling interrupt. Two measures:
-// - the native read alone, for a typical request store, called in a loop through
-//   readAsyncContext() (the same code the interrupt runs, plus one Node-API call and the returned
-//   string: an upper bound);
-// - sampleCostMs (here in µs) of real samples with and without asyncContext (blocks of 50 ms at timeout 20 ms),
-//   whose difference is the added cost per sample (noisy: the stack capture itself varies more).
-// Nothing is added per loop turn: the store is only read when a block is sampled.
-// Child mode: `node async-context.mjs --child <blocks> <reads>`.
+// What `asyncContext` adds: reading the blocked code's AsyncLocalStorage store in the sampling
+// interrupt, once per block. Measures, for a typical request store (five fields, a nested object
+// with an array):
+// - in the interrupt (cold: the read runs once per block, after 50 ms of other code): its time,
+//   timed natively around the read in each block's first sample (`contextLastReadNs`), for the
+//   whole store and for one picked key (`asyncContextKeys`);
+// - warm: readAsyncContext() in a loop (the same read, plus making and releasing the option's
+//   references and arrays on every call: an upper bound);
+// - sampleCostMs (here in µs) of real samples with and without asyncContext (blocks of 50 ms at
+//   timeout 20 ms), whose difference is the added cost per sample (noisy: the stack capture itself
+//   varies more);
+// - off: no read at all without the option (the native read counter does not move);
+// - per loop turn: an empty setImmediate ping-pong with a detector, with and without asyncContext
+//   (nothing is done per turn: the store is only read when a block is sampled).
+// Child modes: `node async-context.mjs --child <blocks> <reads>`, `--turns <off|on> <n>`.
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { nowMs, percentile, round, runChild, sleep } from '../lib/stats.mjs';
+import { compareTurns, pingPong } from '../lib/turns.mjs';
 
 const require = createRequire(import.meta.url);
-
-async function sampleCosts(BlockingDetector, asyncContext, als, blocks, readNs) {
-  const { native } = require('../../dist/lib/native.js');
-  const costs = [];
-  const d = new BlockingDetector({ timeout: 0.02, raiseExc: false, log: false, asyncContext }).start();
-  d.on('blocked', (e) => {
-    for (const s of e.samples) if (s.sampleCostMs !== null) costs.push(s.sampleCostMs * 1000);
-    // The read of this block, timed natively inside its sampling interrupt.
-    if (readNs) readNs.push(JSON.parse(native().nativeInfo()).contextLastReadNs);
-  });
-  for (let i = 0; i < blocks; i++) {
-    await als.run(store(i), async () => {
-      await sleep(1);
-      const t = nowMs();
-      while (nowMs() - t < 50);
-    });
-    await sleep(10);
-  }
-  await sleep(50);
-  d.stop();
-  return costs;
-}
 
 const store = (i) => ({
   requestId: `3f2b8c1e-${i}`,
@@ -43,11 +28,37 @@ const store = (i) => ({
   startedAt: 1_700_000_000_000 + i,
 });
 
+const nativeInfo = () => JSON.parse(require('../../dist/lib/native.js').native().nativeInfo());
+
+/** Blocks of 50 ms inside als.run(store); the sample costs (µs) and each block's read (ns). */
+async function blocks(BlockingDetector, options, als, count) {
+  const costs = [];
+  const readNs = [];
+  const before = nativeInfo().contextReads;
+  const d = new BlockingDetector({ timeout: 0.02, raiseExc: false, log: false, ...options }).start();
+  d.on('blocked', (e) => {
+    for (const s of e.samples) if (s.sampleCostMs !== null) costs.push(s.sampleCostMs * 1000);
+    // The read of this block, timed natively inside its sampling interrupt.
+    if (options.asyncContext) readNs.push(nativeInfo().contextLastReadNs);
+  });
+  for (let i = 0; i < count; i++) {
+    await als.run(store(i), async () => {
+      await sleep(1);
+      const t = nowMs();
+      while (nowMs() - t < 50);
+    });
+    await sleep(10);
+  }
+  await sleep(50);
+  d.stop();
+  return { costs, readNs, reads: nativeInfo().contextReads - before };
+}
+
 if (process.argv[2] === '--child') {
   const { AsyncLocalStorage } = require('node:async_hooks');
   const { BlockingDetector, capabilities } = require('../../dist/index.js');
   const { native } = require('../../dist/lib/native.js');
-  const blocks = Number(process.argv[3]);
+  const count = Number(process.argv[3]);
   const reads = Number(process.argv[4]);
   const caps = capabilities();
   if (!caps.asyncContext) {
@@ -62,38 +73,47 @@ if (process.argv[2] === '--child') {
       for (let i = 0; i < reads; i++) native().readAsyncContext({ storages: [als], keys: [keys], single: true });
       return Number(process.hrtime.bigint() - t) / 1e3 / reads;
     });
-  const whole = readUs(null);
-  const picked = readUs(['requestId']);
-  const off = await sampleCosts(BlockingDetector, undefined, als, blocks);
-  const stats = () => JSON.parse(native().nativeInfo());
-  const before = stats();
-  const readNs = [];
-  const on = await sampleCosts(BlockingDetector, als, als, blocks, readNs);
-  const after = stats();
-  // The read itself, timed natively inside the sampling interrupts.
-  const interrupts = after.contextReads - before.contextReads;
-  const inInterrupt = (after.contextReadNs - before.contextReadNs) / 1e3 / interrupts;
-  console.log(JSON.stringify({ whole, picked, off, on, reads: interrupts, inInterrupt, readNs }));
+  const warm = { whole: readUs(null), picked: readUs(['requestId']) };
+  const off = await blocks(BlockingDetector, {}, als, count);
+  const whole = await blocks(BlockingDetector, { asyncContext: als }, als, count);
+  const picked = await blocks(BlockingDetector, { asyncContext: als, asyncContextKeys: ['requestId'] }, als, count);
+  console.log(JSON.stringify({ warm, off, whole, picked }));
+  process.exit(0);
+}
+
+if (process.argv[2] === '--turns') {
+  const { AsyncLocalStorage } = require('node:async_hooks');
+  const { BlockingDetector } = require('../../dist/index.js');
+  const als = new AsyncLocalStorage();
+  const on = process.argv[3] === 'on';
+  const d = new BlockingDetector({ timeout: 1, raiseExc: false, log: false, asyncContext: on ? als : undefined });
+  d.start();
+  await sleep(50);
+  // Inside a store, so that every turn runs with an AsyncContextFrame.
+  const r = await als.run(store(0), () => pingPong(Number(process.argv[4])));
+  d.stop();
+  console.log(JSON.stringify(r));
   process.exit(0);
 }
 
 export function runAsyncContext({ quick }) {
-  const r = runChild(fileURLToPath(import.meta.url), ['--child', quick ? '20' : '100', quick ? '2000' : '20000']);
+  const self = fileURLToPath(import.meta.url);
+  const r = runChild(self, ['--child', quick ? '20' : '100', quick ? '2000' : '20000']);
   if (r.unavailable) return { unavailable: r.unavailable };
+  const us = (ns, p) => round(percentile(ns, p) / 1e3, 1);
+  const inInterrupt = (b) => ({ reads: b.reads, p50: us(b.readNs, 50), p99: us(b.readNs, 99) });
   const p50 = (xs) => round(percentile(xs, 50), 1);
+  const turns = compareTurns(self, ['off', 'on'], (c) => ['--turns', c, quick ? '200000' : '1000000'], quick ? 2 : 5);
   return {
-    readUs: { wholeStore: round(r.whole, 2), pickedKey: round(r.picked, 2) },
-    perBlockInInterruptUs: {
-      reads: r.reads,
-      mean: round(r.inInterrupt, 2),
-      p50: round(percentile(r.readNs, 50) / 1e3, 2),
-      p99: round(percentile(r.readNs, 99) / 1e3, 2),
-    },
+    perBlockInInterruptUs: { wholeStore: inInterrupt(r.whole), pickedKey: inInterrupt(r.picked) },
+    warmReadUs: { wholeStore: round(r.warm.whole, 2), pickedKey: round(r.warm.picked, 2) },
     sampleCostUs: {
-      off: { samples: r.off.length, p50: p50(r.off) },
-      on: { samples: r.on.length, p50: p50(r.on) },
-      addedP50: round(percentile(r.on, 50) - percentile(r.off, 50), 1),
+      off: { samples: r.off.costs.length, p50: p50(r.off.costs) },
+      wholeStore: { samples: r.whole.costs.length, p50: p50(r.whole.costs) },
+      addedP50: round(percentile(r.whole.costs, 50) - percentile(r.off.costs, 50), 1),
     },
+    readsWhenOff: r.off.reads,
+    perTurn: { off: turns.off, on: turns.on },
   };
 }
 

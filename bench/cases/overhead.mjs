@@ -4,16 +4,10 @@
 // the wall-clock time, the loop thread's own CPU time (Linux: /proc/self/task/<pid>/schedstat),
 // which time spent waiting for a CPU on a shared machine does not inflate.
 // Child mode: `node overhead.mjs --child <peer|none> <T> <workload> <n>`.
-import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { PEERS } from '../lib/peers.mjs';
 import { median, round, runChild, sleep } from '../lib/stats.mjs';
-
-/** Nanoseconds of CPU the main (loop) thread used so far, or null where it cannot be read. */
-function loopThreadCpuNs() {
-  const f = `/proc/self/task/${process.pid}/schedstat`;
-  return existsSync(f) ? Number(readFileSync(f, 'utf8').split(' ')[0]) : null;
-}
+import { loopThreadCpuNs } from '../lib/turns.mjs';
 
 if (process.argv[2] === '--child') {
   const [, , , peer, T, workload, n] = process.argv;

@@ -7,7 +7,11 @@
 //! its store, which V8 saves and restores across `await`s and Node across callbacks. So in the
 //! interrupt, the embedder data is the blocked code's own frame, never a neighbour request's.
 //! `Map::AsArray` copies its entries without calling anything, and each instance is found by
-//! identity (`napi_strict_equals`). The store is then written by `context_snapshot::Walker`.
+//! identity (`Value::StrictEquals`). The store is then written by `context_snapshot::Walker`.
+//!
+//! Cost: the read runs once per block, in the interrupt, with cold caches. What can be made
+//! before is made when the detector starts ([`AsyncContextSpec::from_options`]): the picked keys
+//! as V8 strings, and the `Object.prototype` / `Array.prototype` the walk compares with.
 //!
 //! Without AsyncContextFrame (Node 20, 22 by default), AsyncLocalStorage keeps its store on the
 //! current async resource, which only JavaScript can reach: `lib/detector.ts` reports that instead
@@ -18,19 +22,23 @@ use std::sync::Mutex;
 
 use loop_helpers_core::context::ContextCapture;
 
-use crate::context_snapshot::Walker;
+use crate::context_snapshot::{self, Pick, Prepared, Protos, Walker};
 use crate::js;
 use loop_helpers_core::panics::lock_or_recover;
 
 use crate::napi::*;
 use crate::v8::{self, Isolate};
-use crate::v8_values;
+use crate::v8_values::{self, Kind};
+use loop_helpers_core::snapshot_json::MAX_KEYS;
 
 struct Storage {
     /// A strong reference to the AsyncLocalStorage instance (the frame's key).
     instance: napi_ref,
-    /// Keys of the store to keep (None: all of it).
-    keys: Option<Vec<String>>,
+    /// Keys of the store to keep (None: all of it): a reference to an array of their strings made
+    /// when the detector started (Node-API references hold objects only), and how many.
+    keys: Option<(napi_ref, u32)>,
+    /// Internal (`lib/otel.ts`): keys kept, the same way, of the objects found under `keys`.
+    inner_keys: Option<(napi_ref, u32)>,
     /// Internal (`lib/otel.ts`): a reference to an array of keys (strings or symbols) followed
     /// from the store before it is written, each step a Map entry or an own data property
     /// ([`Walker::step`]); the object found at its end is written (with `keys`) and kept as an
@@ -44,6 +52,9 @@ const MAX_ANCHORS: usize = 64;
 /// The stores a detector reads.
 pub struct AsyncContextSpec {
     storages: Vec<Storage>,
+    /// What the walk takes from the detector's start ([`Prepared`]): `Object.prototype` and
+    /// `Array.prototype` of the context it started in, and the array of index names.
+    prepared: [napi_ref; 3],
     /// One storage given alone: the snapshot is its store; otherwise an array, one per storage.
     single: bool,
     closed: AtomicBool,
@@ -117,8 +128,13 @@ impl AsyncContextSpec {
             ));
         };
         let path_lists = js::array_elements(env, o.get(c"paths")).unwrap_or_default();
+        let inner_lists = js::array_elements(env, o.get(c"innerKeys")).unwrap_or_default();
+        let protos = Protos::of_current_context(env);
+        let mut index_names = std::ptr::null_mut();
+        napi_create_array_with_length(env, 0, &mut index_names);
         let mut spec = AsyncContextSpec {
             storages: Vec::new(),
+            prepared: [protos.object, protos.array, index_names].map(|v| strong_ref(env, v)),
             single: single && instances.len() == 1,
             closed: AtomicBool::new(false),
             read_block: AtomicU64::new(0),
@@ -133,11 +149,11 @@ impl AsyncContextSpec {
             let keys = key_lists
                 .get(i)
                 .and_then(|&k| js::array_elements(env, k))
-                .map(|ks| {
-                    ks.into_iter()
-                        .filter_map(|k| js::string_arg(env, k))
-                        .collect()
-                });
+                .map(|ks| key_array(env, &ks));
+            let inner_keys = inner_lists
+                .get(i)
+                .and_then(|&k| js::array_elements(env, k))
+                .map(|ks| key_array(env, &ks));
             let mut r = std::ptr::null_mut();
             if napi_create_reference(env, inst, 1, &mut r) != NAPI_OK {
                 spec.close(env);
@@ -164,6 +180,7 @@ impl AsyncContextSpec {
             spec.storages.push(Storage {
                 instance: r,
                 keys,
+                inner_keys,
                 path,
             });
         }
@@ -183,6 +200,12 @@ impl AsyncContextSpec {
             if let Some(p) = s.path {
                 napi_delete_reference(env, p);
             }
+            for (k, _) in [s.keys, s.inner_keys].into_iter().flatten() {
+                napi_delete_reference(env, k);
+            }
+        }
+        for &p in self.prepared.iter().filter(|p| !p.is_null()) {
+            napi_delete_reference(env, p);
         }
         for r in lock_or_recover(&self.anchors, "async_context anchors").drain(..) {
             napi_delete_reference(env, r);
@@ -225,22 +248,19 @@ impl AsyncContextSpec {
     unsafe fn follow(
         &self,
         env: napi_env,
+        api: &v8_values::ValueApi,
+        context: v8_values::Local,
         w: &mut Walker,
         mut v: napi_value,
         path: napi_ref,
     ) -> Option<napi_value> {
-        let mut steps = std::ptr::null_mut();
-        napi_get_reference_value(env, path, &mut steps);
+        let steps = ref_value(env, path);
         if steps.is_null() {
             return None;
         }
-        let mut len = 0u32;
-        napi_get_array_length(env, steps, &mut len);
-        for i in 0..len {
-            let mut key = std::ptr::null_mut();
-            // Our own array (made by lib/async-context.ts, never handed out): plain element reads.
-            napi_get_element(env, steps, i, &mut key);
-            v = w.step(v, key)?;
+        // Our own array (made by lib/detector.ts, never handed out): plain element reads.
+        for i in 0..(api.array_length)(steps) {
+            v = w.step(v, api.element(context, steps, i))?;
         }
         Some(v)
     }
@@ -312,70 +332,128 @@ impl AsyncContextSpec {
         api: &v8_values::ValueApi,
     ) -> String {
         let context = (api.current_context)(isolate);
-        let mut w = Walker::new(env, api, context);
-        // The frame's entries, [key0, value0, key1, value1, ...], when there is a frame.
+        let [object, array, index_names] = self.prepared.map(|r| ref_value(env, r));
+        let prepared = Prepared {
+            protos: Protos { object, array },
+            index_names,
+        };
+        let mut out = String::with_capacity(256);
+        let mut w = Walker::new(env, api, context, prepared, &mut out);
+        // The blocked code's frame, when there is one (a Map subclass; never a proxy, whose
+        // IsMap is false).
         let frame = api.current_frame(isolate);
-        let mut t = 0;
-        let entries = (!frame.is_null()
-            && napi_typeof(env, frame, &mut t) == NAPI_OK
-            && t == NAPI_OBJECT
-            && !(api.is_proxy)(frame)
-            && (api.is_map)(frame))
-        .then(|| (api.map_as_array)(frame))
-        .filter(|a| !a.is_null());
-        let mut len = 0u32;
-        if let Some(a) = entries {
-            napi_get_array_length(env, a, &mut len);
-        }
+        let frame = (!frame.is_null() && (api.is_map)(frame)).then_some(frame);
         if !self.single {
             w.out.push('[');
         }
+        let (mut picked, mut inner) = (
+            [std::ptr::null_mut(); MAX_KEYS as usize],
+            [std::ptr::null_mut(); MAX_KEYS as usize],
+        );
         for (i, s) in self.storages.iter().enumerate() {
             if i > 0 {
                 w.out.push(',');
             }
-            let mut instance = std::ptr::null_mut();
-            napi_get_reference_value(env, s.instance, &mut instance);
-            let mut store = None;
-            if let (Some(a), false) = (entries, instance.is_null()) {
-                for k in (0..len).step_by(2) {
-                    let mut key = std::ptr::null_mut();
-                    let mut eq = false;
-                    // A fresh array without holes: plain element reads.
-                    if napi_get_element(env, a, k, &mut key) == NAPI_OK
-                        && napi_strict_equals(env, key, instance, &mut eq) == NAPI_OK
-                        && eq
-                    {
-                        let mut v = std::ptr::null_mut();
-                        napi_get_element(env, a, k + 1, &mut v);
-                        store = Some(v);
-                        break;
-                    }
-                }
-            }
+            let instance = ref_value(env, s.instance);
+            let mut store = match (frame, instance.is_null()) {
+                (Some(f), false) => context_snapshot::map_entry(api, context, f, instance),
+                _ => None,
+            };
             if let (Some(v), Some(path)) = (store, s.path) {
-                store = self.follow(env, &mut w, v, path);
+                store = self.follow(env, api, context, &mut w, v, path);
                 if let Some(target) = store {
-                    let mut tt = 0;
-                    if napi_typeof(env, target, &mut tt) == NAPI_OK && tt == NAPI_OBJECT {
+                    if api.kind(target) == Some(Kind::Object) {
                         self.keep_anchor(env, target);
                     }
                 }
             }
-            let mut st = NAPI_UNDEFINED;
-            if let Some(v) = store {
-                napi_typeof(env, v, &mut st);
-            }
-            match store {
-                Some(v) if st == NAPI_OBJECT => w.object(v, 0, s.keys.as_deref()),
-                Some(v) if st != NAPI_UNDEFINED => w.value(v, 0),
+            let pick = s.keys.map(|keys| Pick {
+                keys: read_keys(env, api, context, keys, &mut picked),
+                inner: s
+                    .inner_keys
+                    .map(|keys| read_keys(env, api, context, keys, &mut inner)),
+            });
+            match store.map(|v| (v, api.kind(v))) {
+                Some((v, Some(Kind::Object))) => w.object(v, pick),
                 // Not entered (or exited: Node keeps the key with undefined).
-                _ => w.out.push_str("null"),
+                None | Some((_, Some(Kind::Undefined))) => w.out.push_str("null"),
+                Some((v, _)) => w.value(v),
             }
         }
         if !self.single {
             w.out.push(']');
         }
-        w.out
+        out
     }
+}
+
+/// A strong reference to `v` (null if it cannot be made, or `v` is null).
+///
+/// # Safety
+/// On `env`'s JS thread.
+unsafe fn strong_ref(env: napi_env, v: napi_value) -> napi_ref {
+    let mut r = std::ptr::null_mut();
+    if !v.is_null() {
+        napi_create_reference(env, v, 1, &mut r);
+    }
+    r
+}
+
+/// The value of reference `r` in the current handle scope (null if `r` is null).
+///
+/// # Safety
+/// On `env`'s JS thread, inside a handle scope.
+unsafe fn ref_value(env: napi_env, r: napi_ref) -> napi_value {
+    let mut v = std::ptr::null_mut();
+    if !r.is_null() {
+        napi_get_reference_value(env, r, &mut v);
+    }
+    v
+}
+
+/// A new array of the strings among `keys` (at most MAX_KEYS; TypeScript checked them), held by a
+/// reference, and its length. Empty without the V8 entry points (nothing is read then).
+///
+/// # Safety
+/// On `env`'s JS thread, inside a Node-API callback.
+unsafe fn key_array(env: napi_env, keys: &[napi_value]) -> (napi_ref, u32) {
+    let mut arr = std::ptr::null_mut();
+    let (Ok(api), true) = (
+        v8_values::api(),
+        napi_create_array_with_length(env, 0, &mut arr) == NAPI_OK,
+    ) else {
+        return (std::ptr::null_mut(), 0);
+    };
+    let context = (api.current_context)(v8::current_isolate());
+    let mut len = 0u32;
+    for &k in keys.iter().take(MAX_KEYS as usize) {
+        if js::type_name(env, k) == "string" && api.push(context, arr, len, k) {
+            len += 1;
+        }
+    }
+    (strong_ref(env, arr), len)
+}
+
+/// The strings of a key array made by [`key_array`], read into `buf`.
+///
+/// # Safety
+/// On the isolate's thread, inside an open handle scope; `context` is the current context.
+unsafe fn read_keys<'b>(
+    env: napi_env,
+    api: &v8_values::ValueApi,
+    context: v8_values::Local,
+    (keys, len): (napi_ref, u32),
+    buf: &'b mut [napi_value; MAX_KEYS as usize],
+) -> &'b [napi_value] {
+    let keys = ref_value(env, keys);
+    let len = if keys.is_null() {
+        0
+    } else {
+        (len as usize).min(buf.len())
+    };
+    for (i, slot) in buf[..len].iter_mut().enumerate() {
+        // Our own array of strings, never handed out: plain element reads.
+        *slot = api.element(context, keys, i as u32);
+    }
+    &buf[..len]
 }

@@ -2,18 +2,19 @@
 //! `asyncContext` store of the blocked code, read inside the V8 interrupt that samples its stack.
 //!
 //! What is read, and why no JavaScript can run:
-//! - primitives through Node-API (`napi_get_value_*`), which reads them directly; strings at most
-//!   [`MAX_STRING_BYTES`] bytes, BigInts as decimal strings, symbols as `"[Symbol]"`;
+//! - primitives directly (`Number::Value`, `Boolean::Value`, `napi_get_value_string_utf8`);
+//!   strings at most [`MAX_STRING_BYTES`] bytes, BigInts as decimal strings, symbols as
+//!   `"[Symbol]"`;
 //! - a Proxy is never looked into (`Value::IsProxy` first, before anything else about an object):
 //!   every operation on a proxy may call a trap. It is written `"[Proxy]"`;
-//! - objects: own enumerable string keys (`napi_get_all_property_names`, own only: for an
+//! - objects: own enumerable string keys (`Object::GetPropertyNames` with `kOwnOnly`: for an
 //!   ordinary object V8 lists its keys from its own maps and dictionaries), and for each key,
 //!   `Object::HasRealNamedCallbackProperty` tells whether it is an accessor (a getter, or a native
 //!   accessor like `error.stack` whose getter may call `Error.prepareStackTrace`) without calling
-//!   it: accessors are written `"[Getter]"`. Only then is the value read with `napi_get_property`:
-//!   the key is an own data property, found on the object itself, so the lookup stops there and
+//!   it: accessors are written `"[Getter]"`. Only then is the value read with `Object::Get`: the
+//!   key is an own data property, found on the object itself, so the lookup stops there and
 //!   nothing is called. Keys that may be missing (array holes, picked keys) are checked with
-//!   `napi_has_own_property` first, so a lookup never reaches a prototype (whose getters it could
+//!   `Object::HasOwnProperty` first, so a lookup never reaches a prototype (whose getters it could
 //!   run);
 //! - plain objects (prototype `Object.prototype` or null) and arrays (prototype
 //!   `Array.prototype`) are written as such; any other object as `{"[class Name]": {own data
@@ -28,9 +29,15 @@
 //! Limits: depth [`MAX_DEPTH`], [`MAX_KEYS`] keys or items per container, [`MAX_VALUES`] values in
 //! all, cycles written `"[Circular]"` (each object is compared with those on its path).
 //!
+//! Cost: this runs once per block with cold caches, where each distinct V8 function touched costs
+//! cache misses, so the walk allocates nothing of its own but the output, asks the common
+//! questions first, and takes the prototypes it compares with from the detector's start
+//! ([`Protos`]) instead of making objects to find them.
+//!
 //! Objects with native interceptors (created by addons from `ObjectTemplate`s) may call those
 //! interceptors (native code, not JavaScript) when their keys or values are read.
 
+use std::borrow::Cow;
 use std::os::raw::{c_char, c_int};
 
 use loop_helpers_core::report::json_str;
@@ -40,7 +47,7 @@ use loop_helpers_core::snapshot_json::{
 };
 
 use crate::napi::*;
-use crate::v8_values::{Local, ValueApi};
+use crate::v8_values::{Kind, Local, MaybeBool, ValueApi};
 
 /// A property read without calling anything.
 enum Prop {
@@ -49,118 +56,208 @@ enum Prop {
     Value(napi_value),
 }
 
+/// Keys to keep of an object, instead of all its own enumerable ones: the store's top level
+/// (`asyncContextKeys`), and, internally (`lib/otel.ts`), of the objects found under those keys.
+#[derive(Clone, Copy)]
+pub struct Pick<'p> {
+    pub keys: &'p [napi_value],
+    pub inner: Option<&'p [napi_value]>,
+}
+
+/// A key of an object or array, as the walk looks it up.
+#[derive(Clone, Copy)]
+enum Key {
+    Name(napi_value),
+    Index(u32),
+}
+
+/// `Object.prototype` and `Array.prototype`: what tells plain objects and arrays from instances of
+/// other classes. Either may be null (not known).
+#[derive(Clone, Copy)]
+pub struct Protos {
+    pub object: napi_value,
+    pub array: napi_value,
+}
+
+impl Protos {
+    /// The current context's, found as the prototypes of a fresh object and array, without
+    /// reading any property (when the detector starts: making objects in the interrupt costs).
+    ///
+    /// # Safety
+    /// On the isolate's thread, inside an open handle scope.
+    pub unsafe fn of_current_context(env: napi_env) -> Protos {
+        let mut p = Protos {
+            object: std::ptr::null_mut(),
+            array: std::ptr::null_mut(),
+        };
+        let mut o = std::ptr::null_mut();
+        if napi_create_object(env, &mut o) == NAPI_OK {
+            napi_get_prototype(env, o, &mut p.object);
+        }
+        let mut a = std::ptr::null_mut();
+        if napi_create_array_with_length(env, 0, &mut a) == NAPI_OK {
+            napi_get_prototype(env, a, &mut p.array);
+        }
+        p
+    }
+}
+
+/// What the walk takes from the detector's start rather than making it with cold caches.
+#[derive(Clone, Copy)]
+pub struct Prepared {
+    pub protos: Protos,
+    /// An array of ours holding the strings `"0"`, `"1"`... (the names of array items, for their
+    /// accessor check), grown the first time an index is needed; null: make them each time.
+    pub index_names: napi_value,
+}
+
+/// What an object's prototype makes it.
+#[derive(PartialEq, Eq)]
+enum Shape {
+    Plain,
+    Array,
+    Other,
+}
+
 pub struct Walker<'a> {
     env: napi_env,
     api: &'a ValueApi,
     context: Local,
-    /// (Object.prototype, Array.prototype), see [`Walker::protos`].
-    protos: Option<(napi_value, napi_value)>,
+    /// Those of the context the detector started in (the usual case: one context).
+    protos: Protos,
+    /// See [`Prepared::index_names`].
+    index_names: napi_value,
     /// The objects being written, outermost first (cycle check).
-    path: Vec<napi_value>,
+    path: [napi_value; MAX_DEPTH as usize],
+    depth: usize,
     values: u32,
-    pub out: String,
+    pub out: &'a mut String,
 }
 
 impl<'a> Walker<'a> {
     /// # Safety
     /// On the isolate's thread, inside an open handle scope and the `ValueApi::try_catch` of the
-    /// caller; `context` is the isolate's current context.
-    pub unsafe fn new(env: napi_env, api: &'a ValueApi, context: Local) -> Self {
+    /// caller; `context` is the isolate's current context; the handles of `prepared` are live or
+    /// null.
+    pub unsafe fn new(
+        env: napi_env,
+        api: &'a ValueApi,
+        context: Local,
+        prepared: Prepared,
+        out: &'a mut String,
+    ) -> Self {
         Walker {
             env,
             api,
             context,
-            protos: None,
-            path: Vec::new(),
+            protos: prepared.protos,
+            index_names: prepared.index_names,
+            path: [std::ptr::null_mut(); MAX_DEPTH as usize],
+            depth: 0,
             values: 0,
-            out: String::new(),
+            out,
         }
     }
 
-    /// This context's Object.prototype and Array.prototype: the prototypes of a fresh object and
-    /// array, found without reading any property (once, when the first object is met).
-    unsafe fn protos(&mut self) -> (napi_value, napi_value) {
-        if let Some(p) = self.protos {
-            return p;
+    /// Whether `v`, an object (not a proxy) whose prototype is `proto`, is a plain object, an
+    /// array, or an instance of something else. Plain: its prototype is `Object.prototype` or
+    /// null; array: an array whose prototype is `Array.prototype`. The usual case is answered by
+    /// comparing with the prototypes of the detector's context ([`Prepared::protos`]); those of
+    /// another context (`vm`) are recognised by where their chain ends: an `Object.prototype` has
+    /// a null prototype itself, and an `Array.prototype` is an array.
+    unsafe fn shape(&self, v: napi_value, proto: napi_value) -> Shape {
+        let api = self.api;
+        let is_array = || (api.is_array)(v);
+        if api.same(proto, self.protos.object) {
+            return Shape::Plain;
         }
-        let env = self.env;
-        let (mut object_proto, mut array_proto) = (std::ptr::null_mut(), std::ptr::null_mut());
-        let mut o = std::ptr::null_mut();
-        if napi_create_object(env, &mut o) == NAPI_OK {
-            napi_get_prototype(env, o, &mut object_proto);
+        if api.same(proto, self.protos.array) {
+            return if is_array() {
+                Shape::Array
+            } else {
+                Shape::Other
+            };
         }
-        let mut a = std::ptr::null_mut();
-        if napi_create_array_with_length(env, 0, &mut a) == NAPI_OK {
-            napi_get_prototype(env, a, &mut array_proto);
+        match api.kind(proto) {
+            Some(Kind::Null) => return Shape::Plain,
+            // Asking a proxy for its prototype may run a trap.
+            Some(Kind::Object) if !(api.is_proxy)(proto) => {}
+            _ => return Shape::Other,
         }
-        self.protos = Some((object_proto, array_proto));
-        (object_proto, array_proto)
+        if is_array() && (api.is_array)(proto) {
+            return Shape::Array;
+        }
+        if api.kind((api.prototype)(proto)) == Some(Kind::Null) && !self.is_special(v) {
+            Shape::Plain
+        } else {
+            Shape::Other
+        }
     }
 
-    unsafe fn type_of(&self, v: napi_value) -> Option<napi_valuetype> {
-        let mut t = 0;
-        (!v.is_null() && napi_typeof(self.env, v, &mut t) == NAPI_OK).then_some(t)
+    /// Whether `v` is an object V8 gives a meaning beyond its properties (written by
+    /// [`Walker::special`] whatever its prototype).
+    unsafe fn is_special(&self, v: napi_value) -> bool {
+        let api = self.api;
+        (api.is_date)(v)
+            || (api.is_map)(v)
+            || (api.is_set)(v)
+            || (api.is_typed_array)(v)
+            || (api.is_array_buffer)(v)
+            || (api.is_data_view)(v)
+            || (api.is_promise)(v)
     }
 
-    unsafe fn is(
+    /// A string's text, at most MAX_STRING_BYTES bytes of it (a cut one fills the buffer but for
+    /// at most one character), read into `buf`, with the number of bytes Node-API wrote; None if
+    /// it cannot be read.
+    unsafe fn utf8_prefix<'b>(
         &self,
-        f: unsafe extern "C" fn(napi_env, napi_value, *mut bool) -> napi_status,
         v: napi_value,
-    ) -> bool {
-        let mut b = false;
-        f(self.env, v, &mut b) == NAPI_OK && b
-    }
-
-    unsafe fn same(&self, a: napi_value, b: napi_value) -> bool {
-        let mut eq = false;
-        !a.is_null() && !b.is_null() && napi_strict_equals(self.env, a, b, &mut eq) == NAPI_OK && eq
-    }
-
-    /// A string's text, at most MAX_STRING_BYTES bytes of it (a cut one fills the buffer but for at
-    /// most one character), with the number of bytes Node-API wrote; None if it cannot be read.
-    unsafe fn utf8_prefix(&self, v: napi_value) -> Option<(String, usize)> {
-        let mut buf = std::mem::MaybeUninit::<[u8; MAX_STRING_BYTES + 1]>::uninit();
+        buf: &'b mut [u8; MAX_STRING_BYTES + 1],
+    ) -> Option<(Cow<'b, str>, usize)> {
         let mut written = 0usize;
         if napi_get_value_string_utf8(
             self.env,
             v,
             buf.as_mut_ptr() as *mut c_char,
-            MAX_STRING_BYTES + 1,
+            buf.len(),
             &mut written,
         ) != NAPI_OK
         {
             return None;
         }
         let written = written.min(MAX_STRING_BYTES);
-        // SAFETY: Node-API wrote `written` bytes at the start of the buffer.
-        let bytes = std::slice::from_raw_parts(buf.as_ptr() as *const u8, written);
-        Some((String::from_utf8_lossy(bytes).into_owned(), written))
+        Some((String::from_utf8_lossy(&buf[..written]), written))
     }
 
     /// Writes a string as JSON: at most MAX_STRING_BYTES bytes of it, and a note when it is longer.
     unsafe fn push_js_string(&mut self, v: napi_value) {
-        let Some((s, written)) = self.utf8_prefix(v) else {
+        let mut buf = [0u8; MAX_STRING_BYTES + 1];
+        let Some((s, written)) = self.utf8_prefix(v, &mut buf) else {
             self.out.push_str("null");
             return;
         };
         if written + 4 <= MAX_STRING_BYTES {
             // All of it.
-            json_str(&mut self.out, &s);
+            json_str(self.out, &s);
             return;
         }
         // With no buffer, Node-API answers the length in UTF-16 code units (O(1)).
         let mut units = 0usize;
         napi_get_value_string_utf16(self.env, v, std::ptr::null_mut(), 0, &mut units);
-        push_string(&mut self.out, &s, units);
+        push_string(self.out, &s, units);
     }
 
     /// A string's text, at most MAX_STRING_BYTES bytes of it (constructor names, Map keys).
     unsafe fn read_string(&self, v: napi_value) -> String {
-        self.utf8_prefix(v).map(|(s, _)| s).unwrap_or_default()
+        let mut buf = [0u8; MAX_STRING_BYTES + 1];
+        self.utf8_prefix(v, &mut buf)
+            .map(|(s, _)| s.into_owned())
+            .unwrap_or_default()
     }
 
     fn push_label(&mut self, s: &str) {
-        json_str(&mut self.out, s);
+        json_str(self.out, s);
     }
 
     /// The constructor name V8 records for an object (`"Object"` when it has none).
@@ -178,26 +275,67 @@ impl<'a> Walker<'a> {
     }
 
     /// Reads own property `key` of `obj` (a non-proxy object) without calling a getter.
-    /// `check_own`: the key may not exist (else it came from the object's own key list).
-    unsafe fn prop(&self, obj: napi_value, key: napi_value, check_own: bool) -> Prop {
-        if check_own {
-            let mut own = false;
-            if napi_has_own_property(self.env, obj, key, &mut own) != NAPI_OK || !own {
-                return Prop::Missing;
-            }
+    /// `check_own`: a name that may not exist (else it came from the object's own key list);
+    /// indices are always checked.
+    unsafe fn prop(&self, obj: napi_value, key: Key, check_own: bool) -> Prop {
+        let (api, cx) = (self.api, self.context);
+        let own = match key {
+            Key::Name(name) if check_own => (api.has_own_name)(obj, cx, name),
+            Key::Name(_) => MaybeBool {
+                has_value: true,
+                value: true,
+            },
+            // Holes and missing indices are answered here, before making a name.
+            Key::Index(i) => (api.has_own_index)(obj, cx, i),
+        };
+        if !own.has_value || !own.value {
+            return Prop::Missing;
         }
-        let accessor = (self.api.has_accessor)(obj, self.context, key);
+        let name = match key {
+            Key::Name(name) => name,
+            Key::Index(i) => self.index_name(i),
+        };
+        if name.is_null() {
+            return Prop::Missing;
+        }
+        let accessor = (api.has_accessor)(obj, cx, name);
         if !accessor.has_value {
             return Prop::Missing;
         }
         if accessor.value {
             return Prop::Accessor;
         }
-        let mut v = std::ptr::null_mut();
-        if napi_get_property(self.env, obj, key, &mut v) != NAPI_OK {
-            return Prop::Missing;
+        let v = match key {
+            Key::Name(name) => (api.get)(obj, cx, name),
+            Key::Index(i) => (api.get_index)(obj, cx, i),
+        };
+        if v.is_null() {
+            Prop::Missing
+        } else {
+            Prop::Value(v)
         }
-        Prop::Value(v)
+    }
+
+    /// Index `i` as a property name (for the accessor check of an array item), from
+    /// [`Prepared::index_names`], which gets the names up to `i` the first time.
+    unsafe fn index_name(&self, i: u32) -> napi_value {
+        let (api, cx, names) = (self.api, self.context, self.index_names);
+        if names.is_null() {
+            return make_index_name(self.env, i);
+        }
+        // Our own packed array of strings, never handed out: plain element reads.
+        let len = (api.array_length)(names);
+        if i < len {
+            return api.element(cx, names, i);
+        }
+        let mut name = std::ptr::null_mut();
+        for j in len..=i {
+            name = make_index_name(self.env, j);
+            if name.is_null() || !api.push(cx, names, j, name) {
+                break;
+            }
+        }
+        name
     }
 
     /// One step of an internal `asyncContext` path (`lib/otel.ts`): from object `v`, the value of
@@ -208,28 +346,14 @@ impl<'a> Walker<'a> {
     /// # Safety
     /// As for [`Walker::value`].
     pub unsafe fn step(&mut self, v: napi_value, key: napi_value) -> Option<napi_value> {
-        if self.type_of(v) != Some(NAPI_OBJECT) || (self.api.is_proxy)(v) {
+        let api = self.api;
+        if api.kind(v) != Some(Kind::Object) || (api.is_proxy)(v) {
             return None;
         }
-        if (self.api.is_map)(v) {
-            let flat = (self.api.map_as_array)(v);
-            let mut len = 0u32;
-            if flat.is_null() || napi_get_array_length(self.env, flat, &mut len) != NAPI_OK {
-                return None;
-            }
-            for i in (0..len).step_by(2) {
-                let mut k = std::ptr::null_mut();
-                // A fresh array without holes: plain element reads.
-                napi_get_element(self.env, flat, i, &mut k);
-                if self.same(k, key) {
-                    let mut value = std::ptr::null_mut();
-                    napi_get_element(self.env, flat, i + 1, &mut value);
-                    return Some(value);
-                }
-            }
-            return None;
+        if (api.is_map)(v) {
+            return map_entry(api, self.context, v, key);
         }
-        match self.prop(v, key, true) {
+        match self.prop(v, Key::Name(key), true) {
             Prop::Value(value) => Some(value),
             _ => None,
         }
@@ -239,38 +363,32 @@ impl<'a> Walker<'a> {
     ///
     /// # Safety
     /// As for [`Walker::new`]; `v` is a live handle.
-    pub unsafe fn value(&mut self, v: napi_value, depth: u32) {
-        let t = self.type_of(v);
-        self.typed(v, t, depth);
+    pub unsafe fn value(&mut self, v: napi_value) {
+        let k = self.api.kind(v);
+        self.typed(v, k);
     }
 
-    /// [`Walker::value`] of a value whose type is known.
-    unsafe fn typed(&mut self, v: napi_value, t: Option<napi_valuetype>, depth: u32) {
+    /// [`Walker::value`] of a value whose kind is known.
+    unsafe fn typed(&mut self, v: napi_value, k: Option<Kind>) {
         self.values += 1;
         if self.values > MAX_VALUES {
             self.push_label("[Truncated]");
             return;
         }
-        let env = self.env;
-        match t {
-            Some(NAPI_BOOLEAN) => {
-                let mut b = false;
-                napi_get_value_bool(env, v, &mut b);
+        match k {
+            Some(Kind::String) => self.push_js_string(v),
+            Some(Kind::Number) => push_number(self.out, (self.api.number_value)(v)),
+            Some(Kind::Boolean) => {
+                let b = (self.api.boolean_value)(v);
                 self.out.push_str(if b { "true" } else { "false" });
             }
-            Some(NAPI_NUMBER) => {
-                let mut n = 0.0;
-                napi_get_value_double(env, v, &mut n);
-                push_number(&mut self.out, n);
-            }
-            Some(NAPI_STRING) => self.push_js_string(v),
-            Some(NAPI_BIGINT) => self.bigint(v),
-            Some(NAPI_SYMBOL) => self.push_label("[Symbol]"),
-            Some(NAPI_FUNCTION) => self.push_label("[Function]"),
-            Some(NAPI_EXTERNAL) => self.push_label("[External]"),
-            Some(NAPI_OBJECT) => self.object(v, depth, None),
+            Some(Kind::Object) => self.object(v, None),
+            Some(Kind::BigInt) => self.bigint(v),
+            Some(Kind::Symbol) => self.push_label("[Symbol]"),
+            Some(Kind::Function) => self.push_label("[Function]"),
+            Some(Kind::External) => self.push_label("[External]"),
             // undefined, null, unknown: like JSON.stringify in an array.
-            _ => self.out.push_str("null"),
+            Some(Kind::Null | Kind::Undefined) | None => self.out.push_str("null"),
         }
     }
 
@@ -293,30 +411,33 @@ impl<'a> Walker<'a> {
             self.push_label(&format!("[BigInt of {} bits]", count * 64));
             return;
         }
-        let mut words = vec![0u64; count.max(1)];
-        let mut n = words.len();
+        let mut words = [0u64; MAX_BIGINT_WORDS];
+        let mut n = count.max(1);
         if napi_get_value_bigint_words(self.env, v, &mut sign, &mut n, words.as_mut_ptr())
             != NAPI_OK
         {
             self.out.push_str("null");
             return;
         }
-        words.truncate(n);
-        self.push_label(&bigint_decimal(sign != 0, &words));
+        self.push_label(&bigint_decimal(
+            sign != 0,
+            &words[..n.min(MAX_BIGINT_WORDS)],
+        ));
     }
 
     /// Writes an object; `pick`: write only these keys (the store's top level), as a plain object.
     ///
     /// # Safety
     /// As for [`Walker::value`]; `v` is an object.
-    pub unsafe fn object(&mut self, v: napi_value, depth: u32, pick: Option<&[String]>) {
+    pub unsafe fn object(&mut self, v: napi_value, pick: Option<Pick>) {
+        let api = self.api;
         // Before anything else: every other question about a proxy may run a trap.
-        if (self.api.is_proxy)(v) {
+        if (api.is_proxy)(v) {
             self.push_label("[Proxy]");
             return;
         }
-        if depth >= MAX_DEPTH {
-            let label = if self.is(napi_is_array, v) {
+        if self.depth >= MAX_DEPTH as usize {
+            let label = if (api.is_array)(v) {
                 "[Array]"
             } else {
                 "[Object]"
@@ -324,35 +445,32 @@ impl<'a> Walker<'a> {
             self.push_label(label);
             return;
         }
-        if self.path.iter().any(|&p| self.same(p, v)) {
+        if self.path[..self.depth].iter().any(|&p| api.same(p, v)) {
             self.push_label("[Circular]");
             return;
         }
         // Not a proxy, so [[GetPrototypeOf]] is the ordinary one: nothing runs.
-        let (object_proto, array_proto) = self.protos();
-        let mut proto = std::ptr::null_mut();
-        napi_get_prototype(self.env, v, &mut proto);
+        let proto = (api.prototype)(v);
         // Every handle made below stays in the caller's scope: at most a few per value, and
         // MAX_VALUES values.
-        self.path.push(v);
-        if self.same(proto, object_proto) || self.type_of(proto) == Some(NAPI_NULL) {
+        self.path[self.depth] = v;
+        self.depth += 1;
+        match self.shape(v, proto) {
             // A plain object (the common case): no other question needed.
-            self.props(v, depth, pick);
-        } else if self.same(proto, array_proto) && self.is(napi_is_array, v) {
-            if pick.is_some() {
-                self.props(v, depth, pick);
-            } else {
-                self.array(v, depth);
-            }
-        } else {
-            self.special(v, depth, pick);
+            Shape::Plain => self.props(v, pick),
+            Shape::Array => match pick {
+                Some(_) => self.props(v, pick),
+                None => self.array(v),
+            },
+            Shape::Other => self.special(v, pick),
         }
-        self.path.pop();
+        self.depth -= 1;
     }
 
     /// An object whose prototype is not Object.prototype, null or Array.prototype.
-    unsafe fn special(&mut self, v: napi_value, depth: u32, pick: Option<&[String]>) {
-        if self.is(napi_is_date, v) {
+    unsafe fn special(&mut self, v: napi_value, pick: Option<Pick>) {
+        let api = self.api;
+        if (api.is_date)(v) {
             let mut ms = f64::NAN;
             napi_get_date_value(self.env, v, &mut ms);
             match iso_date(ms) {
@@ -361,87 +479,68 @@ impl<'a> Walker<'a> {
             }
             return;
         }
-        let (is_map, is_set) = ((self.api.is_map)(v), (self.api.is_set)(v));
+        let (is_map, is_set) = ((api.is_map)(v), (api.is_set)(v));
         if is_map || is_set {
-            self.collection(v, is_map, depth, pick);
+            self.collection(v, is_map, pick.map(|p| p.keys));
             return;
         }
-        if self.is(napi_is_typedarray, v)
-            || self.is(napi_is_arraybuffer, v)
-            || self.is(napi_is_dataview, v)
-            || self.is(napi_is_promise, v)
+        if (api.is_typed_array)(v)
+            || (api.is_array_buffer)(v)
+            || (api.is_data_view)(v)
+            || (api.is_promise)(v)
         {
             let name = self.constructor_name(v);
             self.push_label(&format!("[{name}]"));
             return;
         }
         if pick.is_some() {
-            self.props(v, depth, pick);
+            self.props(v, pick);
             return;
         }
         let name = self.constructor_name(v);
         self.out.push('{');
-        json_str(&mut self.out, &format!("[class {name}]"));
+        json_str(self.out, &format!("[class {name}]"));
         self.out.push(':');
-        self.props(v, depth, None);
+        self.props(v, None);
         self.out.push('}');
     }
 
-    unsafe fn key_string(&self, key: &str) -> napi_value {
-        let mut k = std::ptr::null_mut();
-        napi_create_string_utf8(self.env, key.as_ptr() as *const c_char, key.len(), &mut k);
-        k
-    }
-
     /// `{"key":value,...}` of own enumerable data properties (or of the picked keys).
-    unsafe fn props(&mut self, obj: napi_value, depth: u32, pick: Option<&[String]>) {
-        let env = self.env;
-        let keys: Vec<napi_value> = match pick {
-            Some(names) => names.iter().map(|n| self.key_string(n)).collect(),
-            None => {
-                let mut arr = std::ptr::null_mut();
-                if napi_get_all_property_names(
-                    env,
-                    obj,
-                    NAPI_KEY_OWN_ONLY,
-                    NAPI_KEY_ENUMERABLE_STRINGS,
-                    NAPI_KEY_NUMBERS_TO_STRINGS,
-                    &mut arr,
-                ) != NAPI_OK
-                {
+    unsafe fn props(&mut self, obj: napi_value, pick: Option<Pick>) {
+        let (api, cx) = (self.api, self.context);
+        // The keys: the picked ones, or a fresh array of the own enumerable string keys.
+        let (listed, count) = match pick {
+            Some(p) => (std::ptr::null_mut(), p.keys.len() as u32),
+            None => match api.own_keys(cx, obj) {
+                Some(arr) => (arr, (api.array_length)(arr)),
+                None => {
                     self.out.push_str("{}");
                     return;
                 }
-                let mut len = 0u32;
-                napi_get_array_length(env, arr, &mut len);
-                (0..len)
-                    .map(|i| {
-                        let mut k = std::ptr::null_mut();
-                        // A fresh array of strings without holes: a plain element read.
-                        napi_get_element(env, arr, i, &mut k);
-                        k
-                    })
-                    .collect()
-            }
+            },
         };
         self.out.push('{');
         let mut written = 0u32;
-        let mut skipped = 0usize;
-        for &key in &keys {
-            if key.is_null() {
-                continue;
-            }
+        let mut skipped = 0u32;
+        for i in 0..count {
             if written >= MAX_KEYS {
                 skipped += 1;
                 continue;
             }
-            let value = match self.prop(obj, key, pick.is_some()) {
+            let key = match pick {
+                Some(p) => p.keys[i as usize],
+                None => api.element(cx, listed, i),
+            };
+            if key.is_null() {
+                continue;
+            }
+            let value = match self.prop(obj, Key::Name(key), pick.is_some()) {
                 Prop::Missing => continue,
                 Prop::Accessor => None,
-                Prop::Value(v) => match self.type_of(v) {
+                Prop::Value(v) => match api.kind(v) {
                     // Left out, as JSON.stringify does.
-                    Some(NAPI_UNDEFINED) => continue,
-                    t => Some((v, t)),
+                    Some(Kind::Undefined) => continue,
+                    k => Some((v, k)),
                 },
             };
             if written > 0 {
@@ -449,9 +548,17 @@ impl<'a> Walker<'a> {
             }
             self.push_js_string(key);
             self.out.push(':');
-            match value {
-                Some((v, t)) => self.typed(v, t, depth + 1),
-                None => self.push_label("[Getter]"),
+            match (value, pick.and_then(|p| p.inner)) {
+                (Some((v, Some(Kind::Object))), Some(inner)) => {
+                    self.values += 1;
+                    let keys = Pick {
+                        keys: inner,
+                        inner: None,
+                    };
+                    self.object(v, Some(keys));
+                }
+                (Some((v, k)), _) => self.typed(v, k),
+                (None, _) => self.push_label("[Getter]"),
             }
             written += 1;
         }
@@ -466,20 +573,18 @@ impl<'a> Walker<'a> {
     }
 
     /// `[...]` of an array's first MAX_KEYS items (holes: null).
-    unsafe fn array(&mut self, arr: napi_value, depth: u32) {
-        let mut len = 0u32;
-        napi_get_array_length(self.env, arr, &mut len);
+    unsafe fn array(&mut self, arr: napi_value) {
+        let len = (self.api.array_length)(arr);
         self.out.push('[');
         let shown = len.min(MAX_KEYS);
         for i in 0..shown {
             if i > 0 {
                 self.out.push(',');
             }
-            let key = self.key_string(&i.to_string());
-            match self.prop(arr, key, true) {
+            match self.prop(arr, Key::Index(i), false) {
                 Prop::Missing => self.out.push_str("null"),
                 Prop::Accessor => self.push_label("[Getter]"),
-                Prop::Value(v) => self.value(v, depth + 1),
+                Prop::Value(v) => self.value(v),
             }
         }
         if len > shown {
@@ -493,72 +598,56 @@ impl<'a> Walker<'a> {
 
     /// Map: `{"[Map]":[[key,value],...]}`; Set: `{"[Set]":[value,...]}`. With `pick` (a Map
     /// store): `{"key":value}` of the picked string keys.
-    unsafe fn collection(
-        &mut self,
-        v: napi_value,
-        is_map: bool,
-        depth: u32,
-        pick: Option<&[String]>,
-    ) {
+    unsafe fn collection(&mut self, v: napi_value, is_map: bool, pick: Option<&[napi_value]>) {
         /// Larger collections are not copied, only counted.
         const MAX_COPIED: usize = 1000;
+        let (api, cx) = (self.api, self.context);
         let size = if is_map {
-            (self.api.map_size)(v)
+            (api.map_size)(v)
         } else {
-            (self.api.set_size)(v)
+            (api.set_size)(v)
         };
         let label = if is_map { "[Map]" } else { "[Set]" };
         if size > MAX_COPIED {
             self.out.push('{');
-            json_str(&mut self.out, label);
+            json_str(self.out, label);
             self.out.push(':');
             self.push_label(&format!("{size} entries"));
             self.out.push('}');
             return;
         }
         let flat = if is_map {
-            (self.api.map_as_array)(v)
+            (api.map_as_array)(v)
         } else {
-            (self.api.set_as_array)(v)
+            (api.set_as_array)(v)
         };
-        let mut len = 0u32;
-        if flat.is_null() || napi_get_array_length(self.env, flat, &mut len) != NAPI_OK {
+        if flat.is_null() {
             self.push_label(label);
             return;
         }
-        // A fresh array without holes: plain element reads.
-        let env = self.env;
-        let element = move |i: u32| {
-            let mut e = std::ptr::null_mut();
-            napi_get_element(env, flat, i, &mut e);
-            e
-        };
+        let len = (api.array_length)(flat);
         let step = if is_map { 2 } else { 1 };
         if let (Some(names), true) = (pick, is_map) {
             self.out.push('{');
             let mut written = 0;
             for i in (0..len).step_by(2) {
-                let k = element(i);
-                if self.type_of(k) != Some(NAPI_STRING) {
-                    continue;
-                }
-                let name = self.read_string(k);
-                if !names.contains(&name) {
+                let k = api.element(cx, flat, i);
+                if api.kind(k) != Some(Kind::String) || !names.iter().any(|&n| api.same(n, k)) {
                     continue;
                 }
                 if written > 0 {
                     self.out.push(',');
                 }
-                json_str(&mut self.out, &name);
+                self.push_js_string(k);
                 self.out.push(':');
-                self.value(element(i + 1), depth + 1);
+                self.value(api.element(cx, flat, i + 1));
                 written += 1;
             }
             self.out.push('}');
             return;
         }
         self.out.push('{');
-        json_str(&mut self.out, label);
+        json_str(self.out, label);
         self.out.push_str(":[");
         let entries = len / step;
         let shown = entries.min(MAX_KEYS);
@@ -568,12 +657,12 @@ impl<'a> Walker<'a> {
             }
             if is_map {
                 self.out.push('[');
-                self.value(element(e * 2), depth + 1);
+                self.value(api.element(cx, flat, e * 2));
                 self.out.push(',');
-                self.value(element(e * 2 + 1), depth + 1);
+                self.value(api.element(cx, flat, e * 2 + 1));
                 self.out.push(']');
             } else {
-                self.value(element(e), depth + 1);
+                self.value(api.element(cx, flat, e));
             }
         }
         if entries > shown {
@@ -584,4 +673,45 @@ impl<'a> Walker<'a> {
         }
         self.out.push_str("]}");
     }
+}
+
+/// The value a Map holds for `key` (found by identity, `===`), copied out of V8's table with
+/// `Map::AsArray` (which calls nothing; `Map.prototype.get` is a user-replaceable method); None
+/// when it has no such entry.
+///
+/// # Safety
+/// On the isolate's thread, inside an open handle scope; `map` is a Map (not a proxy), `context`
+/// the current context.
+pub unsafe fn map_entry(
+    api: &ValueApi,
+    context: Local,
+    map: napi_value,
+    key: napi_value,
+) -> Option<napi_value> {
+    let flat = (api.map_as_array)(map);
+    if flat.is_null() {
+        return None;
+    }
+    let len = (api.array_length)(flat);
+    (0..len)
+        .step_by(2)
+        .find(|&i| api.same(api.element(context, flat, i), key))
+        .map(|i| api.element(context, flat, i + 1))
+        .filter(|v| !v.is_null())
+}
+
+/// The decimal string of `i`, made anew (null on failure).
+///
+/// # Safety
+/// On `env`'s thread, inside an open handle scope.
+unsafe fn make_index_name(env: napi_env, i: u32) -> napi_value {
+    let digits = i.to_string();
+    let mut name = std::ptr::null_mut();
+    napi_create_string_utf8(
+        env,
+        digits.as_ptr() as *const c_char,
+        digits.len(),
+        &mut name,
+    );
+    name
 }

@@ -32,10 +32,6 @@ pub const NAPI_STRING: napi_valuetype = 4;
 pub const NAPI_SYMBOL: napi_valuetype = 5;
 pub const NAPI_EXTERNAL: napi_valuetype = 8;
 pub const NAPI_BIGINT: napi_valuetype = 9;
-/// napi_key_own_only; napi_key_enumerable | napi_key_skip_symbols; napi_key_numbers_to_strings
-pub const NAPI_KEY_OWN_ONLY: c_int = 1;
-pub const NAPI_KEY_ENUMERABLE_STRINGS: c_int = 2 | 16;
-pub const NAPI_KEY_NUMBERS_TO_STRINGS: c_int = 1;
 /// napi_uint32_array, napi_float64_array
 pub const NAPI_UINT32_ARRAY: c_int = 6;
 pub const NAPI_FLOAT64_ARRAY: c_int = 8;
@@ -235,43 +231,13 @@ extern "C" {
         env: napi_env,
         func: napi_threadsafe_function,
     ) -> napi_status;
-    // For the asyncContext snapshot (context_snapshot.rs).
-    pub fn napi_strict_equals(
-        env: napi_env,
-        lhs: napi_value,
-        rhs: napi_value,
-        result: *mut bool,
-    ) -> napi_status;
+    // For the asyncContext snapshot (context_snapshot.rs; most of its reads call V8 directly, see
+    // v8_values.rs).
     pub fn napi_is_array(env: napi_env, value: napi_value, result: *mut bool) -> napi_status;
-    pub fn napi_is_date(env: napi_env, value: napi_value, result: *mut bool) -> napi_status;
     pub fn napi_get_date_value(env: napi_env, value: napi_value, result: *mut f64) -> napi_status;
-    pub fn napi_is_typedarray(env: napi_env, value: napi_value, result: *mut bool) -> napi_status;
-    pub fn napi_is_arraybuffer(env: napi_env, value: napi_value, result: *mut bool) -> napi_status;
-    pub fn napi_is_dataview(env: napi_env, value: napi_value, result: *mut bool) -> napi_status;
-    pub fn napi_is_promise(env: napi_env, value: napi_value, result: *mut bool) -> napi_status;
     pub fn napi_get_prototype(
         env: napi_env,
         object: napi_value,
-        result: *mut napi_value,
-    ) -> napi_status;
-    pub fn napi_get_all_property_names(
-        env: napi_env,
-        object: napi_value,
-        key_mode: c_int,
-        key_filter: c_int,
-        key_conversion: c_int,
-        result: *mut napi_value,
-    ) -> napi_status;
-    pub fn napi_has_own_property(
-        env: napi_env,
-        object: napi_value,
-        key: napi_value,
-        result: *mut bool,
-    ) -> napi_status;
-    pub fn napi_get_property(
-        env: napi_env,
-        object: napi_value,
-        key: napi_value,
         result: *mut napi_value,
     ) -> napi_status;
     pub fn napi_get_value_bigint_words(
