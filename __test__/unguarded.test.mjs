@@ -13,7 +13,8 @@ const major = Number(process.versions.node.split('.')[0]);
 // what that needs, capabilities() says so and only the guarded contexts apply.
 const unguardedSupported = caps.interruptUnguarded;
 const unguardedSkip = `unguarded code is not interruptible here: ${caps.reasons.interruptUnguarded}`;
-const guardedContexts = new Set(['setTimeout', 'setInterval', 'setImmediate', 'nextTick', 'queueMicrotask']);
+// Contexts a callback guard covers (interruptible even where unguarded code is not).
+const guardedContexts = new Set(['nextTick', 'queueMicrotask']);
 
 const run = (context, options = {}) =>
   runNode([fixture('unguarded.cjs'), context, JSON.stringify({ handler: 'onInterrupt', ...options })], {
@@ -30,6 +31,18 @@ const specifics = {
     t.deepEqual(
       r.later.filter((l) => l.startsWith('immediate')),
       ['immediate before', 'immediate after'],
+    ),
+  'setImmediate, first of its batch': (t, r) =>
+    t.deepEqual(
+      r.later.filter((l) => l.startsWith('immediate')),
+      ['immediate after 1', 'immediate after 2'],
+      'the rest of the batch runs, in order',
+    ),
+  'setTimeout, among others due': (t, r) =>
+    t.deepEqual(
+      r.later.filter((l) => l.startsWith('timer')),
+      ['timer before', 'timer after'],
+      'the other timers of the list run',
     ),
   nextTick: (t, r) => t.true(r.later.includes('next tick')),
   queueMicrotask: (t, r) => t.true(r.later.includes('next microtask')),
@@ -68,6 +81,8 @@ for (const context of [
   'setTimeout',
   'setInterval',
   'setImmediate',
+  'setImmediate, first of its batch',
+  'setTimeout, among others due',
   'nextTick',
   'Promise.then',
   'queueMicrotask',

@@ -82,6 +82,12 @@ export interface InstallInterruptsOptions {
   } | null;
   /** Node's uncaught-exception route for repairing after a termination, or null. */
   afterTermination: ((trigger: (sentinel: unknown) => void, repaired: boolean) => void) | null;
+  /**
+   * Int32Array over a SharedArrayBuffer, element 0 set while an Immediate callback that
+   * `afterTermination` can repair runs (lib/timer-repair.ts), or null: no Immediate is repaired,
+   * so none is terminated.
+   */
+  immediateRunning: Int32Array | null;
 }
 
 /**
@@ -101,9 +107,8 @@ export interface NativeBinding {
   installInterrupts(
     options: InstallInterruptsOptions,
     deliver: (json: string) => void,
-  ): [guardApply: unknown, guardThis: unknown, unguardedReason: string | undefined];
+  ): [guardApply: unknown, unguardedReason: string | undefined];
   setInterruptsActive(on: boolean): void;
-  takeAbandoned(): object[];
   guardCall(fn: unknown, thisArg: unknown, args: readonly unknown[]): unknown;
   stop(id: number): string | undefined;
   flush(id: number): string | undefined;

@@ -153,18 +153,20 @@ pub struct Context {
     pub iteration: u64,
     pub block_open: bool,
     pub running_microtasks: bool,
-    /// An Immediate callback that no guard covers: Node cannot recover from interrupting it.
+    /// An Immediate callback, where the timer repair is not installed (Node's Immediate prototype
+    /// was not found, e.g. fake timers): Node cannot go on after interrupting it.
     pub unguarded_immediate: bool,
     /// Node is compiling and running one of its own built-in modules (its internal loader): a
     /// termination there would leave that module half-initialised for the rest of the process,
     /// and nothing can repair it. The interrupt waits for the next request (one timeout later).
     pub in_builtin_loader: bool,
-    /// The innermost JavaScript is Node's own timer machinery (`node:internal/timers`:
-    /// `processTimers`, `listOnTimeout`, `processImmediate`, between or around callbacks): a
-    /// termination there would leave a timer list half-processed and lose its timers (seen under
-    /// load: the process then ran dry and exited 0 early). Blocking code is never there for long;
-    /// the monitor asks again one timeout later.
-    pub in_node_timers: bool,
+    /// The innermost JavaScript is Node's own callback machinery (`node:internal/timers`:
+    /// `processTimers`, `listOnTimeout`, `processImmediate`; its async hooks; its nextTick queue),
+    /// between or around callbacks: a termination there would leave a timer list or the tick
+    /// queue half-processed, at a point no repair can know (seen under load: timers lost, the
+    /// process ran dry and exited 0 early). Blocking code is never there for long; the monitor
+    /// asks again one timeout later.
+    pub in_node_machinery: bool,
     /// No JavaScript frame is on the stack: V8 ran the interrupt between two calls into
     /// JavaScript (the block, if any, is in native code). A termination now would land on
     /// whatever JavaScript runs next, code that did not block.
@@ -269,7 +271,7 @@ impl Interrupts {
         }
         p.ticket.blocked_ns = p.ticket.blocked_ns.max(ticket.blocked_ns);
         p.frames = Some(frames);
-        let decision = if cx.in_builtin_loader || cx.no_javascript || cx.in_node_timers {
+        let decision = if cx.in_builtin_loader || cx.no_javascript || cx.in_node_machinery {
             // Not now: the monitor asks again every timeout while the block lasts.
             Decision::Nothing
         } else if self.explicit_depth.load(Ordering::Relaxed) > 0

@@ -36,7 +36,8 @@ pub const NAPI_BIGINT: napi_valuetype = 9;
 pub const NAPI_KEY_OWN_ONLY: c_int = 1;
 pub const NAPI_KEY_ENUMERABLE_STRINGS: c_int = 2 | 16;
 pub const NAPI_KEY_NUMBERS_TO_STRINGS: c_int = 1;
-/// napi_uint32_array, napi_float64_array
+/// napi_int32_array, napi_uint32_array, napi_float64_array
+pub const NAPI_INT32_ARRAY: c_int = 5;
 pub const NAPI_UINT32_ARRAY: c_int = 6;
 pub const NAPI_FLOAT64_ARRAY: c_int = 8;
 /// napi_tsfn_nonblocking
