@@ -62,7 +62,7 @@ impl RunningCell {
                 js::type_name(env, v)
             ));
         };
-        if len == 0 || (data as usize) % std::mem::align_of::<AtomicI32>() != 0 {
+        if len == 0 || !(data as usize).is_multiple_of(std::mem::align_of::<AtomicI32>()) {
             return Err("must have an aligned first element".into());
         }
         let mut array = std::ptr::null_mut();
