@@ -14,7 +14,7 @@ const major = Number(process.versions.node.split('.')[0]);
 const unguardedSupported = caps.interruptUnguarded;
 const unguardedSkip = `unguarded code is not interruptible here: ${caps.reasons.interruptUnguarded}`;
 // Contexts a callback guard covers (interruptible even where unguarded code is not).
-const guardedContexts = new Set(['nextTick', 'queueMicrotask']);
+const guardedContexts = new Set(['queueMicrotask']);
 
 const run = (context, options = {}) =>
   runNode([fixture('unguarded.cjs'), context, JSON.stringify({ handler: 'onInterrupt', ...options })], {

@@ -1,7 +1,7 @@
-// Interrupting code outside detector.run(): guards around every nextTick and queueMicrotask
-// callback, and V8's after-termination callbacks (native, see crates/node/src/unguarded.rs) for
-// everything else, timer and immediate callbacks included (Node's timer lists are repaired
-// afterwards: ./timer-repair.ts). Installed in a thread the first time an interrupting detector
+// Interrupting code outside detector.run(): a guard around every queueMicrotask callback, and V8's
+// after-termination callbacks (native, see crates/node/src/unguarded.rs) for everything else,
+// timer, immediate and nextTick callbacks included (Node's timer lists are repaired afterwards:
+// ./timer-repair.ts). Installed in a thread the first time an interrupting detector
 // starts there; while none runs, the guards step aside.
 
 // Node's own timers, never the globals: jest or sinon may have replaced those with fake timers.
@@ -96,8 +96,14 @@ function clearAsyncIdStack(trigger: (sentinel: unknown) => void): boolean {
 function afterTermination(trigger: (sentinel: unknown) => void, repaired: boolean): void {
   if (!repaired) clearAsyncIdStack(trigger);
   forgetInterruptedLoads(0);
+  // Ticks queued behind an interrupted one run at Node's next tick processing: an immediate makes
+  // sure that comes soon, as Node's own uncaught-exception path does (and before the timer repair,
+  // which must append last).
+  timersAtLoad.setImmediate(noop);
   repairInterruptedTimers();
 }
+
+const noop = (): void => {};
 
 interface TimerSource {
   setTimeout: typeof nodeTimers.setTimeout;
@@ -174,27 +180,18 @@ function install(deliver: (json: string) => void): Installed {
     deliver,
   );
 
-  const apply = guardApply as (fn: (...a: unknown[]) => unknown, ...args: unknown[]) => unknown;
-  function guardedApply(fn: (...a: unknown[]) => unknown): void {
-    const depth = loadDepth();
-    // No rest parameter: most ticks and microtasks have no arguments.
-    // biome-ignore lint/complexity/noArguments: avoids an array allocation per callback
-    if (arguments.length === 1) apply(fn);
-    // biome-ignore lint/complexity/noArguments: the callback's own arguments, passed through
-    else apply(...(arguments as unknown as [fn: (...a: unknown[]) => unknown, ...args: unknown[]]));
-    if (loadDepth() !== depth) forgetInterruptedLoads(depth);
-  }
-  const nextTick = process.nextTick;
-  process.nextTick = function nextTick_(callback: (...args: unknown[]) => void, ...args: unknown[]) {
-    if (active === 0 || typeof callback !== 'function') return nextTick(callback, ...args);
-    return nextTick(guardedApply as (...a: unknown[]) => void, callback, ...args);
-  };
-  Object.defineProperty(process.nextTick, 'name', { value: 'nextTick' });
+  // queueMicrotask callbacks keep a guard: a termination in a microtask makes V8 drop every other
+  // microtask of the checkpoint, which no repair can bring back. nextTick callbacks need none: the
+  // ticks after an interrupted one stay queued and run at Node's next tick processing (an
+  // immediate of ours makes sure there is one soon, see afterTermination).
+  const apply = guardApply as (fn: () => unknown) => unknown;
   const qm = globalThis.queueMicrotask;
   globalThis.queueMicrotask = function queueMicrotask(callback: () => void) {
     if (active === 0 || typeof callback !== 'function') return qm(callback);
     return qm(() => {
-      guardedApply(callback);
+      const depth = loadDepth();
+      apply(callback);
+      if (loadDepth() !== depth) forgetInterruptedLoads(depth);
     });
   };
   return {

@@ -297,7 +297,7 @@ enum Mode {
     /// `detector.run()`: throw it to the caller (also for a native call that ran past the
     /// deadline).
     Throw,
-    /// Callback guards (timers, immediates, ticks, queueMicrotask): return normally so that
+    /// The queueMicrotask callback guard: return normally so that
     /// Node's bookkeeping runs, and deliver the error from a fresh callback.
     Deliver,
 }
@@ -389,8 +389,8 @@ pub struct GuardFn {
     env_loop: *const EnvLoop,
 }
 
-/// Arguments of a guard call: up to 8 on the stack (a timer or tick callback rarely has more), more
-/// on the heap. The guards run on every timer, immediate, tick and queueMicrotask callback while an
+/// Arguments of a guard call: up to 8 on the stack (a callback rarely has more), more on the heap.
+/// The guard runs on every queueMicrotask callback while an
 /// interrupting detector runs, so nothing here allocates in the common case.
 struct GuardArgs {
     inline: [napi_value; 8],
@@ -440,7 +440,7 @@ unsafe fn all_args(env: napi_env, info: napi_callback_info) -> (GuardArgs, *mut 
     (args, data as *mut GuardFn)
 }
 
-/// guardApply(fn, ...args): calls fn(...args) under a delivering guard (nextTick, queueMicrotask).
+/// guardApply(fn, ...args): calls fn(...args) under a delivering guard (queueMicrotask callbacks).
 unsafe extern "C" fn guard_apply(env: napi_env, info: napi_callback_info) -> napi_value {
     no_panic(env, || guard_apply_inner(env, info))
 }

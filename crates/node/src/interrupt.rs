@@ -6,7 +6,7 @@
 //! 2. the interrupt callback (the JS thread, inside the blocking code) samples the stack, takes the
 //!    request and decides (see [`Interrupts::on_interrupt`]) whether to call `TerminateExecution`;
 //! 3. the termination is resolved by the innermost guard frame (`detector.run()`, or the guards
-//!    around timers, immediates, ticks and queueMicrotask callbacks), or, for unguarded code, by
+//!    around queueMicrotask callbacks), or, for unguarded code, by
 //!    V8's call-completed / microtasks-completed callbacks (`unguarded.rs`).
 //!
 //! If the blocking code was native (no interrupt check until it returned) and a throwing guard
@@ -59,7 +59,7 @@ use loop_helpers_core::report::Frame;
 /// Where a termination is resolved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Resolver {
-    /// A guard frame on the stack (run/wrap, or a timer/immediate/tick/queueMicrotask guard).
+    /// A guard frame on the stack (run/wrap, or a queueMicrotask callback guard).
     Guard,
     /// No guard: V8's call-completed or microtasks-completed callback.
     Unguarded,
@@ -70,7 +70,7 @@ pub enum Resolver {
 pub enum GuardKind {
     /// The application: `detector.run()` / `wrap()`.
     Explicit,
-    /// The guards around timer, immediate, nextTick and queueMicrotask callbacks.
+    /// The guard around queueMicrotask callbacks.
     Callback,
 }
 
@@ -113,7 +113,7 @@ pub struct Interrupts {
     /// A request or a termination is outstanding (the guards' fast path reads only this).
     outstanding: AtomicBool,
     /// Guard frames on the stack: `run()`/`wrap()` ([`GuardKind::Explicit`]) and the callback
-    /// guards of timers, immediates, ticks and queueMicrotask ([`GuardKind::Callback`]).
+    /// guard of queueMicrotask callbacks ([`GuardKind::Callback`]).
     guard_depth: AtomicU32,
     /// Of those, the explicit ones: the only guards a `'guarded'` watch interrupts in (the
     /// callback guards exist for `'everywhere'` watches).

@@ -1,10 +1,10 @@
 //! Interrupting code that no guard of ours covers, and recovering from it.
 //!
 //! Three pieces (see `../shared/docs/background.md` §4b):
-//! - callback guards: every `process.nextTick` and `queueMicrotask` callback runs through
-//!   `guardApply` (exports.rs), which turns our termination into a normal return (Node's own
-//!   bookkeeping then runs), and delivers the error;
-//! - for everything else (timer and immediate callbacks, promise reactions, `await`
+//! - a callback guard: every `queueMicrotask` callback runs through `guardApply` (exports.rs),
+//!   which turns our termination into a normal return (V8 would otherwise drop the checkpoint's
+//!   other microtasks), and delivers the error;
+//! - for everything else (timer, immediate and nextTick callbacks, promise reactions, `await`
 //!   continuations, I/O callbacks, top-level code), the interrupt callback registers V8's
 //!   call-completed and microtasks-completed callbacks for this one termination; whichever runs
 //!   first cancels it, and
