@@ -38,6 +38,8 @@ const specifics = {
       ['immediate after 1', 'immediate after 2'],
       'the rest of the batch runs, in order',
     ),
+  'setInterval created before start()': (t, r) =>
+    t.true(r.later.includes('interval 2') && r.later.includes('interval 3'), 'the interval keeps its schedule'),
   'setTimeout, among others due': (t, r) =>
     t.deepEqual(
       r.later.filter((l) => l.startsWith('timer')),
@@ -83,6 +85,8 @@ for (const context of [
   'setImmediate',
   'setImmediate, first of its batch',
   'setTimeout, among others due',
+  'setTimeout created before start()',
+  'setInterval created before start()',
   'nextTick',
   'Promise.then',
   'queueMicrotask',
@@ -111,6 +115,24 @@ for (const context of [
     t.regex(r.stdout, /WORKER EXIT 0/);
     assertRecovered(t, r, context);
   });
+}
+
+// An Immediate created before the detector started is never interrupted: it is the one callback the
+// timer repair cannot see start, and unrepaired Node could not go on. Its block is only reported.
+for (const worker of [false, true]) {
+  test.serial(
+    `${worker ? 'Worker' : 'main thread'}, setImmediate created before start(): reported, never interrupted`,
+    async (t) => {
+      const r = await run('setImmediate created before start()', { worker, log: 'text' });
+      t.is(r.code, 0, r.stderr);
+      t.is(r.signal, null, r.stderr);
+      t.truthy(r.result, `no RESULT; stderr: ${r.stderr}`);
+      t.deepEqual(r.result.interrupts, []);
+      t.true(r.result.later.includes('early immediate finished'));
+      t.deepEqual(r.result.ran, everythingWorks);
+      t.regex(r.stderr, /BlockingWarning: blocking detected after timeout=0\.1/);
+    },
+  );
 }
 
 // AsyncLocalStorage: through async hooks on 20 and 22 (and 24+ with --no-async-context-frame),

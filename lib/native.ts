@@ -81,7 +81,7 @@ export interface InstallInterruptsOptions {
     kTriggerAsyncId: number;
   } | null;
   /** Node's uncaught-exception route for repairing after a termination, or null. */
-  afterTermination: ((trigger: (sentinel: unknown) => void, repaired: boolean) => void) | null;
+  afterTermination: ((trigger: (sentinel: unknown) => void, popped: unknown[] | undefined) => void) | null;
   /**
    * Int32Array over a SharedArrayBuffer, element 0 set while an Immediate callback that
    * `afterTermination` can repair runs (lib/timer-repair.ts), or null: no Immediate is repaired,

@@ -56,6 +56,8 @@ export interface RepairTimers {
 let startedTimeout: TimeoutLike | undefined;
 let startedImmediate: ImmediateLike | undefined;
 let timers: RepairTimers | undefined;
+/** Node's real Timeout prototype, when found. */
+let timeoutProto: object | undefined;
 /**
  * 1 while the callback of {@link startedImmediate} runs, read by the native interrupt callback:
  * an Immediate created before the recorders were installed keeps its callback in an own property,
@@ -76,6 +78,7 @@ export function installTimerRecorders(
   nodeTimers: RepairTimers,
 ): void {
   timers = nodeTimers;
+  timeoutProto = TimeoutProto;
   if (TimeoutProto && !Object.getOwnPropertyDescriptor(TimeoutProto, '_onTimeout')) {
     Object.defineProperty(TimeoutProto, '_onTimeout', {
       configurable: true,
@@ -121,23 +124,37 @@ export function immediateRunningCell(): Int32Array | null {
 }
 
 /**
- * Called once terminated JavaScript has unwound (after the async-id stack was repaired): finishes
- * the bookkeeping of a Timeout or Immediate callback that the termination cut short, if any.
+ * Called once terminated JavaScript has unwound: finishes the bookkeeping of a Timeout or
+ * Immediate callback that the termination cut short, if any. `resources`: the async resources the
+ * interrupted code had entered (innermost first), among which a Timeout created before the
+ * recorders were installed is found (its callback is an own property, which they never see read).
  */
-export function repairInterruptedTimers(): void {
+export function repairInterruptedTimers(resources: readonly unknown[]): void {
   const t = startedTimeout;
   const im = startedImmediate;
   startedTimeout = undefined;
   startedImmediate = undefined;
   if (immediateRunning) immediateRunning[0] = 0;
   if (!timers) return;
-  if (t && timeoutCutShort(t)) repairTimeout(t, timers);
+  const cutShort = t && timeoutCutShort(t) ? t : resources.find(isCutShortTimeout);
+  if (cutShort) repairTimeout(cutShort, timers);
   if (im && immediateCutShort(im)) repairImmediate(im, timers);
+}
+
+function isCutShortTimeout(r: unknown): r is TimeoutLike {
+  return (
+    typeof r === 'object' &&
+    r !== null &&
+    Object.getPrototypeOf(r) === timeoutProto &&
+    timeoutCutShort(r as TimeoutLike)
+  );
 }
 
 /** Its callback started, and listOnTimeout's `finally` did not run (it would destroy or re-arm it). */
 function timeoutCutShort(t: TimeoutLike): boolean {
-  return typeof t[kOnTimeout] === 'function' && !t._destroyed && t._idleNext === null && t._idlePrev === null;
+  // An own `_onTimeout`: created before the recorders were installed.
+  const callback = Object.hasOwn(t, '_onTimeout') ? (t as { _onTimeout?: unknown })._onTimeout : t[kOnTimeout];
+  return typeof callback === 'function' && !t._destroyed && t._idleNext === null && t._idlePrev === null;
 }
 
 function repairTimeout(t: TimeoutLike, nodeTimers: RepairTimers): void {

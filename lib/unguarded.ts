@@ -5,6 +5,7 @@
 // starts there; while none runs, the guards step aside.
 
 // Node's own timers, never the globals: jest or sinon may have replaced those with fake timers.
+import { executionAsyncResource } from 'node:async_hooks';
 import * as nodeTimers from 'node:timers';
 import { forgetInterruptedLoads, installRequireRepair, loadDepth } from './modules';
 import { native } from './native';
@@ -89,18 +90,22 @@ function clearAsyncIdStack(trigger: (sentinel: unknown) => void): boolean {
 
 /**
  * Called by the native side right after it cancelled an unguarded termination (V8's
- * after-termination callbacks), before Node's C++ goes on. `repaired`: the async-id stack was
- * already repaired precisely. The timer repair comes last: it appends immediates, and must be the
+ * after-termination callbacks), before Node's C++ goes on. `popped`: the resources of the async-id
+ * levels the precise repair popped (Node 20/22), or undefined where the stack is to be emptied
+ * here. Either way the interrupted code's resources are known first, so that a Timeout whose
+ * callback was cut short before the recorders saw it start (it was created before they were
+ * installed) is repaired too. The timer repair comes last: it appends immediates, and must be the
  * last to do so before Node runs its immediate queue again.
  */
-function afterTermination(trigger: (sentinel: unknown) => void, repaired: boolean): void {
-  if (!repaired) clearAsyncIdStack(trigger);
+function afterTermination(trigger: (sentinel: unknown) => void, popped: unknown[] | undefined): void {
+  const resources = popped ?? [executionAsyncResource()];
+  if (popped === undefined) clearAsyncIdStack(trigger);
   forgetInterruptedLoads(0);
   // Ticks queued behind an interrupted one run at Node's next tick processing: an immediate makes
   // sure that comes soon, as Node's own uncaught-exception path does (and before the timer repair,
   // which must append last).
   timersAtLoad.setImmediate(noop);
-  repairInterruptedTimers();
+  repairInterruptedTimers(resources);
 }
 
 const noop = (): void => {};

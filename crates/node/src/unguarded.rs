@@ -164,27 +164,31 @@ impl Support {
     /// # Safety
     /// On the environment's JS thread, with no termination in progress.
     unsafe fn repair(&self, env: napi_env) {
-        let repaired = self.async_wrap.is_some() && self.repair_async_stack(env);
-        self.call_after_termination(env, repaired);
-    }
-
-    /// Calls `afterTermination(trigger, repaired)`. Where `repaired` is false it empties Node's
-    /// async-id stack the way Node does after an uncaught exception was handled (its
-    /// `clearAsyncIdStack()`): it sets a one-shot capture callback and calls `trigger` =
-    /// `napi_fatal_exception`. Every level goes, native ones too; the native scopes still open then
-    /// find an empty stack and pop nothing (`AsyncHooks::pop_async_context`), exactly as after a
-    /// handled uncaught exception.
-    ///
-    /// # Safety
-    /// On the environment's JS thread, with no termination in progress.
-    unsafe fn call_after_termination(&self, env: napi_env, repaired: bool) {
-        let Some(r) = self.after_termination else {
-            return;
-        };
         let mut scope = std::ptr::null_mut();
         if napi_open_handle_scope(env, &mut scope) != NAPI_OK {
             return;
         }
+        let popped = match &self.async_wrap {
+            Some(aw) => self.repair_async_stack(env, aw),
+            None => None,
+        };
+        self.call_after_termination(env, popped);
+        napi_close_handle_scope(env, scope);
+    }
+
+    /// Calls `afterTermination(trigger, popped)`. `popped`: the resources of the async-id levels
+    /// the precise repair popped (an array), or undefined: then it empties Node's async-id stack
+    /// the way Node does after an uncaught exception was handled (its `clearAsyncIdStack()`): it
+    /// sets a one-shot capture callback and calls `trigger` = `napi_fatal_exception`. Every level
+    /// goes, native ones too; the native scopes still open then find an empty stack and pop
+    /// nothing (`AsyncHooks::pop_async_context`), exactly as after a handled uncaught exception.
+    ///
+    /// # Safety
+    /// On the environment's JS thread, inside a handle scope, with no termination in progress.
+    unsafe fn call_after_termination(&self, env: napi_env, popped: Option<napi_value>) {
+        let Some(r) = self.after_termination else {
+            return;
+        };
         let mut f = std::ptr::null_mut();
         if napi_get_reference_value(env, r, &mut f) == NAPI_OK && !f.is_null() {
             let mut trigger = std::ptr::null_mut();
@@ -198,9 +202,7 @@ impl Support {
             ) == NAPI_OK
             {
                 let mut result = std::ptr::null_mut();
-                let mut flag = std::ptr::null_mut();
-                napi_get_boolean(env, repaired, &mut flag);
-                let argv = [trigger, flag];
+                let argv = [trigger, popped.unwrap_or_else(|| js::undefined(env))];
                 let status = napi_call_function(
                     env,
                     js::undefined(env),
@@ -217,29 +219,17 @@ impl Support {
                 }
             }
         }
-        napi_close_handle_scope(env, scope);
     }
 
     /// Pops the async-id levels that JavaScript pushed and never popped, exactly as Node's
     /// `popAsyncContext` would have, stopping at the first level a native scope owns (those have
-    /// no element in `execution_async_resources`). Returns whether it could read the stack.
+    /// no element in `execution_async_resources`). Returns the popped levels' resources, innermost
+    /// first (the timer repair looks among them for a Timeout it did not see start), or None when
+    /// the stack could not be read.
     ///
     /// # Safety
-    /// On the environment's JS thread, with no termination in progress.
-    unsafe fn repair_async_stack(&self, env: napi_env) -> bool {
-        let Some(aw) = &self.async_wrap else {
-            return false;
-        };
-        let mut scope = std::ptr::null_mut();
-        if napi_open_handle_scope(env, &mut scope) != NAPI_OK {
-            return false;
-        }
-        let done = self.repair_in_scope(env, aw).is_some();
-        napi_close_handle_scope(env, scope);
-        done
-    }
-
-    unsafe fn repair_in_scope(&self, env: napi_env, aw: &AsyncWrap) -> Option<()> {
+    /// On the environment's JS thread, inside a handle scope, with no termination in progress.
+    unsafe fn repair_async_stack(&self, env: napi_env, aw: &AsyncWrap) -> Option<napi_value> {
         let mut binding = std::ptr::null_mut();
         ok(napi_get_reference_value(env, aw.binding, &mut binding))?;
         let fields = typed::<u32>(
@@ -261,6 +251,9 @@ impl Support {
         if k_len >= fields.1 || k_exec >= ids.1 || k_trig >= ids.1 {
             return None;
         }
+        let mut popped = std::ptr::null_mut();
+        ok(napi_create_array_with_length(env, 0, &mut popped))?;
+        let mut count = 0u32;
         loop {
             let n = *fields.0.add(k_len);
             if n == 0 {
@@ -286,12 +279,17 @@ impl Support {
             }
             *ids.0.add(k_exec) = *stack.0.add(a);
             *ids.0.add(k_trig) = *stack.0.add(b);
+            let mut resource = std::ptr::null_mut();
+            if napi_get_element(env, resources, i, &mut resource) == NAPI_OK {
+                napi_set_element(env, popped, count, resource);
+                count += 1;
+            }
             let mut new_len = std::ptr::null_mut();
             napi_create_uint32(env, i, &mut new_len);
             napi_set_named_property(env, resources, c"length".as_ptr(), new_len);
             *fields.0.add(k_len) = i;
         }
-        Some(())
+        Some(popped)
     }
 }
 
