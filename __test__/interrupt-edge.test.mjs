@@ -65,7 +65,7 @@ test('stop() called from onBlocked: the interrupt of that block is still deliver
   t.is(r.delivered[0].top, 'spinForever');
 });
 
-test('fake timers installed before start(): no guard on Object.prototype, fake timers work, real timers are guarded', async (t) => {
+test('fake timers installed before start(): nothing put on Object.prototype, fake timers work, real timers are interrupted', async (t) => {
   const r = await run(t, 'fake-timers');
   t.is(r.startError, undefined);
   t.deepEqual(r.polluted, []);

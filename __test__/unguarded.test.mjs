@@ -13,7 +13,8 @@ const major = Number(process.versions.node.split('.')[0]);
 // what that needs, capabilities() says so and only the guarded contexts apply.
 const unguardedSupported = caps.interruptUnguarded;
 const unguardedSkip = `unguarded code is not interruptible here: ${caps.reasons.interruptUnguarded}`;
-const guardedContexts = new Set(['setTimeout', 'setInterval', 'setImmediate', 'nextTick', 'queueMicrotask']);
+// Contexts a callback guard covers (interruptible even where unguarded code is not).
+const guardedContexts = new Set(['queueMicrotask']);
 
 const run = (context, options = {}) =>
   runNode([fixture('unguarded.cjs'), context, JSON.stringify({ handler: 'onInterrupt', ...options })], {
@@ -30,6 +31,20 @@ const specifics = {
     t.deepEqual(
       r.later.filter((l) => l.startsWith('immediate')),
       ['immediate before', 'immediate after'],
+    ),
+  'setImmediate, first of its batch': (t, r) =>
+    t.deepEqual(
+      r.later.filter((l) => l.startsWith('immediate')),
+      ['immediate after 1', 'immediate after 2'],
+      'the rest of the batch runs, in order',
+    ),
+  'setInterval created before start()': (t, r) =>
+    t.true(r.later.includes('interval 2') && r.later.includes('interval 3'), 'the interval keeps its schedule'),
+  'setTimeout, among others due': (t, r) =>
+    t.deepEqual(
+      r.later.filter((l) => l.startsWith('timer')),
+      ['timer before', 'timer after'],
+      'the other timers of the list run',
     ),
   nextTick: (t, r) => t.true(r.later.includes('next tick')),
   queueMicrotask: (t, r) => t.true(r.later.includes('next microtask')),
@@ -68,6 +83,10 @@ for (const context of [
   'setTimeout',
   'setInterval',
   'setImmediate',
+  'setImmediate, first of its batch',
+  'setTimeout, among others due',
+  'setTimeout created before start()',
+  'setInterval created before start()',
   'nextTick',
   'Promise.then',
   'queueMicrotask',
@@ -96,6 +115,24 @@ for (const context of [
     t.regex(r.stdout, /WORKER EXIT 0/);
     assertRecovered(t, r, context);
   });
+}
+
+// An Immediate created before the detector started is never interrupted: it is the one callback the
+// timer repair cannot see start, and unrepaired Node could not go on. Its block is only reported.
+for (const worker of [false, true]) {
+  test.serial(
+    `${worker ? 'Worker' : 'main thread'}, setImmediate created before start(): reported, never interrupted`,
+    async (t) => {
+      const r = await run('setImmediate created before start()', { worker, log: 'text' });
+      t.is(r.code, 0, r.stderr);
+      t.is(r.signal, null, r.stderr);
+      t.truthy(r.result, `no RESULT; stderr: ${r.stderr}`);
+      t.deepEqual(r.result.interrupts, []);
+      t.true(r.result.later.includes('early immediate finished'));
+      t.deepEqual(r.result.ran, everythingWorks);
+      t.regex(r.stderr, /BlockingWarning: blocking detected after timeout=0\.1/);
+    },
+  );
 }
 
 // AsyncLocalStorage: through async hooks on 20 and 22 (and 24+ with --no-async-context-frame),

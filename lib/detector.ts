@@ -26,7 +26,7 @@ import {
 } from './options';
 import { mapFrames, syncSourceMaps } from './sourcemaps';
 import type { BlockEvent, BlockSample } from './types';
-import { acquireInterrupts, releaseAbandoned, releaseInterrupts } from './unguarded';
+import { acquireInterrupts, releaseInterrupts } from './unguarded';
 
 function logMode(log: LogOption): NativeLogMode {
   if (typeof log === 'function') return 'deferred';
@@ -152,7 +152,6 @@ function forgetDroppedEsmEntry(): boolean {
 /** An interrupt of code outside run()/wrap(), delivered by the native layer. */
 function onInterruptDelivered(json: string): void {
   const info = JSON.parse(json) as InterruptInfo;
-  if (info.abandoned) releaseAbandoned();
   const owner = detectorOf(info.watchId);
   if (owner) owner[kInterrupted](info);
   // No detector of this thread ever had that id (cannot happen): the error still surfaces.

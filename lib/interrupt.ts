@@ -17,12 +17,10 @@ export interface InterruptInfo {
   /** How long the loop had been blocked when the code was stopped, in ms. */
   blockedMs: number;
   frames: StackFrame[] | null;
-  /** Delivered interrupts: a callback guard (timer, tick...) or none ('unguarded'). */
+  /** Delivered interrupts: a callback guard (nextTick, queueMicrotask) or none ('unguarded'). */
   kind?: 'callback' | 'unguarded';
   /** A promise reaction / await continuation was stopped: its checkpoint's other microtasks were dropped. */
   microtask?: boolean;
-  /** Async-id levels the repair popped (their resources are to be released). */
-  abandoned?: number;
 }
 
 /** Extra properties of an error raised by a BlockingDetector. */

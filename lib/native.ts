@@ -86,7 +86,13 @@ export interface InstallInterruptsOptions {
     kTriggerAsyncId: number;
   } | null;
   /** Node's uncaught-exception route for repairing after a termination, or null. */
-  afterTermination: ((trigger: (sentinel: unknown) => void, repaired: boolean) => void) | null;
+  afterTermination: ((trigger: (sentinel: unknown) => void, popped: unknown[] | undefined) => void) | null;
+  /**
+   * Int32Array over a SharedArrayBuffer, element 0 set while an Immediate callback that
+   * `afterTermination` can repair runs (lib/timer-repair.ts), or null: no Immediate is repaired,
+   * so none is terminated.
+   */
+  immediateRunning: Int32Array | null;
 }
 
 /**
@@ -106,9 +112,8 @@ export interface NativeBinding {
   installInterrupts(
     options: InstallInterruptsOptions,
     deliver: (json: string) => void,
-  ): [guardApply: unknown, guardThis: unknown, unguardedReason: string | undefined];
+  ): [guardApply: unknown, unguardedReason: string | undefined];
   setInterruptsActive(on: boolean): void;
-  takeAbandoned(): object[];
   guardCall(fn: unknown, thisArg: unknown, args: readonly unknown[]): unknown;
   stop(id: number): string | undefined;
   flush(id: number): string | undefined;

@@ -1,21 +1,25 @@
-// Interrupting code outside detector.run(): guards around every timer, immediate, nextTick and
-// queueMicrotask callback, plus V8's after-termination callbacks (native, see
-// crates/node/src/unguarded.rs) for everything else. Installed in a thread the first time an
-// interrupting detector starts there; while none runs, the guards step aside.
+// Interrupting code outside detector.run(): a guard around every queueMicrotask callback, and V8's
+// after-termination callbacks (native, see crates/node/src/unguarded.rs) for everything else,
+// timer, immediate and nextTick callbacks included (Node's timer lists are repaired afterwards:
+// ./timer-repair.ts). Installed in a thread the first time an interrupting detector
+// starts there; while none runs, the guards step aside.
 
 // Node's own timers, never the globals: jest or sinon may have replaced those with fake timers.
+import { executionAsyncResource } from 'node:async_hooks';
 import * as nodeTimers from 'node:timers';
 import { forgetInterruptedLoads, installRequireRepair, loadDepth } from './modules';
 import { native } from './native';
-
-const kOnTimeout = Symbol('loop-helpers:onTimeout');
-const kOnImmediate = Symbol('loop-helpers:onImmediate');
+import {
+  immediateRunningCell,
+  installTimerRecorders,
+  type RepairTimers,
+  repairInterruptedTimers,
+} from './timer-repair';
 
 interface Installed {
   guardApply: (fn: (...args: unknown[]) => unknown, ...args: unknown[]) => unknown;
   /** Why unguarded code (promise reactions, I/O callbacks, top level) cannot be interrupted. */
   unguardedReason: string | undefined;
-  TimeoutClass: (abstract new (...args: never[]) => object) | undefined;
 }
 
 let installed: Installed | undefined;
@@ -86,47 +90,25 @@ function clearAsyncIdStack(trigger: (sentinel: unknown) => void): boolean {
 
 /**
  * Called by the native side right after it cancelled an unguarded termination (V8's
- * after-termination callbacks). `repaired`: the async-id stack was already repaired precisely.
+ * after-termination callbacks), before Node's C++ goes on. `popped`: the resources of the async-id
+ * levels the precise repair popped (Node 20/22), or undefined where the stack is to be emptied
+ * here. Either way the interrupted code's resources are known first, so that a Timeout whose
+ * callback was cut short before the recorders saw it start (it was created before they were
+ * installed) is repaired too. The timer repair comes last: it appends immediates, and must be the
+ * last to do so before Node runs its immediate queue again.
  */
-function afterTermination(trigger: (sentinel: unknown) => void, repaired: boolean): void {
-  if (!repaired) clearAsyncIdStack(trigger);
+function afterTermination(trigger: (sentinel: unknown) => void, popped: unknown[] | undefined): void {
+  const resources = popped ?? [executionAsyncResource()];
+  if (popped === undefined) clearAsyncIdStack(trigger);
   forgetInterruptedLoads(0);
+  // Ticks queued behind an interrupted one run at Node's next tick processing: an immediate makes
+  // sure that comes soon, as Node's own uncaught-exception path does (and before the timer repair,
+  // which must append last).
+  timersAtLoad.setImmediate(noop);
+  repairInterruptedTimers(resources);
 }
 
-type GuardThis = (self: unknown, fn: unknown, ...args: unknown[]) => unknown;
-
-/**
- * What `timer._onTimeout` / `immediate._onImmediate` returns while guards are active: calls the
- * stored callback through the native guard, with the same `this` and arguments. Passing the
- * callback in (rather than letting native code look it up) keeps every timer cheap.
- */
-function trampoline(key: symbol, guardThis: GuardThis): (this: Record<symbol, unknown>, ...args: unknown[]) => unknown {
-  return function guarded(this: Record<symbol, unknown>) {
-    const depth = loadDepth();
-    // No rest parameter: Node calls these with no arguments unless the timer was given some.
-    const result =
-      // biome-ignore lint/complexity/noArguments: avoids an array allocation per callback
-      arguments.length === 0 ? guardThis(this, this[key]) : guardThis(this, this[key], ...arguments);
-    // An interrupted require() inside the callback: drop its half-evaluated module.
-    if (loadDepth() !== depth) forgetInterruptedLoads(depth);
-    return result;
-  };
-}
-
-function guardAccessor(proto: object, name: string, key: symbol, guard: unknown): void {
-  // Another tool already owns this property: do not fight it (those callbacks stay unguarded).
-  if (Object.getOwnPropertyDescriptor(proto, name)) return;
-  Object.defineProperty(proto, name, {
-    configurable: true,
-    get(this: Record<symbol, unknown>) {
-      const cb = this[key];
-      return active > 0 && typeof cb === 'function' ? guard : cb;
-    },
-    set(this: Record<symbol, unknown>, value: unknown) {
-      this[key] = value;
-    },
-  });
-}
+const noop = (): void => {};
 
 interface TimerSource {
   setTimeout: typeof nodeTimers.setTimeout;
@@ -185,7 +167,9 @@ function install(deliver: (json: string) => void): Installed {
   process.prependListener('exit', onExit);
   const binding = asyncWrapBinding();
   const c = binding?.constants;
-  const [guardApply, guardThis, reason] = native().installInterrupts(
+  const { TimeoutProto, ImmediateProto } = timerPrototypes();
+  installTimerRecorders(TimeoutProto, ImmediateProto, timersAtLoad as RepairTimers);
+  const [guardApply, reason] = native().installInterrupts(
     {
       asyncWrap: binding
         ? {
@@ -196,42 +180,28 @@ function install(deliver: (json: string) => void): Installed {
           }
         : null,
       afterTermination,
+      immediateRunning: immediateRunningCell(),
     },
     deliver,
   );
-  const guardTimeout = trampoline(kOnTimeout, guardThis as GuardThis);
-  const guardImmediate = trampoline(kOnImmediate, guardThis as GuardThis);
-  const { TimeoutProto, ImmediateProto } = timerPrototypes();
-  if (TimeoutProto) guardAccessor(TimeoutProto, '_onTimeout', kOnTimeout, guardTimeout);
-  if (ImmediateProto) guardAccessor(ImmediateProto, '_onImmediate', kOnImmediate, guardImmediate);
 
-  const apply = guardApply as (fn: (...a: unknown[]) => unknown, ...args: unknown[]) => unknown;
-  function guardedApply(fn: (...a: unknown[]) => unknown): void {
-    const depth = loadDepth();
-    // No rest parameter: most ticks and microtasks have no arguments.
-    // biome-ignore lint/complexity/noArguments: avoids an array allocation per callback
-    if (arguments.length === 1) apply(fn);
-    // biome-ignore lint/complexity/noArguments: the callback's own arguments, passed through
-    else apply(...(arguments as unknown as [fn: (...a: unknown[]) => unknown, ...args: unknown[]]));
-    if (loadDepth() !== depth) forgetInterruptedLoads(depth);
-  }
-  const nextTick = process.nextTick;
-  process.nextTick = function nextTick_(callback: (...args: unknown[]) => void, ...args: unknown[]) {
-    if (active === 0 || typeof callback !== 'function') return nextTick(callback, ...args);
-    return nextTick(guardedApply as (...a: unknown[]) => void, callback, ...args);
-  };
-  Object.defineProperty(process.nextTick, 'name', { value: 'nextTick' });
+  // queueMicrotask callbacks keep a guard: a termination in a microtask makes V8 drop every other
+  // microtask of the checkpoint, which no repair can bring back. nextTick callbacks need none: the
+  // ticks after an interrupted one stay queued and run at Node's next tick processing (an
+  // immediate of ours makes sure there is one soon, see afterTermination).
+  const apply = guardApply as (fn: () => unknown) => unknown;
   const qm = globalThis.queueMicrotask;
   globalThis.queueMicrotask = function queueMicrotask(callback: () => void) {
     if (active === 0 || typeof callback !== 'function') return qm(callback);
     return qm(() => {
-      guardedApply(callback);
+      const depth = loadDepth();
+      apply(callback);
+      if (loadDepth() !== depth) forgetInterruptedLoads(depth);
     });
   };
   return {
     guardApply: guardApply as Installed['guardApply'],
     unguardedReason: reason ?? undefined,
-    TimeoutClass: TimeoutProto?.constructor as Installed['TimeoutClass'] | undefined,
   };
 }
 
@@ -262,14 +232,6 @@ export function releaseInterrupts(): void {
   if (active === 0) return;
   active--;
   if (active === 0) native().setInterruptsActive(false);
-}
-
-/** Clears what an unguarded interrupt abandoned (an interrupted Timeout would keep the process alive). */
-export function releaseAbandoned(): void {
-  const TimeoutClass = installed?.TimeoutClass;
-  for (const r of native().takeAbandoned()) {
-    if (TimeoutClass && r instanceof TimeoutClass) timersAtLoad.clearTimeout(r as NodeJS.Timeout);
-  }
 }
 
 /** Why unguarded code cannot be interrupted in this thread, as far as known before installing. */

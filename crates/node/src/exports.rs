@@ -297,7 +297,7 @@ enum Mode {
     /// `detector.run()`: throw it to the caller (also for a native call that ran past the
     /// deadline).
     Throw,
-    /// Callback guards (timers, immediates, ticks, queueMicrotask): return normally so that
+    /// The queueMicrotask callback guard: return normally so that
     /// Node's bookkeeping runs, and deliver the error from a fresh callback.
     Deliver,
 }
@@ -377,7 +377,7 @@ unsafe fn invoke_guarded(
         }
         Mode::Deliver => {
             if let Some(support) = env_loop.support() {
-                support.deliver(&pending, "callback", 0);
+                support.deliver(&pending, "callback");
             }
             js::undefined(env)
         }
@@ -389,8 +389,8 @@ pub struct GuardFn {
     env_loop: *const EnvLoop,
 }
 
-/// Arguments of a guard call: up to 8 on the stack (a timer or tick callback rarely has more), more
-/// on the heap. The guards run on every timer, immediate, tick and queueMicrotask callback while an
+/// Arguments of a guard call: up to 8 on the stack (a callback rarely has more), more on the heap.
+/// The guard runs on every queueMicrotask callback while an
 /// interrupting detector runs, so nothing here allocates in the common case.
 struct GuardArgs {
     inline: [napi_value; 8],
@@ -440,7 +440,7 @@ unsafe fn all_args(env: napi_env, info: napi_callback_info) -> (GuardArgs, *mut 
     (args, data as *mut GuardFn)
 }
 
-/// guardApply(fn, ...args): calls fn(...args) under a delivering guard (nextTick, queueMicrotask).
+/// guardApply(fn, ...args): calls fn(...args) under a delivering guard (queueMicrotask callbacks).
 unsafe extern "C" fn guard_apply(env: napi_env, info: napi_callback_info) -> napi_value {
     no_panic(env, || guard_apply_inner(env, info))
 }
@@ -465,24 +465,6 @@ unsafe fn guard_apply_inner(env: napi_env, info: napi_callback_info) -> napi_val
     )
 }
 
-/// guardThis(thisArg, fn, ...args): calls `fn` with that `this` and arguments under a delivering
-/// guard. The Timeout/Immediate trampolines in `lib/unguarded.ts` pass the stored callback in, which
-/// spares a property lookup from native code on every timer.
-unsafe extern "C" fn guard_this(env: napi_env, info: napi_callback_info) -> napi_value {
-    no_panic(env, || guard_this_inner(env, info))
-}
-
-unsafe fn guard_this_inner(env: napi_env, info: napi_callback_info) -> napi_value {
-    let (args, data) = all_args(env, info);
-    let [this, func, rest @ ..] = args.as_slice() else {
-        return js::undefined(env);
-    };
-    if data.is_null() {
-        return js::undefined(env);
-    }
-    invoke_guarded(env, &*(*data).env_loop, *this, *func, rest, Mode::Deliver)
-}
-
 /// Runs a guard function's body; a panic becomes a JavaScript exception instead of unwinding
 /// into V8 (and is counted, see `panics`).
 unsafe fn no_panic(env: napi_env, f: impl FnOnce() -> napi_value) -> napi_value {
@@ -496,11 +478,14 @@ unsafe fn no_panic(env: napi_env, f: impl FnOnce() -> napi_value) -> napi_value 
     }
 }
 
-/// installInterrupts(options, deliver) -> [guardApply, guardThis, reason]
+/// installInterrupts(options, deliver) -> [guardApply, reason]
 ///
 /// `options` (lib/native.ts `InstallInterruptsOptions`): `asyncWrap`, null or
 /// `{ binding, kStackLength, kExecutionAsyncId, kTriggerAsyncId }` (Node's async_wrap binding and
-/// the indices of its fields); `afterTermination`, null or a function.
+/// the indices of its fields); `afterTermination`, null or a function; `immediateRunning`, null or
+/// an Int32Array over a SharedArrayBuffer whose first element `lib/timer-repair.ts` keeps at 1
+/// while a recorded Immediate callback runs: then `afterTermination` can repair that Immediate, and
+/// only then is one terminated (unrepaired, Node could not go on).
 ///
 /// `reason` is null when unguarded code can be interrupted, otherwise why not (then only guarded
 /// code is: run()/wrap() and the callback guards). Unguarded code needs V8's after-termination
@@ -539,6 +524,15 @@ pub unsafe fn install_interrupts(env: napi_env, info: napi_callback_info) -> nap
             Err(e) => return js::throw(env, E_ARG, &e),
         },
     };
+    let immediate_running = match o.optional(c"immediateRunning") {
+        None => None,
+        Some(v) => match unguarded::RunningCell::new(env, v) {
+            Ok(cell) => Some(cell),
+            Err(e) => {
+                return js::throw(env, E_ARG, &format!("{CALL}: options.immediateRunning {e}"))
+            }
+        },
+    };
     let env_loop = match EnvLoop::get_or_create(env) {
         Ok(e) => e,
         Err(e) => return js::throw(env, E_START, &e),
@@ -564,7 +558,13 @@ pub unsafe fn install_interrupts(env: napi_env, info: napi_callback_info) -> nap
     }
     let support = match env_loop.support() {
         Some(s) => s,
-        None => match Support::new(env, async_wrap, after_termination, deliver) {
+        None => match Support::new(
+            env,
+            async_wrap,
+            after_termination,
+            immediate_running,
+            deliver,
+        ) {
             Ok(s) => {
                 env_loop.set_support(s.clone());
                 s
@@ -577,31 +577,25 @@ pub unsafe fn install_interrupts(env: napi_env, info: napi_callback_info) -> nap
     }
     env_loop.set_unguarded_possible(reason.is_none());
     let mut out = std::ptr::null_mut();
-    napi_create_array_with_length(env, 3, &mut out);
-    let fns: [(&std::ffi::CStr, napi_callback); 2] = [
-        (c"guardApply", Some(guard_apply)),
-        (c"guardThis", Some(guard_this)),
-    ];
-    for (i, (name, cb)) in fns.into_iter().enumerate() {
-        let data = env_loop.keep_guard_fn(GuardFn {
-            env_loop: Arc::as_ptr(&env_loop),
-        });
-        let mut f = std::ptr::null_mut();
-        napi_create_function(
-            env,
-            name.as_ptr(),
-            name.to_bytes().len(),
-            cb,
-            data as *mut c_void,
-            &mut f,
-        );
-        napi_set_element(env, out, i as u32, f);
-    }
+    napi_create_array_with_length(env, 2, &mut out);
+    let data = env_loop.keep_guard_fn(GuardFn {
+        env_loop: Arc::as_ptr(&env_loop),
+    });
+    let mut f = std::ptr::null_mut();
+    napi_create_function(
+        env,
+        c"guardApply".as_ptr(),
+        10,
+        Some(guard_apply),
+        data as *mut c_void,
+        &mut f,
+    );
+    napi_set_element(env, out, 0, f);
     let r = match &reason {
         Some(r) => js::string(env, r),
         None => js::undefined(env),
     };
-    napi_set_element(env, out, 2, r);
+    napi_set_element(env, out, 1, r);
     out
 }
 
@@ -647,18 +641,6 @@ pub unsafe fn set_interrupts_active(env: napi_env, info: napi_callback_info) -> 
         e.set_unguarded_active(on);
     }
     js::undefined(env)
-}
-
-/// takeAbandoned() -> the resources of async-id levels an unguarded interrupt abandoned.
-pub unsafe fn take_abandoned(env: napi_env, _info: napi_callback_info) -> napi_value {
-    match EnvLoop::get_or_create(env).ok().and_then(|e| e.support()) {
-        Some(s) => s.take_abandoned(env),
-        None => {
-            let mut arr = std::ptr::null_mut();
-            napi_create_array_with_length(env, 0, &mut arr);
-            arr
-        }
-    }
 }
 
 unsafe fn throw_interrupt(env: napi_env, json: &str, cause: Option<napi_value>) -> napi_value {

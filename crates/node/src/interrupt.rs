@@ -6,7 +6,7 @@
 //! 2. the interrupt callback (the JS thread, inside the blocking code) samples the stack, takes the
 //!    request and decides (see [`Interrupts::on_interrupt`]) whether to call `TerminateExecution`;
 //! 3. the termination is resolved by the innermost guard frame (`detector.run()`, or the guards
-//!    around timers, immediates, ticks and queueMicrotask callbacks), or, for unguarded code, by
+//!    around queueMicrotask callbacks), or, for unguarded code, by
 //!    V8's call-completed / microtasks-completed callbacks (`unguarded.rs`).
 //!
 //! If the blocking code was native (no interrupt check until it returned) and a throwing guard
@@ -59,7 +59,7 @@ use loop_helpers_core::report::Frame;
 /// Where a termination is resolved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Resolver {
-    /// A guard frame on the stack (run/wrap, or a timer/immediate/tick/queueMicrotask guard).
+    /// A guard frame on the stack (run/wrap, or a queueMicrotask callback guard).
     Guard,
     /// No guard: V8's call-completed or microtasks-completed callback.
     Unguarded,
@@ -70,7 +70,7 @@ pub enum Resolver {
 pub enum GuardKind {
     /// The application: `detector.run()` / `wrap()`.
     Explicit,
-    /// The guards around timer, immediate, nextTick and queueMicrotask callbacks.
+    /// The guard around queueMicrotask callbacks.
     Callback,
 }
 
@@ -113,7 +113,7 @@ pub struct Interrupts {
     /// A request or a termination is outstanding (the guards' fast path reads only this).
     outstanding: AtomicBool,
     /// Guard frames on the stack: `run()`/`wrap()` ([`GuardKind::Explicit`]) and the callback
-    /// guards of timers, immediates, ticks and queueMicrotask ([`GuardKind::Callback`]).
+    /// guard of queueMicrotask callbacks ([`GuardKind::Callback`]).
     guard_depth: AtomicU32,
     /// Of those, the explicit ones: the only guards a `'guarded'` watch interrupts in (the
     /// callback guards exist for `'everywhere'` watches).
@@ -153,18 +153,20 @@ pub struct Context {
     pub iteration: u64,
     pub block_open: bool,
     pub running_microtasks: bool,
-    /// An Immediate callback that no guard covers: Node cannot recover from interrupting it.
+    /// An Immediate callback, where the timer repair is not installed (Node's Immediate prototype
+    /// was not found, e.g. fake timers): Node cannot go on after interrupting it.
     pub unguarded_immediate: bool,
     /// Node is compiling and running one of its own built-in modules (its internal loader): a
     /// termination there would leave that module half-initialised for the rest of the process,
     /// and nothing can repair it. The interrupt waits for the next request (one timeout later).
     pub in_builtin_loader: bool,
-    /// The innermost JavaScript is Node's own timer machinery (`node:internal/timers`:
-    /// `processTimers`, `listOnTimeout`, `processImmediate`, between or around callbacks): a
-    /// termination there would leave a timer list half-processed and lose its timers (seen under
-    /// load: the process then ran dry and exited 0 early). Blocking code is never there for long;
-    /// the monitor asks again one timeout later.
-    pub in_node_timers: bool,
+    /// The innermost JavaScript is Node's own callback machinery (`node:internal/timers`:
+    /// `processTimers`, `listOnTimeout`, `processImmediate`; its async hooks; its nextTick queue),
+    /// between or around callbacks: a termination there would leave a timer list or the tick
+    /// queue half-processed, at a point no repair can know (seen under load: timers lost, the
+    /// process ran dry and exited 0 early). Blocking code is never there for long; the monitor
+    /// asks again one timeout later.
+    pub in_node_machinery: bool,
     /// No JavaScript frame is on the stack: V8 ran the interrupt between two calls into
     /// JavaScript (the block, if any, is in native code). A termination now would land on
     /// whatever JavaScript runs next, code that did not block.
@@ -269,7 +271,7 @@ impl Interrupts {
         }
         p.ticket.blocked_ns = p.ticket.blocked_ns.max(ticket.blocked_ns);
         p.frames = Some(frames);
-        let decision = if cx.in_builtin_loader || cx.no_javascript || cx.in_node_timers {
+        let decision = if cx.in_builtin_loader || cx.no_javascript || cx.in_node_machinery {
             // Not now: the monitor asks again every timeout while the block lasts.
             Decision::Nothing
         } else if self.explicit_depth.load(Ordering::Relaxed) > 0

@@ -108,7 +108,7 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
         unsafe { libc::atexit(at_exit) };
     });
     let _ = panics::catch("napi_register_module_v1", || {
-        let functions: [(&CStr, Exported); 21] = [
+        let functions: [(&CStr, Exported); 20] = [
             (c"start", guarded!(exports::start)),
             (c"stop", guarded!(exports::stop)),
             (c"flush", guarded!(exports::flush)),
@@ -118,7 +118,6 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
                 c"setInterruptsActive",
                 guarded!(exports::set_interrupts_active),
             ),
-            (c"takeAbandoned", guarded!(exports::take_abandoned)),
             (c"captureStack", guarded!(exports::capture_stack)),
             (c"readAsyncContext", guarded!(exports::read_async_context)),
             (

@@ -32,7 +32,8 @@ pub const NAPI_STRING: napi_valuetype = 4;
 pub const NAPI_SYMBOL: napi_valuetype = 5;
 pub const NAPI_EXTERNAL: napi_valuetype = 8;
 pub const NAPI_BIGINT: napi_valuetype = 9;
-/// napi_uint32_array, napi_float64_array
+/// napi_int32_array, napi_uint32_array, napi_float64_array
+pub const NAPI_INT32_ARRAY: c_int = 5;
 pub const NAPI_UINT32_ARRAY: c_int = 6;
 pub const NAPI_FLOAT64_ARRAY: c_int = 8;
 /// napi_tsfn_nonblocking

@@ -20,6 +20,15 @@ use crate::v8;
 /// Frames kept per sample.
 pub const MAX_FRAMES: u32 = 64;
 
+/// Node's own code that runs callbacks: its timer lists, its async hooks, its nextTick queue. A
+/// termination with one of these innermost (between two callbacks, or around one) would cut
+/// their bookkeeping at a point no repair can know; the monitor asks again one timeout later.
+const NODE_CALLBACK_MACHINERY: [&str; 3] = [
+    "node:internal/timers",
+    "node:internal/async_hooks",
+    "node:internal/process/task_queues",
+];
+
 pub struct NodeSink {
     env_loop: Arc<EnvLoop>,
     blocks: Arc<JsChannel>,
@@ -87,6 +96,22 @@ unsafe extern "C" fn on_interrupt(isolate: *mut v8::Isolate, data: *mut c_void) 
     });
 }
 
+/// Whether the code runs inside an Immediate callback that the timer repair cannot repair (one
+/// created before the repair was installed, or no repair at all). Between two Immediate callbacks
+/// (ticks and microtasks Node runs there) nothing needs repairing.
+fn in_unrepairable_immediate(
+    env_loop: &EnvLoop,
+    frames: &[loop_helpers_core::report::Frame],
+) -> bool {
+    let Some(i) = frames.iter().position(|f| {
+        f.function_name == "processImmediate" && f.file_name == "node:internal/timers"
+    }) else {
+        return false;
+    };
+    let between_callbacks = i > 0 && frames[i - 1].function_name == "runNextTicks";
+    !between_callbacks && !env_loop.support().is_some_and(|s| s.immediate_repairable())
+}
+
 /// Decides on one interrupt request, in the interrupt callback; true when it terminated.
 ///
 /// # Safety
@@ -104,12 +129,10 @@ unsafe fn interrupt(
         block_open: monitor::block_open(&ticket),
         // SAFETY: on the isolate's thread.
         running_microtasks: v8::is_running_microtasks(isolate),
-        unguarded_immediate: frames.iter().any(|f| {
-            f.function_name == "processImmediate" && f.file_name == "node:internal/timers"
-        }),
-        in_node_timers: frames
+        unguarded_immediate: in_unrepairable_immediate(env_loop, frames),
+        in_node_machinery: frames
             .first()
-            .is_some_and(|f| f.file_name == "node:internal/timers"),
+            .is_some_and(|f| NODE_CALLBACK_MACHINERY.contains(&f.file_name.as_str())),
         in_builtin_loader: frames.iter().any(|f| {
             f.function_name == "compileForInternalLoader"
                 && f.file_name.starts_with("node:internal/bootstrap/")

@@ -1,13 +1,16 @@
 //! Interrupting code that no guard of ours covers, and recovering from it.
 //!
 //! Three pieces (see `../shared/docs/background.md` §4b):
-//! - callback guards: every Timeout and Immediate callback, every `process.nextTick` and
-//!   `queueMicrotask` callback runs through [`guard_apply`] / [`guard_method`], which turn our
-//!   termination into a normal return (Node's own bookkeeping then runs), and deliver the error;
-//! - for everything else (promise reactions, `await` continuations, I/O callbacks, top-level code),
-//!   the interrupt callback registers V8's call-completed and microtasks-completed callbacks for
-//!   this one termination; whichever runs first cancels it, and
-//! - repairs Node's async-id stack: the levels JavaScript pushed and the termination never popped.
+//! - a callback guard: every `queueMicrotask` callback runs through `guardApply` (exports.rs),
+//!   which turns our termination into a normal return (V8 would otherwise drop the checkpoint's
+//!   other microtasks), and delivers the error;
+//! - for everything else (timer, immediate and nextTick callbacks, promise reactions, `await`
+//!   continuations, I/O callbacks, top-level code), the interrupt callback registers V8's
+//!   call-completed and microtasks-completed callbacks for this one termination; whichever runs
+//!   first cancels it, and
+//! - repairs Node's async-id stack: the levels JavaScript pushed and the termination never popped,
+//!   and (in `afterTermination`, `lib/timer-repair.ts`) the Timeout or Immediate whose callback was
+//!   cut short.
 //!   Without that repair Node exits with "async hook stack has become corrupted" (or aborts when a
 //!   promise hook is on). Two ways, in order of preference:
 //!   - precise ([`Support::repair_async_stack`]): pop exactly the levels JavaScript pushed, through
@@ -20,6 +23,7 @@
 //! The error reaches JavaScript afterwards, from a fresh callback (a thread-safe function).
 
 use std::os::raw::c_void;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use loop_helpers_core::panics::{self, lock_or_recover};
@@ -40,22 +44,62 @@ pub struct AsyncWrap {
     pub k_trigger_async_id: u32,
 }
 
+/// A flag JavaScript sets and native code reads on the same thread: the first element of an
+/// Int32Array over a SharedArrayBuffer (its memory never moves and cannot be detached), kept alive
+/// by a reference.
+pub struct RunningCell {
+    _keep_alive: napi_ref,
+    cell: *const AtomicI32,
+}
+
+impl RunningCell {
+    /// # Safety
+    /// On `env`'s JS thread.
+    pub unsafe fn new(env: napi_env, v: napi_value) -> Result<Self, String> {
+        let Some((data, len)) = typed::<i32>(env, v, NAPI_INT32_ARRAY) else {
+            return Err(format!(
+                "must be an Int32Array, got {}",
+                js::type_name(env, v)
+            ));
+        };
+        if len == 0 || !(data as usize).is_multiple_of(std::mem::align_of::<AtomicI32>()) {
+            return Err("must have an aligned first element".into());
+        }
+        let mut array = std::ptr::null_mut();
+        if napi_create_reference(env, v, 1, &mut array) != NAPI_OK {
+            return Err("could not be referenced".into());
+        }
+        Ok(RunningCell {
+            _keep_alive: array,
+            cell: data as *const AtomicI32,
+        })
+    }
+
+    fn is_set(&self) -> bool {
+        // SAFETY: `cell` points into the typed array's backing store, which our reference keeps
+        // alive; a SharedArrayBuffer's memory never moves, and AtomicI32 has i32's layout and
+        // alignment (checked in `new`).
+        unsafe { (*self.cell).load(Ordering::Relaxed) != 0 }
+    }
+}
+
 /// Per-environment support, installed by `installInterrupts`.
 pub struct Support {
     pub async_wrap: Option<AsyncWrap>,
     /// `afterTermination(trigger, repaired)` of `lib/unguarded.ts`, called once an unguarded
     /// termination was cancelled: it empties Node's async-id stack through Node's
-    /// uncaught-exception path when the precise repair was not possible (`repaired` false), and
-    /// drops interrupted `require()` loads from the module cache.
+    /// uncaught-exception path when the precise repair was not possible (`repaired` false), drops
+    /// interrupted `require()` loads from the module cache, and repairs Node's timer lists.
     pub after_termination: Option<napi_ref>,
+    /// Set while an Immediate callback that `afterTermination` can repair runs. Without it, Node
+    /// cannot go on after one was cut short (its check phase would throw at every turn), so none
+    /// is terminated.
+    immediate_running: Option<RunningCell>,
     deliver: Arc<JsChannel>,
-    /// Resources of the async-id levels the repair popped (an abandoned Timeout needs
-    /// clearTimeout), held until JavaScript takes them.
-    abandoned: Mutex<Vec<usize>>,
 }
 
-// SAFETY: napi_refs are only used on the environment's thread (the repair and takeAbandoned both
-// run there); the channel is thread-safe by design.
+// SAFETY: napi_refs are only used on the environment's thread (the repair runs there); the channel
+// is thread-safe by design.
 unsafe impl Send for Support {}
 unsafe impl Sync for Support {}
 
@@ -74,13 +118,14 @@ impl Support {
         env: napi_env,
         async_wrap: Option<AsyncWrap>,
         after_termination: Option<napi_ref>,
+        immediate_running: Option<RunningCell>,
         deliver: napi_value,
     ) -> Result<Arc<Self>, String> {
         Ok(Arc::new(Support {
             async_wrap,
             after_termination,
+            immediate_running: immediate_running.filter(|_| after_termination.is_some()),
             deliver: JsChannel::new(env, deliver, "loop-helpers:interrupt")?,
-            abandoned: Mutex::new(Vec::new()),
         }))
     }
 
@@ -89,9 +134,9 @@ impl Support {
     ///
     /// # Safety
     /// On the environment's JS thread.
-    pub unsafe fn deliver(&self, p: &Pending, kind: &str, abandoned: usize) {
+    pub unsafe fn deliver(&self, p: &Pending, kind: &str) {
         let mut json = format!(
-            "{{\"watchId\":{},\"kind\":\"{kind}\",\"microtask\":{},\"blockedMs\":{},\"abandoned\":{abandoned},\"frames\":",
+            "{{\"watchId\":{},\"kind\":\"{kind}\",\"microtask\":{},\"blockedMs\":{},\"frames\":",
             p.ticket.watch_id,
             p.microtask,
             p.ticket.blocked_ns as f64 / 1e6
@@ -101,25 +146,11 @@ impl Support {
         self.deliver.send_holding_loop(json);
     }
 
-    /// Hands the abandoned resources to JavaScript (an array), releasing our references.
-    ///
-    /// # Safety
-    /// On the environment's JS thread.
-    pub unsafe fn take_abandoned(&self, env: napi_env) -> napi_value {
-        let refs: Vec<usize> = std::mem::take(&mut *lock_or_recover(
-            &self.abandoned,
-            "unguarded::abandoned",
-        ));
-        let mut arr = std::ptr::null_mut();
-        napi_create_array_with_length(env, refs.len(), &mut arr);
-        for (i, r) in refs.into_iter().enumerate() {
-            let mut v = std::ptr::null_mut();
-            if napi_get_reference_value(env, r as napi_ref, &mut v) == NAPI_OK && !v.is_null() {
-                napi_set_element(env, arr, i as u32, v);
-            }
-            napi_delete_reference(env, r as napi_ref);
-        }
-        arr
+    /// Whether the Immediate callback running now (if any) can be repaired after a termination.
+    pub fn immediate_repairable(&self) -> bool {
+        self.immediate_running
+            .as_ref()
+            .is_some_and(RunningCell::is_set)
     }
 
     /// Can the async-id stack be repaired after an unguarded termination, one way or the other?
@@ -128,38 +159,36 @@ impl Support {
     }
 
     /// Repairs what an unguarded termination left behind: Node's async-id stack (precisely where
-    /// possible), and, through `afterTermination`, the module cache. Returns how many levels the
-    /// precise repair popped (0 for Node's route).
+    /// possible), and, through `afterTermination`, the module cache and Node's timer lists.
     ///
     /// # Safety
     /// On the environment's JS thread, with no termination in progress.
-    unsafe fn repair(&self, env: napi_env) -> usize {
-        let popped = if self.async_wrap.is_some() {
-            Some(self.repair_async_stack(env))
-        } else {
-            None
-        };
-        self.call_after_termination(env, popped.is_some());
-        popped.unwrap_or(0)
-    }
-
-    /// Calls `afterTermination(trigger, repaired)`. Where `repaired` is false it empties Node's
-    /// async-id stack the way Node does after an uncaught exception was handled (its
-    /// `clearAsyncIdStack()`): it sets a one-shot capture callback and calls `trigger` =
-    /// `napi_fatal_exception`. Every level goes, native ones too; the native scopes still open then
-    /// find an empty stack and pop nothing (`AsyncHooks::pop_async_context`), exactly as after a
-    /// handled uncaught exception.
-    ///
-    /// # Safety
-    /// On the environment's JS thread, with no termination in progress.
-    unsafe fn call_after_termination(&self, env: napi_env, repaired: bool) {
-        let Some(r) = self.after_termination else {
-            return;
-        };
+    unsafe fn repair(&self, env: napi_env) {
         let mut scope = std::ptr::null_mut();
         if napi_open_handle_scope(env, &mut scope) != NAPI_OK {
             return;
         }
+        let popped = match &self.async_wrap {
+            Some(aw) => self.repair_async_stack(env, aw),
+            None => None,
+        };
+        self.call_after_termination(env, popped);
+        napi_close_handle_scope(env, scope);
+    }
+
+    /// Calls `afterTermination(trigger, popped)`. `popped`: the resources of the async-id levels
+    /// the precise repair popped (an array), or undefined: then it empties Node's async-id stack
+    /// the way Node does after an uncaught exception was handled (its `clearAsyncIdStack()`): it
+    /// sets a one-shot capture callback and calls `trigger` = `napi_fatal_exception`. Every level
+    /// goes, native ones too; the native scopes still open then find an empty stack and pop
+    /// nothing (`AsyncHooks::pop_async_context`), exactly as after a handled uncaught exception.
+    ///
+    /// # Safety
+    /// On the environment's JS thread, inside a handle scope, with no termination in progress.
+    unsafe fn call_after_termination(&self, env: napi_env, popped: Option<napi_value>) {
+        let Some(r) = self.after_termination else {
+            return;
+        };
         let mut f = std::ptr::null_mut();
         if napi_get_reference_value(env, r, &mut f) == NAPI_OK && !f.is_null() {
             let mut trigger = std::ptr::null_mut();
@@ -173,9 +202,7 @@ impl Support {
             ) == NAPI_OK
             {
                 let mut result = std::ptr::null_mut();
-                let mut flag = std::ptr::null_mut();
-                napi_get_boolean(env, repaired, &mut flag);
-                let argv = [trigger, flag];
+                let argv = [trigger, popped.unwrap_or_else(|| js::undefined(env))];
                 let status = napi_call_function(
                     env,
                     js::undefined(env),
@@ -192,29 +219,17 @@ impl Support {
                 }
             }
         }
-        napi_close_handle_scope(env, scope);
     }
 
     /// Pops the async-id levels that JavaScript pushed and never popped, exactly as Node's
     /// `popAsyncContext` would have, stopping at the first level a native scope owns (those have
-    /// no element in `execution_async_resources`). Returns how many levels it popped.
+    /// no element in `execution_async_resources`). Returns the popped levels' resources, innermost
+    /// first (the timer repair looks among them for a Timeout it did not see start), or None when
+    /// the stack could not be read.
     ///
     /// # Safety
-    /// On the environment's JS thread, with no termination in progress.
-    unsafe fn repair_async_stack(&self, env: napi_env) -> usize {
-        let Some(aw) = &self.async_wrap else {
-            return 0;
-        };
-        let mut scope = std::ptr::null_mut();
-        if napi_open_handle_scope(env, &mut scope) != NAPI_OK {
-            return 0;
-        }
-        let popped = self.repair_in_scope(env, aw).unwrap_or(0);
-        napi_close_handle_scope(env, scope);
-        popped
-    }
-
-    unsafe fn repair_in_scope(&self, env: napi_env, aw: &AsyncWrap) -> Option<usize> {
+    /// On the environment's JS thread, inside a handle scope, with no termination in progress.
+    unsafe fn repair_async_stack(&self, env: napi_env, aw: &AsyncWrap) -> Option<napi_value> {
         let mut binding = std::ptr::null_mut();
         ok(napi_get_reference_value(env, aw.binding, &mut binding))?;
         let fields = typed::<u32>(
@@ -236,7 +251,9 @@ impl Support {
         if k_len >= fields.1 || k_exec >= ids.1 || k_trig >= ids.1 {
             return None;
         }
-        let mut popped = 0;
+        let mut popped = std::ptr::null_mut();
+        ok(napi_create_array_with_length(env, 0, &mut popped))?;
+        let mut count = 0u32;
         loop {
             let n = *fields.0.add(k_len);
             if n == 0 {
@@ -262,18 +279,15 @@ impl Support {
             }
             *ids.0.add(k_exec) = *stack.0.add(a);
             *ids.0.add(k_trig) = *stack.0.add(b);
-            let mut res = std::ptr::null_mut();
-            if napi_get_element(env, resources, i, &mut res) == NAPI_OK {
-                let mut r = std::ptr::null_mut();
-                if napi_create_reference(env, res, 1, &mut r) == NAPI_OK {
-                    lock_or_recover(&self.abandoned, "unguarded::abandoned").push(r as usize);
-                }
+            let mut resource = std::ptr::null_mut();
+            if napi_get_element(env, resources, i, &mut resource) == NAPI_OK {
+                napi_set_element(env, popped, count, resource);
+                count += 1;
             }
             let mut new_len = std::ptr::null_mut();
             napi_create_uint32(env, i, &mut new_len);
             napi_set_named_property(env, resources, c"length".as_ptr(), new_len);
             *fields.0.add(k_len) = i;
-            popped += 1;
         }
         Some(popped)
     }
@@ -406,7 +420,7 @@ unsafe fn resolve(isolate: *mut v8::Isolate) {
         return;
     };
     if let Some(support) = env_loop.support() {
-        let popped = support.repair(env_loop.env);
-        support.deliver(&p, "unguarded", popped);
+        support.repair(env_loop.env);
+        support.deliver(&p, "unguarded");
     }
 }

@@ -1,0 +1,214 @@
+// Timer and Immediate callbacks run with no guard frame of ours: an interrupt terminates them like
+// any other unguarded code, and this module puts Node's timer lists back in order afterwards.
+//
+// A termination skips `finally` blocks. Node's `listOnTimeout` and `processImmediate`
+// (lib/internal/timers.js, unchanged in what follows from Node 20 to 26) run each callback in a
+// `try { ... } finally { ... }` whose `finally` does their bookkeeping. Skipped, it leaves:
+// - a Timeout taken off its list but neither destroyed nor re-armed: a setTimeout's still counts
+//   as a ref (the process never exits), a setInterval's never fires again;
+// - an Immediate marked destroyed while the batch's cursor (`outstandingQueue.head`) still points
+//   at it: Node's check phase calls `processImmediate` again right away, which then reads
+//   `prevImmediate._idleNext` of undefined (a TypeError at every turn). When it was the first of
+//   its batch, the cursor was never set, and the rest of the batch is simply lost.
+// Node reads `timer._onTimeout` / `immediate._onImmediate` right before it calls it, so an
+// accessor on the prototypes records which object's callback started; the repair, run once the
+// terminated JavaScript has unwound (before Node's C++ calls `processTimers`/`processImmediate`
+// again), finishes what the `finally` would have done, with public API only:
+// - Timeout: re-armed (`refresh()`) if it repeats, else `clearTimeout()`;
+// - Immediate, first of its batch: the rest of the batch is spliced into Node's queue between two
+//   immediates of ours, in order, so it runs in this same check phase;
+// - Immediate after others: it runs once more as a no-op (the cursor is on it), which counts it
+//   off Node's immediate count a second time; one immediate of ours is left off every list
+//   uncounted, which gives that count back.
+// The cost while no interrupt happens: one accessor call and two loads per callback.
+
+const kOnTimeout = Symbol('loop-helpers:onTimeout');
+const kOnImmediate = Symbol('loop-helpers:onImmediate');
+
+/** Node's Timeout, as far as the repair reads and writes it. */
+interface TimeoutLike {
+  _idleNext: unknown;
+  _idlePrev: unknown;
+  _idleTimeout: number;
+  _repeat: number | null;
+  _destroyed: boolean;
+  [kOnTimeout]?: unknown;
+  refresh(): unknown;
+}
+
+/** Node's Immediate, as far as the repair reads and writes it. */
+interface ImmediateLike {
+  _idleNext: ImmediateLike | null;
+  _idlePrev: ImmediateLike | null;
+  _destroyed: boolean;
+  _argv: unknown;
+  [kOnImmediate]?: unknown;
+  unref(): unknown;
+}
+
+/** The functions the repair schedules and clears with: Node's own, never fake timers. */
+export interface RepairTimers {
+  setImmediate: (cb: () => void) => unknown;
+  clearTimeout: (t: unknown) => void;
+}
+
+/** The Timeout / Immediate whose callback Node started last (see the module comment). */
+let startedTimeout: TimeoutLike | undefined;
+let startedImmediate: ImmediateLike | undefined;
+let timers: RepairTimers | undefined;
+/** Node's real Timeout prototype, when found. */
+let timeoutProto: object | undefined;
+/**
+ * 1 while the callback of {@link startedImmediate} runs, read by the native interrupt callback:
+ * an Immediate created before the recorders were installed keeps its callback in an own property,
+ * is never recorded, and so must never be terminated. Null when Immediates are not recorded.
+ */
+let immediateRunning: Int32Array | null = null;
+
+const noop = (): void => {};
+
+/**
+ * Puts the recording accessors on Node's Timeout and Immediate prototypes (either may be missing:
+ * then that kind is never repaired, and an Immediate never terminated: see
+ * {@link immediateRunningCell}).
+ */
+export function installTimerRecorders(
+  TimeoutProto: object | undefined,
+  ImmediateProto: object | undefined,
+  nodeTimers: RepairTimers,
+): void {
+  timers = nodeTimers;
+  timeoutProto = TimeoutProto;
+  if (TimeoutProto && !Object.getOwnPropertyDescriptor(TimeoutProto, '_onTimeout')) {
+    Object.defineProperty(TimeoutProto, '_onTimeout', {
+      configurable: true,
+      get(this: TimeoutLike) {
+        // listOnTimeout has just taken the timer off its list: it is about to run. Other readers
+        // (clearTimeout of a pending timer) see it on a list and are not recorded.
+        if (this._idleNext === null && !this._destroyed) startedTimeout = this;
+        return this[kOnTimeout];
+      },
+      set(this: TimeoutLike, value: unknown) {
+        this[kOnTimeout] = value;
+      },
+    });
+  }
+  if (ImmediateProto && !Object.getOwnPropertyDescriptor(ImmediateProto, '_onImmediate')) {
+    const running = new Int32Array(new SharedArrayBuffer(4));
+    Object.defineProperty(ImmediateProto, '_onImmediate', {
+      configurable: true,
+      get(this: ImmediateLike) {
+        // processImmediate marks it destroyed right before it calls it.
+        if (this._destroyed) {
+          startedImmediate = this;
+          running[0] = 1;
+        }
+        return this[kOnImmediate];
+      },
+      set(this: ImmediateLike, value: unknown) {
+        this[kOnImmediate] = value;
+        // processImmediate's finally clears it once the callback returned or threw.
+        if (value === null && this === startedImmediate) running[0] = 0;
+      },
+    });
+    immediateRunning = running;
+  }
+}
+
+/**
+ * The flag the native side reads to tell whether the Immediate callback running now can be
+ * repaired (null: no Immediate can be).
+ */
+export function immediateRunningCell(): Int32Array | null {
+  return immediateRunning;
+}
+
+/**
+ * Called once terminated JavaScript has unwound: finishes the bookkeeping of a Timeout or
+ * Immediate callback that the termination cut short, if any. `resources`: the async resources the
+ * interrupted code had entered (innermost first), among which a Timeout created before the
+ * recorders were installed is found (its callback is an own property, which they never see read).
+ */
+export function repairInterruptedTimers(resources: readonly unknown[]): void {
+  const t = startedTimeout;
+  const im = startedImmediate;
+  startedTimeout = undefined;
+  startedImmediate = undefined;
+  if (immediateRunning) immediateRunning[0] = 0;
+  if (!timers) return;
+  const cutShort = t && timeoutCutShort(t) ? t : resources.find(isCutShortTimeout);
+  if (cutShort) repairTimeout(cutShort, timers);
+  if (im && immediateCutShort(im)) repairImmediate(im, timers);
+}
+
+function isCutShortTimeout(r: unknown): r is TimeoutLike {
+  return (
+    typeof r === 'object' &&
+    r !== null &&
+    Object.getPrototypeOf(r) === timeoutProto &&
+    timeoutCutShort(r as TimeoutLike)
+  );
+}
+
+/** Its callback started, and listOnTimeout's `finally` did not run (it would destroy or re-arm it). */
+function timeoutCutShort(t: TimeoutLike): boolean {
+  // An own `_onTimeout`: created before the recorders were installed.
+  const callback = Object.hasOwn(t, '_onTimeout') ? (t as { _onTimeout?: unknown })._onTimeout : t[kOnTimeout];
+  return typeof callback === 'function' && !t._destroyed && t._idleNext === null && t._idlePrev === null;
+}
+
+function repairTimeout(t: TimeoutLike, nodeTimers: RepairTimers): void {
+  if (t._repeat && t._idleTimeout !== -1) {
+    // What listOnTimeout's finally does for an interval: arm it again.
+    t._idleTimeout = t._repeat;
+    t.refresh();
+  } else {
+    // Destroyed, unref'd and off Node's lists, as after a normal run.
+    nodeTimers.clearTimeout(t);
+  }
+}
+
+/** Its callback started, and processImmediate's `finally` did not run (it clears the callback). */
+function immediateCutShort(im: ImmediateLike): boolean {
+  return im._destroyed && typeof im[kOnImmediate] === 'function';
+}
+
+function repairImmediate(im: ImmediateLike, nodeTimers: RepairTimers): void {
+  const schedule = (): ImmediateLike => nodeTimers.setImmediate(noop) as ImmediateLike;
+  if (im._idlePrev === null) {
+    // First of its batch: Node's cursor was never set, and the rest of the batch hangs off this
+    // one alone. Splice it between two immediates of ours, so that it runs next, in order, and
+    // anything appended later still goes after it.
+    im[kOnImmediate] = null;
+    const rest = im._idleNext;
+    im._idleNext = null;
+    if (rest === null) return;
+    rest._idlePrev = null;
+    let last = rest;
+    while (last._idleNext !== null) last = last._idleNext;
+    const before = schedule();
+    const after = schedule();
+    before._idleNext = rest;
+    rest._idlePrev = before;
+    last._idleNext = after;
+    after._idlePrev = last;
+    return;
+  }
+  // After others: Node's cursor is on it, and Node runs it again first. Let it, as a no-op.
+  im._destroyed = false;
+  im[kOnImmediate] = noop;
+  im._argv = undefined;
+  // That second run counts it off Node's immediate count once more. Give one back: an immediate
+  // of ours, counted when created, unref'd, and taken off the list (between two others, so that
+  // Node's list keeps its tail) without being counted off.
+  const a = schedule();
+  const spare = schedule();
+  const b = schedule();
+  spare.unref();
+  a._idleNext = b;
+  b._idlePrev = a;
+  spare._idleNext = null;
+  spare._idlePrev = null;
+  spare._destroyed = true;
+  spare[kOnImmediate] = null;
+}
