@@ -117,6 +117,42 @@ for (const context of [
   });
 }
 
+// Termination fuzz: more callback sources of Node's own (main thread; the Worker variants of the
+// contexts above cover the same machinery there). Each is interrupted, the error delivered, and the
+// process goes on as in every other context.
+for (const context of [
+  'zlib callback',
+  'crypto callback',
+  'dns callback',
+  "stream 'data' listener",
+  "http 'upgrade' listener",
+  "process.on('SIGINT') listener",
+  'FinalizationRegistry callback',
+]) {
+  const maybe = unguardedSupported ? test.serial : test.skip;
+  maybe(
+    `main thread, ${context}: interrupted, and the process recovers${unguardedSupported ? '' : ` (${unguardedSkip})`}`,
+    async (t) => {
+      const r = await run(context);
+      t.is(r.code, 0, r.stderr);
+      assertRecovered(t, r, context);
+    },
+  );
+}
+
+// A block inside an async_hooks callback is never interrupted: Node calls hooks in the middle of its
+// own bookkeeping (here a Timeout counted but not yet scheduled), and treats a hook that throws as
+// fatal. Its block is only reported.
+test.serial('main thread, async_hooks init callback: reported, never interrupted', async (t) => {
+  const r = await run('async_hooks init callback', { log: 'text' });
+  t.is(r.code, 0, r.stderr);
+  t.truthy(r.result, `no RESULT; stderr: ${r.stderr}`);
+  t.deepEqual(r.result.interrupts, []);
+  t.deepEqual(r.result.later, ['init hook finished', 'timer of that init ran']);
+  t.deepEqual(r.result.ran, everythingWorks);
+  t.regex(r.stderr, /BlockingWarning: blocking detected after timeout=0\.1/);
+});
+
 // An Immediate created before the detector started is never interrupted: it is the one callback the
 // timer repair cannot see start, and unrepaired Node could not go on. Its block is only reported.
 for (const worker of [false, true]) {

@@ -156,6 +156,11 @@ pub struct Context {
     /// An Immediate callback, where the timer repair is not installed (Node's Immediate prototype
     /// was not found, e.g. fake timers): Node cannot go on after interrupting it.
     pub unguarded_immediate: bool,
+    /// Inside an async_hooks callback (`init`, `before`, `after`, `destroy`, `promiseResolve`),
+    /// called from Node's own code in the middle of its bookkeeping (a Timeout counted but not
+    /// yet scheduled, say). Node treats a hook that throws as fatal; a termination there would
+    /// leave that half done. Only reported, like an `'exit'` listener.
+    pub in_async_hook: bool,
     /// Node is compiling and running one of its own built-in modules (its internal loader): a
     /// termination there would leave that module half-initialised for the rest of the process,
     /// and nothing can repair it. The interrupt waits for the next request (one timeout later).
@@ -283,6 +288,7 @@ impl Interrupts {
         } else if !p.ticket.unguarded
             || !self.unguarded.load(Ordering::Acquire)
             || cx.unguarded_immediate
+            || cx.in_async_hook
         {
             Decision::Nothing
         } else if cx.running_microtasks && p.ticket.blocked_ns < p.ticket.microtask_grace_ns {

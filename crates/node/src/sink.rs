@@ -130,6 +130,9 @@ unsafe fn interrupt(
         // SAFETY: on the isolate's thread.
         running_microtasks: v8::is_running_microtasks(isolate),
         unguarded_immediate: in_unrepairable_immediate(env_loop, frames),
+        in_async_hook: frames.iter().any(|f| {
+            f.file_name == "node:internal/async_hooks" && f.function_name.starts_with("emit")
+        }),
         in_node_machinery: frames
             .first()
             .is_some_and(|f| NODE_CALLBACK_MACHINERY.contains(&f.file_name.as_str())),
