@@ -215,18 +215,22 @@ function interruptMessage(error: Error, detector: BlockingDetector): object {
 let markerCells: Int32Array | undefined;
 
 /** The native side of the sync-call marker (`nameSyncCalls`). */
-const markerBinding: SyncMarkerBinding = {
-  cells() {
-    markerCells ??= new Int32Array(native().syncMarker(OWN_CODE_DIR));
-    return markerCells;
-  },
-  setNames(names) {
-    native().setSyncApiNames(names);
-  },
-  sample(n) {
-    native().sampleAtSyncReturn(n);
-  },
-};
+function markerBinding(): SyncMarkerBinding {
+  const n = native();
+  return {
+    cells() {
+      markerCells ??= new Int32Array(n.syncMarker(OWN_CODE_DIR));
+      return markerCells;
+    },
+    setNames(names) {
+      n.setSyncApiNames(names);
+    },
+    // The native function itself: no JavaScript function is entered on the way, so no V8
+    // interrupt check runs there (an interrupt pending for the block lands where it would have
+    // without the wrapper).
+    sample: n.sampleAtSyncReturn,
+  };
+}
 
 /** The guards-only fallback was announced (once per thread). */
 let warnedGuardsOnly = false;
@@ -321,7 +325,7 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
     if (this.nameSyncCalls && caps.syncCallNames) {
       // Before the watch starts: installing the wrappers (the first time on a thread, 5-30 ms)
       // is not a block of the application's.
-      acquireSyncMarker(markerBinding);
+      acquireSyncMarker(markerBinding());
       this.#marking = true;
     }
     try {

@@ -547,8 +547,12 @@ export interface SyncMarkerBinding {
   cells(): Int32Array | undefined;
   /** The API names, by number - 1. */
   setNames(names: readonly string[]): void;
-  /** A marked call (number `n`) returns while a stack sample waits: take it now. */
-  sample(n: number): void;
+  /**
+   * A marked call (number `n`) returns while a stack sample waits: take it now. Called as a plain
+   * function; a native one, so that no JavaScript function entry (a V8 interrupt check) comes
+   * between the call's return and the sample.
+   */
+  sample: (n: number) => void;
 }
 
 let binding: SyncMarkerBinding | undefined;
