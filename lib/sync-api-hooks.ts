@@ -25,11 +25,17 @@
 //    synchronous binding call is recognised by its arguments (no request object) and a
 //    synchronous crypto job by having no `ondone`. Calls made through a layer-1 wrapper are not
 //    seen again here.
+//    Node.js 26 fills random bytes synchronously (randomBytes, randomFillSync, the randomUUID,
+//    randomInt and getRandomValues refills) through a binding function its random module keeps in
+//    a variable of its own, with no job: for SyncCallDetector, that variable is replaced once per
+//    thread through the inspector (./captured-binding; 40-120 ms, so not for the marker alone), and
+//    the replacement stays, doing nothing while nothing is installed.
 //
 // The hot path, per synchronous call while installed: a depth check, the observer check, two
 // stores into the marker and one load (see bench/cases/sync-calls.mjs).
 
 import { dirname, sep } from 'node:path';
+import { replaceCapturedBinding } from './captured-binding';
 
 /** Sees a call before it runs: `api` its name at the export, or undefined below it (`fallback`
  * then names it, `hint` names a zlib handle's API); `skip` is the interception frame. May throw
@@ -229,6 +235,9 @@ function patchCrypto(): void {
     ['rng', 1],
     ['sign', 3],
     ['verify', 4],
+    ['diffieHellman', 1],
+    ['encapsulate', 1],
+    ['decapsulate', 2],
   ] as const) {
     replace(crypto, key, exportWrapper(`crypto.${key}`, lastIsCallback(at)));
   }
@@ -348,7 +357,7 @@ function zlibNumber(fallback: number) {
 }
 
 /** Whether layer 2 reached each kind of binding here (for tests and the table in docs/testing.md). */
-const reach = { fs: false, zlib: false, spawnSync: false, cryptoJobs: 0 };
+const reach = { fs: false, zlib: false, spawnSync: false, cryptoJobs: 0, randomFill: false };
 
 function patchInternals(): void {
   const fsb = legacyBinding('fs');
@@ -416,6 +425,10 @@ const CRYPTO_JOB_APIS: Record<string, string> = {
   generateKey: 'crypto.generateKeySync',
   generateKeyPair: 'crypto.generateKeyPairSync',
   sign: 'crypto.sign',
+  diffieHellman: 'crypto.diffieHellman',
+  encapsulate: 'crypto.encapsulate',
+  decapsulate: 'crypto.decapsulate',
+  argon2: 'crypto.argon2Sync',
 };
 
 function patchCryptoJobs(): void {
@@ -434,10 +447,48 @@ function patchCryptoJobs(): void {
     );
   }
   reach.cryptoJobs = jobs.size;
+  reach.randomFill = randomFillViaJob;
+}
+
+/**
+ * Whether this thread's synchronous random fill reaches the replaced binding function (Node.js 26;
+ * see {@link hookRandomFill}): undefined until tried, then kept, as the replacement is.
+ */
+let randomFillHooked: boolean | undefined;
+
+/**
+ * Replaces the binding function that Node.js 26's `randomFillSync` calls directly (no job object),
+ * once per thread: `crypto.randomBytes(n)`, `randomFillSync`, and the refills of `randomUUID`,
+ * `randomInt` and `getRandomValues` taken before start() are caught there. For SyncCallDetector
+ * only (node:crypto patched): the inspector pause costs 40-120 ms.
+ */
+function hookRandomFill(): boolean {
+  if (randomFillHooked !== undefined) return randomFillHooked;
+  const crypto = require('node:crypto') as unknown as Record<string, AnyFn>;
+  // The function itself, not this module's wrapper of it (exports are patched first).
+  const original =
+    patches.find((p) => p.target === crypto && p.key === 'randomFillSync')?.descriptor.value ?? crypto.randomFillSync;
+  const n = numberOf('crypto.randomFillSync');
+  randomFillHooked =
+    typeof original === 'function' &&
+    'variable' in
+      replaceCapturedBinding(
+        original as AnyFn,
+        [new Uint8Array(1)],
+        'randomFillSync',
+        internalWrapper(
+          'crypto.randomFillSync',
+          () => true,
+          () => n,
+        ),
+      );
+  return randomFillHooked;
 }
 
 let probing = false;
 let jobPrototypes: Map<object, string> | undefined;
+/** A synchronous random fill runs a job (RandomBytesJob) on this Node.js: true before Node.js 26. */
+let randomFillViaJob = false;
 
 /**
  * The prototypes of Node's crypto job classes (PBKDF2Job, ScryptJob, RandomBytesJob, the key
@@ -449,6 +500,7 @@ function cryptoJobPrototypes(): Map<object, string> {
   if (jobPrototypes) return jobPrototypes;
   const found = new Map<object, string>();
   let probe = '';
+  let syncJobRan = false;
   const { createHook } = require('node:async_hooks') as typeof import('node:async_hooks');
   const crypto = require('node:crypto') as typeof import('node:crypto');
   const hook = createHook({
@@ -463,7 +515,9 @@ function cryptoJobPrototypes(): Map<object, string> {
           'run',
           (original) =>
             function (this: { ondone?: unknown }, ...args: unknown[]) {
-              return this.ondone !== undefined ? undefined : Reflect.apply(original, this, args);
+              if (this.ondone !== undefined) return undefined;
+              syncJobRan = true;
+              return Reflect.apply(original, this, args);
             },
         );
       }
@@ -486,6 +540,15 @@ function cryptoJobPrototypes(): Map<object, string> {
     ['generateKeyPair', 'ed25519', {}, noop],
     ['generateKeyPair', 'dh', { primeLength: 64 }, noop],
     ['sign', null, Buffer.alloc(1), ED25519_PKCS8, noop],
+    ['diffieHellman', { privateKey: X25519_PKCS8, publicKey: X25519_SPKI }, noop],
+    ['encapsulate', X25519_SPKI, noop],
+    ['decapsulate', X25519_PKCS8, Buffer.alloc(32, 9), noop],
+    [
+      'argon2',
+      'argon2id',
+      { message: '', nonce: Buffer.alloc(16), parallelism: 1, tagLength: 4, memory: 8, passes: 1 },
+      noop,
+    ],
   ];
   const before = patches.length;
   probing = true;
@@ -499,6 +562,10 @@ function cryptoJobPrototypes(): Map<object, string> {
         // This Node.js lacks that job (or rejects the options): its sync form goes uncaught here.
       }
     }
+    // And whether a synchronous random fill runs one of the jobs found (not on Node.js 26).
+    syncJobRan = false;
+    c.randomFillSync?.(new Uint8Array(1));
+    randomFillViaJob = syncJobRan;
   } finally {
     hook.disable();
     probing = false;
@@ -514,6 +581,18 @@ const ED25519_PKCS8 = {
   key: Buffer.from(`302e020100300506032b657004220420${'11'.repeat(32)}`, 'hex'),
   format: 'der' as const,
   type: 'pkcs8' as const,
+};
+
+/** A fixed X25519 key pair (PKCS#8 and SPKI DER) for the DHBitsJob and KEM probes. */
+const X25519_PKCS8 = {
+  key: Buffer.from(`302e020100300506032b656e04220420${'22'.repeat(32)}`, 'hex'),
+  format: 'der' as const,
+  type: 'pkcs8' as const,
+};
+const X25519_SPKI = {
+  key: Buffer.from(`302a300506032b656e032100${'09'.padEnd(64, '0')}`, 'hex'),
+  format: 'der' as const,
+  type: 'spki' as const,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -537,6 +616,7 @@ function update(): void {
     installed = true;
     patchInternals();
   }
+  if (loadingUsers > 0 && !reach.randomFill) reach.randomFill = hookRandomFill();
   if (changed) syncESM();
   pushNames();
 }
@@ -620,6 +700,12 @@ export function patchLoadedModules(): void {
 }
 
 /** @internal What the interception reached on this thread while installed (tests, the table in docs/testing.md). */
-export function syncCallCoverage(): { fs: boolean; zlib: boolean; spawnSync: boolean; cryptoJobs: number } {
+export function syncCallCoverage(): {
+  fs: boolean;
+  zlib: boolean;
+  spawnSync: boolean;
+  cryptoJobs: number;
+  randomFill: boolean;
+} {
   return { ...reach };
 }
