@@ -118,8 +118,8 @@ function intercepted(original: AnyFn, how: Interception): AnyFn {
     } finally {
       depth = 0;
       if (m !== undefined) {
-        // Still marked while sampling: V8's interrupt may run first (at the next function
-        // entry), and it reads the mark too.
+        // A stack sample waits (the block was reported while the call ran): take it here, where
+        // the stack is the caller's. Still marked meanwhile, as the call is not quite over.
         if (m[SAMPLE_WAITING] !== 0) sampleAtReturn(n);
         m[API] = 0;
       }
