@@ -90,14 +90,23 @@ let markerUsers = 0;
 // ---------------------------------------------------------------------------------------------
 // The wrappers.
 
-/** What a wrapper needs to know about the function it wraps. */
+/**
+ * What a wrapper needs to know about the function it wraps. Plain data where it can be: every
+ * wrapper is a closure of one function literal, so V8 sees its call sites as one (megamorphic);
+ * a call avoided on the hot path is worth more than usual.
+ */
 interface Interception {
-  /** Whether this call is synchronous (else it passes straight through). */
-  sync(self: unknown, args: unknown[]): boolean;
-  /** Tells the observer about the call (`skip`: the wrapper, the innermost frame to leave out). */
-  observe(o: SyncCallObserver, self: unknown, skip: AnyFn): void;
-  /** The marker's number of the API this call is. */
-  number(self: unknown): number;
+  /** Whether this call is synchronous (else it passes straight through); absent: always. */
+  sync: ((self: unknown, args: unknown[]) => boolean) | undefined;
+  /** The API's name at the export; undefined below it (the observer names it from the stack). */
+  api: string | undefined;
+  /** The observer's name for the call when the stack does not give one. */
+  label: string;
+  /** zlib: the API of the handle the call is made on. */
+  hint?: ((self: unknown) => string | undefined) | undefined;
+  /** The marker's number of the API; 0: computed by `number`. */
+  n: number;
+  number?: ((self: unknown) => number) | undefined;
 }
 
 /**
@@ -106,11 +115,12 @@ interface Interception {
  * carry it): the marking is written out here rather than in a helper.
  */
 function intercepted(original: AnyFn, how: Interception): AnyFn {
+  const { sync, api, label, hint, number } = how;
   const wrapped = function (this: unknown, ...args: unknown[]): unknown {
-    if (depth !== 0 || !how.sync(this, args)) return Reflect.apply(original, this, args);
-    if (observer !== undefined) how.observe(observer, this, wrapped);
+    if (depth !== 0 || (sync !== undefined && !sync(this, args))) return Reflect.apply(original, this, args);
+    if (observer !== undefined) observer(api, label, wrapped, hint?.(this));
     const m = marker;
-    const n = m === undefined ? 0 : how.number(this);
+    const n = m === undefined ? 0 : number === undefined ? how.n : number(this);
     depth = 1;
     if (m !== undefined) m[API] = n;
     try {
@@ -171,11 +181,11 @@ function replace(target: object, key: PropertyKey, make: (original: AnyFn) => An
 
 /** A wrapper for an exported function: `isSync` says whether this call is synchronous. */
 function exportWrapper(api: string, isSync?: (args: unknown[]) => boolean) {
-  const n = numberOf(api);
   const how: Interception = {
-    sync: isSync === undefined ? () => true : (_self, args) => isSync(args),
-    observe: (o, _self, skip) => o(api, api, skip),
-    number: () => n,
+    sync: isSync === undefined ? undefined : (_self, args) => isSync(args),
+    api,
+    label: api,
+    n: numberOf(api),
   };
   return (original: AnyFn): AnyFn => {
     const wrapped = intercepted(original, how);
@@ -305,15 +315,14 @@ function legacyBinding(name: string): Record<string, unknown> | undefined {
  */
 function internalWrapper(
   label: string,
-  sync: (self: unknown, args: unknown[]) => boolean,
-  number: (self: unknown) => number,
+  sync: ((self: unknown, args: unknown[]) => boolean) | undefined,
+  number: number | ((self: unknown) => number),
   hint?: (self: unknown) => string | undefined,
 ) {
-  const how: Interception = {
-    sync,
-    observe: (o, self, skip) => o(undefined, label, skip, hint?.(self)),
-    number,
-  };
+  const how: Interception =
+    typeof number === 'number'
+      ? { sync, api: undefined, label, hint, n: number }
+      : { sync, api: undefined, label, hint, n: 0, number };
   return (original: AnyFn): AnyFn => intercepted(original, how);
 }
 
@@ -371,11 +380,7 @@ function patchInternals(): void {
     for (const key of Object.keys(fsb)) {
       if (/^[a-z]/.test(key) && typeof fsb[key] === 'function') {
         const n = numberOf(fsBindingApi(key));
-        replace(
-          fsb,
-          key,
-          internalWrapper(`fs.${key}`, sync, () => n),
-        );
+        replace(fsb, key, internalWrapper(`fs.${key}`, sync, n));
       }
     }
     reach.fs = true;
@@ -393,7 +398,7 @@ function patchInternals(): void {
         replace(
           C.prototype,
           'writeSync',
-          internalWrapper(`zlib.${cls}`, () => true, zlibNumber(numberOf(`zlib (${cls})`)), zlibApi),
+          internalWrapper(`zlib.${cls}`, undefined, zlibNumber(numberOf(`zlib (${cls})`)), zlibApi),
         );
     }
     reach.zlib = true;
@@ -401,15 +406,7 @@ function patchInternals(): void {
   const ss = legacyBinding('spawn_sync');
   if (ss) {
     const n = numberOf('child_process.spawnSync');
-    replace(
-      ss,
-      'spawn',
-      internalWrapper(
-        'child_process.spawnSync',
-        () => true,
-        () => n,
-      ),
-    );
+    replace(ss, 'spawn', internalWrapper('child_process.spawnSync', undefined, n));
     reach.spawnSync = true;
   }
 }
@@ -439,11 +436,7 @@ function patchCryptoJobs(): void {
     replace(
       proto,
       'run',
-      internalWrapper(
-        'crypto',
-        (self) => (self as { ondone?: unknown }).ondone === undefined,
-        () => n,
-      ),
+      internalWrapper('crypto', (self) => (self as { ondone?: unknown }).ondone === undefined, n),
     );
   }
   reach.cryptoJobs = jobs.size;
@@ -476,11 +469,7 @@ function hookRandomFill(): boolean {
         original as AnyFn,
         [new Uint8Array(1)],
         'randomFillSync',
-        internalWrapper(
-          'crypto.randomFillSync',
-          () => true,
-          () => n,
-        ),
+        internalWrapper('crypto.randomFillSync', undefined, n),
       );
   return randomFillHooked;
 }
