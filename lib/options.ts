@@ -114,7 +114,7 @@ export interface BlockingDetectorOptions {
    * `Atomics.wait` are wrapped (the wrappers of `SyncCallDetector`), and each call marks
    * itself in memory the monitor thread reads: a warning of a block inside one says so (`in
    * fs.readFileSync (native, a system call read on /data/big.json)`, `BlockSample.syncApi`),
-   * and the caller's stack is sampled as the call returns. Costs ~50-200 ns per synchronous call,
+   * and the caller's stack is sampled as the call returns. Costs ~0.1-0.3 µs per synchronous call,
    * nothing per loop turn (see docs/detector.md, Blocks outside JavaScript). `false`: nothing is
    * wrapped. Default true.
    */
