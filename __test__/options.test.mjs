@@ -152,7 +152,7 @@ test('an unknown option key is refused, naming it', (t) => {
   t.throws(() => new BlockingDetector({ timout: 1 }), {
     instanceOf: TypeError,
     message:
-      'Unknown BlockingDetector option "timout". Known options: timeout, raiseExc, interrupt, aggressive, log, onBlocked, onInterrupt, microtaskInterruptAfter, logRepeatsAfterMs, asyncContext, asyncContextKeys',
+      'Unknown BlockingDetector option "timout". Known options: timeout, raiseExc, interrupt, aggressive, log, onBlocked, onInterrupt, microtaskInterruptAfter, logRepeatsAfterMs, asyncContext, asyncContextKeys, nameSyncCalls',
   });
 });
 

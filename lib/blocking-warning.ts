@@ -42,7 +42,14 @@ export class BlockingWarning extends Error implements BlockEvent {
     this.suppressedSinceLastLog = event.suppressedSinceLastLog;
     this.samples = event.samples;
     const frames = event.samples.find((s) => s.frames?.length)?.frames;
-    const body = frames ? framesText(frames) : '    (no JavaScript stack captured)';
+    // Where the thread was outside JavaScript, as the live warning said it.
+    const named = event.samples.find((s) => s.syncApi || s.gc);
+    const inside = named?.gc
+      ? `    in a garbage collection (${named.gc})\n`
+      : named?.syncApi
+        ? `    in ${named.syncApi}\n`
+        : '';
+    const body = inside + (frames ? framesText(frames) : '    (no JavaScript stack captured)');
     Object.defineProperty(this, 'stack', {
       value: `${this.name}: ${this.message}\n${body}`,
       writable: true,

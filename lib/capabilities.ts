@@ -12,6 +12,10 @@ interface NativeInfo {
   afterTerminationReason: string | null;
   asyncContext: boolean;
   asyncContextReason: string | null;
+  gcState: boolean;
+  gcStateReason: string | null;
+  syncCallNames: boolean;
+  syncCallNamesReason: string | null;
   panics: Capabilities['panics'];
 }
 
@@ -82,12 +86,16 @@ export function probedCapabilities(): Readonly<Omit<Capabilities, 'panics'>> {
       reasons.interruptUnguarded = `${unguarded}; timers, immediates, ticks and queueMicrotask callbacks are still interrupted`;
     const asyncContextReason = probeAsyncContext(info, stackReason);
     if (asyncContextReason) reasons.asyncContext = asyncContextReason;
+    if (!info.gcState) reasons.gcState = info.gcStateReason ?? 'unavailable';
+    if (!info.syncCallNames) reasons.syncCallNames = info.syncCallNamesReason ?? 'unavailable';
     cached = {
       stackCapture: stackReason === undefined,
       interrupt: info.terminate,
       interruptUnguarded: unguarded === undefined,
       fork: forkReason === null,
       asyncContext: asyncContextReason === undefined,
+      gcState: info.gcState,
+      syncCallNames: info.syncCallNames,
       reasons,
     };
   }

@@ -25,6 +25,14 @@ import {
   resolveOptions,
 } from './options';
 import { mapFrames, syncSourceMaps } from './sourcemaps';
+import {
+  acquireSyncMarker,
+  OWN_CODE_DIR,
+  patchLoadedModules,
+  releaseSyncMarker,
+  resetAfterTermination,
+  type SyncMarkerBinding,
+} from './sync-api-hooks';
 import type { BlockEvent, BlockSample } from './types';
 import { acquireInterrupts, releaseInterrupts } from './unguarded';
 
@@ -151,6 +159,7 @@ function forgetDroppedEsmEntry(): boolean {
 
 /** An interrupt of code outside run()/wrap(), delivered by the native layer. */
 function onInterruptDelivered(json: string): void {
+  resetAfterTermination();
   const info = JSON.parse(json) as InterruptInfo;
   const owner = detectorOf(info.watchId);
   if (owner) owner[kInterrupted](info);
@@ -202,6 +211,27 @@ function interruptMessage(error: Error, detector: BlockingDetector): object {
   return channelMessage({ interrupt: interruptRecord(error) ?? null }, { error, detector });
 }
 
+/** This thread's sync-call marker cells (the same for the environment's lifetime), once asked for. */
+let markerCells: Int32Array | undefined;
+
+/** The native side of the sync-call marker (`nameSyncCalls`). */
+function markerBinding(): SyncMarkerBinding {
+  const n = native();
+  return {
+    cells() {
+      markerCells ??= new Int32Array(n.syncMarker(OWN_CODE_DIR));
+      return markerCells;
+    },
+    setNames(names) {
+      n.setSyncApiNames(names);
+    },
+    // The native function itself: no JavaScript function is entered on the way, so no V8
+    // interrupt check runs there (an interrupt pending for the block lands where it would have
+    // without the wrapper).
+    sample: n.sampleAtSyncReturn,
+  };
+}
+
 /** The guards-only fallback was announced (once per thread). */
 let warnedGuardsOnly = false;
 
@@ -242,8 +272,13 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
   /** The report budget (see {@link BlockingDetectorOptions.logRepeatsAfterMs}); 0: none. */
   readonly logRepeatsAfterMs: number;
 
+  /** Whether blocks inside Node.js's synchronous APIs are named (see {@link BlockingDetectorOptions.nameSyncCalls}). */
+  readonly nameSyncCalls: boolean;
+
   #id: number | undefined;
   #interrupting = false;
+  /** This detector holds the sync-call marker. */
+  #marking = false;
   readonly #onBlocked: ((event: BlockEvent) => void) | undefined;
   readonly #onInterrupt: ((error: Error) => void) | undefined;
   readonly #asyncContext: ResolvedAsyncContext | undefined;
@@ -269,6 +304,7 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
     this.log = o.log;
     this.microtaskInterruptAfter = o.microtaskInterruptAfter;
     this.logRepeatsAfterMs = o.logRepeatsAfterMs;
+    this.nameSyncCalls = o.nameSyncCalls;
     this.#onBlocked = o.onBlocked;
     this.#onInterrupt = o.onInterrupt;
     this.#asyncContext = o.asyncContext;
@@ -286,7 +322,21 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
     const interrupting = this.#interrupts(caps);
     const ctx = this.#asyncContext;
     this.#contextMissing = ctx && !caps.asyncContext ? caps.reasons.asyncContext : undefined;
-    this.#startNative(caps);
+    if (this.nameSyncCalls && caps.syncCallNames) {
+      // Before the watch starts: installing the wrappers (the first time on a thread, 5-30 ms)
+      // is not a block of the application's.
+      acquireSyncMarker(markerBinding());
+      this.#marking = true;
+    }
+    try {
+      this.#startNative(caps);
+    } catch (e) {
+      if (this.#marking) {
+        this.#marking = false;
+        releaseSyncMarker();
+      }
+      throw e;
+    }
     track(this, true);
     syncSourceMaps('on');
     if (interrupting) installRequireRepair();
@@ -402,6 +452,10 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
     retire(id, this);
     track(this, false);
     syncSourceMaps('off');
+    if (this.#marking) {
+      this.#marking = false;
+      releaseSyncMarker();
+    }
     if (this.#interrupting) {
       this.#interrupting = false;
       releaseInterrupts();
@@ -479,6 +533,7 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
       return native().guardCall(fn, self, args) as R;
     } catch (e) {
       if (!isInterruptMarker(e)) throw e;
+      resetAfterTermination();
       // A require() inside fn was interrupted: drop its half-evaluated module from the cache.
       forgetInterruptedLoads(depth);
       const info = JSON.parse(e.interrupt) as InterruptInfo;
@@ -539,6 +594,8 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
   }
 
   #deliver(json: string, watch: Watch | undefined): void {
+    // Modules loaded since the marker was installed get their calls named from now on.
+    if (this.#marking) patchLoadedModules();
     const raw = JSON.parse(json) as NativeRecord;
     const tapsRead = watch?.taps ?? [];
     const tapReads = tapsRead.length > 0 ? this.#splitContext(raw, tapsRead.length) : undefined;

@@ -14,7 +14,7 @@ import { dirname, join } from 'node:path';
  * Bump both with any change to the contract. `__test__/native-contract.test.mjs` checks that the
  * addon's exports are exactly the members of {@link NativeBinding}.
  */
-export const NATIVE_ABI_VERSION = 1;
+export const NATIVE_ABI_VERSION = 2;
 
 /** Where a detector's warnings go (an unknown value is an error natively too). */
 export type NativeLogMode =
@@ -132,6 +132,19 @@ export interface NativeBinding {
   setLogRepeatsAfter(id: number, ms: number): boolean;
   /** The directory fingerprints make file names relative to, and this package's own directory. */
   setReportPaths(cwd: string, ownDir: string): void;
+  /**
+   * The memory through which this thread's synchronous-API wrappers mark the API they are inside
+   * (lib/sync-api-hooks.ts), the same for every call on a thread: as an `Int32Array`, element 0
+   * is the API's number (see `setSyncApiNames`; 0: none), element 1 is 1 while a stack sample is
+   * waiting. `ownDir`: this package's compiled directory, whose frames on top of a sample taken
+   * in a wrapper are left out. Throws where external ArrayBuffers are not allowed
+   * (`nativeInfo().syncCallNames` false).
+   */
+  syncMarker(ownDir: string): ArrayBuffer;
+  /** What the marker's numbers mean: number n is `names[n - 1]`. */
+  setSyncApiNames(names: readonly string[]): void;
+  /** A wrapped synchronous API (1 + its index) returned while a sample waited: take it here. */
+  sampleAtSyncReturn(api: number): void;
   waitpid(pid: number, block: boolean): [code: number | null, signal: number | null] | undefined;
   /**
    * Panics with `message` inside a guarded export (an ERR_LOOP_HELPERS_PANIC exception), holding

@@ -107,6 +107,18 @@ export interface BlockingDetectorOptions {
    * string keys of a `Map` store), for the storages given without their own `keys`. At most 50.
    */
   asyncContextKeys?: readonly string[];
+  /**
+   * Name the Node.js synchronous API a block is inside: while the detector runs, `fs.*Sync`,
+   * `zlib.*Sync`, the synchronous crypto functions (`pbkdf2Sync`, `scryptSync`,
+   * `generateKeyPairSync`...), `child_process.execSync`/`execFileSync`/`spawnSync` and
+   * `Atomics.wait` are wrapped (the wrappers of `SyncCallDetector`), and each call marks
+   * itself in memory the monitor thread reads: a warning of a block inside one says so (`in
+   * fs.readFileSync (native, a system call read on /data/big.json)`, `BlockSample.syncApi`),
+   * and the caller's stack is sampled as the call returns. Costs ~0.1-0.3 µs per synchronous call,
+   * nothing per loop turn (see docs/detector.md, Blocks outside JavaScript). `false`: nothing is
+   * wrapped. Default true.
+   */
+  nameSyncCalls?: boolean;
 }
 
 export interface ResolvedOptions {
@@ -120,6 +132,7 @@ export interface ResolvedOptions {
   microtaskInterruptAfter: number | false;
   logRepeatsAfterMs: number;
   asyncContext: ResolvedAsyncContext | undefined;
+  nameSyncCalls: boolean;
 }
 
 const KNOWN = [
@@ -134,6 +147,7 @@ const KNOWN = [
   'logRepeatsAfterMs',
   'asyncContext',
   'asyncContextKeys',
+  'nameSyncCalls',
 ] as const;
 export const DEFAULT_MICROTASK_INTERRUPT_AFTER = 5;
 export const MIN_TIMEOUT = 0.001;
@@ -275,5 +289,6 @@ export function resolveOptions(args: readonly unknown[], defaultRaise: RaiseExc)
         ? 0
         : validateMs('logRepeatsAfterMs', opts.logRepeatsAfterMs, MAX_LOG_REPEATS_AFTER_MS),
     asyncContext: resolveAsyncContext(opts.asyncContext, opts.asyncContextKeys),
+    nameSyncCalls: opts.nameSyncCalls === undefined ? true : validateBoolean('nameSyncCalls', opts.nameSyncCalls),
   };
 }

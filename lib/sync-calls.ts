@@ -1,33 +1,17 @@
 // SyncCallDetector: reports calls to Node.js's blocking synchronous APIs made on the event loop, a
 // BlockHound for Node.js.
 //
-// Two layers of interception, installed while at least one detector runs on this thread and
-// removed (every original back in place) when the last one stops:
-//
-// 1. Exports. The public synchronous functions of node:fs, node:zlib, node:crypto and
-//    node:child_process, fs.Dir's readSync/closeSync and Atomics.wait are replaced on their module
-//    objects by wrappers, and `module.syncBuiltinESMExports()` hands the wrappers to ES module
-//    named imports (live bindings). This catches every call through a property read or an ES
-//    import, with the exact API name.
-// 2. Internals. Functions taken before start() (`const { execSync } = require(...)`) are still
-//    the originals, and a JavaScript function's implementation cannot be replaced. What those
-//    originals call can be: the fs, zlib and spawn_sync bindings (`process.binding()` returns the
-//    very objects Node's own modules call through), and the crypto job classes, whose prototypes
-//    are found once per thread by creating one async job of each kind under an async hook, with
-//    its run() skipped. A synchronous binding call is recognised by its arguments (no request
-//    object) and a synchronous crypto job by having no `ondone`; the API name comes from the
-//    caller's stack. Calls made through a layer-1 wrapper are not seen again here.
-//    Node.js 26 fills random bytes synchronously (randomBytes, randomFillSync, the randomUUID,
-//    randomInt and getRandomValues refills) through a binding function its random module keeps in
-//    a variable of its own, with no job: that variable is replaced once per thread through the
-//    inspector (./captured-binding), and the replacement stays, doing nothing while no detector runs.
+// The interception itself (wrappers of the module exports, hooks below them for functions taken
+// before start()) is lib/sync-api-hooks.ts, shared with BlockingDetector, which marks the call in
+// progress for its warnings. Here: the observer it calls before each call while a detector runs
+// on this thread (the caller's stack, the API's name, the allow list, the report).
 
-import { replaceCapturedBinding } from './captured-binding';
 import { channelMessage } from './channel-message';
 import { argError, describe } from './errors';
 import { threadId } from './native';
 import { mapFrames } from './sourcemaps';
 import { stackText } from './stack-text';
+import { acquireSyncHooks, releaseSyncHooks } from './sync-api-hooks';
 import type { StackFrame } from './types';
 
 /** What a detector does with a synchronous call: write a warning, or throw {@link SyncCallError}. */
@@ -109,8 +93,6 @@ export const SYNC_CALL_CHANNEL = 'loop-helpers:sync-call';
 
 /** Running detectors. */
 const active: SyncCallDetector[] = [];
-/** Inside a layer-1 wrapper: the layer-2 hooks under it stay quiet. */
-let depth = 0;
 /** Reporting a call (stack, source maps, stderr, channel): nothing is intercepted meanwhile. */
 let reporting = false;
 /** The event loop of this thread has started (`performance.nodeTiming.loopStart`). */
@@ -388,6 +370,7 @@ function intercept(
   skip: (...args: never[]) => unknown,
   hint?: string,
 ): void {
+  if (quiet()) return;
   let wanting: SyncCallDetector[] | undefined;
   for (const d of active) {
     if (!d[kWants]()) continue;
@@ -431,368 +414,8 @@ function intercept(
 const quiet = (): boolean =>
   active.length === 0 || reporting || (!loopStarted && !anyWithoutGrace && !loopHasStarted());
 
-// ---------------------------------------------------------------------------------------------
-// Layer 1: the exports.
-
-interface Patch {
-  target: object;
-  key: PropertyKey;
-  descriptor: PropertyDescriptor;
-}
-
-let patches: Patch[] = [];
-
-type AnyFn = (...args: unknown[]) => unknown;
-
-function replace(target: object, key: PropertyKey, make: (original: AnyFn) => AnyFn): void {
-  const descriptor = Object.getOwnPropertyDescriptor(target, key);
-  if (!descriptor?.configurable) return;
-  // A lazy getter (fs.opendirSync on Node 20) becomes a plain property while patched.
-  const value: unknown = descriptor.get ? Reflect.apply(descriptor.get, target, []) : descriptor.value;
-  if (typeof value !== 'function') return;
-  const original = value as AnyFn;
-  const replacement = make(original);
-  Object.defineProperty(replacement, 'name', { value: original.name, configurable: true });
-  Object.defineProperty(replacement, 'length', { value: original.length, configurable: true });
-  patches.push({ target, key, descriptor });
-  Object.defineProperty(target, key, {
-    value: replacement,
-    writable: descriptor.get ? true : descriptor.writable === true,
-    enumerable: descriptor.enumerable === true,
-    configurable: true,
-  });
-}
-
-/** A wrapper for an exported function: `isSync` says whether this call is synchronous. */
-function exportWrapper(api: string, isSync?: (args: unknown[]) => boolean) {
-  return (original: AnyFn): AnyFn => {
-    // Own properties such as fs.realpathSync.native and util.promisify.custom stay reachable.
-    const wrapped = function (this: unknown, ...args: unknown[]): unknown {
-      if (depth === 0 && !quiet() && (isSync === undefined || isSync(args))) intercept(api, api, wrapped);
-      depth++;
-      try {
-        return Reflect.apply(original, this, args);
-      } finally {
-        depth--;
-      }
-    };
-    for (const key of Reflect.ownKeys(original)) {
-      if (key === 'name' || key === 'length' || key === 'prototype') continue;
-      const d = Object.getOwnPropertyDescriptor(original, key);
-      if (d) Object.defineProperty(wrapped, key, d);
-    }
-    return wrapped;
-  };
-}
-
-const lastIsCallback = (at: number) => (args: unknown[]) => typeof args[at] !== 'function';
-
-function patchExports(): void {
-  const fs = require('node:fs') as Record<string, unknown> & typeof import('node:fs');
-  // realpathSync.native first, so that the realpathSync wrapper copies the wrapped one.
-  replace(fs.realpathSync, 'native', exportWrapper('fs.realpathSync.native'));
-  for (const key of Object.keys(fs)) {
-    if (key.endsWith('Sync')) replace(fs, key, exportWrapper(`fs.${key}`));
-  }
-  const Dir = fs.Dir as unknown as { prototype: object } | undefined;
-  if (Dir) {
-    replace(Dir.prototype, 'readSync', exportWrapper('fs.Dir.readSync'));
-    replace(Dir.prototype, 'closeSync', exportWrapper('fs.Dir.closeSync'));
-  }
-  const zlib = require('node:zlib') as unknown as Record<string, unknown>;
-  for (const key of Object.keys(zlib)) {
-    if (key.endsWith('Sync')) replace(zlib, key, exportWrapper(`zlib.${key}`));
-  }
-  const crypto = require('node:crypto') as unknown as Record<string, unknown>;
-  for (const key of Object.keys(crypto)) {
-    if (key.endsWith('Sync')) replace(crypto, key, exportWrapper(`crypto.${key}`));
-  }
-  // Synchronous when called without a callback.
-  for (const [key, at] of [
-    ['randomBytes', 1],
-    ['pseudoRandomBytes', 1],
-    ['prng', 1],
-    ['rng', 1],
-    ['sign', 3],
-    ['verify', 4],
-    ['diffieHellman', 1],
-    ['encapsulate', 1],
-    ['decapsulate', 2],
-  ] as const) {
-    replace(crypto, key, exportWrapper(`crypto.${key}`, lastIsCallback(at)));
-  }
-  const cp = require('node:child_process') as unknown as Record<string, unknown>;
-  for (const key of ['execSync', 'execFileSync', 'spawnSync']) replace(cp, key, exportWrapper(`child_process.${key}`));
-  replace(Atomics, 'wait', exportWrapper('Atomics.wait'));
-  syncESM();
-}
-
-/** Hands the module objects' current functions to ES module named imports. */
-function syncESM(): void {
-  try {
-    (require('node:module') as typeof import('node:module')).syncBuiltinESMExports();
-  } catch {
-    // Not in this Node.js build: ES named imports keep the originals (caught by layer 2).
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Layer 2: below the exports.
-
-/** `process.binding(name)` without the pending-deprecation warning; undefined where it is gone. */
-function legacyBinding(name: string): Record<string, unknown> | undefined {
-  const p = process as unknown as { binding?: (n: string) => unknown; noDeprecation?: boolean | undefined };
-  if (typeof p.binding !== 'function') return undefined;
-  const quietBefore = p.noDeprecation;
-  try {
-    p.noDeprecation = true;
-    const b = p.binding(name);
-    return typeof b === 'object' && b !== null ? (b as Record<string, unknown>) : undefined;
-  } catch {
-    return undefined;
-  } finally {
-    p.noDeprecation = quietBefore;
-  }
-}
-
-function internalWrapper(
-  label: string,
-  isSync: (self: unknown, args: unknown[]) => boolean,
-  hint?: (self: unknown) => string | undefined,
-) {
-  return (original: AnyFn): AnyFn => {
-    const hooked = function (this: unknown, ...args: unknown[]): unknown {
-      if (depth === 0 && !quiet() && isSync(this, args)) intercept(undefined, label, hooked, hint?.(this));
-      return Reflect.apply(original, this, args);
-    };
-    return hooked;
-  };
-}
-
-/** `zlib.gzipSync` for a native zlib handle whose owner is a Gzip stream (handle[owner_symbol]). */
-function zlibApi(handle: unknown): string | undefined {
-  if (typeof handle !== 'object' || handle === null) return undefined;
-  const sym = Object.getOwnPropertySymbols(handle).find((s) => s.description === 'owner_symbol');
-  const owner = sym === undefined ? undefined : (handle as Record<symbol, unknown>)[sym];
-  const name = (owner as { constructor?: { name?: unknown } } | undefined)?.constructor?.name;
-  return typeof name === 'string' && name !== '' ? `zlib.${name[0]?.toLowerCase()}${name.slice(1)}Sync` : undefined;
-}
-
-/** Whether layer 2 reached each kind of binding here (for tests and the table in docs/testing.md). */
-const reach = { fs: false, zlib: false, spawnSync: false, cryptoJobs: 0, randomFill: false };
-
-function patchInternals(): void {
-  const fsb = legacyBinding('fs');
-  if (fsb) {
-    const Req = fsb.FSReqCallback as (new () => object) | undefined;
-    const usePromises = fsb.kUsePromises;
-    const sync = (_self: unknown, args: unknown[]) => {
-      for (const a of args) if (a === usePromises || (Req !== undefined && a instanceof Req)) return false;
-      return true;
-    };
-    for (const key of Object.keys(fsb)) {
-      if (/^[a-z]/.test(key) && typeof fsb[key] === 'function') replace(fsb, key, internalWrapper(`fs.${key}`, sync));
-    }
-    reach.fs = true;
-  }
-  const zb = legacyBinding('zlib');
-  if (zb) {
-    for (const cls of ['Zlib', 'BrotliEncoder', 'BrotliDecoder', 'ZstdCompress', 'ZstdDecompress']) {
-      const C = zb[cls] as { prototype?: object } | undefined;
-      if (C?.prototype)
-        replace(
-          C.prototype,
-          'writeSync',
-          internalWrapper(`zlib.${cls}`, () => true, zlibApi),
-        );
-    }
-    reach.zlib = true;
-  }
-  const ss = legacyBinding('spawn_sync');
-  if (ss) {
-    replace(
-      ss,
-      'spawn',
-      internalWrapper('child_process.spawnSync', () => true),
-    );
-    reach.spawnSync = true;
-  }
-  const jobs = cryptoJobPrototypes();
-  for (const proto of jobs) {
-    replace(proto, 'run', (original) => {
-      const hooked = function (this: { ondone?: unknown }, ...args: unknown[]): unknown {
-        // A job created by the probe below: never run (its callback would be a no-op anyway).
-        if (probing && this.ondone !== undefined) return undefined;
-        if (depth === 0 && this.ondone === undefined && !quiet()) intercept(undefined, 'crypto', hooked);
-        return Reflect.apply(original, this, args);
-      };
-      return hooked;
-    });
-  }
-  reach.cryptoJobs = jobs.length;
-  reach.randomFill = randomFillViaJob || hookRandomFill();
-}
-
-/**
- * Whether this thread's synchronous random fill reaches the replaced binding function (Node.js 26;
- * see {@link hookRandomFill}): undefined until tried, then kept, as the replacement is.
- */
-let randomFillHooked: boolean | undefined;
-
-/**
- * Replaces the binding function that Node.js 26's `randomFillSync` calls directly (no job object),
- * once per thread: `crypto.randomBytes(n)`, `randomFillSync`, and the refills of `randomUUID`,
- * `randomInt` and `getRandomValues` taken before start() are caught there.
- */
-function hookRandomFill(): boolean {
-  if (randomFillHooked !== undefined) return randomFillHooked;
-  const crypto = require('node:crypto') as unknown as Record<string, AnyFn>;
-  // The function itself, not this module's wrapper of it (exports are patched first).
-  const original =
-    patches.find((p) => p.target === crypto && p.key === 'randomFillSync')?.descriptor.value ?? crypto.randomFillSync;
-  randomFillHooked =
-    typeof original === 'function' &&
-    'variable' in
-      replaceCapturedBinding(
-        original as AnyFn,
-        [new Uint8Array(1)],
-        'randomFillSync',
-        internalWrapper('crypto.randomFillSync', () => true),
-      );
-  return randomFillHooked;
-}
-
-let probing = false;
-let jobPrototypes: object[] | undefined;
-/** A synchronous random fill runs a job (RandomBytesJob) on this Node.js: true before Node.js 26. */
-let randomFillViaJob = false;
-
-/**
- * The prototypes of Node's crypto job classes (PBKDF2Job, ScryptJob, RandomBytesJob, the key
- * generation jobs, SignJob...), which no public object exposes: each async crypto function
- * creates one, and an async hook's init sees it. Found once per thread; the probe's jobs never run.
- */
-function cryptoJobPrototypes(): object[] {
-  if (jobPrototypes) return jobPrototypes;
-  const found = new Set<object>();
-  let syncJobRan = false;
-  const { createHook } = require('node:async_hooks') as typeof import('node:async_hooks');
-  const crypto = require('node:crypto') as typeof import('node:crypto');
-  const hook = createHook({
-    init(_id, type, _trigger, resource) {
-      if (!probing || !type.endsWith('REQUEST')) return;
-      const proto = Object.getPrototypeOf(resource) as { run?: unknown } | null;
-      if (proto && typeof proto.run === 'function' && !found.has(proto)) {
-        found.add(proto);
-        // Installed at once, so that the job being created does not run: probing skips it.
-        replace(
-          proto,
-          'run',
-          (original) =>
-            function (this: { ondone?: unknown }, ...args: unknown[]) {
-              if (this.ondone !== undefined) return undefined;
-              syncJobRan = true;
-              return Reflect.apply(original, this, args);
-            },
-        );
-      }
-    },
-  });
-  const noop = () => {};
-  // Untyped: some of these options exist only on some Node.js versions.
-  const c = crypto as unknown as Record<string, AnyFn>;
-  const probes: [string, ...unknown[]][] = [
-    ['pbkdf2', '', '', 1, 1, 'sha256', noop],
-    ['scrypt', '', '', 1, noop],
-    ['hkdf', 'sha256', 'k', '', '', 1, noop],
-    ['randomBytes', 1, noop],
-    ['generatePrime', 8, noop],
-    ['checkPrime', 7n, noop],
-    ['generateKey', 'hmac', { length: 8 }, noop],
-    ['generateKeyPair', 'rsa', { modulusLength: 512 }, noop],
-    ['generateKeyPair', 'dsa', { modulusLength: 512, divisorLength: 160 }, noop],
-    ['generateKeyPair', 'ec', { namedCurve: 'P-256' }, noop],
-    ['generateKeyPair', 'ed25519', {}, noop],
-    ['generateKeyPair', 'dh', { primeLength: 64 }, noop],
-    ['sign', null, Buffer.alloc(1), ED25519_PKCS8, noop],
-    ['diffieHellman', { privateKey: X25519_PKCS8, publicKey: X25519_SPKI }, noop],
-    ['encapsulate', X25519_SPKI, noop],
-    ['decapsulate', X25519_PKCS8, Buffer.alloc(32, 9), noop],
-    [
-      'argon2',
-      'argon2id',
-      { message: '', nonce: Buffer.alloc(16), parallelism: 1, tagLength: 4, memory: 8, passes: 1 },
-      noop,
-    ],
-  ];
-  const before = patches.length;
-  probing = true;
-  hook.enable();
-  try {
-    for (const [name, ...args] of probes) {
-      try {
-        c[name]?.(...args);
-      } catch {
-        // This Node.js lacks that job (or rejects the options): its sync form goes uncaught here.
-      }
-    }
-    // And whether a synchronous random fill runs one of the jobs found (not on Node.js 26).
-    syncJobRan = false;
-    c.randomFillSync?.(new Uint8Array(1));
-    randomFillViaJob = syncJobRan;
-  } finally {
-    hook.disable();
-    probing = false;
-    // Take the probe's temporary run() replacements out again; patchInternals installs the real ones.
-    for (const p of patches.splice(before).reverse()) Object.defineProperty(p.target, p.key, p.descriptor);
-  }
-  jobPrototypes = [...found];
-  return jobPrototypes;
-}
-
-/** A fixed Ed25519 private key (PKCS#8 DER) for the SignJob probe: generating one would run a sync job. */
-const ED25519_PKCS8 = {
-  key: Buffer.from(`302e020100300506032b657004220420${'11'.repeat(32)}`, 'hex'),
-  format: 'der' as const,
-  type: 'pkcs8' as const,
-};
-
-/** A fixed X25519 key pair (PKCS#8 and SPKI DER) for the DHBitsJob and KEM probes. */
-const X25519_PKCS8 = {
-  key: Buffer.from(`302e020100300506032b656e04220420${'22'.repeat(32)}`, 'hex'),
-  format: 'der' as const,
-  type: 'pkcs8' as const,
-};
-const X25519_SPKI = {
-  key: Buffer.from(`302a300506032b656e032100${'09'.padEnd(64, '0')}`, 'hex'),
-  format: 'der' as const,
-  type: 'spki' as const,
-};
-
-// ---------------------------------------------------------------------------------------------
-// Installation.
-
-function install(): void {
-  patchExports();
-  patchInternals();
-}
-
-function uninstall(): void {
-  for (const p of patches.reverse()) Object.defineProperty(p.target, p.key, p.descriptor);
-  patches = [];
-  syncESM();
-}
-
 /** @internal What the interception reached on this thread while installed (tests, the table in docs/testing.md). */
-export function syncCallCoverage(): {
-  fs: boolean;
-  zlib: boolean;
-  spawnSync: boolean;
-  cryptoJobs: number;
-  randomFill: boolean;
-} {
-  return { ...reach };
-}
+export { syncCallCoverage } from './sync-api-hooks';
 
 // ---------------------------------------------------------------------------------------------
 // The detector.
@@ -860,7 +483,7 @@ export class SyncCallDetector {
       const { AsyncLocalStorage } = require('node:async_hooks') as typeof import('node:async_hooks');
       this.#store = new AsyncLocalStorage();
     }
-    if (active.length === 0) install();
+    if (active.length === 0) acquireSyncHooks(intercept);
     active.push(this);
     this.#running = true;
     anyWithoutGrace = active.some((d) => !d.startupGrace);
@@ -873,7 +496,7 @@ export class SyncCallDetector {
     this.#running = false;
     active.splice(active.indexOf(this), 1);
     anyWithoutGrace = active.some((d) => !d.startupGrace);
-    if (active.length === 0) uninstall();
+    if (active.length === 0) releaseSyncHooks();
   }
 
   /**

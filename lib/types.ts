@@ -42,6 +42,34 @@ export interface BlockSample {
    */
   threadState: string | null;
   /**
+   * The Node.js synchronous API the thread was inside, e.g. `fs.readFileSync`,
+   * `crypto.pbkdf2Sync`, `child_process.execSync`, `zlib.gzipSync`, `Atomics.wait` (with
+   * `nameSyncCalls`, the default): read when the warning went out without a stack, or when its
+   * stack was sampled inside the call (`Atomics.wait`) or as the call returned (the caller's
+   * frames). Calls of functions taken before the detector started are named by what they call
+   * (`fs.readSync` for a `readFileSync` taken early), `execSync`/`execFileSync` as
+   * `child_process.spawnSync`. Null otherwise.
+   */
+  syncApi: string | null;
+  /**
+   * The kind of garbage collection the thread was in when the warning went out without a stack
+   * (`'scavenge'`, `'minor mark-sweep'`, `'mark-compact'`, `'incremental marking start'`,
+   * `'weak callbacks'`), from V8's GC callbacks (`capabilities().gcState`); null otherwise.
+   */
+  gc: string | null;
+  /** How long that garbage collection had been running at the warning, in milliseconds; null without `gc`. */
+  gcMs: number | null;
+  /**
+   * The system call the thread was in when the warning went out without a stack, e.g. `read`,
+   * `openat`, `wait4`, `futex` (Linux; null when running, elsewhere, or with a stack).
+   */
+  syscall: string | null;
+  /**
+   * The file that system call works on: the path of its file descriptor (`pipe:[…]`,
+   * `socket:[…]` for those) or its path argument (Linux); null when there is none.
+   */
+  syscallFile: string | null;
+  /**
    * With `asyncContext` only, on the sample that read the store (the store is read once per block,
    * at the first sample that finds the blocked JavaScript; later samples have neither field), or
    * on a warning whose sample never came (then null, and `contextMissing` says why): the
@@ -126,6 +154,13 @@ export interface Capabilities {
   interruptUnguarded: boolean;
   /** `fork()` can work here (Linux, and this Node.js has the V8 platform and exit-handler entry points it needs). */
   fork: boolean;
+  /** Warnings without a stack can say that the thread is in a garbage collection (V8's GC callbacks were found). */
+  gcState: boolean;
+  /**
+   * Warnings can name the Node.js synchronous API a block is inside (`nameSyncCalls`): the
+   * JavaScript layer marks its calls in native memory (external ArrayBuffers are allowed).
+   */
+  syncCallNames: boolean;
   /**
    * `asyncContext`: the blocked code's AsyncLocalStorage stores can be read (AsyncLocalStorage
    * uses AsyncContextFrame here, and the V8 entry points are there and self-tested).
@@ -138,6 +173,8 @@ export interface Capabilities {
     interruptUnguarded?: string;
     fork?: string;
     asyncContext?: string;
+    gcState?: string;
+    syncCallNames?: string;
   };
   /**
    * Internal errors of the native layer that it recovered from, since the process started (live:

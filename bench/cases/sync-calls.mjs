@@ -10,7 +10,9 @@
 //             report is then merged with the previous one of the same call site in this tick, so
 //             this is the stack's cost, not the warning's);
 // - report:   one full report (stack, source-map lookup, channel publish to one subscriber), timed
-//             one call per turn of the loop.
+//             one call per turn of the loop;
+// - marker:   no SyncCallDetector, a BlockingDetector running (`nameSyncCalls`, its default): the
+//             wrappers mark each call for its warnings (issue 11, native blocks).
 // Operations: Atomics.wait on a value that differs (returns at once: the wrapper alone),
 // fs.existsSync('') through the module (export layer) and taken before start() (binding layer), and
 // crypto.randomFillSync of 16 bytes taken before start() (a crypto job's run() before Node 26; on
@@ -22,7 +24,7 @@ import { createRequire } from 'node:module';
 import { median, round, sleep } from '../lib/stats.mjs';
 
 const require = createRequire(import.meta.url);
-const { SyncCallDetector, SYNC_CALL_CHANNEL } = require('../../dist/index.js');
+const { BlockingDetector, SyncCallDetector, SYNC_CALL_CHANNEL } = require('../../dist/index.js');
 
 const rounds = Number(process.argv[2] ?? 7);
 const calls = Number(process.argv[3] ?? 100_000);
@@ -45,13 +47,14 @@ function time(op, n) {
 }
 
 const quiet = new SyncCallDetector({ scope: 'run', log: false });
+const marking = new BlockingDetector({ timeout: 1, raiseExc: false, log: false });
 const loud = new SyncCallDetector({ log: false });
 let published = 0;
 subscribe(SYNC_CALL_CHANNEL, () => published++);
 
 await sleep(5); // past the start-up grace
 const samples = {};
-for (const name of Object.keys(ops)) samples[name] = { off: [], quiet: [], stack: [], report: [] };
+for (const name of Object.keys(ops)) samples[name] = { off: [], quiet: [], stack: [], report: [], marker: [] };
 
 for (let r = 0; r < rounds; r++) {
   for (const [name, op] of Object.entries(ops)) {
@@ -61,6 +64,10 @@ for (let r = 0; r < rounds; r++) {
     time(op, calls / 10);
     samples[name].quiet.push(time(op, calls));
     quiet.stop();
+    marking.start();
+    time(op, calls / 10);
+    samples[name].marker.push(time(op, calls));
+    marking.stop();
     loud.start();
     samples[name].stack.push(time(op, calls / 20));
     loud.stop();
@@ -89,6 +96,8 @@ for (const [name, s] of Object.entries(samples)) {
     stack: round(median(s.stack), 0),
     stackAdded: round(median(s.stack) - off, 0),
     report: round(median(s.report), 0),
+    marker: round(median(s.marker), 1),
+    markerAdded: round(median(s.marker) - off, 1),
   };
 }
 // First start() on a thread: patching, and finding the crypto job classes (done once).
@@ -116,4 +125,29 @@ try {
 } catch {
   result.startStop = null;
 }
+// A BlockingDetector's first start() on a thread, with and without the sync-call marker (its
+// wrappers patch the modules already loaded: fs always, here also crypto, zlib, child_process).
+const blockingStart = (nameSyncCalls) =>
+  spawnSync(
+    process.execPath,
+    [
+      '-e',
+      `require('node:crypto'); require('node:zlib'); require('node:child_process');
+       const { BlockingDetector } = require(${JSON.stringify(require.resolve('../../dist/index.js'))});
+       new BlockingDetector({ timeout: 5, log: false, nameSyncCalls: false }).start().stop(); // capabilities probed
+       const t0 = process.hrtime.bigint();
+       const d = new BlockingDetector({ timeout: 5, log: false, raiseExc: false, nameSyncCalls: ${nameSyncCalls} }).start();
+       const t1 = process.hrtime.bigint(); d.stop();
+       console.log(Number(t1 - t0) / 1e6);`,
+    ],
+    { encoding: 'utf8' },
+  );
+const starts = { on: [], off: [] };
+for (let i = 0; i < 5; i++) {
+  for (const k of ['off', 'on']) starts[k].push(Number(blockingStart(k === 'on').stdout.trim()));
+}
+result.blockingDetectorFirstStartMs = {
+  nameSyncCallsOff: round(median(starts.off)),
+  nameSyncCallsOn: round(median(starts.on)),
+};
 console.log(JSON.stringify(result));

@@ -92,6 +92,7 @@ mod tests {
             missing_reason: None,
             context,
             thread_state: None,
+            native: None,
         }
     }
 

@@ -9,7 +9,8 @@
 //! - [`panics`]: panics and poisoned locks recovered from, counted and reported.
 //! - [`report`]: warnings as text and JSON, and the block record handed to JavaScript.
 //! - [`thread_state`]: where a thread outside JavaScript is (its system call), for warnings
-//!   without a stack.
+//!   without a stack; [`native_state`]: that, with the garbage collection or the Node.js
+//!   synchronous API the thread marks itself in, as the fields and the line of a warning.
 //! - [`fingerprint`]: a stable name for the code that blocked; [`budget`]: at most one logged
 //!   block per fingerprint per interval.
 //! - [`context`], [`snapshot_json`]: the `asyncContext` fields of reports and the V8-free parts of
@@ -26,6 +27,7 @@ pub mod fingerprint;
 pub mod fork_prep;
 pub mod heartbeat;
 pub mod monitor;
+pub mod native_state;
 pub mod panics;
 pub mod report;
 pub mod snapshot_json;

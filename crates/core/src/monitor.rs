@@ -25,6 +25,7 @@ use crate::clock::now_ns;
 use crate::context::ContextCapture;
 use crate::fingerprint::fingerprint;
 use crate::heartbeat::LoopSample;
+use crate::native_state::{Marks, NativeState};
 use crate::panics::lock_or_recover;
 use crate::report::{
     block_json, end_json, end_text, late_stack_json, late_stack_text, warning_json, warning_text,
@@ -45,6 +46,11 @@ pub trait LoopProbe: Send + Sync {
     /// The loop thread's kernel thread id, where there is one to read its state by (Linux).
     fn thread_id(&self) -> Option<i32> {
         None
+    }
+    /// What the loop thread marks about itself now: the garbage collection or the Node.js
+    /// synchronous API it is in. Called on the monitor thread; must not wait for the loop.
+    fn marks(&self) -> Marks {
+        Marks::default()
     }
 }
 
@@ -250,6 +256,7 @@ impl Watch {
             missing_reason: None,
             context: self.cfg.async_context.then_some(ContextCapture::Pending),
             thread_state: None,
+            native: None,
         };
         let mut deadline = now;
         if f.late {
@@ -322,14 +329,14 @@ impl Watch {
             }
             if w.sample.is_none() && w.missing_reason.is_none() {
                 // No interrupt check in time: say where the thread is instead (read now, while
-                // it still is there).
-                let state = self
-                    .probe
-                    .thread_id()
-                    .and_then(crate::thread_state::describe);
+                // it still is there): its own marks (a garbage collection, a Node.js sync API),
+                // and its system call.
+                let marks = self.probe.marks();
+                let state = self.probe.thread_id().and_then(crate::thread_state::read);
                 let w = &mut cur.warnings[i];
                 w.missing_reason = Some(NO_STACK_NATIVE);
-                w.thread_state = state;
+                w.native = NativeState::from_parts(marks, state.as_ref(), now_ns());
+                w.thread_state = state.map(|s| s.words);
             }
             let fingerprint = block_fingerprint(&cur.warnings[..=i]);
             let verdict = *cur
@@ -420,6 +427,9 @@ impl Watch {
                     } else {
                         return false;
                     }
+                }
+                if w.native.is_none() {
+                    w.native = sample.sync_api.clone().map(NativeState::sampled_in);
                 }
                 w.sample = Some(sample);
                 // None: the store was read at an earlier sample of this block.
@@ -645,19 +655,20 @@ pub fn flush(id: u64) -> Option<String> {
 
 /// Hands a stack sample to the watch that asked for it. Called on the loop's JavaScript thread.
 pub fn deliver_sample(ticket: SampleTicket, frames: Vec<crate::report::Frame>, cost_ns: u64) {
-    deliver_samples(vec![(ticket, None)], &frames, cost_ns);
+    deliver_samples(vec![(ticket, None)], &frames, cost_ns, None);
 }
 
 /// Hands one stack sample to every watch that asked for it (one interrupt serves all the watches
 /// of a loop), each with the AsyncLocalStorage store read for it in the same interrupt (for
 /// watches with [`WatchConfig::async_context`]; None: read at an earlier sample of the block, and
 /// this warning carries no context fields). Takes the registry lock once, not once per watch: the
-/// blocked thread must not queue behind the monitor a thousand times. Called on the loop's
-/// JavaScript thread.
+/// blocked thread must not queue behind the monitor a thousand times. `sync_api`: the Node.js
+/// synchronous API the thread was inside at the capture. Called on the loop's JavaScript thread.
 pub fn deliver_samples(
     tickets: Vec<(SampleTicket, Option<ContextCapture>)>,
     frames: &[crate::report::Frame],
     cost_ns: u64,
+    sync_api: Option<&str>,
 ) {
     if tickets.is_empty() {
         return;
@@ -675,6 +686,7 @@ pub fn deliver_samples(
             captured_ns: now,
             delay_ns: now.saturating_sub(ticket.requested_ns),
             cost_ns,
+            sync_api: sync_api.map(str::to_string),
         };
         attached |= w.attach_sample(ticket, sample, context);
     }

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use crate::budget::Verdict;
 use crate::clock::mono_to_wall_ms;
 use crate::context::{self, ContextCapture};
+use crate::native_state::{self, NativeState};
 
 /// One JavaScript stack frame. Line and column are 1-based; 0 means unknown.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -36,6 +37,9 @@ pub struct Sample {
     pub delay_ns: u64,
     /// Time the capture itself took on the blocked thread.
     pub cost_ns: u64,
+    /// The Node.js synchronous API the thread was inside when the sample was taken (in
+    /// `Atomics.wait`, or as the API returned), when the JavaScript layer marks them.
+    pub sync_api: Option<String>,
 }
 
 /// How warnings are written while the loop is blocked.
@@ -77,6 +81,10 @@ pub struct Warning {
     /// Where the thread was when the warning went out without a stack (its system call, or
     /// running native code), where that can be read (Linux).
     pub thread_state: Option<String>,
+    /// Where the thread was outside JavaScript, as typed fields: the garbage collection or the
+    /// Node.js synchronous API it was in, its system call and file. Read when the warning went
+    /// out without a stack, or given by a sample taken inside a synchronous API.
+    pub native: Option<NativeState>,
 }
 
 pub const NO_STACK_NATIVE: &str =
@@ -117,6 +125,9 @@ pub fn warning_text(o: &Origin, w: &Warning) -> String {
         let _ = write!(s, " in worker thread {}", o.thread_id);
     }
     s.push('\n');
+    if let Some(line) = w.native.as_ref().and_then(NativeState::line) {
+        let _ = writeln!(s, "    {line}");
+    }
     match &w.sample {
         Some(sample) if !sample.frames.is_empty() => {
             for f in &sample.frames {
@@ -147,6 +158,9 @@ pub fn late_stack_text(o: &Origin, w: &Warning) -> String {
         o.pid,
         fmt_seconds(delay)
     );
+    if let Some(api) = w.sample.as_ref().and_then(|s| s.sync_api.as_deref()) {
+        let _ = write!(s, ", where it called {api}");
+    }
     if o.thread_id != 0 {
         let _ = write!(s, " in worker thread {}", o.thread_id);
     }
@@ -317,6 +331,7 @@ fn json_sample_fields(s: &mut String, w: &Warning) {
         Some(state) => json_str(s, state),
         None => s.push_str("null"),
     }
+    native_state::json_fields(s, w.native.as_ref());
 }
 
 /// A whole block, delivered to JavaScript when the loop resumes (or when the detector stops).
@@ -447,6 +462,7 @@ mod tests {
             missing_reason: None,
             context: None,
             thread_state: None,
+            native: None,
         }
     }
 
@@ -472,6 +488,7 @@ mod tests {
             captured_ns: 0,
             delay_ns: 100_000,
             cost_ns: 50_000,
+            sync_api: None,
         }));
         assert_eq!(
             warning_text(&origin(0), &w),
@@ -510,6 +527,7 @@ mod tests {
             captured_ns: 0,
             delay_ns: 100_000,
             cost_ns: 50_000,
+            sync_api: None,
         }))
     }
 

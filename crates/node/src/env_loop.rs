@@ -19,14 +19,17 @@ use std::sync::{Arc, Mutex};
 
 use loop_helpers_core::heartbeat::{LoopSample, TurnCounter};
 use loop_helpers_core::monitor::{self, LoopProbe};
+use loop_helpers_core::native_state::Marks;
 use loop_helpers_core::panics::{self, lock_or_recover};
 use loop_helpers_core::{alarm, clock};
 
 use crate::exports::GuardFn;
+use crate::gc_state::GcState;
 use crate::interrupt::Interrupts;
 use crate::napi::*;
 use crate::sample_queue::SampleQueue;
 use crate::sink::NodeSink;
+use crate::sync_marker::SyncMarker;
 use crate::unguarded::Support;
 use crate::uv::*;
 use crate::v8;
@@ -65,6 +68,10 @@ pub struct EnvLoop {
     pub interrupts: Interrupts,
     /// Sample requests waiting for this environment's V8 interrupt (one interrupt for all).
     pub samples: SampleQueue,
+    /// Whether the thread is in a garbage collection (marked while a watch runs).
+    pub gc: GcState,
+    /// Which Node.js synchronous API the thread is inside (marked by the JavaScript layer).
+    pub sync: SyncMarker,
     support: Mutex<Option<Arc<Support>>>,
     /// Data of the guard functions handed to JavaScript (freed with the environment). Boxed:
     /// JavaScript holds their addresses, which must not move when the Vec grows.
@@ -80,6 +87,8 @@ pub struct EnvLoop {
 struct Inner {
     watches: Vec<(u64, Arc<NodeSink>)>,
     prepare_running: bool,
+    /// The GC callbacks are registered (`gc`).
+    gc_marked: bool,
     /// This thread's SIGALRM was unblocked before we blocked it.
     unblock_sigalrm_on_idle: bool,
     cleanup_handle: napi_async_cleanup_hook_handle,
@@ -96,6 +105,13 @@ unsafe impl Sync for EnvLoop {}
 impl LoopProbe for EnvLoop {
     fn thread_id(&self) -> Option<i32> {
         self.tid
+    }
+
+    fn marks(&self) -> Marks {
+        Marks {
+            sync_api: self.sync.current(),
+            gc: self.gc.current(),
+        }
     }
 
     fn sample(&self) -> LoopSample {
@@ -230,11 +246,8 @@ impl EnvLoop {
     /// # Safety
     /// Must be called on `env`'s JavaScript thread, inside a Node-API callback.
     pub unsafe fn get_or_create(env: napi_env) -> Result<Arc<EnvLoop>, String> {
-        let mut data: *mut c_void = std::ptr::null_mut();
-        if napi_get_instance_data(env, &mut data) == NAPI_OK && !data.is_null() {
-            let p = data as *const EnvLoop;
-            Arc::increment_strong_count(p);
-            return Ok(Arc::from_raw(p));
+        if let Some(st) = Self::get(env) {
+            return Ok(st);
         }
         let st = Self::create(env)?;
         // The instance data holds one reference, released by Node when the env goes away.
@@ -248,6 +261,21 @@ impl EnvLoop {
         Ok(st)
     }
 
+    /// The state of `env`, if it has one.
+    ///
+    /// # Safety
+    /// Must be called on `env`'s JavaScript thread, inside a Node-API callback.
+    pub unsafe fn get(env: napi_env) -> Option<Arc<EnvLoop>> {
+        let mut data: *mut c_void = std::ptr::null_mut();
+        if napi_get_instance_data(env, &mut data) != NAPI_OK || data.is_null() {
+            return None;
+        }
+        let p = data as *const EnvLoop;
+        // The instance data's reference keeps it alive; this one is the caller's.
+        Arc::increment_strong_count(p);
+        Some(Arc::from_raw(p))
+    }
+
     unsafe fn create(env: napi_env) -> Result<Arc<EnvLoop>, String> {
         let mut loop_ptr: *mut uv_loop_t = std::ptr::null_mut();
         if napi_get_uv_event_loop(env, &mut loop_ptr) != NAPI_OK || loop_ptr.is_null() {
@@ -255,6 +283,7 @@ impl EnvLoop {
         }
         let words = uv_handle_size(UV_PREPARE).div_ceil(8);
         let prepare = Box::into_raw(vec![0u64; words].into_boxed_slice()) as *mut uv_handle_t;
+        let sync = SyncMarker::default();
         let st = Arc::new(EnvLoop {
             env,
             isolate: v8::current_isolate(),
@@ -266,7 +295,9 @@ impl EnvLoop {
             counter: TurnCounter::default(),
             alive: AtomicBool::new(true),
             interrupts: Interrupts::default(),
-            samples: SampleQueue::default(),
+            samples: SampleQueue::new(sync.cells()),
+            gc: GcState::default(),
+            sync,
             support: Mutex::new(None),
             guard_fns: Mutex::new(Vec::new()),
             unguarded_possible: AtomicBool::new(false),
@@ -274,6 +305,7 @@ impl EnvLoop {
             inner: Mutex::new(Inner {
                 watches: Vec::new(),
                 prepare_running: false,
+                gc_marked: false,
                 unblock_sigalrm_on_idle: false,
                 cleanup_handle: std::ptr::null_mut(),
             }),
@@ -339,6 +371,12 @@ impl EnvLoop {
             }
             inner.prepare_running = true;
         }
+        if !inner.gc_marked {
+            // SAFETY: on the isolate's thread, in a Node-API callback (no collection runs);
+            // `self.gc` stays in this EnvLoop until `idle_if_unwatched` removes the callbacks,
+            // which the environment's teardown reaches before the isolate goes.
+            inner.gc_marked = unsafe { self.gc.watch(self.isolate, true) };
+        }
         let probe: Arc<dyn LoopProbe> = self.clone();
         match monitor::register(cfg, probe, sink.clone()) {
             Ok(id) => {
@@ -373,6 +411,11 @@ impl EnvLoop {
             // SAFETY: on the loop's thread, handle open.
             unsafe { uv_prepare_stop(self.prepare) };
             inner.prepare_running = false;
+        }
+        if std::mem::take(&mut inner.gc_marked) {
+            // SAFETY: on the isolate's thread (stop(), a failed start, or the environment's
+            // cleanup hook), outside a collection; the isolate is alive.
+            unsafe { self.gc.watch(self.isolate, false) };
         }
         if std::mem::take(&mut inner.unblock_sigalrm_on_idle) {
             let _ = alarm::unshield_loop_thread();

@@ -213,6 +213,89 @@ pub unsafe fn read_async_context(env: napi_env, info: napi_callback_info) -> nap
     js::string(env, &s)
 }
 
+/// syncMarker(ownDir) -> ArrayBuffer
+///
+/// The cells through which this environment's synchronous-API wrappers (lib/sync-api-hooks.ts)
+/// mark the API they are inside: element 0 of an `Int32Array` over it is the API's number (see
+/// `setSyncApiNames`; 0: none), element 1 is 1 while a stack sample is waiting (see
+/// `sync_marker`). `ownDir`: the JavaScript layer's directory, whose frames on top of a sample
+/// taken in a wrapper are left out. The same cells
+/// every time for an environment: JavaScript asks once per thread. Throws where this Node.js does
+/// not allow external ArrayBuffers (`nativeInfo().syncCallNames` is then false).
+pub unsafe fn sync_marker(env: napi_env, info: napi_callback_info) -> napi_value {
+    let [own_dir] = js::args::<1>(env, info);
+    let Some(own_dir) = js::string_arg(env, own_dir) else {
+        return js::throw(env, E_ARG, "syncMarker(): ownDir must be a string");
+    };
+    let env_loop = match EnvLoop::get_or_create(env) {
+        Ok(e) => e,
+        Err(e) => return js::throw(env, E_START, &e),
+    };
+    env_loop.sync.set_own_dir(own_dir);
+    match env_loop.sync.array_buffer(env) {
+        Ok(buffer) => buffer,
+        Err(status) => js::throw(
+            env,
+            E_START,
+            &format!("syncMarker(): cannot create an external ArrayBuffer (napi status {status})"),
+        ),
+    }
+}
+
+/// setSyncApiNames(names) -> undefined
+///
+/// What the numbers in the sync-call cells mean: number n is `names[n - 1]`.
+pub unsafe fn set_sync_api_names(env: napi_env, info: napi_callback_info) -> napi_value {
+    let [names] = js::args::<1>(env, info);
+    let Some(elements) = js::array_elements(env, names) else {
+        return js::throw(
+            env,
+            E_ARG,
+            "setSyncApiNames(): names must be an array of strings",
+        );
+    };
+    let mut list = Vec::with_capacity(elements.len());
+    for (i, v) in elements.into_iter().enumerate() {
+        match js::string_arg(env, v) {
+            Some(name) => list.push(name),
+            None => {
+                return js::throw(
+                    env,
+                    E_ARG,
+                    &format!(
+                        "setSyncApiNames(): names[{i}] must be a string, got {}",
+                        js::type_name(env, v)
+                    ),
+                )
+            }
+        }
+    }
+    match EnvLoop::get_or_create(env) {
+        Ok(env_loop) => {
+            env_loop.sync.set_names(list);
+            js::undefined(env)
+        }
+        Err(e) => js::throw(env, E_START, &e),
+    }
+}
+
+/// sampleAtSyncReturn(api) -> undefined
+///
+/// Called by a synchronous-API wrapper as its call (number `api`, 1-based) returns while a stack
+/// sample is waiting: takes the sample here, where the stack is the caller's.
+pub unsafe fn sample_at_sync_return(env: napi_env, info: napi_callback_info) -> napi_value {
+    let [api] = js::args::<1>(env, info);
+    let api = js::f64_arg(env, api).unwrap_or(0.0);
+    if let Some(env_loop) = EnvLoop::get(env) {
+        let isolate = v8::current_isolate();
+        if !isolate.is_null() && (0.0..=i32::MAX as f64).contains(&api) {
+            // SAFETY: in a Node-API callback on the environment's thread; its isolate.
+            crate::sink::sample_at_sync_return(&env_loop, isolate, api as i32);
+        }
+    }
+    js::undefined(env)
+}
+
 /// `"<name>":<bool>,"<name>Reason":<string or null>`
 fn capability(s: &mut String, name: &str, support: Result<(), &str>) {
     s.push_str(&format!("\"{name}\":{},\"{name}Reason\":", support.is_ok()));
@@ -232,6 +315,17 @@ pub unsafe fn native_info(env: napi_env, _info: napi_callback_info) -> napi_valu
     capability(&mut s, "terminate", v8::terminate_support());
     s.push(',');
     capability(&mut s, "asyncContext", v8_values::api().map(|_| ()));
+    s.push(',');
+    capability(&mut s, "gcState", v8::gc_callbacks_support());
+    s.push(',');
+    // Whether external buffers are allowed is the same for every environment of the process.
+    static EXTERNAL_BUFFERS: std::sync::OnceLock<Result<(), &'static str>> =
+        std::sync::OnceLock::new();
+    capability(
+        &mut s,
+        "syncCallNames",
+        *EXTERNAL_BUFFERS.get_or_init(|| crate::sync_marker::external_buffers_support(env)),
+    );
     let (reads, read_ns, last_ns) = crate::async_context::read_stats();
     s.push_str(&format!(
         ",\"contextReads\":{reads},\"contextReadNs\":{read_ns},\"contextLastReadNs\":{last_ns}"

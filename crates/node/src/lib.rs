@@ -5,6 +5,9 @@
 //! - [`async_context`], [`context_snapshot`], [`v8_values`]: `asyncContext`, the blocked code's
 //!   AsyncLocalStorage store read in the sampling interrupt without running JavaScript.
 //! - [`env_loop`]: per-environment heartbeat (a libuv prepare handle) and teardown.
+//! - [`gc_state`], [`sync_marker`]: where a thread outside JavaScript is, marked by the thread
+//!   itself: a garbage collection (V8's GC callbacks), a Node.js synchronous API (the JavaScript
+//!   layer's wrappers, through memory shared with it).
 //! - [`sink`]: stack-sample requests and block delivery to JavaScript.
 //! - [`exports`]: the functions `index.ts` calls.
 //! - [`fork`], [`platform`], [`exit_guard`], [`fork_exports`]: fork() (the parent's preparation,
@@ -18,12 +21,14 @@ mod exit_guard;
 mod exports;
 mod fork;
 mod fork_exports;
+mod gc_state;
 mod interrupt;
 mod js;
 mod napi;
 mod platform;
 mod sample_queue;
 mod sink;
+mod sync_marker;
 mod unguarded;
 mod uv;
 mod v8;
@@ -73,7 +78,7 @@ type Exported = unsafe extern "C" fn(napi_env, napi_callback_info) -> napi_value
 /// The version of the contract between this addon and `lib/native.ts` (the functions below, their
 /// arguments and results). Bump it with any change there; the loader refuses an addon whose
 /// `abiVersion` is not the one it was written for (`NATIVE_ABI_VERSION` in lib/native.ts).
-const ABI_VERSION: u32 = 1;
+const ABI_VERSION: u32 = 2;
 
 unsafe fn export(env: napi_env, exports: napi_value, name: &CStr, f: Exported) {
     let mut func: napi_value = std::ptr::null_mut();
@@ -108,7 +113,7 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
         unsafe { libc::atexit(at_exit) };
     });
     let _ = panics::catch("napi_register_module_v1", || {
-        let functions: [(&CStr, Exported); 20] = [
+        let functions: [(&CStr, Exported); 23] = [
             (c"start", guarded!(exports::start)),
             (c"stop", guarded!(exports::stop)),
             (c"flush", guarded!(exports::flush)),
@@ -132,6 +137,12 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
                 guarded!(exports::set_log_repeats_after),
             ),
             (c"setReportPaths", guarded!(exports::set_report_paths)),
+            (c"syncMarker", guarded!(exports::sync_marker)),
+            (c"setSyncApiNames", guarded!(exports::set_sync_api_names)),
+            (
+                c"sampleAtSyncReturn",
+                guarded!(exports::sample_at_sync_return),
+            ),
             (c"forkSupport", guarded!(fork_exports::fork_support)),
             (c"activeRequests", guarded!(fork_exports::active_requests)),
             (c"fork", guarded!(fork_exports::fork_process)),

@@ -56,37 +56,19 @@ unsafe extern "C" fn on_interrupt(isolate: *mut v8::Isolate, data: *mut c_void) 
         }
         // One stack for every watch that asked (the code that blocks is the same for all).
         let started = loop_helpers_core::clock::now_ns();
-        let frames = if queued
+        let (frames, sync_api) = if queued
             .iter()
             .any(|q| q.ticket.capture || q.ticket.interrupt)
         {
             // SAFETY: V8 runs interrupt callbacks on the isolate's own thread, where JS was
             // executing.
-            v8::capture_stack(env_loop.env, isolate, MAX_FRAMES)
+            blocked_stack(&env_loop, isolate)
         } else {
-            Vec::new()
+            (Vec::new(), None)
         };
-        let no_javascript = frames.is_empty() && v8::stack_capture_support().is_ok();
-        let captures: Vec<(SampleTicket, Option<ContextCapture>)> = queued
-            .iter()
-            .filter(|q| q.ticket.capture)
-            .map(|q| {
-                let context = q.context.as_ref().and_then(|spec| {
-                    if no_javascript {
-                        // No JavaScript on the stack: whatever store is current now is not the
-                        // blocked code's.
-                        Some(ContextCapture::Missing(async_context::NO_JAVASCRIPT.into()))
-                    } else {
-                        // Once per block: later samples of the block carry no context fields.
-                        // SAFETY: on the isolate's own thread, in its interrupt callback.
-                        spec.capture_once(env_loop.env, isolate, q.ticket.block_serial)
-                    }
-                });
-                (q.ticket, context)
-            })
-            .collect();
+        let captures = captures(&env_loop, isolate, &queued, &frames);
         let cost = loop_helpers_core::clock::now_ns().saturating_sub(started);
-        monitor::deliver_samples(captures, &frames, cost);
+        monitor::deliver_samples(captures, &frames, cost, sync_api.as_deref());
         for q in queued.iter().filter(|q| q.ticket.interrupt) {
             if interrupt(&env_loop, isolate, q.ticket, &frames) {
                 // Terminating: the rest are about the same block, and are resolved with it.
@@ -110,6 +92,76 @@ fn in_unrepairable_immediate(
     };
     let between_callbacks = i > 0 && frames[i - 1].function_name == "runNextTicks";
     !between_callbacks && !env_loop.support().is_some_and(|s| s.immediate_repairable())
+}
+
+/// The blocked code's stack, and the Node.js synchronous API it is inside (`Atomics.wait`, whose
+/// wait serves interrupts), if any: then without the frames of that API's wrapper.
+///
+/// # Safety
+/// On the isolate's own thread, in its interrupt callback or a Node-API callback.
+unsafe fn blocked_stack(
+    env_loop: &EnvLoop,
+    isolate: *mut v8::Isolate,
+) -> (Vec<loop_helpers_core::report::Frame>, Option<String>) {
+    let frames = v8::capture_stack(env_loop.env, isolate, MAX_FRAMES);
+    match env_loop.sync.current() {
+        Some(api) => (env_loop.sync.without_hook_frames(frames), Some(api)),
+        None => (frames, None),
+    }
+}
+
+/// The samples to hand to the watches of the requests that capture, each with the
+/// AsyncLocalStorage store read for it.
+///
+/// # Safety
+/// On the isolate's own thread, in its interrupt callback or a Node-API callback.
+unsafe fn captures(
+    env_loop: &EnvLoop,
+    isolate: *mut v8::Isolate,
+    queued: &[Queued],
+    frames: &[loop_helpers_core::report::Frame],
+) -> Vec<(SampleTicket, Option<ContextCapture>)> {
+    let no_javascript = frames.is_empty() && v8::stack_capture_support().is_ok();
+    queued
+        .iter()
+        .filter(|q| q.ticket.capture)
+        .map(|q| {
+            let context = q.context.as_ref().and_then(|spec| {
+                if no_javascript {
+                    // No JavaScript on the stack: whatever store is current now is not the
+                    // blocked code's.
+                    Some(ContextCapture::Missing(async_context::NO_JAVASCRIPT.into()))
+                } else {
+                    // Once per block: later samples of the block carry no context fields.
+                    spec.capture_once(env_loop.env, isolate, q.ticket.block_serial)
+                }
+            });
+            (q.ticket, context)
+        })
+        .collect()
+}
+
+/// A Node.js synchronous API (number `api`, see `sync_marker`) returned while a stack sample was
+/// waiting: takes it here, in its wrapper, where the stack is the caller's (V8's interrupt would
+/// run at the next interrupt check, often after the caller returned). Requests that also
+/// interrupt stay queued for that interrupt.
+///
+/// # Safety
+/// On `env_loop`'s JS thread, inside a Node-API callback (the wrapper's call of
+/// `sampleAtSyncReturn`); `isolate` is its isolate.
+pub unsafe fn sample_at_sync_return(env_loop: &EnvLoop, isolate: *mut v8::Isolate, api: i32) {
+    let queued = env_loop.samples.take_captures();
+    if !env_loop.is_alive() || queued.is_empty() {
+        return;
+    }
+    let started = loop_helpers_core::clock::now_ns();
+    let frames =
+        env_loop
+            .sync
+            .without_hook_frames(v8::capture_stack(env_loop.env, isolate, MAX_FRAMES));
+    let captures = captures(env_loop, isolate, &queued, &frames);
+    let cost = loop_helpers_core::clock::now_ns().saturating_sub(started);
+    monitor::deliver_samples(captures, &frames, cost, env_loop.sync.name(api).as_deref());
 }
 
 /// Decides on one interrupt request, in the interrupt callback; true when it terminated.

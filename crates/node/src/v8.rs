@@ -13,6 +13,8 @@
 //!   `Local<Value>` (Node converts between them by reinterpretation).
 //!
 //! Checked against the exports of Node 20 (V8 11.3), 22 (12.4), 24 (13.6) and 26 (14.6).
+//! The GC prologue/epilogue callbacks mark when a thread is in a garbage collection (see
+//! `gc_state`).
 
 use std::ffi::CStr;
 use std::os::raw::{c_char, c_int, c_void};
@@ -438,4 +440,86 @@ pub unsafe fn capture_stack(env: napi_env, isolate: *mut Isolate, limit: u32) ->
     napi_close_handle_scope(env, scope);
     // Original positions where JavaScript registered a source map (`--enable-source-maps`).
     loop_helpers_core::sourcemap::map_frames(frames)
+}
+
+/// `v8::GCCallbackWithData`: `(isolate, GCType, GCCallbackFlags, data)`; both enums are plain
+/// C++ enums (int-sized).
+pub type GcCallback = unsafe extern "C" fn(*mut Isolate, c_int, c_int, *mut c_void);
+type GcAddFn = unsafe extern "C" fn(*mut Isolate, GcCallback, *mut c_void, c_int);
+type GcRemoveFn = unsafe extern "C" fn(*mut Isolate, GcCallback, *mut c_void);
+
+/// `kGCTypeAll`: every kind of collection (v8-callbacks.h, the same from V8 11.3 to 14.6).
+const GC_TYPE_ALL: c_int = 31;
+
+/// V8's GC prologue and epilogue callbacks (the variants with a `void* data`), by which a thread
+/// marks that it is in a garbage collection.
+struct GcCallbacks {
+    add_prologue: GcAddFn,
+    add_epilogue: GcAddFn,
+    remove_prologue: GcRemoveFn,
+    remove_epilogue: GcRemoveFn,
+}
+
+static GC: OnceLock<Result<GcCallbacks, String>> = OnceLock::new();
+
+fn resolve_gc() -> Result<GcCallbacks, String> {
+    if std::env::var_os(DISABLE_ENV).is_some_and(|v| v == "1") {
+        return Err(format!("disabled by {DISABLE_ENV}=1"));
+    }
+    let p = lookup_all([
+        c"_ZN2v87Isolate21AddGCPrologueCallbackEPFvPS0_NS_6GCTypeENS_15GCCallbackFlagsEPvES4_S2_",
+        c"_ZN2v87Isolate21AddGCEpilogueCallbackEPFvPS0_NS_6GCTypeENS_15GCCallbackFlagsEPvES4_S2_",
+        c"_ZN2v87Isolate24RemoveGCPrologueCallbackEPFvPS0_NS_6GCTypeENS_15GCCallbackFlagsEPvES4_",
+        c"_ZN2v87Isolate24RemoveGCEpilogueCallbackEPFvPS0_NS_6GCTypeENS_15GCCallbackFlagsEPvES4_",
+    ])?;
+    // SAFETY: exported non-virtual Isolate methods (`this` first), with the signatures their
+    // mangled names encode: `Add…(GCCallbackWithData, void*, GCType)`, `Remove…(GCCallbackWithData,
+    // void*)`.
+    unsafe {
+        Ok(GcCallbacks {
+            add_prologue: std::mem::transmute::<*mut c_void, GcAddFn>(p[0]),
+            add_epilogue: std::mem::transmute::<*mut c_void, GcAddFn>(p[1]),
+            remove_prologue: std::mem::transmute::<*mut c_void, GcRemoveFn>(p[2]),
+            remove_epilogue: std::mem::transmute::<*mut c_void, GcRemoveFn>(p[3]),
+        })
+    }
+}
+
+fn gc_api() -> Result<&'static GcCallbacks, &'static str> {
+    GC.get_or_init(resolve_gc).as_ref().map_err(|e| e.as_str())
+}
+
+/// Whether a thread's garbage collections can be marked on this Node; the reason when not.
+pub fn gc_callbacks_support() -> Result<(), &'static str> {
+    gc_api().map(|_| ())
+}
+
+/// Registers (or removes) `prologue` and `epilogue` for every kind of garbage collection of
+/// `isolate`, with `data`. Returns false when the entry points are missing.
+///
+/// # Safety
+/// On `isolate`'s thread, outside a garbage collection; `data` must stay valid while registered,
+/// and the callbacks must be sound to run on that thread during a collection (they may not touch
+/// the JavaScript heap).
+pub unsafe fn set_gc_callbacks(
+    isolate: *mut Isolate,
+    on: bool,
+    prologue: GcCallback,
+    epilogue: GcCallback,
+    data: *mut c_void,
+) -> bool {
+    let Ok(g) = gc_api() else {
+        return false;
+    };
+    if isolate.is_null() {
+        return false;
+    }
+    if on {
+        (g.add_prologue)(isolate, prologue, data, GC_TYPE_ALL);
+        (g.add_epilogue)(isolate, epilogue, data, GC_TYPE_ALL);
+    } else {
+        (g.remove_prologue)(isolate, prologue, data);
+        (g.remove_epilogue)(isolate, epilogue, data);
+    }
+    true
 }
