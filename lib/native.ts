@@ -14,7 +14,7 @@ import { dirname, join } from 'node:path';
  * Bump both with any change to the contract. `__test__/native-contract.test.mjs` checks that the
  * addon's exports are exactly the members of {@link NativeBinding}.
  */
-export const NATIVE_ABI_VERSION = 1;
+export const NATIVE_ABI_VERSION = 2;
 
 /** Where a detector's warnings go (an unknown value is an error natively too). */
 export type NativeLogMode =
@@ -84,6 +84,14 @@ export interface InstallInterruptsOptions {
   afterTermination: ((trigger: (sentinel: unknown) => void, repaired: boolean) => void) | null;
 }
 
+/** What a stopped watch had not delivered yet, oldest first (crates/node/src/exports.rs `stop`). */
+export interface UndeliveredRecords {
+  /** Its interrupts' records, as `installInterrupts`' `deliver` receives them. */
+  interrupts: string[];
+  /** Its block records, as `onBlock` receives them; last, the block in progress (`ended: false`), if any. */
+  blocks: string[];
+}
+
 /**
  * The addon's exports (crates/node/src/lib.rs, the table in `napi_register_module_v1`; the
  * functions in exports.rs and fork_exports.rs). Kept by hand, and checked against the addon by
@@ -105,7 +113,11 @@ export interface NativeBinding {
   setInterruptsActive(on: boolean): void;
   takeAbandoned(): object[];
   guardCall(fn: unknown, thisArg: unknown, args: readonly unknown[]): unknown;
-  stop(id: number): string | undefined;
+  /**
+   * Stops a watch; returns what it had not delivered yet (undefined: nothing). Nothing of the
+   * watch is delivered after this returns.
+   */
+  stop(id: number): UndeliveredRecords | undefined;
   flush(id: number): string | undefined;
   captureStack(limit: number): string;
   /** JSON: capabilities, monitor statistics, and `panics` (see `Capabilities['panics']`). */

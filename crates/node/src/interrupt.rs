@@ -378,6 +378,20 @@ impl Interrupts {
         self.unguarded.store(on, Ordering::Release);
     }
 
+    /// Forgets the request of a watch that stopped (a termination in flight stays: it is already
+    /// stopping code).
+    pub fn forget(&self, watch_id: u64) {
+        let mut st = self.lock();
+        if st
+            .requested
+            .as_ref()
+            .is_some_and(|p| p.ticket.watch_id == watch_id)
+        {
+            st.requested = None;
+        }
+        self.update_outstanding(&st);
+    }
+
     /// Forgets every request (the environment is going away).
     pub fn clear(&self) {
         let mut st = self.lock();

@@ -2,6 +2,10 @@
 //! ask while one interrupt is queued, V8 is asked once, and the interrupt callback takes one
 //! sample for all of them (a thousand detectors on one loop cost the blocked code one stack
 //! capture per deadline, not a thousand).
+//!
+//! While requests wait, the environment counts in `counts::SAMPLES_WAITING`. An environment torn
+//! down with its interrupt still queued in V8 (a Worker terminated inside a native call) drops its
+//! requests at teardown; the interrupt itself carries no allocation (see `sink.rs`).
 
 use std::sync::{Arc, Mutex};
 
@@ -9,6 +13,7 @@ use loop_helpers_core::monitor::SampleTicket;
 use loop_helpers_core::panics::lock_or_recover;
 
 use crate::async_context::AsyncContextSpec;
+use crate::counts;
 
 /// One watch's request.
 pub struct Queued {
@@ -30,16 +35,31 @@ impl SampleQueue {
     pub fn push(&self, request: Queued) -> bool {
         let mut q = self.lock();
         q.push(request);
-        q.len() == 1
+        let first = q.len() == 1;
+        if first {
+            counts::SAMPLES_WAITING.up();
+        }
+        first
     }
 
-    /// The interrupt could not be requested: forget what was waiting for it.
+    /// The interrupt could not be requested, or will never run (the environment is going away):
+    /// forget what was waiting for it.
     pub fn cancel(&self) {
-        self.lock().clear();
+        drop(self.take());
     }
 
     /// JS thread, in the interrupt callback: every request waiting, in the order they came.
     pub fn take(&self) -> Vec<Queued> {
-        std::mem::take(&mut *self.lock())
+        let taken = std::mem::take(&mut *self.lock());
+        if !taken.is_empty() {
+            counts::SAMPLES_WAITING.down();
+        }
+        taken
+    }
+}
+
+impl Drop for SampleQueue {
+    fn drop(&mut self) {
+        self.cancel();
     }
 }
