@@ -506,7 +506,7 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
    * any block), waits until the monitor thread has looked at the loop since (about one idle
    * quantum: 2 ms for timeouts up to 100 ms, timeout/50 above, at most 100 ms), then lets the
    * pending deliveries run. On a detector that is not running it only waits for a stopped
-   * detector's last delivery (`stop()` emits a block in progress on the next tick).
+   * detector's last delivery (`stop()` emits what it had not emitted yet on the next tick).
    *
    * @example
    * ```ts
