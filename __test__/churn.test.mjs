@@ -36,9 +36,10 @@ test.serial(
     t.log(`after ${JSON.stringify(after)}`);
     t.deepEqual(tally.errors, []);
     t.is(tally.ended, CYCLES);
-    // Of every five cycles, two are terminated while spinning and one inside a native call.
+    // Of every five cycles, two are terminated while spinning (they never end by themselves) and
+    // one inside a native call, unless a loaded machine delayed that past the call's 50 ms.
     t.is(tally.terminatedBlocking, (CYCLES * 2) / 5);
-    t.is(tally.terminatedNative, CYCLES / 5);
+    t.true(tally.terminatedNative > CYCLES / 10, `${tally.terminatedNative} terminated in the native call`);
 
     // Nothing native outlives its Worker: no watch, no per-environment state, no thread-safe
     // function, no undelivered message (a block record or an interrupt error: strings), no request

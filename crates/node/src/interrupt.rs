@@ -165,6 +165,10 @@ pub struct Context {
     /// load: the process then ran dry and exited 0 early). Blocking code is never there for long;
     /// the monitor asks again one timeout later.
     pub in_node_timers: bool,
+    /// The innermost JavaScript (Node's internals aside) is this package's own: `stop()`, a
+    /// delivery, a guard's bookkeeping. Stopped half way, a detector could be left stopped in
+    /// JavaScript and running natively. It is short; the monitor asks again one timeout later.
+    pub in_own_code: bool,
     /// No JavaScript frame is on the stack: V8 ran the interrupt between two calls into
     /// JavaScript (the block, if any, is in native code). A termination now would land on
     /// whatever JavaScript runs next, code that did not block.
@@ -269,26 +273,27 @@ impl Interrupts {
         }
         p.ticket.blocked_ns = p.ticket.blocked_ns.max(ticket.blocked_ns);
         p.frames = Some(frames);
-        let decision = if cx.in_builtin_loader || cx.no_javascript || cx.in_node_timers {
-            // Not now: the monitor asks again every timeout while the block lasts.
-            Decision::Nothing
-        } else if self.explicit_depth.load(Ordering::Relaxed) > 0
-            || (p.ticket.unguarded && self.guard_depth.load(Ordering::Relaxed) > 0)
-        {
-            // A guard resolves it: the application's own, or (for a watch that interrupts
-            // everywhere) a callback guard.
-            Decision::Terminate
-        } else if !p.ticket.unguarded
-            || !self.unguarded.load(Ordering::Acquire)
-            || cx.unguarded_immediate
-        {
-            Decision::Nothing
-        } else if cx.running_microtasks && p.ticket.blocked_ns < p.ticket.microtask_grace_ns {
-            // Within its grace: the monitor asks again every timeout.
-            Decision::Nothing
-        } else {
-            Decision::TerminateUnguarded
-        };
+        let decision =
+            if cx.in_builtin_loader || cx.no_javascript || cx.in_node_timers || cx.in_own_code {
+                // Not now: the monitor asks again every timeout while the block lasts.
+                Decision::Nothing
+            } else if self.explicit_depth.load(Ordering::Relaxed) > 0
+                || (p.ticket.unguarded && self.guard_depth.load(Ordering::Relaxed) > 0)
+            {
+                // A guard resolves it: the application's own, or (for a watch that interrupts
+                // everywhere) a callback guard.
+                Decision::Terminate
+            } else if !p.ticket.unguarded
+                || !self.unguarded.load(Ordering::Acquire)
+                || cx.unguarded_immediate
+            {
+                Decision::Nothing
+            } else if cx.running_microtasks && p.ticket.blocked_ns < p.ticket.microtask_grace_ns {
+                // Within its grace: the monitor asks again every timeout.
+                Decision::Nothing
+            } else {
+                Decision::TerminateUnguarded
+            };
         match decision {
             Decision::Terminate => st.fired = Some(p),
             Decision::TerminateUnguarded => {

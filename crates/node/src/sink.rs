@@ -105,6 +105,7 @@ unsafe fn interrupt(
         in_node_timers: frames
             .first()
             .is_some_and(|f| f.file_name == "node:internal/timers"),
+        in_own_code: loop_helpers_core::fingerprint::in_own_code(frames),
         in_builtin_loader: frames.iter().any(|f| {
             f.function_name == "compileForInternalLoader"
                 && f.file_name.starts_with("node:internal/bootstrap/")
