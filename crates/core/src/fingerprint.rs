@@ -44,9 +44,10 @@ pub fn set_paths(root: &str, own: &str) {
     });
 }
 
-/// Whether the innermost frame that is not Node's own (`node:`, or without a file) is this
-/// package's: its own bookkeeping runs there (`stop()`, a delivery, a guard's), perhaps inside Node
-/// internals it called. Such code is short and must not be left half done by an interrupt.
+/// Whether the innermost frame that is not Node's own (`node:`) is this package's: its own
+/// bookkeeping runs there (`stop()`, a delivery, a guard's), perhaps inside Node internals it
+/// called. Such code is short and must not be left half done by an interrupt. A frame without a
+/// file is the application's (`eval`, `new Function`).
 pub fn in_own_code(frames: &[Frame]) -> bool {
     let p = lock_or_recover(&PATHS, "fingerprint::PATHS");
     in_own_code_with(frames, p.as_ref().map_or("", |p| p.own.as_str()))
@@ -57,7 +58,7 @@ pub fn in_own_code_with(frames: &[Frame], own: &str) -> bool {
     !own.is_empty()
         && frames
             .iter()
-            .find(|f| !f.file_name.is_empty() && !f.file_name.starts_with("node:"))
+            .find(|f| !f.file_name.starts_with("node:"))
             .is_some_and(|f| f.file_name.starts_with(own))
 }
 
@@ -232,6 +233,12 @@ mod tests {
         ];
         assert!(!in_own_code_with(&listener, "/pkg/dist/"));
         assert!(!in_own_code_with(&stop, ""));
+        // Code compiled by `new Function` or `eval` has no file: the application's, run by ours.
+        let compiled = [
+            frame("anonymous", "", 1),
+            frame("run", "/pkg/dist/lib/detector.js", 9),
+        ];
+        assert!(!in_own_code_with(&compiled, "/pkg/dist/"));
         assert!(!in_own_code_with(&[frame("f", "node:fs", 1)], "/pkg/dist/"));
     }
 
