@@ -174,9 +174,9 @@ test('the loader refuses an addon of another ABI version, naming both versions a
   const wrong = await loadIn(join(root, 'dist', 'lib', 'native.js'), { LOOP_HELPERS_NATIVE_PATH: fake });
   t.is(wrong.result.code, 'ERR_LOOP_HELPERS_NATIVE_ABI');
   t.true(wrong.result.message.includes(fake), wrong.result.message);
-  t.regex(
+  t.true(
+    wrong.result.message.includes(`ABI version 999, but this loop-helpers needs version ${NATIVE_ABI_VERSION}.`),
     wrong.result.message,
-    new RegExp(`ABI version 999, but this loop-helpers needs version ${NATIVE_ABI_VERSION}\\.`),
   );
   t.regex(wrong.result.message, /Rebuild it .*reinstall loop-helpers/);
   // An addon from before the check has no abiVersion at all.

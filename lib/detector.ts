@@ -15,7 +15,7 @@ import {
   LOST_CONTINUATIONS,
 } from './interrupt';
 import { forgetInterruptedLoads, installRequireRepair, loadDepth } from './modules';
-import { type NativeLogMode, native, threadId } from './native';
+import { type NativeLogMode, native, threadId, type UndeliveredRecords } from './native';
 import { blockingWarningsSilenced, emitBlockingWarning } from './node-warnings';
 import {
   type BlockingDetectorOptions,
@@ -157,10 +157,15 @@ function forgetDroppedEsmEntry(): boolean {
   return stale.length > 0;
 }
 
+/** An interrupt's record as the native layer delivers it (see `onInterruptDelivered`). */
+function interruptInfo(json: string): InterruptInfo {
+  return JSON.parse(json) as InterruptInfo;
+}
+
 /** An interrupt of code outside run()/wrap(), delivered by the native layer. */
 function onInterruptDelivered(json: string): void {
   resetAfterTermination();
-  const info = JSON.parse(json) as InterruptInfo;
+  const info = interruptInfo(json);
   const owner = detectorOf(info.watchId);
   if (owner) owner[kInterrupted](info);
   // No detector of this thread ever had that id (cannot happen): the error still surfaces.
@@ -430,8 +435,8 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
     byId.delete(id);
     retire(id, this);
     const watch = this.#watch;
-    const partial = native().stop(id);
-    if (partial !== undefined) process.nextTick(() => this.#deliver(partial, watch));
+    const undelivered = native().stop(id);
+    if (undelivered !== undefined) process.nextTick(() => this.#deliverUndelivered(undelivered, watch));
     this.#startNative(caps);
   }
 
@@ -441,8 +446,13 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
   }
 
   /**
-   * Stops watching. If a block was in progress and already warned about, its record is emitted
-   * (on the next tick) with `ended: false`. Stopping a stopped detector does nothing.
+   * Stops watching. What the detector had not emitted yet is emitted on the next tick, in one
+   * `process.nextTick` callback: blocks that ended but whose `'blocked'` event had not been
+   * emitted, the block in progress if it was already warned about (with `ended: false`), and the
+   * `'interrupt'` of code it had already stopped. After that callback nothing more of this detector
+   * appears: no event, no channel message, no warning on stderr. (An event whose emission was
+   * under way when `stop()` was called, from one of its own listeners, still reaches the listeners
+   * after that one, as with any `EventEmitter`.) Stopping a stopped detector does nothing.
    */
   stop(): void {
     const id = this.#id;
@@ -461,8 +471,14 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
       releaseInterrupts();
     }
     const watch = this.#watch;
-    const partial = native().stop(id);
-    if (partial !== undefined) process.nextTick(() => this.#deliver(partial, watch));
+    const undelivered = native().stop(id);
+    if (undelivered !== undefined) process.nextTick(() => this.#deliverUndelivered(undelivered, watch));
+  }
+
+  /** What a stopped watch had not delivered: its interrupts, then its blocks, oldest first. */
+  #deliverUndelivered(undelivered: UndeliveredRecords, watch: Watch | undefined): void {
+    for (const json of undelivered.interrupts) this[kInterrupted](interruptInfo(json));
+    for (const json of undelivered.blocks) this.#deliver(json, watch);
   }
 
   /**
@@ -556,7 +572,7 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
    * any block), waits until the monitor thread has looked at the loop since (about one idle
    * quantum: 2 ms for timeouts up to 100 ms, timeout/50 above, at most 100 ms), then lets the
    * pending deliveries run. On a detector that is not running it only waits for a stopped
-   * detector's last delivery (`stop()` emits a block in progress on the next tick).
+   * detector's last delivery (`stop()` emits what it had not emitted yet on the next tick).
    *
    * @example
    * ```ts

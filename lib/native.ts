@@ -95,6 +95,14 @@ export interface InstallInterruptsOptions {
   immediateRunning: Int32Array | null;
 }
 
+/** What a stopped watch had not delivered yet, oldest first (crates/node/src/exports.rs `stop`). */
+export interface UndeliveredRecords {
+  /** Its interrupts' records, as `installInterrupts`' `deliver` receives them. */
+  interrupts: string[];
+  /** Its block records, as `onBlock` receives them; last, the block in progress (`ended: false`), if any. */
+  blocks: string[];
+}
+
 /**
  * The addon's exports (crates/node/src/lib.rs, the table in `napi_register_module_v1`; the
  * functions in exports.rs and fork_exports.rs). Kept by hand, and checked against the addon by
@@ -115,7 +123,11 @@ export interface NativeBinding {
   ): [guardApply: unknown, unguardedReason: string | undefined];
   setInterruptsActive(on: boolean): void;
   guardCall(fn: unknown, thisArg: unknown, args: readonly unknown[]): unknown;
-  stop(id: number): string | undefined;
+  /**
+   * Stops a watch; returns what it had not delivered yet (undefined: nothing). Nothing of the
+   * watch is delivered after this returns.
+   */
+  stop(id: number): UndeliveredRecords | undefined;
   flush(id: number): string | undefined;
   captureStack(limit: number): string;
   /** JSON: capabilities, monitor statistics, and `panics` (see `Capabilities['panics']`). */

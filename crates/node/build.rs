@@ -3,6 +3,13 @@
 
 fn main() {
     println!("cargo:rerun-if-changed=shim/platform_shim.cc");
+    // The addon is never unloaded. Node dlcloses an addon when the last environment that loaded
+    // it ends, so one loaded only in Workers would be unmapped while our monitor thread, SIGALRM
+    // handler and atexit hook still point into it. Linux: marked at link time; macOS has no such
+    // flag, and the addon reopens itself with RTLD_NODELETE as it loads (src/lib.rs).
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-z,nodelete");
+    }
     cc::Build::new()
         .cpp(true)
         .file("shim/platform_shim.cc")

@@ -44,6 +44,24 @@ pub fn set_paths(root: &str, own: &str) {
     });
 }
 
+/// Whether the innermost frame that is not Node's own (`node:`) is this package's: its own
+/// bookkeeping runs there (`stop()`, a delivery, a guard's), perhaps inside Node internals it
+/// called. Such code is short and must not be left half done by an interrupt. A frame without a
+/// file is the application's (`eval`, `new Function`).
+pub fn in_own_code(frames: &[Frame]) -> bool {
+    let p = lock_or_recover(&PATHS, "fingerprint::PATHS");
+    in_own_code_with(frames, p.as_ref().map_or("", |p| p.own.as_str()))
+}
+
+/// [`in_own_code`] with an explicit package directory (empty: not known, false).
+pub fn in_own_code_with(frames: &[Frame], own: &str) -> bool {
+    !own.is_empty()
+        && frames
+            .iter()
+            .find(|f| !f.file_name.starts_with("node:"))
+            .is_some_and(|f| f.file_name.starts_with(own))
+}
+
 /// The fingerprint of the first frames of a sample; None without frames.
 pub fn fingerprint(frames: &[Frame]) -> Option<String> {
     let p = lock_or_recover(&PATHS, "fingerprint::PATHS");
@@ -197,6 +215,31 @@ mod tests {
         // Only Node's frames: they are used rather than nothing.
         assert!(fingerprint_with(&[frame("f", "node:fs", 1)], "", "").is_some());
         assert_eq!(fingerprint_with(&[], "", ""), None);
+    }
+
+    #[test]
+    fn own_code_is_the_innermost_frame_that_is_not_nodes() {
+        let stop = [
+            frame("removeListener", "node:events", 3),
+            frame("stop", "/pkg/dist/lib/detector.js", 9),
+            frame("onTimer", "/app/m.js", 2),
+        ];
+        assert!(in_own_code_with(&stop, "/pkg/dist/"));
+        // A listener called by a delivery: the application's code, however deep in ours.
+        let listener = [
+            frame("spin", "/app/m.js", 7),
+            frame("emit", "node:events", 3),
+            frame("deliver", "/pkg/dist/lib/detector.js", 9),
+        ];
+        assert!(!in_own_code_with(&listener, "/pkg/dist/"));
+        assert!(!in_own_code_with(&stop, ""));
+        // Code compiled by `new Function` or `eval` has no file: the application's, run by ours.
+        let compiled = [
+            frame("anonymous", "", 1),
+            frame("run", "/pkg/dist/lib/detector.js", 9),
+        ];
+        assert!(!in_own_code_with(&compiled, "/pkg/dist/"));
+        assert!(!in_own_code_with(&[frame("f", "node:fs", 1)], "/pkg/dist/"));
     }
 
     #[test]

@@ -156,6 +156,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     lock_or_recover(m, "monitor")
 }
 
+/// Held while a monitor cycle runs and performs its effects (stderr writes, deliveries), and while
+/// a watch is unregistered or flushed: once [`unregister`] has returned, nothing more of that watch
+/// is written or delivered, and what a cycle delivered before is already queued in its sink. Taken
+/// before the registry lock, never while holding it. The stack-sample path (`deliver_samples`, on
+/// a blocked JavaScript thread) does not take it, so the blocked code never waits for stderr.
+static OUTPUT: Mutex<()> = Mutex::new(());
+
 /// What a monitor cycle produced, performed after the registry lock is released.
 #[derive(Default)]
 struct Effects {
@@ -507,6 +514,7 @@ fn run() {
 
 /// One pass over every watch. None when there is nothing to watch.
 fn cycle_all() -> Option<u64> {
+    let _output = lock(&OUTPUT);
     let mut fx = Effects::default();
     let next = {
         let reg = lock(&monitor().registry);
@@ -574,6 +582,7 @@ pub fn register(
 /// after writing its pending warnings. Deactivates the deadline signal with the last watch (where a
 /// handler of ours was installed, the previous SIGALRM disposition is restored).
 pub fn unregister(id: u64) -> io::Result<Option<String>> {
+    let _output = lock(&OUTPUT);
     let mut fx = Effects::default();
     let mut partial = None;
     let result = {
@@ -639,6 +648,7 @@ pub fn block_open(ticket: &SampleTicket) -> bool {
 /// done (Node emits 'beforeExit' or 'exit'), so its next turn, which would end the block, will not
 /// come. The watch keeps running.
 pub fn flush(id: u64) -> Option<String> {
+    let _output = lock(&OUTPUT);
     let mut fx = Effects::default();
     let record = {
         let w = find_watch(id)?;
@@ -726,7 +736,7 @@ pub fn wake_stats() -> (u64, u64) {
 /// The monitor thread takes locks that the child would inherit held: the registry, a watch's
 /// state, V8's interrupt queue (`RequestInterrupt`), Node's thread-safe function queue, stderr. So
 /// before forking, the forking thread asks it to stop at the top of its loop, where it holds none,
-/// and waits until it has; it holds the registry lock itself until the fork is done.
+/// and waits until it has; it holds the output and registry locks itself until the fork is done.
 pub mod fork_pause {
     use std::sync::{Condvar, Mutex};
     use std::time::{Duration, Instant};
@@ -763,6 +773,7 @@ pub mod fork_pause {
     /// The monitor is held still; dropping this (in the parent) lets it go on.
     pub struct Paused {
         _registry: std::sync::MutexGuard<'static, super::Registry>,
+        _output: std::sync::MutexGuard<'static, ()>,
     }
 
     impl Drop for Paused {
@@ -796,8 +807,12 @@ pub mod fork_pause {
                 st = wait_timeout_or_recover(&CHANGED, &STATE, st, left, "monitor::fork_pause").0;
             }
         }
+        // The output lock before the registry's (their order everywhere): no other thread is
+        // stopping or flushing a watch across the fork.
+        let output = super::lock(&super::OUTPUT);
         Ok(Paused {
             _registry: super::lock(&super::monitor().registry),
+            _output: output,
         })
     }
 

@@ -15,7 +15,7 @@
 
 use std::os::raw::c_void;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use loop_helpers_core::heartbeat::{LoopSample, TurnCounter};
 use loop_helpers_core::monitor::{self, LoopProbe};
@@ -23,6 +23,7 @@ use loop_helpers_core::native_state::Marks;
 use loop_helpers_core::panics::{self, lock_or_recover};
 use loop_helpers_core::{alarm, clock};
 
+use crate::counts;
 use crate::exports::GuardFn;
 use crate::gc_state::GcState;
 use crate::interrupt::Interrupts;
@@ -48,7 +49,17 @@ enum Turns {
 /// benchmarks of the alternatives).
 const TURNS_ENV: &str = "LOOP_HELPERS_TURNS";
 
+/// Every live environment state by serial number (see [`EnvLoop::by_serial`]).
+static LIVE: Mutex<Vec<(u64, Weak<EnvLoop>)>> = Mutex::new(Vec::new());
+static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
+
+fn live() -> std::sync::MutexGuard<'static, Vec<(u64, Weak<EnvLoop>)>> {
+    lock_or_recover(&LIVE, "env_loop::LIVE")
+}
+
 pub struct EnvLoop {
+    /// Unique in the process, never reused: what the V8 interrupts we request carry.
+    pub serial: u64,
     pub env: napi_env,
     pub isolate: *mut v8::Isolate,
     loop_ptr: *mut uv_loop_t,
@@ -84,6 +95,15 @@ pub struct EnvLoop {
     inner: Mutex<Inner>,
 }
 
+/// What a watch had not delivered to JavaScript when it stopped, oldest first.
+#[derive(Default)]
+pub struct Undelivered {
+    /// Its interrupt errors (JSON, as `installInterrupts`' `deliver` receives them).
+    pub interrupts: Vec<String>,
+    /// Its block records, then the block in progress (`ended: false`) if one was warned about.
+    pub blocks: Vec<String>,
+}
+
 struct Inner {
     watches: Vec<(u64, Arc<NodeSink>)>,
     prepare_running: bool,
@@ -101,6 +121,13 @@ struct Inner {
 // monitor's registry lock order every use before teardown.
 unsafe impl Send for EnvLoop {}
 unsafe impl Sync for EnvLoop {}
+
+impl Drop for EnvLoop {
+    fn drop(&mut self) {
+        live().retain(|(s, _)| *s != self.serial);
+        counts::ENVIRONMENTS.down();
+    }
+}
 
 impl LoopProbe for EnvLoop {
     fn thread_id(&self) -> Option<i32> {
@@ -285,6 +312,7 @@ impl EnvLoop {
         let prepare = Box::into_raw(vec![0u64; words].into_boxed_slice()) as *mut uv_handle_t;
         let sync = SyncMarker::default();
         let st = Arc::new(EnvLoop {
+            serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
             env,
             isolate: v8::current_isolate(),
             loop_ptr,
@@ -310,6 +338,8 @@ impl EnvLoop {
                 cleanup_handle: std::ptr::null_mut(),
             }),
         });
+        counts::ENVIRONMENTS.up();
+        live().push((st.serial, Arc::downgrade(&st)));
         let rc = uv_prepare_init(loop_ptr, prepare);
         if rc != 0 {
             drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
@@ -333,6 +363,14 @@ impl EnvLoop {
         }
         lock(&st.inner).cleanup_handle = handle;
         Ok(st)
+    }
+
+    /// The environment state with this serial number, if it still exists.
+    pub fn by_serial(serial: u64) -> Option<Arc<EnvLoop>> {
+        live()
+            .iter()
+            .find(|(s, _)| *s == serial)
+            .and_then(|(_, w)| w.upgrade())
     }
 
     /// The sink of a running watch of this loop.
@@ -390,17 +428,28 @@ impl EnvLoop {
         }
     }
 
-    /// Stops one watch (on the JS thread). Returns the record of a block in progress, if any.
-    pub fn remove_watch(&self, id: u64) -> Result<Option<String>, String> {
+    /// Stops one watch (on the JS thread). Returns what it had not delivered to JavaScript yet:
+    /// from then on nothing of it is written or delivered.
+    pub fn remove_watch(&self, id: u64) -> Result<Undelivered, String> {
         let mut inner = lock(&self.inner);
         let Some(pos) = inner.watches.iter().position(|(w, _)| *w == id) else {
-            return Ok(None);
+            return Ok(Undelivered::default());
         };
         let (_, sink) = inner.watches.remove(pos);
+        // `unregister` waits for a monitor cycle in progress, so what the monitor delivered for
+        // this watch is in the sink's queue by now, and it delivers nothing later.
         let partial = monitor::unregister(id).map_err(|e| format!("stopping the monitor: {e}"));
-        sink.close();
+        let mut blocks = sink.close();
+        // An interrupt asked for and not run yet is not wanted any more.
+        self.interrupts.forget(id);
+        let interrupts = match self.support() {
+            // SAFETY: remove_watch runs on the environment's JS thread (its doc).
+            Some(s) => unsafe { s.take_deliveries(id) },
+            None => Vec::new(),
+        };
         self.idle_if_unwatched(&mut inner);
-        partial
+        blocks.extend(partial?);
+        Ok(Undelivered { interrupts, blocks })
     }
 
     fn idle_if_unwatched(&self, inner: &mut Inner) {
@@ -434,6 +483,8 @@ impl EnvLoop {
         }
         self.interrupts.clear();
         self.interrupts.set_unguarded(false);
+        // A V8 interrupt still queued will not run before the isolate goes (or finds nothing).
+        self.samples.cancel();
         // SAFETY: on our JS thread; the isolate is alive during environment cleanup.
         unsafe { crate::unguarded::disarm(self) };
         self.alive.store(false, Ordering::Release);

@@ -9,6 +9,7 @@ use std::os::raw::c_void;
 use std::sync::Arc;
 
 use crate::async_context::AsyncContextSpec;
+use crate::counts;
 use crate::env_loop::EnvLoop;
 use crate::interrupt::{GuardKind, Taken};
 use crate::js;
@@ -130,7 +131,9 @@ unsafe fn start_watch(
     }
 }
 
-/// stop(id) -> JSON of the block in progress, or undefined
+/// stop(id) -> `{ interrupts, blocks }`, what the watch had not delivered yet (arrays of JSON
+/// strings, oldest first; `blocks` ends with the block in progress, `ended: false`, if one was
+/// warned about), or undefined when there is nothing. Nothing of the watch is delivered later.
 pub unsafe fn stop(env: napi_env, info: napi_callback_info) -> napi_value {
     let a = js::args::<1>(env, info);
     let Some(id) = js::f64_arg(env, a[0]) else {
@@ -141,8 +144,19 @@ pub unsafe fn stop(env: napi_env, info: napi_callback_info) -> napi_value {
         Err(e) => return js::throw(env, E_START, &e),
     };
     match env_loop.remove_watch(id as u64) {
-        Ok(Some(json)) => js::string(env, &json),
-        Ok(None) => js::undefined(env),
+        Ok(u) if u.interrupts.is_empty() && u.blocks.is_empty() => js::undefined(env),
+        Ok(u) => {
+            let mut out = std::ptr::null_mut();
+            napi_create_object(env, &mut out);
+            napi_set_named_property(
+                env,
+                out,
+                c"interrupts".as_ptr(),
+                js::strings(env, &u.interrupts),
+            );
+            napi_set_named_property(env, out, c"blocks".as_ptr(), js::strings(env, &u.blocks));
+            out
+        }
         Err(e) => js::throw(env, E_START, &e),
     }
 }
@@ -332,6 +346,13 @@ pub unsafe fn native_info(env: napi_env, _info: napi_callback_info) -> napi_valu
     ));
     s.push_str(",\"panics\":");
     panics::stats_json(&mut s);
+    s.push_str(&format!(
+        ",\"environments\":{},\"channels\":{},\"pendingDeliveries\":{},\"samplesWaiting\":{}",
+        counts::ENVIRONMENTS.get(),
+        counts::CHANNELS.get(),
+        counts::PENDING_DELIVERIES.get(),
+        counts::SAMPLES_WAITING.get(),
+    ));
     let (wakes, backstop) = monitor::wake_stats();
     s.push_str(&format!(
         ",\"watches\":{},\"monitorWakes\":{},\"backstopWakes\":{},\"forwardedSigalrm\":{},\"sigalrmInstalled\":{},\"hrtime\":\"{}\"}}",

@@ -172,6 +172,10 @@ pub struct Context {
     /// process ran dry and exited 0 early). Blocking code is never there for long; the monitor
     /// asks again one timeout later.
     pub in_node_machinery: bool,
+    /// The innermost JavaScript (Node's internals aside) is this package's own: `stop()`, a
+    /// delivery, a guard's bookkeeping. Stopped half way, a detector could be left stopped in
+    /// JavaScript and running natively. It is short; the monitor asks again one timeout later.
+    pub in_own_code: bool,
     /// No JavaScript frame is on the stack: V8 ran the interrupt between two calls into
     /// JavaScript (the block, if any, is in native code). A termination now would land on
     /// whatever JavaScript runs next, code that did not block.
@@ -276,27 +280,28 @@ impl Interrupts {
         }
         p.ticket.blocked_ns = p.ticket.blocked_ns.max(ticket.blocked_ns);
         p.frames = Some(frames);
-        let decision = if cx.in_builtin_loader || cx.no_javascript || cx.in_node_machinery {
-            // Not now: the monitor asks again every timeout while the block lasts.
-            Decision::Nothing
-        } else if self.explicit_depth.load(Ordering::Relaxed) > 0
-            || (p.ticket.unguarded && self.guard_depth.load(Ordering::Relaxed) > 0)
-        {
-            // A guard resolves it: the application's own, or (for a watch that interrupts
-            // everywhere) a callback guard.
-            Decision::Terminate
-        } else if !p.ticket.unguarded
-            || !self.unguarded.load(Ordering::Acquire)
-            || cx.unguarded_immediate
-            || cx.in_async_hook
-        {
-            Decision::Nothing
-        } else if cx.running_microtasks && p.ticket.blocked_ns < p.ticket.microtask_grace_ns {
-            // Within its grace: the monitor asks again every timeout.
-            Decision::Nothing
-        } else {
-            Decision::TerminateUnguarded
-        };
+        let decision =
+            if cx.in_builtin_loader || cx.no_javascript || cx.in_node_machinery || cx.in_own_code {
+                // Not now: the monitor asks again every timeout while the block lasts.
+                Decision::Nothing
+            } else if self.explicit_depth.load(Ordering::Relaxed) > 0
+                || (p.ticket.unguarded && self.guard_depth.load(Ordering::Relaxed) > 0)
+            {
+                // A guard resolves it: the application's own, or (for a watch that interrupts
+                // everywhere) a callback guard.
+                Decision::Terminate
+            } else if !p.ticket.unguarded
+                || !self.unguarded.load(Ordering::Acquire)
+                || cx.unguarded_immediate
+                || cx.in_async_hook
+            {
+                Decision::Nothing
+            } else if cx.running_microtasks && p.ticket.blocked_ns < p.ticket.microtask_grace_ns {
+                // Within its grace: the monitor asks again every timeout.
+                Decision::Nothing
+            } else {
+                Decision::TerminateUnguarded
+            };
         match decision {
             Decision::Terminate => st.fired = Some(p),
             Decision::TerminateUnguarded => {
@@ -384,6 +389,20 @@ impl Interrupts {
 
     pub fn set_unguarded(&self, on: bool) {
         self.unguarded.store(on, Ordering::Release);
+    }
+
+    /// Forgets the request of a watch that stopped (a termination in flight stays: it is already
+    /// stopping code).
+    pub fn forget(&self, watch_id: u64) {
+        let mut st = self.lock();
+        if st
+            .requested
+            .as_ref()
+            .is_some_and(|p| p.ticket.watch_id == watch_id)
+        {
+            st.requested = None;
+        }
+        self.update_outstanding(&st);
     }
 
     /// Forgets every request (the environment is going away).

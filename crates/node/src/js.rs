@@ -117,6 +117,16 @@ pub unsafe fn numbers(env: napi_env, values: &[f64]) -> napi_value {
     arr
 }
 
+/// A JavaScript array of strings.
+pub unsafe fn strings(env: napi_env, values: &[String]) -> napi_value {
+    let mut arr = std::ptr::null_mut();
+    napi_create_array_with_length(env, values.len(), &mut arr);
+    for (i, v) in values.iter().enumerate() {
+        napi_set_element(env, arr, i as u32, string(env, v));
+    }
+    arr
+}
+
 /// JavaScript's name for the type of `v` (`typeof`, with `null` and arrays told apart), for error
 /// messages.
 pub unsafe fn type_name(env: napi_env, v: napi_value) -> &'static str {

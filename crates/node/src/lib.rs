@@ -16,6 +16,7 @@
 mod async_context;
 mod channel;
 mod context_snapshot;
+mod counts;
 mod env_loop;
 mod exit_guard;
 mod exports;
@@ -101,6 +102,28 @@ extern "C" fn at_exit() {
     let _ = panics::catch("monitor::shutdown", loop_helpers_core::monitor::shutdown);
 }
 
+/// Keeps this image mapped for the life of the process (macOS; Linux links with `-z nodelete`, see
+/// build.rs): Node dlcloses an addon when the last environment that loaded it ends, and our
+/// monitor thread and signal handler outlive any one environment. Reopening the image with
+/// RTLD_NODELETE marks it never to be unloaded; the handle is deliberately never closed.
+#[cfg(target_os = "macos")]
+fn stay_loaded() {
+    // SAFETY: Dl_info is plain data; all-zero is a valid value for dladdr to overwrite.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    let here = napi_register_module_v1 as *const std::os::raw::c_void;
+    // SAFETY: dladdr only looks the address up; `info` is a valid out pointer.
+    if unsafe { libc::dladdr(here, &mut info) } != 0 && !info.dli_fname.is_null() {
+        // SAFETY: dli_fname is the NUL-terminated path of the loaded image that holds `here`;
+        // RTLD_NOLOAD only reopens an image already loaded.
+        unsafe {
+            libc::dlopen(
+                info.dli_fname,
+                libc::RTLD_NOW | libc::RTLD_NOLOAD | libc::RTLD_NODELETE,
+            )
+        };
+    }
+}
+
 /// Node-API module entry point (looked up by name when the addon is loaded).
 ///
 /// # Safety
@@ -109,6 +132,8 @@ extern "C" fn at_exit() {
 pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_value) -> napi_value {
     static AT_EXIT: Once = Once::new();
     AT_EXIT.call_once(|| {
+        #[cfg(target_os = "macos")]
+        stay_loaded();
         // SAFETY: registering a plain extern "C" fn with atexit(3).
         unsafe { libc::atexit(at_exit) };
     });

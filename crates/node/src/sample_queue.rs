@@ -5,6 +5,10 @@
 //!
 //! While a request that captures a stack waits, the environment's sync-call cells say so (see
 //! `sync_marker`): a synchronous API returning meanwhile takes the sample itself.
+//!
+//! While requests wait, the environment counts in `counts::SAMPLES_WAITING`. An environment torn
+//! down with its interrupt still queued in V8 (a Worker terminated inside a native call) drops its
+//! requests at teardown; the interrupt itself carries no allocation (see `sink.rs`).
 
 use std::sync::{Arc, Mutex};
 
@@ -12,6 +16,7 @@ use loop_helpers_core::monitor::SampleTicket;
 use loop_helpers_core::panics::lock_or_recover;
 
 use crate::async_context::AsyncContextSpec;
+use crate::counts;
 use crate::sync_marker::SyncCells;
 
 /// One watch's request.
@@ -47,21 +52,28 @@ impl SampleQueue {
             self.cells.set_sample_waiting(true);
         }
         q.push(request);
-        q.len() == 1
+        let first = q.len() == 1;
+        if first {
+            counts::SAMPLES_WAITING.up();
+        }
+        first
     }
 
-    /// The interrupt could not be requested: forget what was waiting for it.
+    /// The interrupt could not be requested, or will never run (the environment is going away):
+    /// forget what was waiting for it.
     pub fn cancel(&self) {
-        let mut q = self.lock();
-        q.clear();
-        self.cells.set_sample_waiting(false);
+        drop(self.take());
     }
 
     /// JS thread, in the interrupt callback: every request waiting, in the order they came.
     pub fn take(&self) -> Vec<Queued> {
         let mut q = self.lock();
         self.cells.set_sample_waiting(false);
-        std::mem::take(&mut *q)
+        let taken = std::mem::take(&mut *q);
+        if !taken.is_empty() {
+            counts::SAMPLES_WAITING.down();
+        }
+        taken
     }
 
     /// JS thread, outside the interrupt (a synchronous API returned): the requests that capture a
@@ -70,6 +82,7 @@ impl SampleQueue {
     pub fn take_captures(&self) -> Vec<Queued> {
         let mut q = self.lock();
         self.cells.set_sample_waiting(false);
+        let was_waiting = !q.is_empty();
         let mut captures = Vec::new();
         q.retain_mut(|r| {
             if !r.ticket.capture {
@@ -82,6 +95,15 @@ impl SampleQueue {
             r.ticket.capture = false;
             r.ticket.interrupt
         });
+        if was_waiting && q.is_empty() {
+            counts::SAMPLES_WAITING.down();
+        }
         captures
+    }
+}
+
+impl Drop for SampleQueue {
+    fn drop(&mut self) {
+        self.cancel();
     }
 }

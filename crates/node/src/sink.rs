@@ -2,7 +2,7 @@
 //! to its JavaScript callback through a thread-safe function.
 
 use std::os::raw::c_void;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use loop_helpers_core::context::ContextCapture;
 use loop_helpers_core::monitor::{self, SampleTicket, WatchSink};
@@ -36,18 +36,13 @@ pub struct NodeSink {
     context: Option<Arc<AsyncContextSpec>>,
 }
 
-/// What a queued V8 interrupt carries: the environment whose [`crate::sample_queue::SampleQueue`]
-/// it serves. Weak: if the isolate goes away with the interrupt still queued, this box leaks but
-/// the environment's state does not.
-struct SampleTask {
-    env_loop: Weak<EnvLoop>,
-}
-
+/// The V8 interrupt that serves an environment's [`crate::sample_queue::SampleQueue`]. `data` is
+/// the environment's serial number ([`EnvLoop::by_serial`]), not a pointer: an interrupt that
+/// never runs (the isolate was disposed with it queued: a Worker terminated inside a native call)
+/// leaves nothing allocated, and one that runs after its environment's teardown finds nothing.
 unsafe extern "C" fn on_interrupt(isolate: *mut v8::Isolate, data: *mut c_void) {
-    // SAFETY: `data` is the Box leaked in request_sample, handed to exactly one interrupt.
-    let task = Box::from_raw(data as *mut SampleTask);
     let _ = panics::catch("sink::on_interrupt", || {
-        let Some(env_loop) = task.env_loop.upgrade() else {
+        let Some(env_loop) = EnvLoop::by_serial(data as usize as u64) else {
             return;
         };
         let queued = env_loop.samples.take();
@@ -188,6 +183,7 @@ unsafe fn interrupt(
         in_node_machinery: frames
             .first()
             .is_some_and(|f| NODE_CALLBACK_MACHINERY.contains(&f.file_name.as_str())),
+        in_own_code: loop_helpers_core::fingerprint::in_own_code(frames),
         in_builtin_loader: frames.iter().any(|f| {
             f.function_name == "compileForInternalLoader"
                 && f.file_name.starts_with("node:internal/bootstrap/")
@@ -244,15 +240,17 @@ impl NodeSink {
         }
     }
 
-    /// Releases the thread-safe function (the detector stopped). Later deliveries are dropped.
-    /// On the JS thread (it also releases the `asyncContext` instances).
-    pub fn close(&self) {
-        self.blocks.close();
+    /// Releases the thread-safe function (the detector stopped); returns the block records it had
+    /// not delivered yet, oldest first. Later deliveries are dropped. On the JS thread (it also
+    /// releases the `asyncContext` instances).
+    pub fn close(&self) -> Vec<String> {
+        let undelivered = self.blocks.close();
         if let Some(spec) = &self.context {
             // SAFETY: close() is called on the environment's JS thread (remove_watch, or a failed
             // add_watch), while the environment is alive.
             unsafe { spec.close(self.env_loop.env) };
         }
+        undelivered
     }
 }
 
@@ -312,24 +310,22 @@ impl WatchSink for NodeSink {
             // An interrupt is already queued; its callback serves this request too.
             return true;
         }
-        let task = Box::into_raw(Box::new(SampleTask {
-            env_loop: Arc::downgrade(&self.env_loop),
-        }));
         // SAFETY: the isolate is alive: the monitor calls this under its registry lock, and the
         // environment's cleanup unregisters its watches under that lock before the isolate goes.
-        // If the isolate is disposed before the interrupt runs, the task leaks (a few bytes).
         let ok = unsafe {
-            v8::request_interrupt(self.env_loop.isolate, on_interrupt, task as *mut c_void)
+            v8::request_interrupt(
+                self.env_loop.isolate,
+                on_interrupt,
+                self.env_loop.serial as usize as *mut c_void,
+            )
         };
         if !ok {
             self.env_loop.samples.cancel();
-            // SAFETY: not handed to V8, so still ours.
-            drop(unsafe { Box::from_raw(task) });
         }
         ok
     }
 
     fn block_ended(&self, record_json: String) {
-        self.blocks.send(record_json);
+        self.blocks.send(0, record_json);
     }
 }

@@ -143,7 +143,15 @@ impl Support {
         );
         frames_json(&mut json, p.frames.as_deref());
         json.push('}');
-        self.deliver.send_holding_loop(json);
+        self.deliver.send_holding_loop(p.ticket.watch_id, json);
+    }
+
+    /// Takes back the interrupt errors of watch `watch_id` not delivered yet (it stopped).
+    ///
+    /// # Safety
+    /// On the environment's JS thread.
+    pub unsafe fn take_deliveries(&self, watch_id: u64) -> Vec<String> {
+        self.deliver.take(watch_id)
     }
 
     /// Whether the Immediate callback running now (if any) can be repaired after a termination.

@@ -1,0 +1,128 @@
+// After stop() has returned, a detector emits only what stop() promises (docs/api.md): what it had
+// not emitted yet, from one process.nextTick callback queued by stop(); and, when stop() is called
+// from a listener of an event, the rest of that event's emission. Then nothing: no 'blocked' or
+// 'interrupt' event, no diagnostics_channel message, no process 'warning', no line on stderr.
+// Each scenario runs in a child (fixtures/after-stop.cjs), which notes what each receiver got and
+// in which phase of its detector (see the fixture's header).
+import test from 'ava';
+import { fixture, runNode } from './helpers/run.mjs';
+
+const run = (scenario) => runNode([fixture('after-stop.cjs'), scenario], { timeoutMs: 30_000 });
+
+const BLOCK_RECEIVERS = ['onBlocked', 'listener:blocked', 'channel:blocked', 'process:warning'];
+const INTERRUPT_RECEIVERS = ['onInterrupt', 'listener:interrupt', 'channel:interrupt'];
+
+/** What every scenario must show; returns the notes. */
+function nothingLate(t, r) {
+  t.false(r.timedOut, r.stderr);
+  t.is(r.code, 0, r.stderr);
+  const { notes, timeouts } = r.result;
+  t.deepEqual(
+    notes.filter((n) => n.phase === 'late' || n.detector === '?'),
+    [],
+    'received after the tick that follows stop()',
+  );
+  // stderr: no line of a detector after its marker.
+  const lines = r.stderr.split('\n');
+  for (const [i, line] of lines.entries()) {
+    const m = /^MARK (\S+) after-tick$/.exec(line);
+    if (!m) continue;
+    const timeout = timeouts[m[1]];
+    const later = lines
+      .slice(i + 1)
+      .filter((l) => l.startsWith('{') && Math.abs(JSON.parse(l).timeout - timeout) < 1e-7);
+    t.deepEqual(later, [], `stderr lines of detector ${m[1]} after stop()`);
+  }
+  return notes;
+}
+
+/** The notes of one detector, as `receiver phase start ended` strings, in order. */
+const of = (notes, detector, kind = 'block') =>
+  notes
+    .filter((n) => n.detector === detector && n.kind === kind)
+    .map((n) => `${n.receiver} ${n.phase}${kind === 'block' ? ` ${n.start} ${n.ended}` : ''}`);
+
+test("a block that ended but was not emitted yet when stop() was called is emitted in stop()'s tick, once", async (t) => {
+  const r = await run('ended-undelivered');
+  const notes = nothingLate(t, r);
+  t.true(r.result.queuedAtStop > 0, 'the block record was queued for delivery when stop() was called');
+  const start = notes.find((n) => n.detector === 'a')?.start;
+  t.deepEqual(
+    of(notes, 'a'),
+    BLOCK_RECEIVERS.map((x) => `${x} stopped ${start} true`),
+  );
+});
+
+test("stop() in the turn that blocked, twenty times: each block in progress is emitted in stop()'s tick with ended: false, and no warning line follows", async (t) => {
+  const r = await run('in-progress');
+  const notes = nothingLate(t, r);
+  let emitted = 0;
+  for (let i = 0; i < 20; i++) {
+    const got = of(notes, `d${i}`);
+    // Warned about (the monitor got a CPU during the 100 ms spin): its record, once, ended: false.
+    if (got.length === 0) continue;
+    emitted++;
+    const start = notes.find((n) => n.detector === `d${i}`)?.start;
+    const receivers = notes.filter((n) => n.detector === `d${i}`).map((n) => n.receiver);
+    t.deepEqual(new Set(receivers).size, receivers.length, `d${i}: each receiver once`);
+    t.deepEqual(
+      got,
+      receivers.map((x) => `${x} stopped ${start} false`),
+    );
+  }
+  t.true(emitted > 0, 'at least one block was in progress when stop() was called');
+});
+
+test("an interrupt's error not yet delivered when stop() is called comes in stop()'s tick, once, with the block", async (t) => {
+  const r = await run('interrupt-undelivered');
+  const notes = nothingLate(t, r);
+  t.deepEqual(
+    of(notes, 'a', 'interrupt'),
+    // The channel message is published before the detector's own receivers.
+    ['channel:interrupt', 'onInterrupt', 'listener:interrupt'].map((x) => `${x} stopped`),
+  );
+  // The interrupted block, still in progress (the loop had not turned), after the interrupt.
+  const start = notes.find((n) => n.detector === 'a' && n.kind === 'block')?.start;
+  t.deepEqual(
+    of(notes, 'a'),
+    BLOCK_RECEIVERS.map((x) => `${x} stopped ${start} false`),
+  );
+  const order = notes.filter((n) => n.detector === 'a').map((n) => n.kind);
+  t.deepEqual(order, [...INTERRUPT_RECEIVERS.map(() => 'interrupt'), ...BLOCK_RECEIVERS.map(() => 'block')]);
+});
+
+/** a reported the first block only; b both, every receiver while running. */
+function firstBlockOnlyForA(t, notes, aPhases) {
+  const aStarts = new Set(notes.filter((n) => n.detector === 'a').map((n) => n.start));
+  t.is(aStarts.size, 1, 'a reported one block');
+  const [start] = aStarts;
+  t.deepEqual(
+    of(notes, 'a'),
+    BLOCK_RECEIVERS.map((x, i) => `${x} ${aPhases[i]} ${start} true`),
+  );
+  const b = of(notes, 'b');
+  const bStarts = [...new Set(notes.filter((n) => n.detector === 'b').map((n) => n.start))];
+  t.is(bStarts.length, 2, 'b reported both blocks');
+  t.deepEqual(
+    b,
+    bStarts.flatMap((s) => BLOCK_RECEIVERS.map((x) => `${x} running ${s} true`)),
+  );
+}
+
+test('stop() from onBlocked: the rest of that emission completes, then nothing of that detector; the other one goes on', async (t) => {
+  const r = await run('from-onBlocked');
+  const notes = nothingLate(t, r);
+  firstBlockOnlyForA(t, notes, ['running', 'stopped', 'stopped', 'stopped']);
+});
+
+test("stop() from a 'blocked' listener: the same", async (t) => {
+  const r = await run('from-listener');
+  const notes = nothingLate(t, r);
+  firstBlockOnlyForA(t, notes, ['running', 'running', 'stopped', 'stopped']);
+});
+
+test('stop() of one of two detectors between two blocks: only the other reports the second', async (t) => {
+  const r = await run('one-of-two');
+  const notes = nothingLate(t, r);
+  firstBlockOnlyForA(t, notes, ['running', 'running', 'running', 'running']);
+});
