@@ -42,12 +42,15 @@ export class BlockingWarning extends Error implements BlockEvent {
     this.suppressedSinceLastLog = event.suppressedSinceLastLog;
     this.samples = event.samples;
     const frames = event.samples.find((s) => s.frames?.length)?.frames;
-    // Where the thread was outside JavaScript, as the live warning said it.
-    const named = event.samples.find((s) => s.syncApi || s.gc);
-    const inside = named?.gc
-      ? `    in a garbage collection (${named.gc})\n`
-      : named?.syncApi
-        ? `    in ${named.syncApi}\n`
+    // Where the thread was outside JavaScript, as the live warning said it: a synchronous API (its
+    // caller's frames come when it returns), or a garbage collection, only when no JavaScript stack
+    // came with that sample (a scavenge that happened to run at the monitor's look, inside a block
+    // of JavaScript, is not where the block was).
+    const named = event.samples.find((s) => s.syncApi || (s.gc && !s.frames?.length));
+    const inside = named?.syncApi
+      ? `    in ${named.syncApi}\n`
+      : named?.gc
+        ? `    in a garbage collection (${named.gc})\n`
         : '';
     const body = inside + (frames ? framesText(frames) : '    (no JavaScript stack captured)');
     Object.defineProperty(this, 'stack', {
