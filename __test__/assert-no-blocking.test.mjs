@@ -84,6 +84,26 @@ test.serial(
   },
 );
 
+/**
+ * A Jest-format JSON report (Jest's `--json`, Vitest's `--reporter=json`) of runners/*.spec.mjs: the
+ * blocking test failed naming spinHard at its source line (its loop is line 9 of scenarios.mjs),
+ * the clean one and the blocking neighbour passed.
+ */
+function assertJestReport(t, json, stderr) {
+  const results = Object.fromEntries(json.testResults[0].assertionResults.map((a) => [a.title, a]));
+  t.deepEqual(
+    Object.keys(results).sort(),
+    ['blocking handler', 'clean handler', 'neighbour that blocks without an assertion'],
+    stderr,
+  );
+  t.is(results['blocking handler'].status, 'failed');
+  const message = results['blocking handler'].failureMessages.join('\n');
+  t.regex(message, blockedBy('spinHard', 'blockingHandler'));
+  t.regex(message, /\n {4}at spinHard \(.*scenarios\.mjs:9:\d+\)/);
+  t.is(results['clean handler'].status, 'passed', results['clean handler'].failureMessages.join('\n'));
+  t.is(results['neighbour that blocks without an assertion'].status, 'passed');
+}
+
 test.serial(
   'Vitest (concurrent tests): the blocking test fails naming the function at its source position; the clean one passes',
   async (t) => {
@@ -91,20 +111,8 @@ test.serial(
       [bin('vitest', 'vitest.mjs'), 'run', '--config', fixture('runners/vitest.config.mjs'), '--reporter=json'],
       { cwd: root, timeoutMs: 90_000 },
     );
-    const json = JSON.parse(r.stdout.slice(r.stdout.indexOf('{')));
-    const results = Object.fromEntries(json.testResults[0].assertionResults.map((a) => [a.title, a]));
-    t.deepEqual(Object.keys(results).sort(), [
-      'blocking handler',
-      'clean handler',
-      'neighbour that blocks without an assertion',
-    ]);
-    t.is(results['blocking handler'].status, 'failed');
-    const message = results['blocking handler'].failureMessages.join('\n');
-    t.regex(message, blockedBy('spinHard', 'blockingHandler'));
-    // Vitest transforms the file; the stack goes through its source maps: spinHard's loop is line 9.
-    t.regex(message, /\n {4}at spinHard \(.*scenarios\.mjs:9:\d+\)/);
-    t.is(results['clean handler'].status, 'passed', results['clean handler'].failureMessages.join('\n'));
-    t.is(results['neighbour that blocks without an assertion'].status, 'passed');
+    // Vitest transforms the file; the stack goes through its source maps.
+    assertJestReport(t, JSON.parse(r.stdout.slice(r.stdout.indexOf('{'))), r.stderr);
   },
 );
 
@@ -122,19 +130,7 @@ test.serial(
       ],
       { cwd: root, timeoutMs: 90_000 },
     );
-    const json = JSON.parse(r.stdout);
-    const results = Object.fromEntries(json.testResults[0].assertionResults.map((a) => [a.title, a]));
-    t.deepEqual(
-      Object.keys(results).sort(),
-      ['blocking handler', 'clean handler', 'neighbour that blocks without an assertion'],
-      r.stderr,
-    );
-    t.is(results['blocking handler'].status, 'failed');
-    const message = results['blocking handler'].failureMessages.join('\n');
-    t.regex(message, blockedBy('spinHard', 'blockingHandler'));
-    t.regex(message, /\n {4}at spinHard \(.*scenarios\.mjs:9:\d+\)/);
-    t.is(results['clean handler'].status, 'passed', results['clean handler'].failureMessages.join('\n'));
-    t.is(results['neighbour that blocks without an assertion'].status, 'passed');
+    assertJestReport(t, JSON.parse(r.stdout), r.stderr);
   },
 );
 

@@ -99,12 +99,12 @@ function clearAsyncIdStack(trigger: (sentinel: unknown) => void): boolean {
  */
 function afterTermination(trigger: (sentinel: unknown) => void, popped: unknown[] | undefined): void {
   const resources = popped ?? [executionAsyncResource()];
-  if (popped === undefined) clearAsyncIdStack(trigger);
+  // Node's uncaught-exception path, when taken, also queues an immediate (so that ticks queued
+  // behind the interrupted one run soon); elsewhere one of ours does. Before the timer repair,
+  // which must append last.
+  const nodeQueuedImmediate = popped === undefined && clearAsyncIdStack(trigger);
+  if (!nodeQueuedImmediate) timersAtLoad.setImmediate(noop);
   forgetInterruptedLoads(0);
-  // Ticks queued behind an interrupted one run at Node's next tick processing: an immediate makes
-  // sure that comes soon, as Node's own uncaught-exception path does (and before the timer repair,
-  // which must append last).
-  timersAtLoad.setImmediate(noop);
   repairInterruptedTimers(resources);
 }
 
