@@ -5,10 +5,10 @@
 import test from 'ava';
 import { fixture, runNode } from './helpers/run.mjs';
 
-// A thousand on the primary runtime; 250 on the others, which CI runs the whole suite under too
+// A thousand on the primary runtime; 150 on the others, which CI runs the whole suite under too
 // (a Worker costs 25-55 ms of CPU to start: a thousand per version would add minutes to CI).
 const major = Number(process.versions.node.split('.')[0]);
-const CYCLES = major === 24 ? 1000 : 250;
+const CYCLES = major === 24 ? 1000 : 150;
 const WARM_UP = 100;
 
 test.serial(

@@ -12,11 +12,11 @@ const caps = capabilities();
 const serial = caps.interrupt ? test.serial : test.skip;
 const skipped = caps.interrupt ? '' : ` (interrupts are unavailable here: ${caps.reasons.interrupt})`;
 
-// Full rounds on the primary runtime (Node 24); half on the others, which CI runs the whole suite
-// under too (these files are the longest of the suite: about two minutes per version in full).
+// Full rounds on the primary runtime (Node 24); a third on the others, which CI runs the whole
+// suite under too (this file is the longest of the suite: about two minutes per version in full).
 const major = Number(process.versions.node.split('.')[0]);
-const scale = major === 24 ? 1 : 0.5;
-const ROUNDS = 30 * scale;
+const scale = major === 24 ? 1 : 1 / 3;
+const ROUNDS = Math.round(30 * scale);
 
 const workerRounds = (variant, scope, extra) =>
   runNode([fixture('terminations.cjs'), 'worker', variant, JSON.stringify({ rounds: ROUNDS, scope, ...extra })], {
@@ -35,10 +35,10 @@ const workerCases = [
   ['run-vm-spin', 'guarded'],
   // worker.terminate() aimed at the detector's first interrupt (±2 ms), so that it often arrives
   // while our own termination is in flight and is cancelled with it (then it must be renewed).
-  ['run-forever', 'guarded', { aim: true, rounds: 60 * scale }],
+  ['run-forever', 'guarded', { aim: true, rounds: Math.round(60 * scale) }],
   // The same for the callback guards and the unguarded resolver, which must renew it too.
-  ['timer-forever', 'everywhere', { aim: true, rounds: 40 * scale }],
-  ['promise-forever', 'everywhere', { aim: true, rounds: 40 * scale }],
+  ['timer-forever', 'everywhere', { aim: true, rounds: Math.round(40 * scale) }],
+  ['promise-forever', 'everywhere', { aim: true, rounds: Math.round(40 * scale) }],
   // Callback guards and unguarded code.
   ['timer', 'everywhere'],
   ['promise', 'everywhere'],
@@ -70,7 +70,7 @@ for (const [variant, scope, extra = {}] of workerCases) {
 }
 
 const vmRounds = (placement) =>
-  runNode([fixture('terminations.cjs'), 'vm', placement, JSON.stringify({ rounds: 36 * scale })], {
+  runNode([fixture('terminations.cjs'), 'vm', placement, JSON.stringify({ rounds: Math.round(36 * scale) })], {
     timeoutMs: 120_000,
   });
 
