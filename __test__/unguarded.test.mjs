@@ -3,7 +3,7 @@
 // error reaches onInterrupt, 'uncaughtException', or Node's default handler.
 import { createRequire } from 'node:module';
 import test from 'ava';
-import { fixture, runNode } from './helpers/run.mjs';
+import { fixture, limiter, runNode as runNodeNow } from './helpers/run.mjs';
 
 const { capabilities } = createRequire(import.meta.url)('../dist/index.js');
 const caps = capabilities();
@@ -15,6 +15,12 @@ const unguardedSupported = caps.interruptUnguarded;
 const unguardedSkip = `unguarded code is not interruptible here: ${caps.reasons.interruptUnguarded}`;
 // Contexts a callback guard covers (interruptible even where unguarded code is not).
 const guardedContexts = new Set(['queueMicrotask']);
+
+// Each case runs a child that blocks for about 0.1 s and then mostly waits (timers, I/O, an idle
+// CPU reading): two at a time, not one, halve this file's time; none of their checks is timed
+// closely enough for the other child to matter. The one case that is, runs alone (test.serial).
+const twoAtATime = limiter(2);
+const runNode = (args, options) => twoAtATime(() => runNodeNow(args, options));
 
 const run = (context, options = {}) =>
   runNode([fixture('unguarded.cjs'), context, JSON.stringify({ handler: 'onInterrupt', ...options })], {
@@ -98,7 +104,7 @@ for (const context of [
   'CommonJS top level',
 ]) {
   const supported = unguardedSupported || guardedContexts.has(context);
-  const maybe = supported ? test.serial : test.skip;
+  const maybe = supported ? test : test.skip;
   maybe(
     `main thread, ${context}: interrupted, and the process recovers${supported ? '' : ` (${unguardedSkip})`}`,
     async (t) => {
@@ -129,7 +135,7 @@ for (const context of [
   "process.on('SIGINT') listener",
   'FinalizationRegistry callback',
 ]) {
-  const maybe = unguardedSupported ? test.serial : test.skip;
+  const maybe = unguardedSupported ? test : test.skip;
   maybe(
     `main thread, ${context}: interrupted, and the process recovers${unguardedSupported ? '' : ` (${unguardedSkip})`}`,
     async (t) => {
@@ -143,7 +149,7 @@ for (const context of [
 // A block inside an async_hooks callback is never interrupted: Node calls hooks in the middle of its
 // own bookkeeping (here a Timeout counted but not yet scheduled), and treats a hook that throws as
 // fatal. Its block is only reported.
-test.serial('main thread, async_hooks init callback: reported, never interrupted', async (t) => {
+test('main thread, async_hooks init callback: reported, never interrupted', async (t) => {
   const r = await run('async_hooks init callback', { log: 'text' });
   t.is(r.code, 0, r.stderr);
   t.truthy(r.result, `no RESULT; stderr: ${r.stderr}`);
@@ -156,19 +162,16 @@ test.serial('main thread, async_hooks init callback: reported, never interrupted
 // An Immediate created before the detector started is never interrupted: it is the one callback the
 // timer repair cannot see start, and unrepaired Node could not go on. Its block is only reported.
 for (const worker of [false, true]) {
-  test.serial(
-    `${worker ? 'Worker' : 'main thread'}, setImmediate created before start(): reported, never interrupted`,
-    async (t) => {
-      const r = await run('setImmediate created before start()', { worker, log: 'text' });
-      t.is(r.code, 0, r.stderr);
-      t.is(r.signal, null, r.stderr);
-      t.truthy(r.result, `no RESULT; stderr: ${r.stderr}`);
-      t.deepEqual(r.result.interrupts, []);
-      t.true(r.result.later.includes('early immediate finished'));
-      t.deepEqual(r.result.ran, everythingWorks);
-      t.regex(r.stderr, /BlockingWarning: blocking detected after timeout=0\.1/);
-    },
-  );
+  test(`${worker ? 'Worker' : 'main thread'}, setImmediate created before start(): reported, never interrupted`, async (t) => {
+    const r = await run('setImmediate created before start()', { worker, log: 'text' });
+    t.is(r.code, 0, r.stderr);
+    t.is(r.signal, null, r.stderr);
+    t.truthy(r.result, `no RESULT; stderr: ${r.stderr}`);
+    t.deepEqual(r.result.interrupts, []);
+    t.true(r.result.later.includes('early immediate finished'));
+    t.deepEqual(r.result.ran, everythingWorks);
+    t.regex(r.stderr, /BlockingWarning: blocking detected after timeout=0\.1/);
+  });
 }
 
 // AsyncLocalStorage: through async hooks on 20 and 22 (and 24+ with --no-async-context-frame),
@@ -188,7 +191,7 @@ for (const [mode, flags] of alsModes) {
     'CommonJS top level',
   ]) {
     const supported = unguardedSupported || guardedContexts.has(context);
-    const maybe = supported ? test.serial : test.skip;
+    const maybe = supported ? test : test.skip;
     maybe(
       `AsyncLocalStorage (${mode}), ${context}: interrupted, recovers, later callbacks see their own stores`,
       async (t) => {
@@ -209,14 +212,14 @@ for (const [mode, flags] of alsModes) {
 // Async hooks of the application's own, and AsyncResource scopes: JavaScript pushes async-id levels
 // that the interrupted code never pops.
 for (const context of ['runInAsyncScope in fs callback', 'Promise.then with async hooks']) {
-  (unguardedSupported ? test.serial : test.skip)(`${context}: interrupted, and the process recovers`, async (t) => {
+  (unguardedSupported ? test : test.skip)(`${context}: interrupted, and the process recovers`, async (t) => {
     const r = await run(context);
     t.is(r.code, 0, r.stderr);
     assertRecovered(t, r, context);
   });
 }
 
-const unguardedTest = unguardedSupported ? test.serial : test.skip;
+const unguardedTest = unguardedSupported ? test : test.skip;
 
 unguardedTest('ES module top level: interrupted, the rest of the module is skipped, the process exits 0', async (t) => {
   const r = await runNode([fixture('unguarded-esm.mjs')], { timeoutMs: 20_000 });
@@ -253,19 +256,19 @@ unguardedTest('ES module top level in a Worker: interrupted, the Worker ends nor
   t.true(Number(m?.[2]) >= 20);
 });
 
-test.serial("detector.on('interrupt') listeners get the error", async (t) => {
+test("detector.on('interrupt') listeners get the error", async (t) => {
   const r = await run('setTimeout', { handler: 'listener' });
   t.is(r.code, 0, r.stderr);
   assertRecovered(t, r, 'setTimeout');
 });
 
-test.serial("without onInterrupt, process.on('uncaughtException') gets the error", async (t) => {
+test("without onInterrupt, process.on('uncaughtException') gets the error", async (t) => {
   const r = await run('setTimeout', { handler: 'uncaughtException' });
   t.is(r.code, 0, r.stderr);
   assertRecovered(t, r, 'setTimeout');
 });
 
-test.serial('with no handler at all, Node prints the error with the blocking stack and exits 1', async (t) => {
+test('with no handler at all, Node prints the error with the blocking stack and exits 1', async (t) => {
   const r = await run('setTimeout', { handler: 'none' });
   t.false(r.timedOut);
   t.is(r.code, 1);
@@ -276,28 +279,31 @@ test.serial('with no handler at all, Node prints the error with the blocking sta
   t.is(r.result, undefined);
 });
 
-unguardedTest('a promise reaction is interrupted only after microtaskInterruptAfter timeouts', async (t) => {
-  // Blocks for 150 ms with a grace of 2 x 0.1 s: it ends by itself, nothing is dropped.
-  const short = await run('bounded Promise.then', { spinMs: 150 });
-  t.is(short.code, 0, short.stderr);
-  t.deepEqual(short.result.interrupts, []);
-  t.deepEqual(short.result.later, ['bounded reaction finished', 'other reaction']);
-  // microtaskInterruptAfter: false never interrupts one, even a long block.
-  const never = await run('bounded Promise.then', { spinMs: 600, microtaskInterruptAfter: false });
-  t.deepEqual(never.result.interrupts, []);
-  t.deepEqual(never.result.later, ['bounded reaction finished', 'other reaction']);
-  // 600 ms with a grace of 2 x 0.1 s: interrupted, and the error and the log say what was lost.
-  const long = await run('bounded Promise.then', { spinMs: 600, log: 'text' });
-  t.is(long.result.interrupts.length, 1);
-  t.true(long.result.interrupts[0].lost);
-  t.deepEqual(long.result.later, []);
-  t.regex(
-    long.stderr,
-    /BlockingWarning: a promise continuation was interrupted: the other promise continuations pending in the same microtask checkpoint were dropped and will never run \(blocked for 0\.[2-5]\d\d s\)/,
-  );
-});
+(unguardedSupported ? test.serial : test.skip)(
+  'a promise reaction is interrupted only after microtaskInterruptAfter timeouts',
+  async (t) => {
+    // Blocks for 150 ms with a grace of 2 x 0.1 s: it ends by itself, nothing is dropped.
+    const short = await run('bounded Promise.then', { spinMs: 150 });
+    t.is(short.code, 0, short.stderr);
+    t.deepEqual(short.result.interrupts, []);
+    t.deepEqual(short.result.later, ['bounded reaction finished', 'other reaction']);
+    // microtaskInterruptAfter: false never interrupts one, even a long block.
+    const never = await run('bounded Promise.then', { spinMs: 600, microtaskInterruptAfter: false });
+    t.deepEqual(never.result.interrupts, []);
+    t.deepEqual(never.result.later, ['bounded reaction finished', 'other reaction']);
+    // 600 ms with a grace of 2 x 0.1 s: interrupted, and the error and the log say what was lost.
+    const long = await run('bounded Promise.then', { spinMs: 600, log: 'text' });
+    t.is(long.result.interrupts.length, 1);
+    t.true(long.result.interrupts[0].lost);
+    t.deepEqual(long.result.later, []);
+    t.regex(
+      long.stderr,
+      /BlockingWarning: a promise continuation was interrupted: the other promise continuations pending in the same microtask checkpoint were dropped and will never run \(blocked for 0\.[2-5]\d\d s\)/,
+    );
+  },
+);
 
-(unguardedSupported ? test.skip : test.serial)(
+(unguardedSupported ? test.skip : test)(
   `guards-only fallback: unguarded code is only reported, and the detector says why once${unguardedSupported ? ' (not a fallback here: unguarded code is interruptible on this Node.js)' : ''}`,
   async (t) => {
     const r = await run('bounded Promise.then', { spinMs: 600, log: 'text' });

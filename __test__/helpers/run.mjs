@@ -52,3 +52,30 @@ export function liveWarningWithStack(stderr, header, frame) {
   );
   return direct.test(stderr) || late.test(stderr);
 }
+
+/**
+ * A limit of `n` tasks at a time: `limit(fn)` runs `fn` when fewer than `n` others run, and returns
+ * its promise. For test files whose cases spend most of their time waiting on a child (a few of
+ * them at once keep a 2-core machine busy without crowding it the way all of them would).
+ */
+export function limiter(n) {
+  let running = 0;
+  const waiting = [];
+  const next = () => {
+    if (running >= n || waiting.length === 0) return;
+    running++;
+    const { fn, resolve, reject } = waiting.shift();
+    Promise.resolve()
+      .then(fn)
+      .then(resolve, reject)
+      .finally(() => {
+        running--;
+        next();
+      });
+  };
+  return (fn) =>
+    new Promise((resolve, reject) => {
+      waiting.push({ fn, resolve, reject });
+      next();
+    });
+}
