@@ -84,11 +84,11 @@ export interface ForkTiming {
   compactMs: number;
   /** Waiting for V8's platform workers to park. */
   parkMs: number;
-  /** Clearing `MADV_DONTFORK` on V8's memory (a walk of /proc/self/smaps). */
+  /** Clearing V8's `MADV_DONTFORK` mark: `MADV_DOFORK` on every mapping of /proc/self/maps. */
   memoryMs: number;
   /** The fork(2) system call (copying page tables: grows with the heap). */
   forkMs: number;
-  /** Memory mappings whose don't-fork mark was cleared. */
+  /** Memory mappings a child inherits (`MADV_DOFORK` given, to V8's heap among them). */
   mappings: number;
   /** V8 platform workers parked. */
   workers: number;

@@ -5,6 +5,7 @@
 
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { platformTriple, SUPPORTED_PLATFORMS } from './platform-triple.cjs';
 
 /**
  * The version of the contract between this file and the addon: the functions of
@@ -166,28 +167,7 @@ export interface NativeBinding {
   testPanic?(message: string, holdingLock: boolean): never;
 }
 
-/** The platform triples that have a prebuilt binary, as in package.json `napi.targets`. */
-export const SUPPORTED_PLATFORMS = [
-  'linux-x64-gnu',
-  'linux-arm64-gnu',
-  'linux-x64-musl',
-  'linux-arm64-musl',
-  'darwin-x64',
-  'darwin-arm64',
-] as const;
-
-/** musl's dynamic loader is on disk only on musl systems (cheaper than process.report, which
- * builds a whole diagnostic report). */
-function isMusl(): boolean {
-  const arch = process.arch === 'arm64' ? 'aarch64' : 'x86_64';
-  return existsSync(`/lib/ld-musl-${arch}.so.1`);
-}
-
-/** This process's platform triple, e.g. `linux-x64-gnu`. */
-export function platformTriple(): string {
-  if (process.platform === 'linux') return `linux-${process.arch}-${isMusl() ? 'musl' : 'gnu'}`;
-  return `${process.platform}-${process.arch}`;
-}
+export { platformTriple, SUPPORTED_PLATFORMS };
 
 const packageRoot = join(__dirname, '..', '..');
 

@@ -10,8 +10,8 @@
 //   at it: Node's check phase calls `processImmediate` again right away, which then reads
 //   `prevImmediate._idleNext` of undefined (a TypeError at every turn). When it was the first of
 //   its batch, the cursor was never set, and the rest of the batch is simply lost.
-// Node reads `timer._onTimeout` / `immediate._onImmediate` right before it calls it, so an
-// accessor on the prototypes records which object's callback started; the repair, run once the
+// Node reads `timer._timerArgs` / `immediate._onImmediate` right before it calls the callback, so
+// an accessor on the prototypes records which object's callback started; the repair, run once the
 // terminated JavaScript has unwound (before Node's C++ calls `processTimers`/`processImmediate`
 // again), finishes what the `finally` would have done, with public API only:
 // - Timeout: re-armed (`refresh()`) if it repeats, else `clearTimeout()`;
@@ -20,9 +20,13 @@
 // - Immediate after others: it runs once more as a no-op (the cursor is on it), which counts it
 //   off Node's immediate count a second time; one immediate of ours is left off every list
 //   uncounted, which gives that count back.
-// The cost while no interrupt happens: one accessor call and two loads per callback.
+// The cost while no interrupt happens: one accessor call and two loads per callback, and one
+// accessor call when it is created. A Timeout's recorder is on `_timerArgs`, not `_onTimeout`:
+// Node reads `_onTimeout` twice per run (a check, then the call) and clearTimeout() reads and
+// writes it, while `_timerArgs` is read once, right before the call, and written when the
+// Timeout is made.
 
-const kOnTimeout = Symbol('loop-helpers:onTimeout');
+const kTimerArgs = Symbol('loop-helpers:timerArgs');
 const kOnImmediate = Symbol('loop-helpers:onImmediate');
 
 /** Node's Timeout, as far as the repair reads and writes it. */
@@ -32,7 +36,8 @@ interface TimeoutLike {
   _idleTimeout: number;
   _repeat: number | null;
   _destroyed: boolean;
-  [kOnTimeout]?: unknown;
+  _onTimeout: unknown;
+  [kTimerArgs]?: unknown;
   refresh(): unknown;
 }
 
@@ -79,17 +84,17 @@ export function installTimerRecorders(
 ): void {
   timers = nodeTimers;
   timeoutProto = TimeoutProto;
-  if (TimeoutProto && !Object.getOwnPropertyDescriptor(TimeoutProto, '_onTimeout')) {
-    Object.defineProperty(TimeoutProto, '_onTimeout', {
+  if (TimeoutProto && !Object.getOwnPropertyDescriptor(TimeoutProto, '_timerArgs')) {
+    Object.defineProperty(TimeoutProto, '_timerArgs', {
       configurable: true,
       get(this: TimeoutLike) {
-        // listOnTimeout has just taken the timer off its list: it is about to run. Other readers
-        // (clearTimeout of a pending timer) see it on a list and are not recorded.
+        // listOnTimeout has just taken the timer off its list: it is about to run. Another reader
+        // (Node's reuse of a fired internal timer) sees it destroyed and is not recorded.
         if (this._idleNext === null && !this._destroyed) startedTimeout = this;
-        return this[kOnTimeout];
+        return this[kTimerArgs];
       },
       set(this: TimeoutLike, value: unknown) {
-        this[kOnTimeout] = value;
+        this[kTimerArgs] = value;
       },
     });
   }
@@ -127,7 +132,7 @@ export function immediateRunningCell(): Int32Array | null {
  * Called once terminated JavaScript has unwound: finishes the bookkeeping of a Timeout or
  * Immediate callback that the termination cut short, if any. `resources`: the async resources the
  * interrupted code had entered (innermost first), among which a Timeout created before the
- * recorders were installed is found (its callback is an own property, which they never see read).
+ * recorders were installed is found (its arguments are an own property, which they never see read).
  */
 export function repairInterruptedTimers(resources: readonly unknown[]): void {
   const t = startedTimeout;
@@ -152,9 +157,7 @@ function isCutShortTimeout(r: unknown): r is TimeoutLike {
 
 /** Its callback started, and listOnTimeout's `finally` did not run (it would destroy or re-arm it). */
 function timeoutCutShort(t: TimeoutLike): boolean {
-  // An own `_onTimeout`: created before the recorders were installed.
-  const callback = Object.hasOwn(t, '_onTimeout') ? (t as { _onTimeout?: unknown })._onTimeout : t[kOnTimeout];
-  return typeof callback === 'function' && !t._destroyed && t._idleNext === null && t._idlePrev === null;
+  return typeof t._onTimeout === 'function' && !t._destroyed && t._idleNext === null && t._idlePrev === null;
 }
 
 function repairTimeout(t: TimeoutLike, nodeTimers: RepairTimers): void {

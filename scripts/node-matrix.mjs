@@ -144,7 +144,7 @@ function count(output) {
 }
 
 execFileSync(process.execPath, [join(root, 'scripts', 'setup.mjs')], { stdio: 'inherit' });
-const { platformTriple } = await import('./platform.mjs');
+const { platformTriple } = await import('../lib/platform-triple.cjs');
 const addon = join(root, `loop-helpers.${platformTriple()}.node`);
 const addonHash = sha(addon);
 const cli = npmCli();

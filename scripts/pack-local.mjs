@@ -10,7 +10,7 @@ import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, 
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { platformTriple } from './platform.mjs';
+import { platformTriple } from '../lib/platform-triple.cjs';
 
 function fail(message) {
   console.error(`[pack:local] ${message}`);

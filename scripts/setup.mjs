@@ -43,7 +43,7 @@ if (
 }
 
 // 2. the native addon (a local build; see lib/native.ts for the prebuilt packages)
-const { platformTriple } = await import('./platform.mjs');
+const { platformTriple } = await import('../lib/platform-triple.cjs');
 const addon = `loop-helpers.${platformTriple()}.node`;
 if (force || mtime(addon) < newest(['crates', 'Cargo.toml'])) {
   say(`building ${addon}`);

@@ -219,7 +219,7 @@ pub unsafe fn fork(env: napi_env, tls: &[c_int]) -> Result<Forked, Refused> {
     let cleared = fork_prep::clear_dont_fork().map_err(|e| {
         refuse(
             "ERR_FORK_FAILED",
-            format!("clearing MADV_DONTFORK on V8's memory failed: {e}"),
+            format!("giving the process's memory MADV_DOFORK failed: {e}"),
         )
     })?;
     timing.memory_ms = ms(t);
