@@ -187,14 +187,16 @@ test('the loader refuses an addon of another ABI version, naming both versions a
 });
 
 test('the loader refuses a platform package of another version than the main package', async (t) => {
-  // An installed layout without a local build: <pkg>/package.json, <pkg>/dist/lib/native.js and
-  // <pkg>/node_modules/loop-helpers-<triple>/.
+  // An installed layout without a local build: <pkg>/package.json, <pkg>/dist/lib/native.js (and
+  // the platform-triple module it loads) and <pkg>/node_modules/loop-helpers-<triple>/.
   const dir = mkdtempSync(join(tmpdir(), 'loop-helpers-platform-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const version = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).version;
   writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'loop-helpers', version }));
   mkdirSync(join(dir, 'dist', 'lib'), { recursive: true });
-  copyFileSync(join(root, 'dist', 'lib', 'native.js'), join(dir, 'dist', 'lib', 'native.js'));
+  for (const file of ['native.js', 'platform-triple.cjs']) {
+    copyFileSync(join(root, 'dist', 'lib', file), join(dir, 'dist', 'lib', file));
+  }
   const triple = platformTriple();
   const platformDir = join(dir, 'node_modules', `loop-helpers-${triple}`);
   mkdirSync(platformDir, { recursive: true });
