@@ -13,6 +13,9 @@
 //! - [`fork`], [`platform`], [`exit_guard`], [`fork_exports`]: fork() (the parent's preparation,
 //!   V8's platform workers and Node's exit handler through a small C++ shim, the child's exit).
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 mod async_context;
 mod channel;
 mod context_snapshot;
