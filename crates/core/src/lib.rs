@@ -19,6 +19,9 @@
 //! - [`fork_prep`]: memory preparation for `fork()`; [`monitor::fork_pause`] holds the monitor still
 //!   across it and restarts it in the child.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod alarm;
 pub mod budget;
 pub mod clock;

@@ -2,6 +2,8 @@
 //! with `sigtimedwait`, wake-ups aimed at the same thread, and every SIGALRM that is not ours still
 //! reaching the process's own handler. One test function: signal dispositions are process-wide.
 #![cfg(target_os = "linux")]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use std::os::raw::c_int;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -215,8 +217,8 @@ fn our_signal_reaches_the_waiter_alone_and_every_other_sigalrm_reaches_the_appli
                 tv_usec: 2_000,
             },
         };
-        // SAFETY: `new` is a valid itimerval; a null old value is allowed.
         assert_eq!(
+            // SAFETY: `new` is a valid itimerval; a null old value is allowed.
             unsafe { setitimer(libc::ITIMER_REAL, &new, std::ptr::null_mut()) },
             0
         );

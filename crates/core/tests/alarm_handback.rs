@@ -2,6 +2,8 @@
 //! to the process, unchanged where the kernel allows it, until a thread takes it; the monitor keeps
 //! its deadlines meanwhile. Run in a forked child, whose only thread's mask the test controls.
 #![cfg(target_os = "linux")]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use std::os::raw::{c_int, c_void};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -28,9 +30,9 @@ extern "C" fn app_handler(_: c_int, info: *mut libc::siginfo_t, _: *mut c_void) 
     // SAFETY: the kernel passes a valid siginfo_t to an SA_SIGINFO handler.
     let info = unsafe { &*info };
     LAST_CODE.store(info.si_code, Ordering::SeqCst);
-    // SAFETY: si_value is only meaningful for SI_QUEUE, and only read then.
     if info.si_code == SI_QUEUE {
         LAST_VALUE.store(
+            // SAFETY: si_value is only meaningful for SI_QUEUE, and only read then.
             unsafe { info.si_value().sival_ptr } as usize,
             Ordering::SeqCst,
         );

@@ -4,6 +4,8 @@
 //! timer aimed at the monitor thread instead: see tests/alarm.rs.)
 
 #![cfg(not(target_os = "linux"))]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use std::os::raw::c_int;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -1,5 +1,7 @@
 //! The monitor thread end to end, with a simulated loop instead of libuv: real timer signals,
 //! real time, a fake heartbeat and idle counter. One test function (process-wide state).
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 mod common;
 

@@ -2,6 +2,8 @@
 //! and a timer of its own (timers are not inherited): every deadline in the child is kept by that
 //! timer's signal, none by the wait's backstop timeout. Simulated loop as in tests/monitor.rs. One
 //! test function (process-wide state; fork from a test binary whose other threads are idle).
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 mod common;
 

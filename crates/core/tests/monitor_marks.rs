@@ -2,6 +2,8 @@
 //! Node.js synchronous API or the garbage collection it is in, read when a warning goes out without
 //! a stack; and a sample taken inside a synchronous API names it. Simulated loop, real monitor
 //! thread. One test function (process-wide state).
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 // Shared test doubles; this file does not use the recording sink.
 #[allow(dead_code)]

@@ -108,33 +108,42 @@ impl AsyncContextSpec {
         call: &'static str,
         what: &'static str,
     ) -> Result<Option<Self>, String> {
-        if matches!(js::type_name(env, spec), "undefined" | "null") {
-            return Ok(None);
-        }
-        let o = js::Options::new(env, spec, call, what)?;
-        let single = o.boolean(c"single")?;
-        let storages = o.get(c"storages");
-        let Some(instances) = js::array_elements(env, storages) else {
-            return Err(format!(
-                "{call}: {what}.storages must be an array, got {}",
-                js::type_name(env, storages)
-            ));
+        // SAFETY: on env's JS thread in a callback (the caller's contract): the `js` helpers'
+        // contract, for `spec` and the values read from it.
+        let (single, instances, key_lists, path_lists, inner_lists) = unsafe {
+            if matches!(js::type_name(env, spec), "undefined" | "null") {
+                return Ok(None);
+            }
+            let o = js::Options::new(env, spec, call, what)?;
+            let single = o.boolean(c"single")?;
+            let storages = o.get(c"storages");
+            let Some(instances) = js::array_elements(env, storages) else {
+                return Err(format!(
+                    "{call}: {what}.storages must be an array, got {}",
+                    js::type_name(env, storages)
+                ));
+            };
+            let keys = o.get(c"keys");
+            let Some(key_lists) = js::array_elements(env, keys) else {
+                return Err(format!(
+                    "{call}: {what}.keys must be an array, got {}",
+                    js::type_name(env, keys)
+                ));
+            };
+            let path_lists = js::array_elements(env, o.get(c"paths")).unwrap_or_default();
+            let inner_lists = js::array_elements(env, o.get(c"innerKeys")).unwrap_or_default();
+            (single, instances, key_lists, path_lists, inner_lists)
         };
-        let keys = o.get(c"keys");
-        let Some(key_lists) = js::array_elements(env, keys) else {
-            return Err(format!(
-                "{call}: {what}.keys must be an array, got {}",
-                js::type_name(env, keys)
-            ));
-        };
-        let path_lists = js::array_elements(env, o.get(c"paths")).unwrap_or_default();
-        let inner_lists = js::array_elements(env, o.get(c"innerKeys")).unwrap_or_default();
-        let protos = Protos::of_current_context(env);
+        // SAFETY: as above; a Node-API callback has a handle scope open.
+        let protos = unsafe { Protos::of_current_context(env) };
         let mut index_names = std::ptr::null_mut();
-        napi_create_array_with_length(env, 0, &mut index_names);
+        // SAFETY: as above; `index_names` a live local.
+        unsafe { napi_create_array_with_length(env, 0, &mut index_names) };
         let mut spec = AsyncContextSpec {
             storages: Vec::new(),
-            prepared: [protos.object, protos.array, index_names].map(|v| strong_ref(env, v)),
+            // SAFETY: as above; the values were just made in this env.
+            prepared: [protos.object, protos.array, index_names]
+                .map(|v| unsafe { strong_ref(env, v) }),
             single: single && instances.len() == 1,
             closed: AtomicBool::new(false),
             read_block: AtomicU64::new(0),
@@ -142,39 +151,51 @@ impl AsyncContextSpec {
         };
         for (i, inst) in instances.into_iter().enumerate() {
             let mut t = 0;
-            if napi_typeof(env, inst, &mut t) != NAPI_OK || t != NAPI_OBJECT {
-                spec.close(env);
+            // SAFETY: as above (env's JS thread, in a callback); `t` a live local.
+            if unsafe { napi_typeof(env, inst, &mut t) } != NAPI_OK || t != NAPI_OBJECT {
+                // SAFETY: as above.
+                unsafe { spec.close(env) };
                 return Err("asyncContext: not an object".into());
             }
-            let keys = key_lists
-                .get(i)
-                .and_then(|&k| js::array_elements(env, k))
-                .map(|ks| key_array(env, &ks));
-            let inner_keys = inner_lists
-                .get(i)
-                .and_then(|&k| js::array_elements(env, k))
-                .map(|ks| key_array(env, &ks));
+            // SAFETY: as above, for the key lists read from `spec`.
+            let (keys, inner_keys) = unsafe {
+                let keys = key_lists
+                    .get(i)
+                    .and_then(|&k| js::array_elements(env, k))
+                    .map(|ks| key_array(env, &ks));
+                let inner_keys = inner_lists
+                    .get(i)
+                    .and_then(|&k| js::array_elements(env, k))
+                    .map(|ks| key_array(env, &ks));
+                (keys, inner_keys)
+            };
             let mut r = std::ptr::null_mut();
-            if napi_create_reference(env, inst, 1, &mut r) != NAPI_OK {
-                spec.close(env);
+            // SAFETY: as above; `inst` is an object (checked), `r` a live local.
+            if unsafe { napi_create_reference(env, inst, 1, &mut r) } != NAPI_OK {
+                // SAFETY: as above.
+                unsafe { spec.close(env) };
                 return Err("asyncContext: napi_create_reference failed".into());
             }
             let mut path = None;
             if let Some(&p) = path_lists.get(i) {
                 let mut pt = 0;
                 let mut is_array = false;
-                if napi_typeof(env, p, &mut pt) == NAPI_OK
-                    && pt == NAPI_OBJECT
-                    && napi_is_array(env, p, &mut is_array) == NAPI_OK
-                    && is_array
-                {
-                    let mut pr = std::ptr::null_mut();
-                    if napi_create_reference(env, p, 1, &mut pr) != NAPI_OK {
-                        napi_delete_reference(env, r);
-                        spec.close(env);
-                        return Err("asyncContext: napi_create_reference failed".into());
+                // SAFETY: as above; live locals out. On failure, `r` (made above, not yet in
+                // `spec`) is deleted once, and `spec` closed.
+                unsafe {
+                    if napi_typeof(env, p, &mut pt) == NAPI_OK
+                        && pt == NAPI_OBJECT
+                        && napi_is_array(env, p, &mut is_array) == NAPI_OK
+                        && is_array
+                    {
+                        let mut pr = std::ptr::null_mut();
+                        if napi_create_reference(env, p, 1, &mut pr) != NAPI_OK {
+                            napi_delete_reference(env, r);
+                            spec.close(env);
+                            return Err("asyncContext: napi_create_reference failed".into());
+                        }
+                        path = Some(pr);
                     }
-                    path = Some(pr);
                 }
             }
             spec.storages.push(Storage {
@@ -195,20 +216,25 @@ impl AsyncContextSpec {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        for s in &self.storages {
-            napi_delete_reference(env, s.instance);
-            if let Some(p) = s.path {
+        // SAFETY: on env's JS thread (the caller's contract). Each reference is ours, made in
+        // this env, and deleted once: `closed` lets only the first call through, and the anchors
+        // are drained from their list. Null ones (not made) are skipped, where a slot may be.
+        unsafe {
+            for s in &self.storages {
+                napi_delete_reference(env, s.instance);
+                if let Some(p) = s.path {
+                    napi_delete_reference(env, p);
+                }
+                for (k, _) in [s.keys, s.inner_keys].into_iter().flatten() {
+                    napi_delete_reference(env, k);
+                }
+            }
+            for &p in self.prepared.iter().filter(|p| !p.is_null()) {
                 napi_delete_reference(env, p);
             }
-            for (k, _) in [s.keys, s.inner_keys].into_iter().flatten() {
-                napi_delete_reference(env, k);
+            for r in lock_or_recover(&self.anchors, "async_context anchors").drain(..) {
+                napi_delete_reference(env, r);
             }
-        }
-        for &p in self.prepared.iter().filter(|p| !p.is_null()) {
-            napi_delete_reference(env, p);
-        }
-        for r in lock_or_recover(&self.anchors, "async_context anchors").drain(..) {
-            napi_delete_reference(env, r);
         }
     }
 
@@ -224,27 +250,40 @@ impl AsyncContextSpec {
         refs.into_iter()
             .filter_map(|r| {
                 let mut v = std::ptr::null_mut();
-                napi_get_reference_value(env, r, &mut v);
-                napi_delete_reference(env, r);
+                // SAFETY: on env's JS thread in a callback (the caller's contract), whose scope
+                // holds `v`; `r` is an anchor reference of this env, taken from the list, so
+                // deleted once.
+                unsafe {
+                    napi_get_reference_value(env, r, &mut v);
+                    napi_delete_reference(env, r);
+                }
                 (!v.is_null()).then_some(v)
             })
             .collect()
     }
 
     /// Keeps `v` (an object) as an anchor; the oldest goes when there are too many.
+    ///
+    /// # Safety
+    /// On `env`'s JS thread; `v` a live value of that env.
     unsafe fn keep_anchor(&self, env: napi_env, v: napi_value) {
         let mut r = std::ptr::null_mut();
-        if napi_create_reference(env, v, 1, &mut r) != NAPI_OK {
+        // SAFETY: the caller's contract; `r` a live local.
+        if unsafe { napi_create_reference(env, v, 1, &mut r) } != NAPI_OK {
             return;
         }
         let mut anchors = lock_or_recover(&self.anchors, "async_context anchors");
         if anchors.len() >= MAX_ANCHORS {
-            napi_delete_reference(env, anchors.remove(0));
+            // SAFETY: on env's JS thread; the oldest anchor, removed from the list: deleted once.
+            unsafe { napi_delete_reference(env, anchors.remove(0)) };
         }
         anchors.push(r);
     }
 
     /// Follows `path` (a reference to an array of keys) from `v`; None when a step finds nothing.
+    ///
+    /// # Safety
+    /// As for [`Walker::new`], which made `w`; `path` is a reference of this spec.
     unsafe fn follow(
         &self,
         env: napi_env,
@@ -254,13 +293,18 @@ impl AsyncContextSpec {
         mut v: napi_value,
         path: napi_ref,
     ) -> Option<napi_value> {
-        let steps = ref_value(env, path);
+        // SAFETY: on the isolate's thread inside a handle scope (the caller's contract).
+        let steps = unsafe { ref_value(env, path) };
         if steps.is_null() {
             return None;
         }
         // Our own array (made by lib/detector.ts, never handed out): plain element reads.
-        for i in 0..(api.array_length)(steps) {
-            v = w.step(v, api.element(context, steps, i))?;
+        // SAFETY: `steps` is a live, non-empty array handle, `context` the current context, on the
+        // isolate's thread, inside `w`'s scope and try_catch (the caller's contract).
+        unsafe {
+            for i in 0..(api.array_length)(steps) {
+                v = w.step(v, api.element(context, steps, i))?;
+            }
         }
         Some(v)
     }
@@ -280,7 +324,8 @@ impl AsyncContextSpec {
             return None;
         }
         let started = loop_helpers_core::clock::now_ns();
-        let c = self.capture(env, isolate);
+        // SAFETY: the caller's contract, which is `capture`'s.
+        let c = unsafe { self.capture(env, isolate) };
         READS.fetch_add(1, Ordering::Relaxed);
         let took = loop_helpers_core::clock::now_ns().saturating_sub(started);
         READ_NS.fetch_add(took, Ordering::Relaxed);
@@ -307,42 +352,65 @@ impl AsyncContextSpec {
                 ))
             }
         };
-        if v8::is_terminating(isolate) {
+        // SAFETY: on `isolate`'s thread (the caller's contract: env's JS thread, its isolate).
+        if unsafe { v8::is_terminating(isolate) } {
             return ContextCapture::Missing(TERMINATING.into());
         }
         let mut scope: napi_handle_scope = std::ptr::null_mut();
-        if napi_open_handle_scope(env, &mut scope) != NAPI_OK {
+        // SAFETY: on env's JS thread, in a callback (the caller's contract); `scope` a live local.
+        if unsafe { napi_open_handle_scope(env, &mut scope) } != NAPI_OK {
             return ContextCapture::Missing("no handle scope".into());
         }
-        let json = api.try_catch(isolate, || self.write(env, isolate, api));
-        napi_close_handle_scope(env, scope);
+        // SAFETY: on the isolate's thread with V8 usable; `write` runs inside the scope just
+        // opened and inside the try_catch, as `Walker::new` requires.
+        let json = unsafe { api.try_catch(isolate, || self.write(env, isolate, api)) };
+        // SAFETY: the scope opened above, closed once.
+        unsafe { napi_close_handle_scope(env, scope) };
         // A Node-API call that failed may have left an exception for this module's next call.
         let mut discarded = std::ptr::null_mut();
-        napi_get_and_clear_last_exception(env, &mut discarded);
+        // SAFETY: on env's JS thread; `discarded` a live local.
+        unsafe { napi_get_and_clear_last_exception(env, &mut discarded) };
         match json {
             Some(j) => ContextCapture::Value(j),
             None => ContextCapture::Missing(THREW.into()),
         }
     }
 
+    /// The stores as JSON.
+    ///
+    /// # Safety
+    /// On `isolate`'s thread (`env`'s), inside an open handle scope and a `ValueApi::try_catch`,
+    /// with no termination in progress.
     unsafe fn write(
         &self,
         env: napi_env,
         isolate: *mut Isolate,
         api: &v8_values::ValueApi,
     ) -> String {
-        let context = (api.current_context)(isolate);
-        let [object, array, index_names] = self.prepared.map(|r| ref_value(env, r));
+        // SAFETY: on the isolate's thread, inside a handle scope (the caller's contract); the
+        // references are this spec's (null ones give null).
+        let (context, [object, array, index_names]) = unsafe {
+            (
+                (api.current_context)(isolate),
+                self.prepared.map(|r| ref_value(env, r)),
+            )
+        };
         let prepared = Prepared {
             protos: Protos { object, array },
             index_names,
         };
         let mut out = String::with_capacity(256);
-        let mut w = Walker::new(env, api, context, prepared, &mut out);
+        // SAFETY: the caller's contract is `Walker::new`'s; `context` is the current context, and
+        // the prepared handles live (just read into this scope) or null.
+        let mut w = unsafe { Walker::new(env, api, context, prepared, &mut out) };
         // The blocked code's frame, when there is one (a Map subclass; never a proxy, whose
         // IsMap is false).
-        let frame = api.current_frame(isolate);
-        let frame = (!frame.is_null() && (api.is_map)(frame)).then_some(frame);
+        // SAFETY: on the isolate's thread in a handle scope; `frame` is checked for null before
+        // `IsMap`.
+        let frame = unsafe {
+            let frame = api.current_frame(isolate);
+            (!frame.is_null() && (api.is_map)(frame)).then_some(frame)
+        };
         if !self.single {
             w.out.push('[');
         }
@@ -354,30 +422,35 @@ impl AsyncContextSpec {
             if i > 0 {
                 w.out.push(',');
             }
-            let instance = ref_value(env, s.instance);
-            let mut store = match (frame, instance.is_null()) {
-                (Some(f), false) => context_snapshot::map_entry(api, context, f, instance),
-                _ => None,
-            };
-            if let (Some(v), Some(path)) = (store, s.path) {
-                store = self.follow(env, api, context, &mut w, v, path);
-                if let Some(target) = store {
-                    if api.kind(target) == Some(Kind::Object) {
-                        self.keep_anchor(env, target);
+            // SAFETY: the caller's contract is `Walker::new`'s, with `w` made under it and
+            // `context` the current context; every handle used in this iteration comes from this
+            // scope (`frame`, the references' values, what `map_entry` and `follow` return).
+            unsafe {
+                let instance = ref_value(env, s.instance);
+                let mut store = match (frame, instance.is_null()) {
+                    (Some(f), false) => context_snapshot::map_entry(api, context, f, instance),
+                    _ => None,
+                };
+                if let (Some(v), Some(path)) = (store, s.path) {
+                    store = self.follow(env, api, context, &mut w, v, path);
+                    if let Some(target) = store {
+                        if api.kind(target) == Some(Kind::Object) {
+                            self.keep_anchor(env, target);
+                        }
                     }
                 }
-            }
-            let pick = s.keys.map(|keys| Pick {
-                keys: read_keys(env, api, context, keys, &mut picked),
-                inner: s
-                    .inner_keys
-                    .map(|keys| read_keys(env, api, context, keys, &mut inner)),
-            });
-            match store.map(|v| (v, api.kind(v))) {
-                Some((v, Some(Kind::Object))) => w.object(v, pick),
-                // Not entered (or exited: Node keeps the key with undefined).
-                None | Some((_, Some(Kind::Undefined))) => w.out.push_str("null"),
-                Some((v, _)) => w.value(v),
+                let pick = s.keys.map(|keys| Pick {
+                    keys: read_keys(env, api, context, keys, &mut picked),
+                    inner: s
+                        .inner_keys
+                        .map(|keys| read_keys(env, api, context, keys, &mut inner)),
+                });
+                match store.map(|v| (v, api.kind(v))) {
+                    Some((v, Some(Kind::Object))) => w.object(v, pick),
+                    // Not entered (or exited: Node keeps the key with undefined).
+                    None | Some((_, Some(Kind::Undefined))) => w.out.push_str("null"),
+                    Some((v, _)) => w.value(v),
+                }
             }
         }
         if !self.single {
@@ -394,7 +467,8 @@ impl AsyncContextSpec {
 unsafe fn strong_ref(env: napi_env, v: napi_value) -> napi_ref {
     let mut r = std::ptr::null_mut();
     if !v.is_null() {
-        napi_create_reference(env, v, 1, &mut r);
+        // SAFETY: on env's JS thread (the caller's contract); `v` non-null, `r` a live local.
+        unsafe { napi_create_reference(env, v, 1, &mut r) };
     }
     r
 }
@@ -406,7 +480,9 @@ unsafe fn strong_ref(env: napi_env, v: napi_value) -> napi_ref {
 unsafe fn ref_value(env: napi_env, r: napi_ref) -> napi_value {
     let mut v = std::ptr::null_mut();
     if !r.is_null() {
-        napi_get_reference_value(env, r, &mut v);
+        // SAFETY: on env's JS thread inside a handle scope (the caller's contract), which holds
+        // `v`; `r` non-null.
+        unsafe { napi_get_reference_value(env, r, &mut v) };
     }
     v
 }
@@ -420,18 +496,24 @@ unsafe fn key_array(env: napi_env, keys: &[napi_value]) -> (napi_ref, u32) {
     let mut arr = std::ptr::null_mut();
     let (Ok(api), true) = (
         v8_values::api(),
-        napi_create_array_with_length(env, 0, &mut arr) == NAPI_OK,
+        // SAFETY: on env's JS thread in a callback (the caller's contract); `arr` a live local.
+        unsafe { napi_create_array_with_length(env, 0, &mut arr) } == NAPI_OK,
     ) else {
         return (std::ptr::null_mut(), 0);
     };
-    let context = (api.current_context)(v8::current_isolate());
+    // SAFETY: on the JS thread, whose isolate has a context entered inside a callback, and a
+    // handle scope open for the Local.
+    let context = unsafe { (api.current_context)(v8::current_isolate()) };
     let mut len = 0u32;
     for &k in keys.iter().take(MAX_KEYS as usize) {
-        if js::type_name(env, k) == "string" && api.push(context, arr, len, k) {
+        // SAFETY: as above; `k` a value of this env, `arr` our array of length `len`, `context`
+        // the current context.
+        if unsafe { js::type_name(env, k) == "string" && api.push(context, arr, len, k) } {
             len += 1;
         }
     }
-    (strong_ref(env, arr), len)
+    // SAFETY: as above.
+    (unsafe { strong_ref(env, arr) }, len)
 }
 
 /// The strings of a key array made by [`key_array`], read into `buf`.
@@ -445,7 +527,8 @@ unsafe fn read_keys<'b>(
     (keys, len): (napi_ref, u32),
     buf: &'b mut [napi_value; MAX_KEYS as usize],
 ) -> &'b [napi_value] {
-    let keys = ref_value(env, keys);
+    // SAFETY: on the isolate's thread inside a handle scope (the caller's contract).
+    let keys = unsafe { ref_value(env, keys) };
     let len = if keys.is_null() {
         0
     } else {
@@ -453,7 +536,9 @@ unsafe fn read_keys<'b>(
     };
     for (i, slot) in buf[..len].iter_mut().enumerate() {
         // Our own array of strings, never handed out: plain element reads.
-        *slot = api.element(context, keys, i as u32);
+        // SAFETY: `keys` is live and non-null, `context` the current context (the caller's
+        // contract); `i` is below the length it was made with.
+        *slot = unsafe { api.element(context, keys, i as u32) };
     }
     &buf[..len]
 }

@@ -66,8 +66,14 @@ pub struct JsChannel {
 // SAFETY: `env` is only used on its own JavaScript thread (the ref/unref calls of messages that
 // hold the loop, which are queued, delivered and taken there).
 unsafe impl Send for JsChannel {}
+// SAFETY: as for Send; the rest of the state is behind the mutex.
 unsafe impl Sync for JsChannel {}
 
+/// The thread-safe function's call_js.
+///
+/// # Safety
+/// Called by Node-API only, on `env`'s JS thread (or with a null `env` at teardown), with the
+/// context `JsChannel::new` gave.
 unsafe extern "C" fn call_js(
     env: napi_env,
     js_cb: napi_value,
@@ -83,7 +89,7 @@ unsafe extern "C" fn call_js(
     let _ = panics::catch("channel::call_js", || {
         // SAFETY: with an env, Node calls this before the finaliser (`on_finalize`), which releases
         // the channel reference that keeps `ctx` alive.
-        let channel = &*(ctx as *const JsChannel);
+        let channel = unsafe { &*(ctx as *const JsChannel) };
         let Some(msg) = channel.pop() else {
             // Taken back by a detector that stopped.
             return;
@@ -91,13 +97,17 @@ unsafe extern "C" fn call_js(
         if js_cb.is_null() {
             return;
         }
-        let arg = js::string(env, &msg.text);
-        drop(msg);
-        let mut result = std::ptr::null_mut();
-        if napi_call_function(env, js::undefined(env), js_cb, 1, &arg, &mut result)
-            == NAPI_PENDING_EXCEPTION
-        {
-            forget_cancelled_termination(env);
+        // SAFETY: Node-API calls this on `env`'s JS thread with a handle scope open, and
+        // `js_cb` is the channel's function, non-null.
+        unsafe {
+            let arg = js::string(env, &msg.text);
+            drop(msg);
+            let mut result = std::ptr::null_mut();
+            if napi_call_function(env, js::undefined(env), js_cb, 1, &arg, &mut result)
+                == NAPI_PENDING_EXCEPTION
+            {
+                forget_cancelled_termination(env);
+            }
         }
     });
 }
@@ -115,17 +125,25 @@ unsafe extern "C" fn call_js(
 /// On `env`'s JavaScript thread, in a Node-API callback.
 unsafe fn forget_cancelled_termination(env: napi_env) {
     let mut e = std::ptr::null_mut();
-    if napi_get_and_clear_last_exception(env, &mut e) != NAPI_OK || e.is_null() {
+    // SAFETY: the caller's contract (env's JS thread, in a callback); `e` is a live local.
+    if unsafe { napi_get_and_clear_last_exception(env, &mut e) } != NAPI_OK || e.is_null() {
         return;
     }
-    if !matches!(js::type_name(env, e), "null" | "undefined" | "unknown") {
-        napi_throw(env, e);
+    // SAFETY: as above; `e` is a value of this env, just taken from it.
+    unsafe {
+        if !matches!(js::type_name(env, e), "null" | "undefined" | "unknown") {
+            napi_throw(env, e);
+        }
     }
 }
 
+/// The thread-safe function's finalizer.
+///
+/// # Safety
+/// Called by Node-API once, with the `finalize_data` `JsChannel::new` gave.
 unsafe extern "C" fn on_finalize(_env: napi_env, data: *mut c_void, _hint: *mut c_void) {
     // SAFETY: the Arc reference leaked in `JsChannel::new`, released here exactly once.
-    let channel = Arc::from_raw(data as *const JsChannel);
+    let channel = unsafe { Arc::from_raw(data as *const JsChannel) };
     counts::CHANNELS.down();
     let _ = panics::catch("channel::on_finalize", || {
         channel.lock().tsfn = None;
@@ -150,27 +168,34 @@ impl JsChannel {
         });
         let finalize_ref = Arc::into_raw(channel.clone()) as *mut c_void;
         let mut tsfn = std::ptr::null_mut();
-        let status = napi_create_threadsafe_function(
-            env,
-            func,
-            std::ptr::null_mut(),
-            js::string(env, name),
-            0,
-            1,
-            finalize_ref,
-            Some(on_finalize),
-            // The context: the same channel, alive until on_finalize releases that reference.
-            finalize_ref,
-            Some(call_js),
-            &mut tsfn,
-        );
+        // SAFETY: the caller's contract (env's JS thread in a callback, `func` a function).
+        // `finalize_ref` is a counted reference to the channel, which `on_finalize` releases.
+        let status = unsafe {
+            napi_create_threadsafe_function(
+                env,
+                func,
+                std::ptr::null_mut(),
+                js::string(env, name),
+                0,
+                1,
+                finalize_ref,
+                Some(on_finalize),
+                // The context: the same channel, alive until on_finalize releases that reference.
+                finalize_ref,
+                Some(call_js),
+                &mut tsfn,
+            )
+        };
         if status != NAPI_OK {
-            drop(Arc::from_raw(finalize_ref as *const JsChannel));
+            // SAFETY: Node-API did not take `finalize_ref` (no function, no finalizer): ours to
+            // release, once.
+            drop(unsafe { Arc::from_raw(finalize_ref as *const JsChannel) });
             return Err(format!("napi_create_threadsafe_function failed ({status})"));
         }
         counts::CHANNELS.up();
         // Delivering must never keep the process alive.
-        napi_unref_threadsafe_function(env, tsfn);
+        // SAFETY: on env's JS thread (the caller's contract), with the function just created.
+        unsafe { napi_unref_threadsafe_function(env, tsfn) };
         channel.lock().tsfn = Some(Tsfn(tsfn));
         Ok(channel)
     }

@@ -91,12 +91,17 @@ impl Protos {
             array: std::ptr::null_mut(),
         };
         let mut o = std::ptr::null_mut();
-        if napi_create_object(env, &mut o) == NAPI_OK {
-            napi_get_prototype(env, o, &mut p.object);
-        }
         let mut a = std::ptr::null_mut();
-        if napi_create_array_with_length(env, 0, &mut a) == NAPI_OK {
-            napi_get_prototype(env, a, &mut p.array);
+        // SAFETY: on the isolate's (env's) thread inside an open handle scope (the caller's
+        // contract); the out-parameters are live locals. A fresh object and array are ordinary,
+        // so reading their prototypes runs nothing.
+        unsafe {
+            if napi_create_object(env, &mut o) == NAPI_OK {
+                napi_get_prototype(env, o, &mut p.object);
+            }
+            if napi_create_array_with_length(env, 0, &mut a) == NAPI_OK {
+                napi_get_prototype(env, a, &mut p.array);
+            }
         }
         p
     }
@@ -119,6 +124,13 @@ enum Shape {
     Other,
 }
 
+/// Writes values as JSON, reading them without running JavaScript.
+///
+/// # Safety (its `unsafe` methods)
+/// Each has [`Walker::new`]'s contract: it runs on the isolate's thread, inside the handle scope
+/// and the `ValueApi::try_catch` the walker was made in, and its `napi_value` arguments are live
+/// handles of that isolate (from that scope or an outer one). The SAFETY comments below call this
+/// "the walker's contract".
 pub struct Walker<'a> {
     env: napi_env,
     api: &'a ValueApi,
@@ -167,30 +179,36 @@ impl<'a> Walker<'a> {
     /// a null prototype itself, and an `Array.prototype` is an array.
     unsafe fn shape(&self, v: napi_value, proto: napi_value) -> Shape {
         let api = self.api;
-        let is_array = || (api.is_array)(v);
-        if api.same(proto, self.protos.object) {
-            return Shape::Plain;
-        }
-        if api.same(proto, self.protos.array) {
-            return if is_array() {
-                Shape::Array
+        // SAFETY: the walker's contract; `v` is live.
+        let is_array = || unsafe { (api.is_array)(v) };
+        // SAFETY: the walker's contract: `v`, `proto` and the prepared prototypes are live or
+        // null, which `same` and `kind` accept. `proto` is asked for its own prototype only once
+        // it is known to be an object that is not a proxy (an ordinary [[GetPrototypeOf]]).
+        unsafe {
+            if api.same(proto, self.protos.object) {
+                return Shape::Plain;
+            }
+            if api.same(proto, self.protos.array) {
+                return if is_array() {
+                    Shape::Array
+                } else {
+                    Shape::Other
+                };
+            }
+            match api.kind(proto) {
+                Some(Kind::Null) => return Shape::Plain,
+                // Asking a proxy for its prototype may run a trap.
+                Some(Kind::Object) if !(api.is_proxy)(proto) => {}
+                _ => return Shape::Other,
+            }
+            if is_array() && (api.is_array)(proto) {
+                return Shape::Array;
+            }
+            if api.kind((api.prototype)(proto)) == Some(Kind::Null) && !self.is_special(v) {
+                Shape::Plain
             } else {
                 Shape::Other
-            };
-        }
-        match api.kind(proto) {
-            Some(Kind::Null) => return Shape::Plain,
-            // Asking a proxy for its prototype may run a trap.
-            Some(Kind::Object) if !(api.is_proxy)(proto) => {}
-            _ => return Shape::Other,
-        }
-        if is_array() && (api.is_array)(proto) {
-            return Shape::Array;
-        }
-        if api.kind((api.prototype)(proto)) == Some(Kind::Null) && !self.is_special(v) {
-            Shape::Plain
-        } else {
-            Shape::Other
+            }
         }
     }
 
@@ -198,13 +216,16 @@ impl<'a> Walker<'a> {
     /// [`Walker::special`] whatever its prototype).
     unsafe fn is_special(&self, v: napi_value) -> bool {
         let api = self.api;
-        (api.is_date)(v)
-            || (api.is_map)(v)
-            || (api.is_set)(v)
-            || (api.is_typed_array)(v)
-            || (api.is_array_buffer)(v)
-            || (api.is_data_view)(v)
-            || (api.is_promise)(v)
+        // SAFETY: the walker's contract; `v` is live. The predicates only look at its type.
+        unsafe {
+            (api.is_date)(v)
+                || (api.is_map)(v)
+                || (api.is_set)(v)
+                || (api.is_typed_array)(v)
+                || (api.is_array_buffer)(v)
+                || (api.is_data_view)(v)
+                || (api.is_promise)(v)
+        }
     }
 
     /// A string's text, at most MAX_STRING_BYTES bytes of it (a cut one fills the buffer but for
@@ -216,13 +237,16 @@ impl<'a> Walker<'a> {
         buf: &'b mut [u8; MAX_STRING_BYTES + 1],
     ) -> Option<(Cow<'b, str>, usize)> {
         let mut written = 0usize;
-        if napi_get_value_string_utf8(
-            self.env,
-            v,
-            buf.as_mut_ptr() as *mut c_char,
-            buf.len(),
-            &mut written,
-        ) != NAPI_OK
+        // SAFETY: the walker's contract; `buf` holds `buf.len()` bytes, the most Node-API writes.
+        if unsafe {
+            napi_get_value_string_utf8(
+                self.env,
+                v,
+                buf.as_mut_ptr() as *mut c_char,
+                buf.len(),
+                &mut written,
+            )
+        } != NAPI_OK
         {
             return None;
         }
@@ -233,7 +257,8 @@ impl<'a> Walker<'a> {
     /// Writes a string as JSON: at most MAX_STRING_BYTES bytes of it, and a note when it is longer.
     unsafe fn push_js_string(&mut self, v: napi_value) {
         let mut buf = [0u8; MAX_STRING_BYTES + 1];
-        let Some((s, written)) = self.utf8_prefix(v, &mut buf) else {
+        // SAFETY: the walker's contract, passed on.
+        let Some((s, written)) = (unsafe { self.utf8_prefix(v, &mut buf) }) else {
             self.out.push_str("null");
             return;
         };
@@ -244,14 +269,16 @@ impl<'a> Walker<'a> {
         }
         // With no buffer, Node-API answers the length in UTF-16 code units (O(1)).
         let mut units = 0usize;
-        napi_get_value_string_utf16(self.env, v, std::ptr::null_mut(), 0, &mut units);
+        // SAFETY: the walker's contract; a null buffer asks for the length only.
+        unsafe { napi_get_value_string_utf16(self.env, v, std::ptr::null_mut(), 0, &mut units) };
         push_string(self.out, &s, units);
     }
 
     /// A string's text, at most MAX_STRING_BYTES bytes of it (constructor names, Map keys).
     unsafe fn read_string(&self, v: napi_value) -> String {
         let mut buf = [0u8; MAX_STRING_BYTES + 1];
-        self.utf8_prefix(v, &mut buf)
+        // SAFETY: the walker's contract, passed on.
+        unsafe { self.utf8_prefix(v, &mut buf) }
             .map(|(s, _)| s.into_owned())
             .unwrap_or_default()
     }
@@ -262,11 +289,13 @@ impl<'a> Walker<'a> {
 
     /// The constructor name V8 records for an object (`"Object"` when it has none).
     unsafe fn constructor_name(&self, v: napi_value) -> String {
-        let name = (self.api.constructor_name)(v);
+        // SAFETY: the walker's contract; `v` is a live object (not a proxy: the callers checked).
+        let name = unsafe { (self.api.constructor_name)(v) };
         if name.is_null() {
             return "Object".into();
         }
-        let s = self.read_string(name);
+        // SAFETY: the walker's contract; `name` is a live string handle, just made.
+        let s = unsafe { self.read_string(name) };
         if s.is_empty() {
             "Object".into()
         } else {
@@ -279,35 +308,45 @@ impl<'a> Walker<'a> {
     /// indices are always checked.
     unsafe fn prop(&self, obj: napi_value, key: Key, check_own: bool) -> Prop {
         let (api, cx) = (self.api, self.context);
-        let own = match key {
-            Key::Name(name) if check_own => (api.has_own_name)(obj, cx, name),
-            Key::Name(_) => MaybeBool {
-                has_value: true,
-                value: true,
-            },
-            // Holes and missing indices are answered here, before making a name.
-            Key::Index(i) => (api.has_own_index)(obj, cx, i),
+        // SAFETY: the walker's contract; `obj` is a live non-proxy object, `cx` the current
+        // context. HasOwnProperty consults the object alone (no prototype, so no getter).
+        let own = unsafe {
+            match key {
+                Key::Name(name) if check_own => (api.has_own_name)(obj, cx, name),
+                Key::Name(_) => MaybeBool {
+                    has_value: true,
+                    value: true,
+                },
+                // Holes and missing indices are answered here, before making a name.
+                Key::Index(i) => (api.has_own_index)(obj, cx, i),
+            }
         };
         if !own.has_value || !own.value {
             return Prop::Missing;
         }
         let name = match key {
             Key::Name(name) => name,
-            Key::Index(i) => self.index_name(i),
+            // SAFETY: the walker's contract.
+            Key::Index(i) => unsafe { self.index_name(i) },
         };
         if name.is_null() {
             return Prop::Missing;
         }
-        let accessor = (api.has_accessor)(obj, cx, name);
+        // SAFETY: as above; `name` is a live, non-null name.
+        let accessor = unsafe { (api.has_accessor)(obj, cx, name) };
         if !accessor.has_value {
             return Prop::Missing;
         }
         if accessor.value {
             return Prop::Accessor;
         }
-        let v = match key {
-            Key::Name(name) => (api.get)(obj, cx, name),
-            Key::Index(i) => (api.get_index)(obj, cx, i),
+        // SAFETY: as above. The key is an own data property (checked just before), so the lookup
+        // stops at `obj` and calls nothing.
+        let v = unsafe {
+            match key {
+                Key::Name(name) => (api.get)(obj, cx, name),
+                Key::Index(i) => (api.get_index)(obj, cx, i),
+            }
         };
         if v.is_null() {
             Prop::Missing
@@ -320,22 +359,26 @@ impl<'a> Walker<'a> {
     /// [`Prepared::index_names`], which gets the names up to `i` the first time.
     unsafe fn index_name(&self, i: u32) -> napi_value {
         let (api, cx, names) = (self.api, self.context, self.index_names);
-        if names.is_null() {
-            return make_index_name(self.env, i);
-        }
-        // Our own packed array of strings, never handed out: plain element reads.
-        let len = (api.array_length)(names);
-        if i < len {
-            return api.element(cx, names, i);
-        }
-        let mut name = std::ptr::null_mut();
-        for j in len..=i {
-            name = make_index_name(self.env, j);
-            if name.is_null() || !api.push(cx, names, j, name) {
-                break;
+        // SAFETY: the walker's contract, inside its handle scope; `names`, when not
+        // null, is our live array (see `Prepared::index_names`), `cx` the current context.
+        unsafe {
+            if names.is_null() {
+                return make_index_name(self.env, i);
             }
+            // Our own packed array of strings, never handed out: plain element reads.
+            let len = (api.array_length)(names);
+            if i < len {
+                return api.element(cx, names, i);
+            }
+            let mut name = std::ptr::null_mut();
+            for j in len..=i {
+                name = make_index_name(self.env, j);
+                if name.is_null() || !api.push(cx, names, j, name) {
+                    break;
+                }
+            }
+            name
         }
-        name
     }
 
     /// One step of an internal `asyncContext` path (`lib/otel.ts`): from object `v`, the value of
@@ -347,15 +390,19 @@ impl<'a> Walker<'a> {
     /// As for [`Walker::value`].
     pub unsafe fn step(&mut self, v: napi_value, key: napi_value) -> Option<napi_value> {
         let api = self.api;
-        if api.kind(v) != Some(Kind::Object) || (api.is_proxy)(v) {
-            return None;
-        }
-        if (api.is_map)(v) {
-            return map_entry(api, self.context, v, key);
-        }
-        match self.prop(v, Key::Name(key), true) {
-            Prop::Value(value) => Some(value),
-            _ => None,
+        // SAFETY: the walker's contract; `v` and `key` are live. A Map's entry is read, and an
+        // own property looked up, only once `v` is known to be an object that is not a proxy.
+        unsafe {
+            if api.kind(v) != Some(Kind::Object) || (api.is_proxy)(v) {
+                return None;
+            }
+            if (api.is_map)(v) {
+                return map_entry(api, self.context, v, key);
+            }
+            match self.prop(v, Key::Name(key), true) {
+                Prop::Value(value) => Some(value),
+                _ => None,
+            }
         }
     }
 
@@ -364,8 +411,11 @@ impl<'a> Walker<'a> {
     /// # Safety
     /// As for [`Walker::new`]; `v` is a live handle.
     pub unsafe fn value(&mut self, v: napi_value) {
-        let k = self.api.kind(v);
-        self.typed(v, k);
+        // SAFETY: the walker's contract; `v` is live.
+        unsafe {
+            let k = self.api.kind(v);
+            self.typed(v, k);
+        }
     }
 
     /// [`Walker::value`] of a value whose kind is known.
@@ -375,34 +425,42 @@ impl<'a> Walker<'a> {
             self.push_label("[Truncated]");
             return;
         }
-        match k {
-            Some(Kind::String) => self.push_js_string(v),
-            Some(Kind::Number) => push_number(self.out, (self.api.number_value)(v)),
-            Some(Kind::Boolean) => {
-                let b = (self.api.boolean_value)(v);
-                self.out.push_str(if b { "true" } else { "false" });
+        // SAFETY: the walker's contract; `v` is live and of kind `k`, which each arm's reader
+        // expects.
+        unsafe {
+            match k {
+                Some(Kind::String) => self.push_js_string(v),
+                Some(Kind::Number) => push_number(self.out, (self.api.number_value)(v)),
+                Some(Kind::Boolean) => {
+                    let b = (self.api.boolean_value)(v);
+                    self.out.push_str(if b { "true" } else { "false" });
+                }
+                Some(Kind::Object) => self.object(v, None),
+                Some(Kind::BigInt) => self.bigint(v),
+                Some(Kind::Symbol) => self.push_label("[Symbol]"),
+                Some(Kind::Function) => self.push_label("[Function]"),
+                Some(Kind::External) => self.push_label("[External]"),
+                // undefined, null, unknown: like JSON.stringify in an array.
+                Some(Kind::Null | Kind::Undefined) | None => self.out.push_str("null"),
             }
-            Some(Kind::Object) => self.object(v, None),
-            Some(Kind::BigInt) => self.bigint(v),
-            Some(Kind::Symbol) => self.push_label("[Symbol]"),
-            Some(Kind::Function) => self.push_label("[Function]"),
-            Some(Kind::External) => self.push_label("[External]"),
-            // undefined, null, unknown: like JSON.stringify in an array.
-            Some(Kind::Null | Kind::Undefined) | None => self.out.push_str("null"),
         }
     }
 
+    /// Writes a BigInt (`v`) as its decimal string, or its size when it is too large.
     unsafe fn bigint(&mut self, v: napi_value) {
         let mut sign: c_int = 0;
         let mut count = 0usize;
         // Sign and words both null: Node-API answers the word count only.
-        if napi_get_value_bigint_words(
-            self.env,
-            v,
-            std::ptr::null_mut(),
-            &mut count,
-            std::ptr::null_mut(),
-        ) != NAPI_OK
+        // SAFETY: the walker's contract; `count` a live local.
+        if unsafe {
+            napi_get_value_bigint_words(
+                self.env,
+                v,
+                std::ptr::null_mut(),
+                &mut count,
+                std::ptr::null_mut(),
+            )
+        } != NAPI_OK
         {
             self.out.push_str("null");
             return;
@@ -413,8 +471,11 @@ impl<'a> Walker<'a> {
         }
         let mut words = [0u64; MAX_BIGINT_WORDS];
         let mut n = count.max(1);
-        if napi_get_value_bigint_words(self.env, v, &mut sign, &mut n, words.as_mut_ptr())
-            != NAPI_OK
+        // SAFETY: the walker's contract; `words` has room for `n` words (count <=
+        // MAX_BIGINT_WORDS, checked above), the most Node-API writes.
+        if unsafe {
+            napi_get_value_bigint_words(self.env, v, &mut sign, &mut n, words.as_mut_ptr())
+        } != NAPI_OK
         {
             self.out.push_str("null");
             return;
@@ -432,12 +493,14 @@ impl<'a> Walker<'a> {
     pub unsafe fn object(&mut self, v: napi_value, pick: Option<Pick>) {
         let api = self.api;
         // Before anything else: every other question about a proxy may run a trap.
-        if (api.is_proxy)(v) {
+        // SAFETY: the walker's contract; `v` is a live object.
+        if unsafe { (api.is_proxy)(v) } {
             self.push_label("[Proxy]");
             return;
         }
         if self.depth >= MAX_DEPTH as usize {
-            let label = if (api.is_array)(v) {
+            // SAFETY: as above.
+            let label = if unsafe { (api.is_array)(v) } {
                 "[Array]"
             } else {
                 "[Object]"
@@ -445,24 +508,33 @@ impl<'a> Walker<'a> {
             self.push_label(label);
             return;
         }
-        if self.path[..self.depth].iter().any(|&p| api.same(p, v)) {
+        if self.path[..self.depth]
+            .iter()
+            // SAFETY: as above; the path holds live objects of this walk.
+            .any(|&p| unsafe { api.same(p, v) })
+        {
             self.push_label("[Circular]");
             return;
         }
         // Not a proxy, so [[GetPrototypeOf]] is the ordinary one: nothing runs.
-        let proto = (api.prototype)(v);
+        // SAFETY: as above.
+        let proto = unsafe { (api.prototype)(v) };
         // Every handle made below stays in the caller's scope: at most a few per value, and
         // MAX_VALUES values.
         self.path[self.depth] = v;
         self.depth += 1;
-        match self.shape(v, proto) {
-            // A plain object (the common case): no other question needed.
-            Shape::Plain => self.props(v, pick),
-            Shape::Array => match pick {
-                Some(_) => self.props(v, pick),
-                None => self.array(v),
-            },
-            Shape::Other => self.special(v, pick),
+        // SAFETY: the walker's contract; `v` is a live object that is not a proxy, `proto` its
+        // prototype (live or null), as each writer expects.
+        unsafe {
+            match self.shape(v, proto) {
+                // A plain object (the common case): no other question needed.
+                Shape::Plain => self.props(v, pick),
+                Shape::Array => match pick {
+                    Some(_) => self.props(v, pick),
+                    None => self.array(v),
+                },
+                Shape::Other => self.special(v, pick),
+            }
         }
         self.depth -= 1;
     }
@@ -470,38 +542,48 @@ impl<'a> Walker<'a> {
     /// An object whose prototype is not Object.prototype, null or Array.prototype.
     unsafe fn special(&mut self, v: napi_value, pick: Option<Pick>) {
         let api = self.api;
-        if (api.is_date)(v) {
+        // SAFETY: the walker's contract; `v` is a live object, not a proxy.
+        if unsafe { (api.is_date)(v) } {
             let mut ms = f64::NAN;
-            napi_get_date_value(self.env, v, &mut ms);
+            // SAFETY: as above; `v` is a Date, `ms` a live local.
+            unsafe { napi_get_date_value(self.env, v, &mut ms) };
             match iso_date(ms) {
                 Some(s) => self.push_label(&s),
                 None => self.push_label("Invalid Date"),
             }
             return;
         }
-        let (is_map, is_set) = ((api.is_map)(v), (api.is_set)(v));
+        // SAFETY: as above.
+        let (is_map, is_set) = unsafe { ((api.is_map)(v), (api.is_set)(v)) };
         if is_map || is_set {
-            self.collection(v, is_map, pick.map(|p| p.keys));
+            // SAFETY: as above; `v` is a Map or a Set, as `is_map` says.
+            unsafe { self.collection(v, is_map, pick.map(|p| p.keys)) };
             return;
         }
-        if (api.is_typed_array)(v)
-            || (api.is_array_buffer)(v)
-            || (api.is_data_view)(v)
-            || (api.is_promise)(v)
-        {
-            let name = self.constructor_name(v);
+        // SAFETY: as above.
+        if unsafe {
+            (api.is_typed_array)(v)
+                || (api.is_array_buffer)(v)
+                || (api.is_data_view)(v)
+                || (api.is_promise)(v)
+        } {
+            // SAFETY: as above.
+            let name = unsafe { self.constructor_name(v) };
             self.push_label(&format!("[{name}]"));
             return;
         }
         if pick.is_some() {
-            self.props(v, pick);
+            // SAFETY: as above.
+            unsafe { self.props(v, pick) };
             return;
         }
-        let name = self.constructor_name(v);
+        // SAFETY: as above.
+        let name = unsafe { self.constructor_name(v) };
         self.out.push('{');
         json_str(self.out, &format!("[class {name}]"));
         self.out.push(':');
-        self.props(v, None);
+        // SAFETY: as above.
+        unsafe { self.props(v, None) };
         self.out.push('}');
     }
 
@@ -511,8 +593,11 @@ impl<'a> Walker<'a> {
         // The keys: the picked ones, or a fresh array of the own enumerable string keys.
         let (listed, count) = match pick {
             Some(p) => (std::ptr::null_mut(), p.keys.len() as u32),
-            None => match api.own_keys(cx, obj) {
-                Some(arr) => (arr, (api.array_length)(arr)),
+            // SAFETY: the walker's contract; `obj` is a live object, not a proxy, `cx` the
+            // current context.
+            None => match unsafe { api.own_keys(cx, obj) } {
+                // SAFETY: as above; `arr` is a live array V8 just made.
+                Some(arr) => (arr, unsafe { (api.array_length)(arr) }),
                 None => {
                     self.out.push_str("{}");
                     return;
@@ -529,15 +614,18 @@ impl<'a> Walker<'a> {
             }
             let key = match pick {
                 Some(p) => p.keys[i as usize],
-                None => api.element(cx, listed, i),
+                // SAFETY: as above; `i` is below the length of `listed`, V8's packed array.
+                None => unsafe { api.element(cx, listed, i) },
             };
             if key.is_null() {
                 continue;
             }
-            let value = match self.prop(obj, Key::Name(key), pick.is_some()) {
+            // SAFETY: as above; `key` a live name (picked strings are live for the walk).
+            let value = match unsafe { self.prop(obj, Key::Name(key), pick.is_some()) } {
                 Prop::Missing => continue,
                 Prop::Accessor => None,
-                Prop::Value(v) => match api.kind(v) {
+                // SAFETY: as above; `v` was just read.
+                Prop::Value(v) => match unsafe { api.kind(v) } {
                     // Left out, as JSON.stringify does.
                     Some(Kind::Undefined) => continue,
                     k => Some((v, k)),
@@ -546,19 +634,24 @@ impl<'a> Walker<'a> {
             if written > 0 {
                 self.out.push(',');
             }
-            self.push_js_string(key);
+            // SAFETY: as above; own keys are strings (V8 converted them), and picked ones are
+            // strings (checked when the detector started).
+            unsafe { self.push_js_string(key) };
             self.out.push(':');
-            match (value, pick.and_then(|p| p.inner)) {
-                (Some((v, Some(Kind::Object))), Some(inner)) => {
-                    self.values += 1;
-                    let keys = Pick {
-                        keys: inner,
-                        inner: None,
-                    };
-                    self.object(v, Some(keys));
+            // SAFETY: the walker's contract; `v` is live and of kind `k`.
+            unsafe {
+                match (value, pick.and_then(|p| p.inner)) {
+                    (Some((v, Some(Kind::Object))), Some(inner)) => {
+                        self.values += 1;
+                        let keys = Pick {
+                            keys: inner,
+                            inner: None,
+                        };
+                        self.object(v, Some(keys));
+                    }
+                    (Some((v, k)), _) => self.typed(v, k),
+                    (None, _) => self.push_label("[Getter]"),
                 }
-                (Some((v, k)), _) => self.typed(v, k),
-                (None, _) => self.push_label("[Getter]"),
             }
             written += 1;
         }
@@ -574,17 +667,21 @@ impl<'a> Walker<'a> {
 
     /// `[...]` of an array's first MAX_KEYS items (holes: null).
     unsafe fn array(&mut self, arr: napi_value) {
-        let len = (self.api.array_length)(arr);
+        // SAFETY: the walker's contract; `arr` is a live array, not a proxy.
+        let len = unsafe { (self.api.array_length)(arr) };
         self.out.push('[');
         let shown = len.min(MAX_KEYS);
         for i in 0..shown {
             if i > 0 {
                 self.out.push(',');
             }
-            match self.prop(arr, Key::Index(i), false) {
-                Prop::Missing => self.out.push_str("null"),
-                Prop::Accessor => self.push_label("[Getter]"),
-                Prop::Value(v) => self.value(v),
+            // SAFETY: as above; `v` was just read.
+            unsafe {
+                match self.prop(arr, Key::Index(i), false) {
+                    Prop::Missing => self.out.push_str("null"),
+                    Prop::Accessor => self.push_label("[Getter]"),
+                    Prop::Value(v) => self.value(v),
+                }
             }
         }
         if len > shown {
@@ -602,10 +699,13 @@ impl<'a> Walker<'a> {
         /// Larger collections are not copied, only counted.
         const MAX_COPIED: usize = 1000;
         let (api, cx) = (self.api, self.context);
-        let size = if is_map {
-            (api.map_size)(v)
-        } else {
-            (api.set_size)(v)
+        // SAFETY: the walker's contract; `v` is a live Map when `is_map`, else a live Set.
+        let size = unsafe {
+            if is_map {
+                (api.map_size)(v)
+            } else {
+                (api.set_size)(v)
+            }
         };
         let label = if is_map { "[Map]" } else { "[Set]" };
         if size > MAX_COPIED {
@@ -616,31 +716,40 @@ impl<'a> Walker<'a> {
             self.out.push('}');
             return;
         }
-        let flat = if is_map {
-            (api.map_as_array)(v)
-        } else {
-            (api.set_as_array)(v)
+        // SAFETY: as above.
+        let flat = unsafe {
+            if is_map {
+                (api.map_as_array)(v)
+            } else {
+                (api.set_as_array)(v)
+            }
         };
         if flat.is_null() {
             self.push_label(label);
             return;
         }
-        let len = (api.array_length)(flat);
+        // SAFETY: the walker's contract; `flat` is V8's fresh, packed copy of the entries
+        // (`[k0, v0, k1, v1, ...]` for a Map), read at indices below its length with `cx` the
+        // current context; the values read are live handles of the walk's scope.
+        let len = unsafe { (api.array_length)(flat) };
         let step = if is_map { 2 } else { 1 };
         if let (Some(names), true) = (pick, is_map) {
             self.out.push('{');
             let mut written = 0;
             for i in (0..len).step_by(2) {
-                let k = api.element(cx, flat, i);
-                if api.kind(k) != Some(Kind::String) || !names.iter().any(|&n| api.same(n, k)) {
-                    continue;
+                // SAFETY: as above (`i + 1 < len`: a Map's copy has an even length).
+                unsafe {
+                    let k = api.element(cx, flat, i);
+                    if api.kind(k) != Some(Kind::String) || !names.iter().any(|&n| api.same(n, k)) {
+                        continue;
+                    }
+                    if written > 0 {
+                        self.out.push(',');
+                    }
+                    self.push_js_string(k);
+                    self.out.push(':');
+                    self.value(api.element(cx, flat, i + 1));
                 }
-                if written > 0 {
-                    self.out.push(',');
-                }
-                self.push_js_string(k);
-                self.out.push(':');
-                self.value(api.element(cx, flat, i + 1));
                 written += 1;
             }
             self.out.push('}');
@@ -655,14 +764,17 @@ impl<'a> Walker<'a> {
             if e > 0 {
                 self.out.push(',');
             }
-            if is_map {
-                self.out.push('[');
-                self.value(api.element(cx, flat, e * 2));
-                self.out.push(',');
-                self.value(api.element(cx, flat, e * 2 + 1));
-                self.out.push(']');
-            } else {
-                self.value(api.element(cx, flat, e));
+            // SAFETY: as above; `e < entries`, so every index read is below `len`.
+            unsafe {
+                if is_map {
+                    self.out.push('[');
+                    self.value(api.element(cx, flat, e * 2));
+                    self.out.push(',');
+                    self.value(api.element(cx, flat, e * 2 + 1));
+                    self.out.push(']');
+                } else {
+                    self.value(api.element(cx, flat, e));
+                }
             }
         }
         if entries > shown {
@@ -688,16 +800,21 @@ pub unsafe fn map_entry(
     map: napi_value,
     key: napi_value,
 ) -> Option<napi_value> {
-    let flat = (api.map_as_array)(map);
+    // SAFETY: the caller's contract (isolate's thread, handle scope open, `map` a Map).
+    let flat = unsafe { (api.map_as_array)(map) };
     if flat.is_null() {
         return None;
     }
-    let len = (api.array_length)(flat);
-    (0..len)
-        .step_by(2)
-        .find(|&i| api.same(api.element(context, flat, i), key))
-        .map(|i| api.element(context, flat, i + 1))
-        .filter(|v| !v.is_null())
+    // SAFETY: `flat` is V8's fresh, packed `[k0, v0, ...]` copy (an even length), read below its
+    // length with the current context; `key` a live handle.
+    unsafe {
+        let len = (api.array_length)(flat);
+        (0..len)
+            .step_by(2)
+            .find(|&i| api.same(api.element(context, flat, i), key))
+            .map(|i| api.element(context, flat, i + 1))
+            .filter(|v| !v.is_null())
+    }
 }
 
 /// The decimal string of `i`, made anew (null on failure).
@@ -707,11 +824,15 @@ pub unsafe fn map_entry(
 unsafe fn make_index_name(env: napi_env, i: u32) -> napi_value {
     let digits = i.to_string();
     let mut name = std::ptr::null_mut();
-    napi_create_string_utf8(
-        env,
-        digits.as_ptr() as *const c_char,
-        digits.len(),
-        &mut name,
-    );
+    // SAFETY: on env's thread in an open handle scope (the caller's contract); `digits` is
+    // `digits.len()` bytes of UTF-8, `name` a live local.
+    unsafe {
+        napi_create_string_utf8(
+            env,
+            digits.as_ptr() as *const c_char,
+            digits.len(),
+            &mut name,
+        )
+    };
     name
 }

@@ -120,6 +120,7 @@ struct Inner {
 // `EnvLoop::iteration`, whose comments say why they are sound from another thread. `alive` and the
 // monitor's registry lock order every use before teardown.
 unsafe impl Send for EnvLoop {}
+// SAFETY: as for Send; the mutable state is atomics or behind mutexes.
 unsafe impl Sync for EnvLoop {}
 
 impl Drop for EnvLoop {
@@ -190,15 +191,20 @@ fn lock(m: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
     lock_or_recover(m, "env_loop")
 }
 
+/// The prepare handle's callback.
+///
+/// # Safety
+/// Called by libuv only, on the loop's thread, for the handle `EnvLoop::create` made.
 unsafe extern "C" fn on_prepare(handle: *mut uv_handle_t) {
     // The loop's hot path (`Turns::Prepare` only): count the turn. Nothing here can panic.
-    let st = uv_handle_get_data(handle) as *const EnvLoop;
+    // SAFETY: `handle` is our live prepare handle (libuv is running its callback).
+    let st = unsafe { uv_handle_get_data(handle) } as *const EnvLoop;
     if st.is_null() {
         return;
     }
     // SAFETY: the handle's data is the EnvLoop whose Arc reference the handle holds until
     // on_prepare_closed; libuv runs this callback on the loop thread before that.
-    (*st).counter.bump();
+    unsafe { (*st).counter.bump() };
 }
 
 /// The calling thread's kernel thread id (Linux only).
@@ -234,36 +240,55 @@ unsafe fn find_turns(lp: *mut uv_loop_t) -> Turns {
     if forced == "metrics" {
         return Turns::Metrics(info);
     }
-    match loop_count_ptr(lp, info) {
+    // SAFETY: `lp` is a live loop on this thread (the caller's contract); `info` is libuv's
+    // uv_metrics_info, as `uv_metrics_info_fn` resolved it.
+    match unsafe { loop_count_ptr(lp, info) } {
         Some(p) => Turns::Libuv(p),
         None => Turns::Metrics(info),
     }
 }
 
+/// The prepare handle's close callback: frees the handle and releases its reference.
+///
+/// # Safety
+/// Called by libuv only, once, on the loop's thread, for the handle `EnvLoop::create` made.
 unsafe extern "C" fn on_prepare_closed(handle: *mut uv_handle_t) {
-    let st = uv_handle_get_data(handle) as *const EnvLoop;
-    // SAFETY: `handle` was allocated in `EnvLoop::create` as a boxed [u64] slice of this length.
-    let words = uv_handle_size(UV_PREPARE).div_ceil(8);
-    drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
-        handle as *mut u64,
-        words,
-    )));
+    // SAFETY: `handle` is our prepare handle, closed but not yet freed (that is done below).
+    let st = unsafe { uv_handle_get_data(handle) } as *const EnvLoop;
+    // SAFETY: uv_handle_size only reads a table.
+    let words = unsafe { uv_handle_size(UV_PREPARE) }.div_ceil(8);
+    // SAFETY: `handle` was allocated in `EnvLoop::create` as a boxed [u64] slice of this length,
+    // and libuv is done with it once its close callback runs.
+    drop(unsafe {
+        Box::from_raw(std::ptr::slice_from_raw_parts_mut(
+            handle as *mut u64,
+            words,
+        ))
+    });
     if !st.is_null() {
         // SAFETY: the Arc reference handed to the cleanup hook in `create` is released here, once.
-        let st = Arc::from_raw(st);
+        let st = unsafe { Arc::from_raw(st) };
         let h = lock(&st.inner).cleanup_handle;
         if !h.is_null() {
-            napi_remove_async_cleanup_hook(h);
+            // SAFETY: on the environment's thread; `h` is the hook `create` added, removed only
+            // here, once (after `teardown`, this removal tells Node the async cleanup is done).
+            unsafe { napi_remove_async_cleanup_hook(h) };
         }
     }
 }
 
+/// The environment's async cleanup hook.
+///
+/// # Safety
+/// Called by Node-API only, on the environment's thread, with the `arg` `EnvLoop::create` gave.
 unsafe extern "C" fn on_env_cleanup(_handle: napi_async_cleanup_hook_handle, arg: *mut c_void) {
+    let p = arg as *const EnvLoop;
     // SAFETY: `arg` is the handle's Arc reference (see `create`), alive until on_prepare_closed;
     // borrow it as an Arc without taking it over.
-    let p = arg as *const EnvLoop;
-    Arc::increment_strong_count(p);
-    let st = Arc::from_raw(p);
+    let st = unsafe {
+        Arc::increment_strong_count(p);
+        Arc::from_raw(p)
+    };
     let _ = panics::catch("env_loop::on_env_cleanup", || st.teardown());
 }
 
@@ -273,17 +298,27 @@ impl EnvLoop {
     /// # Safety
     /// Must be called on `env`'s JavaScript thread, inside a Node-API callback.
     pub unsafe fn get_or_create(env: napi_env) -> Result<Arc<EnvLoop>, String> {
-        if let Some(st) = Self::get(env) {
+        // SAFETY: the caller's contract, which is `get`'s (and `create`'s) too.
+        if let Some(st) = unsafe { Self::get(env) } {
             return Ok(st);
         }
-        let st = Self::create(env)?;
+        // SAFETY: as above.
+        let st = unsafe { Self::create(env) }?;
         // The instance data holds one reference, released by Node when the env goes away.
+        /// # Safety
+        /// Node-API's instance-data finalizer: called once, with the data set below.
         unsafe extern "C" fn release(_env: napi_env, data: *mut c_void, _hint: *mut c_void) {
-            drop(Arc::from_raw(data as *const EnvLoop));
+            // SAFETY: `data` is the reference `get_or_create` leaked for the instance data.
+            drop(unsafe { Arc::from_raw(data as *const EnvLoop) });
         }
         let raw = Arc::into_raw(st.clone()) as *mut c_void;
-        if napi_set_instance_data(env, raw, Some(release), std::ptr::null_mut()) != NAPI_OK {
-            drop(Arc::from_raw(raw as *const EnvLoop));
+        // SAFETY: on env's JS thread in a callback (the caller's contract); `raw` is a counted
+        // reference that `release` gives back.
+        if unsafe { napi_set_instance_data(env, raw, Some(release), std::ptr::null_mut()) }
+            != NAPI_OK
+        {
+            // SAFETY: not taken by Node-API: ours to give back, once.
+            drop(unsafe { Arc::from_raw(raw as *const EnvLoop) });
         }
         Ok(st)
     }
@@ -294,21 +329,32 @@ impl EnvLoop {
     /// Must be called on `env`'s JavaScript thread, inside a Node-API callback.
     pub unsafe fn get(env: napi_env) -> Option<Arc<EnvLoop>> {
         let mut data: *mut c_void = std::ptr::null_mut();
-        if napi_get_instance_data(env, &mut data) != NAPI_OK || data.is_null() {
+        // SAFETY: on env's JS thread in a callback (the caller's contract); `data` a live local.
+        if unsafe { napi_get_instance_data(env, &mut data) } != NAPI_OK || data.is_null() {
             return None;
         }
         let p = data as *const EnvLoop;
         // The instance data's reference keeps it alive; this one is the caller's.
-        Arc::increment_strong_count(p);
-        Some(Arc::from_raw(p))
+        // SAFETY: only this addon sets the env's instance data, to an `Arc<EnvLoop>` pointer
+        // (`get_or_create`), alive until Node finalizes it with the env.
+        unsafe {
+            Arc::increment_strong_count(p);
+            Some(Arc::from_raw(p))
+        }
     }
 
+    /// A new state for `env`, with its prepare handle and cleanup hook.
+    ///
+    /// # Safety
+    /// On `env`'s JavaScript thread, inside a Node-API callback.
     unsafe fn create(env: napi_env) -> Result<Arc<EnvLoop>, String> {
         let mut loop_ptr: *mut uv_loop_t = std::ptr::null_mut();
-        if napi_get_uv_event_loop(env, &mut loop_ptr) != NAPI_OK || loop_ptr.is_null() {
+        // SAFETY: the caller's contract; `loop_ptr` a live local.
+        if unsafe { napi_get_uv_event_loop(env, &mut loop_ptr) } != NAPI_OK || loop_ptr.is_null() {
             return Err("napi_get_uv_event_loop failed".into());
         }
-        let words = uv_handle_size(UV_PREPARE).div_ceil(8);
+        // SAFETY: uv_handle_size only reads a table.
+        let words = unsafe { uv_handle_size(UV_PREPARE) }.div_ceil(8);
         let prepare = Box::into_raw(vec![0u64; words].into_boxed_slice()) as *mut uv_handle_t;
         let sync = SyncMarker::default();
         let st = Arc::new(EnvLoop {
@@ -319,7 +365,8 @@ impl EnvLoop {
             tid: current_tid(),
             cpu_clock: current_cpu_clock(),
             turn_cpu: (AtomicU64::new(u64::MAX), AtomicU64::new(0)),
-            turns: find_turns(loop_ptr),
+            // SAFETY: `loop_ptr` is env's live loop, and this is its thread.
+            turns: unsafe { find_turns(loop_ptr) },
             counter: TurnCounter::default(),
             alive: AtomicBool::new(true),
             interrupts: Interrupts::default(),
@@ -340,25 +387,37 @@ impl EnvLoop {
         });
         counts::ENVIRONMENTS.up();
         live().push((st.serial, Arc::downgrade(&st)));
-        let rc = uv_prepare_init(loop_ptr, prepare);
+        // SAFETY: on the loop's thread; `prepare` is `words` zeroed, 8-aligned words, at least
+        // the size libuv gives for a prepare handle.
+        let rc = unsafe { uv_prepare_init(loop_ptr, prepare) };
         if rc != 0 {
-            drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
-                prepare as *mut u64,
-                words,
-            )));
+            // SAFETY: the failed handle is not the loop's: free the slice made above, once.
+            drop(unsafe {
+                Box::from_raw(std::ptr::slice_from_raw_parts_mut(
+                    prepare as *mut u64,
+                    words,
+                ))
+            });
             return Err(format!("uv_prepare_init failed ({rc})"));
         }
         // The handle must never keep the process alive.
-        uv_unref(prepare);
+        // SAFETY: `prepare` is initialized, on its loop's thread.
+        unsafe { uv_unref(prepare) };
         // This reference is owned by the handle and released in on_prepare_closed.
         let raw = Arc::into_raw(st.clone());
-        uv_handle_set_data(prepare, raw as *mut c_void);
+        // SAFETY: as above.
+        unsafe { uv_handle_set_data(prepare, raw as *mut c_void) };
         let mut handle: napi_async_cleanup_hook_handle = std::ptr::null_mut();
-        if napi_add_async_cleanup_hook(env, Some(on_env_cleanup), raw as *mut c_void, &mut handle)
-            != NAPI_OK
-        {
+        // SAFETY: on env's JS thread (the caller's contract); `raw` stays valid until
+        // on_prepare_closed, which removes the hook first if it has not run.
+        let added = unsafe {
+            napi_add_async_cleanup_hook(env, Some(on_env_cleanup), raw as *mut c_void, &mut handle)
+        };
+        if added != NAPI_OK {
             // Without the hook a Worker's teardown would find our handle open: do not watch.
-            uv_close(prepare, Some(on_prepare_closed));
+            // SAFETY: `prepare` is initialized and not closing; on_prepare_closed frees it and
+            // releases `raw`.
+            unsafe { uv_close(prepare, Some(on_prepare_closed)) };
             return Err("napi_add_async_cleanup_hook failed".into());
         }
         lock(&st.inner).cleanup_handle = handle;

@@ -1,5 +1,11 @@
 //! The functions the TypeScript layer calls. Arguments are validated there; here they are checked
 //! again only as far as memory safety needs, with errors carrying stable codes.
+//!
+//! # Safety (every exported function here)
+//! A Node-API function callback, registered through `guarded!` in `lib.rs`: called by Node on
+//! `env`'s JavaScript thread, with this call's `info` and a handle scope open. That is the
+//! contract of the `js` helpers and of most functions called here (`EnvLoop::get_or_create`, ...);
+//! the SAFETY comments below call it "the callback's contract".
 
 use loop_helpers_core::monitor::{self, WatchConfig};
 use loop_helpers_core::report::{json_str, LogTarget, Origin};
@@ -37,29 +43,46 @@ const E_START: &str = "ERR_LOOP_HELPERS_START";
 ///
 /// `onBlock(recordJson)` receives the block records of log mode `'deferred'`.
 pub unsafe fn start(env: napi_env, info: napi_callback_info) -> napi_value {
-    match start_watch(env, info) {
-        Ok(v) => v,
-        Err((code, msg)) => js::throw(env, code, &msg),
+    // SAFETY: the callback's contract, which `start_watch` and `js::throw` share.
+    unsafe {
+        match start_watch(env, info) {
+            Ok(v) => v,
+            Err((code, msg)) => js::throw(env, code, &msg),
+        }
     }
 }
 
+/// [`start`], with its errors as (code, message).
+///
+/// # Safety
+/// The callback's contract (see the module's documentation).
 unsafe fn start_watch(
     env: napi_env,
     info: napi_callback_info,
 ) -> Result<napi_value, (&'static str, String)> {
     let arg = |e: String| (E_ARG, e);
-    let [options, on_block] = js::args::<2>(env, info);
-    let o = js::Options::new(env, options, "start()", "options").map_err(arg)?;
-    let timeout = o.number(c"timeoutSeconds").map_err(arg)?;
-    let aggressive = o.boolean(c"aggressive").map_err(arg)?;
-    let label = o.string(c"timeoutLabel").map_err(arg)?;
-    let thread_id = o.number(c"threadId").map_err(arg)?;
-    let stacks = o.boolean(c"captureStacks").map_err(arg)?;
-    let grace = o.number(c"microtaskGraceSeconds").map_err(arg)?;
+    // SAFETY: the callback's contract; `o` is used within this callback only.
+    let (on_block, o) = unsafe {
+        let [options, on_block] = js::args::<2>(env, info);
+        let o = js::Options::new(env, options, "start()", "options").map_err(arg)?;
+        (on_block, o)
+    };
+    // SAFETY: the callback's contract (`o` was made in this callback).
+    let (timeout, aggressive, label, thread_id, stacks, grace) = unsafe {
+        (
+            o.number(c"timeoutSeconds").map_err(arg)?,
+            o.boolean(c"aggressive").map_err(arg)?,
+            o.string(c"timeoutLabel").map_err(arg)?,
+            o.number(c"threadId").map_err(arg)?,
+            o.boolean(c"captureStacks").map_err(arg)?,
+            o.number(c"microtaskGraceSeconds").map_err(arg)?,
+        )
+    };
     // Enums are checked here too (lib/native.ts types them): an unknown value is a caller's bug,
     // not a mode to guess.
-    let log = o
-        .one_of(
+    // SAFETY: as above.
+    let log = unsafe {
+        o.one_of(
             c"logMode",
             &[
                 ("silent", LogTarget::Silent),
@@ -68,9 +91,11 @@ unsafe fn start_watch(
                 ("deferred", LogTarget::Deferred),
             ],
         )
-        .map_err(arg)?;
-    let (interrupt, interrupt_unguarded) = o
-        .one_of(
+    }
+    .map_err(arg)?;
+    // SAFETY: as above.
+    let (interrupt, interrupt_unguarded) = unsafe {
+        o.one_of(
             c"interrupt",
             &[
                 ("none", (false, false)),
@@ -78,29 +103,39 @@ unsafe fn start_watch(
                 ("everywhere", (true, true)),
             ],
         )
-        .map_err(arg)?;
+    }
+    .map_err(arg)?;
     if !(timeout.is_finite() && timeout > 0.0) {
         return Err(arg(format!(
             "start(): options.timeoutSeconds must be finite and > 0, got {timeout}"
         )));
     }
-    if !js::is_function(env, on_block) {
-        return Err(arg(format!(
-            "start(): onBlock must be a function, got {}",
-            js::type_name(env, on_block)
-        )));
+    // SAFETY: the callback's contract; `on_block` is this call's argument.
+    unsafe {
+        if !js::is_function(env, on_block) {
+            return Err(arg(format!(
+                "start(): onBlock must be a function, got {}",
+                js::type_name(env, on_block)
+            )));
+        }
     }
-    let env_loop = EnvLoop::get_or_create(env).map_err(|e| (E_START, e))?;
-    let context = AsyncContextSpec::from_options(
-        env,
-        o.get(c"asyncContext"),
-        "start()",
-        "options.asyncContext",
-    )
+    // SAFETY: the callback's contract.
+    let env_loop = unsafe { EnvLoop::get_or_create(env) }.map_err(|e| (E_START, e))?;
+    // SAFETY: the callback's contract.
+    let context = unsafe {
+        AsyncContextSpec::from_options(
+            env,
+            o.get(c"asyncContext"),
+            "start()",
+            "options.asyncContext",
+        )
+    }
     .map_err(arg)?
     .filter(|_| stacks && v8_values::api().is_ok());
     let async_context = context.is_some();
-    let sink = NodeSink::new(env, env_loop.clone(), on_block, context).map_err(|e| (E_START, e))?;
+    // SAFETY: the callback's contract; `on_block` is a function (checked above).
+    let sink = unsafe { NodeSink::new(env, env_loop.clone(), on_block, context) }
+        .map_err(|e| (E_START, e))?;
     let timeout_ns = (timeout * 1e9).round() as u64;
     let cfg = WatchConfig {
         timeout_ns,
@@ -123,7 +158,8 @@ unsafe fn start_watch(
         async_context,
     };
     match env_loop.add_watch(cfg, sink.clone()) {
-        Ok(id) => Ok(js::number(env, id as f64)),
+        // SAFETY: the callback's contract.
+        Ok(id) => Ok(unsafe { js::number(env, id as f64) }),
         Err(e) => {
             sink.close();
             Err((E_START, e))
@@ -135,79 +171,100 @@ unsafe fn start_watch(
 /// strings, oldest first; `blocks` ends with the block in progress, `ended: false`, if one was
 /// warned about), or undefined when there is nothing. Nothing of the watch is delivered later.
 pub unsafe fn stop(env: napi_env, info: napi_callback_info) -> napi_value {
-    let a = js::args::<1>(env, info);
-    let Some(id) = js::f64_arg(env, a[0]) else {
-        return js::throw(env, E_ARG, "stop(): bad id");
-    };
-    let env_loop = match EnvLoop::get_or_create(env) {
-        Ok(e) => e,
-        Err(e) => return js::throw(env, E_START, &e),
-    };
-    match env_loop.remove_watch(id as u64) {
-        Ok(u) if u.interrupts.is_empty() && u.blocks.is_empty() => js::undefined(env),
-        Ok(u) => {
-            let mut out = std::ptr::null_mut();
-            napi_create_object(env, &mut out);
-            napi_set_named_property(
-                env,
-                out,
-                c"interrupts".as_ptr(),
-                js::strings(env, &u.interrupts),
-            );
-            napi_set_named_property(env, out, c"blocks".as_ptr(), js::strings(env, &u.blocks));
-            out
+    // SAFETY: the callback's contract.
+    let (env_loop, id) = unsafe {
+        let a = js::args::<1>(env, info);
+        let Some(id) = js::f64_arg(env, a[0]) else {
+            return js::throw(env, E_ARG, "stop(): bad id");
+        };
+        match EnvLoop::get_or_create(env) {
+            Ok(e) => (e, id),
+            Err(e) => return js::throw(env, E_START, &e),
         }
-        Err(e) => js::throw(env, E_START, &e),
+    };
+    let removed = env_loop.remove_watch(id as u64);
+    // SAFETY: the callback's contract; `out` a live local, the names NUL-terminated.
+    unsafe {
+        match removed {
+            Ok(u) if u.interrupts.is_empty() && u.blocks.is_empty() => js::undefined(env),
+            Ok(u) => {
+                let mut out = std::ptr::null_mut();
+                napi_create_object(env, &mut out);
+                napi_set_named_property(
+                    env,
+                    out,
+                    c"interrupts".as_ptr(),
+                    js::strings(env, &u.interrupts),
+                );
+                napi_set_named_property(env, out, c"blocks".as_ptr(), js::strings(env, &u.blocks));
+                out
+            }
+            Err(e) => js::throw(env, E_START, &e),
+        }
     }
 }
 
 /// flush(id) -> JSON of a block in progress, ended now (the loop is done), or undefined
 pub unsafe fn flush(env: napi_env, info: napi_callback_info) -> napi_value {
-    let a = js::args::<1>(env, info);
-    let Some(id) = js::f64_arg(env, a[0]) else {
-        return js::throw(env, E_ARG, "flush(): bad id");
-    };
-    match monitor::flush(id as u64) {
-        Some(json) => js::string(env, &json),
-        None => js::undefined(env),
+    // SAFETY: the callback's contract.
+    unsafe {
+        let a = js::args::<1>(env, info);
+        let Some(id) = js::f64_arg(env, a[0]) else {
+            return js::throw(env, E_ARG, "flush(): bad id");
+        };
+        match monitor::flush(id as u64) {
+            Some(json) => js::string(env, &json),
+            None => js::undefined(env),
+        }
     }
 }
 
 /// captureStack(limit) -> JSON array of frames of the calling JavaScript stack (self-test).
 pub unsafe fn capture_stack(env: napi_env, info: napi_callback_info) -> napi_value {
-    let a = js::args::<1>(env, info);
-    let limit = js::f64_arg(env, a[0])
-        .unwrap_or(MAX_FRAMES as f64)
-        .clamp(1.0, 200.0) as u32;
+    // SAFETY: the callback's contract.
+    let limit = unsafe {
+        let a = js::args::<1>(env, info);
+        js::f64_arg(env, a[0])
+    }
+    .unwrap_or(MAX_FRAMES as f64)
+    .clamp(1.0, 200.0) as u32;
     let isolate = v8::current_isolate();
     if isolate.is_null() {
-        return js::string(env, "[]");
+        // SAFETY: the callback's contract.
+        return unsafe { js::string(env, "[]") };
     }
-    let frames = v8::capture_stack(env, isolate, limit);
+    // SAFETY: in a Node-API callback on env's JS thread, whose isolate this is.
+    let frames = unsafe { v8::capture_stack(env, isolate, limit) };
     let mut s = String::new();
     unguarded::frames_json(&mut s, Some(&frames));
-    js::string(env, &s)
+    // SAFETY: the callback's contract.
+    unsafe { js::string(env, &s) }
 }
 
 /// readAsyncContext(asyncContext) -> JSON `{"context":…,"contextMissing":…}`: the stores of the
 /// calling code, read as the sampling interrupt reads them (self-test, tests). `asyncContext` as
 /// in `start()`'s options.
 pub unsafe fn read_async_context(env: napi_env, info: napi_callback_info) -> napi_value {
-    let [spec] = js::args::<1>(env, info);
-    let spec = match AsyncContextSpec::from_options(env, spec, "readAsyncContext()", "asyncContext")
-    {
-        Ok(Some(s)) => s,
-        Ok(None) => {
-            return js::throw(
-                env,
-                E_ARG,
-                "readAsyncContext(): asyncContext must be an object, got undefined",
-            )
+    // SAFETY: the callback's contract.
+    let spec = unsafe {
+        let [spec] = js::args::<1>(env, info);
+        match AsyncContextSpec::from_options(env, spec, "readAsyncContext()", "asyncContext") {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                return js::throw(
+                    env,
+                    E_ARG,
+                    "readAsyncContext(): asyncContext must be an object, got undefined",
+                )
+            }
+            Err(e) => return js::throw(env, E_ARG, &e),
         }
-        Err(e) => return js::throw(env, E_ARG, &e),
     };
-    let capture = spec.capture(env, v8::current_isolate());
-    spec.close(env);
+    // SAFETY: the callback's contract: in a Node-API callback on env's JS thread, with its
+    // isolate.
+    let capture = unsafe { spec.capture(env, v8::current_isolate()) };
+    // SAFETY: the callback's contract.
+    unsafe { spec.close(env) };
     let mut s = String::from("{");
     let (context, missing) = match capture {
         loop_helpers_core::context::ContextCapture::Value(j) => (j, None),
@@ -224,7 +281,8 @@ pub unsafe fn read_async_context(env: napi_env, info: napi_callback_info) -> nap
         None => s.push_str("null"),
     }
     s.push('}');
-    js::string(env, &s)
+    // SAFETY: the callback's contract.
+    unsafe { js::string(env, &s) }
 }
 
 /// syncMarker(ownDir) -> ArrayBuffer
@@ -237,22 +295,30 @@ pub unsafe fn read_async_context(env: napi_env, info: napi_callback_info) -> nap
 /// every time for an environment: JavaScript asks once per thread. Throws where this Node.js does
 /// not allow external ArrayBuffers (`nativeInfo().syncCallNames` is then false).
 pub unsafe fn sync_marker(env: napi_env, info: napi_callback_info) -> napi_value {
-    let [own_dir] = js::args::<1>(env, info);
-    let Some(own_dir) = js::string_arg(env, own_dir) else {
-        return js::throw(env, E_ARG, "syncMarker(): ownDir must be a string");
-    };
-    let env_loop = match EnvLoop::get_or_create(env) {
-        Ok(e) => e,
-        Err(e) => return js::throw(env, E_START, &e),
+    // SAFETY: the callback's contract.
+    let (own_dir, env_loop) = unsafe {
+        let [own_dir] = js::args::<1>(env, info);
+        let Some(own_dir) = js::string_arg(env, own_dir) else {
+            return js::throw(env, E_ARG, "syncMarker(): ownDir must be a string");
+        };
+        match EnvLoop::get_or_create(env) {
+            Ok(e) => (own_dir, e),
+            Err(e) => return js::throw(env, E_START, &e),
+        }
     };
     env_loop.sync.set_own_dir(own_dir);
-    match env_loop.sync.array_buffer(env) {
-        Ok(buffer) => buffer,
-        Err(status) => js::throw(
-            env,
-            E_START,
-            &format!("syncMarker(): cannot create an external ArrayBuffer (napi status {status})"),
-        ),
+    // SAFETY: the callback's contract.
+    unsafe {
+        match env_loop.sync.array_buffer(env) {
+            Ok(buffer) => buffer,
+            Err(status) => js::throw(
+                env,
+                E_START,
+                &format!(
+                    "syncMarker(): cannot create an external ArrayBuffer (napi status {status})"
+                ),
+            ),
+        }
     }
 }
 
@@ -260,36 +326,39 @@ pub unsafe fn sync_marker(env: napi_env, info: napi_callback_info) -> napi_value
 ///
 /// What the numbers in the sync-call cells mean: number n is `names[n - 1]`.
 pub unsafe fn set_sync_api_names(env: napi_env, info: napi_callback_info) -> napi_value {
-    let [names] = js::args::<1>(env, info);
-    let Some(elements) = js::array_elements(env, names) else {
-        return js::throw(
-            env,
-            E_ARG,
-            "setSyncApiNames(): names must be an array of strings",
-        );
-    };
-    let mut list = Vec::with_capacity(elements.len());
-    for (i, v) in elements.into_iter().enumerate() {
-        match js::string_arg(env, v) {
-            Some(name) => list.push(name),
-            None => {
-                return js::throw(
-                    env,
-                    E_ARG,
-                    &format!(
-                        "setSyncApiNames(): names[{i}] must be a string, got {}",
-                        js::type_name(env, v)
-                    ),
-                )
+    // SAFETY: the callback's contract, for the argument and its elements.
+    unsafe {
+        let [names] = js::args::<1>(env, info);
+        let Some(elements) = js::array_elements(env, names) else {
+            return js::throw(
+                env,
+                E_ARG,
+                "setSyncApiNames(): names must be an array of strings",
+            );
+        };
+        let mut list = Vec::with_capacity(elements.len());
+        for (i, v) in elements.into_iter().enumerate() {
+            match js::string_arg(env, v) {
+                Some(name) => list.push(name),
+                None => {
+                    return js::throw(
+                        env,
+                        E_ARG,
+                        &format!(
+                            "setSyncApiNames(): names[{i}] must be a string, got {}",
+                            js::type_name(env, v)
+                        ),
+                    )
+                }
             }
         }
-    }
-    match EnvLoop::get_or_create(env) {
-        Ok(env_loop) => {
-            env_loop.sync.set_names(list);
-            js::undefined(env)
+        match EnvLoop::get_or_create(env) {
+            Ok(env_loop) => {
+                env_loop.sync.set_names(list);
+                js::undefined(env)
+            }
+            Err(e) => js::throw(env, E_START, &e),
         }
-        Err(e) => js::throw(env, E_START, &e),
     }
 }
 
@@ -298,16 +367,22 @@ pub unsafe fn set_sync_api_names(env: napi_env, info: napi_callback_info) -> nap
 /// Called by a synchronous-API wrapper as its call (number `api`, 1-based) returns while a stack
 /// sample is waiting: takes the sample here, where the stack is the caller's.
 pub unsafe fn sample_at_sync_return(env: napi_env, info: napi_callback_info) -> napi_value {
-    let [api] = js::args::<1>(env, info);
-    let api = js::f64_arg(env, api).unwrap_or(0.0);
-    if let Some(env_loop) = EnvLoop::get(env) {
+    // SAFETY: the callback's contract.
+    let api = unsafe {
+        let [api] = js::args::<1>(env, info);
+        js::f64_arg(env, api)
+    }
+    .unwrap_or(0.0);
+    // SAFETY: the callback's contract.
+    if let Some(env_loop) = unsafe { EnvLoop::get(env) } {
         let isolate = v8::current_isolate();
         if !isolate.is_null() && (0.0..=i32::MAX as f64).contains(&api) {
             // SAFETY: in a Node-API callback on the environment's thread; its isolate.
-            crate::sink::sample_at_sync_return(&env_loop, isolate, api as i32);
+            unsafe { crate::sink::sample_at_sync_return(&env_loop, isolate, api as i32) };
         }
     }
-    js::undefined(env)
+    // SAFETY: the callback's contract.
+    unsafe { js::undefined(env) }
 }
 
 /// `"<name>":<bool>,"<name>Reason":<string or null>`
@@ -338,7 +413,10 @@ pub unsafe fn native_info(env: napi_env, _info: napi_callback_info) -> napi_valu
     capability(
         &mut s,
         "syncCallNames",
-        *EXTERNAL_BUFFERS.get_or_init(|| crate::sync_marker::external_buffers_support(env)),
+        *EXTERNAL_BUFFERS.get_or_init(|| {
+            // SAFETY: the callback's contract, which is `external_buffers_support`'s.
+            unsafe { crate::sync_marker::external_buffers_support(env) }
+        }),
     );
     let (reads, read_ns, last_ns) = crate::async_context::read_stats();
     s.push_str(&format!(
@@ -363,7 +441,8 @@ pub unsafe fn native_info(env: napi_env, _info: napi_callback_info) -> napi_valu
         alarm::is_installed(),
         clock::now_ns()
     ));
-    js::string(env, &s)
+    // SAFETY: the callback's contract.
+    unsafe { js::string(env, &s) }
 }
 
 /// testPanic(message, holdingLock): panics with `message`, which the export's guard turns into an
@@ -372,11 +451,14 @@ pub unsafe fn native_info(env: napi_env, _info: napi_callback_info) -> napi_valu
 /// as the addon loads: the tests that show panics are visible.
 pub unsafe fn test_panic(env: napi_env, info: napi_callback_info) -> napi_value {
     static LOCK: std::sync::Mutex<u64> = std::sync::Mutex::new(0);
-    let [message, holding_lock] = js::args::<2>(env, info);
-    let message = js::string_arg(env, message).unwrap_or_default();
+    // SAFETY: the callback's contract.
+    let [message, holding_lock] = unsafe { js::args::<2>(env, info) };
+    // SAFETY: the callback's contract.
+    let message = unsafe { js::string_arg(env, message) }.unwrap_or_default();
     let mut calls = panics::lock_or_recover(&LOCK, "exports::test_panic");
     *calls += 1;
-    if !js::bool_arg(env, holding_lock).unwrap_or(false) {
+    // SAFETY: the callback's contract.
+    if !unsafe { js::bool_arg(env, holding_lock) }.unwrap_or(false) {
         drop(calls);
     }
     panic!("{message}");
@@ -392,18 +474,21 @@ pub unsafe fn test_panic(env: napi_env, info: napi_callback_info) -> napi_value 
 /// A termination that is not ours (`worker.terminate()`, a `vm` timeout) is never cancelled here
 /// (see `interrupt.rs`): it unwinds through the guard as if the guard were not there.
 pub unsafe fn guard_call(env: napi_env, info: napi_callback_info) -> napi_value {
-    let a = js::args::<3>(env, info);
-    if !js::is_function(env, a[0]) {
-        return js::throw(env, E_ARG, "guardCall(): fn is not a function");
+    // SAFETY: the callback's contract, which `invoke_guarded` shares; `env_loop` is this env's.
+    unsafe {
+        let a = js::args::<3>(env, info);
+        if !js::is_function(env, a[0]) {
+            return js::throw(env, E_ARG, "guardCall(): fn is not a function");
+        }
+        let Some(argv) = js::array_elements(env, a[2]) else {
+            return js::throw(env, E_ARG, "guardCall(): args is not an array");
+        };
+        let env_loop = match EnvLoop::get_or_create(env) {
+            Ok(e) => e,
+            Err(e) => return js::throw(env, E_START, &e),
+        };
+        invoke_guarded(env, &env_loop, a[1], a[0], &argv, Mode::Throw)
     }
-    let Some(argv) = js::array_elements(env, a[2]) else {
-        return js::throw(env, E_ARG, "guardCall(): args is not an array");
-    };
-    let env_loop = match EnvLoop::get_or_create(env) {
-        Ok(e) => e,
-        Err(e) => return js::throw(env, E_START, &e),
-    };
-    invoke_guarded(env, &env_loop, a[1], a[0], &argv, Mode::Throw)
 }
 
 /// What a guard does with an interrupt it resolves.
@@ -417,6 +502,12 @@ enum Mode {
     Deliver,
 }
 
+/// Calls `func` with `this` and `argv` under a guard frame of `mode`, resolving an interrupt that
+/// reaches it.
+///
+/// # Safety
+/// The callback's contract; `env_loop` is `env`'s state; `func`, `this` and `argv` are values of
+/// `env`.
 unsafe fn invoke_guarded(
     env: napi_env,
     env_loop: &EnvLoop,
@@ -431,10 +522,14 @@ unsafe fn invoke_guarded(
     };
     env_loop.interrupts.enter_guard(kind);
     let mut result: napi_value = std::ptr::null_mut();
-    let status = napi_call_function(env, this, func, argv.len(), argv.as_ptr(), &mut result);
+    // SAFETY: the callback's contract; `argv` holds `argv.len()` values of this env, `result` a
+    // live local.
+    let status =
+        unsafe { napi_call_function(env, this, func, argv.len(), argv.as_ptr(), &mut result) };
     // A termination is unwinding through this frame: ours, or one we must not touch
     // (worker.terminate(), a vm timeout around us). A normal return cannot be one.
-    let terminating = status != NAPI_OK && v8::is_terminating(env_loop.isolate);
+    // SAFETY: on the isolate's thread (env's JS thread).
+    let terminating = status != NAPI_OK && unsafe { v8::is_terminating(env_loop.isolate) };
     let taken = env_loop.interrupts.exit_guard(
         kind,
         || env_loop.iteration(),
@@ -455,7 +550,8 @@ unsafe fn invoke_guarded(
         Some(Taken::Fired(p)) => {
             // Ours reached its guard: cancel it (every V8 call fails while terminating). If a
             // Worker termination coincided, it is renewed, and nothing of ours is thrown.
-            if !v8::resolve_own_termination(env, env_loop.isolate) {
+            // SAFETY: on env's JS thread; `env_loop.isolate` is its isolate, alive (running us).
+            if !unsafe { v8::resolve_own_termination(env, env_loop.isolate) } {
                 return std::ptr::null_mut();
             }
             p
@@ -467,7 +563,10 @@ unsafe fn invoke_guarded(
             // itself (a vm timeout's among them) becomes its `cause`, never lost.
             if status != NAPI_OK && mode == Mode::Throw {
                 let mut own = std::ptr::null_mut();
-                if napi_get_and_clear_last_exception(env, &mut own) == NAPI_OK && !own.is_null() {
+                // SAFETY: the callback's contract; `own` a live local.
+                if unsafe { napi_get_and_clear_last_exception(env, &mut own) } == NAPI_OK
+                    && !own.is_null()
+                {
                     late_cause = Some(own);
                 } else {
                     return std::ptr::null_mut();
@@ -488,13 +587,18 @@ unsafe fn invoke_guarded(
             );
             unguarded::frames_json(&mut json, pending.frames.as_deref());
             json.push('}');
-            throw_interrupt(env, &json, late_cause)
+            // SAFETY: the callback's contract, with no termination in progress (resolved above,
+            // or none for a late one); `late_cause` is a value of this env.
+            unsafe { throw_interrupt(env, &json, late_cause) }
         }
         Mode::Deliver => {
-            if let Some(support) = env_loop.support() {
-                support.deliver(&pending, "callback");
+            // SAFETY: on the environment's JS thread (the callback's contract).
+            unsafe {
+                if let Some(support) = env_loop.support() {
+                    support.deliver(&pending, "callback");
+                }
+                js::undefined(env)
             }
-            js::undefined(env)
         }
     }
 }
@@ -523,6 +627,10 @@ impl GuardArgs {
     }
 }
 
+/// Every argument of a guard function's call, and its data.
+///
+/// # Safety
+/// The callback's contract, for a function made with a `GuardFn` as its data.
 unsafe fn all_args(env: napi_env, info: napi_callback_info) -> (GuardArgs, *mut GuardFn) {
     let mut args = GuardArgs {
         inline: [std::ptr::null_mut(); 8],
@@ -531,65 +639,95 @@ unsafe fn all_args(env: napi_env, info: napi_callback_info) -> (GuardArgs, *mut 
     };
     let mut argc = args.inline.len();
     let mut data = std::ptr::null_mut();
-    napi_get_cb_info(
-        env,
-        info,
-        &mut argc,
-        args.inline.as_mut_ptr(),
-        std::ptr::null_mut(),
-        &mut data,
-    );
-    if argc > args.inline.len() {
-        args.heap = vec![std::ptr::null_mut(); argc];
-        let mut again = argc;
+    // SAFETY: the callback's contract; `inline` has room for `argc` values, the most Node-API
+    // writes (it reports the real count in `argc`).
+    unsafe {
         napi_get_cb_info(
             env,
             info,
-            &mut again,
-            args.heap.as_mut_ptr(),
+            &mut argc,
+            args.inline.as_mut_ptr(),
             std::ptr::null_mut(),
             &mut data,
-        );
+        )
+    };
+    if argc > args.inline.len() {
+        args.heap = vec![std::ptr::null_mut(); argc];
+        let mut again = argc;
+        // SAFETY: as above; `heap` has room for `again` (the real count) values.
+        unsafe {
+            napi_get_cb_info(
+                env,
+                info,
+                &mut again,
+                args.heap.as_mut_ptr(),
+                std::ptr::null_mut(),
+                &mut data,
+            )
+        };
     }
     args.len = argc;
     (args, data as *mut GuardFn)
 }
 
 /// guardApply(fn, ...args): calls fn(...args) under a delivering guard (queueMicrotask callbacks).
+///
+/// # Safety
+/// The callback's contract; the function was made by `install_interrupts`, with a `GuardFn` of
+/// its environment as data.
 unsafe extern "C" fn guard_apply(env: napi_env, info: napi_callback_info) -> napi_value {
-    no_panic(env, || guard_apply_inner(env, info))
+    // SAFETY: this function's contract, which is `guard_apply_inner`'s and `no_panic`'s.
+    unsafe { no_panic(env, || guard_apply_inner(env, info)) }
 }
 
+/// [`guard_apply`]'s body.
+///
+/// # Safety
+/// As for [`guard_apply`].
 unsafe fn guard_apply_inner(env: napi_env, info: napi_callback_info) -> napi_value {
-    let (args, data) = all_args(env, info);
+    // SAFETY: the callback's contract, for a guard function.
+    let (args, data) = unsafe { all_args(env, info) };
     let Some((&func, rest)) = args.as_slice().split_first() else {
-        return js::undefined(env);
+        // SAFETY: the callback's contract.
+        return unsafe { js::undefined(env) };
     };
     // No type check of `func`: the callers only pass functions, and napi_call_function refuses
     // anything else.
     if data.is_null() {
-        return js::undefined(env);
+        // SAFETY: the callback's contract.
+        return unsafe { js::undefined(env) };
     }
-    invoke_guarded(
-        env,
-        &*(*data).env_loop,
-        js::undefined(env),
-        func,
-        rest,
-        Mode::Deliver,
-    )
+    // SAFETY: `data` is a `GuardFn` the environment's `EnvLoop` keeps (`keep_guard_fn`), whose
+    // `env_loop` points to that EnvLoop: alive while its environment can run this function (the
+    // instance data holds it until the environment is gone). The rest is the callback's contract.
+    unsafe {
+        invoke_guarded(
+            env,
+            &*(*data).env_loop,
+            js::undefined(env),
+            func,
+            rest,
+            Mode::Deliver,
+        )
+    }
 }
 
 /// Runs a guard function's body; a panic becomes a JavaScript exception instead of unwinding
 /// into V8 (and is counted, see `panics`).
+///
+/// # Safety
+/// The callback's contract.
 unsafe fn no_panic(env: napi_env, f: impl FnOnce() -> napi_value) -> napi_value {
     match panics::catch("callback guard", f) {
         Some(v) => v,
-        None => js::throw(
-            env,
-            "ERR_LOOP_HELPERS_PANIC",
-            "internal error in a callback guard",
-        ),
+        // SAFETY: the callback's contract.
+        None => unsafe {
+            js::throw(
+                env,
+                "ERR_LOOP_HELPERS_PANIC",
+                "internal error in a callback guard",
+            )
+        },
     }
 }
 
@@ -609,54 +747,60 @@ unsafe fn no_panic(env: napi_env, f: impl FnOnce() -> napi_value) -> napi_value 
 /// cache).
 pub unsafe fn install_interrupts(env: napi_env, info: napi_callback_info) -> napi_value {
     const CALL: &str = "installInterrupts()";
-    let [options, deliver] = js::args::<2>(env, info);
-    if !js::is_function(env, deliver) {
-        return js::throw(
-            env,
-            E_ARG,
-            &format!(
-                "{CALL}: deliver must be a function, got {}",
-                js::type_name(env, deliver)
-            ),
-        );
-    }
-    let o = match js::Options::new(env, options, CALL, "options") {
-        Ok(o) => o,
-        Err(e) => return js::throw(env, E_ARG, &e),
-    };
-    // Read (and checked) before anything is created, so that a bad argument leaks nothing.
-    let wrap = match o.optional(c"asyncWrap") {
-        None => None,
-        Some(w) => match async_wrap_fields(env, w) {
-            Ok(fields) => Some(fields),
+    // SAFETY: the callback's contract, for the arguments and what is read from them; `o` is used
+    // within this callback only.
+    let (deliver, wrap, after, immediate_running, env_loop) = unsafe {
+        let [options, deliver] = js::args::<2>(env, info);
+        if !js::is_function(env, deliver) {
+            return js::throw(
+                env,
+                E_ARG,
+                &format!(
+                    "{CALL}: deliver must be a function, got {}",
+                    js::type_name(env, deliver)
+                ),
+            );
+        }
+        let o = match js::Options::new(env, options, CALL, "options") {
+            Ok(o) => o,
             Err(e) => return js::throw(env, E_ARG, &e),
-        },
-    };
-    let after = match o.optional(c"afterTermination") {
-        None => None,
-        Some(_) => match o.function(c"afterTermination") {
-            Ok(f) => Some(f),
-            Err(e) => return js::throw(env, E_ARG, &e),
-        },
-    };
-    let immediate_running = match o.optional(c"immediateRunning") {
-        None => None,
-        Some(v) => match unguarded::RunningCell::new(env, v) {
-            Ok(cell) => Some(cell),
-            Err(e) => {
-                return js::throw(env, E_ARG, &format!("{CALL}: options.immediateRunning {e}"))
-            }
-        },
-    };
-    let env_loop = match EnvLoop::get_or_create(env) {
-        Ok(e) => e,
-        Err(e) => return js::throw(env, E_START, &e),
+        };
+        // Read (and checked) before anything is created, so that a bad argument leaks nothing.
+        let wrap = match o.optional(c"asyncWrap") {
+            None => None,
+            Some(w) => match async_wrap_fields(env, w) {
+                Ok(fields) => Some(fields),
+                Err(e) => return js::throw(env, E_ARG, &e),
+            },
+        };
+        let after = match o.optional(c"afterTermination") {
+            None => None,
+            Some(_) => match o.function(c"afterTermination") {
+                Ok(f) => Some(f),
+                Err(e) => return js::throw(env, E_ARG, &e),
+            },
+        };
+        let immediate_running = match o.optional(c"immediateRunning") {
+            None => None,
+            Some(v) => match unguarded::RunningCell::new(env, v) {
+                Ok(cell) => Some(cell),
+                Err(e) => {
+                    return js::throw(env, E_ARG, &format!("{CALL}: options.immediateRunning {e}"))
+                }
+            },
+        };
+        let env_loop = match EnvLoop::get_or_create(env) {
+            Ok(e) => e,
+            Err(e) => return js::throw(env, E_START, &e),
+        };
+        (deliver, wrap, after, immediate_running, env_loop)
     };
     let mut reason: Option<String> = v8::after_termination_support().err().map(str::to_string);
     let mut async_wrap = None;
     if let Some((binding, k_stack_length, k_execution_async_id, k_trigger_async_id)) = wrap {
         let mut r = std::ptr::null_mut();
-        napi_create_reference(env, binding, 1, &mut r);
+        // SAFETY: the callback's contract; `binding` is an object (checked), `r` a live local.
+        unsafe { napi_create_reference(env, binding, 1, &mut r) };
         async_wrap = Some(AsyncWrap {
             binding: r,
             k_stack_length,
@@ -667,24 +811,29 @@ pub unsafe fn install_interrupts(env: napi_env, info: napi_callback_info) -> nap
     let mut after_termination = None;
     if let Some(f) = after {
         let mut r = std::ptr::null_mut();
-        if napi_create_reference(env, f, 1, &mut r) == NAPI_OK {
+        // SAFETY: the callback's contract; `f` is a function, `r` a live local.
+        if unsafe { napi_create_reference(env, f, 1, &mut r) } == NAPI_OK {
             after_termination = Some(r);
         }
     }
     let support = match env_loop.support() {
         Some(s) => s,
-        None => match Support::new(
-            env,
-            async_wrap,
-            after_termination,
-            immediate_running,
-            deliver,
-        ) {
+        // SAFETY: the callback's contract; `deliver` is a function (checked above).
+        None => match unsafe {
+            Support::new(
+                env,
+                async_wrap,
+                after_termination,
+                immediate_running,
+                deliver,
+            )
+        } {
             Ok(s) => {
                 env_loop.set_support(s.clone());
                 s
             }
-            Err(e) => return js::throw(env, E_START, &e),
+            // SAFETY: the callback's contract.
+            Err(e) => return unsafe { js::throw(env, E_START, &e) },
         },
     };
     if !support.can_repair() && reason.is_none() {
@@ -692,44 +841,60 @@ pub unsafe fn install_interrupts(env: napi_env, info: napi_callback_info) -> nap
     }
     env_loop.set_unguarded_possible(reason.is_none());
     let mut out = std::ptr::null_mut();
-    napi_create_array_with_length(env, 2, &mut out);
+    // SAFETY: the callback's contract; `out` a live local.
+    unsafe { napi_create_array_with_length(env, 2, &mut out) };
     let data = env_loop.keep_guard_fn(GuardFn {
         env_loop: Arc::as_ptr(&env_loop),
     });
     let mut f = std::ptr::null_mut();
-    napi_create_function(
-        env,
-        c"guardApply".as_ptr(),
-        10,
-        Some(guard_apply),
-        data as *mut c_void,
-        &mut f,
-    );
-    napi_set_element(env, out, 0, f);
-    let r = match &reason {
-        Some(r) => js::string(env, r),
-        None => js::undefined(env),
+    // SAFETY: the callback's contract; the name is NUL-terminated (10 bytes before it). `data`
+    // is a GuardFn of this environment's EnvLoop, kept as long as it: `guard_apply`'s contract.
+    unsafe {
+        napi_create_function(
+            env,
+            c"guardApply".as_ptr(),
+            10,
+            Some(guard_apply),
+            data as *mut c_void,
+            &mut f,
+        )
     };
-    napi_set_element(env, out, 1, r);
+    // SAFETY: the callback's contract; `out` is the array made above.
+    unsafe {
+        napi_set_element(env, out, 0, f);
+        let r = match &reason {
+            Some(r) => js::string(env, r),
+            None => js::undefined(env),
+        };
+        napi_set_element(env, out, 1, r);
+    }
     out
 }
 
 /// `options.asyncWrap` of installInterrupts(): (binding, kStackLength, kExecutionAsyncId,
 /// kTriggerAsyncId).
+///
+/// # Safety
+/// The callback's contract; `v` is a value of `env`.
 unsafe fn async_wrap_fields(
     env: napi_env,
     v: napi_value,
 ) -> Result<(napi_value, u32, u32, u32), String> {
-    let w = js::Options::new(env, v, "installInterrupts()", "options.asyncWrap")?;
-    let binding = w.get(c"binding");
-    if js::type_name(env, binding) != "object" {
-        return Err(format!(
-            "installInterrupts(): options.asyncWrap.binding must be an object, got {}",
-            js::type_name(env, binding)
-        ));
-    }
+    // SAFETY: the callback's contract; `w` is used within this callback only.
+    let (w, binding) = unsafe {
+        let w = js::Options::new(env, v, "installInterrupts()", "options.asyncWrap")?;
+        let binding = w.get(c"binding");
+        if js::type_name(env, binding) != "object" {
+            return Err(format!(
+                "installInterrupts(): options.asyncWrap.binding must be an object, got {}",
+                js::type_name(env, binding)
+            ));
+        }
+        (w, binding)
+    };
     let index = |name: &std::ffi::CStr| -> Result<u32, String> {
-        let n = w.number(name)?;
+        // SAFETY: as above; this closure runs before the function returns.
+        let n = unsafe { w.number(name) }?;
         if n.is_finite() && n >= 0.0 && n.fract() == 0.0 && n <= u32::MAX as f64 {
             Ok(n as u32)
         } else {
@@ -750,28 +915,39 @@ unsafe fn async_wrap_fields(
 /// setInterruptsActive(on): whether unguarded code may be terminated now (an interrupting
 /// detector runs in this environment).
 pub unsafe fn set_interrupts_active(env: napi_env, info: napi_callback_info) -> napi_value {
-    let a = js::args::<1>(env, info);
-    let on = js::bool_arg(env, a[0]).unwrap_or(false);
-    if let Ok(e) = EnvLoop::get_or_create(env) {
-        e.set_unguarded_active(on);
+    // SAFETY: the callback's contract.
+    unsafe {
+        let a = js::args::<1>(env, info);
+        let on = js::bool_arg(env, a[0]).unwrap_or(false);
+        if let Ok(e) = EnvLoop::get_or_create(env) {
+            e.set_unguarded_active(on);
+        }
+        js::undefined(env)
     }
-    js::undefined(env)
 }
 
+/// Throws the interrupt's Error (`json` as its `interrupt` property, `cause` as its cause).
+///
+/// # Safety
+/// The callback's contract, with no termination in progress; `cause` is a value of `env`.
 unsafe fn throw_interrupt(env: napi_env, json: &str, cause: Option<napi_value>) -> napi_value {
-    let code = js::string(env, "ERR_LOOP_HELPERS_INTERRUPT");
-    let msg = js::string(env, "interrupted by a BlockingDetector");
-    let mut err = std::ptr::null_mut();
-    if napi_create_error(env, code, msg, &mut err) == NAPI_OK {
-        napi_set_named_property(env, err, c"interrupt".as_ptr(), js::string(env, json));
-        if let Some(cause) = cause {
-            // `lib/detector.ts` hands it to the raised error as its `cause`.
-            napi_set_named_property(env, err, c"cause".as_ptr(), cause);
+    // SAFETY: the callback's contract; `err` a live local, the names NUL-terminated. Setting
+    // properties of a fresh Error runs no JavaScript.
+    unsafe {
+        let code = js::string(env, "ERR_LOOP_HELPERS_INTERRUPT");
+        let msg = js::string(env, "interrupted by a BlockingDetector");
+        let mut err = std::ptr::null_mut();
+        if napi_create_error(env, code, msg, &mut err) == NAPI_OK {
+            napi_set_named_property(env, err, c"interrupt".as_ptr(), js::string(env, json));
+            if let Some(cause) = cause {
+                // `lib/detector.ts` hands it to the raised error as its `cause`.
+                napi_set_named_property(env, err, c"cause".as_ptr(), cause);
+            }
+            napi_throw(env, err);
+        } else if let Some(cause) = cause {
+            // Could not build ours: the guarded code's own exception goes on instead.
+            napi_throw(env, cause);
         }
-        napi_throw(env, err);
-    } else if let Some(cause) = cause {
-        // Could not build ours: the guarded code's own exception goes on instead.
-        napi_throw(env, cause);
     }
     std::ptr::null_mut()
 }
@@ -780,10 +956,14 @@ unsafe fn throw_interrupt(env: napi_env, json: &str, cause: Option<napi_value>) 
 /// thread). Spares the main thread loading `node:worker_threads` just to learn its threadId is 0.
 pub unsafe fn is_main_thread(env: napi_env, _info: napi_callback_info) -> napi_value {
     let mut lp = std::ptr::null_mut();
-    let main =
-        napi_get_uv_event_loop(env, &mut lp) == NAPI_OK && lp == crate::uv::uv_default_loop();
+    // SAFETY: the callback's contract; `lp` a live local. uv_default_loop has no precondition
+    // (the main thread made Node's default loop before any addon loaded).
+    let main = unsafe {
+        napi_get_uv_event_loop(env, &mut lp) == NAPI_OK && lp == crate::uv::uv_default_loop()
+    };
     let mut out = std::ptr::null_mut();
-    napi_get_boolean(env, main, &mut out);
+    // SAFETY: the callback's contract; `out` a live local.
+    unsafe { napi_get_boolean(env, main, &mut out) };
     out
 }
 
@@ -792,72 +972,86 @@ pub unsafe fn is_main_thread(env: napi_env, _info: napi_callback_info) -> napi_v
 /// `sources` are the original files (absolute), `mappings` the map's VLQ string. Frames of
 /// `generatedFile` captured from now on (live warnings included) carry original positions.
 pub unsafe fn register_source_map(env: napi_env, info: napi_callback_info) -> napi_value {
-    let a = js::args::<3>(env, info);
-    let (Some(file), Some(mappings)) = (js::string_arg(env, a[0]), js::string_arg(env, a[2]))
-    else {
-        return js::throw(env, E_ARG, "registerSourceMap(): bad arguments");
+    // SAFETY: the callback's contract, for the arguments and the elements of `a[1]`.
+    let (file, mappings, sources) = unsafe {
+        let a = js::args::<3>(env, info);
+        let (Some(file), Some(mappings)) = (js::string_arg(env, a[0]), js::string_arg(env, a[2]))
+        else {
+            return js::throw(env, E_ARG, "registerSourceMap(): bad arguments");
+        };
+        let Some(elements) = js::array_elements(env, a[1]) else {
+            return js::throw(env, E_ARG, "registerSourceMap(): sources must be an array");
+        };
+        let sources = elements
+            .into_iter()
+            .map(|v| js::string_arg(env, v).unwrap_or_default())
+            .collect();
+        (file, mappings, sources)
     };
-    let Some(elements) = js::array_elements(env, a[1]) else {
-        return js::throw(env, E_ARG, "registerSourceMap(): sources must be an array");
-    };
-    let sources = elements
-        .into_iter()
-        .map(|v| js::string_arg(env, v).unwrap_or_default())
-        .collect();
     let ok = match loop_helpers_core::sourcemap::SourceMap::parse(sources, &mappings) {
         Ok(map) => loop_helpers_core::sourcemap::register(file, map),
         Err(_) => false,
     };
     let mut out = std::ptr::null_mut();
-    napi_get_boolean(env, ok, &mut out);
+    // SAFETY: the callback's contract; `out` a live local.
+    unsafe { napi_get_boolean(env, ok, &mut out) };
     out
 }
 
 /// setLogRepeatsAfter(id, ms) -> whether the watch exists: its report budget, at most one logged
 /// block per fingerprint per `ms` (0: every block).
 pub unsafe fn set_log_repeats_after(env: napi_env, info: napi_callback_info) -> napi_value {
-    let a = js::args::<2>(env, info);
-    let (Some(id), Some(ms)) = (js::f64_arg(env, a[0]), js::f64_arg(env, a[1])) else {
-        return js::throw(env, E_ARG, "setLogRepeatsAfter(): bad arguments");
-    };
-    if !(ms.is_finite() && ms >= 0.0) {
-        return js::throw(env, E_ARG, "setLogRepeatsAfter(): bad interval");
+    // SAFETY: the callback's contract; `out` a live local.
+    unsafe {
+        let a = js::args::<2>(env, info);
+        let (Some(id), Some(ms)) = (js::f64_arg(env, a[0]), js::f64_arg(env, a[1])) else {
+            return js::throw(env, E_ARG, "setLogRepeatsAfter(): bad arguments");
+        };
+        if !(ms.is_finite() && ms >= 0.0) {
+            return js::throw(env, E_ARG, "setLogRepeatsAfter(): bad interval");
+        }
+        let ok = monitor::set_log_repeats_after(id as u64, (ms * 1e6).round() as u64);
+        let mut out = std::ptr::null_mut();
+        napi_get_boolean(env, ok, &mut out);
+        out
     }
-    let ok = monitor::set_log_repeats_after(id as u64, (ms * 1e6).round() as u64);
-    let mut out = std::ptr::null_mut();
-    napi_get_boolean(env, ok, &mut out);
-    out
 }
 
 /// setReportPaths(cwd, ownDir): what fingerprints make file names relative to, and this package's
 /// directory (its frames are not the blocking code).
 pub unsafe fn set_report_paths(env: napi_env, info: napi_callback_info) -> napi_value {
-    let a = js::args::<2>(env, info);
-    let (Some(cwd), Some(own)) = (js::string_arg(env, a[0]), js::string_arg(env, a[1])) else {
-        return js::throw(env, E_ARG, "setReportPaths(): bad arguments");
-    };
-    loop_helpers_core::fingerprint::set_paths(&cwd, &own);
-    js::undefined(env)
+    // SAFETY: the callback's contract.
+    unsafe {
+        let a = js::args::<2>(env, info);
+        let (Some(cwd), Some(own)) = (js::string_arg(env, a[0]), js::string_arg(env, a[1])) else {
+            return js::throw(env, E_ARG, "setReportPaths(): bad arguments");
+        };
+        loop_helpers_core::fingerprint::set_paths(&cwd, &own);
+        js::undefined(env)
+    }
 }
 
 /// takeContextAnchors(id) -> the objects found at the end of the watch's `asyncContext` paths
 /// (internal, lib/otel.ts: the spans active in blocked code) since the last call, oldest first.
 pub unsafe fn take_context_anchors(env: napi_env, info: napi_callback_info) -> napi_value {
-    let a = js::args::<1>(env, info);
-    let Some(id) = js::f64_arg(env, a[0]) else {
-        return js::throw(env, E_ARG, "takeContextAnchors(): bad id");
-    };
-    let anchors = match EnvLoop::get_or_create(env) {
-        Ok(e) => e
-            .sink(id as u64)
-            .map(|s| s.take_anchors(env))
-            .unwrap_or_default(),
-        Err(e) => return js::throw(env, E_START, &e),
-    };
-    let mut arr = std::ptr::null_mut();
-    napi_create_array_with_length(env, anchors.len(), &mut arr);
-    for (i, v) in anchors.into_iter().enumerate() {
-        napi_set_element(env, arr, i as u32, v);
+    // SAFETY: the callback's contract; `arr` a live local.
+    unsafe {
+        let a = js::args::<1>(env, info);
+        let Some(id) = js::f64_arg(env, a[0]) else {
+            return js::throw(env, E_ARG, "takeContextAnchors(): bad id");
+        };
+        let anchors = match EnvLoop::get_or_create(env) {
+            Ok(e) => e
+                .sink(id as u64)
+                .map(|s| s.take_anchors(env))
+                .unwrap_or_default(),
+            Err(e) => return js::throw(env, E_START, &e),
+        };
+        let mut arr = std::ptr::null_mut();
+        napi_create_array_with_length(env, anchors.len(), &mut arr);
+        for (i, v) in anchors.into_iter().enumerate() {
+            napi_set_element(env, arr, i as u32, v);
+        }
+        arr
     }
-    arr
 }

@@ -90,15 +90,21 @@ pub fn support() -> Result<(), &'static str> {
 /// # Safety
 /// On `env`'s JavaScript thread.
 pub unsafe fn active_requests(env: napi_env) -> Option<u32> {
-    let lp = event_loop(env)?;
-    Some(uv::active_requests(lp))
+    // SAFETY: on env's JS thread (the caller's contract), which is its loop's thread, and
+    // `event_loop` gives that loop, live and non-null.
+    unsafe {
+        let lp = event_loop(env)?;
+        Some(uv::active_requests(lp))
+    }
 }
 
 /// # Safety
 /// On `env`'s JavaScript thread.
 unsafe fn event_loop(env: napi_env) -> Option<*mut uv_loop_t> {
     let mut lp: *mut uv_loop_t = std::ptr::null_mut();
-    (napi_get_uv_event_loop(env, &mut lp) == NAPI_OK && !lp.is_null()).then_some(lp)
+    // SAFETY: on env's JS thread (the caller's contract); `lp` a live local.
+    let status = unsafe { napi_get_uv_event_loop(env, &mut lp) };
+    (status == NAPI_OK && !lp.is_null()).then_some(lp)
 }
 
 /// The file descriptors of the loop's streams that carry TLS, whose copies the child cuts.
@@ -106,9 +112,11 @@ unsafe fn event_loop(env: napi_env) -> Option<*mut uv_loop_t> {
 /// # Safety
 /// On `env`'s JavaScript thread.
 pub unsafe fn tls_streams(env: napi_env) -> Option<Vec<c_int>> {
-    let lp = event_loop(env)?;
+    // SAFETY: on env's JS thread (the caller's contract).
+    let lp = unsafe { event_loop(env) }?;
     handles::prepare();
-    Some(handles::tls_streams(lp))
+    // SAFETY: `lp` is env's loop, and this its thread.
+    Some(unsafe { handles::tls_streams(lp) })
 }
 
 /// Runs `check` (the JavaScript refusals) while every handle of the loop is ref'd, so that the
@@ -119,10 +127,14 @@ pub unsafe fn tls_streams(env: napi_env) -> Option<Vec<c_int>> {
 /// # Safety
 /// On `env`'s JavaScript thread, inside a Node-API callback; `check` must not run the loop.
 pub unsafe fn with_all_handles_visible<T>(env: napi_env, check: impl FnOnce() -> T) -> Option<T> {
-    let lp = event_loop(env)?;
-    let visible = handles::make_visible(lp);
+    // SAFETY: on env's JS thread (the caller's contract).
+    let lp = unsafe { event_loop(env) }?;
+    // SAFETY: `lp` is env's loop, and this its thread; `restore` is called below, before the
+    // loop can run again (`check` does not run it: the caller's contract).
+    let visible = unsafe { handles::make_visible(lp) };
     let r = check();
-    visible.restore();
+    // SAFETY: as above.
+    unsafe { visible.restore() };
     Some(r)
 }
 
@@ -134,8 +146,11 @@ pub unsafe fn with_all_handles_visible<T>(env: napi_env, check: impl FnOnce() ->
 /// On the main thread's JavaScript thread, inside a Node-API callback.
 pub unsafe fn fork(env: napi_env, tls: &[c_int]) -> Result<Forked, Refused> {
     support().map_err(|e| refuse("ERR_FORK_UNSUPPORTED", e))?;
-    let lp = event_loop(env).ok_or_else(|| refuse("ERR_FORK_FAILED", "no event loop"))?;
-    let reqs = uv::active_requests(lp);
+    // SAFETY: on env's JS thread (the caller's contract).
+    let lp =
+        unsafe { event_loop(env) }.ok_or_else(|| refuse("ERR_FORK_FAILED", "no event loop"))?;
+    // SAFETY: `lp` is env's loop, read on its thread.
+    let reqs = unsafe { uv::active_requests(lp) };
     if reqs > 0 {
         return Err(refuse(
             "ERR_FORK_REQUESTS_IN_FLIGHT",
@@ -143,7 +158,8 @@ pub unsafe fn fork(env: napi_env, tls: &[c_int]) -> Result<Forked, Refused> {
         ));
     }
     handles::prepare();
-    let dns = handles::dns_sockets(lp);
+    // SAFETY: as above.
+    let dns = unsafe { handles::dns_sockets(lp) };
     if dns > 0 {
         return Err(refuse(
             "ERR_FORK_DNS_IN_FLIGHT",
@@ -156,7 +172,9 @@ pub unsafe fn fork(env: napi_env, tls: &[c_int]) -> Result<Forked, Refused> {
             ),
         ));
     }
-    let handles = platform::current().map_err(|e| refuse("ERR_FORK_UNSUPPORTED", e))?;
+    // SAFETY: on the main environment's JS thread inside a Node-API callback (the caller's
+    // contract), as `current` requires.
+    let handles = unsafe { platform::current() }.map_err(|e| refuse("ERR_FORK_UNSUPPORTED", e))?;
     let mut timing = Timing::default();
 
     // Hold the monitor and V8's workers still, and account for every other thread. A thread that
@@ -226,13 +244,14 @@ pub unsafe fn fork(env: napi_env, tls: &[c_int]) -> Result<Forked, Refused> {
     timing.mappings = cleared.mappings;
 
     // C stdio buffers would otherwise be written twice.
-    libc::fflush(std::ptr::null_mut());
+    // SAFETY: fflush(NULL) flushes every open C stream; no precondition.
+    unsafe { libc::fflush(std::ptr::null_mut()) };
     let t = Instant::now();
     // SAFETY: every thread of this process that could hold a lock the child needs is stopped at a
     // point where it holds none: the monitor (paused; its registry lock is held by us), V8's
     // platform workers (parked in our task), no Worker threads (refused by the caller), no
     // threadpool work (checked above). The child only runs this thread; see `repair_child`.
-    let pid = libc::fork();
+    let pid = unsafe { libc::fork() };
     if pid < 0 {
         let e = std::io::Error::last_os_error();
         drop(quiet);
@@ -258,7 +277,11 @@ pub unsafe fn fork(env: napi_env, tls: &[c_int]) -> Result<Forked, Refused> {
             // platform's drain, which would wait for their tasks, is redirected to the pool).
             let workers = parked.workers;
             std::mem::forget(parked);
-            match platform::redirect_worker_tasks(&handles, worker_pool::sink, worker_pool::drain) {
+            // SAFETY: `handles` came from `current` in the parent (the same objects here), and
+            // this is the child's only thread.
+            match unsafe {
+                platform::redirect_worker_tasks(&handles, worker_pool::sink, worker_pool::drain)
+            } {
                 Ok(_) => {
                     worker_pool::activate(workers);
                     true
@@ -267,7 +290,8 @@ pub unsafe fn fork(env: napi_env, tls: &[c_int]) -> Result<Forked, Refused> {
             }
         }
     };
-    let tls_cut = repair_child(lp, &handles, paused, tls);
+    // SAFETY: in the child right after fork(), on the thread that forked; `lp` is its loop.
+    let tls_cut = unsafe { repair_child(lp, &handles, paused, tls) };
     Ok(Forked::Child {
         workers_restored,
         tls_cut,
@@ -287,21 +311,30 @@ unsafe fn repair_child(
 ) -> usize {
     // Before the child's loop polls: its copies of TLS connections must never send a byte (the
     // same keys and sequence numbers as the parent's: AES-GCM nonces would repeat).
-    let tls_cut = match handles::cut(tls) {
-        Ok(n) => n,
-        Err(e) => die(&format!(
-            "cutting the child's copies of TLS connections failed: {e}"
-        )),
+    // SAFETY: in the child before its loop polls again (the caller's contract), so
+    // no libuv call uses the replaced fds; `die` is for exactly this broken child.
+    let tls_cut = unsafe {
+        match handles::cut(tls) {
+            Ok(n) => n,
+            Err(e) => die(&format!(
+                "cutting the child's copies of TLS connections failed: {e}"
+            )),
+        }
     };
-    own_stdio_pipes();
-    let r = uv::uv_loop_fork(lp);
+    // SAFETY: in the child, before `uv_loop_fork` below.
+    unsafe { own_stdio_pipes() };
+    // SAFETY: `lp` is the child's loop, on its thread, right after fork() (libuv's requirement).
+    let r = unsafe { uv::uv_loop_fork(lp) };
     if r != 0 {
-        die(&format!("uv_loop_fork failed ({r})"));
+        // SAFETY: a broken forked child, as `die` requires.
+        unsafe { die(&format!("uv_loop_fork failed ({r})")) };
     }
     if let Err(e) = fork_pause::after_fork_child(paused) {
-        die(&format!("restarting the blocking monitor failed: {e}"));
+        // SAFETY: as above.
+        unsafe { die(&format!("restarting the blocking monitor failed: {e}")) };
     }
-    platform::set_process_exit_handler(handles, child_exit);
+    // SAFETY: `handles` came from `current` on this thread (in the parent, before the fork).
+    unsafe { platform::set_process_exit_handler(handles, child_exit) };
     tls_cut
 }
 
@@ -342,8 +375,12 @@ fn unknown_threads(named: &[String], unnamed: &[String]) -> Refused {
 /// Ends the process at once (no destructors, no Node teardown): only for a broken forked child.
 unsafe fn die(what: &str) -> ! {
     let msg = format!("loop-helpers: fork() child cannot continue: {what}\n");
-    let _ = libc::write(2, msg.as_ptr().cast(), msg.len());
-    libc::_exit(70);
+    // SAFETY: `msg` is `msg.len()` readable bytes; then the process ends without running
+    // anything of Node's or ours (the caller's contract: a broken child).
+    unsafe {
+        let _ = libc::write(2, msg.as_ptr().cast(), msg.len());
+        libc::_exit(70);
+    }
 }
 
 /// The child's process exit handler: Node has run the 'exit' listeners and printed a fatal error;
@@ -353,8 +390,12 @@ unsafe fn die(what: &str) -> ! {
 /// # Safety
 /// Called by Node as the process exit handler of the child's environment.
 unsafe extern "C" fn child_exit(code: c_int) {
-    libc::fflush(std::ptr::null_mut());
-    libc::_exit(code);
+    // SAFETY: Node calls this in place of its own teardown (the contract), so ending the process
+    // here skips nothing that must run; fflush(NULL) has no precondition.
+    unsafe {
+        libc::fflush(std::ptr::null_mut());
+        libc::_exit(code);
+    }
 }
 
 /// Gives the child its own open file description for stdout and stderr when they are pipes. The
@@ -367,22 +408,29 @@ unsafe extern "C" fn child_exit(code: c_int) {
 /// their fd numbers.
 unsafe fn own_stdio_pipes() {
     for fd in [1, 2] {
-        let mut st: libc::stat = std::mem::zeroed();
-        if libc::fstat(fd, &mut st) != 0 || st.st_mode & libc::S_IFMT != libc::S_IFIFO {
+        // SAFETY: `stat` is plain data, for which all zeroes is a valid value.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: `st` is a live local for fstat to fill.
+        if unsafe { libc::fstat(fd, &mut st) } != 0 || st.st_mode & libc::S_IFMT != libc::S_IFIFO {
             continue;
         }
         let path = format!("/proc/self/fd/{fd}\0");
         // O_NONBLOCK: opening a FIFO for writing must not wait for a reader (ENXIO without one).
-        let nfd = libc::open(path.as_ptr().cast(), libc::O_WRONLY | libc::O_NONBLOCK);
+        // SAFETY: `path` is NUL-terminated.
+        let nfd = unsafe { libc::open(path.as_ptr().cast(), libc::O_WRONLY | libc::O_NONBLOCK) };
         if nfd < 0 {
             continue;
         }
-        let fl = libc::fcntl(nfd, libc::F_GETFL);
-        if fl >= 0 {
-            libc::fcntl(nfd, libc::F_SETFL, fl & !libc::O_NONBLOCK);
+        // SAFETY: `nfd` is ours, just opened. dup2 replaces `fd` under libuv's handle, which is
+        // sound before `uv_loop_fork` (the caller's contract): nothing uses it meanwhile.
+        unsafe {
+            let fl = libc::fcntl(nfd, libc::F_GETFL);
+            if fl >= 0 {
+                libc::fcntl(nfd, libc::F_SETFL, fl & !libc::O_NONBLOCK);
+            }
+            libc::dup2(nfd, fd);
+            libc::close(nfd);
         }
-        libc::dup2(nfd, fd);
-        libc::close(nfd);
     }
 }
 

@@ -26,6 +26,11 @@ pub struct GcState {
     since_ns: AtomicU64,
 }
 
+/// V8's GC prologue callback.
+///
+/// # Safety
+/// Registered by [`GcState::watch`] only, with its `data`: a `GcState` that outlives the
+/// registration.
 unsafe extern "C" fn on_gc_start(
     _isolate: *mut v8::Isolate,
     kind: c_int,
@@ -34,7 +39,7 @@ unsafe extern "C" fn on_gc_start(
 ) {
     // SAFETY: `data` is the GcState registered with these callbacks; it is removed before the
     // state is dropped (see `GcState::watch`). Nothing here can panic.
-    let s = &*(data as *const GcState);
+    let s = unsafe { &*(data as *const GcState) };
     if s.depth.load(Ordering::Relaxed) == 0 {
         s.kind.store(kind as u32, Ordering::Relaxed);
         s.since_ns.store(clock::now_ns(), Ordering::Relaxed);
@@ -43,6 +48,10 @@ unsafe extern "C" fn on_gc_start(
     s.depth.fetch_add(1, Ordering::Release);
 }
 
+/// V8's GC epilogue callback.
+///
+/// # Safety
+/// As for [`on_gc_start`].
 unsafe extern "C" fn on_gc_end(
     _isolate: *mut v8::Isolate,
     _kind: c_int,
@@ -50,7 +59,7 @@ unsafe extern "C" fn on_gc_end(
     data: *mut c_void,
 ) {
     // SAFETY: as in on_gc_start.
-    let s = &*(data as *const GcState);
+    let s = unsafe { &*(data as *const GcState) };
     // A saturating decrement: callbacks registered while a collection was already running (which
     // cannot happen: registration is on this thread, outside collections) would end one more
     // collection than they began.
@@ -81,13 +90,17 @@ impl GcState {
     /// marking is stopped (it is a field of the environment's `EnvLoop`, which outlives its
     /// watches).
     pub unsafe fn watch(&self, isolate: *mut v8::Isolate, on: bool) -> bool {
-        let done = v8::set_gc_callbacks(
-            isolate,
-            on,
-            on_gc_start,
-            on_gc_end,
-            self as *const GcState as *mut c_void,
-        );
+        // SAFETY: the caller is on `isolate`'s thread outside a collection, and keeps `self` in
+        // place until the callbacks are removed, so their `data` stays valid.
+        let done = unsafe {
+            v8::set_gc_callbacks(
+                isolate,
+                on,
+                on_gc_start,
+                on_gc_end,
+                self as *const GcState as *mut c_void,
+            )
+        };
         if !on {
             self.depth.store(0, Ordering::Relaxed);
         }

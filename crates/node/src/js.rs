@@ -14,48 +14,61 @@ use crate::napi::*;
 pub unsafe fn throw(env: napi_env, code: &str, msg: &str) -> napi_value {
     let code = CString::new(code).unwrap_or_default();
     let msg = CString::new(msg.replace('\0', " ")).unwrap_or_default();
-    napi_throw_error(env, code.as_ptr(), msg.as_ptr());
+    // SAFETY: this module's contract (env's JavaScript thread, inside a callback); both strings
+    // are NUL-terminated and outlive the call.
+    unsafe { napi_throw_error(env, code.as_ptr(), msg.as_ptr()) };
     std::ptr::null_mut()
 }
 
 pub unsafe fn args<const N: usize>(env: napi_env, info: napi_callback_info) -> [napi_value; N] {
     let mut argv = [std::ptr::null_mut(); N];
     let mut argc = N;
-    napi_get_cb_info(
-        env,
-        info,
-        &mut argc,
-        argv.as_mut_ptr(),
-        std::ptr::null_mut(),
-        std::ptr::null_mut(),
-    );
+    // SAFETY: this module's contract; `info` is the callback's own. `argv` has room for `argc` (N)
+    // values, and Node-API writes no more than that (missing arguments read as undefined).
+    unsafe {
+        napi_get_cb_info(
+            env,
+            info,
+            &mut argc,
+            argv.as_mut_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    };
     argv
 }
 
 pub unsafe fn f64_arg(env: napi_env, v: napi_value) -> Option<f64> {
     let mut out = 0.0;
-    (napi_get_value_double(env, v, &mut out) == NAPI_OK).then_some(out)
+    // SAFETY: this module's contract; `out` is a live local.
+    (unsafe { napi_get_value_double(env, v, &mut out) } == NAPI_OK).then_some(out)
 }
 
 pub unsafe fn bool_arg(env: napi_env, v: napi_value) -> Option<bool> {
     let mut out = false;
-    (napi_get_value_bool(env, v, &mut out) == NAPI_OK).then_some(out)
+    // SAFETY: this module's contract; `out` is a live local.
+    (unsafe { napi_get_value_bool(env, v, &mut out) } == NAPI_OK).then_some(out)
 }
 
 pub unsafe fn string_arg(env: napi_env, v: napi_value) -> Option<String> {
     let mut len = 0usize;
-    if napi_get_value_string_utf8(env, v, std::ptr::null_mut(), 0, &mut len) != NAPI_OK {
+    // SAFETY: this module's contract; a null buffer asks for the length only.
+    if unsafe { napi_get_value_string_utf8(env, v, std::ptr::null_mut(), 0, &mut len) } != NAPI_OK {
         return None;
     }
     let mut buf = vec![0u8; len + 1];
     let mut written = 0usize;
-    if napi_get_value_string_utf8(
-        env,
-        v,
-        buf.as_mut_ptr() as *mut c_char,
-        buf.len(),
-        &mut written,
-    ) != NAPI_OK
+    // SAFETY: this module's contract; `buf` holds `buf.len()` bytes (the string and its NUL), the
+    // most Node-API writes.
+    if unsafe {
+        napi_get_value_string_utf8(
+            env,
+            v,
+            buf.as_mut_ptr() as *mut c_char,
+            buf.len(),
+            &mut written,
+        )
+    } != NAPI_OK
     {
         return None;
     }
@@ -65,43 +78,51 @@ pub unsafe fn string_arg(env: napi_env, v: napi_value) -> Option<String> {
 
 pub unsafe fn is_function(env: napi_env, v: napi_value) -> bool {
     let mut t = 0;
-    napi_typeof(env, v, &mut t) == NAPI_OK && t == NAPI_FUNCTION
+    // SAFETY: this module's contract; `t` is a live local.
+    let status = unsafe { napi_typeof(env, v, &mut t) };
+    status == NAPI_OK && t == NAPI_FUNCTION
 }
 
 pub unsafe fn string(env: napi_env, s: &str) -> napi_value {
     let mut out = std::ptr::null_mut();
-    napi_create_string_utf8(env, s.as_ptr() as *const c_char, s.len(), &mut out);
+    // SAFETY: this module's contract; `s` is `s.len()` bytes of UTF-8 (no NUL needed with a length).
+    unsafe { napi_create_string_utf8(env, s.as_ptr() as *const c_char, s.len(), &mut out) };
     out
 }
 
 pub unsafe fn number(env: napi_env, n: f64) -> napi_value {
     let mut out = std::ptr::null_mut();
-    napi_create_double(env, n, &mut out);
+    // SAFETY: this module's contract; `out` is a live local.
+    unsafe { napi_create_double(env, n, &mut out) };
     out
 }
 
 pub unsafe fn undefined(env: napi_env) -> napi_value {
     let mut out = std::ptr::null_mut();
-    napi_get_undefined(env, &mut out);
+    // SAFETY: this module's contract; `out` is a live local.
+    unsafe { napi_get_undefined(env, &mut out) };
     out
 }
 
 pub unsafe fn null(env: napi_env) -> napi_value {
     let mut out = std::ptr::null_mut();
-    napi_get_null(env, &mut out);
+    // SAFETY: this module's contract; `out` is a live local.
+    unsafe { napi_get_null(env, &mut out) };
     out
 }
 
 /// The elements of a JavaScript array; None when `v` is not an array.
 pub unsafe fn array_elements(env: napi_env, v: napi_value) -> Option<Vec<napi_value>> {
     let mut n = 0u32;
-    if napi_get_array_length(env, v, &mut n) != NAPI_OK {
+    // SAFETY: this module's contract; `n` is a live local.
+    if unsafe { napi_get_array_length(env, v, &mut n) } != NAPI_OK {
         return None;
     }
     let mut out = Vec::with_capacity(n as usize);
     for i in 0..n {
         let mut e = std::ptr::null_mut();
-        napi_get_element(env, v, i, &mut e);
+        // SAFETY: as above; `v` is an array (its length was read), `e` a live local.
+        unsafe { napi_get_element(env, v, i, &mut e) };
         out.push(e);
     }
     Some(out)
@@ -110,9 +131,12 @@ pub unsafe fn array_elements(env: napi_env, v: napi_value) -> Option<Vec<napi_va
 /// An array of numbers.
 pub unsafe fn numbers(env: napi_env, values: &[f64]) -> napi_value {
     let mut arr = std::ptr::null_mut();
-    napi_create_array_with_length(env, values.len(), &mut arr);
-    for (i, v) in values.iter().enumerate() {
-        napi_set_element(env, arr, i as u32, number(env, *v));
+    // SAFETY: this module's contract, which `number` shares; `arr` is a live local.
+    unsafe {
+        napi_create_array_with_length(env, values.len(), &mut arr);
+        for (i, v) in values.iter().enumerate() {
+            napi_set_element(env, arr, i as u32, number(env, *v));
+        }
     }
     arr
 }
@@ -120,9 +144,12 @@ pub unsafe fn numbers(env: napi_env, values: &[f64]) -> napi_value {
 /// A JavaScript array of strings.
 pub unsafe fn strings(env: napi_env, values: &[String]) -> napi_value {
     let mut arr = std::ptr::null_mut();
-    napi_create_array_with_length(env, values.len(), &mut arr);
-    for (i, v) in values.iter().enumerate() {
-        napi_set_element(env, arr, i as u32, string(env, v));
+    // SAFETY: this module's contract, which `string` shares; `arr` is a live local.
+    unsafe {
+        napi_create_array_with_length(env, values.len(), &mut arr);
+        for (i, v) in values.iter().enumerate() {
+            napi_set_element(env, arr, i as u32, string(env, v));
+        }
     }
     arr
 }
@@ -131,7 +158,8 @@ pub unsafe fn strings(env: napi_env, values: &[String]) -> napi_value {
 /// messages.
 pub unsafe fn type_name(env: napi_env, v: napi_value) -> &'static str {
     let mut t = 0;
-    if napi_typeof(env, v, &mut t) != NAPI_OK {
+    // SAFETY: this module's contract; `t` is a live local.
+    if unsafe { napi_typeof(env, v, &mut t) } != NAPI_OK {
         return "unknown";
     }
     match t {
@@ -146,7 +174,8 @@ pub unsafe fn type_name(env: napi_env, v: napi_value) -> &'static str {
         NAPI_BIGINT => "bigint",
         NAPI_OBJECT => {
             let mut array = false;
-            if napi_is_array(env, v, &mut array) == NAPI_OK && array {
+            // SAFETY: as above; `array` is a live local.
+            if unsafe { napi_is_array(env, v, &mut array) } == NAPI_OK && array {
                 "array"
             } else {
                 "object"
@@ -172,13 +201,18 @@ pub struct Options {
 impl Options {
     /// `v` as the object named `what` (`"options"`) of `call` (`"start()"`); an error when it is
     /// not an object.
+    ///
+    /// # Safety
+    /// This module's contract; the getters then rely on it for `env` and `v`, so an `Options`
+    /// must not outlive the callback it was made in.
     pub unsafe fn new(
         env: napi_env,
         v: napi_value,
         call: &'static str,
         what: &'static str,
     ) -> Result<Self, String> {
-        match type_name(env, v) {
+        // SAFETY: the caller keeps this module's contract for `env` and `v`.
+        match unsafe { type_name(env, v) } {
             "object" => Ok(Options {
                 env,
                 obj: v,
@@ -192,16 +226,22 @@ impl Options {
     /// The property's value (undefined when it is absent).
     pub unsafe fn get(&self, name: &CStr) -> napi_value {
         let mut out = std::ptr::null_mut();
-        if napi_get_named_property(self.env, self.obj, name.as_ptr(), &mut out) != NAPI_OK {
-            return undefined(self.env);
+        // SAFETY: `new`'s contract: this runs in the callback that made `self`, on its thread;
+        // `name` is NUL-terminated.
+        unsafe {
+            if napi_get_named_property(self.env, self.obj, name.as_ptr(), &mut out) != NAPI_OK {
+                return undefined(self.env);
+            }
         }
         out
     }
 
     /// The property's value, None when it is undefined or null.
     pub unsafe fn optional(&self, name: &CStr) -> Option<napi_value> {
-        let v = self.get(name);
-        match type_name(self.env, v) {
+        // SAFETY: `new`'s contract (this runs in the callback that made `self`).
+        let v = unsafe { self.get(name) };
+        // SAFETY: as above; `v` was just read from this env.
+        match unsafe { type_name(self.env, v) } {
             "undefined" | "null" => None,
             _ => Some(v),
         }
@@ -217,24 +257,37 @@ impl Options {
     }
 
     pub unsafe fn number(&self, name: &CStr) -> Result<f64, String> {
-        let v = self.get(name);
-        f64_arg(self.env, v).ok_or_else(|| self.wrong(name, "a number", type_name(self.env, v)))
+        // SAFETY: `new`'s contract (this runs in the callback that made `self`); `v` is read from
+        // this env.
+        unsafe {
+            let v = self.get(name);
+            f64_arg(self.env, v).ok_or_else(|| self.wrong(name, "a number", type_name(self.env, v)))
+        }
     }
 
     pub unsafe fn boolean(&self, name: &CStr) -> Result<bool, String> {
-        let v = self.get(name);
-        bool_arg(self.env, v).ok_or_else(|| self.wrong(name, "a boolean", type_name(self.env, v)))
+        // SAFETY: as in `number`.
+        unsafe {
+            let v = self.get(name);
+            bool_arg(self.env, v)
+                .ok_or_else(|| self.wrong(name, "a boolean", type_name(self.env, v)))
+        }
     }
 
     pub unsafe fn string(&self, name: &CStr) -> Result<String, String> {
-        let v = self.get(name);
-        string_arg(self.env, v).ok_or_else(|| self.wrong(name, "a string", type_name(self.env, v)))
+        // SAFETY: as in `number`.
+        unsafe {
+            let v = self.get(name);
+            string_arg(self.env, v)
+                .ok_or_else(|| self.wrong(name, "a string", type_name(self.env, v)))
+        }
     }
 
     /// A string property that must be one of `allowed` (an enum): an unknown value is an error
     /// listing the known ones, never a default.
     pub unsafe fn one_of<T: Copy>(&self, name: &CStr, allowed: &[(&str, T)]) -> Result<T, String> {
-        let s = self.string(name)?;
+        // SAFETY: `new`'s contract (this runs in the callback that made `self`).
+        let s = unsafe { self.string(name) }?;
         allowed
             .iter()
             .find(|(n, _)| *n == s)
@@ -253,11 +306,14 @@ impl Options {
 
     /// A function property.
     pub unsafe fn function(&self, name: &CStr) -> Result<napi_value, String> {
-        let v = self.get(name);
-        if is_function(self.env, v) {
-            Ok(v)
-        } else {
-            Err(self.wrong(name, "a function", type_name(self.env, v)))
+        // SAFETY: as in `number`.
+        unsafe {
+            let v = self.get(name);
+            if is_function(self.env, v) {
+                Ok(v)
+            } else {
+                Err(self.wrong(name, "a function", type_name(self.env, v)))
+            }
         }
     }
 }

@@ -13,6 +13,9 @@
 //! - [`fork`], [`platform`], [`exit_guard`], [`fork_exports`]: fork() (the parent's preparation,
 //!   V8's platform workers and Node's exit handler through a small C++ shim, the child's exit).
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 mod async_context;
 mod channel;
 mod context_snapshot;
@@ -52,21 +55,24 @@ use napi::*;
 /// `catch_unwind` outside it could see the panic).
 macro_rules! guarded {
     ($f:path) => {{
+        /// # Safety
+        /// A Node-API function callback: called by Node on `env`'s JavaScript thread, with this
+        /// call's `info` and a handle scope open (the contract of every exported function).
         unsafe extern "C" fn wrapper(env: napi_env, info: napi_callback_info) -> napi_value {
             let f: unsafe fn(napi_env, napi_callback_info) -> napi_value = $f;
-            match catch_unwind(AssertUnwindSafe(|| f(env, info))) {
+            // SAFETY: `f` is an exported function, whose contract is this callback's, passed on.
+            match catch_unwind(AssertUnwindSafe(|| unsafe { f(env, info) })) {
                 Ok(v) => v,
                 Err(payload) => {
                     panics::record(stringify!($f), payload.as_ref());
-                    js::throw(
-                        env,
-                        "ERR_LOOP_HELPERS_PANIC",
-                        &format!(
-                            "internal error in {}: {}",
-                            stringify!($f),
-                            panics::payload_message(payload.as_ref())
-                        ),
-                    )
+                    let message = format!(
+                        "internal error in {}: {}",
+                        stringify!($f),
+                        panics::payload_message(payload.as_ref())
+                    );
+                    // SAFETY: still on env's JS thread inside the callback; a panic left no
+                    // Node-API call half done (the calls themselves cannot unwind).
+                    unsafe { js::throw(env, "ERR_LOOP_HELPERS_PANIC", &message) }
                 }
             }
         }
@@ -81,18 +87,27 @@ type Exported = unsafe extern "C" fn(napi_env, napi_callback_info) -> napi_value
 /// `abiVersion` is not the one it was written for (`NATIVE_ABI_VERSION` in lib/native.ts).
 const ABI_VERSION: u32 = 2;
 
+/// Sets `exports[name]` to a JavaScript function that calls `f`.
+///
+/// # Safety
+/// On `env`'s JavaScript thread, in a Node-API callback (the module's registration); `exports` is
+/// an object of that env; `f` is sound as a Node-API function callback (a `guarded!` wrapper).
 unsafe fn export(env: napi_env, exports: napi_value, name: &CStr, f: Exported) {
     let mut func: napi_value = std::ptr::null_mut();
-    if napi_create_function(
-        env,
-        name.as_ptr(),
-        name.to_bytes().len(),
-        Some(f),
-        std::ptr::null_mut(),
-        &mut func,
-    ) == NAPI_OK
-    {
-        napi_set_named_property(env, exports, name.as_ptr(), func);
+    // SAFETY: the caller's contract; `name` is NUL-terminated and `name.to_bytes().len()` long,
+    // `func` a live local.
+    unsafe {
+        if napi_create_function(
+            env,
+            name.as_ptr(),
+            name.to_bytes().len(),
+            Some(f),
+            std::ptr::null_mut(),
+            &mut func,
+        ) == NAPI_OK
+        {
+            napi_set_named_property(env, exports, name.as_ptr(), func);
+        }
     }
 }
 
@@ -176,14 +191,20 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
             (c"waitpid", guarded!(fork_exports::waitpid)),
         ];
         for (name, f) in functions {
-            export(env, exports, name, f);
+            // SAFETY: Node calls this entry point on the loading thread with a valid env and
+            // exports object (its contract); each `f` is a `guarded!` wrapper.
+            unsafe { export(env, exports, name, f) };
         }
         if std::env::var_os("LOOP_HELPERS_TEST_PANIC").is_some_and(|v| v == "1") {
-            export(env, exports, c"testPanic", guarded!(exports::test_panic));
+            // SAFETY: as above.
+            unsafe { export(env, exports, c"testPanic", guarded!(exports::test_panic)) };
         }
         let mut version = std::ptr::null_mut();
-        if napi_create_uint32(env, ABI_VERSION, &mut version) == NAPI_OK {
-            napi_set_named_property(env, exports, c"abiVersion".as_ptr(), version);
+        // SAFETY: as above; `version` a live local, the name NUL-terminated.
+        unsafe {
+            if napi_create_uint32(env, ABI_VERSION, &mut version) == NAPI_OK {
+                napi_set_named_property(env, exports, c"abiVersion".as_ptr(), version);
+            }
         }
     });
     exports

@@ -75,6 +75,7 @@ struct Api {
 
 // SAFETY: plain code and data addresses in the node executable, valid for the process's life.
 unsafe impl Send for Api {}
+// SAFETY: as for Send: the fields are read-only after `resolve`, and only addresses.
 unsafe impl Sync for Api {}
 
 static API: OnceLock<Result<Api, String>> = OnceLock::new();
@@ -166,23 +167,31 @@ pub unsafe fn current() -> Result<Handles, String> {
     if isolate.is_null() {
         return Err("no current V8 isolate".into());
     }
-    let context = (api.get_current_context)(isolate);
+    // SAFETY: `isolate` is this thread's, inside a callback with a handle scope open (the
+    // caller's contract), as `GetCurrentContext` needs.
+    let context = unsafe { (api.get_current_context)(isolate) };
     if context.is_null() {
         return Err("no current V8 context".into());
     }
-    let environment = (api.get_current_environment)(context);
+    // SAFETY: `context` is the isolate's current context, non-null.
+    let environment = unsafe { (api.get_current_environment)(context) };
     if environment.is_null() {
         return Err("no Node.js environment for the current context".into());
     }
-    let platform = (api.get_platform)(environment);
+    // SAFETY: `environment` is the live environment of that context, non-null.
+    let platform = unsafe { (api.get_platform)(environment) };
     if platform.is_null() {
         return Err("the environment has no platform".into());
     }
     // An embedder may bring its own MultiIsolatePlatform; only Node's NodePlatform has the member
     // functions resolved above. Its objects' vtable pointer is the vtable symbol + 2 words
     // (offset-to-top, type info).
-    let expected = (api.node_platform_vtable as *const *const c_void).add(2) as *const c_void;
-    let vptr = *(platform as *const *const c_void);
+    // SAFETY: only address arithmetic within the vtable symbol (a vtable has those 2 words).
+    let expected =
+        unsafe { (api.node_platform_vtable as *const *const c_void).add(2) } as *const c_void;
+    // SAFETY: `platform` is a live, non-null C++ object (a MultiIsolatePlatform), whose first word
+    // is its vtable pointer.
+    let vptr = unsafe { *(platform as *const *const c_void) };
     if vptr != expected && vptr as usize != REDIRECTED_VPTR.load(Ordering::Acquire) {
         return Err("the V8 platform is not Node's NodePlatform (embedder platform)".into());
     }
@@ -226,9 +235,13 @@ impl ParkState {
     }
 }
 
+/// A parking task's body, run by a platform worker.
+///
+/// # Safety
+/// `data` is the pointer `Arc::into_raw` gave for the task, not yet passed to [`park_drop`].
 unsafe extern "C" fn park_run(data: *mut c_void) {
     // SAFETY: `data` is the Arc pointer given to the task; the task owns one count until dropped.
-    let park = &*(data as *const ParkState);
+    let park = unsafe { &*(data as *const ParkState) };
     let _ = panics::catch("platform::park_run", || {
         let mut st = park.state();
         if st.1 {
@@ -246,9 +259,13 @@ unsafe extern "C" fn park_run(data: *mut c_void) {
     });
 }
 
+/// A parking task's destructor.
+///
+/// # Safety
+/// Called once per task, with its `data` (an `Arc::into_raw` pointer).
 unsafe extern "C" fn park_drop(data: *mut c_void) {
     // SAFETY: gives back the count taken with Arc::into_raw when the task was posted.
-    drop(Arc::from_raw(data as *const ParkState));
+    drop(unsafe { Arc::from_raw(data as *const ParkState) });
 }
 
 /// Every task worker is running one of our tasks and waits for this to be dropped.
@@ -339,7 +356,11 @@ pub fn park_workers(h: &Handles, timeout: Duration) -> Result<Parked, String> {
 /// `h` comes from [`current`] on this thread.
 pub unsafe fn set_process_exit_handler(h: &Handles, on_exit: unsafe extern "C" fn(c_int)) {
     if let Ok(api) = api() {
-        loop_helpers_set_process_exit_handler(api.set_exit_handler, h.environment, on_exit);
+        // SAFETY: `h.environment` is the live environment from `current` on this thread (the
+        // caller's contract); `set_exit_handler` is the symbol the shim expects.
+        unsafe {
+            loop_helpers_set_process_exit_handler(api.set_exit_handler, h.environment, on_exit)
+        };
     }
 }
 
@@ -360,24 +381,29 @@ pub unsafe fn redirect_worker_tasks(
     let (drain, flush) = api
         .drain
         .unwrap_or((std::ptr::null_mut(), std::ptr::null_mut()));
-    let r = loop_helpers_redirect_worker_tasks(
-        h.platform,
-        api.node_platform_vtable,
-        api.post_kind,
-        api.post,
-        api.delayed.unwrap_or(std::ptr::null_mut()),
-        sink,
-        drain,
-        flush,
-        pool_drain,
-    );
+    // SAFETY: `h.platform` is a NodePlatform checked by `current`, and this is the process's only
+    // thread (the caller's contract), so the shim may swap its vtable pointer; the addresses are
+    // the resolved NodePlatform members (or null where the shim accepts that).
+    let r = unsafe {
+        loop_helpers_redirect_worker_tasks(
+            h.platform,
+            api.node_platform_vtable,
+            api.post_kind,
+            api.post,
+            api.delayed.unwrap_or(std::ptr::null_mut()),
+            sink,
+            drain,
+            flush,
+            pool_drain,
+        )
+    };
     match r {
         1..=7 => {
             // Our copy of the vtable: still a NodePlatform for `current` in this process.
-            REDIRECTED_VPTR.store(
-                *(h.platform as *const *const c_void) as usize,
-                Ordering::Release,
-            );
+            // SAFETY: `h.platform` is the live platform object; its first word, the vtable
+            // pointer the shim just set.
+            let vptr = unsafe { *(h.platform as *const *const c_void) };
+            REDIRECTED_VPTR.store(vptr as usize, Ordering::Release);
             Ok(r & 4 != 0)
         }
         -1 => Err("the NodePlatform vtable's size is unknown".into()),

@@ -40,6 +40,9 @@ pub struct NodeSink {
 /// the environment's serial number ([`EnvLoop::by_serial`]), not a pointer: an interrupt that
 /// never runs (the isolate was disposed with it queued: a Worker terminated inside a native call)
 /// leaves nothing allocated, and one that runs after its environment's teardown finds nothing.
+///
+/// # Safety
+/// Called by V8 only (`RequestInterrupt`), on `isolate`'s thread while it runs JavaScript.
 unsafe extern "C" fn on_interrupt(isolate: *mut v8::Isolate, data: *mut c_void) {
     let _ = panics::catch("sink::on_interrupt", || {
         let Some(env_loop) = EnvLoop::by_serial(data as usize as u64) else {
@@ -57,15 +60,17 @@ unsafe extern "C" fn on_interrupt(isolate: *mut v8::Isolate, data: *mut c_void) 
         {
             // SAFETY: V8 runs interrupt callbacks on the isolate's own thread, where JS was
             // executing.
-            blocked_stack(&env_loop, isolate)
+            unsafe { blocked_stack(&env_loop, isolate) }
         } else {
             (Vec::new(), None)
         };
-        let captures = captures(&env_loop, isolate, &queued, &frames);
+        // SAFETY: as above, in the isolate's interrupt callback on its thread.
+        let captures = unsafe { captures(&env_loop, isolate, &queued, &frames) };
         let cost = loop_helpers_core::clock::now_ns().saturating_sub(started);
         monitor::deliver_samples(captures, &frames, cost, sync_api.as_deref());
         for q in queued.iter().filter(|q| q.ticket.interrupt) {
-            if interrupt(&env_loop, isolate, q.ticket, &frames) {
+            // SAFETY: as above; `env_loop` is alive (checked after `take`).
+            if unsafe { interrupt(&env_loop, isolate, q.ticket, &frames) } {
                 // Terminating: the rest are about the same block, and are resolved with it.
                 break;
             }
@@ -98,7 +103,9 @@ unsafe fn blocked_stack(
     env_loop: &EnvLoop,
     isolate: *mut v8::Isolate,
 ) -> (Vec<loop_helpers_core::report::Frame>, Option<String>) {
-    let frames = v8::capture_stack(env_loop.env, isolate, MAX_FRAMES);
+    // SAFETY: on the isolate's own thread, in a callback (the caller's contract); `env_loop.env`
+    // is this isolate's environment.
+    let frames = unsafe { v8::capture_stack(env_loop.env, isolate, MAX_FRAMES) };
     match env_loop.sync.current() {
         Some(api) => (env_loop.sync.without_hook_frames(frames), Some(api)),
         None => (frames, None),
@@ -128,7 +135,8 @@ unsafe fn captures(
                     Some(ContextCapture::Missing(async_context::NO_JAVASCRIPT.into()))
                 } else {
                     // Once per block: later samples of the block carry no context fields.
-                    spec.capture_once(env_loop.env, isolate, q.ticket.block_serial)
+                    // SAFETY: on the isolate's own thread, in a callback (the caller's contract).
+                    unsafe { spec.capture_once(env_loop.env, isolate, q.ticket.block_serial) }
                 }
             });
             (q.ticket, context)
@@ -150,11 +158,16 @@ pub unsafe fn sample_at_sync_return(env_loop: &EnvLoop, isolate: *mut v8::Isolat
         return;
     }
     let started = loop_helpers_core::clock::now_ns();
-    let frames =
-        env_loop
-            .sync
-            .without_hook_frames(v8::capture_stack(env_loop.env, isolate, MAX_FRAMES));
-    let captures = captures(env_loop, isolate, &queued, &frames);
+    // SAFETY: on `env_loop`'s JS thread in a Node-API callback, `isolate` its isolate (the
+    // caller's contract), which `capture_stack` and `captures` need.
+    let (frames, captures) = unsafe {
+        let frames =
+            env_loop
+                .sync
+                .without_hook_frames(v8::capture_stack(env_loop.env, isolate, MAX_FRAMES));
+        let captures = captures(env_loop, isolate, &queued, &frames);
+        (frames, captures)
+    };
     let cost = loop_helpers_core::clock::now_ns().saturating_sub(started);
     monitor::deliver_samples(captures, &frames, cost, env_loop.sync.name(api).as_deref());
 }
@@ -175,7 +188,7 @@ unsafe fn interrupt(
         iteration: env_loop.iteration(),
         block_open: monitor::block_open(&ticket),
         // SAFETY: on the isolate's thread.
-        running_microtasks: v8::is_running_microtasks(isolate),
+        running_microtasks: unsafe { v8::is_running_microtasks(isolate) },
         unguarded_immediate: in_unrepairable_immediate(env_loop, frames),
         in_async_hook: frames.iter().any(|f| {
             f.file_name == "node:internal/async_hooks" && f.function_name.starts_with("emit")
@@ -196,12 +209,15 @@ unsafe fn interrupt(
         // SAFETY (both arms): our own isolate, alive (checked by the caller). A guard frame below
         // us on the stack, or the callbacks `arm` registers, cancel this termination.
         Decision::Terminate => {
-            v8::terminate_execution(isolate);
+            // SAFETY: see both arms, above.
+            unsafe { v8::terminate_execution(isolate) };
             true
         }
         Decision::TerminateUnguarded => {
-            if unguarded::arm(env_loop) {
-                v8::terminate_execution(isolate);
+            // SAFETY: in the interrupt callback on the isolate's thread, as `arm` needs.
+            if unsafe { unguarded::arm(env_loop) } {
+                // SAFETY: see both arms, above.
+                unsafe { v8::terminate_execution(isolate) };
                 true
             } else {
                 env_loop.interrupts.take_unguarded();
@@ -221,7 +237,8 @@ impl NodeSink {
         callback: napi_value,
         context: Option<AsyncContextSpec>,
     ) -> Result<Arc<Self>, String> {
-        let blocks = JsChannel::new(env, callback, "loop-helpers:blocked")?;
+        // SAFETY: the caller's contract (env's JS thread in a callback, `callback` a function).
+        let blocks = unsafe { JsChannel::new(env, callback, "loop-helpers:blocked") }?;
         Ok(Arc::new(NodeSink {
             env_loop,
             blocks,
@@ -235,7 +252,8 @@ impl NodeSink {
     /// On the environment's JS thread, in a Node-API callback.
     pub unsafe fn take_anchors(&self, env: napi_env) -> Vec<napi_value> {
         match &self.context {
-            Some(spec) => spec.take_anchors(env),
+            // SAFETY: the caller's contract (env's JS thread in a callback).
+            Some(spec) => unsafe { spec.take_anchors(env) },
             None => Vec::new(),
         }
     }

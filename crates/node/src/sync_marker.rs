@@ -69,9 +69,13 @@ impl SyncCells {
     }
 }
 
+/// The external buffer's finalizer.
+///
+/// # Safety
+/// Called by Node-API once, with the `hint` that [`SyncMarker::array_buffer`] passed.
 unsafe extern "C" fn release_cells(_env: napi_env, _data: *mut c_void, hint: *mut c_void) {
     // SAFETY: `hint` is the reference `array_buffer` leaked for this buffer, released once here.
-    drop(Arc::from_raw(hint as *const SyncCells));
+    drop(unsafe { Arc::from_raw(hint as *const SyncCells) });
 }
 
 impl Default for SyncMarker {
@@ -140,17 +144,22 @@ impl SyncMarker {
     pub unsafe fn array_buffer(&self, env: napi_env) -> Result<napi_value, napi_status> {
         let hint = Arc::into_raw(self.cells.clone());
         let mut result = std::ptr::null_mut();
-        let status = napi_create_external_arraybuffer(
-            env,
-            hint as *mut c_void,
-            BYTES,
-            Some(release_cells),
-            hint as *mut c_void,
-            &mut result,
-        );
+        // SAFETY: the caller is on `env`'s JS thread in a callback. The buffer's `BYTES` bytes are
+        // the cells', kept alive by the reference in `hint` until `release_cells` drops it.
+        let status = unsafe {
+            napi_create_external_arraybuffer(
+                env,
+                hint as *mut c_void,
+                BYTES,
+                Some(release_cells),
+                hint as *mut c_void,
+                &mut result,
+            )
+        };
         if status != NAPI_OK {
             // Not handed to Node (a build that refuses external buffers): still ours.
-            drop(Arc::from_raw(hint));
+            // SAFETY: `hint` came from `Arc::into_raw` above and Node-API did not take it.
+            drop(unsafe { Arc::from_raw(hint) });
             return Err(status);
         }
         Ok(result)
@@ -164,7 +173,8 @@ impl SyncMarker {
 /// On `env`'s JS thread, inside a Node-API callback.
 pub unsafe fn external_buffers_support(env: napi_env) -> Result<(), &'static str> {
     let probe = SyncMarker::default();
-    match probe.array_buffer(env) {
+    // SAFETY: the caller's contract, the same as `array_buffer`'s.
+    match unsafe { probe.array_buffer(env) } {
         Ok(_) => Ok(()),
         Err(_) => Err("this Node.js build does not allow external ArrayBuffers (V8 sandbox), through which the JavaScript layer marks its synchronous calls"),
     }

@@ -56,17 +56,18 @@ impl RunningCell {
     /// # Safety
     /// On `env`'s JS thread.
     pub unsafe fn new(env: napi_env, v: napi_value) -> Result<Self, String> {
-        let Some((data, len)) = typed::<i32>(env, v, NAPI_INT32_ARRAY) else {
-            return Err(format!(
-                "must be an Int32Array, got {}",
-                js::type_name(env, v)
-            ));
+        // SAFETY: on env's JS thread (the caller's contract), `v` a value of this env.
+        let Some((data, len)) = (unsafe { typed::<i32>(env, v, NAPI_INT32_ARRAY) }) else {
+            // SAFETY: as above.
+            let got = unsafe { js::type_name(env, v) };
+            return Err(format!("must be an Int32Array, got {got}"));
         };
         if len == 0 || !(data as usize).is_multiple_of(std::mem::align_of::<AtomicI32>()) {
             return Err("must have an aligned first element".into());
         }
         let mut array = std::ptr::null_mut();
-        if napi_create_reference(env, v, 1, &mut array) != NAPI_OK {
+        // SAFETY: as above; `array` a live local.
+        if unsafe { napi_create_reference(env, v, 1, &mut array) } != NAPI_OK {
             return Err("could not be referenced".into());
         }
         Ok(RunningCell {
@@ -101,6 +102,7 @@ pub struct Support {
 // SAFETY: napi_refs are only used on the environment's thread (the repair runs there); the channel
 // is thread-safe by design.
 unsafe impl Send for Support {}
+// SAFETY: as for Send: shared references reach the napi_refs only on that thread too.
 unsafe impl Sync for Support {}
 
 /// Environments with an unguarded termination in flight, by isolate: the call-completed callback
@@ -125,7 +127,8 @@ impl Support {
             async_wrap,
             after_termination,
             immediate_running: immediate_running.filter(|_| after_termination.is_some()),
-            deliver: JsChannel::new(env, deliver, "loop-helpers:interrupt")?,
+            // SAFETY: the caller's contract (env's JS thread; `deliver` a function).
+            deliver: unsafe { JsChannel::new(env, deliver, "loop-helpers:interrupt") }?,
         }))
     }
 
@@ -143,7 +146,9 @@ impl Support {
         );
         frames_json(&mut json, p.frames.as_deref());
         json.push('}');
-        self.deliver.send_holding_loop(p.ticket.watch_id, json);
+        // SAFETY: on the environment's JS thread (the caller's contract), where the channel was
+        // made.
+        unsafe { self.deliver.send_holding_loop(p.ticket.watch_id, json) };
     }
 
     /// Takes back the interrupt errors of watch `watch_id` not delivered yet (it stopped).
@@ -151,7 +156,8 @@ impl Support {
     /// # Safety
     /// On the environment's JS thread.
     pub unsafe fn take_deliveries(&self, watch_id: u64) -> Vec<String> {
-        self.deliver.take(watch_id)
+        // SAFETY: as in `deliver`.
+        unsafe { self.deliver.take(watch_id) }
     }
 
     /// Whether the Immediate callback running now (if any) can be repaired after a termination.
@@ -173,15 +179,21 @@ impl Support {
     /// On the environment's JS thread, with no termination in progress.
     unsafe fn repair(&self, env: napi_env) {
         let mut scope = std::ptr::null_mut();
-        if napi_open_handle_scope(env, &mut scope) != NAPI_OK {
+        // SAFETY: on env's JS thread (the caller's contract); `scope` a live local.
+        if unsafe { napi_open_handle_scope(env, &mut scope) } != NAPI_OK {
             return;
         }
-        let popped = match &self.async_wrap {
-            Some(aw) => self.repair_async_stack(env, aw),
-            None => None,
-        };
-        self.call_after_termination(env, popped);
-        napi_close_handle_scope(env, scope);
+        // SAFETY: on env's JS thread, no termination in progress (the caller's contract), inside
+        // the scope just opened.
+        unsafe {
+            let popped = match &self.async_wrap {
+                Some(aw) => self.repair_async_stack(env, aw),
+                None => None,
+            };
+            self.call_after_termination(env, popped);
+        }
+        // SAFETY: the scope opened above, closed once; the calls in between closed theirs.
+        unsafe { napi_close_handle_scope(env, scope) };
     }
 
     /// Calls `afterTermination(trigger, popped)`. `popped`: the resources of the async-id levels
@@ -198,32 +210,38 @@ impl Support {
             return;
         };
         let mut f = std::ptr::null_mut();
-        if napi_get_reference_value(env, r, &mut f) == NAPI_OK && !f.is_null() {
-            let mut trigger = std::ptr::null_mut();
-            if napi_create_function(
-                env,
-                c"triggerUncaught".as_ptr(),
-                15,
-                Some(trigger_uncaught),
-                std::ptr::null_mut(),
-                &mut trigger,
-            ) == NAPI_OK
-            {
-                let mut result = std::ptr::null_mut();
-                let argv = [trigger, popped.unwrap_or_else(|| js::undefined(env))];
-                let status = napi_call_function(
+        // SAFETY: on env's JS thread inside a handle scope with no termination in progress (the
+        // caller's contract), so JavaScript may run; `r` is our live reference to
+        // `afterTermination`, the name is NUL-terminated (15 bytes before it), `argv` holds
+        // `argv.len()` values of this env, and every out-parameter is a live local.
+        unsafe {
+            if napi_get_reference_value(env, r, &mut f) == NAPI_OK && !f.is_null() {
+                let mut trigger = std::ptr::null_mut();
+                if napi_create_function(
                     env,
-                    js::undefined(env),
-                    f,
-                    argv.len(),
-                    argv.as_ptr(),
-                    &mut result,
-                );
-                if status == NAPI_PENDING_EXCEPTION {
-                    // Our JavaScript does not throw; should it, nothing may escape into the
-                    // native caller that V8 just returned to.
-                    let mut e = std::ptr::null_mut();
-                    napi_get_and_clear_last_exception(env, &mut e);
+                    c"triggerUncaught".as_ptr(),
+                    15,
+                    Some(trigger_uncaught),
+                    std::ptr::null_mut(),
+                    &mut trigger,
+                ) == NAPI_OK
+                {
+                    let mut result = std::ptr::null_mut();
+                    let argv = [trigger, popped.unwrap_or_else(|| js::undefined(env))];
+                    let status = napi_call_function(
+                        env,
+                        js::undefined(env),
+                        f,
+                        argv.len(),
+                        argv.as_ptr(),
+                        &mut result,
+                    );
+                    if status == NAPI_PENDING_EXCEPTION {
+                        // Our JavaScript does not throw; should it, nothing may escape into the
+                        // native caller that V8 just returned to.
+                        let mut e = std::ptr::null_mut();
+                        napi_get_and_clear_last_exception(env, &mut e);
+                    }
                 }
             }
         }
@@ -239,18 +257,23 @@ impl Support {
     /// On the environment's JS thread, inside a handle scope, with no termination in progress.
     unsafe fn repair_async_stack(&self, env: napi_env, aw: &AsyncWrap) -> Option<napi_value> {
         let mut binding = std::ptr::null_mut();
-        ok(napi_get_reference_value(env, aw.binding, &mut binding))?;
-        let fields = typed::<u32>(
-            env,
-            prop(env, binding, c"async_hook_fields")?,
-            NAPI_UINT32_ARRAY,
-        )?;
-        let ids = typed::<f64>(
-            env,
-            prop(env, binding, c"async_id_fields")?,
-            NAPI_FLOAT64_ARRAY,
-        )?;
-        let resources = prop(env, binding, c"execution_async_resources")?;
+        // SAFETY: on env's JS thread inside a handle scope (the caller's contract); `aw.binding`
+        // is our live reference to Node's async_wrap binding, whose properties are read here.
+        let (fields, ids, resources) = unsafe {
+            ok(napi_get_reference_value(env, aw.binding, &mut binding))?;
+            let fields = typed::<u32>(
+                env,
+                prop(env, binding, c"async_hook_fields")?,
+                NAPI_UINT32_ARRAY,
+            )?;
+            let ids = typed::<f64>(
+                env,
+                prop(env, binding, c"async_id_fields")?,
+                NAPI_FLOAT64_ARRAY,
+            )?;
+            let resources = prop(env, binding, c"execution_async_resources")?;
+            (fields, ids, resources)
+        };
         let (k_len, k_exec, k_trig) = (
             aw.k_stack_length as usize,
             aw.k_execution_async_id as usize,
@@ -260,42 +283,61 @@ impl Support {
             return None;
         }
         let mut popped = std::ptr::null_mut();
-        ok(napi_create_array_with_length(env, 0, &mut popped))?;
+        // SAFETY: as above; `popped` a live local.
+        ok(unsafe { napi_create_array_with_length(env, 0, &mut popped) })?;
         let mut count = 0u32;
         loop {
-            let n = *fields.0.add(k_len);
+            // SAFETY: `k_len < fields.1` (checked above): an element of Node's async_hook_fields,
+            // whose backing store the binding keeps alive and in place. Only this thread writes it.
+            let n = unsafe { *fields.0.add(k_len) };
             if n == 0 {
                 break;
             }
             let i = n - 1;
             let mut len = 0u32;
-            ok(napi_get_array_length(env, resources, &mut len))?;
             let mut has = false;
-            ok(napi_has_element(env, resources, i, &mut has))?;
+            // SAFETY: as above (env's JS thread in a handle scope); live locals out.
+            unsafe {
+                ok(napi_get_array_length(env, resources, &mut len))?;
+                ok(napi_has_element(env, resources, i, &mut has))?;
+            }
             if i >= len || !has {
                 break; // a level a native scope pushed: it pops it itself
             }
             // Node replaces async_ids_stack when it grows: read it afresh.
-            let stack = typed::<f64>(
-                env,
-                prop(env, binding, c"async_ids_stack")?,
-                NAPI_FLOAT64_ARRAY,
-            )?;
+            // SAFETY: as above.
+            let stack = unsafe {
+                typed::<f64>(
+                    env,
+                    prop(env, binding, c"async_ids_stack")?,
+                    NAPI_FLOAT64_ARRAY,
+                )
+            }?;
             let (a, b) = (2 * i as usize, 2 * i as usize + 1);
             if b >= stack.1 {
                 break;
             }
-            *ids.0.add(k_exec) = *stack.0.add(a);
-            *ids.0.add(k_trig) = *stack.0.add(b);
-            let mut resource = std::ptr::null_mut();
-            if napi_get_element(env, resources, i, &mut resource) == NAPI_OK {
-                napi_set_element(env, popped, count, resource);
-                count += 1;
+            // SAFETY: `a < b < stack.1` and `k_exec, k_trig < ids.1` (checked): elements of typed
+            // arrays Node keeps alive, written only on this thread. No JavaScript ran since
+            // `stack` was read, so it was not replaced.
+            unsafe {
+                *ids.0.add(k_exec) = *stack.0.add(a);
+                *ids.0.add(k_trig) = *stack.0.add(b);
             }
+            let mut resource = std::ptr::null_mut();
             let mut new_len = std::ptr::null_mut();
-            napi_create_uint32(env, i, &mut new_len);
-            napi_set_named_property(env, resources, c"length".as_ptr(), new_len);
-            *fields.0.add(k_len) = i;
+            // SAFETY: env's JS thread in a handle scope; values of this env, live locals out, a
+            // NUL-terminated name. Setting `length` of a plain array runs no JavaScript.
+            unsafe {
+                if napi_get_element(env, resources, i, &mut resource) == NAPI_OK {
+                    napi_set_element(env, popped, count, resource);
+                    count += 1;
+                }
+                napi_create_uint32(env, i, &mut new_len);
+                napi_set_named_property(env, resources, c"length".as_ptr(), new_len);
+            }
+            // SAFETY: as for the read of `n` above.
+            unsafe { *fields.0.add(k_len) = i };
         }
         Some(popped)
     }
@@ -303,38 +345,56 @@ impl Support {
 
 /// `triggerUncaught(error)`: hands `error` to Node's uncaught-exception path
 /// (`napi_fatal_exception`), which `lib/unguarded.ts` has pointed at a one-shot capture callback.
+///
+/// # Safety
+/// A Node-API function callback: called by Node with its `env` and `info`.
 unsafe extern "C" fn trigger_uncaught(env: napi_env, info: napi_callback_info) -> napi_value {
     let _ = panics::catch("unguarded::trigger_uncaught", || {
-        let [err] = js::args::<1>(env, info);
-        napi_fatal_exception(env, err);
+        // SAFETY: Node-API calls this on env's JS thread with this call's `info`.
+        unsafe {
+            let [err] = js::args::<1>(env, info);
+            napi_fatal_exception(env, err);
+        }
     });
-    js::undefined(env)
+    // SAFETY: as above.
+    unsafe { js::undefined(env) }
 }
 
 fn ok(status: napi_status) -> Option<()> {
     (status == NAPI_OK).then_some(())
 }
 
+/// Property `name` of `obj`, None on failure or a null result.
+///
+/// # Safety
+/// On `env`'s JS thread, in a handle scope; `obj` a value of that env.
 unsafe fn prop(env: napi_env, obj: napi_value, name: &std::ffi::CStr) -> Option<napi_value> {
     let mut v = std::ptr::null_mut();
-    ok(napi_get_named_property(env, obj, name.as_ptr(), &mut v))?;
+    // SAFETY: the caller's contract; `name` is NUL-terminated, `v` a live local.
+    ok(unsafe { napi_get_named_property(env, obj, name.as_ptr(), &mut v) })?;
     (!v.is_null()).then_some(v)
 }
 
 /// (data pointer, element count) of a typed array of the expected kind.
+///
+/// # Safety
+/// As for [`prop`], with `v`. `T` must be the element type of `kind`.
 unsafe fn typed<T>(env: napi_env, v: napi_value, kind: i32) -> Option<(*mut T, usize)> {
     let mut k = -1;
     let mut len = 0usize;
     let mut data = std::ptr::null_mut();
-    ok(napi_get_typedarray_info(
-        env,
-        v,
-        &mut k,
-        &mut len,
-        &mut data,
-        std::ptr::null_mut(),
-        std::ptr::null_mut(),
-    ))?;
+    // SAFETY: the caller's contract; live locals out, null for the outputs not wanted.
+    ok(unsafe {
+        napi_get_typedarray_info(
+            env,
+            v,
+            &mut k,
+            &mut len,
+            &mut data,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    })?;
     (k == kind && !data.is_null()).then_some((data as *mut T, len))
 }
 
@@ -354,13 +414,17 @@ pub unsafe fn arm(env_loop: &Arc<EnvLoop>) -> bool {
     let isolate = env_loop.isolate;
     armed().push((isolate as usize, env_loop.clone()));
     let data = Arc::as_ptr(env_loop) as *mut c_void;
-    if v8::set_after_termination_callbacks(
-        isolate,
-        true,
-        on_call_completed,
-        on_microtasks_completed,
-        data,
-    ) {
+    // SAFETY: on the isolate's thread (the caller's contract). `data` stays valid while the
+    // callbacks are registered: ARMED holds a reference until `resolve` or `disarm` removes them.
+    if unsafe {
+        v8::set_after_termination_callbacks(
+            isolate,
+            true,
+            on_call_completed,
+            on_microtasks_completed,
+            data,
+        )
+    } {
         true
     } else {
         armed().retain(|(i, _)| *i != isolate as usize);
@@ -378,30 +442,51 @@ pub unsafe fn disarm(env_loop: &Arc<EnvLoop>) {
     list.retain(|(_, e)| !Arc::ptr_eq(e, env_loop));
     if list.len() != before {
         let data = Arc::as_ptr(env_loop) as *mut c_void;
-        v8::set_after_termination_callbacks(
-            env_loop.isolate,
-            false,
-            on_call_completed,
-            on_microtasks_completed,
-            data,
-        );
+        // SAFETY: on the isolate's thread, while it is alive (the caller's contract).
+        unsafe {
+            v8::set_after_termination_callbacks(
+                env_loop.isolate,
+                false,
+                on_call_completed,
+                on_microtasks_completed,
+                data,
+            )
+        };
     }
 }
 
+/// V8's call-completed callback, registered by [`arm`].
+///
+/// # Safety
+/// Called by V8 only, on `isolate`'s thread, after the outermost call into JavaScript returned.
 unsafe extern "C" fn on_call_completed(isolate: *mut v8::Isolate) {
-    let _ = panics::catch("unguarded::on_call_completed", || resolve(isolate));
+    // SAFETY: V8 calls this on `isolate`'s thread, with no JavaScript on the stack.
+    let _ = panics::catch("unguarded::on_call_completed", || unsafe {
+        resolve(isolate)
+    });
 }
 
+/// V8's microtasks-completed callback, registered by [`arm`].
+///
+/// # Safety
+/// Called by V8 only, on `isolate`'s thread, at the end of a microtask checkpoint.
 unsafe extern "C" fn on_microtasks_completed(isolate: *mut v8::Isolate, _data: *mut c_void) {
     let _ = panics::catch("unguarded::on_microtasks_completed", || {
         // A checkpoint that ended normally is not ours to act on.
-        if v8::is_terminating(isolate) {
-            resolve(isolate);
+        // SAFETY: V8 calls this on `isolate`'s thread, with the checkpoint's JavaScript unwound.
+        unsafe {
+            if v8::is_terminating(isolate) {
+                resolve(isolate);
+            }
         }
     });
 }
 
 /// The terminated code has unwound: cancel, unregister, repair, deliver.
+///
+/// # Safety
+/// On `isolate`'s thread, from one of the callbacks [`arm`] registered (the terminated JavaScript
+/// has unwound: no termination is still running through it).
 unsafe fn resolve(isolate: *mut v8::Isolate) {
     let env_loop = {
         let mut list = armed();
@@ -414,21 +499,30 @@ unsafe fn resolve(isolate: *mut v8::Isolate) {
     // a Worker termination that coincided with ours is renewed, and then nothing is repaired or
     // delivered: the Worker is ending.
     let p = env_loop.interrupts.take_unguarded();
-    let go_on =
-        p.is_some() && env_loop.is_alive() && v8::resolve_own_termination(env_loop.env, isolate);
+    // SAFETY: on the JS thread of `env_loop.env`, whose isolate this is (ARMED pairs them), and
+    // alive (checked just before).
+    let go_on = p.is_some()
+        && env_loop.is_alive()
+        && unsafe { v8::resolve_own_termination(env_loop.env, isolate) };
     let data = Arc::as_ptr(&env_loop) as *mut c_void;
-    v8::set_after_termination_callbacks(
-        isolate,
-        false,
-        on_call_completed,
-        on_microtasks_completed,
-        data,
-    );
+    // SAFETY: on `isolate`'s thread; removing needs no live `data`.
+    unsafe {
+        v8::set_after_termination_callbacks(
+            isolate,
+            false,
+            on_call_completed,
+            on_microtasks_completed,
+            data,
+        )
+    };
     let (Some(p), true) = (p, go_on) else {
         return;
     };
     if let Some(support) = env_loop.support() {
-        support.repair(env_loop.env);
-        support.deliver(&p, "unguarded");
+        // SAFETY: on the environment's JS thread, and our termination was cancelled (`go_on`).
+        unsafe {
+            support.repair(env_loop.env);
+            support.deliver(&p, "unguarded");
+        }
     }
 }

@@ -63,24 +63,32 @@ pub fn uv_metrics_info_fn() -> Option<uv_metrics_info_fn> {
 ///
 /// # Safety
 /// `lp` is a live loop, and this runs on its thread (nothing writes the counters meanwhile).
+/// `info` is libuv's `uv_metrics_info` (from [`uv_metrics_info_fn`]).
 pub unsafe fn loop_count_ptr(lp: *mut uv_loop_t, info: uv_metrics_info_fn) -> Option<*const u64> {
-    if uv_version() >> 16 != 1 {
+    // SAFETY: uv_version takes nothing and reads a constant.
+    if unsafe { uv_version() } >> 16 != 1 {
         return None;
     }
-    // `lp` is a live uv_loop_t, whose public head `uv_loop_head` mirrors.
-    let internal = (*(lp as *const uv_loop_head)).internal_fields;
+    // SAFETY: `lp` is a live uv_loop_t (the caller's contract), whose public head `uv_loop_head`
+    // mirrors (libuv 1.x, checked above).
+    let internal = unsafe { (*(lp as *const uv_loop_head)).internal_fields };
     if internal.is_null() {
         return None;
     }
     let mut m = uv_metrics_t::default();
-    if info(lp, &mut m) != 0 {
+    // SAFETY: `info` is uv_metrics_info (the caller's contract), `lp` a live loop on this thread,
+    // `m` a live local of the layout it fills.
+    if unsafe { info(lp, &mut m) } != 0 {
         return None;
     }
-    // libuv allocates the internal fields (far more than 32 bytes) for the loop's lifetime, so
-    // these three aligned words are readable; on the loop's thread nothing writes them meanwhile.
-    let p = (internal as *const u8).add(8) as *const u64;
-    // The three public counters must read back the same: loop_count, events, events_waiting.
-    (*p == m.loop_count && *p.add(1) == m.events && *p.add(2) == m.events_waiting).then_some(p)
+    // SAFETY: libuv allocates the internal fields (far more than 32 bytes) for the loop's
+    // lifetime, so these three aligned words are readable; on the loop's thread (the caller's
+    // contract) nothing writes them meanwhile.
+    unsafe {
+        let p = (internal as *const u8).add(8) as *const u64;
+        // The three public counters must read back the same: loop_count, events, events_waiting.
+        (*p == m.loop_count && *p.add(1) == m.events && *p.add(2) == m.events_waiting).then_some(p)
+    }
 }
 
 #[repr(C)]
@@ -97,7 +105,9 @@ pub type uv_async_cb = Option<unsafe extern "C" fn(*mut uv_handle_t)>;
 /// # Safety
 /// `lp` is a live loop, read on its own thread.
 pub unsafe fn active_requests(lp: *mut uv_loop_t) -> u32 {
-    (*(lp as *const uv_loop_head)).active_reqs.count
+    // SAFETY: `lp` is a live loop read on its thread (the caller's contract); libuv 1.x keeps
+    // `active_reqs.count` in the public head, and only ever uses the union as the count.
+    unsafe { (*(lp as *const uv_loop_head)).active_reqs.count }
 }
 
 pub type uv_prepare_cb = Option<unsafe extern "C" fn(*mut uv_handle_t)>;

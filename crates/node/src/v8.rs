@@ -171,7 +171,9 @@ pub fn terminate_support() -> Result<(), &'static str> {
 pub unsafe fn terminate_execution(isolate: *mut Isolate) -> bool {
     match terminate_api() {
         Ok(t) if !isolate.is_null() => {
-            (t.terminate)(isolate);
+            // SAFETY: `isolate` is alive (the caller's contract) and non-null;
+            // `TerminateExecution` may be called from any thread.
+            unsafe { (t.terminate)(isolate) };
             true
         }
         _ => false,
@@ -185,10 +187,13 @@ pub unsafe fn terminate_execution(isolate: *mut Isolate) -> bool {
 pub unsafe fn cancel_termination(isolate: *mut Isolate) -> bool {
     match terminate_api() {
         Ok(t) if !isolate.is_null() => {
-            let was = (t.is_terminating)(isolate);
-            // Also clears a request that has not reached JavaScript yet.
-            (t.cancel)(isolate);
-            was
+            // SAFETY: on `isolate`'s own thread (the caller's contract), which both calls need.
+            unsafe {
+                let was = (t.is_terminating)(isolate);
+                // Also clears a request that has not reached JavaScript yet.
+                (t.cancel)(isolate);
+                was
+            }
         }
         _ => false,
     }
@@ -215,14 +220,18 @@ const NAPI_CANNOT_RUN_JS: napi_status = 23;
 /// `napi_pending_exception` too).
 pub unsafe fn env_stopping(env: napi_env) -> bool {
     let mut result = std::ptr::null_mut();
-    let status = napi_call_function(
-        env,
-        std::ptr::null_mut(),
-        std::ptr::null_mut(),
-        0,
-        std::ptr::null(),
-        &mut result,
-    );
+    // SAFETY: on env's JS thread (the caller's contract). The null function makes Node-API return
+    // after its preamble, before it would use any argument (see above); `result` is a live local.
+    let status = unsafe {
+        napi_call_function(
+            env,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+            std::ptr::null(),
+            &mut result,
+        )
+    };
     status == NAPI_PENDING_EXCEPTION || status == NAPI_CANNOT_RUN_JS
 }
 
@@ -239,12 +248,17 @@ pub unsafe fn env_stopping(env: napi_env) -> bool {
 /// # Safety
 /// On `env`'s JS thread; `isolate` is its isolate, alive.
 pub unsafe fn resolve_own_termination(env: napi_env, isolate: *mut Isolate) -> bool {
-    cancel_termination(isolate);
+    // SAFETY: on `isolate`'s thread (the caller's contract: env's JS thread, its isolate).
+    unsafe { cancel_termination(isolate) };
     // The terminated call stored the termination as Node-API's pending exception.
     let mut discarded = std::ptr::null_mut();
-    napi_get_and_clear_last_exception(env, &mut discarded);
-    if env_stopping(env) {
-        terminate_execution(isolate);
+    // SAFETY: on env's JS thread; `discarded` a live local.
+    unsafe { napi_get_and_clear_last_exception(env, &mut discarded) };
+    // SAFETY: on env's JS thread, with the termination cancelled and the exception cleared just
+    // above, as `env_stopping` requires.
+    if unsafe { env_stopping(env) } {
+        // SAFETY: `isolate` is alive (the caller's contract).
+        unsafe { terminate_execution(isolate) };
         return false;
     }
     true
@@ -308,7 +322,8 @@ pub fn after_termination_support() -> Result<(), &'static str> {
 /// On `isolate`'s thread.
 pub unsafe fn is_running_microtasks(isolate: *mut Isolate) -> bool {
     match after_api() {
-        Ok(a) => (a.running_microtasks)(isolate),
+        // SAFETY: on `isolate`'s thread (the caller's contract).
+        Ok(a) => unsafe { (a.running_microtasks)(isolate) },
         Err(_) => false,
     }
 }
@@ -327,12 +342,16 @@ pub unsafe fn set_after_termination_callbacks(
     let Ok(a) = after_api() else {
         return false;
     };
-    if on {
-        (a.add_cc)(isolate, cc);
-        (a.add_mc)(isolate, mc, mc_data);
-    } else {
-        (a.remove_cc)(isolate, cc);
-        (a.remove_mc)(isolate, mc, mc_data);
+    // SAFETY: on `isolate`'s thread, and `mc_data` stays valid while registered (the caller's
+    // contract); V8 calls the callbacks on that thread only.
+    unsafe {
+        if on {
+            (a.add_cc)(isolate, cc);
+            (a.add_mc)(isolate, mc, mc_data);
+        } else {
+            (a.remove_cc)(isolate, cc);
+            (a.remove_mc)(isolate, mc, mc_data);
+        }
     }
     true
 }
@@ -343,7 +362,8 @@ pub unsafe fn set_after_termination_callbacks(
 /// On `isolate`'s thread.
 pub unsafe fn is_terminating(isolate: *mut Isolate) -> bool {
     match terminate_api() {
-        Ok(t) => (t.is_terminating)(isolate),
+        // SAFETY: on `isolate`'s thread (the caller's contract).
+        Ok(t) => unsafe { (t.is_terminating)(isolate) },
         Err(_) => false,
     }
 }
@@ -374,30 +394,44 @@ pub unsafe fn request_interrupt(
 ) -> bool {
     match api() {
         Ok(a) if !isolate.is_null() => {
-            (a.request_interrupt)(isolate, cb, data);
+            // SAFETY: `isolate` is alive and `cb` sound with `data` on its thread (the caller's
+            // contract); `RequestInterrupt` may be called from any thread.
+            unsafe { (a.request_interrupt)(isolate, cb, data) };
             true
         }
         _ => false,
     }
 }
 
+/// The text of a `v8::Local<v8::String>` (a `napi_value` is one), lossily; empty for an empty
+/// handle or a failure.
+///
+/// # Safety
+/// As for [`capture_stack`]; `local` is null or a live handle of that isolate.
 unsafe fn string(env: napi_env, local: *mut c_void) -> String {
     if local.is_null() {
         return String::new();
     }
     let mut len = 0usize;
-    if napi_get_value_string_utf8(env, local, std::ptr::null_mut(), 0, &mut len) != NAPI_OK {
+    // SAFETY: on env's JS thread with a handle scope open (the caller's contract); a null buffer
+    // asks for the length only.
+    if unsafe { napi_get_value_string_utf8(env, local, std::ptr::null_mut(), 0, &mut len) }
+        != NAPI_OK
+    {
         return String::new();
     }
     let mut buf = vec![0u8; len + 1];
     let mut written = 0usize;
-    if napi_get_value_string_utf8(
-        env,
-        local,
-        buf.as_mut_ptr() as *mut c_char,
-        buf.len(),
-        &mut written,
-    ) != NAPI_OK
+    // SAFETY: as above; `buf` holds `buf.len()` bytes, the most Node-API writes.
+    if unsafe {
+        napi_get_value_string_utf8(
+            env,
+            local,
+            buf.as_mut_ptr() as *mut c_char,
+            buf.len(),
+            &mut written,
+        )
+    } != NAPI_OK
     {
         return String::new();
     }
@@ -415,29 +449,36 @@ pub unsafe fn capture_stack(env: napi_env, isolate: *mut Isolate, limit: u32) ->
         return Vec::new();
     };
     let mut scope: napi_handle_scope = std::ptr::null_mut();
-    if napi_open_handle_scope(env, &mut scope) != NAPI_OK {
+    // SAFETY: on env's JS thread, in a callback (the caller's contract); `scope` a live local.
+    if unsafe { napi_open_handle_scope(env, &mut scope) } != NAPI_OK {
         return Vec::new();
     }
     let mut frames = Vec::new();
-    let trace = (a.current_stack_trace)(isolate, limit.min(i32::MAX as u32) as c_int, K_DETAILED);
-    if !trace.is_null() {
-        let n = (a.frame_count)(trace).max(0) as u32;
-        for i in 0..n {
-            let frame = (a.get_frame)(trace, isolate, i);
-            if frame.is_null() {
-                continue;
+    // SAFETY: `isolate` is this thread's isolate (the caller's contract), with the handle scope
+    // just opened for the Locals these calls make. Each handle is checked for null before use.
+    unsafe {
+        let trace =
+            (a.current_stack_trace)(isolate, limit.min(i32::MAX as u32) as c_int, K_DETAILED);
+        if !trace.is_null() {
+            let n = (a.frame_count)(trace).max(0) as u32;
+            for i in 0..n {
+                let frame = (a.get_frame)(trace, isolate, i);
+                if frame.is_null() {
+                    continue;
+                }
+                let loc = (a.location)(frame);
+                frames.push(Frame {
+                    function_name: string(env, (a.function_name)(frame)),
+                    file_name: string(env, (a.script_name)(frame)),
+                    line: (loc.line.max(-1) + 1) as u32,
+                    column: (loc.column.max(-1) + 1) as u32,
+                    generated: None,
+                });
             }
-            let loc = (a.location)(frame);
-            frames.push(Frame {
-                function_name: string(env, (a.function_name)(frame)),
-                file_name: string(env, (a.script_name)(frame)),
-                line: (loc.line.max(-1) + 1) as u32,
-                column: (loc.column.max(-1) + 1) as u32,
-                generated: None,
-            });
         }
     }
-    napi_close_handle_scope(env, scope);
+    // SAFETY: the scope opened above, closed once, innermost (the loop opened none).
+    unsafe { napi_close_handle_scope(env, scope) };
     // Original positions where JavaScript registered a source map (`--enable-source-maps`).
     loop_helpers_core::sourcemap::map_frames(frames)
 }
@@ -514,12 +555,16 @@ pub unsafe fn set_gc_callbacks(
     if isolate.is_null() {
         return false;
     }
-    if on {
-        (g.add_prologue)(isolate, prologue, data, GC_TYPE_ALL);
-        (g.add_epilogue)(isolate, epilogue, data, GC_TYPE_ALL);
-    } else {
-        (g.remove_prologue)(isolate, prologue, data);
-        (g.remove_epilogue)(isolate, epilogue, data);
+    // SAFETY: on `isolate`'s thread outside a collection, `data` valid while registered, and the
+    // callbacks sound during a collection (the caller's contract).
+    unsafe {
+        if on {
+            (g.add_prologue)(isolate, prologue, data, GC_TYPE_ALL);
+            (g.add_epilogue)(isolate, epilogue, data, GC_TYPE_ALL);
+        } else {
+            (g.remove_prologue)(isolate, prologue, data);
+            (g.remove_epilogue)(isolate, epilogue, data);
+        }
     }
     true
 }

@@ -258,12 +258,19 @@ impl ValueApi {
     pub unsafe fn try_catch<R>(&self, isolate: *mut Isolate, f: impl FnOnce() -> R) -> Option<R> {
         let mut buf = std::mem::MaybeUninit::<TryCatchBuf>::zeroed();
         let tc = buf.as_mut_ptr();
-        (self.try_catch_new)(tc, isolate);
+        // SAFETY: on `isolate`'s thread with V8 usable (the caller's contract); `buf` is sized and
+        // aligned for a `v8::TryCatch` and stays in this frame, unmoved, until the destructor.
+        unsafe { (self.try_catch_new)(tc, isolate) };
         // Nothing between the constructor and the destructor may unwind past this frame (the
         // buffer is registered with V8): the caller's closures are wrapped in catch_unwind.
         let out = loop_helpers_core::panics::catch("v8_values::try_catch", f);
-        let caught = (self.try_catch_caught)(tc);
-        (self.try_catch_drop)(tc);
+        // SAFETY: `tc` is the TryCatch constructed above, destroyed once here, innermost (any
+        // inner one of `f` was destroyed before `f` returned).
+        let caught = unsafe {
+            let caught = (self.try_catch_caught)(tc);
+            (self.try_catch_drop)(tc);
+            caught
+        };
         if caught {
             None
         } else {
@@ -279,31 +286,35 @@ impl ValueApi {
         if v.is_null() {
             return None;
         }
-        Some(if (self.is_string)(v) {
-            Kind::String
-        } else if (self.is_number)(v) {
-            Kind::Number
-        } else if (self.is_object)(v) {
-            // Functions (callable proxies too) and Externals are objects to V8.
-            if (self.is_function)(v) {
-                Kind::Function
-            } else if (self.is_external)(v) {
-                Kind::External
+        // SAFETY: `v` is a live, non-empty handle on the isolate's thread (the caller's
+        // contract), which V8's `Value::Is*` predicates take.
+        Some(unsafe {
+            if (self.is_string)(v) {
+                Kind::String
+            } else if (self.is_number)(v) {
+                Kind::Number
+            } else if (self.is_object)(v) {
+                // Functions (callable proxies too) and Externals are objects to V8.
+                if (self.is_function)(v) {
+                    Kind::Function
+                } else if (self.is_external)(v) {
+                    Kind::External
+                } else {
+                    Kind::Object
+                }
+            } else if (self.is_boolean)(v) {
+                Kind::Boolean
+            } else if (self.is_null)(v) {
+                Kind::Null
+            } else if (self.is_undefined)(v) {
+                Kind::Undefined
+            } else if (self.is_bigint)(v) {
+                Kind::BigInt
+            } else if (self.is_symbol)(v) {
+                Kind::Symbol
             } else {
-                Kind::Object
+                return None;
             }
-        } else if (self.is_boolean)(v) {
-            Kind::Boolean
-        } else if (self.is_null)(v) {
-            Kind::Null
-        } else if (self.is_undefined)(v) {
-            Kind::Undefined
-        } else if (self.is_bigint)(v) {
-            Kind::BigInt
-        } else if (self.is_symbol)(v) {
-            Kind::Symbol
-        } else {
-            return None;
         })
     }
 
@@ -312,7 +323,9 @@ impl ValueApi {
     /// # Safety
     /// Live handles, on the isolate's thread.
     pub unsafe fn same(&self, a: Local, b: Local) -> bool {
-        !a.is_null() && !b.is_null() && (self.strict_equals)(a, b)
+        // SAFETY: both handles are live (the caller's contract) and non-empty, on the isolate's
+        // thread.
+        !a.is_null() && !b.is_null() && unsafe { (self.strict_equals)(a, b) }
     }
 
     /// The own enumerable string keys of `obj` (a non-proxy object), as a fresh array of strings
@@ -321,14 +334,18 @@ impl ValueApi {
     /// # Safety
     /// As for [`ValueApi::kind`]; `context` is the current context.
     pub unsafe fn own_keys(&self, context: Local, obj: Local) -> Option<Local> {
-        let keys = (self.property_names)(
-            obj,
-            context,
-            OWN_ONLY,
-            ENUMERABLE_STRINGS,
-            INCLUDE_INDICES,
-            CONVERT_TO_STRING,
-        );
+        // SAFETY: live handles and the current context, on the isolate's thread (the caller's
+        // contract); the flags are valid `KeyCollectionMode`/`PropertyFilter`/... values.
+        let keys = unsafe {
+            (self.property_names)(
+                obj,
+                context,
+                OWN_ONLY,
+                ENUMERABLE_STRINGS,
+                INCLUDE_INDICES,
+                CONVERT_TO_STRING,
+            )
+        };
         (!keys.is_null()).then_some(keys)
     }
 
@@ -338,7 +355,9 @@ impl ValueApi {
     /// # Safety
     /// As for [`ValueApi::own_keys`].
     pub unsafe fn element(&self, context: Local, arr: Local, i: u32) -> Local {
-        (self.get_index)(arr, context, i)
+        // SAFETY: live handles and the current context, on the isolate's thread (the caller's
+        // contract).
+        unsafe { (self.get_index)(arr, context, i) }
     }
 
     /// Appends `v` to `arr`, an array of ours of length `len` (defined as an own element: no
@@ -347,7 +366,9 @@ impl ValueApi {
     /// # Safety
     /// As for [`ValueApi::own_keys`]; `v` a live handle.
     pub unsafe fn push(&self, context: Local, arr: Local, len: u32, v: Local) -> bool {
-        let r = (self.create_data_index)(arr, context, len, v);
+        // SAFETY: live handles and the current context, on the isolate's thread (the caller's
+        // contract).
+        let r = unsafe { (self.create_data_index)(arr, context, len, v) };
         r.has_value && r.value
     }
 
@@ -356,6 +377,8 @@ impl ValueApi {
     /// # Safety
     /// On `isolate`'s thread, inside an open handle scope.
     pub unsafe fn current_frame(&self, isolate: *mut Isolate) -> napi_value {
-        (self.embedder_data)(isolate)
+        // SAFETY: on `isolate`'s thread in an open handle scope (the caller's contract), where
+        // the getter may create its Local.
+        unsafe { (self.embedder_data)(isolate) }
     }
 }

@@ -62,6 +62,10 @@ pub fn is_active() -> bool {
 
 /// Takes a task from the platform. Called by V8 on any thread (the JavaScript thread, GC helpers,
 /// pool threads), never from a signal handler.
+///
+/// # Safety
+/// `task` is null or a task the platform shim hands over (a `std::unique_ptr<v8::Task>` released
+/// to us): the pool owns it from now on, runs it once and deletes it.
 pub unsafe extern "C" fn sink(task: *mut c_void, delay_seconds: f64) {
     if task.is_null() {
         return;
@@ -83,6 +87,10 @@ pub unsafe extern "C" fn sink(task: *mut c_void, delay_seconds: f64) {
 /// drain waits for its worker threads' outstanding tasks (delayed tasks that are not due yet are
 /// not waited for there either). Called by Node on an event loop's thread (a Worker's end, the end
 /// of a loop), never on a pool thread.
+///
+/// # Safety
+/// Called by the platform shim only, as above: never on a pool thread, whose own drain would wait
+/// for itself.
 pub unsafe extern "C" fn drain() {
     let _ = panics::catch("worker_pool::drain", || {
         let mut p = pool();

@@ -37,14 +37,19 @@ extern "C" {
 /// # Safety
 /// On the loop's thread; `f` must not panic (it runs inside a C callback) nor close handles.
 unsafe fn each(lp: *mut uv_loop_t, mut f: impl FnMut(*mut uv_handle_t)) {
+    /// # Safety
+    /// `arg` is the `&mut F` that `each` passed to `uv_walk`, which calls this during `uv_walk`.
     unsafe extern "C" fn call<F: FnMut(*mut uv_handle_t)>(h: *mut uv_handle_t, arg: *mut c_void) {
-        (*(arg as *mut F))(h)
+        // SAFETY: `arg` points to `each`'s `f`, alive and not otherwise borrowed while uv_walk runs.
+        unsafe { (*(arg as *mut F))(h) }
     }
     fn cb_for<F: FnMut(*mut uv_handle_t)>(_: &F) -> WalkCb {
         call::<F>
     }
     let cb = cb_for(&f);
-    uv_walk(lp, cb, &mut f as *mut _ as *mut c_void);
+    // SAFETY: on the loop's thread (the caller's contract); `cb` is `call` for this `F`, so the
+    // argument it gets back is `f`, which outlives the walk.
+    unsafe { uv_walk(lp, cb, &mut f as *mut _ as *mut c_void) };
 }
 
 /// Handles that were unref'd and are ref'd until [`Visible::restore`].
@@ -58,12 +63,16 @@ pub struct Visible(Vec<*mut uv_handle_t>);
 /// On the loop's thread; call [`Visible::restore`] before the loop runs again.
 pub unsafe fn make_visible(lp: *mut uv_loop_t) -> Visible {
     let mut changed = Vec::new();
-    each(lp, |h| {
-        if uv_is_closing(h) == 0 && uv_has_ref(h) == 0 {
-            uv_ref(h);
-            changed.push(h);
-        }
-    });
+    // SAFETY: on the loop's thread (the caller's contract). The closure gets live handles of the
+    // loop from uv_walk, cannot panic, and only changes their ref flag (no handle is closed).
+    unsafe {
+        each(lp, |h| {
+            if uv_is_closing(h) == 0 && uv_has_ref(h) == 0 {
+                uv_ref(h);
+                changed.push(h);
+            }
+        })
+    };
     Visible(changed)
 }
 
@@ -75,7 +84,9 @@ impl Visible {
     /// On the loop's thread, before the loop runs again.
     pub unsafe fn restore(self) {
         for h in self.0 {
-            uv_unref(h);
+            // SAFETY: on the loop's thread before it runs again (the caller's contract), so `h`,
+            // alive in `make_visible`, has not been freed: a close callback needs a loop turn.
+            unsafe { uv_unref(h) };
         }
     }
 }
@@ -147,14 +158,19 @@ pub unsafe fn dns_sockets(lp: *mut uv_loop_t) -> usize {
         return 0;
     };
     let mut n = 0;
-    each(lp, |h| {
-        if uv_handle_get_type(h) == UV_POLL && uv_is_closing(h) == 0 {
-            let cb = (*(h as *const PollHead)).poll_cb;
-            if !cb.is_null() && object_of(cb) == Some(node) {
-                n += 1;
+    // SAFETY: on the loop's thread (the caller's contract); the closure cannot panic nor close
+    // handles. Each `h` is a live handle of the loop, and one of type UV_POLL is a `uv_poll_t`,
+    // whose head `PollHead` mirrors.
+    unsafe {
+        each(lp, |h| {
+            if uv_handle_get_type(h) == UV_POLL && uv_is_closing(h) == 0 {
+                let cb = (*(h as *const PollHead)).poll_cb;
+                if !cb.is_null() && object_of(cb) == Some(node) {
+                    n += 1;
+                }
             }
-        }
-    });
+        })
+    };
     n
 }
 
@@ -254,26 +270,32 @@ pub unsafe fn tls_streams(lp: *mut uv_loop_t) -> Vec<c_int> {
         return Vec::new();
     };
     let mut fds = Vec::new();
-    each(lp, |h| {
-        let class = match uv_handle_get_type(h) {
-            UV_TCP => s.tcp,
-            UV_NAMED_PIPE => s.pipe,
-            _ => None,
-        };
-        let Some(class) = class else {
-            return;
-        };
-        if uv_is_closing(h) != 0 {
-            return;
-        }
-        let mut fd: c_int = -1;
-        if uv_fileno(h, &mut fd) != 0 || fd < 0 {
-            return;
-        }
-        if carries_tls(uv_handle_get_data(h) as usize, class, tls) {
-            fds.push(fd);
-        }
-    });
+    // SAFETY: on the loop's thread (the caller's contract); the closure cannot panic nor close
+    // handles, and each `h` is a live handle of the loop (`fd` is a live local for `uv_fileno`).
+    // `carries_tls` reads the handle's wrap object through process_vm_readv only, which fails
+    // instead of faulting on a bad address.
+    unsafe {
+        each(lp, |h| {
+            let class = match uv_handle_get_type(h) {
+                UV_TCP => s.tcp,
+                UV_NAMED_PIPE => s.pipe,
+                _ => None,
+            };
+            let Some(class) = class else {
+                return;
+            };
+            if uv_is_closing(h) != 0 {
+                return;
+            }
+            let mut fd: c_int = -1;
+            if uv_fileno(h, &mut fd) != 0 || fd < 0 {
+                return;
+            }
+            if carries_tls(uv_handle_get_data(h) as usize, class, tls) {
+                fds.push(fd);
+            }
+        })
+    };
     fds
 }
 
@@ -290,24 +312,31 @@ pub unsafe fn cut(fds: &[c_int]) -> Result<usize, std::io::Error> {
         return Ok(0);
     }
     let mut sv = [-1 as c_int; 2];
-    if libc::socketpair(
-        libc::AF_UNIX,
-        libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-        0,
-        sv.as_mut_ptr(),
-    ) != 0
+    // SAFETY: `sv` has room for the two descriptors socketpair writes.
+    if unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+            sv.as_mut_ptr(),
+        )
+    } != 0
     {
         return Err(std::io::Error::last_os_error());
     }
-    libc::close(sv[1]);
+    // SAFETY: `sv[1]` is ours, just made, and used nowhere else.
+    unsafe { libc::close(sv[1]) };
     let mut n = 0;
     for &fd in fds {
         // dup3 keeps close-on-exec, as libuv made the original; O_NONBLOCK is the socket's own.
-        if libc::dup3(sv[0], fd, libc::O_CLOEXEC) == fd {
+        // SAFETY: replacing `fd` is the point: in the child before its loop polls again (the
+        // caller's contract), so no libuv call is using it meanwhile; its handle keeps the number.
+        if unsafe { libc::dup3(sv[0], fd, libc::O_CLOEXEC) } == fd {
             n += 1;
         }
     }
-    libc::close(sv[0]);
+    // SAFETY: `sv[0]` is ours; the duplicates made from it stay open.
+    unsafe { libc::close(sv[0]) };
     if n == fds.len() {
         Ok(n)
     } else {
