@@ -441,8 +441,12 @@ impl EnvLoop {
             .map(|(_, s)| s.clone())
     }
 
-    /// Registers a watch of this loop with the monitor (on the JS thread).
-    pub fn add_watch(
+    /// Registers a watch of this loop with the monitor.
+    ///
+    /// # Safety
+    /// On this environment's JS thread (it starts the loop's prepare handle and the isolate's GC
+    /// callbacks), in a Node-API callback, while the environment is alive.
+    pub unsafe fn add_watch(
         self: &Arc<Self>,
         cfg: monitor::WatchConfig,
         sink: Arc<NodeSink>,
@@ -462,6 +466,7 @@ impl EnvLoop {
             unsafe {
                 let rc = uv_prepare_start(self.prepare, Some(on_prepare));
                 if rc != 0 {
+                    // SAFETY: add_watch's contract (the JS thread).
                     self.idle_if_unwatched(&mut inner);
                     return Err(format!("uv_prepare_start failed ({rc})"));
                 }
@@ -481,15 +486,20 @@ impl EnvLoop {
                 Ok(id)
             }
             Err(e) => {
-                self.idle_if_unwatched(&mut inner);
+                // SAFETY: add_watch's contract (the JS thread).
+                unsafe { self.idle_if_unwatched(&mut inner) };
                 Err(format!("cannot start the monitor: {e}"))
             }
         }
     }
 
-    /// Stops one watch (on the JS thread). Returns what it had not delivered to JavaScript yet:
-    /// from then on nothing of it is written or delivered.
-    pub fn remove_watch(&self, id: u64) -> Result<Undelivered, String> {
+    /// Stops one watch. Returns what it had not delivered to JavaScript yet: from then on nothing
+    /// of it is written or delivered.
+    ///
+    /// # Safety
+    /// On this environment's JS thread (it releases the watch's JavaScript references and stops
+    /// the loop's handles), while the environment is alive.
+    pub unsafe fn remove_watch(&self, id: u64) -> Result<Undelivered, String> {
         let mut inner = lock(&self.inner);
         let Some(pos) = inner.watches.iter().position(|(w, _)| *w == id) else {
             return Ok(Undelivered::default());
@@ -498,20 +508,27 @@ impl EnvLoop {
         // `unregister` waits for a monitor cycle in progress, so what the monitor delivered for
         // this watch is in the sink's queue by now, and it delivers nothing later.
         let partial = monitor::unregister(id).map_err(|e| format!("stopping the monitor: {e}"));
-        let mut blocks = sink.close();
+        // SAFETY: remove_watch's contract (the JS thread, the environment alive).
+        let mut blocks = unsafe { sink.close() };
         // An interrupt asked for and not run yet is not wanted any more.
         self.interrupts.forget(id);
         let interrupts = match self.support() {
-            // SAFETY: remove_watch runs on the environment's JS thread (its doc).
+            // SAFETY: remove_watch's contract (the JS thread).
             Some(s) => unsafe { s.take_deliveries(id) },
             None => Vec::new(),
         };
-        self.idle_if_unwatched(&mut inner);
+        // SAFETY: remove_watch's contract (the JS thread).
+        unsafe { self.idle_if_unwatched(&mut inner) };
         blocks.extend(partial?);
         Ok(Undelivered { interrupts, blocks })
     }
 
-    fn idle_if_unwatched(&self, inner: &mut Inner) {
+    /// Stops what runs for watches on the loop and the isolate once none is left.
+    ///
+    /// # Safety
+    /// On this environment's JS thread (the loop's and the isolate's), outside a collection, while
+    /// the isolate is alive.
+    unsafe fn idle_if_unwatched(&self, inner: &mut Inner) {
         if !inner.watches.is_empty() {
             return;
         }
@@ -538,7 +555,8 @@ impl EnvLoop {
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
-            let _ = self.remove_watch(id);
+            // SAFETY: the environment's cleanup hook runs on its JS thread, before it goes.
+            let _ = unsafe { self.remove_watch(id) };
         }
         self.interrupts.clear();
         self.interrupts.set_unguarded(false);

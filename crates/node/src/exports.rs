@@ -157,11 +157,13 @@ unsafe fn start_watch(
         },
         async_context,
     };
-    match env_loop.add_watch(cfg, sink.clone()) {
+    // SAFETY: the callback's contract: on the environment's JS thread, the environment alive.
+    match unsafe { env_loop.add_watch(cfg, sink.clone()) } {
         // SAFETY: the callback's contract.
         Ok(id) => Ok(unsafe { js::number(env, id as f64) }),
         Err(e) => {
-            sink.close();
+            // SAFETY: as for add_watch.
+            unsafe { sink.close() };
             Err((E_START, e))
         }
     }
@@ -182,7 +184,8 @@ pub unsafe fn stop(env: napi_env, info: napi_callback_info) -> napi_value {
             Err(e) => return js::throw(env, E_START, &e),
         }
     };
-    let removed = env_loop.remove_watch(id as u64);
+    // SAFETY: the callback's contract: on the environment's JS thread, the environment alive.
+    let removed = unsafe { env_loop.remove_watch(id as u64) };
     // SAFETY: the callback's contract; `out` a live local, the names NUL-terminated.
     unsafe {
         match removed {

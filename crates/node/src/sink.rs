@@ -259,13 +259,15 @@ impl NodeSink {
     }
 
     /// Releases the thread-safe function (the detector stopped); returns the block records it had
-    /// not delivered yet, oldest first. Later deliveries are dropped. On the JS thread (it also
-    /// releases the `asyncContext` instances).
-    pub fn close(&self) -> Vec<String> {
+    /// not delivered yet, oldest first. Later deliveries are dropped.
+    ///
+    /// # Safety
+    /// On the environment's JS thread, while the environment is alive: it also releases the
+    /// references to the `asyncContext` instances.
+    pub unsafe fn close(&self) -> Vec<String> {
         let undelivered = self.blocks.close();
         if let Some(spec) = &self.context {
-            // SAFETY: close() is called on the environment's JS thread (remove_watch, or a failed
-            // add_watch), while the environment is alive.
+            // SAFETY: this function's contract (the JS thread, the environment alive).
             unsafe { spec.close(self.env_loop.env) };
         }
         undelivered
