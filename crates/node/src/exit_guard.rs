@@ -240,6 +240,10 @@ pub unsafe fn install(
     // SAFETY: as above.
     let r = unsafe { uv_prepare_init(lp, (*g).check) };
     if r != 0 {
+        // The async handle would keep the loop alive with nothing to notice that it ran dry.
+        // SAFETY: the handle initialised above, on its loop's thread; closed once, with no
+        // callback (its memory stays with the leaked guard).
+        unsafe { uv_close((*g).keep_alive, None) };
         return Err(format!("uv_prepare_init failed ({r})"));
     }
     // SAFETY: as above.
