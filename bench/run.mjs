@@ -1,8 +1,10 @@
-// `npm run bench [-- --quick] [-- --skip <case>,...]`: loop-helpers against the tools Node users
-// pick today, side by side in one run on this machine. Writes bench/results/latest.json, latest.md
-// and the SVGs; a quick run writes to bench/results/quick/ instead (not committed), so that it never
-// replaces the last full run's figures. `--skip fork-vs-cluster` leaves out the case that needs
-// ~2.5 GB of memory (cluster holds a data set per worker). Benchmarks report; they do not assert.
+// `npm run bench [-- --quick | --smoke] [-- --skip <case>,...]`: loop-helpers against the tools
+// Node users pick today, side by side in one run on this machine. Writes bench/results/latest.json,
+// latest.md and the SVGs; a quick run writes to bench/results/quick/ instead, a smoke run (every
+// case once at its smallest, for CI: it shows that the benchmark runs, its figures mean nothing) to
+// bench/results/smoke/ (neither committed), so that they never replace the last full run's
+// figures. `--skip fork-vs-cluster` leaves out the case that needs ~2.5 GB of memory (cluster holds
+// a data set per worker). Benchmarks report; they do not assert.
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -19,7 +21,7 @@ import { runNativeBlocks } from './cases/native-blocks.mjs';
 import { runOtel } from './cases/otel.mjs';
 import { runOverhead } from './cases/overhead.mjs';
 import { FACTORS, runPrecision } from './cases/precision.mjs';
-import { round } from './lib/stats.mjs';
+import { round, sized } from './lib/stats.mjs';
 import { precisionSvg } from './lib/svg.mjs';
 
 // `--node <major>`: run the whole benchmark under that Node.js (from the npm package
@@ -40,12 +42,13 @@ if (nodeAt !== -1) {
   process.exit(r.status ?? 1);
 }
 
-const quick = process.argv.includes('--quick');
+const smoke = process.argv.includes('--smoke');
+const quick = smoke || process.argv.includes('--quick');
 const skipAt = process.argv.indexOf('--skip');
 const skip = new Set(skipAt === -1 ? [] : (process.argv[skipAt + 1] ?? '').split(','));
-const resultsDir = quick ? 'bench/results/quick' : 'bench/results';
+const resultsDir = smoke ? 'bench/results/smoke' : quick ? 'bench/results/quick' : 'bench/results';
 const results = (file) => new URL(`../${resultsDir}/${file}`, import.meta.url);
-const opts = { quick, resultsDir };
+const opts = { quick, smoke, resultsDir };
 const started = Date.now();
 const step = (name) => console.error(`[bench] ${name} (${((Date.now() - started) / 1000).toFixed(0)} s)`);
 
@@ -81,7 +84,9 @@ const syncCalls = runSyncCalls();
 /** bench/cases/sync-calls.mjs in its own process (it patches Node's sync APIs). */
 function runSyncCalls() {
   const file = fileURLToPath(new URL('./cases/sync-calls.mjs', import.meta.url));
-  const r = spawnSync(process.execPath, [file, quick ? '3' : '7', quick ? '20000' : '100000'], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [file, sized(opts, '7', '3', '1'), sized(opts, '100000', '20000', '2000')], {
+    encoding: 'utf8',
+  });
   if (r.status !== 0) return { skipped: `sync-calls.mjs failed: ${r.stderr.trim().split('\n').pop()}` };
   return JSON.parse(r.stdout.trim().split('\n').pop());
 }
@@ -287,7 +292,7 @@ const table = (head, rows) => {
 md.push(
   `# Benchmarks`,
   '',
-  `Node ${machine.node}, ${machine.cpus} × ${machine.cpu}, ${machine.date}${quick ? ' (quick run)' : ''}.`,
+  `Node ${machine.node}, ${machine.cpus} × ${machine.cpu}, ${machine.date}${smoke ? ' (smoke run: the figures mean nothing)' : quick ? ' (quick run)' : ''}.`,
   '',
 );
 md.push('## Targets', '');

@@ -15,7 +15,7 @@
 // Child modes: `node async-context.mjs --child <blocks> <reads>`, `--turns <off|on> <n>`.
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
-import { nowMs, percentile, round, runChild, sleep } from '../lib/stats.mjs';
+import { nowMs, percentile, round, runChild, sized, sleep } from '../lib/stats.mjs';
 import { compareTurns, pingPong } from '../lib/turns.mjs';
 
 const require = createRequire(import.meta.url);
@@ -96,14 +96,19 @@ if (process.argv[2] === '--turns') {
   process.exit(0);
 }
 
-export function runAsyncContext({ quick }) {
+export function runAsyncContext(opts) {
   const self = fileURLToPath(import.meta.url);
-  const r = runChild(self, ['--child', quick ? '20' : '100', quick ? '2000' : '20000']);
+  const r = runChild(self, ['--child', sized(opts, '100', '20', '5'), sized(opts, '20000', '2000', '200')]);
   if (r.unavailable) return { unavailable: r.unavailable };
   const us = (ns, p) => round(percentile(ns, p) / 1e3, 1);
   const inInterrupt = (b) => ({ reads: b.reads, p50: us(b.readNs, 50), p99: us(b.readNs, 99) });
   const p50 = (xs) => round(percentile(xs, 50), 1);
-  const turns = compareTurns(self, ['off', 'on'], (c) => ['--turns', c, quick ? '200000' : '1000000'], quick ? 2 : 5);
+  const turns = compareTurns(
+    self,
+    ['off', 'on'],
+    (c) => ['--turns', c, sized(opts, '1000000', '200000', '20000')],
+    sized(opts, 5, 2, 1),
+  );
   return {
     perBlockInInterruptUs: { wholeStore: inInterrupt(r.whole), pickedKey: inInterrupt(r.picked) },
     warmReadUs: { wholeStore: round(r.warm.whole, 2), pickedKey: round(r.warm.picked, 2) },

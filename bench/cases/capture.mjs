@@ -3,7 +3,7 @@
 // Child mode: `node capture.mjs --child <blocks> <trials>`.
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
-import { nowMs, percentile, round, runChild, sleep } from '../lib/stats.mjs';
+import { nowMs, percentile, round, runChild, sized, sleep } from '../lib/stats.mjs';
 
 const require = createRequire(import.meta.url);
 
@@ -64,8 +64,12 @@ if (process.argv[2] === '--child') {
   process.exit(0);
 }
 
-export function runCapture({ quick }) {
-  const r = runChild(fileURLToPath(import.meta.url), ['--child', quick ? '20' : '200', quick ? '10' : '100']);
+export function runCapture(opts) {
+  const r = runChild(fileURLToPath(import.meta.url), [
+    '--child',
+    sized(opts, '200', '20', '5'),
+    sized(opts, '100', '10', '3'),
+  ]);
   return {
     samples: r.costs.length,
     captureCostUs: { p50: round(percentile(r.costs, 50), 1), p99: round(percentile(r.costs, 99), 1) },

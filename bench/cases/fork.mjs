@@ -3,7 +3,7 @@
 // Child modes: `node fork.mjs --stall <heapMB> <forks>` and `node fork.mjs --stress <cycles>`.
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
-import { median, percentile, round, runChild } from '../lib/stats.mjs';
+import { median, percentile, round, runChild, sized } from '../lib/stats.mjs';
 
 const require = createRequire(import.meta.url);
 
@@ -112,11 +112,11 @@ if (process.argv[2] === '--stress') {
   process.exit(0);
 }
 
-export function runFork({ quick }) {
+export function runFork(opts) {
   if (process.platform !== 'linux') return { skipped: `fork() is Linux-only (this is ${process.platform})` };
   const file = fileURLToPath(import.meta.url);
-  const sizes = quick ? [50] : [50, 500, 1000];
-  const stall = sizes.map((mb) => runChild(file, ['--stall', String(mb), quick ? '3' : '7']));
-  const stress = runChild(file, ['--stress', quick ? '20' : '200']);
+  const sizes = sized(opts, [50, 500, 1000], [50]);
+  const stall = sizes.map((mb) => runChild(file, ['--stall', String(mb), sized(opts, '7', '3', '1')]));
+  const stress = runChild(file, ['--stress', sized(opts, '200', '20', '3')]);
   return { stall, stress };
 }

@@ -5,7 +5,7 @@ import { createServer } from 'node:http';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { PEERS } from '../lib/peers.mjs';
-import { median, round } from '../lib/stats.mjs';
+import { median, round, sized } from '../lib/stats.mjs';
 
 const require = createRequire(import.meta.url);
 
@@ -36,9 +36,9 @@ async function measure(peer, T, seconds) {
   return result.requests.average;
 }
 
-export async function runHttp({ quick }) {
-  const rounds = quick ? 1 : 3;
-  const seconds = quick ? 2 : 5;
+export async function runHttp(opts) {
+  const rounds = sized(opts, 3, 1);
+  const seconds = sized(opts, 5, 2, 0.5);
   const configs = [
     ['none', 0],
     ['loop-helpers', 1],

@@ -7,7 +7,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { PEERS } from '../lib/peers.mjs';
-import { median, round, runChild, sleep } from '../lib/stats.mjs';
+import { median, round, runChild, sized, sleep } from '../lib/stats.mjs';
 
 const require = createRequire(import.meta.url);
 
@@ -57,9 +57,10 @@ if (process.argv[2] === '--child') {
   process.exit(0);
 }
 
-export function runIdle({ quick }) {
-  const rounds = quick ? 2 : 5;
-  const seconds = quick ? 1 : 3;
+export function runIdle(opts) {
+  const { quick } = opts;
+  const rounds = sized(opts, 5, 2, 1);
+  const seconds = sized(opts, 3, 1, 0.3);
   const configs = [['none', 0]];
   for (const T of quick ? [1] : [0.05, 1]) {
     for (const [peer, p] of Object.entries(PEERS)) if (!p.overheadOnly) configs.push([peer, T]);

@@ -7,7 +7,7 @@
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
-import { round, sleep } from '../lib/stats.mjs';
+import { round, sized, sleep } from '../lib/stats.mjs';
 
 const require = createRequire(import.meta.url);
 const TIMEOUT_MS = 50;
@@ -60,8 +60,8 @@ if (process.argv[2] === '--child') {
 }
 
 /** Live-warning stack coverage per kind of block. */
-export function runLiveStacks({ quick }) {
-  const blocks = quick ? 10 : 50;
+export function runLiveStacks(opts) {
+  const blocks = sized(opts, 50, 10, 2);
   const self = fileURLToPath(import.meta.url);
   const rows = [];
   for (const kind of Object.keys(kinds)) {

@@ -2,7 +2,7 @@
 // Child mode: `node --expose-gc memory.mjs --child <detections>`.
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
-import { round, runChild, sleep } from '../lib/stats.mjs';
+import { round, runChild, sized, sleep } from '../lib/stats.mjs';
 
 const require = createRequire(import.meta.url);
 const mib = () => {
@@ -37,8 +37,8 @@ if (process.argv[2] === '--child') {
   process.exit(0);
 }
 
-export function runMemory({ quick }) {
-  const total = quick ? 1000 : 10_000;
+export function runMemory(opts) {
+  const total = sized(opts, 10_000, 1000, 100);
   const r = runChild(fileURLToPath(import.meta.url), ['--child', String(total)], { nodeArgs: ['--expose-gc'] });
   const checkpoints = Object.entries(r.at).map(([n, v]) => ({ detections: Number(n), rssMiB: round(v, 1) }));
   return {

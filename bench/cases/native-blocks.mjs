@@ -11,7 +11,7 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { round, sleep } from '../lib/stats.mjs';
+import { round, sized, sleep } from '../lib/stats.mjs';
 
 const require = createRequire(import.meta.url);
 const TIMEOUT_MS = 100;
@@ -152,8 +152,8 @@ if (process.argv[2] === '--child') {
 }
 
 /** Per scenario: live warnings, how many name the call (or the GC), events with the caller's frames. */
-export function runNativeBlocks({ quick }) {
-  const trials = quick ? 3 : 10;
+export function runNativeBlocks(opts) {
+  const trials = sized(opts, 10, 3, 1);
   const self = fileURLToPath(import.meta.url);
   const rows = [];
   for (const [name, [expected, , flags = []]] of Object.entries(scenarios)) {

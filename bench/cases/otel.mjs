@@ -13,7 +13,7 @@
 // Child modes: `node otel.mjs --child <blocks>`, `--turns <off|on> <n>`.
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
-import { nowMs, percentile, round, runChild, sleep } from '../lib/stats.mjs';
+import { nowMs, percentile, round, runChild, sized, sleep } from '../lib/stats.mjs';
 import { compareTurns, pingPong } from '../lib/turns.mjs';
 
 const require = createRequire(import.meta.url);
@@ -121,9 +121,9 @@ if (process.argv[2] === '--turns') {
   process.exit(0);
 }
 
-export function runOtel({ quick }) {
+export function runOtel(opts) {
   const self = fileURLToPath(import.meta.url);
-  const r = runChild(self, ['--child', quick ? '20' : '100']);
+  const r = runChild(self, ['--child', sized(opts, '100', '20', '5')]);
   if (r.unavailable) return { unavailable: r.unavailable };
   const dist = (xs, scale) =>
     xs.length === 0
@@ -136,7 +136,12 @@ export function runOtel({ quick }) {
     nativeReads: c.reads,
     eventsWithSpanIds: c.withIds,
   });
-  const turns = compareTurns(self, ['off', 'on'], (c) => ['--turns', c, quick ? '200000' : '1000000'], quick ? 2 : 5);
+  const turns = compareTurns(
+    self,
+    ['off', 'on'],
+    (c) => ['--turns', c, sized(opts, '1000000', '200000', '20000')],
+    sized(opts, 5, 2, 1),
+  );
   return {
     spansReadable: r.spansReadable,
     perBlock: { off: perConfig(r.off), metrics: perConfig(r.metrics), on: perConfig(r.on) },

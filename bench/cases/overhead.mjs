@@ -6,7 +6,7 @@
 // Child mode: `node overhead.mjs --child <peer|none> <T> <workload> <n>`.
 import { fileURLToPath } from 'node:url';
 import { PEERS } from '../lib/peers.mjs';
-import { median, round, runChild, sleep } from '../lib/stats.mjs';
+import { median, round, runChild, sized, sleep } from '../lib/stats.mjs';
 import { loopThreadCpuNs } from '../lib/turns.mjs';
 
 if (process.argv[2] === '--child') {
@@ -39,9 +39,10 @@ if (process.argv[2] === '--child') {
   process.exit(0);
 }
 
-export function runOverhead({ quick }) {
-  const rounds = quick ? 2 : 7;
-  const n = { 'ping-pong': quick ? 200_000 : 1_000_000, timers: quick ? 100_000 : 500_000 };
+export function runOverhead(opts) {
+  const { quick } = opts;
+  const rounds = sized(opts, 7, 2, 1);
+  const n = { 'ping-pong': sized(opts, 1_000_000, 200_000, 20_000), timers: sized(opts, 500_000, 100_000, 10_000) };
   const configs = [['none', 0]];
   for (const T of quick ? [1] : [0.05, 1]) {
     for (const peer of Object.keys(PEERS)) configs.push([peer, T]);

@@ -2,7 +2,7 @@
 // peer at once in the same process. Child mode: `node precision.mjs --child <T> <trials>`.
 import { fileURLToPath } from 'node:url';
 import { PEERS } from '../lib/peers.mjs';
-import { max, median, nowMs, percentile, round, runChild, sleep } from '../lib/stats.mjs';
+import { max, median, nowMs, percentile, round, runChild, sized, sleep } from '../lib/stats.mjs';
 
 export const FACTORS = [0.5, 0.9, 1.05, 1.5, 3];
 const detectors = Object.entries(PEERS).filter(([, p]) => !p.overheadOnly);
@@ -40,17 +40,20 @@ if (process.argv[2] === '--child') {
   process.exit(0);
 }
 
-export function runPrecision({ quick }) {
-  const plan = quick
-    ? [
-        [0.05, 3],
-        [0.2, 3],
-      ]
-    : [
-        [0.05, 20],
-        [0.2, 20],
-        [1, 5],
-      ];
+export function runPrecision(opts) {
+  const plan = sized(
+    opts,
+    [
+      [0.05, 20],
+      [0.2, 20],
+      [1, 5],
+    ],
+    [
+      [0.05, 3],
+      [0.2, 3],
+    ],
+    [[0.05, 1]],
+  );
   const rows = [];
   for (const [T, trials] of plan) {
     const { blocks } = runChild(fileURLToPath(import.meta.url), ['--child', String(T), String(trials)]);

@@ -30,3 +30,10 @@ export function runChild(file, args, { nodeArgs = [], timeout = 600_000 } = {}) 
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 export const nowMs = () => Number(process.hrtime.bigint()) / 1e6;
+
+/**
+ * A case's setting for the size of the run: the full run's, `--quick`'s, or `--smoke`'s (every
+ * case once at its smallest: it shows that the benchmark runs; its figures mean nothing).
+ */
+export const sized = ({ quick, smoke }, full, quickValue, smokeValue = quickValue) =>
+  smoke ? smokeValue : quick ? quickValue : full;
