@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use loop_helpers_core::heartbeat::{LoopSample, TurnCounter};
+use loop_helpers_core::interrupt::Interrupts;
 use loop_helpers_core::monitor::{self, LoopProbe};
 use loop_helpers_core::native_state::Marks;
 use loop_helpers_core::panics::{self, lock_or_recover};
@@ -26,7 +27,6 @@ use loop_helpers_core::{alarm, clock};
 use crate::counts;
 use crate::exports::GuardFn;
 use crate::gc_state::GcState;
-use crate::interrupt::Interrupts;
 use crate::napi::*;
 use crate::sample_queue::SampleQueue;
 use crate::sink::NodeSink;

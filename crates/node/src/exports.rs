@@ -7,6 +7,7 @@
 //! contract of the `js` helpers and of most functions called here (`EnvLoop::get_or_create`, ...);
 //! the SAFETY comments below call it "the callback's contract".
 
+use loop_helpers_core::interrupt::{GuardKind, Taken};
 use loop_helpers_core::monitor::{self, WatchConfig};
 use loop_helpers_core::report::{json_str, LogTarget, Origin};
 use loop_helpers_core::{alarm, clock, panics};
@@ -17,7 +18,6 @@ use std::sync::Arc;
 use crate::async_context::AsyncContextSpec;
 use crate::counts;
 use crate::env_loop::EnvLoop;
-use crate::interrupt::{GuardKind, Taken};
 use crate::js;
 use crate::napi::*;
 use crate::sink::{NodeSink, MAX_FRAMES};

@@ -26,7 +26,6 @@ mod exports;
 mod fork;
 mod fork_exports;
 mod gc_state;
-mod interrupt;
 mod js;
 mod napi;
 mod platform;

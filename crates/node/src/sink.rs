@@ -5,13 +5,13 @@ use std::os::raw::c_void;
 use std::sync::Arc;
 
 use loop_helpers_core::context::ContextCapture;
+use loop_helpers_core::interrupt::{Context, Decision};
 use loop_helpers_core::monitor::{self, SampleTicket, WatchSink};
 use loop_helpers_core::panics;
 
 use crate::async_context::{self, AsyncContextSpec};
 use crate::channel::JsChannel;
 use crate::env_loop::EnvLoop;
-use crate::interrupt::{Context, Decision};
 use crate::napi::*;
 use crate::sample_queue::Queued;
 use crate::unguarded;

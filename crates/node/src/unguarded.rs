@@ -26,12 +26,12 @@ use std::os::raw::c_void;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 
+use loop_helpers_core::interrupt::Pending;
 use loop_helpers_core::panics::{self, lock_or_recover};
 use loop_helpers_core::report::json_frames;
 
 use crate::channel::JsChannel;
 use crate::env_loop::EnvLoop;
-use crate::interrupt::Pending;
 use crate::js;
 use crate::napi::*;
 use crate::v8;
