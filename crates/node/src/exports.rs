@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use crate::async_context::AsyncContextSpec;
 use crate::counts;
-use crate::env_loop::EnvLoop;
+use crate::env_loop::{EnvLoop, GuardFn, WatchOutput};
 use crate::js;
 use crate::napi::*;
 use crate::sink::{NodeSink, MAX_FRAMES};
@@ -597,18 +597,13 @@ unsafe fn invoke_guarded(
         Mode::Deliver => {
             // SAFETY: on the environment's JS thread (the callback's contract).
             unsafe {
-                if let Some(support) = env_loop.support() {
+                if let Some(support) = env_loop.support::<Support>() {
                     support.deliver(&pending, "callback");
                 }
                 js::undefined(env)
             }
         }
     }
-}
-
-/// Data of the callback-guard functions of one environment.
-pub struct GuardFn {
-    env_loop: *const EnvLoop,
 }
 
 /// Arguments of a guard call: up to 8 on the stack (a callback rarely has more), more on the heap.
@@ -819,7 +814,7 @@ pub unsafe fn install_interrupts(env: napi_env, info: napi_callback_info) -> nap
             after_termination = Some(r);
         }
     }
-    let support = match env_loop.support() {
+    let support = match env_loop.support::<Support>() {
         Some(s) => s,
         // SAFETY: the callback's contract; `deliver` is a function (checked above).
         None => match unsafe {
@@ -1045,8 +1040,8 @@ pub unsafe fn take_context_anchors(env: napi_env, info: napi_callback_info) -> n
         };
         let anchors = match EnvLoop::get_or_create(env) {
             Ok(e) => e
-                .sink(id as u64)
-                .map(|s| s.take_anchors(env))
+                .watch_context(id as u64)
+                .map(|c| c.take_anchors(env))
                 .unwrap_or_default(),
             Err(e) => return js::throw(env, E_START, &e),
         };

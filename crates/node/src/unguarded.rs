@@ -22,6 +22,7 @@
 //!
 //! The error reaches JavaScript afterwards, from a fresh callback (a thread-safe function).
 
+use std::any::Any;
 use std::os::raw::c_void;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,7 +32,7 @@ use loop_helpers_core::panics::{self, lock_or_recover};
 use loop_helpers_core::report::json_frames;
 
 use crate::channel::JsChannel;
-use crate::env_loop::EnvLoop;
+use crate::env_loop::{EnvLoop, InterruptSupport};
 use crate::js;
 use crate::napi::*;
 use crate::v8;
@@ -149,15 +150,6 @@ impl Support {
         // SAFETY: on the environment's JS thread (the caller's contract), where the channel was
         // made.
         unsafe { self.deliver.send_holding_loop(p.ticket.watch_id, json) };
-    }
-
-    /// Takes back the interrupt errors of watch `watch_id` not delivered yet (it stopped).
-    ///
-    /// # Safety
-    /// On the environment's JS thread.
-    pub unsafe fn take_deliveries(&self, watch_id: u64) -> Vec<String> {
-        // SAFETY: as in `deliver`.
-        unsafe { self.deliver.take(watch_id) }
     }
 
     /// Whether the Immediate callback running now (if any) can be repaired after a termination.
@@ -343,6 +335,23 @@ impl Support {
     }
 }
 
+impl InterruptSupport for Support {
+    unsafe fn take_deliveries(&self, watch_id: u64) -> Vec<String> {
+        // SAFETY: on the environment's JS thread (the trait's contract), where the channel was
+        // made.
+        unsafe { self.deliver.take(watch_id) }
+    }
+
+    unsafe fn env_teardown(&self, env_loop: &Arc<EnvLoop>) {
+        // SAFETY: the trait's contract (the JS thread, the isolate alive) is `disarm`'s.
+        unsafe { disarm(env_loop) }
+    }
+
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+}
+
 /// `triggerUncaught(error)`: hands `error` to Node's uncaught-exception path
 /// (`napi_fatal_exception`), which `lib/unguarded.ts` has pointed at a one-shot capture callback.
 ///
@@ -436,7 +445,7 @@ pub unsafe fn arm(env_loop: &Arc<EnvLoop>) -> bool {
 ///
 /// # Safety
 /// On `env_loop`'s JS thread, while its isolate is still alive.
-pub unsafe fn disarm(env_loop: &Arc<EnvLoop>) {
+unsafe fn disarm(env_loop: &Arc<EnvLoop>) {
     let mut list = armed();
     let before = list.len();
     list.retain(|(_, e)| !Arc::ptr_eq(e, env_loop));
@@ -518,7 +527,7 @@ unsafe fn resolve(isolate: *mut v8::Isolate) {
     let (Some(p), true) = (p, go_on) else {
         return;
     };
-    if let Some(support) = env_loop.support() {
+    if let Some(support) = env_loop.support::<Support>() {
         // SAFETY: on the environment's JS thread, and our termination was cancelled (`go_on`).
         unsafe {
             support.repair(env_loop.env);
