@@ -56,7 +56,7 @@ use std::sync::Mutex;
 
 use crate::monitor::SampleTicket;
 use crate::panics::lock_or_recover;
-use crate::report::Frame;
+use crate::report::{json_frames, Frame};
 
 #[cfg(test)]
 mod tests;
@@ -91,6 +91,63 @@ pub struct Pending {
     /// The termination hit a promise reaction / await continuation: the other microtasks of that
     /// checkpoint were dropped.
     pub microtask: bool,
+}
+
+/// Which resolver delivers an interrupt's error to JavaScript from a fresh callback (`run()`
+/// throws its own instead).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// The guard around a queueMicrotask callback, which returned normally.
+    Callback,
+    /// V8's after-termination callbacks, for code no guard covered.
+    Unguarded,
+}
+
+impl Delivery {
+    fn as_str(self) -> &'static str {
+        match self {
+            Delivery::Callback => "callback",
+            Delivery::Unguarded => "unguarded",
+        }
+    }
+}
+
+impl Pending {
+    /// The error delivered to JavaScript (`installInterrupts`' `deliver` receives it):
+    /// `{watchId, kind, microtask, blockedMs, frames}`, `frames` null when no stack was taken.
+    pub fn delivery_json(&self, kind: Delivery) -> String {
+        let mut json = format!(
+            "{{\"watchId\":{},\"kind\":\"{}\",\"microtask\":{},\"blockedMs\":{},\"frames\":",
+            self.ticket.watch_id,
+            kind.as_str(),
+            self.microtask,
+            self.ticket.blocked_ns as f64 / 1e6
+        );
+        frames_or_null(&mut json, self.frames.as_deref());
+        json.push('}');
+        json
+    }
+
+    /// The error `run()` throws: `{watchId, late, blockedMs, frames}`. `late`: the interrupt never
+    /// ran (the code blocked inside a native call), so there is no stack (`frames` null).
+    pub fn thrown_json(&self) -> String {
+        let mut json = format!(
+            "{{\"watchId\":{},\"late\":{},\"blockedMs\":{},\"frames\":",
+            self.ticket.watch_id,
+            self.frames.is_none(),
+            self.ticket.blocked_ns as f64 / 1e6
+        );
+        frames_or_null(&mut json, self.frames.as_deref());
+        json.push('}');
+        json
+    }
+}
+
+fn frames_or_null(out: &mut String, frames: Option<&[Frame]>) {
+    match frames {
+        Some(frames) => json_frames(out, frames),
+        None => out.push_str("null"),
+    }
 }
 
 #[derive(Default)]

@@ -27,9 +27,8 @@ use std::os::raw::c_void;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use loop_helpers_core::interrupt::Pending;
+use loop_helpers_core::interrupt::{Delivery, Pending};
 use loop_helpers_core::panics::{self, lock_or_recover};
-use loop_helpers_core::report::json_frames;
 
 use crate::channel::JsChannel;
 use crate::env_loop::{EnvLoop, InterruptSupport};
@@ -138,15 +137,8 @@ impl Support {
     ///
     /// # Safety
     /// On the environment's JS thread.
-    pub unsafe fn deliver(&self, p: &Pending, kind: &str) {
-        let mut json = format!(
-            "{{\"watchId\":{},\"kind\":\"{kind}\",\"microtask\":{},\"blockedMs\":{},\"frames\":",
-            p.ticket.watch_id,
-            p.microtask,
-            p.ticket.blocked_ns as f64 / 1e6
-        );
-        frames_json(&mut json, p.frames.as_deref());
-        json.push('}');
+    pub unsafe fn deliver(&self, p: &Pending, kind: Delivery) {
+        let json = p.delivery_json(kind);
         // SAFETY: on the environment's JS thread (the caller's contract), where the channel was
         // made.
         unsafe { self.deliver.send_holding_loop(p.ticket.watch_id, json) };
@@ -407,13 +399,6 @@ unsafe fn typed<T>(env: napi_env, v: napi_value, kind: i32) -> Option<(*mut T, u
     (k == kind && !data.is_null()).then_some((data as *mut T, len))
 }
 
-pub fn frames_json(s: &mut String, frames: Option<&[loop_helpers_core::report::Frame]>) {
-    match frames {
-        Some(frames) => json_frames(s, frames),
-        None => s.push_str("null"),
-    }
-}
-
 /// Interrupt callback, about to terminate unguarded code: register the callbacks that will
 /// resolve it. Returns false if they could not be registered (then do not terminate).
 ///
@@ -531,7 +516,7 @@ unsafe fn resolve(isolate: *mut v8::Isolate) {
         // SAFETY: on the environment's JS thread, and our termination was cancelled (`go_on`).
         unsafe {
             support.repair(env_loop.env);
-            support.deliver(&p, "unguarded");
+            support.deliver(&p, Delivery::Unguarded);
         }
     }
 }

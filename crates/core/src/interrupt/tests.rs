@@ -405,3 +405,41 @@ fn a_stopped_watch_or_a_departing_environment_leaves_nothing_pending() {
     i.clear();
     assert!(i.take_unguarded().is_none());
 }
+
+#[test]
+fn errors_for_javascript_carry_the_watch_the_block_length_and_the_stack() {
+    let i = everywhere();
+    i.request(ticket(true, 1_500_000), ITERATION);
+    assert_eq!(
+        i.on_interrupt(ticket(true, 1_500_000), frames("spin"), plain()),
+        Decision::TerminateUnguarded
+    );
+    let p = i.take_unguarded().expect("fired");
+    let stack =
+        r#"[{"functionName":"spin","fileName":"/app/busy.js","lineNumber":3,"columnNumber":1}]"#;
+    assert_eq!(
+        p.delivery_json(Delivery::Unguarded),
+        format!(
+            r#"{{"watchId":7,"kind":"unguarded","microtask":false,"blockedMs":1.5,"frames":{stack}}}"#
+        )
+    );
+    assert_eq!(
+        p.thrown_json(),
+        format!(r#"{{"watchId":7,"late":false,"blockedMs":1.5,"frames":{stack}}}"#)
+    );
+
+    // A late request: no stack was taken.
+    i.enter_guard(GuardKind::Explicit);
+    i.request(ticket(false, 2 * SECOND), ITERATION + 1);
+    let Some(Taken::Late(late)) = i.exit_guard(GuardKind::Explicit, || ITERATION + 1, true) else {
+        panic!("expected Late");
+    };
+    assert_eq!(
+        late.thrown_json(),
+        r#"{"watchId":7,"late":true,"blockedMs":2000,"frames":null}"#
+    );
+    assert_eq!(
+        late.delivery_json(Delivery::Callback),
+        r#"{"watchId":7,"kind":"callback","microtask":false,"blockedMs":2000,"frames":null}"#
+    );
+}
