@@ -5,6 +5,8 @@
 //!   handler that records and wakes only, a self-pipe).
 //! - [`heartbeat`]: what each loop turn publishes (a single-writer seqlock).
 //! - [`tracker`]: when a loop counts as blocked (pure logic, simulated in tests).
+//! - [`interrupt`]: an environment's interrupt bookkeeping: requests, terminations, guard frames
+//!   (pure state, simulated in tests).
 //! - [`monitor`]: the one process-wide thread that watches every registered loop.
 //! - [`panics`]: panics and poisoned locks recovered from, counted and reported.
 //! - [`report`]: warnings as text and JSON, and the block record handed to JavaScript.
@@ -29,6 +31,7 @@ pub mod context;
 pub mod fingerprint;
 pub mod fork_prep;
 pub mod heartbeat;
+pub mod interrupt;
 pub mod monitor;
 pub mod native_state;
 pub mod panics;

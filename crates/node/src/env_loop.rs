@@ -13,25 +13,24 @@
 //! closes the loop, so the monitor never reads a freed loop and `uv_loop_close` finds no handle of
 //! ours.
 
+use std::any::Any;
 use std::os::raw::c_void;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use loop_helpers_core::heartbeat::{LoopSample, TurnCounter};
-use loop_helpers_core::monitor::{self, LoopProbe};
+use loop_helpers_core::interrupt::Interrupts;
+use loop_helpers_core::monitor::{self, LoopProbe, WatchSink};
 use loop_helpers_core::native_state::Marks;
 use loop_helpers_core::panics::{self, lock_or_recover};
 use loop_helpers_core::{alarm, clock};
 
+use crate::async_context::AsyncContextSpec;
 use crate::counts;
-use crate::exports::GuardFn;
 use crate::gc_state::GcState;
-use crate::interrupt::Interrupts;
 use crate::napi::*;
 use crate::sample_queue::SampleQueue;
-use crate::sink::NodeSink;
 use crate::sync_marker::SyncMarker;
-use crate::unguarded::Support;
 use crate::uv::*;
 use crate::v8;
 
@@ -55,6 +54,49 @@ static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
 
 fn live() -> std::sync::MutexGuard<'static, Vec<(u64, Weak<EnvLoop>)>> {
     lock_or_recover(&LIVE, "env_loop::LIVE")
+}
+
+/// What the environment needs of a watch's sink, besides what the monitor needs ([`WatchSink`]).
+/// The layer above implements it (`sink::NodeSink`); the environment keeps its running watches'
+/// sinks to close them when they stop. Nothing here is called per loop turn or per sample.
+pub trait WatchOutput: WatchSink {
+    /// Stops delivering to JavaScript: returns the block records not delivered yet, oldest first.
+    /// Later deliveries are dropped.
+    ///
+    /// # Safety
+    /// On the environment's JS thread, while the environment is alive.
+    unsafe fn close(&self) -> Vec<String>;
+
+    /// The watch's `asyncContext` stores, if it reads some.
+    fn context(&self) -> Option<&Arc<AsyncContextSpec>>;
+}
+
+/// The interrupt layer's part of an environment (`unguarded::Support`, installed by
+/// `installInterrupts`), as the environment sees it: what it hands back when a watch stops, and
+/// undoes when the environment goes away. That layer gets its own type back with
+/// [`EnvLoop::support`].
+pub trait InterruptSupport: Send + Sync + 'static {
+    /// Takes back the interrupt errors of watch `watch_id` not delivered yet (it stopped), as
+    /// JSON.
+    ///
+    /// # Safety
+    /// On the environment's JS thread.
+    unsafe fn take_deliveries(&self, watch_id: u64) -> Vec<String>;
+
+    /// The environment is going away: forget what is armed for its isolate.
+    ///
+    /// # Safety
+    /// On `env_loop`'s JS thread, while its isolate is still alive.
+    unsafe fn env_teardown(&self, env_loop: &Arc<EnvLoop>);
+
+    /// Itself, as `Any`, for [`EnvLoop::support`] to give its own type back.
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+}
+
+/// The data of a guard function handed to JavaScript (`guardApply`): the environment it guards.
+/// Kept by that environment ([`EnvLoop::keep_guard_fn`]) as long as it lives.
+pub struct GuardFn {
+    pub env_loop: *const EnvLoop,
 }
 
 pub struct EnvLoop {
@@ -83,7 +125,7 @@ pub struct EnvLoop {
     pub gc: GcState,
     /// Which Node.js synchronous API the thread is inside (marked by the JavaScript layer).
     pub sync: SyncMarker,
-    support: Mutex<Option<Arc<Support>>>,
+    support: Mutex<Option<Arc<dyn InterruptSupport>>>,
     /// Data of the guard functions handed to JavaScript (freed with the environment). Boxed:
     /// JavaScript holds their addresses, which must not move when the Vec grows.
     #[allow(clippy::vec_box)]
@@ -105,7 +147,7 @@ pub struct Undelivered {
 }
 
 struct Inner {
-    watches: Vec<(u64, Arc<NodeSink>)>,
+    watches: Vec<(u64, Arc<dyn WatchOutput>)>,
     prepare_running: bool,
     /// The GC callbacks are registered (`gc`).
     gc_marked: bool,
@@ -432,13 +474,13 @@ impl EnvLoop {
             .and_then(|(_, w)| w.upgrade())
     }
 
-    /// The sink of a running watch of this loop.
-    pub fn sink(&self, id: u64) -> Option<Arc<NodeSink>> {
+    /// The `asyncContext` stores of a running watch of this loop, if it reads some.
+    pub fn watch_context(&self, id: u64) -> Option<Arc<AsyncContextSpec>> {
         lock(&self.inner)
             .watches
             .iter()
             .find(|(w, _)| *w == id)
-            .map(|(_, s)| s.clone())
+            .and_then(|(_, s)| s.context().cloned())
     }
 
     /// Registers a watch of this loop with the monitor.
@@ -446,10 +488,10 @@ impl EnvLoop {
     /// # Safety
     /// On this environment's JS thread (it starts the loop's prepare handle and the isolate's GC
     /// callbacks), in a Node-API callback, while the environment is alive.
-    pub unsafe fn add_watch(
+    pub unsafe fn add_watch<S: WatchOutput + 'static>(
         self: &Arc<Self>,
         cfg: monitor::WatchConfig,
-        sink: Arc<NodeSink>,
+        sink: Arc<S>,
     ) -> Result<u64, String> {
         if !self.alive.load(Ordering::Acquire) {
             return Err("the environment is shutting down".into());
@@ -512,7 +554,7 @@ impl EnvLoop {
         let mut blocks = unsafe { sink.close() };
         // An interrupt asked for and not run yet is not wanted any more.
         self.interrupts.forget(id);
-        let interrupts = match self.support() {
+        let interrupts = match self.installed_support() {
             // SAFETY: remove_watch's contract (the JS thread).
             Some(s) => unsafe { s.take_deliveries(id) },
             None => Vec::new(),
@@ -562,8 +604,12 @@ impl EnvLoop {
         self.interrupts.set_unguarded(false);
         // A V8 interrupt still queued will not run before the isolate goes (or finds nothing).
         self.samples.cancel();
-        // SAFETY: on our JS thread; the isolate is alive during environment cleanup.
-        unsafe { crate::unguarded::disarm(self) };
+        // Only the interrupt layer arms anything on the isolate (after-termination callbacks),
+        // and only once its support is installed (unguarded terminations need it).
+        if let Some(s) = self.installed_support() {
+            // SAFETY: on our JS thread; the isolate is alive during environment cleanup.
+            unsafe { s.env_teardown(self) };
+        }
         self.alive.store(false, Ordering::Release);
         // SAFETY: on the loop's thread; the close callback frees the handle and removes the hook.
         unsafe {
@@ -572,12 +618,16 @@ impl EnvLoop {
         }
     }
 
-    /// Interrupt support (installed on first use by `installInterrupts`).
-    pub fn support(&self) -> Option<Arc<Support>> {
+    /// Interrupt support (installed on first use by `installInterrupts`), as its own type `T`.
+    pub fn support<T: InterruptSupport>(&self) -> Option<Arc<T>> {
+        self.installed_support()?.into_any().downcast::<T>().ok()
+    }
+
+    fn installed_support(&self) -> Option<Arc<dyn InterruptSupport>> {
         lock_or_recover(&self.support, "env_loop::support").clone()
     }
 
-    pub fn set_support(&self, s: Arc<Support>) {
+    pub fn set_support(&self, s: Arc<dyn InterruptSupport>) {
         *lock_or_recover(&self.support, "env_loop::support") = Some(s);
     }
 

@@ -7,8 +7,9 @@
 //! contract of the `js` helpers and of most functions called here (`EnvLoop::get_or_create`, ...);
 //! the SAFETY comments below call it "the callback's contract".
 
+use loop_helpers_core::interrupt::{Delivery, GuardKind, Taken};
 use loop_helpers_core::monitor::{self, WatchConfig};
-use loop_helpers_core::report::{json_str, LogTarget, Origin};
+use loop_helpers_core::report::{json_frames, json_str, LogTarget, Origin};
 use loop_helpers_core::{alarm, clock, panics};
 
 use std::os::raw::c_void;
@@ -16,8 +17,7 @@ use std::sync::Arc;
 
 use crate::async_context::AsyncContextSpec;
 use crate::counts;
-use crate::env_loop::EnvLoop;
-use crate::interrupt::{GuardKind, Taken};
+use crate::env_loop::{EnvLoop, GuardFn, WatchOutput};
 use crate::js;
 use crate::napi::*;
 use crate::sink::{NodeSink, MAX_FRAMES};
@@ -239,7 +239,7 @@ pub unsafe fn capture_stack(env: napi_env, info: napi_callback_info) -> napi_val
     // SAFETY: in a Node-API callback on env's JS thread, whose isolate this is.
     let frames = unsafe { v8::capture_stack(env, isolate, limit) };
     let mut s = String::new();
-    unguarded::frames_json(&mut s, Some(&frames));
+    json_frames(&mut s, &frames);
     // SAFETY: the callback's contract.
     unsafe { js::string(env, &s) }
 }
@@ -475,7 +475,8 @@ pub unsafe fn test_panic(env: napi_env, info: napi_callback_info) -> napi_value 
 /// id and the blocking code's frames. `lib/detector.ts` turns it into the detector's `raiseExc`.
 ///
 /// A termination that is not ours (`worker.terminate()`, a `vm` timeout) is never cancelled here
-/// (see `interrupt.rs`): it unwinds through the guard as if the guard were not there.
+/// (see `loop_helpers_core::interrupt`): it unwinds through the guard as if the guard were not
+/// there.
 pub unsafe fn guard_call(env: napi_env, info: napi_callback_info) -> napi_value {
     // SAFETY: the callback's contract, which `invoke_guarded` shares; `env_loop` is this env's.
     unsafe {
@@ -582,14 +583,7 @@ unsafe fn invoke_guarded(
     };
     match mode {
         Mode::Throw => {
-            let mut json = format!(
-                "{{\"watchId\":{},\"late\":{},\"blockedMs\":{},\"frames\":",
-                pending.ticket.watch_id,
-                pending.frames.is_none(),
-                pending.ticket.blocked_ns as f64 / 1e6
-            );
-            unguarded::frames_json(&mut json, pending.frames.as_deref());
-            json.push('}');
+            let json = pending.thrown_json();
             // SAFETY: the callback's contract, with no termination in progress (resolved above,
             // or none for a late one); `late_cause` is a value of this env.
             unsafe { throw_interrupt(env, &json, late_cause) }
@@ -597,18 +591,13 @@ unsafe fn invoke_guarded(
         Mode::Deliver => {
             // SAFETY: on the environment's JS thread (the callback's contract).
             unsafe {
-                if let Some(support) = env_loop.support() {
-                    support.deliver(&pending, "callback");
+                if let Some(support) = env_loop.support::<Support>() {
+                    support.deliver(&pending, Delivery::Callback);
                 }
                 js::undefined(env)
             }
         }
     }
-}
-
-/// Data of the callback-guard functions of one environment.
-pub struct GuardFn {
-    env_loop: *const EnvLoop,
 }
 
 /// Arguments of a guard call: up to 8 on the stack (a callback rarely has more), more on the heap.
@@ -819,7 +808,7 @@ pub unsafe fn install_interrupts(env: napi_env, info: napi_callback_info) -> nap
             after_termination = Some(r);
         }
     }
-    let support = match env_loop.support() {
+    let support = match env_loop.support::<Support>() {
         Some(s) => s,
         // SAFETY: the callback's contract; `deliver` is a function (checked above).
         None => match unsafe {
@@ -1045,8 +1034,8 @@ pub unsafe fn take_context_anchors(env: napi_env, info: napi_callback_info) -> n
         };
         let anchors = match EnvLoop::get_or_create(env) {
             Ok(e) => e
-                .sink(id as u64)
-                .map(|s| s.take_anchors(env))
+                .watch_context(id as u64)
+                .map(|c| c.take_anchors(env))
                 .unwrap_or_default(),
             Err(e) => return js::throw(env, E_START, &e),
         };

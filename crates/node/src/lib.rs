@@ -1,17 +1,37 @@
 //! loop-helpers' Node-API addon: a thin binding over `loop-helpers-core`.
 //!
-//! - [`napi`] / [`uv`]: hand-declared Node-API and libuv functions.
-//! - [`v8`]: the V8 entry points Node-API lacks, resolved at run time (capabilities, not crashes).
-//! - [`async_context`], [`context_snapshot`], [`v8_values`]: `asyncContext`, the blocked code's
-//!   AsyncLocalStorage store read in the sampling interrupt without running JavaScript.
-//! - [`env_loop`]: per-environment heartbeat (a libuv prepare handle) and teardown.
-//! - [`gc_state`], [`sync_marker`]: where a thread outside JavaScript is, marked by the thread
-//!   itself: a garbage collection (V8's GC callbacks), a Node.js synchronous API (the JavaScript
-//!   layer's wrappers, through memory shared with it).
-//! - [`sink`]: stack-sample requests and block delivery to JavaScript.
-//! - [`exports`]: the functions `index.ts` calls.
-//! - [`fork`], [`platform`], [`exit_guard`], [`fork_exports`]: fork() (the parent's preparation,
-//!   V8's platform workers and Node's exit handler through a small C++ shim, the child's exit).
+//! # Layers
+//!
+//! The modules form four layers. A module names (through `crate::` paths) only modules of its own
+//! layer or a lower one, and never in a circle: the dependencies run one way, from the entry
+//! points down to the raw calls. `__test__/native-layers.test.mjs` reads the list below and checks
+//! every module against it.
+//!
+//! 1. Raw access: Node-API, libuv and V8, with no per-environment state of their own.
+//!    - [`napi`] / [`uv`]: hand-declared Node-API and libuv functions; [`js`]: Node-API helpers;
+//!      [`channel`]: thread-safe functions that deliver JSON to JavaScript; [`counts`]: native
+//!      object counts.
+//!    - [`v8`]: the V8 entry points Node-API lacks, resolved at run time (capabilities, not
+//!      crashes); [`v8_values`], [`context_snapshot`], [`async_context`]: reading V8 values
+//!      without running JavaScript, for `asyncContext` (the blocked code's AsyncLocalStorage
+//!      store, read in the sampling interrupt).
+//!    - [`gc_state`], [`sync_marker`]: where a thread outside JavaScript is, marked by the thread
+//!      itself: a garbage collection (V8's GC callbacks), a Node.js synchronous API (the
+//!      JavaScript layer's wrappers, through memory shared with it).
+//!    - [`platform`], [`worker_pool`]: Node's V8 platform and exit handler (through a small C++
+//!      shim), and V8's worker threads in a forked child (for fork()).
+//! 2. Per-environment state: [`env_loop`] (the heartbeat the monitor reads, teardown) and what it
+//!    owns ([`sample_queue`]: stack-sample requests waiting for the V8 interrupt). What it keeps
+//!    for the layer above, it holds through traits of its own, implemented there: `WatchOutput`
+//!    (a watch's sink) and `InterruptSupport` (the interrupt support).
+//! 3. What runs on that state: [`sink`] (stack-sample requests and block delivery to JavaScript),
+//!    [`unguarded`] (interrupting code no guard covers, and recovering from it); [`fork`] and
+//!    [`exit_guard`] (fork(): the parent's preparation, the child's exit).
+//! 4. Entry points, the only layer that knows all others: [`exports`] (the functions `index.ts`
+//!    calls) and [`fork_exports`] (those of fork()).
+//!
+//! The crate root (this file) registers the entry points. The interrupt bookkeeping
+//! (`loop_helpers_core::interrupt`) is pure state and lives in the core crate, with its tests.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -26,7 +46,6 @@ mod exports;
 mod fork;
 mod fork_exports;
 mod gc_state;
-mod interrupt;
 mod js;
 mod napi;
 mod platform;

@@ -5,16 +5,16 @@ use std::os::raw::c_void;
 use std::sync::Arc;
 
 use loop_helpers_core::context::ContextCapture;
+use loop_helpers_core::interrupt::{Context, Decision};
 use loop_helpers_core::monitor::{self, SampleTicket, WatchSink};
 use loop_helpers_core::panics;
 
 use crate::async_context::{self, AsyncContextSpec};
 use crate::channel::JsChannel;
-use crate::env_loop::EnvLoop;
-use crate::interrupt::{Context, Decision};
+use crate::env_loop::{EnvLoop, WatchOutput};
 use crate::napi::*;
 use crate::sample_queue::Queued;
-use crate::unguarded;
+use crate::unguarded::{self, Support};
 use crate::v8;
 
 /// Frames kept per sample.
@@ -91,7 +91,10 @@ fn in_unrepairable_immediate(
         return false;
     };
     let between_callbacks = i > 0 && frames[i - 1].function_name == "runNextTicks";
-    !between_callbacks && !env_loop.support().is_some_and(|s| s.immediate_repairable())
+    !between_callbacks
+        && !env_loop
+            .support::<Support>()
+            .is_some_and(|s| s.immediate_repairable())
 }
 
 /// The blocked code's stack, and the Node.js synchronous API it is inside (`Atomics.wait`, whose
@@ -245,32 +248,26 @@ impl NodeSink {
             context: context.map(Arc::new),
         }))
     }
+}
 
-    /// The objects kept at the end of the `asyncContext` paths since the last call.
-    ///
-    /// # Safety
-    /// On the environment's JS thread, in a Node-API callback.
-    pub unsafe fn take_anchors(&self, env: napi_env) -> Vec<napi_value> {
-        match &self.context {
-            // SAFETY: the caller's contract (env's JS thread in a callback).
-            Some(spec) => unsafe { spec.take_anchors(env) },
-            None => Vec::new(),
-        }
-    }
-
+impl WatchOutput for NodeSink {
     /// Releases the thread-safe function (the detector stopped); returns the block records it had
     /// not delivered yet, oldest first. Later deliveries are dropped.
     ///
     /// # Safety
     /// On the environment's JS thread, while the environment is alive: it also releases the
     /// references to the `asyncContext` instances.
-    pub unsafe fn close(&self) -> Vec<String> {
+    unsafe fn close(&self) -> Vec<String> {
         let undelivered = self.blocks.close();
         if let Some(spec) = &self.context {
             // SAFETY: this function's contract (the JS thread, the environment alive).
             unsafe { spec.close(self.env_loop.env) };
         }
         undelivered
+    }
+
+    fn context(&self) -> Option<&Arc<AsyncContextSpec>> {
+        self.context.as_ref()
     }
 }
 

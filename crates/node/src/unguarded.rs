@@ -22,16 +22,16 @@
 //!
 //! The error reaches JavaScript afterwards, from a fresh callback (a thread-safe function).
 
+use std::any::Any;
 use std::os::raw::c_void;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 
+use loop_helpers_core::interrupt::{Delivery, Pending};
 use loop_helpers_core::panics::{self, lock_or_recover};
-use loop_helpers_core::report::json_frames;
 
 use crate::channel::JsChannel;
-use crate::env_loop::EnvLoop;
-use crate::interrupt::Pending;
+use crate::env_loop::{EnvLoop, InterruptSupport};
 use crate::js;
 use crate::napi::*;
 use crate::v8;
@@ -137,27 +137,11 @@ impl Support {
     ///
     /// # Safety
     /// On the environment's JS thread.
-    pub unsafe fn deliver(&self, p: &Pending, kind: &str) {
-        let mut json = format!(
-            "{{\"watchId\":{},\"kind\":\"{kind}\",\"microtask\":{},\"blockedMs\":{},\"frames\":",
-            p.ticket.watch_id,
-            p.microtask,
-            p.ticket.blocked_ns as f64 / 1e6
-        );
-        frames_json(&mut json, p.frames.as_deref());
-        json.push('}');
+    pub unsafe fn deliver(&self, p: &Pending, kind: Delivery) {
+        let json = p.delivery_json(kind);
         // SAFETY: on the environment's JS thread (the caller's contract), where the channel was
         // made.
         unsafe { self.deliver.send_holding_loop(p.ticket.watch_id, json) };
-    }
-
-    /// Takes back the interrupt errors of watch `watch_id` not delivered yet (it stopped).
-    ///
-    /// # Safety
-    /// On the environment's JS thread.
-    pub unsafe fn take_deliveries(&self, watch_id: u64) -> Vec<String> {
-        // SAFETY: as in `deliver`.
-        unsafe { self.deliver.take(watch_id) }
     }
 
     /// Whether the Immediate callback running now (if any) can be repaired after a termination.
@@ -343,6 +327,23 @@ impl Support {
     }
 }
 
+impl InterruptSupport for Support {
+    unsafe fn take_deliveries(&self, watch_id: u64) -> Vec<String> {
+        // SAFETY: on the environment's JS thread (the trait's contract), where the channel was
+        // made.
+        unsafe { self.deliver.take(watch_id) }
+    }
+
+    unsafe fn env_teardown(&self, env_loop: &Arc<EnvLoop>) {
+        // SAFETY: the trait's contract (the JS thread, the isolate alive) is `disarm`'s.
+        unsafe { disarm(env_loop) }
+    }
+
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+}
+
 /// `triggerUncaught(error)`: hands `error` to Node's uncaught-exception path
 /// (`napi_fatal_exception`), which `lib/unguarded.ts` has pointed at a one-shot capture callback.
 ///
@@ -398,13 +399,6 @@ unsafe fn typed<T>(env: napi_env, v: napi_value, kind: i32) -> Option<(*mut T, u
     (k == kind && !data.is_null()).then_some((data as *mut T, len))
 }
 
-pub fn frames_json(s: &mut String, frames: Option<&[loop_helpers_core::report::Frame]>) {
-    match frames {
-        Some(frames) => json_frames(s, frames),
-        None => s.push_str("null"),
-    }
-}
-
 /// Interrupt callback, about to terminate unguarded code: register the callbacks that will
 /// resolve it. Returns false if they could not be registered (then do not terminate).
 ///
@@ -436,7 +430,7 @@ pub unsafe fn arm(env_loop: &Arc<EnvLoop>) -> bool {
 ///
 /// # Safety
 /// On `env_loop`'s JS thread, while its isolate is still alive.
-pub unsafe fn disarm(env_loop: &Arc<EnvLoop>) {
+unsafe fn disarm(env_loop: &Arc<EnvLoop>) {
     let mut list = armed();
     let before = list.len();
     list.retain(|(_, e)| !Arc::ptr_eq(e, env_loop));
@@ -518,11 +512,11 @@ unsafe fn resolve(isolate: *mut v8::Isolate) {
     let (Some(p), true) = (p, go_on) else {
         return;
     };
-    if let Some(support) = env_loop.support() {
+    if let Some(support) = env_loop.support::<Support>() {
         // SAFETY: on the environment's JS thread, and our termination was cancelled (`go_on`).
         unsafe {
             support.repair(env_loop.env);
-            support.deliver(&p, "unguarded");
+            support.deliver(&p, Delivery::Unguarded);
         }
     }
 }

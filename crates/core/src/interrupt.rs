@@ -1,5 +1,7 @@
 //! Per-environment interrupt bookkeeping: which interrupt the monitor asked for, whether the
 //! interrupt callback terminated JavaScript for it, and how deep the native guard frames are.
+//! Pure state (the Node binding keeps one [`Interrupts`] per environment and acts on its answers),
+//! so its rules are unit-tested here on simulated values.
 //!
 //! The order of events for one interrupt:
 //! 1. the monitor (its thread) records the request, then asks V8 for an interrupt;
@@ -7,7 +9,7 @@
 //!    request and decides (see [`Interrupts::on_interrupt`]) whether to call `TerminateExecution`;
 //! 3. the termination is resolved by the innermost guard frame (`detector.run()`, or the guards
 //!    around queueMicrotask callbacks), or, for unguarded code, by
-//!    V8's call-completed / microtasks-completed callbacks (`unguarded.rs`).
+//!    V8's call-completed / microtasks-completed callbacks (the binding's `unguarded.rs`).
 //!
 //! If the blocking code was native (no interrupt check until it returned) and a throwing guard
 //! (`run()`) returns normally while the request is still pending, the guard takes the request
@@ -28,7 +30,7 @@
 //!   exception the guarded code threw (a `vm` timeout's, say) stands;
 //! - a cancel also clears a foreign termination that coincided with ours (requested while ours was
 //!   in flight). For the one that must never be lost, the environment stopping (Worker
-//!   termination), every resolver checks after cancelling (`v8::env_stopping`) and then
+//!   termination), every resolver checks after cancelling (the binding's `v8::env_stopping`) and then
 //!   terminates again: the Worker still ends, and no error of ours is thrown or delivered.
 //!
 //! Which error wins when a `vm` timeout and ours race (deterministic, whoever's termination stops
@@ -52,9 +54,12 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Mutex;
 
-use loop_helpers_core::monitor::SampleTicket;
-use loop_helpers_core::panics::lock_or_recover;
-use loop_helpers_core::report::Frame;
+use crate::monitor::SampleTicket;
+use crate::panics::lock_or_recover;
+use crate::report::{json_frames, Frame};
+
+#[cfg(test)]
+mod tests;
 
 /// Where a termination is resolved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,6 +91,63 @@ pub struct Pending {
     /// The termination hit a promise reaction / await continuation: the other microtasks of that
     /// checkpoint were dropped.
     pub microtask: bool,
+}
+
+/// Which resolver delivers an interrupt's error to JavaScript from a fresh callback (`run()`
+/// throws its own instead).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// The guard around a queueMicrotask callback, which returned normally.
+    Callback,
+    /// V8's after-termination callbacks, for code no guard covered.
+    Unguarded,
+}
+
+impl Delivery {
+    fn as_str(self) -> &'static str {
+        match self {
+            Delivery::Callback => "callback",
+            Delivery::Unguarded => "unguarded",
+        }
+    }
+}
+
+impl Pending {
+    /// The error delivered to JavaScript (`installInterrupts`' `deliver` receives it):
+    /// `{watchId, kind, microtask, blockedMs, frames}`, `frames` null when no stack was taken.
+    pub fn delivery_json(&self, kind: Delivery) -> String {
+        let mut json = format!(
+            "{{\"watchId\":{},\"kind\":\"{}\",\"microtask\":{},\"blockedMs\":{},\"frames\":",
+            self.ticket.watch_id,
+            kind.as_str(),
+            self.microtask,
+            self.ticket.blocked_ns as f64 / 1e6
+        );
+        frames_or_null(&mut json, self.frames.as_deref());
+        json.push('}');
+        json
+    }
+
+    /// The error `run()` throws: `{watchId, late, blockedMs, frames}`. `late`: the interrupt never
+    /// ran (the code blocked inside a native call), so there is no stack (`frames` null).
+    pub fn thrown_json(&self) -> String {
+        let mut json = format!(
+            "{{\"watchId\":{},\"late\":{},\"blockedMs\":{},\"frames\":",
+            self.ticket.watch_id,
+            self.frames.is_none(),
+            self.ticket.blocked_ns as f64 / 1e6
+        );
+        frames_or_null(&mut json, self.frames.as_deref());
+        json.push('}');
+        json
+    }
+}
+
+fn frames_or_null(out: &mut String, frames: Option<&[Frame]>) {
+    match frames {
+        Some(frames) => json_frames(out, frames),
+        None => out.push_str("null"),
+    }
 }
 
 #[derive(Default)]
@@ -223,8 +285,8 @@ impl Interrupts {
         // Resolvers run on the loop thread: its own CPU clock is the one to read.
         st.last_resolved = Some(Resolved {
             iteration: p.iteration,
-            at_ns: loop_helpers_core::clock::now_ns(),
-            cpu_ns: loop_helpers_core::clock::thread_cpu_ns(),
+            at_ns: crate::clock::now_ns(),
+            cpu_ns: crate::clock::thread_cpu_ns(),
         });
         // Requests that arrived while the termination was in flight were about the same code.
         if st
