@@ -168,9 +168,31 @@ static OUTPUT: Mutex<()> = Mutex::new(());
 struct Effects {
     text: String,
     deliveries: Vec<(Arc<dyn WatchSink>, String)>,
+    /// Where each loop's thread was, read once per loop in this cycle (see [`Effects::whereabouts`]).
+    whereabouts: Vec<(*const (), Marks, Option<crate::thread_state::ThreadState>)>,
 }
 
 impl Effects {
+    /// Where the loop thread of `probe` is now: its own marks and its state in `/proc`. Read once
+    /// per loop per cycle and shared by the watches of that loop, as the loop's sample is: with
+    /// 2,000 detectors on one loop whose samples all missed their wait (a thread kept off the CPU),
+    /// reading it per watch made a cycle thousands of `/proc` reads long, and the blocked thread,
+    /// whose stack samples wait for the cycle's registry lock, could not end its block while the
+    /// next cycles did the same again (a livelock, seen beside a busy-loop process).
+    fn whereabouts(
+        &mut self,
+        probe: &Arc<dyn LoopProbe>,
+    ) -> (Marks, Option<crate::thread_state::ThreadState>) {
+        let key = Arc::as_ptr(probe) as *const ();
+        if let Some((_, marks, state)) = self.whereabouts.iter().find(|(k, ..)| *k == key) {
+            return (marks.clone(), state.clone());
+        }
+        let marks = probe.marks();
+        let state = probe.thread_id().and_then(crate::thread_state::read);
+        self.whereabouts.push((key, marks.clone(), state.clone()));
+        (marks, state)
+    }
+
     fn perform(self) {
         if !self.text.is_empty() {
             stderr::write_all(&self.text);
@@ -338,8 +360,7 @@ impl Watch {
                 // No interrupt check in time: say where the thread is instead (read now, while
                 // it still is there): its own marks (a garbage collection, a Node.js sync API),
                 // and its system call.
-                let marks = self.probe.marks();
-                let state = self.probe.thread_id().and_then(crate::thread_state::read);
+                let (marks, state) = fx.whereabouts(&self.probe);
                 let w = &mut cur.warnings[i];
                 w.missing_reason = Some(NO_STACK_NATIVE);
                 w.native = NativeState::from_parts(marks, state.as_ref(), now_ns());
