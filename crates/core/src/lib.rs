@@ -18,6 +18,8 @@
 //! - [`context`], [`snapshot_json`]: the `asyncContext` fields of reports and the V8-free parts of
 //!   the store snapshot.
 //! - [`sourcemap`]: original positions for frames of live warnings (maps registered from JS).
+//! - [`symbols`]: tables of entry points resolved by name at run time (`symbol_table!`), for the
+//!   V8 and Node C++ functions the binding calls.
 //! - [`fork_prep`]: memory preparation for `fork()`; [`monitor::fork_pause`] holds the monitor still
 //!   across it and restarts it in the child.
 
@@ -39,5 +41,6 @@ pub mod report;
 pub mod snapshot_json;
 pub mod sourcemap;
 pub mod stderr;
+pub mod symbols;
 pub mod thread_state;
 pub mod tracker;

@@ -344,7 +344,7 @@ impl AsyncContextSpec {
         if self.closed.load(Ordering::Acquire) {
             return ContextCapture::Missing(CLOSED.into());
         }
-        let api = match v8_values::api() {
+        let api = match v8_values::ValueApi::get() {
             Ok(a) => a,
             Err(e) => {
                 return ContextCapture::Missing(format!(
@@ -495,7 +495,7 @@ unsafe fn ref_value(env: napi_env, r: napi_ref) -> napi_value {
 unsafe fn key_array(env: napi_env, keys: &[napi_value]) -> (napi_ref, u32) {
     let mut arr = std::ptr::null_mut();
     let (Ok(api), true) = (
-        v8_values::api(),
+        v8_values::ValueApi::get(),
         // SAFETY: on env's JS thread in a callback (the caller's contract); `arr` a live local.
         unsafe { napi_create_array_with_length(env, 0, &mut arr) } == NAPI_OK,
     ) else {

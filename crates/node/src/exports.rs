@@ -131,7 +131,7 @@ unsafe fn start_watch(
         )
     }
     .map_err(arg)?
-    .filter(|_| stacks && v8_values::api().is_ok());
+    .filter(|_| stacks && v8_values::ValueApi::get().is_ok());
     let async_context = context.is_some();
     // SAFETY: the callback's contract; `on_block` is a function (checked above).
     let sink = unsafe { NodeSink::new(env, env_loop.clone(), on_block, context) }
@@ -406,7 +406,11 @@ pub unsafe fn native_info(env: napi_env, _info: napi_callback_info) -> napi_valu
     s.push(',');
     capability(&mut s, "terminate", v8::terminate_support());
     s.push(',');
-    capability(&mut s, "asyncContext", v8_values::api().map(|_| ()));
+    capability(
+        &mut s,
+        "asyncContext",
+        v8_values::ValueApi::get().map(|_| ()),
+    );
     s.push(',');
     capability(&mut s, "gcState", v8::gc_callbacks_support());
     s.push(',');

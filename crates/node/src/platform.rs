@@ -10,13 +10,14 @@
 //! task per worker and waiting until all of them run makes every worker hold no lock, wait on
 //! nothing of V8's and run no V8 task at the instant of fork().
 
-use std::ffi::CStr;
 use std::os::raw::{c_int, c_void};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use loop_helpers_core::panics::{self, lock_or_recover, wait_or_recover, wait_timeout_or_recover};
+use loop_helpers_core::symbol_table;
+use loop_helpers_core::symbols::Address;
 
 use crate::v8::{self, Isolate};
 
@@ -56,96 +57,90 @@ type GetCurrentEnvironmentFn = unsafe extern "C" fn(*mut c_void) -> *mut c_void;
 type GetMultiIsolatePlatformFn = unsafe extern "C" fn(*mut c_void) -> *mut c_void;
 type NumberOfWorkerThreadsFn = unsafe extern "C" fn(*mut c_void) -> c_int;
 
-struct Api {
-    get_current_context: GetCurrentContextFn,
-    get_current_environment: GetCurrentEnvironmentFn,
-    get_platform: GetMultiIsolatePlatformFn,
-    /// `node::NodePlatform`'s vtable symbol: a platform object of that class points 2 words in.
-    node_platform_vtable: *mut c_void,
-    worker_threads: NumberOfWorkerThreadsFn,
-    /// 0: `CallOnWorkerThread(unique_ptr<Task>)`; 1: `PostTaskOnWorkerThreadImpl(...)`.
-    post_kind: c_int,
-    post: *mut c_void,
-    /// `CallDelayedOnWorkerThread` / `PostDelayedTaskOnWorkerThreadImpl` (same kind as `post`).
-    delayed: Option<*mut c_void>,
-    /// `DrainTasks(Isolate*)` and `FlushForegroundTasks(Isolate*)`: a forked child's drain.
-    drain: Option<(*mut c_void, *mut c_void)>,
-    set_exit_handler: *mut c_void,
+symbol_table! {
+    /// What fork() needs of Node's platform and environment. The functions called from Rust take
+    /// and return only pointers (`Local<Context>` and the C++ `this` are one pointer each); the
+    /// rest are `Address`es for the shim, which calls them with their C++ signatures.
+    struct Api in "V8" {
+        get_current_context: GetCurrentContextFn = c"_ZN2v87Isolate17GetCurrentContextEv",
+        get_current_environment: GetCurrentEnvironmentFn =
+            c"_ZN4node21GetCurrentEnvironmentEN2v85LocalINS0_7ContextEEE",
+        get_platform: GetMultiIsolatePlatformFn =
+            c"_ZN4node23GetMultiIsolatePlatformEPNS_11EnvironmentE",
+        /// `node::NodePlatform`'s vtable symbol: a platform object of that class points 2 words in.
+        node_platform_vtable: Address = c"_ZTVN4node12NodePlatformE",
+        worker_threads: NumberOfWorkerThreadsFn =
+            c"_ZN4node12NodePlatform21NumberOfWorkerThreadsEv",
+        set_exit_handler: Address =
+            c"_ZN4node21SetProcessExitHandlerEPNS_11EnvironmentEOSt8functionIFvS1_iEE",
+    }
+    // One of the two ways to post a worker task is required (see `posting`); which one decides
+    // how the shim calls it and its delayed variant, so they are two entries, not one with two
+    // names.
+    optional {
+        /// Node 22+ (V8 12+): `PostTaskOnWorkerThreadImpl(priority, task, location)`.
+        post_task_impl: Address = c"_ZN4node12NodePlatform26PostTaskOnWorkerThreadImplEN2v812TaskPriorityESt10unique_ptrINS1_4TaskESt14default_deleteIS4_EERKNS1_14SourceLocationE",
+        post_delayed_task_impl: Address = c"_ZN4node12NodePlatform33PostDelayedTaskOnWorkerThreadImplEN2v812TaskPriorityESt10unique_ptrINS1_4TaskESt14default_deleteIS4_EEdRKNS1_14SourceLocationE",
+        /// Node 20: `CallOnWorkerThread(task)`.
+        call_on_worker_thread: Address = c"_ZN4node12NodePlatform18CallOnWorkerThreadESt10unique_ptrIN2v84TaskESt14default_deleteIS3_EE",
+        call_delayed_on_worker_thread: Address = c"_ZN4node12NodePlatform25CallDelayedOnWorkerThreadESt10unique_ptrIN2v84TaskESt14default_deleteIS3_EEd",
+        /// `DrainTasks(Isolate*)` and `FlushForegroundTasks(Isolate*)`: a forked child's drain.
+        drain_tasks: Address = c"_ZN4node12NodePlatform10DrainTasksEPN2v87IsolateE",
+        flush_foreground_tasks: Address =
+            c"_ZN4node12NodePlatform20FlushForegroundTasksEPN2v87IsolateE",
+    }
+    // The mangled names are libstdc++'s; macOS builds use libc++ (std::__1) and were not tested,
+    // so fork() reports itself unavailable there rather than guess.
+    requires: [linux_only(), v8::enabled()];
 }
 
-// SAFETY: plain code and data addresses in the node executable, valid for the process's life.
-unsafe impl Send for Api {}
-// SAFETY: as for Send: the fields are read-only after `resolve`, and only addresses.
-unsafe impl Sync for Api {}
+fn linux_only() -> Result<(), &'static str> {
+    if cfg!(target_os = "linux") {
+        Ok(())
+    } else {
+        Err("fork() is implemented for Linux only")
+    }
+}
 
-static API: OnceLock<Result<Api, String>> = OnceLock::new();
+/// How this Node posts a task to a platform worker.
+#[derive(Clone, Copy)]
+struct Posting {
+    /// For the shim: 1 `PostTaskOnWorkerThreadImpl`, 0 `CallOnWorkerThread`.
+    kind: c_int,
+    post: Address,
+    /// The delayed variant of the same kind, where exported.
+    delayed: Option<Address>,
+}
+
+impl Api {
+    fn posting(&self) -> Option<Posting> {
+        match (self.post_task_impl, self.call_on_worker_thread) {
+            (Some(post), _) => Some(Posting {
+                kind: 1,
+                post,
+                delayed: self.post_delayed_task_impl,
+            }),
+            (None, Some(post)) => Some(Posting {
+                kind: 0,
+                post,
+                delayed: self.call_delayed_on_worker_thread,
+            }),
+            (None, None) => None,
+        }
+    }
+}
+
+/// The table and its way to post worker tasks; or why fork() cannot have them.
+fn api() -> Result<(&'static Api, Posting), &'static str> {
+    let api = Api::get()?;
+    let posting = api
+        .posting()
+        .ok_or("missing V8 platform symbol: NodePlatform worker task posting")?;
+    Ok((api, posting))
+}
+
 /// The vtable pointer given to the platform object by [`redirect_worker_tasks`] (0: none).
 static REDIRECTED_VPTR: AtomicUsize = AtomicUsize::new(0);
-
-const CALL_ON_WORKER_THREAD: &CStr =
-    c"_ZN4node12NodePlatform18CallOnWorkerThreadESt10unique_ptrIN2v84TaskESt14default_deleteIS3_EE";
-const POST_TASK_ON_WORKER_THREAD_IMPL: &CStr = c"_ZN4node12NodePlatform26PostTaskOnWorkerThreadImplEN2v812TaskPriorityESt10unique_ptrINS1_4TaskESt14default_deleteIS4_EERKNS1_14SourceLocationE";
-const CALL_DELAYED_ON_WORKER_THREAD: &CStr = c"_ZN4node12NodePlatform25CallDelayedOnWorkerThreadESt10unique_ptrIN2v84TaskESt14default_deleteIS3_EEd";
-const POST_DELAYED_TASK_ON_WORKER_THREAD_IMPL: &CStr = c"_ZN4node12NodePlatform33PostDelayedTaskOnWorkerThreadImplEN2v812TaskPriorityESt10unique_ptrINS1_4TaskESt14default_deleteIS4_EEdRKNS1_14SourceLocationE";
-const DRAIN_TASKS: &CStr = c"_ZN4node12NodePlatform10DrainTasksEPN2v87IsolateE";
-const FLUSH_FOREGROUND_TASKS: &CStr =
-    c"_ZN4node12NodePlatform20FlushForegroundTasksEPN2v87IsolateE";
-
-fn resolve() -> Result<Api, String> {
-    if !cfg!(target_os = "linux") {
-        // The mangled names above are libstdc++'s; macOS builds use libc++ (std::__1) and were not
-        // tested, so fork() reports itself unavailable there rather than guess.
-        return Err("fork() is implemented for Linux only".into());
-    }
-    if std::env::var_os(v8::DISABLE_ENV).is_some_and(|v| v == "1") {
-        return Err(format!("disabled by {}=1", v8::DISABLE_ENV));
-    }
-    let p = v8::lookup_all([
-        c"_ZN2v87Isolate17GetCurrentContextEv",
-        c"_ZN4node21GetCurrentEnvironmentEN2v85LocalINS0_7ContextEEE",
-        c"_ZN4node23GetMultiIsolatePlatformEPNS_11EnvironmentE",
-        c"_ZTVN4node12NodePlatformE",
-        c"_ZN4node12NodePlatform21NumberOfWorkerThreadsEv",
-        c"_ZN4node21SetProcessExitHandlerEPNS_11EnvironmentEOSt8functionIFvS1_iEE",
-    ])?;
-    let (post_kind, post) = match v8::lookup(POST_TASK_ON_WORKER_THREAD_IMPL) {
-        Some(f) => (1, f),
-        None => match v8::lookup(CALL_ON_WORKER_THREAD) {
-            Some(f) => (0, f),
-            None => {
-                return Err("missing V8 platform symbol: NodePlatform worker task posting".into())
-            }
-        },
-    };
-    let delayed = v8::lookup(if post_kind == 1 {
-        POST_DELAYED_TASK_ON_WORKER_THREAD_IMPL
-    } else {
-        CALL_DELAYED_ON_WORKER_THREAD
-    });
-    let drain = v8::lookup(DRAIN_TASKS).zip(v8::lookup(FLUSH_FOREGROUND_TASKS));
-    // SAFETY: each address is the exported function whose mangled name encodes the signature of
-    // the type it is transmuted to (`Local<Context>` and the C++ `this` are one pointer each).
-    unsafe {
-        Ok(Api {
-            get_current_context: std::mem::transmute::<*mut c_void, GetCurrentContextFn>(p[0]),
-            get_current_environment: std::mem::transmute::<*mut c_void, GetCurrentEnvironmentFn>(
-                p[1],
-            ),
-            get_platform: std::mem::transmute::<*mut c_void, GetMultiIsolatePlatformFn>(p[2]),
-            node_platform_vtable: p[3],
-            worker_threads: std::mem::transmute::<*mut c_void, NumberOfWorkerThreadsFn>(p[4]),
-            post_kind,
-            post,
-            delayed,
-            drain,
-            set_exit_handler: p[5],
-        })
-    }
-}
-
-fn api() -> Result<&'static Api, &'static str> {
-    API.get_or_init(resolve).as_ref().map_err(|e| e.as_str())
-}
 
 /// Whether the platform entry points fork() needs were found (and why not).
 pub fn support() -> Result<(), &'static str> {
@@ -162,7 +157,7 @@ pub struct Handles {
 /// Call on the JavaScript thread of the main environment, inside a Node-API callback (a handle scope
 /// is open and the isolate has a current context).
 pub unsafe fn current() -> Result<Handles, String> {
-    let api = api().map_err(str::to_owned)?;
+    let (api, _) = api().map_err(str::to_owned)?;
     let isolate = v8::current_isolate();
     if isolate.is_null() {
         return Err("no current V8 isolate".into());
@@ -187,8 +182,8 @@ pub unsafe fn current() -> Result<Handles, String> {
     // functions resolved above. Its objects' vtable pointer is the vtable symbol + 2 words
     // (offset-to-top, type info).
     // SAFETY: only address arithmetic within the vtable symbol (a vtable has those 2 words).
-    let expected =
-        unsafe { (api.node_platform_vtable as *const *const c_void).add(2) } as *const c_void;
+    let expected = unsafe { (api.node_platform_vtable.as_ptr() as *const *const c_void).add(2) }
+        as *const c_void;
     // SAFETY: `platform` is a live, non-null C++ object (a MultiIsolatePlatform), whose first word
     // is its vtable pointer.
     let vptr = unsafe { *(platform as *const *const c_void) };
@@ -204,7 +199,7 @@ pub unsafe fn current() -> Result<Handles, String> {
 /// The platform's threads: `NumberOfWorkerThreads()`, which counts the task workers and the
 /// delayed-task scheduler thread.
 pub fn platform_threads(h: &Handles) -> usize {
-    let Ok(api) = api() else { return 0 };
+    let Ok((api, _)) = api() else { return 0 };
     // SAFETY: `platform` was checked to be a NodePlatform in `current`.
     let n = unsafe { (api.worker_threads)(h.platform) };
     usize::try_from(n).unwrap_or(0)
@@ -292,7 +287,7 @@ impl Drop for Parked {
 /// Parks all task workers of the platform, waiting at most `timeout` (a worker may be finishing a
 /// long GC task).
 pub fn park_workers(h: &Handles, timeout: Duration) -> Result<Parked, String> {
-    let api = api().map_err(str::to_owned)?;
+    let (_, posting) = api().map_err(str::to_owned)?;
     let n = task_workers(h);
     let parked = Parked {
         state: Arc::new(ParkState {
@@ -309,8 +304,8 @@ pub fn park_workers(h: &Handles, timeout: Duration) -> Result<Parked, String> {
         // park_run and then park_drop (or only park_drop if it never runs it).
         let r = unsafe {
             loop_helpers_post_worker_task(
-                api.post_kind,
-                api.post,
+                posting.kind,
+                posting.post.as_ptr(),
                 h.platform,
                 park_run,
                 park_drop,
@@ -355,11 +350,15 @@ pub fn park_workers(h: &Handles, timeout: Duration) -> Result<Parked, String> {
 /// # Safety
 /// `h` comes from [`current`] on this thread.
 pub unsafe fn set_process_exit_handler(h: &Handles, on_exit: unsafe extern "C" fn(c_int)) {
-    if let Ok(api) = api() {
+    if let Ok((api, _)) = api() {
         // SAFETY: `h.environment` is the live environment from `current` on this thread (the
         // caller's contract); `set_exit_handler` is the symbol the shim expects.
         unsafe {
-            loop_helpers_set_process_exit_handler(api.set_exit_handler, h.environment, on_exit)
+            loop_helpers_set_process_exit_handler(
+                api.set_exit_handler.as_ptr(),
+                h.environment,
+                on_exit,
+            )
         };
     }
 }
@@ -377,20 +376,26 @@ pub unsafe fn redirect_worker_tasks(
     sink: unsafe extern "C" fn(*mut c_void, f64),
     pool_drain: unsafe extern "C" fn(),
 ) -> Result<bool, String> {
-    let api = api().map_err(str::to_owned)?;
+    let (api, posting) = api().map_err(str::to_owned)?;
+    // Both, or neither.
     let (drain, flush) = api
-        .drain
-        .unwrap_or((std::ptr::null_mut(), std::ptr::null_mut()));
+        .drain_tasks
+        .zip(api.flush_foreground_tasks)
+        .map_or((std::ptr::null_mut(), std::ptr::null_mut()), |(d, f)| {
+            (d.as_ptr(), f.as_ptr())
+        });
     // SAFETY: `h.platform` is a NodePlatform checked by `current`, and this is the process's only
     // thread (the caller's contract), so the shim may swap its vtable pointer; the addresses are
     // the resolved NodePlatform members (or null where the shim accepts that).
     let r = unsafe {
         loop_helpers_redirect_worker_tasks(
             h.platform,
-            api.node_platform_vtable,
-            api.post_kind,
-            api.post,
-            api.delayed.unwrap_or(std::ptr::null_mut()),
+            api.node_platform_vtable.as_ptr(),
+            posting.kind,
+            posting.post.as_ptr(),
+            posting
+                .delayed
+                .map_or(std::ptr::null_mut(), Address::as_ptr),
             sink,
             drain,
             flush,

@@ -47,10 +47,9 @@ pub type uv_metrics_info_fn = unsafe extern "C" fn(*mut uv_loop_t, *mut uv_metri
 
 /// `uv_metrics_info` in the running node executable, if its libuv has it.
 pub fn uv_metrics_info_fn() -> Option<uv_metrics_info_fn> {
-    // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only reads the symbol tables.
-    let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"uv_metrics_info".as_ptr()) };
-    // SAFETY: a non-null `uv_metrics_info` is libuv's function of exactly this signature.
-    (!p.is_null()).then(|| unsafe { std::mem::transmute::<*mut c_void, uv_metrics_info_fn>(p) })
+    let p = loop_helpers_core::symbols::lookup(c"uv_metrics_info")?;
+    // SAFETY: `uv_metrics_info` is libuv's function of exactly this signature.
+    Some(unsafe { std::mem::transmute::<*mut c_void, uv_metrics_info_fn>(p.as_ptr()) })
 }
 
 /// Where libuv keeps a loop's iteration counter (`uv_metrics_t.loop_count`), found from the layout

@@ -1,8 +1,10 @@
 //! The V8 entry points Node-API lacks, resolved at run time.
 //!
-//! Every symbol is looked up with `dlsym` in the running node executable. A missing one turns the
-//! capability off (reported by `capabilities()`); it never makes the addon fail to load. Only plain,
-//! non-virtual functions are called, through their Itanium-mangled names, with these ABI facts:
+//! Every symbol is looked up with `dlsym` in the running node executable, in tables declared with
+//! `symbol_table!` (`loop_helpers_core::symbols`), each entry beside its mangled name. A missing
+//! one turns the capability off (reported by `capabilities()`); it never makes the addon fail to
+//! load. Only plain, non-virtual functions are called, through their Itanium-mangled names, typed
+//! with the signature the name encodes, given these ABI facts:
 //! - `Local<T>` is one pointer (the handle slot; Node builds V8 without direct handles), returned in
 //!   a register and passed as `this` to `T`'s methods;
 //! - `StackFrame::GetLocation()` returns `v8::Location`, two ints, trivially copyable, so returned in
@@ -16,11 +18,10 @@
 //! The GC prologue/epilogue callbacks mark when a thread is in a garbage collection (see
 //! `gc_state`).
 
-use std::ffi::CStr;
 use std::os::raw::{c_char, c_int, c_void};
-use std::sync::OnceLock;
 
 use loop_helpers_core::report::Frame;
+use loop_helpers_core::symbol_table;
 
 use crate::napi::*;
 
@@ -46,122 +47,52 @@ type GetFrameFn = unsafe extern "C" fn(*mut c_void, *mut Isolate, u32) -> *mut c
 type LocationFn = unsafe extern "C" fn(*mut c_void) -> Location;
 type LocalGetterFn = unsafe extern "C" fn(*mut c_void) -> *mut c_void;
 
-struct Api {
-    get_current: GetCurrentFn,
-    request_interrupt: RequestInterruptFn,
-    current_stack_trace: CurrentStackTraceFn,
-    frame_count: FrameCountFn,
-    get_frame: GetFrameFn,
-    location: LocationFn,
-    script_name: LocalGetterFn,
-    function_name: LocalGetterFn,
-}
-
-/// (the resolved API, or the names of the symbols that are missing)
-static API: OnceLock<Result<Api, String>> = OnceLock::new();
-
-pub(crate) fn lookup(name: &CStr) -> Option<*mut c_void> {
-    // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only reads the symbol tables.
-    let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
-    (!p.is_null()).then_some(p)
+symbol_table! {
+    /// Stack capture and interrupts, on which termination (and so `AfterTermination`) builds.
+    struct Api in "V8" {
+        get_current: GetCurrentFn = c"_ZN2v87Isolate10GetCurrentEv",
+        request_interrupt: RequestInterruptFn = c"_ZN2v87Isolate16RequestInterruptEPFvPS0_PvES2_",
+        current_stack_trace: CurrentStackTraceFn =
+            c"_ZN2v810StackTrace17CurrentStackTraceEPNS_7IsolateEiNS0_17StackTraceOptionsE",
+        frame_count: FrameCountFn = c"_ZNK2v810StackTrace13GetFrameCountEv",
+        get_frame: GetFrameFn = c"_ZNK2v810StackTrace8GetFrameEPNS_7IsolateEj",
+        location: LocationFn = c"_ZNK2v810StackFrame11GetLocationEv",
+        script_name: LocalGetterFn = c"_ZNK2v810StackFrame13GetScriptNameEv",
+        function_name: LocalGetterFn = c"_ZNK2v810StackFrame15GetFunctionNameEv",
+    }
+    requires: [enabled()];
 }
 
 /// Set to 1 to run without the V8 entry points, as on a Node.js that lacks them (diagnostics, tests).
 pub(crate) const DISABLE_ENV: &str = "LOOP_HELPERS_DISABLE_V8";
 
-/// Looks up every symbol; all of them, or an error naming the missing ones.
-pub(crate) fn lookup_all<const N: usize>(
-    names: [&'static CStr; N],
-) -> Result<[*mut c_void; N], String> {
-    let mut out = [std::ptr::null_mut(); N];
-    let mut missing = Vec::new();
-    for (slot, name) in out.iter_mut().zip(names) {
-        match lookup(name) {
-            Some(p) => *slot = p,
-            None => missing.push(name.to_string_lossy().into_owned()),
-        }
-    }
-    if missing.is_empty() {
-        Ok(out)
-    } else {
-        Err(format!("missing V8 symbols: {}", missing.join(", ")))
-    }
-}
-
-fn resolve() -> Result<Api, String> {
+/// Whether the V8 entry points may be used ([`DISABLE_ENV`]): every table of them requires this,
+/// directly or through `Api`.
+pub(crate) fn enabled() -> Result<(), String> {
     if std::env::var_os(DISABLE_ENV).is_some_and(|v| v == "1") {
         return Err(format!("disabled by {DISABLE_ENV}=1"));
     }
-    let p = lookup_all([
-        c"_ZN2v87Isolate10GetCurrentEv",
-        c"_ZN2v87Isolate16RequestInterruptEPFvPS0_PvES2_",
-        c"_ZN2v810StackTrace17CurrentStackTraceEPNS_7IsolateEiNS0_17StackTraceOptionsE",
-        c"_ZNK2v810StackTrace13GetFrameCountEv",
-        c"_ZNK2v810StackTrace8GetFrameEPNS_7IsolateEj",
-        c"_ZNK2v810StackFrame11GetLocationEv",
-        c"_ZNK2v810StackFrame13GetScriptNameEv",
-        c"_ZNK2v810StackFrame15GetFunctionNameEv",
-    ])?;
-    // SAFETY: each pointer is the address of the exported function whose mangled name encodes the
-    // signature declared in `Api` (see the module comment for the ABI facts this relies on).
-    unsafe {
-        Ok(Api {
-            get_current: std::mem::transmute::<*mut c_void, GetCurrentFn>(p[0]),
-            request_interrupt: std::mem::transmute::<*mut c_void, RequestInterruptFn>(p[1]),
-            current_stack_trace: std::mem::transmute::<*mut c_void, CurrentStackTraceFn>(p[2]),
-            frame_count: std::mem::transmute::<*mut c_void, FrameCountFn>(p[3]),
-            get_frame: std::mem::transmute::<*mut c_void, GetFrameFn>(p[4]),
-            location: std::mem::transmute::<*mut c_void, LocationFn>(p[5]),
-            script_name: std::mem::transmute::<*mut c_void, LocalGetterFn>(p[6]),
-            function_name: std::mem::transmute::<*mut c_void, LocalGetterFn>(p[7]),
-        })
-    }
-}
-
-fn api() -> Result<&'static Api, &'static str> {
-    API.get_or_init(resolve).as_ref().map_err(|e| e.as_str())
+    Ok(())
 }
 
 type IsolateMethodFn = unsafe extern "C" fn(*mut Isolate);
 type IsolatePredicateFn = unsafe extern "C" fn(*mut Isolate) -> bool;
 
-/// Termination: the entry points behind interrupts.
-struct Terminate {
-    terminate: IsolateMethodFn,
-    cancel: IsolateMethodFn,
-    is_terminating: IsolatePredicateFn,
-}
-
-static TERMINATE: OnceLock<Result<Terminate, String>> = OnceLock::new();
-
-fn resolve_terminate() -> Result<Terminate, String> {
-    api().map_err(|e| e.to_string())?;
-    let p = lookup_all([
-        c"_ZN2v87Isolate18TerminateExecutionEv",
-        c"_ZN2v87Isolate24CancelTerminateExecutionEv",
-        c"_ZN2v87Isolate22IsExecutionTerminatingEv",
-    ])?;
-    // SAFETY: exported non-virtual Isolate methods; `this` is the only argument, and
-    // IsExecutionTerminating returns a C++ bool (one byte in a register, like Rust's bool).
-    unsafe {
-        Ok(Terminate {
-            terminate: std::mem::transmute::<*mut c_void, IsolateMethodFn>(p[0]),
-            cancel: std::mem::transmute::<*mut c_void, IsolateMethodFn>(p[1]),
-            is_terminating: std::mem::transmute::<*mut c_void, IsolatePredicateFn>(p[2]),
-        })
+symbol_table! {
+    /// Termination: the entry points behind interrupts. Exported non-virtual Isolate methods;
+    /// `this` is the only argument, and IsExecutionTerminating returns a C++ bool (one byte in a
+    /// register, like Rust's bool).
+    struct Terminate in "V8" {
+        terminate: IsolateMethodFn = c"_ZN2v87Isolate18TerminateExecutionEv",
+        cancel: IsolateMethodFn = c"_ZN2v87Isolate24CancelTerminateExecutionEv",
+        is_terminating: IsolatePredicateFn = c"_ZN2v87Isolate22IsExecutionTerminatingEv",
     }
-}
-
-fn terminate_api() -> Result<&'static Terminate, &'static str> {
-    TERMINATE
-        .get_or_init(resolve_terminate)
-        .as_ref()
-        .map_err(|e| e.as_str())
+    requires: [Api::get()];
 }
 
 /// Whether blocking JavaScript can be terminated on this Node; the reason when it cannot.
 pub fn terminate_support() -> Result<(), &'static str> {
-    terminate_api().map(|_| ())
+    Terminate::get().map(|_| ())
 }
 
 /// Requests termination of the JavaScript running on `isolate` (thread-safe in V8).
@@ -169,7 +100,7 @@ pub fn terminate_support() -> Result<(), &'static str> {
 /// # Safety
 /// `isolate` must be alive.
 pub unsafe fn terminate_execution(isolate: *mut Isolate) -> bool {
-    match terminate_api() {
+    match Terminate::get() {
         Ok(t) if !isolate.is_null() => {
             // SAFETY: `isolate` is alive (the caller's contract) and non-null;
             // `TerminateExecution` may be called from any thread.
@@ -185,7 +116,7 @@ pub unsafe fn terminate_execution(isolate: *mut Isolate) -> bool {
 /// # Safety
 /// On `isolate`'s own thread.
 pub unsafe fn cancel_termination(isolate: *mut Isolate) -> bool {
-    match terminate_api() {
+    match Terminate::get() {
         Ok(t) if !isolate.is_null() => {
             // SAFETY: on `isolate`'s own thread (the caller's contract), which both calls need.
             unsafe {
@@ -269,51 +200,26 @@ pub type MicrotasksCompletedCallback = unsafe extern "C" fn(*mut Isolate, *mut c
 type CcRegisterFn = unsafe extern "C" fn(*mut Isolate, CallCompletedCallback);
 type McRegisterFn = unsafe extern "C" fn(*mut Isolate, MicrotasksCompletedCallback, *mut c_void);
 
-/// What interrupting unguarded code needs on top of termination: V8's callbacks that run after a
-/// terminated call or microtask checkpoint has unwound (the pattern V8's inspector uses for
-/// `Runtime.terminateExecution`), and whether a microtask checkpoint is running.
-struct AfterTermination {
-    add_cc: CcRegisterFn,
-    remove_cc: CcRegisterFn,
-    add_mc: McRegisterFn,
-    remove_mc: McRegisterFn,
-    running_microtasks: IsolatePredicateFn,
-}
-
-static AFTER: OnceLock<Result<AfterTermination, String>> = OnceLock::new();
-
-fn resolve_after() -> Result<AfterTermination, String> {
-    terminate_api().map_err(|e| e.to_string())?;
-    let p = lookup_all([
-        c"_ZN2v87Isolate24AddCallCompletedCallbackEPFvPS0_E",
-        c"_ZN2v87Isolate27RemoveCallCompletedCallbackEPFvPS0_E",
-        c"_ZN2v87Isolate30AddMicrotasksCompletedCallbackEPFvPS0_PvES2_",
-        c"_ZN2v87Isolate33RemoveMicrotasksCompletedCallbackEPFvPS0_PvES2_",
-        c"_ZN2v815MicrotasksScope19IsRunningMicrotasksEPNS_7IsolateE",
-    ])?;
-    // SAFETY: exported non-virtual Isolate methods (`this` first) and one static function taking
-    // the isolate, with the signatures their mangled names encode.
-    unsafe {
-        Ok(AfterTermination {
-            add_cc: std::mem::transmute::<*mut c_void, CcRegisterFn>(p[0]),
-            remove_cc: std::mem::transmute::<*mut c_void, CcRegisterFn>(p[1]),
-            add_mc: std::mem::transmute::<*mut c_void, McRegisterFn>(p[2]),
-            remove_mc: std::mem::transmute::<*mut c_void, McRegisterFn>(p[3]),
-            running_microtasks: std::mem::transmute::<*mut c_void, IsolatePredicateFn>(p[4]),
-        })
+symbol_table! {
+    /// What interrupting unguarded code needs on top of termination: V8's callbacks that run after
+    /// a terminated call or microtask checkpoint has unwound (the pattern V8's inspector uses for
+    /// `Runtime.terminateExecution`), and whether a microtask checkpoint is running. Exported
+    /// non-virtual Isolate methods (`this` first) and one static function taking the isolate.
+    struct AfterTermination in "V8" {
+        add_cc: CcRegisterFn = c"_ZN2v87Isolate24AddCallCompletedCallbackEPFvPS0_E",
+        remove_cc: CcRegisterFn = c"_ZN2v87Isolate27RemoveCallCompletedCallbackEPFvPS0_E",
+        add_mc: McRegisterFn = c"_ZN2v87Isolate30AddMicrotasksCompletedCallbackEPFvPS0_PvES2_",
+        remove_mc: McRegisterFn =
+            c"_ZN2v87Isolate33RemoveMicrotasksCompletedCallbackEPFvPS0_PvES2_",
+        running_microtasks: IsolatePredicateFn =
+            c"_ZN2v815MicrotasksScope19IsRunningMicrotasksEPNS_7IsolateE",
     }
-}
-
-fn after_api() -> Result<&'static AfterTermination, &'static str> {
-    AFTER
-        .get_or_init(resolve_after)
-        .as_ref()
-        .map_err(|e| e.as_str())
+    requires: [Terminate::get()];
 }
 
 /// Whether unguarded code can be interrupted and recovered from; the reason when it cannot.
 pub fn after_termination_support() -> Result<(), &'static str> {
-    after_api().map(|_| ())
+    AfterTermination::get().map(|_| ())
 }
 
 /// Whether V8 is running a microtask checkpoint (promise reactions, `await` continuations).
@@ -321,7 +227,7 @@ pub fn after_termination_support() -> Result<(), &'static str> {
 /// # Safety
 /// On `isolate`'s thread.
 pub unsafe fn is_running_microtasks(isolate: *mut Isolate) -> bool {
-    match after_api() {
+    match AfterTermination::get() {
         // SAFETY: on `isolate`'s thread (the caller's contract).
         Ok(a) => unsafe { (a.running_microtasks)(isolate) },
         Err(_) => false,
@@ -339,7 +245,7 @@ pub unsafe fn set_after_termination_callbacks(
     mc: MicrotasksCompletedCallback,
     mc_data: *mut c_void,
 ) -> bool {
-    let Ok(a) = after_api() else {
+    let Ok(a) = AfterTermination::get() else {
         return false;
     };
     // SAFETY: on `isolate`'s thread, and `mc_data` stays valid while registered (the caller's
@@ -361,7 +267,7 @@ pub unsafe fn set_after_termination_callbacks(
 /// # Safety
 /// On `isolate`'s thread.
 pub unsafe fn is_terminating(isolate: *mut Isolate) -> bool {
-    match terminate_api() {
+    match Terminate::get() {
         // SAFETY: on `isolate`'s thread (the caller's contract).
         Ok(t) => unsafe { (t.is_terminating)(isolate) },
         Err(_) => false,
@@ -370,12 +276,12 @@ pub unsafe fn is_terminating(isolate: *mut Isolate) -> bool {
 
 /// Whether stack sampling can work on this Node; the reason when it cannot.
 pub fn stack_capture_support() -> Result<(), &'static str> {
-    api().map(|_| ())
+    Api::get().map(|_| ())
 }
 
 /// The calling thread's isolate (null when unavailable).
 pub fn current_isolate() -> *mut Isolate {
-    match api() {
+    match Api::get() {
         // SAFETY: Isolate::GetCurrent() only reads a thread-local.
         Ok(a) => unsafe { (a.get_current)() },
         Err(_) => std::ptr::null_mut(),
@@ -392,7 +298,7 @@ pub unsafe fn request_interrupt(
     cb: InterruptCallback,
     data: *mut c_void,
 ) -> bool {
-    match api() {
+    match Api::get() {
         Ok(a) if !isolate.is_null() => {
             // SAFETY: `isolate` is alive and `cb` sound with `data` on its thread (the caller's
             // contract); `RequestInterrupt` may be called from any thread.
@@ -445,7 +351,7 @@ unsafe fn string(env: napi_env, local: *mut c_void) -> String {
 /// Must run on `env`'s JavaScript thread, either inside a Node-API callback or inside an interrupt
 /// callback requested with [`request_interrupt`]; `isolate` must be that thread's isolate.
 pub unsafe fn capture_stack(env: napi_env, isolate: *mut Isolate, limit: u32) -> Vec<Frame> {
-    let Ok(a) = api() else {
+    let Ok(a) = Api::get() else {
         return Vec::new();
     };
     let mut scope: napi_handle_scope = std::ptr::null_mut();
@@ -492,47 +398,23 @@ type GcRemoveFn = unsafe extern "C" fn(*mut Isolate, GcCallback, *mut c_void);
 /// `kGCTypeAll`: every kind of collection (v8-callbacks.h, the same from V8 11.3 to 14.6).
 const GC_TYPE_ALL: c_int = 31;
 
-/// V8's GC prologue and epilogue callbacks (the variants with a `void* data`), by which a thread
-/// marks that it is in a garbage collection.
-struct GcCallbacks {
-    add_prologue: GcAddFn,
-    add_epilogue: GcAddFn,
-    remove_prologue: GcRemoveFn,
-    remove_epilogue: GcRemoveFn,
-}
-
-static GC: OnceLock<Result<GcCallbacks, String>> = OnceLock::new();
-
-fn resolve_gc() -> Result<GcCallbacks, String> {
-    if std::env::var_os(DISABLE_ENV).is_some_and(|v| v == "1") {
-        return Err(format!("disabled by {DISABLE_ENV}=1"));
+symbol_table! {
+    /// V8's GC prologue and epilogue callbacks (the variants with a `void* data`), by which a
+    /// thread marks that it is in a garbage collection. Exported non-virtual Isolate methods
+    /// (`this` first): `Add…(GCCallbackWithData, void*, GCType)`, `Remove…(GCCallbackWithData,
+    /// void*)`.
+    struct GcCallbacks in "V8" {
+        add_prologue: GcAddFn = c"_ZN2v87Isolate21AddGCPrologueCallbackEPFvPS0_NS_6GCTypeENS_15GCCallbackFlagsEPvES4_S2_",
+        add_epilogue: GcAddFn = c"_ZN2v87Isolate21AddGCEpilogueCallbackEPFvPS0_NS_6GCTypeENS_15GCCallbackFlagsEPvES4_S2_",
+        remove_prologue: GcRemoveFn = c"_ZN2v87Isolate24RemoveGCPrologueCallbackEPFvPS0_NS_6GCTypeENS_15GCCallbackFlagsEPvES4_",
+        remove_epilogue: GcRemoveFn = c"_ZN2v87Isolate24RemoveGCEpilogueCallbackEPFvPS0_NS_6GCTypeENS_15GCCallbackFlagsEPvES4_",
     }
-    let p = lookup_all([
-        c"_ZN2v87Isolate21AddGCPrologueCallbackEPFvPS0_NS_6GCTypeENS_15GCCallbackFlagsEPvES4_S2_",
-        c"_ZN2v87Isolate21AddGCEpilogueCallbackEPFvPS0_NS_6GCTypeENS_15GCCallbackFlagsEPvES4_S2_",
-        c"_ZN2v87Isolate24RemoveGCPrologueCallbackEPFvPS0_NS_6GCTypeENS_15GCCallbackFlagsEPvES4_",
-        c"_ZN2v87Isolate24RemoveGCEpilogueCallbackEPFvPS0_NS_6GCTypeENS_15GCCallbackFlagsEPvES4_",
-    ])?;
-    // SAFETY: exported non-virtual Isolate methods (`this` first), with the signatures their
-    // mangled names encode: `Add…(GCCallbackWithData, void*, GCType)`, `Remove…(GCCallbackWithData,
-    // void*)`.
-    unsafe {
-        Ok(GcCallbacks {
-            add_prologue: std::mem::transmute::<*mut c_void, GcAddFn>(p[0]),
-            add_epilogue: std::mem::transmute::<*mut c_void, GcAddFn>(p[1]),
-            remove_prologue: std::mem::transmute::<*mut c_void, GcRemoveFn>(p[2]),
-            remove_epilogue: std::mem::transmute::<*mut c_void, GcRemoveFn>(p[3]),
-        })
-    }
-}
-
-fn gc_api() -> Result<&'static GcCallbacks, &'static str> {
-    GC.get_or_init(resolve_gc).as_ref().map_err(|e| e.as_str())
+    requires: [enabled()];
 }
 
 /// Whether a thread's garbage collections can be marked on this Node; the reason when not.
 pub fn gc_callbacks_support() -> Result<(), &'static str> {
-    gc_api().map(|_| ())
+    GcCallbacks::get().map(|_| ())
 }
 
 /// Registers (or removes) `prologue` and `epilogue` for every kind of garbage collection of
@@ -549,7 +431,7 @@ pub unsafe fn set_gc_callbacks(
     epilogue: GcCallback,
     data: *mut c_void,
 ) -> bool {
-    let Ok(g) = gc_api() else {
+    let Ok(g) = GcCallbacks::get() else {
         return false;
     };
     if isolate.is_null() {

@@ -23,10 +23,11 @@
 //! strings; none runs JavaScript (see `context_snapshot.rs` for why each is safe to call).
 
 use std::os::raw::{c_int, c_void};
-use std::sync::OnceLock;
+
+use loop_helpers_core::symbol_table;
 
 use crate::napi::napi_value;
-use crate::v8::{lookup, lookup_all, Isolate, DISABLE_ENV};
+use crate::v8::Isolate;
 
 /// A `Local<T>`: the handle slot's address.
 pub type Local = *mut c_void;
@@ -56,59 +57,73 @@ type TryCatchNewFn = unsafe extern "C" fn(*mut TryCatchBuf, *mut Isolate);
 type TryCatchDropFn = unsafe extern "C" fn(*mut TryCatchBuf);
 type TryCatchCaughtFn = unsafe extern "C" fn(*const TryCatchBuf) -> bool;
 
-pub struct ValueApi {
-    pub embedder_data: IsolateLocalFn,
-    pub current_context: IsolateLocalFn,
-    pub is_proxy: PredicateFn,
-    pub is_map: PredicateFn,
-    pub is_set: PredicateFn,
-    pub map_as_array: LocalGetterFn,
-    pub set_as_array: LocalGetterFn,
-    pub map_size: SizeFn,
-    pub set_size: SizeFn,
-    pub constructor_name: LocalGetterFn,
-    /// `Object::HasRealNamedCallbackProperty(context, key)`: whether an own property is an
-    /// accessor (JavaScript getter/setter or native accessor), without calling it.
-    pub has_accessor: HasAccessorFn,
-    /// `Value::StrictEquals`: identity for objects and symbols, never calls anything.
-    pub strict_equals: EqualsFn,
-    /// `Object::Get(context, key)` / `(context, index)`: only ever called for an own data
-    /// property (checked first), which the lookup finds on the object itself.
-    pub get: GetFn,
-    pub get_index: GetIndexFn,
-    /// `Object::GetPropertyNames(context, mode, filter, index filter, conversion)`.
-    pub property_names: PropertyNamesFn,
-    pub array_length: LengthFn,
-    /// `Object::HasOwnProperty(context, index)` / `(context, name)`.
-    pub has_own_index: HasIndexFn,
-    pub has_own_name: HasNameFn,
-    /// `Object::GetPrototypeV2()` (V8 13+) or `GetPrototype()` (V8 11-13): `[[GetPrototypeOf]]`
-    /// of an ordinary object (never asked of a proxy).
-    pub prototype: LocalGetterFn,
-    pub number_value: NumberFn,
-    /// `Object::CreateDataProperty(context, index, value)`: defines an own element, never
-    /// calling a setter (`napi_set_element` is `[[Set]]`, which may find one on a prototype).
-    create_data_index: DefineIndexFn,
-    pub boolean_value: PredicateFn,
-    pub is_string: PredicateFn,
-    pub is_number: PredicateFn,
-    pub is_boolean: PredicateFn,
-    pub is_null: PredicateFn,
-    pub is_undefined: PredicateFn,
-    pub is_object: PredicateFn,
-    pub is_function: PredicateFn,
-    pub is_external: PredicateFn,
-    pub is_bigint: PredicateFn,
-    pub is_symbol: PredicateFn,
-    pub is_array: PredicateFn,
-    pub is_date: PredicateFn,
-    pub is_typed_array: PredicateFn,
-    pub is_array_buffer: PredicateFn,
-    pub is_data_view: PredicateFn,
-    pub is_promise: PredicateFn,
-    try_catch_new: TryCatchNewFn,
-    try_catch_drop: TryCatchDropFn,
-    try_catch_caught: TryCatchCaughtFn,
+symbol_table! {
+    /// What reading the store needs. Each entry is an exported function whose mangled name encodes
+    /// the signature declared beside it (module comment: `this` first, Locals as one pointer).
+    pub struct ValueApi in "V8" {
+        pub embedder_data: IsolateLocalFn =
+            c"_ZN2v87Isolate36GetContinuationPreservedEmbedderDataEv",
+        pub current_context: IsolateLocalFn = c"_ZN2v87Isolate17GetCurrentContextEv",
+        pub is_proxy: PredicateFn = c"_ZNK2v85Value7IsProxyEv",
+        pub is_map: PredicateFn = c"_ZNK2v85Value5IsMapEv",
+        pub is_set: PredicateFn = c"_ZNK2v85Value5IsSetEv",
+        pub map_as_array: LocalGetterFn = c"_ZNK2v83Map7AsArrayEv",
+        pub set_as_array: LocalGetterFn = c"_ZNK2v83Set7AsArrayEv",
+        pub map_size: SizeFn = c"_ZNK2v83Map4SizeEv",
+        pub set_size: SizeFn = c"_ZNK2v83Set4SizeEv",
+        pub constructor_name: LocalGetterFn = c"_ZN2v86Object18GetConstructorNameEv",
+        /// `Object::HasRealNamedCallbackProperty(context, key)`: whether an own property is an
+        /// accessor (JavaScript getter/setter or native accessor), without calling it.
+        pub has_accessor: HasAccessorFn =
+            c"_ZN2v86Object28HasRealNamedCallbackPropertyENS_5LocalINS_7ContextEEENS1_INS_4NameEEE",
+        /// `Value::StrictEquals`: identity for objects and symbols, never calls anything.
+        pub strict_equals: EqualsFn = c"_ZNK2v85Value12StrictEqualsENS_5LocalIS0_EE",
+        /// `Object::Get(context, key)` / `(context, index)`: only ever called for an own data
+        /// property (checked first), which the lookup finds on the object itself.
+        pub get: GetFn = c"_ZN2v86Object3GetENS_5LocalINS_7ContextEEENS1_INS_5ValueEEE",
+        pub get_index: GetIndexFn = c"_ZN2v86Object3GetENS_5LocalINS_7ContextEEEj",
+        /// `Object::GetPropertyNames(context, mode, filter, index filter, conversion)`.
+        pub property_names: PropertyNamesFn =
+            c"_ZN2v86Object16GetPropertyNamesENS_5LocalINS_7ContextEEENS_17KeyCollectionModeENS_14PropertyFilterENS_11IndexFilterENS_17KeyConversionModeE",
+        pub array_length: LengthFn = c"_ZNK2v85Array6LengthEv",
+        /// `Object::HasOwnProperty(context, index)` / `(context, name)`.
+        pub has_own_index: HasIndexFn = c"_ZN2v86Object14HasOwnPropertyENS_5LocalINS_7ContextEEEj",
+        pub has_own_name: HasNameFn =
+            c"_ZN2v86Object14HasOwnPropertyENS_5LocalINS_7ContextEEENS1_INS_4NameEEE",
+        /// `Object::GetPrototypeV2()` (V8 13+) or `GetPrototype()` (V8 11-13): `[[GetPrototypeOf]]`
+        /// of an ordinary object (never asked of a proxy).
+        pub prototype: LocalGetterFn =
+            c"_ZN2v86Object14GetPrototypeV2Ev" | c"_ZN2v86Object12GetPrototypeEv",
+        pub number_value: NumberFn = c"_ZNK2v86Number5ValueEv",
+        /// `Object::CreateDataProperty(context, index, value)`: defines an own element, never
+        /// calling a setter (`napi_set_element` is `[[Set]]`, which may find one on a prototype).
+        create_data_index: DefineIndexFn =
+            c"_ZN2v86Object18CreateDataPropertyENS_5LocalINS_7ContextEEEjNS1_INS_5ValueEEE",
+        pub boolean_value: PredicateFn = c"_ZNK2v87Boolean5ValueEv",
+        pub is_string: PredicateFn = c"_ZNK2v85Value12FullIsStringEv",
+        pub is_number: PredicateFn = c"_ZNK2v85Value8IsNumberEv",
+        pub is_boolean: PredicateFn = c"_ZNK2v85Value9IsBooleanEv",
+        pub is_null: PredicateFn = c"_ZNK2v85Value10FullIsNullEv",
+        pub is_undefined: PredicateFn = c"_ZNK2v85Value15FullIsUndefinedEv",
+        pub is_object: PredicateFn = c"_ZNK2v85Value8IsObjectEv",
+        pub is_function: PredicateFn = c"_ZNK2v85Value10IsFunctionEv",
+        pub is_external: PredicateFn = c"_ZNK2v85Value10IsExternalEv",
+        pub is_bigint: PredicateFn = c"_ZNK2v85Value8IsBigIntEv",
+        pub is_symbol: PredicateFn = c"_ZNK2v85Value8IsSymbolEv",
+        pub is_array: PredicateFn = c"_ZNK2v85Value7IsArrayEv",
+        pub is_date: PredicateFn = c"_ZNK2v85Value6IsDateEv",
+        pub is_typed_array: PredicateFn = c"_ZNK2v85Value12IsTypedArrayEv",
+        pub is_array_buffer: PredicateFn = c"_ZNK2v85Value13IsArrayBufferEv",
+        pub is_data_view: PredicateFn = c"_ZNK2v85Value10IsDataViewEv",
+        pub is_promise: PredicateFn = c"_ZNK2v85Value9IsPromiseEv",
+        try_catch_new: TryCatchNewFn = c"_ZN2v88TryCatchC1EPNS_7IsolateE",
+        try_catch_drop: TryCatchDropFn = c"_ZN2v88TryCatchD1Ev",
+        try_catch_caught: TryCatchCaughtFn = c"_ZNK2v88TryCatch9HasCaughtEv",
+    }
+    requires: [
+        crate::v8::enabled(),
+        crate::v8::stack_capture_support().map_err(|e| format!("needs stack capture ({e})")),
+    ];
 }
 
 /// Room for a `v8::TryCatch`.
@@ -138,114 +153,6 @@ const OWN_ONLY: c_int = 0;
 const ENUMERABLE_STRINGS: c_int = 2 | 16;
 const INCLUDE_INDICES: c_int = 0;
 const CONVERT_TO_STRING: c_int = 0;
-
-static API: OnceLock<Result<ValueApi, String>> = OnceLock::new();
-
-fn resolve() -> Result<ValueApi, String> {
-    if std::env::var_os(DISABLE_ENV).is_some_and(|v| v == "1") {
-        return Err(format!("disabled by {DISABLE_ENV}=1"));
-    }
-    crate::v8::stack_capture_support().map_err(|e| format!("needs stack capture ({e})"))?;
-    let p = lookup_all([
-        c"_ZN2v87Isolate36GetContinuationPreservedEmbedderDataEv",
-        c"_ZN2v87Isolate17GetCurrentContextEv",
-        c"_ZNK2v85Value7IsProxyEv",
-        c"_ZNK2v85Value5IsMapEv",
-        c"_ZNK2v85Value5IsSetEv",
-        c"_ZNK2v83Map7AsArrayEv",
-        c"_ZNK2v83Set7AsArrayEv",
-        c"_ZNK2v83Map4SizeEv",
-        c"_ZNK2v83Set4SizeEv",
-        c"_ZN2v86Object18GetConstructorNameEv",
-        c"_ZN2v86Object28HasRealNamedCallbackPropertyENS_5LocalINS_7ContextEEENS1_INS_4NameEEE",
-        c"_ZN2v88TryCatchC1EPNS_7IsolateE",
-        c"_ZN2v88TryCatchD1Ev",
-        c"_ZNK2v88TryCatch9HasCaughtEv",
-        c"_ZNK2v85Value12StrictEqualsENS_5LocalIS0_EE",
-        c"_ZN2v86Object3GetENS_5LocalINS_7ContextEEENS1_INS_5ValueEEE",
-        c"_ZN2v86Object3GetENS_5LocalINS_7ContextEEEj",
-        c"_ZN2v86Object16GetPropertyNamesENS_5LocalINS_7ContextEEENS_17KeyCollectionModeENS_14PropertyFilterENS_11IndexFilterENS_17KeyConversionModeE",
-        c"_ZNK2v85Array6LengthEv",
-        c"_ZN2v86Object14HasOwnPropertyENS_5LocalINS_7ContextEEEj",
-        c"_ZN2v86Object14HasOwnPropertyENS_5LocalINS_7ContextEEENS1_INS_4NameEEE",
-        c"_ZNK2v86Number5ValueEv",
-        c"_ZNK2v87Boolean5ValueEv",
-        c"_ZNK2v85Value12FullIsStringEv",
-        c"_ZNK2v85Value8IsNumberEv",
-        c"_ZNK2v85Value9IsBooleanEv",
-        c"_ZNK2v85Value10FullIsNullEv",
-        c"_ZNK2v85Value15FullIsUndefinedEv",
-        c"_ZNK2v85Value8IsObjectEv",
-        c"_ZNK2v85Value10IsFunctionEv",
-        c"_ZNK2v85Value10IsExternalEv",
-        c"_ZNK2v85Value8IsBigIntEv",
-        c"_ZNK2v85Value8IsSymbolEv",
-        c"_ZNK2v85Value7IsArrayEv",
-        c"_ZN2v86Object18CreateDataPropertyENS_5LocalINS_7ContextEEEjNS1_INS_5ValueEEE",
-        c"_ZNK2v85Value6IsDateEv",
-        c"_ZNK2v85Value12IsTypedArrayEv",
-        c"_ZNK2v85Value13IsArrayBufferEv",
-        c"_ZNK2v85Value10IsDataViewEv",
-        c"_ZNK2v85Value9IsPromiseEv",
-    ])?;
-    // Renamed in V8 13 (the old name was removed in 14).
-    let prototype = lookup(c"_ZN2v86Object14GetPrototypeV2Ev")
-        .or_else(|| lookup(c"_ZN2v86Object12GetPrototypeEv"))
-        .ok_or("missing V8 symbol: v8::Object::GetPrototypeV2 (or GetPrototype)")?;
-    // SAFETY: each pointer is the address of the exported function whose mangled name encodes the
-    // signature declared for it (module comment: `this` first, Locals as one pointer).
-    unsafe {
-        use std::mem::transmute as t;
-        Ok(ValueApi {
-            embedder_data: t::<*mut c_void, IsolateLocalFn>(p[0]),
-            current_context: t::<*mut c_void, IsolateLocalFn>(p[1]),
-            is_proxy: t::<*mut c_void, PredicateFn>(p[2]),
-            is_map: t::<*mut c_void, PredicateFn>(p[3]),
-            is_set: t::<*mut c_void, PredicateFn>(p[4]),
-            map_as_array: t::<*mut c_void, LocalGetterFn>(p[5]),
-            set_as_array: t::<*mut c_void, LocalGetterFn>(p[6]),
-            map_size: t::<*mut c_void, SizeFn>(p[7]),
-            set_size: t::<*mut c_void, SizeFn>(p[8]),
-            constructor_name: t::<*mut c_void, LocalGetterFn>(p[9]),
-            has_accessor: t::<*mut c_void, HasAccessorFn>(p[10]),
-            try_catch_new: t::<*mut c_void, TryCatchNewFn>(p[11]),
-            try_catch_drop: t::<*mut c_void, TryCatchDropFn>(p[12]),
-            try_catch_caught: t::<*mut c_void, TryCatchCaughtFn>(p[13]),
-            strict_equals: t::<*mut c_void, EqualsFn>(p[14]),
-            get: t::<*mut c_void, GetFn>(p[15]),
-            get_index: t::<*mut c_void, GetIndexFn>(p[16]),
-            property_names: t::<*mut c_void, PropertyNamesFn>(p[17]),
-            array_length: t::<*mut c_void, LengthFn>(p[18]),
-            has_own_index: t::<*mut c_void, HasIndexFn>(p[19]),
-            has_own_name: t::<*mut c_void, HasNameFn>(p[20]),
-            number_value: t::<*mut c_void, NumberFn>(p[21]),
-            boolean_value: t::<*mut c_void, PredicateFn>(p[22]),
-            is_string: t::<*mut c_void, PredicateFn>(p[23]),
-            is_number: t::<*mut c_void, PredicateFn>(p[24]),
-            is_boolean: t::<*mut c_void, PredicateFn>(p[25]),
-            is_null: t::<*mut c_void, PredicateFn>(p[26]),
-            is_undefined: t::<*mut c_void, PredicateFn>(p[27]),
-            is_object: t::<*mut c_void, PredicateFn>(p[28]),
-            is_function: t::<*mut c_void, PredicateFn>(p[29]),
-            is_external: t::<*mut c_void, PredicateFn>(p[30]),
-            is_bigint: t::<*mut c_void, PredicateFn>(p[31]),
-            is_symbol: t::<*mut c_void, PredicateFn>(p[32]),
-            is_array: t::<*mut c_void, PredicateFn>(p[33]),
-            create_data_index: t::<*mut c_void, DefineIndexFn>(p[34]),
-            is_date: t::<*mut c_void, PredicateFn>(p[35]),
-            is_typed_array: t::<*mut c_void, PredicateFn>(p[36]),
-            is_array_buffer: t::<*mut c_void, PredicateFn>(p[37]),
-            is_data_view: t::<*mut c_void, PredicateFn>(p[38]),
-            is_promise: t::<*mut c_void, PredicateFn>(p[39]),
-            prototype: t::<*mut c_void, LocalGetterFn>(prototype),
-        })
-    }
-}
-
-/// The entry points, or why they are missing.
-pub fn api() -> Result<&'static ValueApi, &'static str> {
-    API.get_or_init(resolve).as_ref().map_err(|e| e.as_str())
-}
 
 impl ValueApi {
     /// Runs `f` inside a `v8::TryCatch`, so that an exception raised by a V8 call in it (none is

@@ -13,9 +13,10 @@ use std::os::raw::{c_int, c_uint, c_void};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
+use loop_helpers_core::symbols::lookup;
+
 use crate::platform;
 use crate::uv::{uv_handle_get_data, uv_handle_t, uv_loop_t, uv_ref, uv_unref};
-use crate::v8;
 
 /// `uv_handle_type` values (uv.h, stable through libuv 1.x).
 const UV_NAMED_PIPE: c_int = 7;
@@ -127,14 +128,14 @@ struct Symbols {
 static SYMBOLS: OnceLock<Symbols> = OnceLock::new();
 
 fn vtable(name: &CStr) -> Option<(usize, usize)> {
-    let p = v8::lookup(name)?;
+    let p = lookup(name)?.as_ptr();
     let size = platform::symbol_size(p);
     (size >= 3 * std::mem::size_of::<usize>()).then_some((p as usize, p as usize + size))
 }
 
 fn symbols() -> &'static Symbols {
     SYMBOLS.get_or_init(|| Symbols {
-        node: v8::lookup(c"napi_create_function").and_then(|p| object_of(p)),
+        node: lookup(c"napi_create_function").and_then(|p| object_of(p.as_ptr())),
         tcp: vtable(c"_ZTVN4node7TCPWrapE"),
         pipe: vtable(c"_ZTVN4node8PipeWrapE"),
         tls: vtable(c"_ZTVN4node6crypto7TLSWrapE"),
