@@ -184,8 +184,14 @@ test('text mode ends a block with one short line giving the total', async (t) =>
   const [e] = r.result.events;
   t.true(warnings(r.stderr).length >= 1, r.stderr);
   const totals = r.stderr.split('\n').filter((l) => l.includes('in total'));
+  // When the thread waited for a CPU for a quarter of the block or more (a loaded machine), the
+  // line says how long, from the event's own figure.
+  const waited =
+    e.cpuWaitMs !== null && e.cpuWaitMs * 4 >= e.durationMs
+      ? `; the thread waited ${(e.cpuWaitMs / 1000).toFixed(3)} s of it for a CPU (the machine was overloaded)`
+      : '';
   t.deepEqual(totals, [
-    `(node:${/\(node:(\d+)\)/.exec(r.stderr)?.[1]}) BlockingWarning: blocked for ${(e.durationMs / 1000).toFixed(3)} s in total [${e.fingerprint}]`,
+    `(node:${/\(node:(\d+)\)/.exec(r.stderr)?.[1]}) BlockingWarning: blocked for ${(e.durationMs / 1000).toFixed(3)} s in total${waited} [${e.fingerprint}]`,
   ]);
 });
 

@@ -148,9 +148,15 @@ linux('a BlockingDetector started in the parent still fires in the child, naming
   t.deepEqual(r.result.status, { code: 0, signal: null });
   const [c] = childLines(r.stdout);
   // The 350 ms spin (a loaded machine may add a block of the child's own start-up).
-  const spin = c.events.find((e) => e.duration >= 300);
+  const spin = c.events.find((e) => e.duration >= 300 && e.frames > 0);
   t.truthy(spin, JSON.stringify(c.events));
-  t.true(spin.frames > 0, 'the warning had the blocking stack');
+  // The child's own thread is the one measured and looked at (they were the parent's thread,
+  // idle in waitpid, before the fix): the spin used CPU, and the warning of the execSync block
+  // says where the thread was.
+  t.true(spin.cpuMs > spin.duration * 0.05, JSON.stringify(spin));
+  const sync = c.events.find((e) => e !== spin && e.duration >= 250);
+  t.truthy(sync, JSON.stringify(c.events));
+  t.regex(sync.threadState ?? '', /nested event loop/, JSON.stringify(sync));
   t.regex(r.stderr, new RegExp(`\\(node:${r.result.pid}\\) BlockingWarning: blocking detected after timeout=0\\.1`));
   t.is(r.result.parentEvents, 0);
 });

@@ -19,6 +19,8 @@ export class BlockingWarning extends Error implements BlockEvent {
   readonly startHrtimeMs: number;
   readonly durationMs: number;
   readonly ended: boolean;
+  readonly cpuMs: number | null;
+  readonly cpuWaitMs: number | null;
   readonly fingerprint: string | null;
   readonly logSuppressed: boolean;
   readonly suppressedSinceLastLog: number;
@@ -37,6 +39,8 @@ export class BlockingWarning extends Error implements BlockEvent {
     this.startHrtimeMs = event.startHrtimeMs;
     this.durationMs = event.durationMs;
     this.ended = event.ended;
+    this.cpuMs = event.cpuMs;
+    this.cpuWaitMs = event.cpuWaitMs;
     this.fingerprint = event.fingerprint;
     this.logSuppressed = event.logSuppressed;
     this.suppressedSinceLastLog = event.suppressedSinceLastLog;
@@ -63,7 +67,7 @@ export class BlockingWarning extends Error implements BlockEvent {
   /** Plain data: `name`, `message`, `code` and the event's fields. */
   toJSON(): BlockEvent & { name: string; message: string; code: string } {
     const { name, message, code, threadId, timeout, startTime, startHrtimeMs, durationMs, ended } = this;
-    const { fingerprint, logSuppressed, suppressedSinceLastLog, samples } = this;
+    const { cpuMs, cpuWaitMs, fingerprint, logSuppressed, suppressedSinceLastLog, samples } = this;
     return {
       name,
       message,
@@ -74,6 +78,8 @@ export class BlockingWarning extends Error implements BlockEvent {
       startHrtimeMs,
       durationMs,
       ended,
+      cpuMs,
+      cpuWaitMs,
       fingerprint,
       logSuppressed,
       suppressedSinceLastLog,

@@ -630,6 +630,8 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
       startHrtimeMs: raw.startHrtimeMs,
       durationMs: raw.durationMs,
       ended: raw.ended,
+      cpuMs: raw.cpuMs,
+      cpuWaitMs: raw.cpuWaitMs,
       fingerprint: raw.fingerprint,
       logSuppressed: raw.logSuppressed,
       suppressedSinceLastLog: raw.suppressedSinceLastLog,

@@ -134,6 +134,8 @@ export interface NativeBinding {
   /** JSON: capabilities, monitor statistics, and `panics` (see `Capabilities['panics']`). */
   nativeInfo(): string;
   isMainThread(): boolean;
+  /** How long the calling thread has waited for a CPU since it started (ns; Linux), or -1. */
+  threadCpuWaitNs(): number;
   forkSupport(): string | null;
   activeRequests(): number;
   /** Parent: [pid, parkMs, memoryMs, forkMs, mappings, workers]; child: [0, pid, ppid, workersRestored]. */

@@ -12,6 +12,7 @@ import { createHook, executionAsyncResource } from 'node:async_hooks';
 import { BlockingDetector } from './detector';
 import { argError, describe } from './errors';
 import { fingerprint } from './fingerprint';
+import { native } from './native';
 import { stackText } from './stack-text';
 import type { BlockEvent, StackFrame } from './types';
 
@@ -95,6 +96,13 @@ let saved: (Owner | undefined)[] = [];
 /** When the running owner changed (monotonic ns), and to what. Entries before `head` are dropped. */
 let times: bigint[] = [];
 let whos: (Owner | undefined)[] = [];
+/**
+ * The thread's CPU wait at each change (ns since it started; -1: not known): on a loaded machine
+ * the thread may wait for a CPU in the middle of an owner's code, and that time is not the owner's
+ * blocking (a 5 ms callback kept off the CPU for 30 ms did not block for 35).
+ */
+let waits: number[] = [];
+const cpuWait = (): number => native().threadCpuWaitNs();
 let head = 0;
 /** The owner before the first kept entry. */
 let base: Owner | undefined;
@@ -104,6 +112,7 @@ const KEEP_NS = 30_000_000_000n;
 function mark(next: Owner | undefined): void {
   if (next === current) return;
   current = next;
+  waits.push(cpuWait());
   times.push(hrtime());
   whos.push(next);
   if (times.length - head > 65_536) prune();
@@ -115,6 +124,7 @@ function prune(): void {
   if (head > 32_768) {
     times = times.slice(head);
     whos = whos.slice(head);
+    waits = waits.slice(head);
     head = 0;
   }
 }
@@ -139,21 +149,39 @@ const within = (o: Owner | undefined, of: Owner): boolean => {
   return false;
 };
 
-/** Nanoseconds during which `of`'s code ran between `from` and `to`. */
+/**
+ * Nanoseconds during which `of`'s code held the thread between `from` and `to`: the time it ran,
+ * less the time the thread waited for a CPU meanwhile (where that is known). The wait between two
+ * owner changes is known as a whole; a part of such a stretch gets its share of it.
+ */
 function ownedNs(of: Owner, from: bigint, to: bigint): bigint {
-  let total = 0n;
-  let t = from;
+  let total = 0;
+  /** `of`'s part of stretch `i` (from change i - 1 to change i, or to now) within [from, to]. */
+  const part = (i: number, a: bigint, b: bigint): void => {
+    const start = i > head ? (times[i - 1] as bigint) : from;
+    // The last stretch lasts until now (the wait is read now).
+    const end = i < times.length ? (times[i] as bigint) : hrtime();
+    const lo = start > a ? start : a;
+    const hi = end < b ? end : b;
+    if (hi <= lo) return;
+    const span = Number(hi - lo);
+    let wait = 0;
+    const w0 = waits[i - 1] ?? -1;
+    const w1 = i < waits.length ? (waits[i] as number) : cpuWait();
+    if (i > head && w0 >= 0 && w1 >= w0 && end > start) wait = ((w1 - w0) * span) / Number(end - start);
+    total += Math.max(0, span - wait);
+  };
   let who = ownerAt(from);
-  for (let i = head; i < times.length; i++) {
+  let i = head;
+  while (i < times.length && (times[i] as bigint) <= from) i++;
+  for (; i < times.length; i++) {
     const at = times[i] as bigint;
-    if (at <= from) continue;
     if (at >= to) break;
-    if (within(who, of)) total += at - t;
-    t = at;
+    if (within(who, of)) part(i, from, to);
     who = whos[i];
   }
-  if (within(who, of)) total += to - t;
-  return total;
+  if (within(who, of)) part(i, from, to);
+  return BigInt(Math.round(total));
 }
 
 const hook = createHook({
@@ -173,6 +201,7 @@ let users = 0;
 
 function acquireTracking(): void {
   if (users++ > 0) return;
+  waits = [cpuWait()];
   times = [hrtime()];
   whos = [undefined];
   head = 0;
@@ -191,6 +220,7 @@ function releaseTracking(): void {
   current = undefined;
   times = [];
   whos = [];
+  waits = [];
   head = 0;
 }
 

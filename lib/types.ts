@@ -106,6 +106,20 @@ export interface BlockEvent {
   /** False when the detector was stopped before the loop turned; `durationMs` then ends at stop(). */
   ended: boolean;
   /**
+   * CPU time the blocked thread used during the block, in milliseconds (counted from the
+   * detector's first look at the blocked turn, within a sampling step of its start). Close to
+   * `durationMs` for code that computes; much less for a synchronous call that sleeps (`execSync`,
+   * `Atomics.wait`) or a thread kept off the CPU. Null where the thread's CPU time cannot be read.
+   */
+  cpuMs: number | null;
+  /**
+   * Of the block, how long the thread was ready to run but waited for a CPU, in milliseconds:
+   * the machine, not the code, held the loop that long (other processes or threads took the
+   * CPUs). Read from the scheduler's accounting (`/proc/.../schedstat`): Linux only, null
+   * elsewhere.
+   */
+  cpuWaitMs: number | null;
+  /**
    * A stable name for the code that blocked: 16 hex digits, a hash of the function names and
    * files (relative to the working directory, or from `node_modules/` on) of the innermost
    * application frames of the block's first stack sample, source-mapped where the native layer

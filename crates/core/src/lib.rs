@@ -13,6 +13,8 @@
 //! - [`thread_state`]: where a thread outside JavaScript is (its system call), for warnings
 //!   without a stack; [`native_state`]: that, with the garbage collection or the Node.js
 //!   synchronous API the thread marks itself in, as the fields and the line of a warning.
+//! - [`thread_times`]: the CPU time a loop thread used during a block and the time it waited for
+//!   a CPU (a loaded machine), read from the monitor.
 //! - [`fingerprint`]: a stable name for the code that blocked; [`budget`]: at most one logged
 //!   block per fingerprint per interval.
 //! - [`context`], [`snapshot_json`]: the `asyncContext` fields of reports and the V8-free parts of
@@ -43,4 +45,5 @@ pub mod sourcemap;
 pub mod stderr;
 pub mod symbols;
 pub mod thread_state;
+pub mod thread_times;
 pub mod tracker;

@@ -33,6 +33,7 @@ use crate::report::{
     NO_STACK_UNSUPPORTED,
 };
 use crate::stderr;
+use crate::thread_times::ThreadTimes;
 use crate::tracker::{Ended, Fire, Tracker, TrackerConfig};
 
 /// How long a warning waits for its stack sample before it is written without one.
@@ -51,6 +52,15 @@ pub trait LoopProbe: Send + Sync {
     /// synchronous API it is in. Called on the monitor thread; must not wait for the loop.
     fn marks(&self) -> Marks {
         Marks::default()
+    }
+    /// The loop thread's CPU time and CPU wait now (any thread), where they can be read.
+    fn thread_times(&self) -> Option<ThreadTimes> {
+        None
+    }
+    /// The same, as read at the first look at the loop's current turn (None if no look has seen
+    /// this turn running yet). Called on the monitor thread.
+    fn turn_times(&self) -> Option<ThreadTimes> {
+        None
     }
 }
 
@@ -118,6 +128,9 @@ struct CurrentBlock {
     /// Warnings written without a stack whose sample arrived later, while the block lasted: their
     /// stack is written as a follow-up line.
     late_stacks: Vec<usize>,
+    /// The loop thread's times at the first look at the blocked turn (see `LoopProbe::turn_times`):
+    /// what the block's CPU time and CPU wait are counted from.
+    times_at_start: Option<ThreadTimes>,
 }
 
 /// The fingerprint of the first of `warnings` whose sample has frames.
@@ -170,6 +183,9 @@ struct Effects {
     deliveries: Vec<(Arc<dyn WatchSink>, String)>,
     /// Where each loop's thread was, read once per loop in this cycle (see [`Effects::whereabouts`]).
     whereabouts: Vec<(*const (), Marks, Option<crate::thread_state::ThreadState>)>,
+    /// Each loop thread's times, read once per loop in this cycle (a block's end is seen by every
+    /// watch of its loop in the same cycle).
+    times: Vec<(*const (), Option<ThreadTimes>)>,
 }
 
 impl Effects {
@@ -191,6 +207,17 @@ impl Effects {
         let state = probe.thread_id().and_then(crate::thread_state::read);
         self.whereabouts.push((key, marks.clone(), state.clone()));
         (marks, state)
+    }
+
+    /// The loop thread's times now (see [`LoopProbe::thread_times`]), read once per loop per cycle.
+    fn thread_times(&mut self, probe: &Arc<dyn LoopProbe>) -> Option<ThreadTimes> {
+        let key = Arc::as_ptr(probe) as *const ();
+        if let Some((_, t)) = self.times.iter().find(|(k, _)| *k == key) {
+            return *t;
+        }
+        let t = probe.thread_times();
+        self.times.push((key, t));
+        t
     }
 
     fn perform(self) {
@@ -273,6 +300,12 @@ impl Watch {
                 written: 0,
                 verdict: None,
                 late_stacks: Vec::new(),
+                // A late report is of a turn that is over: the current turn is another one.
+                times_at_start: if f.late {
+                    None
+                } else {
+                    self.probe.turn_times()
+                },
             });
         }
         let cur = st.current.as_mut().expect("current block was just set");
@@ -403,10 +436,14 @@ impl Watch {
             // Its first warning had no stack yet: the closing record names the culprit.
             st.budget.logged_late(fp, now_ns());
         }
+        let times = cur
+            .times_at_start
+            .and_then(|start| Some(fx.thread_times(&self.probe)?.since(start)));
         let record = BlockRecord {
             start_ns: e.start_ns,
             end_ns: e.end_ns,
             ended,
+            times,
             reported: Reported {
                 fingerprint,
                 verdict,

@@ -7,6 +7,7 @@ use crate::budget::Verdict;
 use crate::clock::mono_to_wall_ms;
 use crate::context::{self, ContextCapture};
 use crate::native_state::{self, NativeState};
+use crate::thread_times::ThreadTimes;
 
 /// One JavaScript stack frame. Line and column are 1-based; 0 means unknown.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -344,6 +345,9 @@ pub struct BlockRecord {
     pub warnings: Vec<Warning>,
     /// The block's fingerprint (its first stack sample with frames) and the budget's verdict.
     pub reported: Reported,
+    /// How the blocked thread spent the block (from the monitor's first look at its turn to the
+    /// look that saw it end), where that can be read.
+    pub times: Option<ThreadTimes>,
 }
 
 impl BlockRecord {
@@ -364,6 +368,16 @@ pub fn end_text(o: &Origin, b: &BlockRecord) -> String {
     }
     if o.thread_id != 0 {
         let _ = write!(s, " in worker thread {}", o.thread_id);
+    }
+    if let Some(wait) = b.times.and_then(|t| t.cpu_wait_ns) {
+        // Only when it matters: then the machine, not the code, held much of the block.
+        if wait.saturating_mul(4) >= b.duration_ns() {
+            let _ = write!(
+                s,
+                "; the thread waited {} of it for a CPU (the machine was overloaded)",
+                fmt_seconds(wait)
+            );
+        }
     }
     if let Some(fp) = &b.reported.fingerprint {
         let _ = write!(s, " [{fp}]");
@@ -394,9 +408,24 @@ pub fn end_json(o: &Origin, b: &BlockRecord) -> String {
         b.ended,
         b.warnings.len()
     );
+    json_times(&mut s, b.times);
     json_reported(&mut s, &b.reported);
     s.push('}');
     s
+}
+
+/// `"cpuMs"` and `"cpuWaitMs"` of a block (null where not known).
+fn json_times(s: &mut String, times: Option<ThreadTimes>) {
+    s.push_str(",\"cpuMs\":");
+    match times {
+        Some(t) => json_num(s, ms(t.cpu_ns)),
+        None => s.push_str("null"),
+    }
+    s.push_str(",\"cpuWaitMs\":");
+    match times.and_then(|t| t.cpu_wait_ns) {
+        Some(w) => json_num(s, ms(w)),
+        None => s.push_str("null"),
+    }
 }
 
 /// The JSON handed to JavaScript; its fields are those of `BlockEvent` in the TypeScript API, and
@@ -410,6 +439,7 @@ pub fn block_json(o: &Origin, b: &BlockRecord, texts: bool) -> String {
     s.push_str(",\"durationMs\":");
     json_num(&mut s, ms(b.duration_ns()));
     let _ = write!(s, ",\"ended\":{}", b.ended);
+    json_times(&mut s, b.times);
     json_reported(&mut s, &b.reported);
     let _ = write!(s, ",\"logSuppressed\":{}", !b.reported.verdict.log);
     if texts {
@@ -538,6 +568,7 @@ mod tests {
             ended: true,
             warnings: vec![sampled()],
             reported,
+            times: None,
         }
     }
 
@@ -585,7 +616,7 @@ mod tests {
         );
         assert_eq!(
             tail,
-            ":2000.000123,\"durationMs\":1088,\"ended\":true,\"warnings\":1,\"fingerprint\":\"0123456789abcdef\",\"suppressedSinceLastLog\":4}"
+            ":2000.000123,\"durationMs\":1088,\"ended\":true,\"warnings\":1,\"cpuMs\":null,\"cpuWaitMs\":null,\"fingerprint\":\"0123456789abcdef\",\"suppressedSinceLastLog\":4}"
         );
         assert_eq!(
             end_text(&origin(0), &b),
@@ -600,6 +631,39 @@ mod tests {
     }
 
     #[test]
+    fn the_threads_times_in_records() {
+        let mut b = record(Reported::default());
+        b.times = Some(ThreadTimes {
+            cpu_ns: 200_500_000,
+            cpu_wait_ns: Some(880_000_000),
+        });
+        assert!(
+            end_json(&origin(0), &b).contains(",\"cpuMs\":200.5,\"cpuWaitMs\":880,"),
+            "{}",
+            end_json(&origin(0), &b)
+        );
+        assert!(block_json(&origin(0), &b, false).contains(",\"cpuMs\":200.5,\"cpuWaitMs\":880,"));
+        assert_eq!(
+            end_text(&origin(0), &b),
+            "(node:42) BlockingWarning: blocked for 1.088 s in total; the thread waited 0.880 s of it for a CPU (the machine was overloaded)\n"
+        );
+        // A wait under a quarter of the block is not worth a word; an unknown one is null.
+        b.times = Some(ThreadTimes {
+            cpu_ns: 1_000_000_000,
+            cpu_wait_ns: Some(200_000_000),
+        });
+        assert_eq!(
+            end_text(&origin(0), &b),
+            "(node:42) BlockingWarning: blocked for 1.088 s in total\n"
+        );
+        b.times = Some(ThreadTimes {
+            cpu_ns: 1_000_000_000,
+            cpu_wait_ns: None,
+        });
+        assert!(block_json(&origin(0), &b, false).contains(",\"cpuMs\":1000,\"cpuWaitMs\":null,"));
+    }
+
+    #[test]
     fn block_json_lists_warnings() {
         let b = BlockRecord {
             start_ns: 1_000,
@@ -607,6 +671,7 @@ mod tests {
             ended: true,
             warnings: vec![warning(None)],
             reported: Reported::default(),
+            times: None,
         };
         let j = block_json(&origin(0), &b, true);
         assert!(j.contains("\"durationMs\":3500"), "{j}");

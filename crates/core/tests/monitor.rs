@@ -25,8 +25,11 @@ fn detects_samples_and_delivers_a_block_of_a_simulated_loop() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(sink.requests.lock().unwrap().is_empty());
 
-    // Busy for 250 ms: two warnings (at 100 and 200 ms), each with a sample.
+    // Busy for 250 ms: two warnings (at 100 and 200 ms), each with a sample. The loop thread uses
+    // 200 ms of CPU meanwhile and waits 40 ms for one (the probe's readings, made up).
+    lp.set_times(5, 1);
     lp.wake_up();
+    lp.set_times(205, 41);
     let busy_start = now_ns();
     std::thread::sleep(Duration::from_millis(250));
     // Two warnings are due by now; a very late monitor (loaded machine) may still be on its way.
@@ -37,6 +40,10 @@ fn detects_samples_and_delivers_a_block_of_a_simulated_loop() {
     assert!(wait_for(|| sink.blocks.lock().unwrap().len() == 1));
     let json = sink.blocks.lock().unwrap()[0].clone();
     assert!(json.contains("\"ended\":true"), "{json}");
+    assert!(
+        json.contains("\"cpuMs\":200,\"cpuWaitMs\":40,"),
+        "the block's times, counted from its turn's start: {json}"
+    );
     assert_eq!(
         json.matches("\"functionName\":\"spin\"").count(),
         warned,

@@ -23,6 +23,7 @@ use loop_helpers_core::interrupt::Interrupts;
 use loop_helpers_core::monitor::{self, LoopProbe, WatchSink};
 use loop_helpers_core::native_state::Marks;
 use loop_helpers_core::panics::{self, lock_or_recover};
+use loop_helpers_core::thread_times::{ThreadClock, ThreadTimes};
 use loop_helpers_core::{alarm, clock};
 
 use crate::async_context::AsyncContextSpec;
@@ -105,14 +106,11 @@ pub struct EnvLoop {
     pub env: napi_env,
     pub isolate: *mut v8::Isolate,
     loop_ptr: *mut uv_loop_t,
-    /// The loop thread's kernel thread id (Linux), to say where it is when it blocks outside
-    /// JavaScript.
-    tid: Option<i32>,
-    /// The loop thread's CPU clock (`pthread_getcpuclockid`), readable from the monitor thread.
-    cpu_clock: Option<libc::clockid_t>,
-    /// The loop thread's CPU time at the first look at its current turn (or at the last look
-    /// that saw it waiting), and that turn's iteration: how much CPU the turn has used so far.
-    turn_cpu: (AtomicU64, AtomicU64),
+    /// Who the loop thread is: read from the monitor thread, renewed in a forked child.
+    thread: Mutex<LoopThread>,
+    /// The loop thread's times at the first look that saw its current turn running: what the
+    /// turn has used so far is counted from there.
+    turn_start: Mutex<Option<TurnStart>>,
     turns: Turns,
     /// The prepare handle's count (`Turns::Prepare`).
     counter: TurnCounter,
@@ -172,9 +170,46 @@ impl Drop for EnvLoop {
     }
 }
 
+/// The first look that saw a turn running.
+#[derive(Clone, Copy)]
+struct TurnStart {
+    iteration: u64,
+    /// The loop thread's times then.
+    times: ThreadTimes,
+}
+
+/// The loop thread's identity, as other threads read it.
+struct LoopThread {
+    /// Its kernel thread id (Linux), to say where it is when it blocks outside JavaScript.
+    tid: Option<i32>,
+    /// Its CPU time and CPU wait (see `loop_helpers_core::thread_times`).
+    clock: Option<ThreadClock>,
+}
+
+impl LoopThread {
+    /// The calling thread's.
+    fn current() -> LoopThread {
+        LoopThread {
+            tid: current_tid(),
+            clock: ThreadClock::of_current_thread(),
+        }
+    }
+}
+
 impl LoopProbe for EnvLoop {
     fn thread_id(&self) -> Option<i32> {
-        self.tid
+        self.thread().tid
+    }
+
+    fn thread_times(&self) -> Option<ThreadTimes> {
+        self.times_now()
+    }
+
+    fn turn_times(&self) -> Option<ThreadTimes> {
+        let iteration = self.iteration();
+        lock_turn(&self.turn_start)
+            .filter(|t| t.iteration == iteration)
+            .map(|t| t.times)
     }
 
     fn marks(&self) -> Marks {
@@ -211,11 +246,15 @@ impl LoopProbe for EnvLoop {
         // The idle time grows at wall-clock rate while the loop waits in its poll, and only then:
         // two readings a few nanoseconds apart differ exactly when it is waiting.
         let waiting = idle_again > idle_ns;
-        if let Some(cpu) = self.cpu_ns() {
-            let (turn, at) = &self.turn_cpu;
-            if waiting || turn.load(Ordering::Relaxed) != iteration {
-                at.store(cpu, Ordering::Relaxed);
-                turn.store(iteration, Ordering::Release);
+        // The turn's times are read at the first look that sees it running, and not at all while
+        // the loop waits (no system call per idle look): a turn that runs after a wait has the
+        // iteration of that wait, so the baseline is dropped when the loop is seen waiting.
+        {
+            let mut turn = lock_turn(&self.turn_start);
+            if waiting {
+                *turn = None;
+            } else if turn.is_none_or(|t| t.iteration != iteration) {
+                *turn = self.times_now().map(|times| TurnStart { iteration, times });
             }
         }
         LoopSample {
@@ -262,12 +301,8 @@ fn current_tid() -> Option<i32> {
     }
 }
 
-/// The calling thread's CPU clock, for other threads to read.
-fn current_cpu_clock() -> Option<libc::clockid_t> {
-    let mut clock: libc::clockid_t = 0;
-    // SAFETY: pthread_self() is the calling, live thread; `clock` is a valid out pointer.
-    let rc = unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) };
-    (rc == 0).then_some(clock)
+fn lock_turn(m: &Mutex<Option<TurnStart>>) -> std::sync::MutexGuard<'_, Option<TurnStart>> {
+    lock_or_recover(m, "env_loop turn_start")
 }
 
 /// How this loop's turns are counted (on the loop's thread, at creation).
@@ -404,9 +439,8 @@ impl EnvLoop {
             env,
             isolate: v8::current_isolate(),
             loop_ptr,
-            tid: current_tid(),
-            cpu_clock: current_cpu_clock(),
-            turn_cpu: (AtomicU64::new(u64::MAX), AtomicU64::new(0)),
+            thread: Mutex::new(LoopThread::current()),
+            turn_start: Mutex::new(None),
             // SAFETY: `loop_ptr` is env's live loop, and this is its thread.
             turns: unsafe { find_turns(loop_ptr) },
             counter: TurnCounter::default(),
@@ -649,20 +683,36 @@ impl EnvLoop {
             .set_unguarded(on && self.unguarded_possible.load(Ordering::Acquire));
     }
 
-    /// CPU time the loop thread has used in its current turn so far, from the first look at it
-    /// (any thread); None where the CPU clock cannot be read or no look has seen this turn yet.
-    pub fn cpu_in_turn_ns(&self) -> Option<u64> {
-        let (turn, at) = &self.turn_cpu;
-        if turn.load(Ordering::Acquire) != self.iteration() {
+    /// What the loop thread has used in its current turn so far, from the first look that saw
+    /// it running (any thread); None where its times cannot be read or no look has seen this
+    /// turn running yet.
+    pub fn used_in_turn(&self) -> Option<ThreadTimes> {
+        let start = (*lock_turn(&self.turn_start))?;
+        if start.iteration != self.iteration() {
             return None;
         }
-        let start = at.load(Ordering::Relaxed);
-        self.cpu_ns().map(|now| now.saturating_sub(start))
+        Some(self.times_now()?.since(start.times))
     }
 
     /// CPU time the loop thread has used so far (any thread), where it can be read.
     pub fn cpu_ns(&self) -> Option<u64> {
-        self.cpu_clock.and_then(clock::cpu_clock_ns)
+        self.times_now().map(|t| t.cpu_ns)
+    }
+
+    /// The loop thread's times now (any thread), where they can be read.
+    fn times_now(&self) -> Option<ThreadTimes> {
+        self.thread().clock.as_ref()?.read()
+    }
+
+    fn thread(&self) -> std::sync::MutexGuard<'_, LoopThread> {
+        lock_or_recover(&self.thread, "env_loop thread")
+    }
+
+    /// In a forked child, on its only thread (the loop thread of this environment, which called
+    /// fork()): the thread id and clock were the parent's thread's; take this thread's.
+    pub fn renew_thread_after_fork(&self) {
+        *self.thread() = LoopThread::current();
+        *lock_turn(&self.turn_start) = None;
     }
 
     /// The loop's iteration counter now (any thread).

@@ -948,6 +948,17 @@ unsafe fn throw_interrupt(env: napi_env, json: &str, cause: Option<napi_value>) 
     std::ptr::null_mut()
 }
 
+/// threadCpuWaitNs() -> number: how long the calling thread has waited for a CPU since it started
+/// (ns; Linux, from the scheduler's accounting), or -1 where that cannot be read. For
+/// `loop-helpers/test`, which does not count time its owner's code was kept off the CPU.
+pub unsafe fn thread_cpu_wait_ns(env: napi_env, _info: napi_callback_info) -> napi_value {
+    let wait = loop_helpers_core::thread_times::current_thread_times()
+        .and_then(|t| t.cpu_wait_ns)
+        .map_or(-1.0, |ns| ns as f64);
+    // SAFETY: the callback's contract.
+    unsafe { js::number(env, wait) }
+}
+
 /// isMainThread() -> whether this environment runs on the process's default loop (the main
 /// thread). Spares the main thread loading `node:worker_threads` just to learn its threadId is 0.
 pub unsafe fn is_main_thread(env: napi_env, _info: napi_callback_info) -> napi_value {

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use loop_helpers_core::fork_prep;
 use loop_helpers_core::monitor::fork_pause;
 
+use crate::env_loop::EnvLoop;
 use crate::napi::*;
 use crate::platform;
 use crate::uv::{self, uv_loop_t};
@@ -292,6 +293,12 @@ pub unsafe fn fork(env: napi_env, tls: &[c_int]) -> Result<Forked, Refused> {
     };
     // SAFETY: in the child right after fork(), on the thread that forked; `lp` is its loop.
     let tls_cut = unsafe { repair_child(lp, &handles, paused, tls) };
+    // The loop thread's id and clock were those of the parent's thread: a detector's "where is
+    // the thread" and its CPU accounting must read this one.
+    // SAFETY: `env` is this callback's environment (fork's contract), on its JS thread.
+    if let Some(e) = unsafe { EnvLoop::get(env) } {
+        e.renew_thread_after_fork();
+    }
     Ok(Forked::Child {
         workers_restored,
         tls_cut,

@@ -172,7 +172,7 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
         unsafe { libc::atexit(at_exit) };
     });
     let _ = panics::catch("napi_register_module_v1", || {
-        let functions: [(&CStr, Exported); 23] = [
+        let functions: [(&CStr, Exported); 24] = [
             (c"start", guarded!(exports::start)),
             (c"stop", guarded!(exports::stop)),
             (c"flush", guarded!(exports::flush)),
@@ -190,6 +190,7 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
             ),
             (c"nativeInfo", guarded!(exports::native_info)),
             (c"isMainThread", guarded!(exports::is_main_thread)),
+            (c"threadCpuWaitNs", guarded!(exports::thread_cpu_wait_ns)),
             (c"registerSourceMap", guarded!(exports::register_source_map)),
             (
                 c"setLogRepeatsAfter",

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use loop_helpers_core::context::ContextCapture;
 use loop_helpers_core::interrupt::{Context, Decision};
-use loop_helpers_core::monitor::{self, SampleTicket, WatchSink};
+use loop_helpers_core::monitor::{self, LoopProbe, SampleTicket, WatchSink};
 use loop_helpers_core::panics;
 
 use crate::async_context::{self, AsyncContextSpec};
@@ -272,12 +272,33 @@ impl WatchOutput for NodeSink {
 }
 
 impl NodeSink {
-    /// The loop thread has used less than half a timeout of CPU in this turn (where that can be
-    /// read).
-    fn descheduled(&self, ticket: &SampleTicket) -> bool {
-        self.env_loop
-            .cpu_in_turn_ns()
-            .is_some_and(|cpu| cpu < ticket.timeout_ns / 2)
+    /// Whether the turn has used less than half a timeout of CPU (where that can be read), so
+    /// that an interrupt now would stop code that is not what blocks:
+    /// - outside `run()`/`wrap()`, the rest was the thread waiting for a CPU (a loaded machine)
+    ///   or in a system call, and an interrupt would land in whatever innocent code runs next;
+    /// - inside them, only if the thread is running or ready to run now (Linux): then the rest
+    ///   was waiting for a CPU, and the guarded code was not what held the loop. A thread asleep
+    ///   in a system call is what a guard is for (`execSync`, a slow disk): its deadline holds,
+    ///   as it does where the thread's state cannot be read.
+    ///
+    /// (The scheduler's run-queue wait of `schedstat` would say it directly, but it counts a wait
+    /// only once the thread runs again, so it misses the wait in progress, which is most of it
+    /// when a thread barely gets a CPU.)
+    fn held_back(&self, ticket: &SampleTicket) -> bool {
+        let Some(used) = self.env_loop.used_in_turn() else {
+            return false;
+        };
+        if used.cpu_ns >= ticket.timeout_ns / 2 {
+            return false;
+        }
+        if self.env_loop.interrupts.in_explicit_guard() {
+            self.env_loop
+                .thread_id()
+                .and_then(loop_helpers_core::thread_state::runnable)
+                .unwrap_or(false)
+        } else {
+            true
+        }
     }
 }
 
@@ -287,14 +308,10 @@ impl WatchSink for NodeSink {
             return false;
         }
         let mut ticket = ticket;
-        if ticket.interrupt
-            && !self.env_loop.interrupts.in_explicit_guard()
-            && self.descheduled(&ticket)
-        {
-            // Outside run()/wrap(), a turn that has used less than half a timeout of CPU is not
-            // blocking the loop so much as waiting for a CPU (a loaded machine) or in a system
-            // call: it is reported, not interrupted (an interrupt would land in whatever innocent
-            // code runs next). The monitor asks again every timeout while the block lasts.
+        if ticket.interrupt && self.held_back(&ticket) {
+            // The turn has not held the thread for half a timeout itself: it is reported, not
+            // interrupted (see `held_back`). The monitor asks again every timeout while the block
+            // lasts.
             ticket.interrupt = false;
             if !ticket.capture {
                 return false;

@@ -9,6 +9,7 @@ use loop_helpers_core::clock::now_ns;
 use loop_helpers_core::heartbeat::LoopSample;
 use loop_helpers_core::monitor::{self, LoopProbe, SampleTicket, WatchConfig, WatchSink};
 use loop_helpers_core::report::{Frame, LogTarget, Origin};
+use loop_helpers_core::thread_times::ThreadTimes;
 
 /// A loop that is either waiting for I/O (idle time grows) or busy, with libuv's iteration counter
 /// and loop time.
@@ -18,6 +19,10 @@ pub struct FakeLoop {
     waiting_since: AtomicU64,
     waiting: AtomicBool,
     loop_time_ms: AtomicU64,
+    /// The loop thread's times now, as the test sets them (None: not known).
+    times: Mutex<Option<ThreadTimes>>,
+    /// Its times when the current turn started running.
+    turn_times: Mutex<Option<ThreadTimes>>,
 }
 
 impl FakeLoop {
@@ -28,7 +33,18 @@ impl FakeLoop {
             waiting_since: AtomicU64::new(0),
             waiting: AtomicBool::new(false),
             loop_time_ms: AtomicU64::new(now_ns() / 1_000_000),
+            times: Mutex::new(None),
+            turn_times: Mutex::new(None),
         }
+    }
+    /// The loop thread's CPU time and CPU wait from now on.
+    // Not every test binary that includes this module uses it.
+    #[allow(dead_code)]
+    pub fn set_times(&self, cpu_ms: u64, cpu_wait_ms: u64) {
+        *self.times.lock().unwrap() = Some(ThreadTimes {
+            cpu_ns: cpu_ms * 1_000_000,
+            cpu_wait_ns: Some(cpu_wait_ms * 1_000_000),
+        });
     }
     /// A loop turn (the iteration counter goes up before the poll), then a wait for I/O.
     pub fn turn_and_wait(&self) {
@@ -45,6 +61,7 @@ impl FakeLoop {
         self.idle_ns.fetch_add(waited, Ordering::SeqCst);
         self.waiting.store(false, Ordering::SeqCst);
         self.loop_time_ms.store(now / 1_000_000, Ordering::SeqCst);
+        *self.turn_times.lock().unwrap() = *self.times.lock().unwrap();
     }
     fn idle_time_ns(&self) -> u64 {
         let base = self.idle_ns.load(Ordering::SeqCst);
@@ -69,6 +86,12 @@ impl LoopProbe for FakeLoop {
             loop_time_ns: Some(self.loop_time_ms.load(Ordering::SeqCst) * 1_000_000),
             loop_time_slack_ns: 1_000_000,
         }
+    }
+    fn thread_times(&self) -> Option<ThreadTimes> {
+        *self.times.lock().unwrap()
+    }
+    fn turn_times(&self) -> Option<ThreadTimes> {
+        *self.turn_times.lock().unwrap()
     }
 }
 

@@ -1,0 +1,92 @@
+// The code, or the machine? BlockEvent.cpuMs / cpuWaitMs, and interrupts of guarded code whose
+// thread waits for a CPU rather than runs. Real blocks in child processes (fixtures/cpu-times.cjs);
+// where a CPU must be shared, the child and a busy-loop process are pinned to one CPU (taskset).
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import test from 'ava';
+
+import { fixture, runNode } from './helpers/run.mjs';
+
+const dist = fileURLToPath(new URL('../dist/index.js', import.meta.url));
+const linux = process.platform === 'linux';
+const taskset = ['/usr/bin/taskset', '/bin/taskset'].find((p) => existsSync(p));
+/** The first CPU this process may run on. */
+const firstCpu = () => /Cpus_allowed_list:\s*(\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? '0';
+
+const run = (name, pin) =>
+  runNode(pin ? ['-c', pin, process.execPath, fixture('cpu-times.cjs'), name] : [fixture('cpu-times.cjs'), name], {
+    node: pin ? taskset : process.execPath,
+    timeoutMs: 40_000,
+    env: { LOOP_HELPERS_DIST: dist },
+  });
+
+/** Runs `fn` while a busy-loop process holds CPU `cpu`. */
+async function beside(cpu, fn) {
+  const hog = spawn(taskset, ['-c', cpu, process.execPath, '-e', 'for (;;);'], { stdio: 'ignore' });
+  try {
+    await new Promise((r) => setTimeout(r, 100));
+    return await fn();
+  } finally {
+    hog.kill('SIGKILL');
+  }
+}
+
+test('a block that computes uses the CPU for it; one that sleeps in a system call does not', async (t) => {
+  const r = await run('spin-and-sleep');
+  t.is(r.code, 0, r.stderr);
+  const [spun, slept] = r.result.events;
+  t.is(r.result.events.length, 2, JSON.stringify(r.result.events));
+  for (const e of [spun, slept]) {
+    t.is(typeof e.cpuMs, 'number');
+    t.true(e.cpuMs >= 0 && e.cpuMs <= e.durationMs + 5, JSON.stringify(e));
+    if (linux) t.is(typeof e.cpuWaitMs, 'number');
+    else t.is(e.cpuWaitMs, null);
+  }
+  // However loaded the machine, a thread in Atomics.wait uses (next to) no CPU, and a spinning one
+  // some.
+  t.true(slept.cpuMs < slept.durationMs / 2, JSON.stringify(slept));
+  t.true(spun.cpuMs > slept.cpuMs, JSON.stringify({ spun, slept }));
+});
+
+const pinned = linux && taskset ? test : test.skip;
+
+pinned('a thread sharing its CPU with a busy loop: the wait is counted and the closing line says so', async (t) => {
+  const cpu = firstCpu();
+  const r = await beside(cpu, () => run('shared-cpu', cpu));
+  t.is(r.code, 0, r.stderr);
+  const [e] = r.result.events;
+  t.is(r.result.events.length, 1, JSON.stringify(r.result.events));
+  // Two runnable threads on one CPU take turns: about half of the block each.
+  t.true(e.cpuWaitMs >= e.durationMs * 0.2, JSON.stringify(e));
+  t.true(e.cpuMs + e.cpuWaitMs <= e.durationMs + 10, JSON.stringify(e));
+  const [end] = r.result.endText;
+  if (e.cpuWaitMs * 4 >= e.durationMs) t.regex(end, /; the thread waited [\d.]+ s of it for a CPU \(the machine/);
+  else t.notRegex(end, /for a CPU/);
+});
+
+pinned('guarded code whose thread waits for a CPU is not interrupted; a guarded spin still is', async (t) => {
+  const cpu = firstCpu();
+  const r = await beside(cpu, () => run('starved-guard', cpu));
+  t.is(r.code, 0, r.stderr);
+  const { starved, spun, events } = r.result;
+  // 8 ms of CPU at the lowest priority beside a busy loop take far longer than the 100 ms timeout.
+  t.true(starved.wallMs > 150, JSON.stringify(starved));
+  t.false(starved.interrupted, JSON.stringify({ starved, events }));
+  t.true(spun.interrupted, JSON.stringify(spun));
+  // The starved block was reported all the same, as mostly waiting for the CPU.
+  const waited = events.find((e) => e.cpuWaitMs > e.durationMs / 2);
+  t.truthy(waited, JSON.stringify(events));
+});
+
+pinned('assertNoBlocking does not blame code for time its thread waited for a CPU', async (t) => {
+  const cpu = firstCpu();
+  const r = await beside(cpu, () => run('starved-assert', cpu));
+  t.is(r.code, 0, r.stderr);
+  const { starved, blocking } = r.result;
+  // 5 ms of CPU at the lowest priority beside a busy loop take far longer than the 50 ms budget.
+  t.true(starved.wallMs > 100, JSON.stringify(starved));
+  t.true(starved.passed, JSON.stringify(starved));
+  // A 200 ms spin once the priority is back is still the code's own block.
+  t.deepEqual(blocking, { passed: false, name: 'BlockingError' });
+});
