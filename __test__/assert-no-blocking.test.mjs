@@ -99,7 +99,7 @@ function assertJestReport(t, json, stderr) {
   t.is(results['blocking handler'].status, 'failed');
   const message = results['blocking handler'].failureMessages.join('\n');
   t.regex(message, blockedBy('spinHard', 'blockingHandler'));
-  t.regex(message, /\n {4}at spinHard \(.*scenarios\.mjs:9:\d+\)/);
+  t.regex(message, /\n {4}at spinHard \(.*scenarios\.mjs:18:\d+\)/);
   t.is(results['clean handler'].status, 'passed', results['clean handler'].failureMessages.join('\n'));
   t.is(results['neighbour that blocks without an assertion'].status, 'passed');
 }
@@ -161,7 +161,7 @@ test.serial(
     const failure = results['blocking handler'].err;
     t.is(failure.code, 'ERR_LOOP_HELPERS_BLOCKING');
     t.regex(failure.stack, blockedBy('spinHard', 'blockingHandler'));
-    t.regex(failure.stack, /\n {4}at spinHard \(.*scenarios\.mjs:9:\d+\)/);
+    t.regex(failure.stack, /\n {4}at spinHard \(.*scenarios\.mjs:18:\d+\)/);
     t.deepEqual(results['clean handler'].err, {});
     t.deepEqual(results['clean handler while a neighbour blocks'].err, {});
   },
