@@ -106,8 +106,17 @@ const lhHttpInterrupt = http.find((r) => r.peer === 'loop-helpers-interrupt');
 const added = (peer, workload, T = 1000) =>
   overhead.find((r) => r.workload === workload && r.peer === peer && r.timeoutMs === T)?.addedNs;
 const detectAdded = added('loop-helpers', 'ping-pong');
-const interruptAdded = added('loop-helpers-interrupt', 'ping-pong');
 const guardedAdded = added('loop-helpers-guarded', 'ping-pong');
+// 'everywhere' over detect-only, per callback, on both loops at both timeouts.
+const everywhereAdded = [...new Set(overhead.map((r) => `${r.workload}|${r.timeoutMs}`))]
+  .map((k) => k.split('|'))
+  .filter(([, T]) => T !== '0' && T !== 'undefined')
+  .map(([workload, T]) => {
+    const e = added('loop-helpers-interrupt', workload, Number(T));
+    const d = added('loop-helpers', workload, Number(T));
+    return { workload, timeoutMs: Number(T), ns: e === undefined || d === undefined ? null : round(e - d, 1) };
+  })
+  .filter((x) => x.ns !== null);
 const lhRows = precision.filter((r) => r.peer === 'loop-helpers');
 // Issue 11: detect-only no costlier than x1.01 on both loops at both timeouts, level with or
 // ahead of every peer, and its idle CPU no higher than before (+3 ms/s at 1 s, +12 ms/s at 50 ms).
@@ -140,15 +149,19 @@ const targets = [
     lhIdle.every((r) => r.addedMsPerS <= (idleBefore[r.timeoutMs] ?? Infinity)),
   ],
   ['detect-only ping-pong ratio <= 1.02', lhPing?.ratio, lhPing && lhPing.ratio <= 1.02],
-  ['detect-only HTTP throughput ratio >= 0.99', lhHttp?.ratio, lhHttp && lhHttp.ratio >= 0.99],
   [
-    "interrupt: 'everywhere' adds <= 50 ns per callback over detect-only (ping-pong)",
-    interruptAdded === undefined || detectAdded === undefined ? null : `${round(interruptAdded - detectAdded, 1)} ns`,
-    interruptAdded !== undefined && detectAdded !== undefined && interruptAdded - detectAdded <= 50,
+    'detect-only HTTP throughput ratio >= 0.99',
+    lhHttp && `${lhHttp.ratio} (server CPU per request x${lhHttp.cpuRatio})`,
+    lhHttp && lhHttp.ratio >= 0.99,
+  ],
+  [
+    "interrupt: 'everywhere' adds <= 50 ns per callback over detect-only (ping-pong and timers, every timeout)",
+    everywhereAdded.map((x) => `${x.workload}@${x.timeoutMs}ms ${x.ns === null ? '?' : `${x.ns} ns`}`).join(', '),
+    everywhereAdded.length > 0 && everywhereAdded.every((x) => x.ns !== null && x.ns <= 50),
   ],
   [
     "interrupt: 'everywhere' HTTP throughput ratio >= 0.97",
-    lhHttpInterrupt?.ratio,
+    lhHttpInterrupt && `${lhHttpInterrupt.ratio} (server CPU per request x${lhHttpInterrupt.cpuRatio})`,
     lhHttpInterrupt && lhHttpInterrupt.ratio >= 0.97,
   ],
   [
@@ -326,9 +339,13 @@ table(
   idle.map((r) => [r.label, r.timeoutMs ? `${r.timeoutMs} ms` : '–', r.cpuMsPerS, r.addedMsPerS, r.monitorWakesPerS]),
 );
 md.push('## HTTP throughput (autocannon, 10 connections, loopback)', '');
+md.push(
+  `Median of alternating rounds. The server process's CPU time per request served is the steadier measure of cost: the load generator shares the CPUs, so throughput swings by several percent from round to round.`,
+  '',
+);
 table(
-  ['detector', 'requests/s', 'ratio'],
-  http.map((r) => [r.label, r.requestsPerSecond, r.ratio]),
+  ['detector', 'requests/s', 'ratio', 'server CPU µs per request', 'CPU ratio'],
+  http.map((r) => [r.label, r.requestsPerSecond, r.ratio, r.serverCpuUsPerRequest, r.cpuRatio]),
 );
 md.push('## Precision (blocks of k × timeout; all detectors watch the same blocks)', '');
 md.push(
