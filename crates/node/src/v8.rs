@@ -24,8 +24,12 @@ use loop_helpers_core::report::Frame;
 use loop_helpers_core::symbol_table;
 
 use crate::napi::*;
+use crate::v8_values::Local;
 
-pub type Isolate = c_void;
+crate::napi::opaque! {
+    /// A `v8::Isolate`; only ever used behind a pointer.
+    Isolate;
+}
 pub type InterruptCallback = unsafe extern "C" fn(*mut Isolate, *mut c_void);
 
 #[repr(C)]
@@ -41,11 +45,11 @@ const K_DETAILED: c_int = 127;
 
 type GetCurrentFn = unsafe extern "C" fn() -> *mut Isolate;
 type RequestInterruptFn = unsafe extern "C" fn(*mut Isolate, InterruptCallback, *mut c_void);
-type CurrentStackTraceFn = unsafe extern "C" fn(*mut Isolate, c_int, c_int) -> *mut c_void;
-type FrameCountFn = unsafe extern "C" fn(*mut c_void) -> c_int;
-type GetFrameFn = unsafe extern "C" fn(*mut c_void, *mut Isolate, u32) -> *mut c_void;
-type LocationFn = unsafe extern "C" fn(*mut c_void) -> Location;
-type LocalGetterFn = unsafe extern "C" fn(*mut c_void) -> *mut c_void;
+type CurrentStackTraceFn = unsafe extern "C" fn(*mut Isolate, c_int, c_int) -> Local;
+type FrameCountFn = unsafe extern "C" fn(Local) -> c_int;
+type GetFrameFn = unsafe extern "C" fn(Local, *mut Isolate, u32) -> Local;
+type LocationFn = unsafe extern "C" fn(Local) -> Location;
+type LocalGetterFn = unsafe extern "C" fn(Local) -> Local;
 
 symbol_table! {
     /// Stack capture and interrupts, on which termination (and so `AfterTermination`) builds.
@@ -314,7 +318,7 @@ pub unsafe fn request_interrupt(
 ///
 /// # Safety
 /// As for [`capture_stack`]; `local` is null or a live handle of that isolate.
-unsafe fn string(env: napi_env, local: *mut c_void) -> String {
+unsafe fn string(env: napi_env, local: Local) -> String {
     if local.is_null() {
         return String::new();
     }

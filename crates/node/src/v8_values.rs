@@ -22,15 +22,20 @@
 //! Every entry point used here only reads V8's own data structures or allocates plain arrays and
 //! strings; none runs JavaScript (see `context_snapshot.rs` for why each is safe to call).
 
-use std::os::raw::{c_int, c_void};
+use std::os::raw::c_int;
 
 use loop_helpers_core::symbol_table;
 
 use crate::napi::napi_value;
 use crate::v8::Isolate;
 
-/// A `Local<T>`: the handle slot's address.
-pub type Local = *mut c_void;
+/// A `Local<T>`: the handle slot's address. Deliberately the same Rust type as `napi_value`:
+/// Node-API's `napi_value` *is* a `Local<Value>` reinterpreted (`v8impl::JsValueFromV8LocalValue`
+/// and back are casts in Node's `js_native_api_v8.h`), and the snapshot walker passes one handle
+/// to both APIs. What the typing guards against is mistaking a handle for an env, a reference, a
+/// scope or an isolate; `T` itself (`Value`, `Context`, `Array`...) is checked by the callers,
+/// as V8's own `Local<T>::Cast` would.
+pub type Local = napi_value;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
