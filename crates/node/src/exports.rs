@@ -693,13 +693,13 @@ unsafe fn guard_apply_inner(env: napi_env, info: napi_callback_info) -> napi_val
         // SAFETY: the callback's contract.
         return unsafe { js::undefined(env) };
     }
-    // SAFETY: `data` is a `GuardFn` the environment's `EnvLoop` keeps (`keep_guard_fn`), whose
-    // `env_loop` points to that EnvLoop: alive while its environment can run this function (the
-    // instance data holds it until the environment is gone). The rest is the callback's contract.
+    // SAFETY: `data` is a `GuardFn` the environment's `EnvLoop` keeps (`keep_guard_fn`): alive
+    // while its environment can run this function (the instance data holds the EnvLoop until the
+    // environment is gone). The rest is the callback's contract.
     unsafe {
         invoke_guarded(
             env,
-            &*(*data).env_loop,
+            (*data).env_loop(),
             js::undefined(env),
             func,
             rest,
@@ -839,9 +839,7 @@ pub unsafe fn install_interrupts(env: napi_env, info: napi_callback_info) -> nap
     let mut out = std::ptr::null_mut();
     // SAFETY: the callback's contract; `out` a live local.
     unsafe { napi_create_array_with_length(env, 2, &mut out) };
-    let data = env_loop.keep_guard_fn(GuardFn {
-        env_loop: Arc::as_ptr(&env_loop),
-    });
+    let data = env_loop.keep_guard_fn();
     let mut f = std::ptr::null_mut();
     // SAFETY: the callback's contract; the name is NUL-terminated (10 bytes before it). `data`
     // is a GuardFn of this environment's EnvLoop, kept as long as it: `guard_apply`'s contract.
