@@ -13,7 +13,6 @@ use loop_helpers_core::report::{json_frames, json_str, LogTarget, Origin};
 use loop_helpers_core::{alarm, clock, panics};
 
 use std::os::raw::c_void;
-use std::sync::Arc;
 
 use crate::async_context::AsyncContextSpec;
 use crate::counts;
