@@ -9,41 +9,25 @@ use std::os::raw::{c_char, c_int, c_void};
 
 use crate::uv::uv_loop_t;
 
-/// Declares an opaque type that only exists behind a pointer, as the C headers do with
-/// `typedef struct napi_env__* napi_env;`: each handle kind is its own pointer type, so passing a
-/// `napi_value` where a `napi_env` or `napi_ref` is expected does not compile. The zero-sized
-/// private field keeps the type unconstructible outside this module; the marker makes it neither
-/// `Send` nor `Sync` nor `Unpin` (a handle's pointee belongs to Node), as the nomicon recommends
-/// for opaque FFI types. The FFI ABI is unchanged: every handle is still one pointer.
-macro_rules! opaque {
-    ($($(#[$doc:meta])* $name:ident;)*) => {$(
-        $(#[$doc])*
-        #[repr(C)]
-        pub struct $name {
-            _private: [u8; 0],
-            _pinned: std::marker::PhantomData<(*mut u8, std::marker::PhantomPinned)>,
-        }
-    )*};
-}
-pub(crate) use opaque;
-
-opaque! {
+// Each handle is a pointer to its own opaque type, as in Node's headers (`typedef struct
+// napi_env__* napi_env;`), so that one kind of handle passed for another does not compile.
+loop_helpers_core::opaque_types! {
     /// What a `napi_env` points to: Node's per-addon-instance environment.
-    napi_env__;
-    /// What a `napi_value` points to: a V8 handle slot (see [`crate::v8_values::Local`]).
-    napi_value__;
+    pub napi_env__;
+    /// What a `napi_value` points to: a V8 handle slot (the same slot as a V8 `Local`, see `v8_values::Local`).
+    pub napi_value__;
     /// What a `napi_callback_info` points to.
-    napi_callback_info__;
+    pub napi_callback_info__;
     /// What a `napi_handle_scope` points to.
-    napi_handle_scope__;
+    pub napi_handle_scope__;
     /// What a `napi_threadsafe_function` points to.
-    napi_threadsafe_function__;
+    pub napi_threadsafe_function__;
     /// What a `napi_async_cleanup_hook_handle` points to.
-    napi_async_cleanup_hook_handle__;
+    pub napi_async_cleanup_hook_handle__;
     /// What a `napi_ref` points to.
-    napi_ref__;
+    pub napi_ref__;
     /// What a `napi_async_context` points to.
-    napi_async_context__;
+    pub napi_async_context__;
 }
 
 pub type napi_env = *mut napi_env__;

@@ -19,16 +19,15 @@ use loop_helpers_core::panics::{self, lock_or_recover, wait_or_recover, wait_tim
 use loop_helpers_core::symbol_table;
 use loop_helpers_core::symbols::Address;
 
-use crate::v8::{self, Isolate};
-use crate::v8_values::Local;
+use crate::v8::{self, Isolate, Local};
 use crate::worker_pool::Task;
 
-crate::napi::opaque! {
+loop_helpers_core::opaque_types! {
     /// A `node::Environment`; only ever used behind a pointer.
-    Environment;
+    pub Environment;
     /// A `node::MultiIsolatePlatform` (checked to be a `node::NodePlatform` before use); only ever
     /// used behind a pointer.
-    Platform;
+    pub Platform;
 }
 
 type TaskFn = unsafe extern "C" fn(*mut c_void);

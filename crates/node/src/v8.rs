@@ -24,12 +24,20 @@ use loop_helpers_core::report::Frame;
 use loop_helpers_core::symbol_table;
 
 use crate::napi::*;
-use crate::v8_values::Local;
 
-crate::napi::opaque! {
+loop_helpers_core::opaque_types! {
     /// A `v8::Isolate`; only ever used behind a pointer.
-    Isolate;
+    pub Isolate;
 }
+
+/// A `Local<T>`: the handle slot's address. Deliberately the same Rust type as `napi_value`:
+/// Node-API's `napi_value` *is* a `Local<Value>` reinterpreted (`v8impl::JsValueFromV8LocalValue`
+/// and back are casts in Node's `js_native_api_v8.h`), and the snapshot walker passes one handle
+/// to both APIs. What the typing guards against is mistaking a handle for an env, a reference, a
+/// scope or an isolate; `T` itself (`Value`, `Context`, `Array`...) is checked by the callers,
+/// as V8's own `Local<T>::Cast` would.
+pub type Local = napi_value;
+
 pub type InterruptCallback = unsafe extern "C" fn(*mut Isolate, *mut c_void);
 
 #[repr(C)]

@@ -29,13 +29,7 @@ use loop_helpers_core::symbol_table;
 use crate::napi::napi_value;
 use crate::v8::Isolate;
 
-/// A `Local<T>`: the handle slot's address. Deliberately the same Rust type as `napi_value`:
-/// Node-API's `napi_value` *is* a `Local<Value>` reinterpreted (`v8impl::JsValueFromV8LocalValue`
-/// and back are casts in Node's `js_native_api_v8.h`), and the snapshot walker passes one handle
-/// to both APIs. What the typing guards against is mistaking a handle for an env, a reference, a
-/// scope or an isolate; `T` itself (`Value`, `Context`, `Array`...) is checked by the callers,
-/// as V8's own `Local<T>::Cast` would.
-pub type Local = napi_value;
+pub use crate::v8::Local;
 
 #[repr(C)]
 #[derive(Clone, Copy)]

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use loop_helpers_core::clock::now_ns;
 use loop_helpers_core::panics::{self, lock_or_recover, wait_or_recover, wait_timeout_or_recover};
 
-crate::napi::opaque! {
+loop_helpers_core::opaque_types! {
     /// A `v8::Task` (the shim's `PlatformTask`); only ever used behind a pointer.
-    Task;
+    pub Task;
 }
 
 extern "C" {
