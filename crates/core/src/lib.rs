@@ -38,6 +38,7 @@ pub mod heartbeat;
 pub mod interrupt;
 pub mod monitor;
 pub mod native_state;
+pub mod opaque;
 pub mod panics;
 pub mod report;
 pub mod snapshot_json;

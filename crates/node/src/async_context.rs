@@ -101,20 +101,22 @@ impl AsyncContextSpec {
     /// [`Storage::path`]). None when `spec` is undefined or null (asyncContext off).
     ///
     /// # Safety
-    /// On `env`'s JS thread, inside a Node-API callback.
+    /// `spec` is a value of `cb`'s env, made or received in that callback.
     pub unsafe fn from_options(
-        env: napi_env,
+        cb: &js::Callback,
         spec: napi_value,
         call: &'static str,
         what: &'static str,
     ) -> Result<Option<Self>, String> {
-        // SAFETY: on env's JS thread in a callback (the caller's contract): the `js` helpers'
-        // contract, for `spec` and the values read from it.
+        let env = cb.env();
+        // SAFETY: in `cb`'s callback, on env's JS thread (`Callback::enter`'s contract), with
+        // `spec` a value of env (the caller's): the `js` helpers' contract, for `spec` and the
+        // values read from it.
         let (single, instances, key_lists, path_lists, inner_lists) = unsafe {
             if matches!(js::type_name(env, spec), "undefined" | "null") {
                 return Ok(None);
             }
-            let o = js::Options::new(env, spec, call, what)?;
+            let o = js::Options::new(cb, spec, call, what)?;
             let single = o.boolean(c"single")?;
             let storages = o.get(c"storages");
             let Some(instances) = js::array_elements(env, storages) else {

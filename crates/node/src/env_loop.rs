@@ -95,9 +95,25 @@ pub trait InterruptSupport: Send + Sync + 'static {
 }
 
 /// The data of a guard function handed to JavaScript (`guardApply`): the environment it guards.
-/// Kept by that environment ([`EnvLoop::keep_guard_fn`]) as long as it lives.
+///
+/// Made only by [`EnvLoop::keep_guard_fn`], which stores it inside the `EnvLoop` it points to
+/// (`guard_fns`): a `GuardFn` is dropped with that `EnvLoop` and never before, so whoever holds a
+/// `&GuardFn` reaches a live `EnvLoop`. That is the one place the back pointer's lifetime is
+/// argued ([`GuardFn::env_loop`]); a `Weak` would cost an atomic increment and decrement per
+/// guarded callback for the same answer.
 pub struct GuardFn {
-    pub env_loop: *const EnvLoop,
+    /// Private: only `keep_guard_fn` sets it, from an `Arc<EnvLoop>` (whose target never moves).
+    env_loop: *const EnvLoop,
+}
+
+impl GuardFn {
+    /// The environment this guard function guards.
+    pub fn env_loop(&self) -> &EnvLoop {
+        // SAFETY: a GuardFn exists only boxed in the `guard_fns` of the EnvLoop it points to
+        // (`keep_guard_fn`, the only constructor), which was in an Arc, so its address is stable
+        // and it outlives every GuardFn it owns; `&self` is live, so that EnvLoop is too.
+        unsafe { &*self.env_loop }
+    }
 }
 
 pub struct EnvLoop {
@@ -665,9 +681,14 @@ impl EnvLoop {
         *lock_or_recover(&self.support, "env_loop::support") = Some(s);
     }
 
-    /// Keeps a guard function's data alive as long as the environment; returns its address.
-    pub fn keep_guard_fn(&self, g: GuardFn) -> *const GuardFn {
-        let b = Box::new(g);
+    /// Makes the data of a guard function of this environment ([`GuardFn`]) and keeps it alive as
+    /// long as the environment; returns its address, for JavaScript's function to hold (the
+    /// environment's instance data holds this EnvLoop until the environment, and so every
+    /// function made in it, is gone).
+    pub fn keep_guard_fn(self: &Arc<Self>) -> *const GuardFn {
+        let b = Box::new(GuardFn {
+            env_loop: Arc::as_ptr(self),
+        });
         let p: *const GuardFn = &*b;
         lock_or_recover(&self.guard_fns, "env_loop::guard_fns").push(b);
         p

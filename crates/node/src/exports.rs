@@ -13,7 +13,6 @@ use loop_helpers_core::report::{json_frames, json_str, LogTarget, Origin};
 use loop_helpers_core::{alarm, clock, panics};
 
 use std::os::raw::c_void;
-use std::sync::Arc;
 
 use crate::async_context::AsyncContextSpec;
 use crate::counts;
@@ -61,28 +60,26 @@ unsafe fn start_watch(
     info: napi_callback_info,
 ) -> Result<napi_value, (&'static str, String)> {
     let arg = |e: String| (E_ARG, e);
-    // SAFETY: the callback's contract; `o` is used within this callback only.
+    // SAFETY: the callback's contract; `cb` stays a local of this call.
+    let cb = unsafe { js::Callback::enter(env) };
+    // SAFETY: the callback's contract; `options` is this call's argument.
     let (on_block, o) = unsafe {
         let [options, on_block] = js::args::<2>(env, info);
-        let o = js::Options::new(env, options, "start()", "options").map_err(arg)?;
+        let o = js::Options::new(&cb, options, "start()", "options").map_err(arg)?;
         (on_block, o)
     };
-    // SAFETY: the callback's contract (`o` was made in this callback).
-    let (timeout, aggressive, label, thread_id, stacks, grace) = unsafe {
-        (
-            o.number(c"timeoutSeconds").map_err(arg)?,
-            o.boolean(c"aggressive").map_err(arg)?,
-            o.string(c"timeoutLabel").map_err(arg)?,
-            o.number(c"threadId").map_err(arg)?,
-            o.boolean(c"captureStacks").map_err(arg)?,
-            o.number(c"microtaskGraceSeconds").map_err(arg)?,
-        )
-    };
+    let (timeout, aggressive, label, thread_id, stacks, grace) = (
+        o.number(c"timeoutSeconds").map_err(arg)?,
+        o.boolean(c"aggressive").map_err(arg)?,
+        o.string(c"timeoutLabel").map_err(arg)?,
+        o.number(c"threadId").map_err(arg)?,
+        o.boolean(c"captureStacks").map_err(arg)?,
+        o.number(c"microtaskGraceSeconds").map_err(arg)?,
+    );
     // Enums are checked here too (lib/native.ts types them): an unknown value is a caller's bug,
     // not a mode to guess.
-    // SAFETY: as above.
-    let log = unsafe {
-        o.one_of(
+    let log = o
+        .one_of(
             c"logMode",
             &[
                 ("silent", LogTarget::Silent),
@@ -91,11 +88,9 @@ unsafe fn start_watch(
                 ("deferred", LogTarget::Deferred),
             ],
         )
-    }
-    .map_err(arg)?;
-    // SAFETY: as above.
-    let (interrupt, interrupt_unguarded) = unsafe {
-        o.one_of(
+        .map_err(arg)?;
+    let (interrupt, interrupt_unguarded) = o
+        .one_of(
             c"interrupt",
             &[
                 ("none", (false, false)),
@@ -103,8 +98,7 @@ unsafe fn start_watch(
                 ("everywhere", (true, true)),
             ],
         )
-    }
-    .map_err(arg)?;
+        .map_err(arg)?;
     if !(timeout.is_finite() && timeout > 0.0) {
         return Err(arg(format!(
             "start(): options.timeoutSeconds must be finite and > 0, got {timeout}"
@@ -124,7 +118,7 @@ unsafe fn start_watch(
     // SAFETY: the callback's contract.
     let context = unsafe {
         AsyncContextSpec::from_options(
-            env,
+            &cb,
             o.get(c"asyncContext"),
             "start()",
             "options.asyncContext",
@@ -248,10 +242,12 @@ pub unsafe fn capture_stack(env: napi_env, info: napi_callback_info) -> napi_val
 /// calling code, read as the sampling interrupt reads them (self-test, tests). `asyncContext` as
 /// in `start()`'s options.
 pub unsafe fn read_async_context(env: napi_env, info: napi_callback_info) -> napi_value {
+    // SAFETY: the callback's contract; `cb` stays a local of this call.
+    let cb = unsafe { js::Callback::enter(env) };
     // SAFETY: the callback's contract.
     let spec = unsafe {
         let [spec] = js::args::<1>(env, info);
-        match AsyncContextSpec::from_options(env, spec, "readAsyncContext()", "asyncContext") {
+        match AsyncContextSpec::from_options(&cb, spec, "readAsyncContext()", "asyncContext") {
             Ok(Some(s)) => s,
             Ok(None) => {
                 return js::throw(
@@ -693,13 +689,13 @@ unsafe fn guard_apply_inner(env: napi_env, info: napi_callback_info) -> napi_val
         // SAFETY: the callback's contract.
         return unsafe { js::undefined(env) };
     }
-    // SAFETY: `data` is a `GuardFn` the environment's `EnvLoop` keeps (`keep_guard_fn`), whose
-    // `env_loop` points to that EnvLoop: alive while its environment can run this function (the
-    // instance data holds it until the environment is gone). The rest is the callback's contract.
+    // SAFETY: `data` is a `GuardFn` the environment's `EnvLoop` keeps (`keep_guard_fn`): alive
+    // while its environment can run this function (the instance data holds the EnvLoop until the
+    // environment is gone). The rest is the callback's contract.
     unsafe {
         invoke_guarded(
             env,
-            &*(*data).env_loop,
+            (*data).env_loop(),
             js::undefined(env),
             func,
             rest,
@@ -743,8 +739,9 @@ unsafe fn no_panic(env: napi_env, f: impl FnOnce() -> napi_value) -> napi_value 
 /// cache).
 pub unsafe fn install_interrupts(env: napi_env, info: napi_callback_info) -> napi_value {
     const CALL: &str = "installInterrupts()";
-    // SAFETY: the callback's contract, for the arguments and what is read from them; `o` is used
-    // within this callback only.
+    // SAFETY: the callback's contract; `cb` stays a local of this call.
+    let cb = unsafe { js::Callback::enter(env) };
+    // SAFETY: the callback's contract, for the arguments and what is read from them.
     let (deliver, wrap, after, immediate_running, env_loop) = unsafe {
         let [options, deliver] = js::args::<2>(env, info);
         if !js::is_function(env, deliver) {
@@ -757,14 +754,14 @@ pub unsafe fn install_interrupts(env: napi_env, info: napi_callback_info) -> nap
                 ),
             );
         }
-        let o = match js::Options::new(env, options, CALL, "options") {
+        let o = match js::Options::new(&cb, options, CALL, "options") {
             Ok(o) => o,
             Err(e) => return js::throw(env, E_ARG, &e),
         };
         // Read (and checked) before anything is created, so that a bad argument leaks nothing.
         let wrap = match o.optional(c"asyncWrap") {
             None => None,
-            Some(w) => match async_wrap_fields(env, w) {
+            Some(w) => match async_wrap_fields(&cb, w) {
                 Ok(fields) => Some(fields),
                 Err(e) => return js::throw(env, E_ARG, &e),
             },
@@ -839,9 +836,7 @@ pub unsafe fn install_interrupts(env: napi_env, info: napi_callback_info) -> nap
     let mut out = std::ptr::null_mut();
     // SAFETY: the callback's contract; `out` a live local.
     unsafe { napi_create_array_with_length(env, 2, &mut out) };
-    let data = env_loop.keep_guard_fn(GuardFn {
-        env_loop: Arc::as_ptr(&env_loop),
-    });
+    let data = env_loop.keep_guard_fn();
     let mut f = std::ptr::null_mut();
     // SAFETY: the callback's contract; the name is NUL-terminated (10 bytes before it). `data`
     // is a GuardFn of this environment's EnvLoop, kept as long as it: `guard_apply`'s contract.
@@ -871,14 +866,15 @@ pub unsafe fn install_interrupts(env: napi_env, info: napi_callback_info) -> nap
 /// kTriggerAsyncId).
 ///
 /// # Safety
-/// The callback's contract; `v` is a value of `env`.
+/// `v` is a value of `cb`'s env, received in this callback.
 unsafe fn async_wrap_fields(
-    env: napi_env,
+    cb: &js::Callback,
     v: napi_value,
 ) -> Result<(napi_value, u32, u32, u32), String> {
-    // SAFETY: the callback's contract; `w` is used within this callback only.
+    let env = cb.env();
+    // SAFETY: the callback's contract (`cb`'s); `v` and `binding` are values of its env.
     let (w, binding) = unsafe {
-        let w = js::Options::new(env, v, "installInterrupts()", "options.asyncWrap")?;
+        let w = js::Options::new(cb, v, "installInterrupts()", "options.asyncWrap")?;
         let binding = w.get(c"binding");
         if js::type_name(env, binding) != "object" {
             return Err(format!(
@@ -889,8 +885,7 @@ unsafe fn async_wrap_fields(
         (w, binding)
     };
     let index = |name: &std::ffi::CStr| -> Result<u32, String> {
-        // SAFETY: as above; this closure runs before the function returns.
-        let n = unsafe { w.number(name) }?;
+        let n = w.number(name)?;
         if n.is_finite() && n >= 0.0 && n.fract() == 0.0 && n <= u32::MAX as f64 {
             Ok(n as u32)
         } else {

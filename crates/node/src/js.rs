@@ -185,12 +185,37 @@ pub unsafe fn type_name(env: napi_env, v: napi_value) -> &'static str {
     }
 }
 
+/// The Node-API callback running on this thread, as a token its function holds as a local: what
+/// is read through a borrow of it ([`Options`]) cannot be kept past the callback, because the
+/// borrow cannot outlive the local. Neither `Clone` nor `Send` (the env pointer is neither).
+pub struct Callback {
+    env: napi_env,
+}
+
+impl Callback {
+    /// The token of the callback running now on `env`'s thread.
+    ///
+    /// # Safety
+    /// This module's contract, and the token stays a local of the exported function whose call
+    /// this is (not returned, stored or leaked): everything borrowed from it relies on that.
+    pub unsafe fn enter(env: napi_env) -> Self {
+        Callback { env }
+    }
+
+    pub fn env(&self) -> napi_env {
+        self.env
+    }
+}
+
 /// An options object passed to a native function, read by property name. Each getter's error
 /// names the call, the property and the type it received (`start(): options.timeoutSeconds must
 /// be a number, got string`), so that a TypeScript caller out of step with the Rust side fails
 /// with a message saying where.
-pub struct Options {
-    env: napi_env,
+///
+/// It borrows the [`Callback`] it was read in, so keeping it past that callback does not compile;
+/// that is why its getters are safe.
+pub struct Options<'a> {
+    cb: &'a Callback,
     obj: napi_value,
     call: &'static str,
     /// What the object is called in messages: `options`, or a nested one's path
@@ -198,23 +223,23 @@ pub struct Options {
     what: &'static str,
 }
 
-impl Options {
+impl<'a> Options<'a> {
     /// `v` as the object named `what` (`"options"`) of `call` (`"start()"`); an error when it is
     /// not an object.
     ///
     /// # Safety
-    /// This module's contract; the getters then rely on it for `env` and `v`, so an `Options`
-    /// must not outlive the callback it was made in.
+    /// `v` is a value of `cb`'s env, made or received in this callback (so live until it
+    /// returns, which `'a` cannot outlast).
     pub unsafe fn new(
-        env: napi_env,
+        cb: &'a Callback,
         v: napi_value,
         call: &'static str,
         what: &'static str,
     ) -> Result<Self, String> {
-        // SAFETY: the caller keeps this module's contract for `env` and `v`.
-        match unsafe { type_name(env, v) } {
+        // SAFETY: in the callback `cb` stands for (its contract), `v` a value of its env (ours).
+        match unsafe { type_name(cb.env, v) } {
             "object" => Ok(Options {
-                env,
+                cb,
                 obj: v,
                 call,
                 what,
@@ -224,24 +249,30 @@ impl Options {
     }
 
     /// The property's value (undefined when it is absent).
-    pub unsafe fn get(&self, name: &CStr) -> napi_value {
+    pub fn get(&self, name: &CStr) -> napi_value {
+        let env = self.cb.env;
         let mut out = std::ptr::null_mut();
-        // SAFETY: `new`'s contract: this runs in the callback that made `self`, on its thread;
+        // SAFETY: `self` borrows the callback's token, so this runs in that callback, on its
+        // thread (`Callback::enter`'s contract), and `obj` is a live value of its env (`new`'s);
         // `name` is NUL-terminated.
         unsafe {
-            if napi_get_named_property(self.env, self.obj, name.as_ptr(), &mut out) != NAPI_OK {
-                return undefined(self.env);
+            if napi_get_named_property(env, self.obj, name.as_ptr(), &mut out) != NAPI_OK {
+                return undefined(env);
             }
         }
         out
     }
 
+    /// What the value `v` read from this object is (`type_name`).
+    fn type_of(&self, v: napi_value) -> &'static str {
+        // SAFETY: as in `get`; `v` was read from `obj` in this callback.
+        unsafe { type_name(self.cb.env, v) }
+    }
+
     /// The property's value, None when it is undefined or null.
-    pub unsafe fn optional(&self, name: &CStr) -> Option<napi_value> {
-        // SAFETY: `new`'s contract (this runs in the callback that made `self`).
-        let v = unsafe { self.get(name) };
-        // SAFETY: as above; `v` was just read from this env.
-        match unsafe { type_name(self.env, v) } {
+    pub fn optional(&self, name: &CStr) -> Option<napi_value> {
+        let v = self.get(name);
+        match self.type_of(v) {
             "undefined" | "null" => None,
             _ => Some(v),
         }
@@ -256,38 +287,31 @@ impl Options {
         )
     }
 
-    pub unsafe fn number(&self, name: &CStr) -> Result<f64, String> {
-        // SAFETY: `new`'s contract (this runs in the callback that made `self`); `v` is read from
-        // this env.
-        unsafe {
-            let v = self.get(name);
-            f64_arg(self.env, v).ok_or_else(|| self.wrong(name, "a number", type_name(self.env, v)))
-        }
+    pub fn number(&self, name: &CStr) -> Result<f64, String> {
+        let v = self.get(name);
+        // SAFETY: as in `get`; `v` was read from `obj` in this callback.
+        unsafe { f64_arg(self.cb.env, v) }
+            .ok_or_else(|| self.wrong(name, "a number", self.type_of(v)))
     }
 
-    pub unsafe fn boolean(&self, name: &CStr) -> Result<bool, String> {
+    pub fn boolean(&self, name: &CStr) -> Result<bool, String> {
+        let v = self.get(name);
         // SAFETY: as in `number`.
-        unsafe {
-            let v = self.get(name);
-            bool_arg(self.env, v)
-                .ok_or_else(|| self.wrong(name, "a boolean", type_name(self.env, v)))
-        }
+        unsafe { bool_arg(self.cb.env, v) }
+            .ok_or_else(|| self.wrong(name, "a boolean", self.type_of(v)))
     }
 
-    pub unsafe fn string(&self, name: &CStr) -> Result<String, String> {
+    pub fn string(&self, name: &CStr) -> Result<String, String> {
+        let v = self.get(name);
         // SAFETY: as in `number`.
-        unsafe {
-            let v = self.get(name);
-            string_arg(self.env, v)
-                .ok_or_else(|| self.wrong(name, "a string", type_name(self.env, v)))
-        }
+        unsafe { string_arg(self.cb.env, v) }
+            .ok_or_else(|| self.wrong(name, "a string", self.type_of(v)))
     }
 
     /// A string property that must be one of `allowed` (an enum): an unknown value is an error
     /// listing the known ones, never a default.
-    pub unsafe fn one_of<T: Copy>(&self, name: &CStr, allowed: &[(&str, T)]) -> Result<T, String> {
-        // SAFETY: `new`'s contract (this runs in the callback that made `self`).
-        let s = unsafe { self.string(name) }?;
+    pub fn one_of<T: Copy>(&self, name: &CStr, allowed: &[(&str, T)]) -> Result<T, String> {
+        let s = self.string(name)?;
         allowed
             .iter()
             .find(|(n, _)| *n == s)
@@ -305,15 +329,13 @@ impl Options {
     }
 
     /// A function property.
-    pub unsafe fn function(&self, name: &CStr) -> Result<napi_value, String> {
+    pub fn function(&self, name: &CStr) -> Result<napi_value, String> {
+        let v = self.get(name);
         // SAFETY: as in `number`.
-        unsafe {
-            let v = self.get(name);
-            if is_function(self.env, v) {
-                Ok(v)
-            } else {
-                Err(self.wrong(name, "a function", type_name(self.env, v)))
-            }
+        if unsafe { is_function(self.cb.env, v) } {
+            Ok(v)
+        } else {
+            Err(self.wrong(name, "a function", self.type_of(v)))
         }
     }
 }

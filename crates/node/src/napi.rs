@@ -9,14 +9,35 @@ use std::os::raw::{c_char, c_int, c_void};
 
 use crate::uv::uv_loop_t;
 
-pub type napi_env = *mut c_void;
-pub type napi_value = *mut c_void;
-pub type napi_callback_info = *mut c_void;
-pub type napi_handle_scope = *mut c_void;
-pub type napi_threadsafe_function = *mut c_void;
-pub type napi_async_cleanup_hook_handle = *mut c_void;
-pub type napi_ref = *mut c_void;
-pub type napi_async_context = *mut c_void;
+// Each handle is a pointer to its own opaque type, as in Node's headers (`typedef struct
+// napi_env__* napi_env;`), so that one kind of handle passed for another does not compile.
+loop_helpers_core::opaque_types! {
+    /// What a `napi_env` points to: Node's per-addon-instance environment.
+    pub napi_env__;
+    /// What a `napi_value` points to: a V8 handle slot (the same slot as a V8 `Local`, see `v8_values::Local`).
+    pub napi_value__;
+    /// What a `napi_callback_info` points to.
+    pub napi_callback_info__;
+    /// What a `napi_handle_scope` points to.
+    pub napi_handle_scope__;
+    /// What a `napi_threadsafe_function` points to.
+    pub napi_threadsafe_function__;
+    /// What a `napi_async_cleanup_hook_handle` points to.
+    pub napi_async_cleanup_hook_handle__;
+    /// What a `napi_ref` points to.
+    pub napi_ref__;
+    /// What a `napi_async_context` points to.
+    pub napi_async_context__;
+}
+
+pub type napi_env = *mut napi_env__;
+pub type napi_value = *mut napi_value__;
+pub type napi_callback_info = *mut napi_callback_info__;
+pub type napi_handle_scope = *mut napi_handle_scope__;
+pub type napi_threadsafe_function = *mut napi_threadsafe_function__;
+pub type napi_async_cleanup_hook_handle = *mut napi_async_cleanup_hook_handle__;
+pub type napi_ref = *mut napi_ref__;
+pub type napi_async_context = *mut napi_async_context__;
 pub type napi_status = c_int;
 pub type napi_valuetype = c_int;
 

@@ -19,7 +19,16 @@ use loop_helpers_core::panics::{self, lock_or_recover, wait_or_recover, wait_tim
 use loop_helpers_core::symbol_table;
 use loop_helpers_core::symbols::Address;
 
-use crate::v8::{self, Isolate};
+use crate::v8::{self, Isolate, Local};
+use crate::worker_pool::Task;
+
+loop_helpers_core::opaque_types! {
+    /// A `node::Environment`; only ever used behind a pointer.
+    pub Environment;
+    /// A `node::MultiIsolatePlatform` (checked to be a `node::NodePlatform` before use); only ever
+    /// used behind a pointer.
+    pub Platform;
+}
 
 type TaskFn = unsafe extern "C" fn(*mut c_void);
 
@@ -28,18 +37,18 @@ extern "C" {
     fn loop_helpers_post_worker_task(
         kind: c_int,
         post: *mut c_void,
-        platform: *mut c_void,
+        platform: *mut Platform,
         run: TaskFn,
         drop: TaskFn,
         data: *mut c_void,
     ) -> c_int;
     fn loop_helpers_redirect_worker_tasks(
-        platform: *mut c_void,
+        platform: *mut Platform,
         vtable_symbol: *mut c_void,
         kind: c_int,
         post: *mut c_void,
         delayed: *mut c_void,
-        sink: unsafe extern "C" fn(*mut c_void, f64),
+        sink: unsafe extern "C" fn(*mut Task, f64),
         drain: *mut c_void,
         flush: *mut c_void,
         pool_drain: unsafe extern "C" fn(),
@@ -47,15 +56,15 @@ extern "C" {
     fn loop_helpers_symbol_size(address: *mut c_void) -> usize;
     fn loop_helpers_set_process_exit_handler(
         set: *mut c_void,
-        env: *mut c_void,
+        env: *mut Environment,
         on_exit: unsafe extern "C" fn(c_int),
     );
 }
 
-type GetCurrentContextFn = unsafe extern "C" fn(*mut Isolate) -> *mut c_void;
-type GetCurrentEnvironmentFn = unsafe extern "C" fn(*mut c_void) -> *mut c_void;
-type GetMultiIsolatePlatformFn = unsafe extern "C" fn(*mut c_void) -> *mut c_void;
-type NumberOfWorkerThreadsFn = unsafe extern "C" fn(*mut c_void) -> c_int;
+type GetCurrentContextFn = unsafe extern "C" fn(*mut Isolate) -> Local;
+type GetCurrentEnvironmentFn = unsafe extern "C" fn(Local) -> *mut Environment;
+type GetMultiIsolatePlatformFn = unsafe extern "C" fn(*mut Environment) -> *mut Platform;
+type NumberOfWorkerThreadsFn = unsafe extern "C" fn(*mut Platform) -> c_int;
 
 symbol_table! {
     /// What fork() needs of Node's platform and environment. The functions called from Rust take
@@ -149,8 +158,8 @@ pub fn support() -> Result<(), &'static str> {
 
 /// The running Node's platform and environment, checked to be Node's own `NodePlatform`.
 pub struct Handles {
-    environment: *mut c_void,
-    platform: *mut c_void,
+    environment: *mut Environment,
+    platform: *mut Platform,
 }
 
 /// # Safety
@@ -373,7 +382,7 @@ pub unsafe fn set_process_exit_handler(h: &Handles, on_exit: unsafe extern "C" f
 /// so that no other thread makes a virtual call on the platform while its vtable pointer changes.
 pub unsafe fn redirect_worker_tasks(
     h: &Handles,
-    sink: unsafe extern "C" fn(*mut c_void, f64),
+    sink: unsafe extern "C" fn(*mut Task, f64),
     pool_drain: unsafe extern "C" fn(),
 ) -> Result<bool, String> {
     let (api, posting) = api().map_err(str::to_owned)?;

@@ -4,15 +4,11 @@
 
 use std::os::raw::{c_int, c_void};
 
-#[repr(C)]
-pub struct uv_loop_t {
-    _opaque: [u8; 0],
-}
-
-/// A libuv handle of any type; only ever used behind a pointer.
-#[repr(C)]
-pub struct uv_handle_t {
-    _opaque: [u8; 0],
+loop_helpers_core::opaque_types! {
+    /// A libuv event loop; only ever used behind a pointer (its public head is [`uv_loop_head`]).
+    pub uv_loop_t;
+    /// A libuv handle of any type; only ever used behind a pointer.
+    pub uv_handle_t;
 }
 
 /// `UV_ASYNC` and `UV_PREPARE` in `uv_handle_type` (stable since libuv 1.0).

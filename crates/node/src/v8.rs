@@ -25,7 +25,19 @@ use loop_helpers_core::symbol_table;
 
 use crate::napi::*;
 
-pub type Isolate = c_void;
+loop_helpers_core::opaque_types! {
+    /// A `v8::Isolate`; only ever used behind a pointer.
+    pub Isolate;
+}
+
+/// A `Local<T>`: the handle slot's address. Deliberately the same Rust type as `napi_value`:
+/// Node-API's `napi_value` *is* a `Local<Value>` reinterpreted (`v8impl::JsValueFromV8LocalValue`
+/// and back are casts in Node's `js_native_api_v8.h`), and the snapshot walker passes one handle
+/// to both APIs. What the typing guards against is mistaking a handle for an env, a reference, a
+/// scope or an isolate; `T` itself (`Value`, `Context`, `Array`...) is checked by the callers,
+/// as V8's own `Local<T>::Cast` would.
+pub type Local = napi_value;
+
 pub type InterruptCallback = unsafe extern "C" fn(*mut Isolate, *mut c_void);
 
 #[repr(C)]
@@ -41,11 +53,11 @@ const K_DETAILED: c_int = 127;
 
 type GetCurrentFn = unsafe extern "C" fn() -> *mut Isolate;
 type RequestInterruptFn = unsafe extern "C" fn(*mut Isolate, InterruptCallback, *mut c_void);
-type CurrentStackTraceFn = unsafe extern "C" fn(*mut Isolate, c_int, c_int) -> *mut c_void;
-type FrameCountFn = unsafe extern "C" fn(*mut c_void) -> c_int;
-type GetFrameFn = unsafe extern "C" fn(*mut c_void, *mut Isolate, u32) -> *mut c_void;
-type LocationFn = unsafe extern "C" fn(*mut c_void) -> Location;
-type LocalGetterFn = unsafe extern "C" fn(*mut c_void) -> *mut c_void;
+type CurrentStackTraceFn = unsafe extern "C" fn(*mut Isolate, c_int, c_int) -> Local;
+type FrameCountFn = unsafe extern "C" fn(Local) -> c_int;
+type GetFrameFn = unsafe extern "C" fn(Local, *mut Isolate, u32) -> Local;
+type LocationFn = unsafe extern "C" fn(Local) -> Location;
+type LocalGetterFn = unsafe extern "C" fn(Local) -> Local;
 
 symbol_table! {
     /// Stack capture and interrupts, on which termination (and so `AfterTermination`) builds.
@@ -314,7 +326,7 @@ pub unsafe fn request_interrupt(
 ///
 /// # Safety
 /// As for [`capture_stack`]; `local` is null or a live handle of that isolate.
-unsafe fn string(env: napi_env, local: *mut c_void) -> String {
+unsafe fn string(env: napi_env, local: Local) -> String {
     if local.is_null() {
         return String::new();
     }

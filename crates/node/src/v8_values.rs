@@ -22,15 +22,14 @@
 //! Every entry point used here only reads V8's own data structures or allocates plain arrays and
 //! strings; none runs JavaScript (see `context_snapshot.rs` for why each is safe to call).
 
-use std::os::raw::{c_int, c_void};
+use std::os::raw::c_int;
 
 use loop_helpers_core::symbol_table;
 
 use crate::napi::napi_value;
 use crate::v8::Isolate;
 
-/// A `Local<T>`: the handle slot's address.
-pub type Local = *mut c_void;
+pub use crate::v8::Local;
 
 #[repr(C)]
 #[derive(Clone, Copy)]

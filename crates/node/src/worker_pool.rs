@@ -9,16 +9,20 @@
 //! instant of fork), and the grandchild starts its own threads ([`after_fork_child`]); queued
 //! tasks are kept and run there too, on that process's own copy of the heap.
 
-use std::os::raw::c_void;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use loop_helpers_core::clock::now_ns;
 use loop_helpers_core::panics::{self, lock_or_recover, wait_or_recover, wait_timeout_or_recover};
 
+loop_helpers_core::opaque_types! {
+    /// A `v8::Task` (the shim's `PlatformTask`); only ever used behind a pointer.
+    pub Task;
+}
+
 extern "C" {
     // shim/platform_shim.cc: task->Run(), then delete task.
-    fn loop_helpers_run_task(task: *mut c_void);
+    fn loop_helpers_run_task(task: *mut Task);
 }
 
 /// Node's platform worker threads are started by `uv_thread_create`, whose stack is the stack
@@ -66,7 +70,7 @@ pub fn is_active() -> bool {
 /// # Safety
 /// `task` is null or a task the platform shim hands over (a `std::unique_ptr<v8::Task>` released
 /// to us): the pool owns it from now on, runs it once and deletes it.
-pub unsafe extern "C" fn sink(task: *mut c_void, delay_seconds: f64) {
+pub unsafe extern "C" fn sink(task: *mut Task, delay_seconds: f64) {
     if task.is_null() {
         return;
     }
@@ -150,7 +154,7 @@ fn work() {
                 // SAFETY: `task` is a V8 Task* the platform handed over; it is run and deleted
                 // exactly once. V8 is built without exceptions, so nothing unwinds out of it.
                 let _ = panics::catch("worker_pool::run_task", || unsafe {
-                    loop_helpers_run_task(task as *mut c_void)
+                    loop_helpers_run_task(task as *mut Task)
                 });
                 p = pool();
                 p.running -= 1;

@@ -96,7 +96,7 @@ impl Visible {
 #[repr(C)]
 struct PollHead {
     data: *mut c_void,
-    loop_: *mut c_void,
+    loop_: *mut uv_loop_t,
     kind: c_int,
     close_cb: *mut c_void,
     handle_queue: [*mut c_void; 2],
