@@ -13,6 +13,10 @@
 //! deadline is the backstop should the timer's signal ever be lost. No other thread ever receives
 //! the timer's signal (see `alarm`). Every return from the wait is followed by a full cycle, so a
 //! wake-up that merged into the timer's signal is served all the same.
+//!
+//! What a cycle decides is kept apart from the thread in [`Watches`] (monitor/watches.rs): it reads
+//! the time from the loops' samples and a [`crate::clock::Clock`], and returns its effects instead
+//! of performing them, so that the tests run it in virtual time.
 
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};

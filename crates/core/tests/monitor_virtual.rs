@@ -7,6 +7,7 @@
 #[allow(dead_code)]
 mod virtual_monitor;
 
+use loop_helpers_core::monitor::Effects;
 use loop_helpers_core::report::LogTarget;
 use virtual_monitor::{config, field, spin, RecordingSink, Rig, VirtualLoop, MS};
 
@@ -294,4 +295,36 @@ fn stopping_a_watch_during_a_block_returns_the_block_unended() {
     );
     assert!(rig.watches.is_empty());
     assert_eq!(rig.remove(id), None, "stopped already");
+}
+
+#[test]
+fn flushing_ends_the_block_in_progress_and_the_watch_goes_on() {
+    let (mut rig, lp, sink, id) = idle_rig(config());
+    rig.run_for(20 * MS);
+    lp.wake_up();
+    rig.run_for(120 * MS);
+    let mut fx = Effects::default();
+    let record = rig
+        .watches
+        .flush(id, &mut fx)
+        .expect("a block was in progress");
+    assert!(record.contains("\"ended\":true"), "{record}");
+    assert_eq!(field(&record, "durationMs"), 120.0, "{record}");
+    assert_eq!(
+        rig.watches.flush(id, &mut fx),
+        None,
+        "nothing more to flush"
+    );
+    assert!(
+        sink.blocks().is_empty(),
+        "the caller gets the record, not the sink"
+    );
+    // The watch goes on: the next block is reported as usual.
+    lp.turn_and_wait();
+    rig.run_for(30 * MS);
+    block_answering(&mut rig, &lp, &sink, 150);
+    rig.run_for(10 * MS);
+    let blocks = sink.blocks();
+    assert_eq!(blocks.len(), 1);
+    assert_eq!(field(&blocks[0], "durationMs"), 150.0, "{}", blocks[0]);
 }

@@ -34,11 +34,6 @@ impl<C: Clock> Watches<C> {
         }
     }
 
-    /// The clock this set reads.
-    pub fn clock(&self) -> &C {
-        &self.clock
-    }
-
     /// Number of watches.
     pub fn len(&self) -> usize {
         self.list.len()
