@@ -16,6 +16,26 @@ pub fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// Where the monitor's decision logic reads "now" (see `monitor::Watches`): the monotonic clock in
+/// the process, a clock the test moves in the virtual-time tests. A cycle reads it at most once per
+/// loop (the loop's sample carries its time), so a trait call is nothing next to the look itself;
+/// the process-wide monitor's `Watches<Monotonic>` is dispatched statically.
+pub trait Clock {
+    /// Nanoseconds on this clock (the `uv_hrtime()` scale for [`Monotonic`]).
+    fn now_ns(&self) -> u64;
+}
+
+/// [`now_ns`] as a [`Clock`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Monotonic;
+
+impl Clock for Monotonic {
+    #[inline]
+    fn now_ns(&self) -> u64 {
+        now_ns()
+    }
+}
+
 /// CPU time the calling thread has used, in nanoseconds (0 if it cannot be read).
 pub fn thread_cpu_ns() -> u64 {
     clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID)

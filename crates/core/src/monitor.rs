@@ -13,6 +13,10 @@
 //! deadline is the backstop should the timer's signal ever be lost. No other thread ever receives
 //! the timer's signal (see `alarm`). Every return from the wait is followed by a full cycle, so a
 //! wake-up that merged into the timer's signal is served all the same.
+//!
+//! What a cycle decides is kept apart from the thread in [`Watches`] (monitor/watches.rs): it reads
+//! the time from the loops' samples and a [`crate::clock::Clock`], and returns its effects instead
+//! of performing them, so that the tests run it in virtual time.
 
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -21,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crate::alarm;
 use crate::budget::{LogBudget, Verdict};
-use crate::clock::now_ns;
+use crate::clock::{now_ns, Monotonic};
 use crate::context::ContextCapture;
 use crate::fingerprint::fingerprint;
 use crate::heartbeat::LoopSample;
@@ -34,7 +38,10 @@ use crate::report::{
 };
 use crate::stderr;
 use crate::thread_times::ThreadTimes;
-use crate::tracker::{Ended, Fire, Tracker, TrackerConfig};
+use crate::tracker::{Ended, Fire, Tracker};
+
+mod watches;
+pub use watches::Watches;
 
 /// How long a warning waits for its stack sample before it is written without one.
 pub const SAMPLE_WAIT_NS: u64 = 5_000_000;
@@ -176,9 +183,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// a blocked JavaScript thread) does not take it, so the blocked code never waits for stderr.
 static OUTPUT: Mutex<()> = Mutex::new(());
 
-/// What a monitor cycle produced, performed after the registry lock is released.
+/// What a monitor cycle produced, performed after the registry lock is released (the process-wide
+/// monitor), or looked at by a test ([`Effects::text`], [`Effects::deliver`]).
 #[derive(Default)]
-struct Effects {
+pub struct Effects {
     text: String,
     deliveries: Vec<(Arc<dyn WatchSink>, String)>,
     /// Where each loop's thread was, read once per loop in this cycle (see [`Effects::whereabouts`]).
@@ -220,6 +228,25 @@ impl Effects {
         t
     }
 
+    /// The text to write to stderr, in order.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The block records to hand to the sinks, in order.
+    pub fn records(&self) -> impl Iterator<Item = &str> {
+        self.deliveries.iter().map(|(_, json)| json.as_str())
+    }
+
+    /// Hands the block records to their sinks and returns the text, without writing it.
+    pub fn deliver(self) -> String {
+        for (sink, json) in self.deliveries {
+            sink.block_ended(json);
+        }
+        self.text
+    }
+
+    /// Writes the text to stderr, then hands the block records to their sinks.
     fn perform(self) {
         if !self.text.is_empty() {
             stderr::write_all(&self.text);
@@ -256,7 +283,7 @@ impl Watch {
         let mut st = lock(&self.state);
         let step = st.tracker.observe(sample);
         if let Some(e) = step.ended {
-            self.finish_block(&mut st, e, true, fx);
+            self.finish_block(&mut st, e, true, now, fx);
         }
         if let Some(f) = step.fire {
             self.fire(&mut st, f, now);
@@ -396,7 +423,7 @@ impl Watch {
                 let (marks, state) = fx.whereabouts(&self.probe);
                 let w = &mut cur.warnings[i];
                 w.missing_reason = Some(NO_STACK_NATIVE);
-                w.native = NativeState::from_parts(marks, state.as_ref(), now_ns());
+                w.native = NativeState::from_parts(marks, state.as_ref(), now);
                 w.thread_state = state.map(|s| s.words);
             }
             let fingerprint = block_fingerprint(&cur.warnings[..=i]);
@@ -424,9 +451,10 @@ impl Watch {
     }
 
     /// Hands a finished block to JavaScript, after writing its pending warnings and, when it is
-    /// logged, its closing line (text: the total; JSON: a `BlockingEnded` record).
-    fn finish_block(&self, st: &mut WatchState, e: Ended, ended: bool, fx: &mut Effects) {
-        self.write_ready(st, now_ns(), true, fx);
+    /// logged, its closing line (text: the total; JSON: a `BlockingEnded` record). `now`: the
+    /// time of the cycle (or of the stop or flush) that ends it.
+    fn finish_block(&self, st: &mut WatchState, e: Ended, ended: bool, now: u64, fx: &mut Effects) {
+        self.write_ready(st, now, true, fx);
         let Some(cur) = st.current.take() else {
             return;
         };
@@ -434,7 +462,7 @@ impl Watch {
         let fingerprint = block_fingerprint(&cur.warnings);
         if let (Some(fp), true) = (&fingerprint, verdict.log) {
             // Its first warning had no stack yet: the closing record names the culprit.
-            st.budget.logged_late(fp, now_ns());
+            st.budget.logged_late(fp, now);
         }
         let times = cur
             .times_at_start
@@ -464,6 +492,14 @@ impl Watch {
         let texts = self.cfg.log == LogTarget::Deferred && verdict.log;
         fx.deliveries
             .push((self.sink.clone(), block_json(&o, &record, texts)));
+    }
+
+    /// Whether the block a ticket belongs to is still in progress.
+    fn block_open(&self, ticket: &SampleTicket) -> bool {
+        lock(&self.state)
+            .current
+            .as_ref()
+            .is_some_and(|c| c.serial == ticket.block_serial)
     }
 
     fn attach_sample(
@@ -509,8 +545,7 @@ impl Watch {
 }
 
 struct Registry {
-    watches: Vec<Arc<Watch>>,
-    next_id: u64,
+    watches: Watches<Monotonic>,
     exiting: bool,
 }
 
@@ -527,8 +562,7 @@ static BACKSTOP_WAKES: AtomicU64 = AtomicU64::new(0);
 fn monitor() -> &'static Monitor {
     MONITOR.get_or_init(|| Monitor {
         registry: Mutex::new(Registry {
-            watches: Vec::new(),
-            next_id: 1,
+            watches: Watches::new(Monotonic),
             exiting: false,
         }),
     })
@@ -576,21 +610,10 @@ fn cycle_all() -> Option<u64> {
     let mut fx = Effects::default();
     let next = {
         let reg = lock(&monitor().registry);
-        if reg.exiting || reg.watches.is_empty() {
+        if reg.exiting {
             None
         } else {
-            // The loops looked at in this cycle (usually one or a few: a linear search is fine).
-            let mut looked: Vec<(*const (), LoopSample)> = Vec::new();
-            Some(
-                reg.watches
-                    .iter()
-                    .map(|w| {
-                        let sample = w.sample(&mut looked);
-                        w.cycle(sample, &mut fx)
-                    })
-                    .min()
-                    .unwrap_or(u64::MAX),
-            )
+            reg.watches.cycle(&mut fx)
         }
     };
     fx.perform();
@@ -612,25 +635,7 @@ pub fn register(
             return Err(io::Error::other("the process is exiting"));
         }
         alarm::activate()?;
-        let id = reg.next_id;
-        reg.next_id += 1;
-        let tracker = Tracker::new(TrackerConfig::new(cfg.timeout_ns, cfg.aggressive), first);
-        let pid = AtomicU32::new(cfg.origin.pid);
-        reg.watches.push(Arc::new(Watch {
-            id,
-            pid,
-            cfg,
-            probe,
-            sink,
-            state: Mutex::new(WatchState {
-                tracker,
-                next_serial: 0,
-                current: None,
-                next_interrupt_ns: 0,
-                budget: LogBudget::default(),
-            }),
-        }));
-        id
+        reg.watches.add(cfg, probe, sink, first)
     };
     alarm::wake();
     Ok(id)
@@ -642,24 +647,15 @@ pub fn register(
 pub fn unregister(id: u64) -> io::Result<Option<String>> {
     let _output = lock(&OUTPUT);
     let mut fx = Effects::default();
-    let mut partial = None;
-    let result = {
+    let (partial, result) = {
         let mut reg = lock(&monitor().registry);
-        if let Some(pos) = reg.watches.iter().position(|w| w.id == id) {
-            let w = reg.watches.remove(pos);
-            let mut st = lock(&w.state);
-            if let Some(e) = st.tracker.finish(now_ns()) {
-                let mut inner = Effects::default();
-                w.finish_block(&mut st, e, false, &mut inner);
-                fx.text.push_str(&inner.text);
-                partial = inner.deliveries.into_iter().next().map(|(_, json)| json);
-            }
-        }
-        if reg.watches.is_empty() {
+        let partial = reg.watches.remove(id, &mut fx);
+        let result = if reg.watches.is_empty() {
             alarm::deactivate()
         } else {
             Ok(())
-        }
+        };
+        (partial, result)
     };
     fx.perform();
     alarm::wake();
@@ -677,29 +673,12 @@ pub fn set_log_repeats_after(id: u64, interval_ns: u64) -> bool {
 
 /// The registered watch with this id (the registry lock is released on return).
 fn find_watch(id: u64) -> Option<Arc<Watch>> {
-    let reg = lock(&monitor().registry);
-    reg.find(id)
-}
-
-impl Registry {
-    /// `watches` is in id order (ids only grow, and removal keeps the order): a binary search,
-    /// so that a thousand watches on one loop do not make every lookup a scan.
-    fn find(&self, id: u64) -> Option<Arc<Watch>> {
-        self.watches
-            .binary_search_by_key(&id, |w| w.id)
-            .ok()
-            .map(|i| self.watches[i].clone())
-    }
+    lock(&monitor().registry).watches.find(id)
 }
 
 /// Whether the block a ticket belongs to is still in progress (its interrupt is still wanted).
 pub fn block_open(ticket: &SampleTicket) -> bool {
-    find_watch(ticket.watch_id).is_some_and(|w| {
-        lock(&w.state)
-            .current
-            .as_ref()
-            .is_some_and(|c| c.serial == ticket.block_serial)
-    })
+    find_watch(ticket.watch_id).is_some_and(|w| w.block_open(ticket))
 }
 
 /// Ends the block in progress now, if one was warned about, and returns its record: the loop is
@@ -708,12 +687,15 @@ pub fn block_open(ticket: &SampleTicket) -> bool {
 pub fn flush(id: u64) -> Option<String> {
     let _output = lock(&OUTPUT);
     let mut fx = Effects::default();
+    // The watch is found under the registry lock, and its block ended after it is released, as
+    // before: a flush never holds the registry while it reads the loop thread's state.
     let record = {
         let w = find_watch(id)?;
+        let now = now_ns();
         let mut st = lock(&w.state);
-        let e = st.tracker.finish(now_ns())?;
+        let e = st.tracker.finish(now)?;
         let mut inner = Effects::default();
-        w.finish_block(&mut st, e, true, &mut inner);
+        w.finish_block(&mut st, e, true, now, &mut inner);
         fx.text = inner.text;
         inner.deliveries.into_iter().next().map(|(_, json)| json)
     };
@@ -741,23 +723,15 @@ pub fn deliver_samples(
     if tickets.is_empty() {
         return;
     }
-    let watches: Vec<Option<Arc<Watch>>> = {
+    // The registry lock is held only to find the watches, not while samples are attached.
+    let found: Vec<Option<Arc<Watch>>> = {
         let reg = lock(&monitor().registry);
-        tickets.iter().map(|(t, _)| reg.find(t.watch_id)).collect()
+        tickets
+            .iter()
+            .map(|(t, _)| reg.watches.find(t.watch_id))
+            .collect()
     };
-    let now = now_ns();
-    let mut attached = false;
-    for ((ticket, context), w) in tickets.into_iter().zip(watches) {
-        let Some(w) = w else { continue };
-        let sample = Sample {
-            frames: frames.to_vec(),
-            captured_ns: now,
-            delay_ns: now.saturating_sub(ticket.requested_ns),
-            cost_ns,
-            sync_api: sync_api.map(str::to_string),
-        };
-        attached |= w.attach_sample(ticket, sample, context);
-    }
+    let attached = watches::attach_samples(tickets, found, frames, cost_ns, sync_api, now_ns());
     if attached {
         alarm::wake();
     }
@@ -768,7 +742,7 @@ pub fn shutdown() {
     if let Some(m) = MONITOR.get() {
         let mut reg = lock(&m.registry);
         reg.exiting = true;
-        reg.watches.clear();
+        reg.watches.list.clear();
         alarm::on_exit();
     }
 }
@@ -883,7 +857,7 @@ pub mod fork_pause {
         // the futex-based std locks need no other repair, and nobody waits on them here.
         drop(paused);
         let pid = std::process::id();
-        for w in &super::lock(&super::monitor().registry).watches {
+        for w in &super::lock(&super::monitor().registry).watches.list {
             w.pid.store(pid, std::sync::atomic::Ordering::Relaxed);
         }
         *super::lock(&super::THREAD_RUNNING) = false;

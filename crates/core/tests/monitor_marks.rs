@@ -1,55 +1,18 @@
 //! A block outside JavaScript is named from what the loop thread marks (`LoopProbe::marks`): the
 //! Node.js synchronous API or the garbage collection it is in, read when a warning goes out without
-//! a stack; and a sample taken inside a synchronous API names it. Simulated loop, real monitor
-//! thread. One test function (process-wide state).
-#![deny(unsafe_op_in_unsafe_fn)]
-#![deny(clippy::undocumented_unsafe_blocks)]
+//! a stack; and a sample taken inside a synchronous API names it. Virtual time (see
+//! `virtual_monitor`): no thread, no signal, no sleep.
 
-// Shared test doubles; this file does not use the recording sink.
+// Shared test doubles; this file does not use every one.
 #[allow(dead_code)]
-mod common;
+mod virtual_monitor;
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
-use common::{config, wait_for, FakeLoop};
-use loop_helpers_core::clock::now_ns;
-use loop_helpers_core::heartbeat::LoopSample;
-use loop_helpers_core::monitor::{self, LoopProbe, SampleTicket, WatchSink};
+use loop_helpers_core::monitor::SAMPLE_WAIT_NS;
 use loop_helpers_core::native_state::Marks;
-use loop_helpers_core::report::Frame;
-
-/// The simulated loop, with the marks its thread would write.
-struct MarkedLoop {
-    lp: FakeLoop,
-    marks: Mutex<Marks>,
-}
-
-impl LoopProbe for MarkedLoop {
-    fn sample(&self) -> LoopSample {
-        self.lp.sample()
-    }
-    fn marks(&self) -> Marks {
-        self.marks.lock().unwrap().clone()
-    }
-}
-
-/// A sink whose samples come only when the test says (a thread in native code).
-#[derive(Default)]
-struct HeldSink {
-    requests: Mutex<Vec<SampleTicket>>,
-    blocks: Mutex<Vec<String>>,
-}
-
-impl WatchSink for HeldSink {
-    fn request_sample(&self, ticket: SampleTicket) -> bool {
-        self.requests.lock().unwrap().push(ticket);
-        true
-    }
-    fn block_ended(&self, record_json: String) {
-        self.blocks.lock().unwrap().push(record_json);
-    }
-}
+use loop_helpers_core::report::{Frame, LogTarget};
+use virtual_monitor::{config, field, RecordingSink, Rig, VirtualLoop, MS};
 
 fn caller() -> Vec<Frame> {
     vec![Frame {
@@ -61,72 +24,84 @@ fn caller() -> Vec<Frame> {
     }]
 }
 
-#[test]
-fn names_the_sync_api_or_the_gc_a_blocked_thread_is_in() {
-    let lp = Arc::new(MarkedLoop {
-        lp: FakeLoop::new(),
-        marks: Mutex::new(Marks::default()),
-    });
-    let sink = Arc::new(HeldSink::default());
-    let mut cfg = config(1);
+/// A default (not aggressive) watch on an idle loop, logging to `log`.
+fn idle_rig(log: LogTarget) -> (Rig, Arc<VirtualLoop>, Arc<RecordingSink>) {
+    let mut rig = Rig::new();
+    let lp = VirtualLoop::new(&rig);
+    let sink = RecordingSink::new();
+    let mut cfg = config();
     cfg.aggressive = false;
-    monitor::register(cfg, lp.clone(), sink.clone()).unwrap();
-    lp.lp.turn_and_wait();
-    std::thread::sleep(Duration::from_millis(50));
+    cfg.log = log;
+    rig.add(cfg, &lp, &sink);
+    lp.turn_and_wait();
+    rig.run_for(50 * MS);
+    (rig, lp, sink)
+}
 
+#[test]
+fn a_block_in_a_sync_api_is_named_and_its_late_stack_too() {
+    let (mut rig, lp, sink) = idle_rig(LogTarget::StderrText);
     // In fs.readFileSync past the deadline; the stack comes as the call returns (sampled there,
-    // naming the API), while the block lasts.
-    *lp.marks.lock().unwrap() = Marks {
+    // naming the API), while the block lasts: 25 ms after it was asked for.
+    lp.set_marks(Marks {
         sync_api: Some("fs.readFileSync".into()),
         gc: None,
-    };
-    lp.lp.wake_up();
-    assert!(wait_for(|| !sink.requests.lock().unwrap().is_empty()));
-    std::thread::sleep(Duration::from_millis(30)); // past the 5 ms wait: written without a stack
-    let ticket = sink.requests.lock().unwrap()[0];
-    *lp.marks.lock().unwrap() = Marks::default();
-    monitor::deliver_samples(
-        vec![(ticket, None)],
-        &caller(),
-        1_000,
-        Some("fs.readFileSync"),
-    );
-    std::thread::sleep(Duration::from_millis(20));
-    lp.lp.turn_and_wait();
-    assert!(wait_for(|| sink.blocks.lock().unwrap().len() == 1));
-    let json = sink.blocks.lock().unwrap()[0].clone();
+    });
+    lp.wake_up();
+    let start = rig.now();
+    rig.run_until(start + 100 * MS + SAMPLE_WAIT_NS); // past the wait: written without a stack
+    assert_eq!(sink.requests().len(), 1);
+    rig.run_for(20 * MS);
+    lp.set_marks(Marks::default());
+    rig.deliver(&sink.requests(), &caller(), Some("fs.readFileSync"));
+    rig.run_for(20 * MS);
+    lp.turn_and_wait();
+    rig.run_for(10 * MS);
+    let json = &sink.blocks()[0];
     assert!(json.contains("\"syncApi\":\"fs.readFileSync\""), "{json}");
     assert!(json.contains("\"gc\":null,\"gcMs\":null"), "{json}");
     assert!(json.contains("\"functionName\":\"loadConfig\""), "{json}");
     assert!(
-        json.contains("BlockingWarning: blocking detected after timeout=0.1; blocked for 0.1"),
-        "{json}"
+        rig.text.starts_with(
+            "(node:1) BlockingWarning: blocking detected after timeout=0.1; blocked for 0.100 s\n    \
+             in fs.readFileSync (native)\n"
+        ),
+        "{}",
+        rig.text
     );
     assert!(
-        json.contains("s\\n    in fs.readFileSync (native"),
-        "{json}"
+        rig.text.contains(
+            "BlockingWarning: the stack of the block above, sampled 0.025 s after its warning, \
+             where it called fs.readFileSync\n    at loadConfig (/app/config.js:12:17)\n"
+        ),
+        "{}",
+        rig.text
     );
+}
 
-    // In a mark-compact that began 40 ms before the deadline: the warning names it and its length
-    // so far.
-    std::thread::sleep(Duration::from_millis(50));
-    lp.lp.wake_up();
-    let gc_start = now_ns() + 60_000_000;
-    *lp.marks.lock().unwrap() = Marks {
+#[test]
+fn a_block_in_a_garbage_collection_is_named_with_its_length_so_far() {
+    let (mut rig, lp, sink) = idle_rig(LogTarget::Deferred);
+    // In a mark-compact that began 60 ms into the block: the warning, written when its sample's
+    // wait is over (105 ms), names it and its 45 ms so far.
+    lp.wake_up();
+    let start = rig.now();
+    lp.set_marks(Marks {
         sync_api: None,
-        gc: Some((4, gc_start)),
-    };
-    assert!(wait_for(|| sink.requests.lock().unwrap().len() == 2));
-    std::thread::sleep(Duration::from_millis(30));
-    lp.lp.turn_and_wait();
-    assert!(wait_for(|| sink.blocks.lock().unwrap().len() == 2));
-    let json = sink.blocks.lock().unwrap()[1].clone();
+        gc: Some((4, start + 60 * MS)),
+    });
+    rig.run_until(start + 100 * MS + SAMPLE_WAIT_NS);
+    assert_eq!(sink.requests().len(), 1);
+    lp.turn_and_wait();
+    rig.run_for(10 * MS);
+    let json = &sink.blocks()[0];
     assert!(
         json.contains("\"syncApi\":null,\"gc\":\"mark-compact\",\"gcMs\":"),
         "{json}"
     );
+    assert_eq!(field(json, "gcMs"), 45.0, "{json}");
     assert!(
-        json.contains("\\n    in a garbage collection (mark-compact, "),
+        json.contains("\\n    in a garbage collection (mark-compact, 45 ms so far)"),
         "{json}"
     );
     assert!(json.contains("\"frames\":null"), "{json}");
