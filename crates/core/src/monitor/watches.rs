@@ -94,24 +94,24 @@ impl<C: Clock> Watches<C> {
     pub fn remove(&mut self, id: u64, fx: &mut Effects) -> Option<String> {
         let pos = self.list.iter().position(|w| w.id == id)?;
         let w = self.list.remove(pos);
-        let now = self.clock.now_ns();
-        let mut st = lock(&w.state);
-        let e = st.tracker.finish(now)?;
-        let mut inner = Effects::default();
-        w.finish_block(&mut st, e, false, now, &mut inner);
-        fx.text.push_str(&inner.text);
-        inner.deliveries.into_iter().next().map(|(_, json)| json)
+        self.end_in_progress(&w, false, fx)
     }
 
     /// Ends the block in progress now, if one was warned about, and returns its record (its text
     /// goes to `fx`; the record is not delivered). The watch keeps running.
     pub fn flush(&self, id: u64, fx: &mut Effects) -> Option<String> {
         let w = self.find(id)?;
+        self.end_in_progress(&w, true, fx)
+    }
+
+    /// Ends `w`'s block in progress now, if one was warned about (`ended`: the loop is done, rather
+    /// than the detector stopped), and returns its record; its text goes to `fx`.
+    fn end_in_progress(&self, w: &Watch, ended: bool, fx: &mut Effects) -> Option<String> {
         let now = self.clock.now_ns();
         let mut st = lock(&w.state);
         let e = st.tracker.finish(now)?;
         let mut inner = Effects::default();
-        w.finish_block(&mut st, e, true, now, &mut inner);
+        w.finish_block(&mut st, e, ended, now, &mut inner);
         fx.text.push_str(&inner.text);
         inner.deliveries.into_iter().next().map(|(_, json)| json)
     }
