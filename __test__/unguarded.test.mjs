@@ -159,6 +159,17 @@ test('main thread, async_hooks init callback: reported, never interrupted', asyn
   t.regex(r.stderr, /BlockingWarning: blocking detected after timeout=0\.1/);
 });
 
+// When a block that is never interrupted (here in an async_hooks hook) ends, the next code of the
+// same turn is not interrupted by a request made before it had blocked for a timeout: only code
+// that was still running since the previous look is. The one that spins forever is, as itself.
+test('main thread, after a block in an async_hooks hook, the next timer of the turn is not the one interrupted', async (t) => {
+  const context = 'async_hooks init callback, then other timers of that turn';
+  const r = await run(context, { log: 'text' });
+  assertRecovered(t, r, context);
+  t.deepEqual(r.result?.later.slice(0, 2), ['init hook finished', 'bounded timer after the hook finished']);
+  t.true(r.result?.later.includes('timer of that init ran'));
+});
+
 // An Immediate created before the detector started is never interrupted: it is the one callback the
 // timer repair cannot see start, and unrepaired Node could not go on. Its block is only reported.
 for (const worker of [false, true]) {

@@ -49,8 +49,18 @@ pub fn set_paths(root: &str, own: &str) {
 /// called. Such code is short and must not be left half done by an interrupt. A frame without a
 /// file is the application's (`eval`, `new Function`).
 pub fn in_own_code(frames: &[Frame]) -> bool {
+    with_own(|own| in_own_code_with(frames, own))
+}
+
+/// Calls `f` with this package's directory (empty: not registered yet).
+pub fn with_own<R>(f: impl FnOnce(&str) -> R) -> R {
     let p = lock_or_recover(&PATHS, "fingerprint::PATHS");
-    in_own_code_with(frames, p.as_ref().map_or("", |p| p.own.as_str()))
+    f(p.as_ref().map_or("", |p| p.own.as_str()))
+}
+
+/// Neither Node's own code (`node:`) nor this package's (`own`, a directory; empty: not known).
+pub fn is_user_code(f: &Frame, own: &str) -> bool {
+    !f.file_name.starts_with("node:") && (own.is_empty() || !f.file_name.starts_with(own))
 }
 
 /// [`in_own_code`] with an explicit package directory (empty: not known, false).
@@ -76,11 +86,7 @@ pub fn fingerprint_with(frames: &[Frame], root: &str, own: &str) -> Option<Strin
     if frames.is_empty() {
         return None;
     }
-    let is_app = |f: &Frame| {
-        !f.file_name.is_empty()
-            && !f.file_name.starts_with("node:")
-            && (own.is_empty() || !f.file_name.starts_with(own))
-    };
+    let is_app = |f: &Frame| !f.file_name.is_empty() && is_user_code(f, own);
     let any_app = frames.iter().any(is_app);
     let mut keys: Vec<String> = Vec::with_capacity(FRAMES);
     for f in frames.iter().filter(|f| !any_app || is_app(f)) {

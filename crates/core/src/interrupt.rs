@@ -58,6 +58,7 @@ use crate::monitor::SampleTicket;
 use crate::panics::lock_or_recover;
 use crate::report::{json_frames, Frame};
 
+pub mod looks;
 #[cfg(test)]
 mod tests;
 
@@ -157,6 +158,9 @@ struct State {
     /// (loop iteration, monotonic ns) of the last interrupt resolved: the code after it is not
     /// the code that blocked, so the block is counted again from there.
     last_resolved: Option<Resolved>,
+    /// The loop thread's stack at the last look in this turn (a sample or an interrupt), cleared
+    /// when an interrupt is resolved (the code after it is new).
+    last_look: Option<looks::Look>,
 }
 
 /// When an interrupt was last resolved.
@@ -242,6 +246,12 @@ pub struct Context {
     /// JavaScript (the block, if any, is in native code). A termination now would land on
     /// whatever JavaScript runs next, code that did not block.
     pub no_javascript: bool,
+    /// The code that the previous look in this loop turn saw (a sample, or an interrupt not
+    /// taken) has returned since ([`Interrupts::look`]): what runs now started later and has not
+    /// blocked for a timeout itself. (A bounded block ended just as the monitor asked, and V8 ran
+    /// the interrupt in the next JavaScript of the turn.) Unless a `run()`/`wrap()` is on the
+    /// stack, the monitor asks again one timeout later.
+    pub code_returned: bool,
 }
 
 impl Interrupts {
@@ -281,7 +291,27 @@ impl Interrupts {
         })
     }
 
+    /// JS thread, at each look at the stack in an interrupt callback: records `look` as the
+    /// turn's latest, and says whether the code the previous look of the same turn saw has
+    /// returned since (see [`looks::returned`]; `max_frames`: the most frames a look keeps).
+    pub fn look(&self, look: looks::Look, max_frames: usize) -> bool {
+        if look.frames.is_empty() {
+            // No JavaScript on the stack: nothing to compare later looks with.
+            return false;
+        }
+        let mut st = self.lock();
+        let returned = st.last_look.as_ref().is_some_and(|earlier| {
+            earlier.iteration == look.iteration
+                && crate::fingerprint::with_own(|own| {
+                    looks::returned(earlier, &look, max_frames, own)
+                })
+        });
+        st.last_look = Some(look);
+        returned
+    }
+
     fn resolved(st: &mut State, p: &Pending) {
+        st.last_look = None;
         // Resolvers run on the loop thread: its own CPU clock is the one to read.
         st.last_resolved = Some(Resolved {
             iteration: p.iteration,
@@ -346,11 +376,14 @@ impl Interrupts {
             if cx.in_builtin_loader || cx.no_javascript || cx.in_node_machinery || cx.in_own_code {
                 // Not now: the monitor asks again every timeout while the block lasts.
                 Decision::Nothing
-            } else if self.explicit_depth.load(Ordering::Relaxed) > 0
-                || (p.ticket.unguarded && self.guard_depth.load(Ordering::Relaxed) > 0)
-            {
-                // A guard resolves it: the application's own, or (for a watch that interrupts
-                // everywhere) a callback guard.
+            } else if self.explicit_depth.load(Ordering::Relaxed) > 0 {
+                // The application's guard resolves it: the code under it is what it guards.
+                Decision::Terminate
+            } else if cx.code_returned {
+                // Not this code: the monitor asks again one timeout later.
+                Decision::Nothing
+            } else if p.ticket.unguarded && self.guard_depth.load(Ordering::Relaxed) > 0 {
+                // A callback guard resolves it (a watch that interrupts everywhere).
                 Decision::Terminate
             } else if !p.ticket.unguarded
                 || !self.unguarded.load(Ordering::Acquire)
@@ -472,6 +505,7 @@ impl Interrupts {
         let mut st = self.lock();
         st.requested = None;
         st.fired = None;
+        st.last_look = None;
         self.update_outstanding(&st);
     }
 }

@@ -12,7 +12,8 @@
 //!      [`channel`]: thread-safe functions that deliver JSON to JavaScript; [`counts`]: native
 //!      object counts.
 //!    - [`v8`]: the V8 entry points Node-API lacks, resolved at run time (capabilities, not
-//!      crashes); [`v8_values`], [`context_snapshot`], [`async_context`]: reading V8 values
+//!      crashes); [`callback_id`]: the async id of the running callback (Node's embedder API,
+//!      resolved the same way); [`v8_values`], [`context_snapshot`], [`async_context`]: reading V8 values
 //!      without running JavaScript, for `asyncContext` (the blocked code's AsyncLocalStorage
 //!      store, read in the sampling interrupt).
 //!    - [`gc_state`], [`sync_marker`]: where a thread outside JavaScript is, marked by the thread
@@ -37,6 +38,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod async_context;
+mod callback_id;
 mod channel;
 mod context_snapshot;
 mod counts;

@@ -5,11 +5,13 @@ use std::os::raw::c_void;
 use std::sync::Arc;
 
 use loop_helpers_core::context::ContextCapture;
+use loop_helpers_core::interrupt::looks::Look;
 use loop_helpers_core::interrupt::{Context, Decision};
 use loop_helpers_core::monitor::{self, LoopProbe, SampleTicket, WatchSink};
 use loop_helpers_core::panics;
 
 use crate::async_context::{self, AsyncContextSpec};
+use crate::callback_id;
 use crate::channel::JsChannel;
 use crate::env_loop::{EnvLoop, WatchOutput};
 use crate::napi::*;
@@ -68,9 +70,16 @@ unsafe extern "C" fn on_interrupt(isolate: *mut v8::Isolate, data: *mut c_void) 
         let captures = unsafe { captures(&env_loop, isolate, &queued, &frames) };
         let cost = loop_helpers_core::clock::now_ns().saturating_sub(started);
         monitor::deliver_samples(captures, &frames, cost, sync_api.as_deref());
+        let look = Look {
+            iteration: env_loop.iteration(),
+            // SAFETY: in the isolate's interrupt callback, on its thread.
+            callback_id: unsafe { callback_id::current(isolate) },
+            frames: frames.clone(),
+        };
+        let code_returned = env_loop.interrupts.look(look, MAX_FRAMES as usize);
         for q in queued.iter().filter(|q| q.ticket.interrupt) {
             // SAFETY: as above; `env_loop` is alive (checked after `take`).
-            if unsafe { interrupt(&env_loop, isolate, q.ticket, &frames) } {
+            if unsafe { interrupt(&env_loop, isolate, q.ticket, &frames, code_returned) } {
                 // Terminating: the rest are about the same block, and are resolved with it.
                 break;
             }
@@ -176,6 +185,7 @@ pub unsafe fn sample_at_sync_return(env_loop: &EnvLoop, isolate: *mut v8::Isolat
 }
 
 /// Decides on one interrupt request, in the interrupt callback; true when it terminated.
+/// `code_returned`: what [`loop_helpers_core::interrupt::Interrupts::look`] said of `frames`.
 ///
 /// # Safety
 /// On the isolate's own thread, inside its interrupt callback; `env_loop` is alive.
@@ -184,6 +194,7 @@ unsafe fn interrupt(
     isolate: *mut v8::Isolate,
     ticket: SampleTicket,
     frames: &[loop_helpers_core::report::Frame],
+    code_returned: bool,
 ) -> bool {
     let cx = Context {
         // Only known when stacks can be captured at all.
@@ -204,6 +215,7 @@ unsafe fn interrupt(
             f.function_name == "compileForInternalLoader"
                 && f.file_name.starts_with("node:internal/bootstrap/")
         }),
+        code_returned,
     };
     match env_loop
         .interrupts

@@ -24,6 +24,14 @@ fn ticket(unguarded: bool, blocked_ns: u64) -> SampleTicket {
     }
 }
 
+fn look(iteration: u64, frames: Vec<Frame>) -> looks::Look {
+    looks::Look {
+        iteration,
+        callback_id: None,
+        frames,
+    }
+}
+
 fn frames(name: &str) -> Vec<Frame> {
     vec![Frame {
         function_name: name.into(),
@@ -46,6 +54,7 @@ fn plain() -> Context {
         in_node_machinery: false,
         in_own_code: false,
         no_javascript: false,
+        code_returned: false,
     }
 }
 
@@ -442,4 +451,78 @@ fn errors_for_javascript_carry_the_watch_the_block_length_and_the_stack() {
         late.delivery_json(Delivery::Callback),
         r#"{"watchId":7,"kind":"callback","microtask":false,"blockedMs":2000,"frames":null}"#
     );
+}
+
+#[test]
+fn looks_compare_with_the_previous_look_of_the_same_turn_only() {
+    let i = everywhere();
+    // The first look of a turn has nothing to compare with.
+    assert!(!i.look(look(ITERATION, frames("first")), 64));
+    // The same code, a timeout later: still running.
+    assert!(!i.look(look(ITERATION, frames("first")), 64));
+    // Other code of the same turn: the first has returned.
+    assert!(i.look(look(ITERATION, frames("second")), 64));
+    // Compared with the latest look, not the first.
+    assert!(!i.look(look(ITERATION, frames("second")), 64));
+    // A look without JavaScript is not kept: the next is compared with the one before it.
+    assert!(!i.look(look(ITERATION, Vec::new()), 64));
+    assert!(i.look(look(ITERATION, frames("third")), 64));
+    // A new turn starts afresh.
+    assert!(!i.look(look(ITERATION + 1, frames("fourth")), 64));
+}
+
+#[test]
+fn a_resolved_interrupt_forgets_the_look_before_it() {
+    let i = everywhere();
+    assert!(!i.look(look(ITERATION, frames("spin")), 64));
+    i.request(ticket(true, SECOND), ITERATION);
+    assert_eq!(
+        i.on_interrupt(ticket(true, SECOND), frames("spin"), plain()),
+        Decision::TerminateUnguarded
+    );
+    assert!(i.take_unguarded().is_some());
+    // The code after the interrupt is new, and is not compared with the code it stopped.
+    assert!(!i.look(look(ITERATION, frames("next")), 64));
+}
+
+#[test]
+fn code_that_started_after_the_previous_look_is_left_running_outside_run() {
+    let returned = Context {
+        code_returned: true,
+        ..plain()
+    };
+    let i = everywhere();
+    i.request(ticket(true, SECOND), ITERATION);
+    assert_eq!(
+        i.on_interrupt(ticket(true, SECOND), frames("next"), returned),
+        Decision::Nothing
+    );
+    assert!(i.take_unguarded().is_none());
+    // Also under a callback guard: another guarded callback than the one seen before.
+    i.enter_guard(GuardKind::Callback);
+    i.request(ticket(true, SECOND), ITERATION);
+    let returned = Context {
+        code_returned: true,
+        ..plain()
+    };
+    assert_eq!(
+        i.on_interrupt(ticket(true, SECOND), frames("next"), returned),
+        Decision::Nothing
+    );
+    assert!(exit(&i, GuardKind::Callback, false).is_none());
+    // Under run()/wrap() the guarded code is what blocks, whatever ran before it.
+    i.enter_guard(GuardKind::Explicit);
+    i.request(ticket(true, SECOND), ITERATION);
+    let returned = Context {
+        code_returned: true,
+        ..plain()
+    };
+    assert_eq!(
+        i.on_interrupt(ticket(true, SECOND), frames("guarded"), returned),
+        Decision::Terminate
+    );
+    assert!(matches!(
+        exit(&i, GuardKind::Explicit, false),
+        Some(Taken::Fired(_))
+    ));
 }
