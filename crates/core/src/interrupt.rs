@@ -213,6 +213,7 @@ pub enum Decision {
 }
 
 /// Facts about the point where the interrupt callback runs.
+#[derive(Clone, Copy, Debug)]
 pub struct Context {
     /// The loop iteration now, and whether the monitor still sees the request's block open: a
     /// request whose block ended before V8 ran the interrupt must not stop whatever runs now.

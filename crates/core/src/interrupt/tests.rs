@@ -492,35 +492,19 @@ fn code_that_started_after_the_previous_look_is_left_running_outside_run() {
         ..plain()
     };
     let i = everywhere();
-    i.request(ticket(true, SECOND), ITERATION);
-    assert_eq!(
-        i.on_interrupt(ticket(true, SECOND), frames("next"), returned),
-        Decision::Nothing
-    );
+    let ask = |guard: &str| {
+        i.request(ticket(true, SECOND), ITERATION);
+        i.on_interrupt(ticket(true, SECOND), frames(guard), returned)
+    };
+    assert_eq!(ask("unguarded"), Decision::Nothing);
     assert!(i.take_unguarded().is_none());
     // Also under a callback guard: another guarded callback than the one seen before.
     i.enter_guard(GuardKind::Callback);
-    i.request(ticket(true, SECOND), ITERATION);
-    let returned = Context {
-        code_returned: true,
-        ..plain()
-    };
-    assert_eq!(
-        i.on_interrupt(ticket(true, SECOND), frames("next"), returned),
-        Decision::Nothing
-    );
+    assert_eq!(ask("callback guard"), Decision::Nothing);
     assert!(exit(&i, GuardKind::Callback, false).is_none());
     // Under run()/wrap() the guarded code is what blocks, whatever ran before it.
     i.enter_guard(GuardKind::Explicit);
-    i.request(ticket(true, SECOND), ITERATION);
-    let returned = Context {
-        code_returned: true,
-        ..plain()
-    };
-    assert_eq!(
-        i.on_interrupt(ticket(true, SECOND), frames("guarded"), returned),
-        Decision::Terminate
-    );
+    assert_eq!(ask("run()"), Decision::Terminate);
     assert!(matches!(
         exit(&i, GuardKind::Explicit, false),
         Some(Taken::Fired(_))
