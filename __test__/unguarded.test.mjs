@@ -230,6 +230,24 @@ for (const context of ['runInAsyncScope in fs callback', 'Promise.then with asyn
   });
 }
 
+// Code that keeps moving: an `await` loop of 30 ms steps under async hooks. Looks one timeout apart
+// never see the same callback (each resumption has its own async id), and the rule that spares code
+// started after the previous look must not spare it for ever: it applies once per block.
+(unguardedSupported ? test : test.skip)(
+  'an await loop of short steps that never ends, under async hooks: interrupted, and the process recovers',
+  async (t) => {
+    const r = await run('await loop of short steps with async hooks');
+    t.is(r.code, 0, r.stderr);
+    t.false(r.timedOut, 'the loop was stopped');
+    const res = r.result;
+    t.truthy(res, `no RESULT; stderr: ${r.stderr}`);
+    t.is(res?.interrupts.length, 1, JSON.stringify(res));
+    t.is(res?.interrupts[0].name, 'AlarmInterrupt');
+    t.deepEqual(res?.ran, everythingWorks);
+    t.true(res?.idleCpuMs < 150, `nothing spins afterwards: ${res?.idleCpuMs} ms CPU in 300 ms`);
+  },
+);
+
 const unguardedTest = unguardedSupported ? test : test.skip;
 
 unguardedTest('ES module top level: interrupted, the rest of the module is skipped, the process exits 0', async (t) => {

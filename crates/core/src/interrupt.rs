@@ -161,6 +161,11 @@ struct State {
     /// The loop thread's stack at the last look in this turn (a sample or an interrupt), cleared
     /// when an interrupt is resolved (the code after it is new).
     last_look: Option<looks::Look>,
+    /// The loop iteration in which an interrupt was declined because the code had returned since
+    /// the previous look ([`Context::code_returned`]): once per block, so that code which keeps
+    /// moving (a chain of short callbacks that never ends, a stack whose callback id changes) is
+    /// stopped one timeout late at most.
+    declined_as_returned: Option<u64>,
 }
 
 /// When an interrupt was last resolved.
@@ -251,7 +256,8 @@ pub struct Context {
     /// taken) has returned since ([`Interrupts::look`]): what runs now started later and has not
     /// blocked for a timeout itself. (A bounded block ended just as the monitor asked, and V8 ran
     /// the interrupt in the next JavaScript of the turn.) Unless a `run()`/`wrap()` is on the
-    /// stack, the monitor asks again one timeout later.
+    /// stack, the interrupt waits for the monitor's next request, one timeout later; once per
+    /// block, then whatever runs is stopped.
     pub code_returned: bool,
 }
 
@@ -292,10 +298,10 @@ impl Interrupts {
         })
     }
 
-    /// JS thread, at each look at the stack in an interrupt callback: records `look` as the
-    /// turn's latest, and says whether the code the previous look of the same turn saw has
-    /// returned since (see [`looks::returned`]; `max_frames`: the most frames a look keeps).
-    pub fn look(&self, look: looks::Look, max_frames: usize) -> bool {
+    /// JS thread, at each look at the stack (an interrupt callback, a synchronous API's return):
+    /// records `look` as the turn's latest, and says whether the code the previous look of the
+    /// same turn saw has returned since (see [`looks::returned`]).
+    pub fn look(&self, look: looks::Look) -> bool {
         if look.frames.is_empty() {
             // No JavaScript on the stack: nothing to compare later looks with.
             return false;
@@ -303,9 +309,7 @@ impl Interrupts {
         let mut st = self.lock();
         let returned = st.last_look.as_ref().is_some_and(|earlier| {
             earlier.iteration == look.iteration
-                && crate::fingerprint::with_own(|own| {
-                    looks::returned(earlier, &look, max_frames, own)
-                })
+                && crate::fingerprint::with_own(|own| looks::returned(earlier, &look, own))
         });
         st.last_look = Some(look);
         returned
@@ -313,6 +317,7 @@ impl Interrupts {
 
     fn resolved(st: &mut State, p: &Pending) {
         st.last_look = None;
+        st.declined_as_returned = None;
         // Resolvers run on the loop thread: its own CPU clock is the one to read.
         st.last_resolved = Some(Resolved {
             iteration: p.iteration,
@@ -380,8 +385,9 @@ impl Interrupts {
             } else if self.explicit_depth.load(Ordering::Relaxed) > 0 {
                 // The application's guard resolves it: the code under it is what it guards.
                 Decision::Terminate
-            } else if cx.code_returned {
+            } else if cx.code_returned && st.declined_as_returned != Some(p.iteration) {
                 // Not this code: the monitor asks again one timeout later.
+                st.declined_as_returned = Some(p.iteration);
                 Decision::Nothing
             } else if p.ticket.unguarded && self.guard_depth.load(Ordering::Relaxed) > 0 {
                 // A callback guard resolves it (a watch that interrupts everywhere).
@@ -507,6 +513,7 @@ impl Interrupts {
         st.requested = None;
         st.fired = None;
         st.last_look = None;
+        st.declined_as_returned = None;
         self.update_outstanding(&st);
     }
 }

@@ -28,7 +28,8 @@ symbol_table! {
 pub unsafe fn current(isolate: *mut v8::Isolate) -> Option<f64> {
     let api = Api::get().ok()?;
     // SAFETY: an exported function taking the isolate (the caller's contract: its own thread,
-    // alive); it only reads the current environment's async-id fields.
+    // alive); it finds the current environment (in a handle scope of its own) and reads its
+    // async-id fields, running no JavaScript and changing no state.
     let id = unsafe { (api.execution_async_id)(isolate) };
     (id >= 0.0).then_some(id)
 }

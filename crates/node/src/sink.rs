@@ -56,7 +56,7 @@ unsafe extern "C" fn on_interrupt(isolate: *mut v8::Isolate, data: *mut c_void) 
         }
         // One stack for every watch that asked (the code that blocks is the same for all).
         let started = loop_helpers_core::clock::now_ns();
-        let (frames, sync_api) = if queued
+        let (frames, cut, sync_api) = if queued
             .iter()
             .any(|q| q.ticket.capture || q.ticket.interrupt)
         {
@@ -64,19 +64,14 @@ unsafe extern "C" fn on_interrupt(isolate: *mut v8::Isolate, data: *mut c_void) 
             // executing.
             unsafe { blocked_stack(&env_loop, isolate) }
         } else {
-            (Vec::new(), None)
+            (Vec::new(), false, None)
         };
         // SAFETY: as above, in the isolate's interrupt callback on its thread.
         let captures = unsafe { captures(&env_loop, isolate, &queued, &frames) };
         let cost = loop_helpers_core::clock::now_ns().saturating_sub(started);
         monitor::deliver_samples(captures, &frames, cost, sync_api.as_deref());
-        let look = Look {
-            iteration: env_loop.iteration(),
-            // SAFETY: in the isolate's interrupt callback, on its thread.
-            callback_id: unsafe { callback_id::current(isolate) },
-            frames: frames.clone(),
-        };
-        let code_returned = env_loop.interrupts.look(look, MAX_FRAMES as usize);
+        // SAFETY: in the isolate's interrupt callback, on its thread.
+        let code_returned = unsafe { look(&env_loop, isolate, &frames, cut) };
         for q in queued.iter().filter(|q| q.ticket.interrupt) {
             // SAFETY: as above; `env_loop` is alive (checked after `take`).
             if unsafe { interrupt(&env_loop, isolate, q.ticket, &frames, code_returned) } {
@@ -106,22 +101,48 @@ fn in_unrepairable_immediate(
             .is_some_and(|s| s.immediate_repairable())
 }
 
-/// The blocked code's stack, and the Node.js synchronous API it is inside (`Atomics.wait`, whose
-/// wait serves interrupts), if any: then without the frames of that API's wrapper.
+/// The blocked code's stack; whether it was cut at [`MAX_FRAMES`] (its outermost frames are
+/// missing); and the Node.js synchronous API it is inside (`Atomics.wait`, whose wait serves
+/// interrupts), if any: then without the frames of that API's wrapper.
 ///
 /// # Safety
 /// On the isolate's own thread, in its interrupt callback or a Node-API callback.
 unsafe fn blocked_stack(
     env_loop: &EnvLoop,
     isolate: *mut v8::Isolate,
-) -> (Vec<loop_helpers_core::report::Frame>, Option<String>) {
+) -> (Vec<loop_helpers_core::report::Frame>, bool, Option<String>) {
     // SAFETY: on the isolate's own thread, in a callback (the caller's contract); `env_loop.env`
     // is this isolate's environment.
     let frames = unsafe { v8::capture_stack(env_loop.env, isolate, MAX_FRAMES) };
+    let cut = frames.len() >= MAX_FRAMES as usize;
     match env_loop.sync.current() {
-        Some(api) => (env_loop.sync.without_hook_frames(frames), Some(api)),
-        None => (frames, None),
+        Some(api) => (env_loop.sync.without_hook_frames(frames), cut, Some(api)),
+        None => (frames, cut, None),
     }
+}
+
+/// Records a look at the loop thread's stack for the interrupt decisions of its turn, and says
+/// whether the code the previous look saw has returned since
+/// ([`loop_helpers_core::interrupt::Interrupts::look`]).
+///
+/// # Safety
+/// On the isolate's own thread, in its interrupt callback or a Node-API callback.
+unsafe fn look(
+    env_loop: &EnvLoop,
+    isolate: *mut v8::Isolate,
+    frames: &[loop_helpers_core::report::Frame],
+    cut: bool,
+) -> bool {
+    if frames.is_empty() {
+        return false;
+    }
+    env_loop.interrupts.look(Look {
+        iteration: env_loop.iteration(),
+        // SAFETY: on the isolate's thread, in a callback (the caller's contract).
+        callback_id: unsafe { callback_id::current(isolate) },
+        frames: frames.to_vec(),
+        cut,
+    })
 }
 
 /// The samples to hand to the watches of the requests that capture, each with the
@@ -173,10 +194,10 @@ pub unsafe fn sample_at_sync_return(env_loop: &EnvLoop, isolate: *mut v8::Isolat
     // SAFETY: on `env_loop`'s JS thread in a Node-API callback, `isolate` its isolate (the
     // caller's contract), which `capture_stack` and `captures` need.
     let (frames, captures) = unsafe {
-        let frames =
-            env_loop
-                .sync
-                .without_hook_frames(v8::capture_stack(env_loop.env, isolate, MAX_FRAMES));
+        let frames = v8::capture_stack(env_loop.env, isolate, MAX_FRAMES);
+        let cut = frames.len() >= MAX_FRAMES as usize;
+        let frames = env_loop.sync.without_hook_frames(frames);
+        look(env_loop, isolate, &frames, cut);
         let captures = captures(env_loop, isolate, &queued, &frames);
         (frames, captures)
     };

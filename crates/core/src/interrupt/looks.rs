@@ -14,10 +14,13 @@ use crate::report::Frame;
 pub struct Look {
     pub iteration: u64,
     /// The async id Node runs the current callback under, where it can be read: each timer,
-    /// Immediate, nextTick and I/O callback has its own (promise reactions share their turn's).
+    /// Immediate, nextTick and I/O callback has its own (promise reactions share their turn's,
+    /// unless an async hook is enabled).
     pub callback_id: Option<f64>,
     /// Innermost first.
     pub frames: Vec<Frame>,
+    /// The stack was deeper than the frames kept: its outermost frames are missing.
+    pub cut: bool,
 }
 
 /// Whether the JavaScript seen by `earlier` has returned by `now`: no application frame of
@@ -27,13 +30,16 @@ pub struct Look {
 /// the same position in it, except the innermost one still running, which has moved on within
 /// its function. Node's own frames (`node:`: timer lists, the module loader) and this package's
 /// (`own`, a directory; empty: none) run every callback, so matching only those means a different
-/// callback. A function called by them (or at the bottom of the stack) and found elsewhere in it
-/// is another call of it when the two looks ran under different callback ids (one anonymous
-/// function of a file is not told from another by its frame). A stack cut at `max_frames` has
-/// lost its outermost frames, so nothing can be matched: not known to have returned.
-pub fn returned(earlier: &Look, now: &Look, max_frames: usize, own: &str) -> bool {
+/// callback. The outermost application frame, called by them (or at the bottom of the stack), is
+/// another callback when the two looks ran under different callback ids, even of the same
+/// function at the same place (two sockets' `'data'` handler; two timers with anonymous callbacks
+/// of one file). Code that enters nested async scopes of its own (`runInAsyncScope`) changes the
+/// id too, and is taken for new code by mistake: [`super::Interrupts::look`] lets that cost one
+/// timeout at most. A cut stack has lost its outermost frames, so nothing can be matched: not
+/// known to have returned.
+pub fn returned(earlier: &Look, now: &Look, own: &str) -> bool {
     let (a, b) = (&earlier.frames, &now.frames);
-    if a.is_empty() || b.is_empty() || a.len() >= max_frames || b.len() >= max_frames {
+    if a.is_empty() || b.is_empty() || earlier.cut || now.cut {
         return false;
     }
     let other_callback = matches!(
@@ -41,19 +47,18 @@ pub fn returned(earlier: &Look, now: &Look, max_frames: usize, own: &str) -> boo
         (Some(x), Some(y)) if x != y
     );
     let mut user_code_running = false;
-    let mut called_by_user_code = false;
     for (a, b) in a.iter().rev().zip(b.iter().rev()) {
         if a.function_name != b.function_name || a.file_name != b.file_name {
             break;
         }
-        let same_position = a.line == b.line && a.column == b.column;
-        if !same_position && !called_by_user_code && other_callback {
+        // A frame without a file is the application's (`eval`, `new Function`).
+        let user_code = is_user_code(b, own);
+        if user_code && !user_code_running && other_callback {
+            // The outermost application frame, in another callback.
             break;
         }
-        // A frame without a file is the application's (`eval`, `new Function`).
-        called_by_user_code = is_user_code(b, own);
-        user_code_running |= called_by_user_code;
-        if !same_position {
+        user_code_running |= user_code;
+        if a.line != b.line || a.column != b.column {
             // The same function, elsewhere in it: its callees are not the earlier ones.
             break;
         }
@@ -90,25 +95,21 @@ mod tests {
             iteration: 1,
             callback_id,
             frames,
+            cut: false,
         }
     }
 
     /// [`returned`] of two looks under one callback id (or none known).
-    fn gone(a: &[Frame], b: &[Frame], max_frames: usize, own: &str) -> bool {
-        returned(
-            &look(None, a.to_vec()),
-            &look(None, b.to_vec()),
-            max_frames,
-            own,
-        )
+    fn gone(a: &[Frame], b: &[Frame], own: &str) -> bool {
+        returned(&look(None, a.to_vec()), &look(None, b.to_vec()), own)
     }
 
     #[test]
     fn the_same_spin_has_not_returned() {
         let a = timer(f("", "/app/a.js", 3), &[f("spin", "/app/a.js", 10)]);
         let b = timer(f("", "/app/a.js", 3), &[f("spin", "/app/a.js", 11)]);
-        assert!(!gone(&a, &b, 64, OWN));
-        assert!(!gone(&a, &a, 64, OWN));
+        assert!(!gone(&a, &b, OWN));
+        assert!(!gone(&a, &a, OWN));
     }
 
     #[test]
@@ -119,21 +120,21 @@ mod tests {
             f("handler", "/app/a.js", 21),
             &[f("compute", "/app/c.js", 9)],
         );
-        assert!(!gone(&a, &b, 64, OWN));
+        assert!(!gone(&a, &b, OWN));
     }
 
     #[test]
     fn the_next_timer_of_the_same_list_is_new_code() {
         let a = timer(f("first", "/app/a.js", 3), &[f("spin", "/app/a.js", 10)]);
         let b = timer(f("second", "/app/a.js", 30), &[]);
-        assert!(gone(&a, &b, 64, OWN));
+        assert!(gone(&a, &b, OWN));
     }
 
     #[test]
     fn the_next_promise_reaction_is_new_code() {
         let a = vec![f("spin", "/app/a.js", 10), f("", "/app/a.js", 3)];
         let b = vec![f("", "/app/b.js", 7)];
-        assert!(gone(&a, &b, 64, OWN));
+        assert!(gone(&a, &b, OWN));
     }
 
     #[test]
@@ -141,61 +142,65 @@ mod tests {
         let own_wrapper = f("guarded", "/app/node_modules/loop-helpers/dist/x.js", 1);
         let a = timer(own_wrapper.clone(), &[f("one", "/app/a.js", 1)]);
         let b = timer(own_wrapper, &[f("two", "/app/b.js", 1)]);
-        assert!(gone(&a, &b, 64, OWN));
+        assert!(gone(&a, &b, OWN));
         // Without knowing the package's directory, its frames count as the application's.
-        assert!(!gone(&a, &b, 64, ""));
+        assert!(!gone(&a, &b, ""));
     }
 
     #[test]
-    fn a_callback_seen_elsewhere_under_another_callback_id_is_another_call() {
+    fn the_outermost_application_frame_under_another_callback_id_is_another_callback() {
+        let ids = |a: &[Frame], x: f64, b: &[Frame], y: f64| {
+            returned(&look(Some(x), a.to_vec()), &look(Some(y), b.to_vec()), OWN)
+        };
         // Two timers with anonymous callbacks of one file: told apart by their async ids.
         let a = timer(f("", "/app/a.js", 3), &[f("", "/app/a.js", 4)]);
         let b = timer(f("", "/app/a.js", 9), &[]);
-        assert!(!gone(&a, &b, 64, OWN), "without ids: not known");
-        assert!(returned(
-            &look(Some(5.0), a.clone()),
-            &look(Some(8.0), b.clone()),
-            64,
-            OWN
-        ));
-        assert!(!returned(
-            &look(Some(5.0), a.clone()),
-            &look(Some(5.0), b),
-            64,
-            OWN
-        ));
-        // Within user code, a caller at the same position: the same call, whatever the ids (the
-        // code may run nested async scopes of its own, `AsyncResource.runInAsyncScope`).
-        let nested_a = timer(
-            f("loop", "/app/a.js", 20),
-            &[f("", "/app/a.js", 30), f("step", "/app/a.js", 21)],
-        );
-        let nested_b = timer(
-            f("loop", "/app/a.js", 20),
-            &[f("", "/app/a.js", 31), f("step", "/app/a.js", 22)],
-        );
-        assert!(!returned(
-            &look(Some(5.0), nested_a),
-            &look(Some(6.0), nested_b),
-            64,
-            OWN
-        ));
+        assert!(!gone(&a, &b, OWN), "without ids: not known");
+        assert!(ids(&a, 5.0, &b, 8.0));
+        assert!(!ids(&a, 5.0, &b, 5.0));
+        // One handler for two sockets, at the same place in both: the second socket's call is
+        // another callback, though every frame matches.
+        let on_data = |inner: u32| {
+            let mut v = vec![f("parse", "/app/p.js", inner), f("onData", "/app/s.js", 12)];
+            v.push(f("emit", "node:events", 519));
+            v.push(f("addChunk", "node:internal/streams/readable", 561));
+            v
+        };
+        assert!(ids(&on_data(4), 5.0, &on_data(5), 6.0));
+        assert!(!ids(&on_data(4), 5.0, &on_data(5), 5.0));
+        // Below the outermost application frame the ids do not count: a nested scope of the
+        // application's own is the same code (and the outermost frame's change of id would have
+        // said "returned" anyway, which `Interrupts::look` bounds).
+        let nested = |line: u32| {
+            timer(
+                f("loop", "/app/a.js", 20),
+                &[
+                    f("", "/app/a.js", line),
+                    f("runInAsyncScope", "node:async_hooks", 206),
+                    f("step", "/app/a.js", 21),
+                ],
+            )
+        };
+        assert!(!ids(&nested(30), 5.0, &nested(31), 5.0));
     }
 
     #[test]
     fn a_frame_without_a_file_is_the_application() {
         let a = vec![f("spin", "", 1), f("", "", 1)];
         let b = vec![f("other", "", 2), f("", "", 1)];
-        assert!(!gone(&a, &b, 64, OWN));
+        assert!(!gone(&a, &b, OWN));
     }
 
     #[test]
     fn cut_or_missing_stacks_are_not_known_to_have_returned() {
-        let deep: Vec<Frame> = (0..64).map(|i| f("r", "/app/r.js", i)).collect();
-        let other = vec![f("x", "/app/x.js", 1)];
-        assert!(!gone(&deep, &other, 64, OWN));
-        assert!(!gone(&other, &deep, 64, OWN));
-        assert!(!gone(&[], &other, 64, OWN));
-        assert!(!gone(&other, &[], 64, OWN));
+        let deep = Look {
+            cut: true,
+            ..look(None, vec![f("r", "/app/r.js", 1)])
+        };
+        let other = look(None, vec![f("x", "/app/x.js", 1)]);
+        assert!(!returned(&deep, &other, OWN));
+        assert!(!returned(&other, &deep, OWN));
+        assert!(!gone(&[], &other.frames, OWN));
+        assert!(!gone(&other.frames, &[], OWN));
     }
 }

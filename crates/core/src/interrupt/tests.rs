@@ -29,6 +29,7 @@ fn look(iteration: u64, frames: Vec<Frame>) -> looks::Look {
         iteration,
         callback_id: None,
         frames,
+        cut: false,
     }
 }
 
@@ -457,24 +458,24 @@ fn errors_for_javascript_carry_the_watch_the_block_length_and_the_stack() {
 fn looks_compare_with_the_previous_look_of_the_same_turn_only() {
     let i = everywhere();
     // The first look of a turn has nothing to compare with.
-    assert!(!i.look(look(ITERATION, frames("first")), 64));
+    assert!(!i.look(look(ITERATION, frames("first"))));
     // The same code, a timeout later: still running.
-    assert!(!i.look(look(ITERATION, frames("first")), 64));
+    assert!(!i.look(look(ITERATION, frames("first"))));
     // Other code of the same turn: the first has returned.
-    assert!(i.look(look(ITERATION, frames("second")), 64));
+    assert!(i.look(look(ITERATION, frames("second"))));
     // Compared with the latest look, not the first.
-    assert!(!i.look(look(ITERATION, frames("second")), 64));
+    assert!(!i.look(look(ITERATION, frames("second"))));
     // A look without JavaScript is not kept: the next is compared with the one before it.
-    assert!(!i.look(look(ITERATION, Vec::new()), 64));
-    assert!(i.look(look(ITERATION, frames("third")), 64));
+    assert!(!i.look(look(ITERATION, Vec::new())));
+    assert!(i.look(look(ITERATION, frames("third"))));
     // A new turn starts afresh.
-    assert!(!i.look(look(ITERATION + 1, frames("fourth")), 64));
+    assert!(!i.look(look(ITERATION + 1, frames("fourth"))));
 }
 
 #[test]
 fn a_resolved_interrupt_forgets_the_look_before_it() {
     let i = everywhere();
-    assert!(!i.look(look(ITERATION, frames("spin")), 64));
+    assert!(!i.look(look(ITERATION, frames("spin"))));
     i.request(ticket(true, SECOND), ITERATION);
     assert_eq!(
         i.on_interrupt(ticket(true, SECOND), frames("spin"), plain()),
@@ -482,29 +483,50 @@ fn a_resolved_interrupt_forgets_the_look_before_it() {
     );
     assert!(i.take_unguarded().is_some());
     // The code after the interrupt is new, and is not compared with the code it stopped.
-    assert!(!i.look(look(ITERATION, frames("next")), 64));
+    assert!(!i.look(look(ITERATION, frames("next"))));
 }
 
 #[test]
-fn code_that_started_after_the_previous_look_is_left_running_outside_run() {
+fn code_that_started_after_the_previous_look_is_left_running_once_per_block_outside_run() {
     let returned = Context {
         code_returned: true,
         ..plain()
     };
-    let i = everywhere();
-    let ask = |guard: &str| {
-        i.request(ticket(true, SECOND), ITERATION);
-        i.on_interrupt(ticket(true, SECOND), frames(guard), returned)
+    let ask = |i: &Interrupts, iteration: u64| {
+        i.request(ticket(true, SECOND), iteration);
+        i.on_interrupt(
+            ticket(true, SECOND),
+            frames("next"),
+            Context {
+                iteration,
+                ..returned
+            },
+        )
     };
-    assert_eq!(ask("unguarded"), Decision::Nothing);
+    // Unguarded: declined once; at the next request of the block, whatever runs is stopped (code
+    // that keeps moving, a chain of short callbacks, is stopped one timeout late at most).
+    let i = everywhere();
+    assert_eq!(ask(&i, ITERATION), Decision::Nothing);
     assert!(i.take_unguarded().is_none());
-    // Also under a callback guard: another guarded callback than the one seen before.
+    assert_eq!(ask(&i, ITERATION), Decision::TerminateUnguarded);
+    assert!(i.take_unguarded().is_some());
+    // The next block has its own.
+    assert_eq!(ask(&i, ITERATION + 1), Decision::Nothing);
+
+    // Under a callback guard the same: another guarded callback than the one seen before.
+    let i = everywhere();
     i.enter_guard(GuardKind::Callback);
-    assert_eq!(ask("callback guard"), Decision::Nothing);
-    assert!(exit(&i, GuardKind::Callback, false).is_none());
+    assert_eq!(ask(&i, ITERATION), Decision::Nothing);
+    assert_eq!(ask(&i, ITERATION), Decision::Terminate);
+    assert!(matches!(
+        exit(&i, GuardKind::Callback, false),
+        Some(Taken::Fired(_))
+    ));
+
     // Under run()/wrap() the guarded code is what blocks, whatever ran before it.
+    let i = everywhere();
     i.enter_guard(GuardKind::Explicit);
-    assert_eq!(ask("run()"), Decision::Terminate);
+    assert_eq!(ask(&i, ITERATION), Decision::Terminate);
     assert!(matches!(
         exit(&i, GuardKind::Explicit, false),
         Some(Taken::Fired(_))
