@@ -378,17 +378,14 @@ impl Interrupts {
         }
         p.ticket.blocked_ns = p.ticket.blocked_ns.max(ticket.blocked_ns);
         p.frames = Some(frames);
-        let decision =
+        let explicit_guard = self.explicit_depth.load(Ordering::Relaxed) > 0;
+        let mut decision =
             if cx.in_builtin_loader || cx.no_javascript || cx.in_node_machinery || cx.in_own_code {
                 // Not now: the monitor asks again every timeout while the block lasts.
                 Decision::Nothing
-            } else if self.explicit_depth.load(Ordering::Relaxed) > 0 {
+            } else if explicit_guard {
                 // The application's guard resolves it: the code under it is what it guards.
                 Decision::Terminate
-            } else if cx.code_returned && st.declined_as_returned != Some(p.iteration) {
-                // Not this code: the monitor asks again one timeout later.
-                st.declined_as_returned = Some(p.iteration);
-                Decision::Nothing
             } else if p.ticket.unguarded && self.guard_depth.load(Ordering::Relaxed) > 0 {
                 // A callback guard resolves it (a watch that interrupts everywhere).
                 Decision::Terminate
@@ -404,6 +401,16 @@ impl Interrupts {
             } else {
                 Decision::TerminateUnguarded
             };
+        if decision != Decision::Nothing
+            && !explicit_guard
+            && cx.code_returned
+            && st.declined_as_returned != Some(p.iteration)
+        {
+            // Not this code: the interrupt waits for the monitor's next request, one timeout
+            // later; once per block.
+            st.declined_as_returned = Some(p.iteration);
+            decision = Decision::Nothing;
+        }
         match decision {
             Decision::Terminate => st.fired = Some(p),
             Decision::TerminateUnguarded => {

@@ -531,4 +531,19 @@ fn code_that_started_after_the_previous_look_is_left_running_once_per_block_outs
         exit(&i, GuardKind::Explicit, false),
         Some(Taken::Fired(_))
     ));
+
+    // Only a request that would have stopped the code uses up the block's one: one declined for
+    // another reason (here, inside an async hook) does not.
+    let i = everywhere();
+    let in_hook = Context {
+        in_async_hook: true,
+        ..returned
+    };
+    i.request(ticket(true, SECOND), ITERATION);
+    assert_eq!(
+        i.on_interrupt(ticket(true, SECOND), frames("hook"), in_hook),
+        Decision::Nothing
+    );
+    assert_eq!(ask(&i, ITERATION), Decision::Nothing);
+    assert_eq!(ask(&i, ITERATION), Decision::TerminateUnguarded);
 }
