@@ -111,14 +111,27 @@ unsafe fn blocked_stack(
     env_loop: &EnvLoop,
     isolate: *mut v8::Isolate,
 ) -> (Vec<loop_helpers_core::report::Frame>, bool, Option<String>) {
-    // SAFETY: on the isolate's own thread, in a callback (the caller's contract); `env_loop.env`
-    // is this isolate's environment.
-    let frames = unsafe { v8::capture_stack(env_loop.env, isolate, MAX_FRAMES) };
-    let cut = frames.len() >= MAX_FRAMES as usize;
+    // SAFETY: on the isolate's own thread, in a callback (the caller's contract).
+    let (frames, cut) = unsafe { stack(env_loop, isolate) };
     match env_loop.sync.current() {
         Some(api) => (env_loop.sync.without_hook_frames(frames), cut, Some(api)),
         None => (frames, cut, None),
     }
+}
+
+/// The loop thread's stack, at most [`MAX_FRAMES`] of it, and whether it was cut there (its
+/// outermost frames are missing).
+///
+/// # Safety
+/// On the isolate's own thread, in its interrupt callback or a Node-API callback.
+unsafe fn stack(
+    env_loop: &EnvLoop,
+    isolate: *mut v8::Isolate,
+) -> (Vec<loop_helpers_core::report::Frame>, bool) {
+    // SAFETY: the caller's contract; `env_loop.env` is this isolate's environment.
+    let frames = unsafe { v8::capture_stack(env_loop.env, isolate, MAX_FRAMES) };
+    let cut = frames.len() >= MAX_FRAMES as usize;
+    (frames, cut)
 }
 
 /// Records a look at the loop thread's stack for the interrupt decisions of its turn, and says
@@ -192,10 +205,9 @@ pub unsafe fn sample_at_sync_return(env_loop: &EnvLoop, isolate: *mut v8::Isolat
     }
     let started = loop_helpers_core::clock::now_ns();
     // SAFETY: on `env_loop`'s JS thread in a Node-API callback, `isolate` its isolate (the
-    // caller's contract), which `capture_stack` and `captures` need.
+    // caller's contract), which `stack`, `look` and `captures` need.
     let (frames, captures) = unsafe {
-        let frames = v8::capture_stack(env_loop.env, isolate, MAX_FRAMES);
-        let cut = frames.len() >= MAX_FRAMES as usize;
+        let (frames, cut) = stack(env_loop, isolate);
         let frames = env_loop.sync.without_hook_frames(frames);
         look(env_loop, isolate, &frames, cut);
         let captures = captures(env_loop, isolate, &queued, &frames);
