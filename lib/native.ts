@@ -134,8 +134,11 @@ export interface NativeBinding {
   /** JSON: capabilities, monitor statistics, and `panics` (see `Capabilities['panics']`). */
   nativeInfo(): string;
   isMainThread(): boolean;
-  /** How long the calling thread has waited for a CPU since it started (ns; Linux), or -1. */
-  threadCpuWaitNs(): number;
+  /**
+   * Wall time the calling thread's code has not held the thread since its first call (ns; Linux:
+   * waits for a CPU, and time stolen while it never slept), or -1.
+   */
+  threadNotHeldNs(): number;
   forkSupport(): string | null;
   activeRequests(): number;
   /** Parent: [pid, parkMs, memoryMs, forkMs, mappings, workers]; child: [0, pid, ppid, workersRestored]. */

@@ -97,12 +97,13 @@ let saved: (Owner | undefined)[] = [];
 let times: bigint[] = [];
 let whos: (Owner | undefined)[] = [];
 /**
- * The thread's CPU wait at each change (ns since it started; -1: not known): on a loaded machine
- * the thread may wait for a CPU in the middle of an owner's code, and that time is not the owner's
- * blocking (a 5 ms callback kept off the CPU for 30 ms did not block for 35).
+ * The wall time the thread's code had not held the thread at each change (ns; -1: not known): on
+ * a loaded machine the thread may wait for a CPU in the middle of an owner's code, or (a virtual
+ * machine) have its CPU taken by the host, and that time is not the owner's blocking (a 5 ms
+ * callback kept off the CPU for 30 ms did not block for 35).
  */
-let waits: number[] = [];
-const cpuWait = (): number => native().threadCpuWaitNs();
+let notHeld: number[] = [];
+const notHeldNs = (): number => native().threadNotHeldNs();
 let head = 0;
 /** The owner before the first kept entry. */
 let base: Owner | undefined;
@@ -112,7 +113,7 @@ const KEEP_NS = 30_000_000_000n;
 function mark(next: Owner | undefined): void {
   if (next === current) return;
   current = next;
-  waits.push(cpuWait());
+  notHeld.push(notHeldNs());
   times.push(hrtime());
   whos.push(next);
   if (times.length - head > 65_536) prune();
@@ -124,7 +125,7 @@ function prune(): void {
   if (head > 32_768) {
     times = times.slice(head);
     whos = whos.slice(head);
-    waits = waits.slice(head);
+    notHeld = notHeld.slice(head);
     head = 0;
   }
 }
@@ -151,25 +152,26 @@ const within = (o: Owner | undefined, of: Owner): boolean => {
 
 /**
  * Nanoseconds during which `of`'s code held the thread between `from` and `to`: the time it ran,
- * less the time the thread waited for a CPU meanwhile (where that is known). The wait between two
- * owner changes is known as a whole; a part of such a stretch gets its share of it.
+ * less the time the thread's code did not hold the thread meanwhile (where that is known: notHeld
+ * for a CPU, time stolen by the host). That time between two owner changes is known as a whole; a
+ * part of such a stretch gets its share of it.
  */
 function ownedNs(of: Owner, from: bigint, to: bigint): bigint {
   let total = 0;
   /** `of`'s part of stretch `i` (from change i - 1 to change i, or to now) within [from, to]. */
   const part = (i: number, a: bigint, b: bigint): void => {
     const start = i > head ? (times[i - 1] as bigint) : from;
-    // The last stretch lasts until now (the wait is read now).
+    // The last stretch lasts until now (the time not held is read now).
     const end = i < times.length ? (times[i] as bigint) : hrtime();
     const lo = start > a ? start : a;
     const hi = end < b ? end : b;
     if (hi <= lo) return;
     const span = Number(hi - lo);
-    let wait = 0;
-    const w0 = waits[i - 1] ?? -1;
-    const w1 = i < waits.length ? (waits[i] as number) : cpuWait();
-    if (i > head && w0 >= 0 && w1 >= w0 && end > start) wait = ((w1 - w0) * span) / Number(end - start);
-    total += Math.max(0, span - wait);
+    let away = 0;
+    const w0 = notHeld[i - 1] ?? -1;
+    const w1 = i < notHeld.length ? (notHeld[i] as number) : notHeldNs();
+    if (i > head && w0 >= 0 && w1 >= w0 && end > start) away = ((w1 - w0) * span) / Number(end - start);
+    total += Math.max(0, span - away);
   };
   let who = ownerAt(from);
   let i = head;
@@ -201,7 +203,7 @@ let users = 0;
 
 function acquireTracking(): void {
   if (users++ > 0) return;
-  waits = [cpuWait()];
+  notHeld = [notHeldNs()];
   times = [hrtime()];
   whos = [undefined];
   head = 0;
@@ -220,7 +222,7 @@ function releaseTracking(): void {
   current = undefined;
   times = [];
   whos = [];
-  waits = [];
+  notHeld = [];
   head = 0;
 }
 

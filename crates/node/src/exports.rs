@@ -943,13 +943,13 @@ unsafe fn throw_interrupt(env: napi_env, json: &str, cause: Option<napi_value>) 
     std::ptr::null_mut()
 }
 
-/// threadCpuWaitNs() -> number: how long the calling thread has waited for a CPU since it started
-/// (ns; Linux, from the scheduler's accounting), or -1 where that cannot be read. For
-/// `loop-helpers/test`, which does not count time its owner's code was kept off the CPU.
-pub unsafe fn thread_cpu_wait_ns(env: napi_env, _info: napi_callback_info) -> napi_value {
-    let wait = loop_helpers_core::thread_times::current_thread_times()
-        .and_then(|t| t.cpu_wait_ns)
-        .map_or(-1.0, |ns| ns as f64);
+/// threadNotHeldNs() -> number: wall time the calling thread's code has not held the thread since
+/// its first call (ns; Linux: waits for a CPU, and time stolen while it never slept; see
+/// `loop_helpers_core::not_held`), or -1 where that cannot be read. For `loop-helpers/test`, which
+/// does not count that time as its owner's.
+pub unsafe fn thread_not_held_ns(env: napi_env, _info: napi_callback_info) -> napi_value {
+    let wait =
+        loop_helpers_core::not_held::current_thread_not_held_ns().map_or(-1.0, |ns| ns as f64);
     // SAFETY: the callback's contract.
     unsafe { js::number(env, wait) }
 }
