@@ -340,12 +340,21 @@ table(
 );
 md.push('## HTTP throughput (autocannon, 10 connections, loopback)', '');
 md.push(
-  `Median of alternating rounds. The server process's CPU time per request served is the steadier measure of cost: the load generator shares the CPUs, so throughput swings by several percent from round to round.`,
+  `Each round runs every configuration once (order rotated), after a 1 s warm-up of each new server; a ratio is the median over rounds of a configuration against the same round's run without a detector${http[0]?.pinned ? '; the server ran alone on one CPU, autocannon on the other(s)' : ''}. The range shows the rounds' spread: on a shared virtual machine it is far wider than a detector's cost per request (nanoseconds per callback, in the loop-cost table above), so a ratio within it is noise.`,
   '',
 );
+const spread = (xs) => (xs.length > 1 ? `${Math.min(...xs)}–${Math.max(...xs)}` : '–');
 table(
-  ['detector', 'requests/s', 'ratio', 'server CPU µs per request', 'CPU ratio'],
-  http.map((r) => [r.label, r.requestsPerSecond, r.ratio, r.serverCpuUsPerRequest, r.cpuRatio]),
+  ['detector', 'requests/s', 'ratio', 'rounds (range)', 'server CPU µs per request', 'CPU ratio', 'CPU rounds (range)'],
+  http.map((r) => [
+    r.label,
+    r.requestsPerSecond,
+    r.ratio,
+    r.peer === 'none' ? '–' : spread(r.roundRatios),
+    r.serverCpuUsPerRequest,
+    r.cpuRatio,
+    r.peer === 'none' ? '–' : spread(r.cpuRoundRatios),
+  ]),
 );
 md.push('## Precision (blocks of k × timeout; all detectors watch the same blocks)', '');
 md.push(

@@ -1,12 +1,19 @@
 // HTTP throughput on loopback (autocannon, keep-alive) with and without a detector, alternated,
 // and what each request costs the server: its process's CPU time over the requests served. On a
 // 2-core machine where the load generator shares the CPUs, throughput swings by several percent
-// from round to round; the server's CPU per request is the steadier measure of what a detector
-// adds. Child mode: `node http.mjs --child <peer|none> <T>` serves until killed, prints its port,
-// takes a CPU baseline on SIGUSR2, and prints the CPU used since (µs) on SIGTERM.
-import { spawn } from 'node:child_process';
+// from round to round, so: where `taskset` exists and there are two CPUs or more, the server runs
+// on the last CPU and this process (autocannon) on the others, so that neither takes the other's
+// CPU; each round runs every configuration once, in an order rotated from round to round (no
+// configuration always runs first, or right after another); and a configuration's ratio is the
+// median over rounds of its throughput over that same round's run without a detector (the
+// machine's slow minutes slow both sides of a ratio). The server's CPU per request is the other,
+// steadier measure of what a detector adds. Child mode: `node http.mjs --child <peer|none> <T>`
+// serves until killed, prints its port, takes a CPU baseline on SIGUSR2, and prints the CPU used
+// since (µs) on SIGTERM.
+import { execFileSync, spawn } from 'node:child_process';
 import { createServer } from 'node:http';
 import { createRequire } from 'node:module';
+import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { PEERS } from '../lib/peers.mjs';
 import { median, round, sized } from '../lib/stats.mjs';
@@ -34,14 +41,46 @@ if (process.argv[2] === '--child') {
   // imported
 }
 
-async function measure(peer, T, seconds) {
-  const child = spawn(process.execPath, [fileURLToPath(import.meta.url), '--child', peer, String(T)], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+/**
+ * Where `taskset` works and there are two CPUs or more: the server's CPU (the last one), after
+ * this process and its threads were moved to the others. Undefined otherwise (nothing pinned).
+ */
+function pinning() {
+  const cpus = availableParallelism();
+  if (cpus < 2) return undefined;
+  try {
+    execFileSync('taskset', ['-a', '-p', '-c', `0-${cpus - 2}`, String(process.pid)], { stdio: 'ignore' });
+    return cpus - 1;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Undoes {@link pinning}: this process may use every CPU again. */
+function unpin() {
+  try {
+    execFileSync('taskset', ['-a', '-p', '-c', `0-${availableParallelism() - 1}`, String(process.pid)], {
+      stdio: 'ignore',
+    });
+  } catch {
+    // nothing was pinned
+  }
+}
+
+async function measure(peer, T, seconds, serverCpu) {
+  const args = [fileURLToPath(import.meta.url), '--child', peer, String(T)];
+  const child =
+    serverCpu === undefined
+      ? spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] })
+      : spawn('taskset', ['-c', String(serverCpu), process.execPath, ...args], {
+          stdio: ['ignore', 'pipe', 'inherit'],
+        });
   const port = await new Promise((resolve) => {
     child.stdout.once('data', (d) => resolve(JSON.parse(String(d)).port));
   });
   const autocannon = require('autocannon');
+  // Warm-up, not counted: a new server's first requests pay for compiling its code.
+  await autocannon({ url: `http://127.0.0.1:${port}`, connections: 10, duration: 1 });
   child.kill('SIGUSR2');
   const result = await autocannon({ url: `http://127.0.0.1:${port}`, connections: 10, duration: seconds });
   const cpu = new Promise((resolve) => {
@@ -53,8 +92,8 @@ async function measure(peer, T, seconds) {
 }
 
 export async function runHttp(opts) {
-  const rounds = sized(opts, 5, 1);
-  const seconds = sized(opts, 4, 2, 0.5);
+  const rounds = sized(opts, 9, 1);
+  const seconds = sized(opts, 3, 2, 0.5);
   const configs = [
     ['none', 0],
     ['loop-helpers', 1],
@@ -63,22 +102,35 @@ export async function runHttp(opts) {
   ];
   const rps = new Map(configs.map(([p]) => [p, []]));
   const cpu = new Map(configs.map(([p]) => [p, []]));
-  for (let r = 0; r < rounds; r++) {
-    for (const [p, T] of configs) {
-      const m = await measure(p, T, seconds);
-      rps.get(p).push(m.rps);
-      cpu.get(p).push(m.cpuUsPerRequest);
+  const serverCpu = pinning();
+  try {
+    for (let r = 0; r < rounds; r++) {
+      for (let k = 0; k < configs.length; k++) {
+        const [p, T] = configs[(k + r) % configs.length];
+        const m = await measure(p, T, seconds, serverCpu);
+        rps.get(p).push(m.rps);
+        cpu.get(p).push(m.cpuUsPerRequest);
+      }
     }
+  } finally {
+    unpin();
   }
-  const base = median(rps.get('none'));
-  const baseCpu = median(cpu.get('none'));
+  /** The median over rounds of `p`'s value over the same round's value without a detector. */
+  const perRound = (values, p) => values.get(p).map((v, r) => v / values.get('none')[r]);
+  const paired = (values, p) => median(perRound(values, p));
   return configs.map(([p, T]) => ({
     peer: p,
     label: p === 'none' ? 'no detector' : PEERS[p].label,
     timeoutMs: T * 1000,
     requestsPerSecond: round(median(rps.get(p)), 0),
-    ratio: round(median(rps.get(p)) / base, 3),
+    ratio: round(paired(rps, p), 3),
     serverCpuUsPerRequest: round(median(cpu.get(p)), 2),
-    cpuRatio: round(median(cpu.get(p)) / baseCpu, 3),
+    cpuRatio: round(paired(cpu, p), 3),
+    rounds,
+    pinned: serverCpu !== undefined,
+    /** Each round's throughput ratio, in order: the spread behind the median. */
+    roundRatios: perRound(rps, p).map((v) => round(v, 3)),
+    /** Each round's server CPU per request ratio, in order. */
+    cpuRoundRatios: perRound(cpu, p).map((v) => round(v, 3)),
   }));
 }
