@@ -88,8 +88,8 @@ fn voluntary_switches() -> Option<u64> {
 /// `schedstat` is up to date for a running thread (it grows only while the thread is queued, and
 /// is added when it next runs).
 pub fn read_current_thread() -> Option<Reading> {
-    // The switches first: a switch between the reads then shows in the next interval, where it
-    // can only make the total smaller (the machine's time is not overcounted).
+    // None of these reads sleeps (a voluntary switch needs a blocking call), so no switch of the
+    // thread's own falls between them: their order does not matter to the count.
     let voluntary_switches = voluntary_switches();
     let wait = current_thread_times()?.cpu_wait_ns;
     // CPU time, then wall time, at both ends of every interval: the small gap between the two
