@@ -194,6 +194,28 @@ for (const exit of ['process.exit', 'throw', 'terminate-worker']) {
   });
 }
 
+test.serial(
+  'a block right before the process exits is reported once, naming its code (not the exit path after it)',
+  async (t) => {
+    const r = await scenario('exit-after-block', {
+      detector: { timeout: 0.2, log: false },
+      spinMs: 400,
+      // Far shorter than the timeout: not a block of its own (even with the thread kept off the CPU
+      // for a while), but long enough for the monitor to look (every 4 ms in a reported block).
+      exitWorkMs: 40,
+    });
+    t.is(r.code, 0, r.stderr);
+    const { events, spins } = r.result;
+    t.is(events.length, 1, JSON.stringify(events.map((e) => [e.startTime, e.durationMs, e.fingerprint])));
+    const [e] = events;
+    t.true(e.durationMs >= spins[0].durationMs, `${e.durationMs} ms for a ${spins[0].durationMs} ms spin`);
+    t.true(
+      e.samples.some((s) => s.frames?.some((f) => f.functionName === 'spinHard')),
+      JSON.stringify(e.samples.map((s) => s.frames?.[0])),
+    );
+  },
+);
+
 test.serial('without the V8 entry points, detectors still warn, saying why there is no stack', async (t) => {
   const r = await scenario(
     'spin',

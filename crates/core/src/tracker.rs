@@ -364,11 +364,23 @@ impl Tracker {
         }
     }
 
-    /// Ends tracking (the detector stopped): the block in progress, if it was warned about.
+    /// Ends the block in progress, if it was warned about, at `now_ns`: the detector stopped, or
+    /// the loop is done (Node's exit path, which runs in the blocked turn itself: libuv's loop
+    /// returned without another poll). Whatever the turn runs after that is timed from `now_ns`,
+    /// as a block of its own, so that the ended block is never reported again.
     pub fn finish(&mut self, now_ns: Ns) -> Option<Ended> {
-        self.block.take().map(|b| Ended {
+        let b = self.block.take()?;
+        let now = now_ns.max(b.start_ns);
+        if matches!(self.phase, Phase::Busy { .. }) {
+            self.phase = Phase::Busy {
+                lo: now,
+                hi: now,
+                start: now,
+            };
+        }
+        Some(Ended {
             start_ns: b.start_ns,
-            end_ns: now_ns.max(b.start_ns),
+            end_ns: now,
             warnings: b.warnings,
         })
     }

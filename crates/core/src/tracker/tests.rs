@@ -504,6 +504,35 @@ fn a_block_ended_by_finish_is_not_reported_again_late_when_the_loop_turns() {
     assert!(s.ends.is_empty(), "{:?}", s.ends);
 }
 
+/// Node's exit path (`'beforeExit'`, then `'exit'`) runs in the blocked turn itself: libuv's loop
+/// ended without another poll. A block ended there by `finish` (flushed) is over; the exit path's
+/// own code after it must not be taken for the same block going on (it was reported twice, the
+/// second time with the exit path's frames and the first block's start).
+#[test]
+fn after_finish_in_the_same_turn_the_block_is_not_reported_again() {
+    let mut s = Sim::new(T, false);
+    s.wait(T);
+    s.run(3 * T);
+    assert_eq!(s.fires.len(), 1);
+    let flushed_at = s.uv.now;
+    let e = s.tracker.finish(flushed_at).expect("the warned block");
+    // The exit path runs on in the same turn: short work, then (second case) a block of its own.
+    s.run(T / 2);
+    assert_eq!(s.fires.len(), 1, "{:?}", s.fires);
+    assert!(
+        s.tracker.finish(s.uv.now).is_none(),
+        "the flushed block ended once"
+    );
+    s.run(T);
+    assert_eq!(s.fires.len(), 2, "{:?}", s.fires);
+    let again = s.fires[1];
+    assert!(
+        again.start_ns >= flushed_at,
+        "a new block from the flush on: {again:?} {e:?}"
+    );
+    assert!(within(again.start_ns, flushed_at, tol(T)), "{again:?}");
+}
+
 #[test]
 fn finish_returns_the_warned_block() {
     let mut s = Sim::new(T, true);
