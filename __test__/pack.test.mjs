@@ -100,4 +100,23 @@ test('the packed tarballs install into a fresh project without Rust, and the det
   const r = JSON.parse(run.stdout.trim().split('\n').pop());
   t.is(r.events, 1, run.stdout);
   if (r.stackCapture) t.true(r.top.includes('spinInstalled'), run.stdout);
+
+  // Without its platform package (another architecture's is not installed), the installed copy
+  // says where the binary comes from: not `npm run build`, which an installed package cannot run.
+  const other = process.arch === 'arm64' ? 'x64' : 'arm64';
+  const missing = spawnSync(
+    process.execPath,
+    [
+      '-e',
+      `Object.defineProperty(process, 'arch', { value: ${JSON.stringify(other)} });
+       try { require('loop-helpers').capabilities(); console.log('loaded'); }
+       catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })); }`,
+    ],
+    { cwd: app, env: { ...env, LOOP_HELPERS_NATIVE_PATH: '' }, encoding: 'utf8', timeout: 30_000 },
+  );
+  const error = JSON.parse(missing.stdout.trim().split('\n').pop());
+  t.is(error.code, 'ERR_LOOP_HELPERS_NATIVE_LOAD', missing.stdout + missing.stderr);
+  t.regex(error.message, new RegExp(`platform package loop-helpers-\\w+-${other}\\b.*an optional dependency`));
+  t.regex(error.message, /reinstall without `--omit=optional`/);
+  t.notRegex(error.message, /npm run build/);
 });
