@@ -1,10 +1,19 @@
 // How users get loop-helpers: ESM and CommonJS entry points (typed), zero-code mode, the
 // diagnostics_channel channels, source maps, and the CI workflow's consistency with npm/.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, posix } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import test from 'ava';
 import { fixture, liveWarningWithStack, runNode, warnings } from './helpers/run.mjs';
@@ -266,10 +275,66 @@ test('the loader names the supported platforms on an unsupported one, and explai
   if (process.arch !== 'arm64') {
     const missing = await probe('arm64');
     t.is(missing.result.code, 'ERR_LOOP_HELPERS_NATIVE_LOAD');
-    t.regex(missing.result.message, /Reinstall with optional dependencies enabled/);
-    t.regex(missing.result.message, /loop-helpers-\w+-arm64/);
+    // In a checkout, with the Rust sources to build from (an installed package: pack.test.mjs).
+    t.regex(
+      missing.result.message,
+      /Build it with `npm run build` \(needs Rust\), or install the platform package loop-helpers-\w+-arm64/,
+    );
   }
 });
+
+/** The code block of the README's "In production" section, as written. */
+function readmeProductionExample() {
+  const readme = readFileSync(join(root, 'README.md'), 'utf8');
+  const section = readme.slice(readme.indexOf('## In production'));
+  return section.slice(section.indexOf('```ts\n') + 6, section.indexOf('\n```', section.indexOf('```ts\n')));
+}
+
+// Node.js runs TypeScript by stripping its types (22.18+, 23.6+; process.features.typescript).
+const stripsTypes = Boolean(process.features.typescript);
+(stripsTypes ? test : test.skip)(
+  `the README's production example runs as written (Node's type stripping${stripsTypes ? '' : ': not in this Node.js'})`,
+  async (t) => {
+    // Inside the package folder, so that 'loop-helpers' resolves to this package (self-reference)
+    // and @opentelemetry/api to its development copy.
+    const dir = join(root, '.cache');
+    mkdirSync(dir, { recursive: true });
+    const tmp = mkdtempSync(join(dir, 'readme-'));
+    t.teardown(() => rmSync(tmp, { recursive: true, force: true }));
+    const file = join(tmp, 'production.mts');
+    // The example, then what a server would do: a request that blocks, then a catastrophic regex.
+    writeFileSync(
+      file,
+      `${readmeProductionExample()}
+requestContext.run({ requestId: 'r-42', route: '/report' }, () =>
+  setTimeout(() => {
+    const end = Date.now() + 400;
+    while (Date.now() < end);
+  }, 10),
+);
+setTimeout(() => {
+  const t0 = Date.now();
+  const found = search('(a+)+$', \`\${'a'.repeat(40)}b\`);
+  console.log(\`RESULT \${JSON.stringify({ found, ms: Date.now() - t0 })}\`);
+  setTimeout(() => detector.stop(), 50);
+}, 800);
+`,
+    );
+    // Node 22 keeps AsyncLocalStorage in async context frames (what asyncContext reads) only with
+    // this flag, as the README's Status table says; 24 and later by default.
+    const major = Number(process.versions.node.split('.')[0]);
+    const flags = major === 22 ? ['--experimental-async-context-frame'] : [];
+    const r = await runNode([...flags, file], { timeoutMs: 60_000 });
+    t.is(r.code, 0, r.stderr);
+    t.deepEqual(r.result?.found, false, r.stdout + r.stderr);
+    const line = r.stderr.split('\n').find((l) => l.startsWith('event loop blocked '));
+    t.truthy(line, r.stderr);
+    const event = JSON.parse(line.slice('event loop blocked '.length));
+    t.deepEqual(event.context, { requestId: 'r-42', route: '/report' });
+    // The 400 ms block (timed on Date.now(), whole milliseconds), not some other.
+    t.true(event.durationMs >= 390, String(event.durationMs));
+  },
+);
 
 test("the README's links and picture work on the npm page: every relative target is in the package", (t) => {
   const packed = JSON.parse(execFileSync('npm', ['pack', '--dry-run', '--json'], { cwd: root, encoding: 'utf8' }))[0];
@@ -289,6 +354,17 @@ test("the README's links and picture work on the npm page: every relative target
     if (/^https?:/.test(target)) continue;
     const path = target.split('#')[0];
     t.true(files.has(path), `${target}: not in the package's files`);
+  }
+  // The pages shipped with it, the same way: what they link to (each other, design notes,
+  // measured figures) is shipped too.
+  const pages = [...files].filter((f) => f.endsWith('.md') && f !== 'README.md' && f !== 'CHANGELOG.md');
+  t.true(pages.length > 5, pages.join(' '));
+  for (const page of pages) {
+    for (const [, target] of readFileSync(join(root, page), 'utf8').matchAll(/\]\(([^)\s]+)\)/g)) {
+      if (target.startsWith('#') || /^https?:/.test(target)) continue;
+      const path = posix.normalize(posix.join(posix.dirname(page), target.split('#')[0]));
+      t.true(files.has(path), `${page}: ${target} (${path}) is not in the package's files`);
+    }
   }
 });
 
