@@ -136,9 +136,10 @@ export interface NativeBinding {
   isMainThread(): boolean;
   /**
    * Wall time the calling thread's code has not held the thread since its first call (ns; Linux:
-   * waits for a CPU, and time stolen while it never slept), or -1.
+   * waits for a CPU, and time stolen while it never slept), or -1; writes the reading's monotonic
+   * time (ns, as `process.hrtime.bigint()`) into `readAt[0]`.
    */
-  threadNotHeldNs(): number;
+  threadNotHeldNs(readAt: BigUint64Array): number;
   forkSupport(): string | null;
   activeRequests(): number;
   /** Parent: [pid, parkMs, memoryMs, forkMs, mappings, workers]; child: [0, pid, ppid, workersRestored]. */

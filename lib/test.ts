@@ -103,7 +103,15 @@ let whos: (Owner | undefined)[] = [];
  * callback kept off the CPU for 30 ms did not block for 35).
  */
 let notHeld: number[] = [];
-const notHeldNs = (): number => native().threadNotHeldNs();
+/** The monotonic time of the last {@link readThread} (the clock of `process.hrtime.bigint()`). */
+const readAt = new BigUint64Array(1);
+/**
+ * The time not held so far, read together with the moment it was read (in `readAt[0]`): a change
+ * of owner is timestamped with that moment, so that a pause of the thread just after the reading
+ * (a loaded machine) falls wholly in the next stretch, time and all, not in this one's time and
+ * the next one's reading.
+ */
+const readThread = (): number => native().threadNotHeldNs(readAt);
 let head = 0;
 /** The owner before the first kept entry. */
 let base: Owner | undefined;
@@ -113,8 +121,8 @@ const KEEP_NS = 30_000_000_000n;
 function mark(next: Owner | undefined): void {
   if (next === current) return;
   current = next;
-  notHeld.push(notHeldNs());
-  times.push(hrtime());
+  notHeld.push(readThread());
+  times.push(readAt[0] as bigint);
   whos.push(next);
   if (times.length - head > 65_536) prune();
 }
@@ -152,7 +160,7 @@ const within = (o: Owner | undefined, of: Owner): boolean => {
 
 /**
  * Nanoseconds during which `of`'s code held the thread between `from` and `to`: the time it ran,
- * less the time the thread's code did not hold the thread meanwhile (where that is known: notHeld
+ * less the time the thread's code did not hold the thread meanwhile (where that is known: waits
  * for a CPU, time stolen by the host). That time between two owner changes is known as a whole; a
  * part of such a stretch gets its share of it.
  */
@@ -162,14 +170,15 @@ function ownedNs(of: Owner, from: bigint, to: bigint): bigint {
   const part = (i: number, a: bigint, b: bigint): void => {
     const start = i > head ? (times[i - 1] as bigint) : from;
     // The last stretch lasts until now (the time not held is read now).
-    const end = i < times.length ? (times[i] as bigint) : hrtime();
+    const last = i >= times.length;
+    const w1 = last ? readThread() : (notHeld[i] as number);
+    const end = last ? (readAt[0] as bigint) : (times[i] as bigint);
     const lo = start > a ? start : a;
     const hi = end < b ? end : b;
     if (hi <= lo) return;
     const span = Number(hi - lo);
     let away = 0;
     const w0 = notHeld[i - 1] ?? -1;
-    const w1 = i < notHeld.length ? (notHeld[i] as number) : notHeldNs();
     if (i > head && w0 >= 0 && w1 >= w0 && end > start) away = ((w1 - w0) * span) / Number(end - start);
     total += Math.max(0, span - away);
   };
@@ -203,8 +212,8 @@ let users = 0;
 
 function acquireTracking(): void {
   if (users++ > 0) return;
-  notHeld = [notHeldNs()];
-  times = [hrtime()];
+  notHeld = [readThread()];
+  times = [readAt[0] as bigint];
   whos = [undefined];
   head = 0;
   base = undefined;

@@ -87,34 +87,55 @@ fn voluntary_switches() -> Option<u64> {
 /// readings a few microseconds apart it would seem not to have run at all. The run-queue wait in
 /// `schedstat` is up to date for a running thread (it grows only while the thread is queued, and
 /// is added when it next runs).
+///
+/// A reading is taken whole: if the thread lost the CPU between its first and last clock read (a
+/// time slice ended at one of its system calls), the parts would belong to different moments (the
+/// wait read before the pause, the wall clock after it: the pause charged to the code), so it is
+/// taken again, up to three times.
 pub fn read_current_thread() -> Option<Reading> {
-    // None of these reads sleeps (a voluntary switch needs a blocking call), so no switch of the
-    // thread's own falls between them: their order does not matter to the count.
-    let voluntary_switches = voluntary_switches();
-    let wait = current_thread_times()?.cpu_wait_ns;
-    // CPU time, then wall time, at both ends of every interval: the small gap between the two
-    // reads cancels out instead of adding up over many short intervals.
-    let cpu_ns = crate::clock::thread_cpu_ns();
-    let wall_ns = crate::clock::now_ns();
-    Some(Reading {
-        wall_ns,
-        times: ThreadTimes {
-            cpu_ns,
-            cpu_wait_ns: wait,
-        },
-        voluntary_switches,
-    })
+    let mut reading = None;
+    for _ in 0..3 {
+        let before = crate::clock::now_ns();
+        // None of these reads sleeps (a voluntary switch needs a blocking call), so no switch of
+        // the thread's own falls between them: their order does not matter to the count.
+        let voluntary_switches = voluntary_switches();
+        let wait = current_thread_times()?.cpu_wait_ns;
+        // CPU time, then wall time, at both ends of every interval: the small gap between the two
+        // reads cancels out instead of adding up over many short intervals.
+        let cpu_ns = crate::clock::thread_cpu_ns();
+        let wall_ns = crate::clock::now_ns();
+        reading = Some(Reading {
+            wall_ns,
+            times: ThreadTimes {
+                cpu_ns,
+                cpu_wait_ns: wait,
+            },
+            voluntary_switches,
+        });
+        if wall_ns.saturating_sub(before) < WHOLE_READING_NS {
+            break;
+        }
+    }
+    reading
 }
 
-/// Wall time the calling thread's code has not held it (ns), since the thread's first call; None
-/// where that cannot be known (not Linux, or no scheduler accounting). Kept per thread; a child of
+/// A reading that took longer than this was interrupted (it takes a few microseconds).
+const WHOLE_READING_NS: u64 = 200_000;
+
+/// The wall time the calling thread's code has not held it (ns), since the thread's first call
+/// (None where that cannot be known: not Linux, or no scheduler accounting), and the monotonic
+/// time of the reading it comes from (`clock::now_ns`, the clock of `process.hrtime`): a caller
+/// that timestamps a change of owner with this time, rather than reading the clock again after,
+/// leaves no gap in which a pause would be charged to the wrong side. Kept per thread; a child of
 /// `fork()` starts its own total (its first interval counts as nothing).
-pub fn current_thread_not_held_ns() -> Option<u64> {
+pub fn current_thread_not_held() -> (Option<u64>, u64) {
     thread_local! {
         static TOTAL: std::cell::RefCell<NotHeldTotal> = std::cell::RefCell::new(NotHeldTotal::default());
     }
-    let now = read_current_thread()?;
-    TOTAL.with(|t| t.borrow_mut().advance(now))
+    match read_current_thread() {
+        Some(now) => (TOTAL.with(|t| t.borrow_mut().advance(now)), now.wall_ns),
+        None => (None, crate::clock::now_ns()),
+    }
 }
 
 #[cfg(test)]
@@ -200,6 +221,7 @@ mod tests {
         let end = std::time::Instant::now() + std::time::Duration::from_millis(30);
         while std::time::Instant::now() < end {}
         let b = read_current_thread().expect("readable once readable");
+        assert!(b.wall_ns > a.wall_ns);
         if cfg!(target_os = "linux") {
             assert!(
                 b.voluntary_switches.is_some(),

@@ -38,6 +38,30 @@ pub unsafe fn args<const N: usize>(env: napi_env, info: napi_callback_info) -> [
     argv
 }
 
+/// (data pointer, element count) of a typed array of the expected kind (`napi_typedarray_type`),
+/// or None for anything else.
+///
+/// # Safety
+/// This module's contract, with `v` a value of env. `T` must be the element type of `kind`.
+pub unsafe fn typed_array<T>(env: napi_env, v: napi_value, kind: i32) -> Option<(*mut T, usize)> {
+    let mut k = -1;
+    let mut len = 0usize;
+    let mut data = std::ptr::null_mut();
+    // SAFETY: the caller's contract; live locals out, null for the outputs not wanted.
+    let status = unsafe {
+        napi_get_typedarray_info(
+            env,
+            v,
+            &mut k,
+            &mut len,
+            &mut data,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    };
+    (status == NAPI_OK && k == kind && !data.is_null()).then_some((data as *mut T, len))
+}
+
 pub unsafe fn f64_arg(env: napi_env, v: napi_value) -> Option<f64> {
     let mut out = 0.0;
     // SAFETY: this module's contract; `out` is a live local.

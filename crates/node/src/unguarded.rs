@@ -57,7 +57,8 @@ impl RunningCell {
     /// On `env`'s JS thread.
     pub unsafe fn new(env: napi_env, v: napi_value) -> Result<Self, String> {
         // SAFETY: on env's JS thread (the caller's contract), `v` a value of this env.
-        let Some((data, len)) = (unsafe { typed::<i32>(env, v, NAPI_INT32_ARRAY) }) else {
+        let Some((data, len)) = (unsafe { js::typed_array::<i32>(env, v, NAPI_INT32_ARRAY) })
+        else {
             // SAFETY: as above.
             let got = unsafe { js::type_name(env, v) };
             return Err(format!("must be an Int32Array, got {got}"));
@@ -245,12 +246,12 @@ impl Support {
         // is our live reference to Node's async_wrap binding, whose properties are read here.
         let (fields, ids, resources) = unsafe {
             ok(napi_get_reference_value(env, aw.binding, &mut binding))?;
-            let fields = typed::<u32>(
+            let fields = js::typed_array::<u32>(
                 env,
                 prop(env, binding, c"async_hook_fields")?,
                 NAPI_UINT32_ARRAY,
             )?;
-            let ids = typed::<f64>(
+            let ids = js::typed_array::<f64>(
                 env,
                 prop(env, binding, c"async_id_fields")?,
                 NAPI_FLOAT64_ARRAY,
@@ -291,7 +292,7 @@ impl Support {
             // Node replaces async_ids_stack when it grows: read it afresh.
             // SAFETY: as above.
             let stack = unsafe {
-                typed::<f64>(
+                js::typed_array::<f64>(
                     env,
                     prop(env, binding, c"async_ids_stack")?,
                     NAPI_FLOAT64_ARRAY,
@@ -374,29 +375,6 @@ unsafe fn prop(env: napi_env, obj: napi_value, name: &std::ffi::CStr) -> Option<
     // SAFETY: the caller's contract; `name` is NUL-terminated, `v` a live local.
     ok(unsafe { napi_get_named_property(env, obj, name.as_ptr(), &mut v) })?;
     (!v.is_null()).then_some(v)
-}
-
-/// (data pointer, element count) of a typed array of the expected kind.
-///
-/// # Safety
-/// As for [`prop`], with `v`. `T` must be the element type of `kind`.
-unsafe fn typed<T>(env: napi_env, v: napi_value, kind: i32) -> Option<(*mut T, usize)> {
-    let mut k = -1;
-    let mut len = 0usize;
-    let mut data = std::ptr::null_mut();
-    // SAFETY: the caller's contract; live locals out, null for the outputs not wanted.
-    ok(unsafe {
-        napi_get_typedarray_info(
-            env,
-            v,
-            &mut k,
-            &mut len,
-            &mut data,
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-        )
-    })?;
-    (k == kind && !data.is_null()).then_some((data as *mut T, len))
 }
 
 /// Interrupt callback, about to terminate unguarded code: register the callbacks that will
