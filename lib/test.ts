@@ -247,14 +247,20 @@ function judge(event: BlockEvent, owner: Owner, budgetNs: bigint, from: bigint, 
   const a = start > from ? start : from;
   const b = end < to ? end : to;
   if (b <= a || ownedNs(owner, a, b) * 2n < budgetNs) return undefined;
+  let fallback: StackFrame[] | undefined;
   for (const s of event.samples) {
     if (s.sampleDelayMs === null || s.frames === null) continue;
     // Where the sample was taken: blockedMs after the start when the monitor asked, plus the delay
     // until V8 ran the sampler on the blocked thread.
     const at = start + BigInt(Math.round((s.blockedMs + s.sampleDelayMs) * 1e6));
-    if (within(ownerAt(at), owner)) return s.frames;
+    if (!within(ownerAt(at), owner)) continue;
+    // A sample with none of the application's frames landed in Node's code between callbacks or
+    // in this module's own hook (a thread paused while it marks a change of owner is sampled
+    // there when it resumes): a later sample of the block names the code, if there is one.
+    if (s.frames.some(isApplicationFrame)) return s.frames;
+    fallback ??= s.frames;
   }
-  return [];
+  return fallback ?? [];
 }
 
 // ---------------------------------------------------------------------------------------------
