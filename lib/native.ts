@@ -134,12 +134,8 @@ export interface NativeBinding {
   /** JSON: capabilities, monitor statistics, and `panics` (see `Capabilities['panics']`). */
   nativeInfo(): string;
   isMainThread(): boolean;
-  /**
-   * Wall time the calling thread's code has not held the thread since its first call (ns; Linux:
-   * waits for a CPU, and time stolen while it never slept), or -1; writes the reading's monotonic
-   * time (ns, as `process.hrtime.bigint()`) into `readAt[0]`.
-   */
-  threadNotHeldNs(readAt: BigUint64Array): number;
+  /** How long the calling thread has waited for a CPU since it started (ns; Linux), or -1. */
+  threadCpuWaitNs(): number;
   forkSupport(): string | null;
   activeRequests(): number;
   /** Parent: [pid, parkMs, memoryMs, forkMs, mappings, workers]; child: [0, pid, ppid, workersRestored]. */
@@ -262,11 +258,7 @@ function load(): NativeBinding {
     supported ? 'ERR_LOOP_HELPERS_NATIVE_LOAD' : 'ERR_LOOP_HELPERS_UNSUPPORTED_PLATFORM',
     supported
       ? `loop-helpers: cannot load the native addon for ${triple}.\n` +
-          // A checkout has the Rust sources to build from; an installed package has only the
-          // platform package to get it from.
-          (existsSync(join(packageRoot, 'Cargo.toml'))
-            ? `Build it with \`npm run build\` (needs Rust), or install the platform package ${pkg}.\n`
-            : `It comes from the platform package ${pkg}, an optional dependency: reinstall without \`--omit=optional\` (or \`--no-optional\`), and with the same platform and C library as this machine.\n`) +
+          `Reinstall with optional dependencies enabled, or build it with \`npm run build\` (needs Rust).\n` +
           `Tried:\n  ${errors.join('\n  ')}`
       : `loop-helpers: no native addon for ${triple}. Supported platforms: ${SUPPORTED_PLATFORMS.join(', ')}.`,
   );

@@ -97,21 +97,12 @@ let saved: (Owner | undefined)[] = [];
 let times: bigint[] = [];
 let whos: (Owner | undefined)[] = [];
 /**
- * The wall time the thread's code had not held the thread at each change (ns; -1: not known): on
- * a loaded machine the thread may wait for a CPU in the middle of an owner's code, or (a virtual
- * machine) have its CPU taken by the host, and that time is not the owner's blocking (a 5 ms
- * callback kept off the CPU for 30 ms did not block for 35).
+ * The thread's CPU wait at each change (ns since it started; -1: not known): on a loaded machine
+ * the thread may wait for a CPU in the middle of an owner's code, and that time is not the owner's
+ * blocking (a 5 ms callback kept off the CPU for 30 ms did not block for 35).
  */
-let notHeld: number[] = [];
-/** The monotonic time of the last {@link readThread} (the clock of `process.hrtime.bigint()`). */
-const readAt = new BigUint64Array(1);
-/**
- * The time not held so far, read together with the moment it was read (in `readAt[0]`): a change
- * of owner is timestamped with that moment, so that a pause of the thread just after the reading
- * (a loaded machine) falls wholly in the next stretch, time and all, not in this one's time and
- * the next one's reading.
- */
-const readThread = (): number => native().threadNotHeldNs(readAt);
+let waits: number[] = [];
+const cpuWait = (): number => native().threadCpuWaitNs();
 let head = 0;
 /** The owner before the first kept entry. */
 let base: Owner | undefined;
@@ -121,8 +112,8 @@ const KEEP_NS = 30_000_000_000n;
 function mark(next: Owner | undefined): void {
   if (next === current) return;
   current = next;
-  notHeld.push(readThread());
-  times.push(readAt[0] as bigint);
+  waits.push(cpuWait());
+  times.push(hrtime());
   whos.push(next);
   if (times.length - head > 65_536) prune();
 }
@@ -133,7 +124,7 @@ function prune(): void {
   if (head > 32_768) {
     times = times.slice(head);
     whos = whos.slice(head);
-    notHeld = notHeld.slice(head);
+    waits = waits.slice(head);
     head = 0;
   }
 }
@@ -160,27 +151,25 @@ const within = (o: Owner | undefined, of: Owner): boolean => {
 
 /**
  * Nanoseconds during which `of`'s code held the thread between `from` and `to`: the time it ran,
- * less the time the thread's code did not hold the thread meanwhile (where that is known: waits
- * for a CPU, time stolen by the host). That time between two owner changes is known as a whole; a
- * part of such a stretch gets its share of it.
+ * less the time the thread waited for a CPU meanwhile (where that is known). The wait between two
+ * owner changes is known as a whole; a part of such a stretch gets its share of it.
  */
 function ownedNs(of: Owner, from: bigint, to: bigint): bigint {
   let total = 0;
   /** `of`'s part of stretch `i` (from change i - 1 to change i, or to now) within [from, to]. */
   const part = (i: number, a: bigint, b: bigint): void => {
     const start = i > head ? (times[i - 1] as bigint) : from;
-    // The last stretch lasts until now (the time not held is read now).
-    const last = i >= times.length;
-    const w1 = last ? readThread() : (notHeld[i] as number);
-    const end = last ? (readAt[0] as bigint) : (times[i] as bigint);
+    // The last stretch lasts until now (the wait is read now).
+    const end = i < times.length ? (times[i] as bigint) : hrtime();
     const lo = start > a ? start : a;
     const hi = end < b ? end : b;
     if (hi <= lo) return;
     const span = Number(hi - lo);
-    let away = 0;
-    const w0 = notHeld[i - 1] ?? -1;
-    if (i > head && w0 >= 0 && w1 >= w0 && end > start) away = ((w1 - w0) * span) / Number(end - start);
-    total += Math.max(0, span - away);
+    let wait = 0;
+    const w0 = waits[i - 1] ?? -1;
+    const w1 = i < waits.length ? (waits[i] as number) : cpuWait();
+    if (i > head && w0 >= 0 && w1 >= w0 && end > start) wait = ((w1 - w0) * span) / Number(end - start);
+    total += Math.max(0, span - wait);
   };
   let who = ownerAt(from);
   let i = head;
@@ -212,8 +201,8 @@ let users = 0;
 
 function acquireTracking(): void {
   if (users++ > 0) return;
-  notHeld = [readThread()];
-  times = [readAt[0] as bigint];
+  waits = [cpuWait()];
+  times = [hrtime()];
   whos = [undefined];
   head = 0;
   base = undefined;
@@ -231,7 +220,7 @@ function releaseTracking(): void {
   current = undefined;
   times = [];
   whos = [];
-  notHeld = [];
+  waits = [];
   head = 0;
 }
 

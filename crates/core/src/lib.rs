@@ -14,9 +14,7 @@
 //!   without a stack; [`native_state`]: that, with the garbage collection or the Node.js
 //!   synchronous API the thread marks itself in, as the fields and the line of a warning.
 //! - [`thread_times`]: the CPU time a loop thread used during a block and the time it waited for
-//!   a CPU (a loaded machine), read from the monitor; [`not_held`]: the wall time a thread's code
-//!   did not hold the thread (run-queue wait, and stolen time when it never slept), for
-//!   `loop-helpers/test`.
+//!   a CPU (a loaded machine), read from the monitor.
 //! - [`fingerprint`]: a stable name for the code that blocked; [`budget`]: at most one logged
 //!   block per fingerprint per interval.
 //! - [`context`], [`snapshot_json`]: the `asyncContext` fields of reports and the V8-free parts of
@@ -40,7 +38,6 @@ pub mod heartbeat;
 pub mod interrupt;
 pub mod monitor;
 pub mod native_state;
-pub mod not_held;
 pub mod opaque;
 pub mod panics;
 pub mod report;

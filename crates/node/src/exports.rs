@@ -943,27 +943,15 @@ unsafe fn throw_interrupt(env: napi_env, json: &str, cause: Option<napi_value>) 
     std::ptr::null_mut()
 }
 
-/// threadNotHeldNs(wallOut: BigUint64Array) -> number: wall time the calling thread's code has not
-/// held the thread since its first call (ns; Linux: waits for a CPU, and time stolen while it
-/// never slept; see `loop_helpers_core::not_held`), or -1 where that cannot be read. Writes the
-/// reading's monotonic time (ns, the clock of `process.hrtime.bigint()`) into `wallOut[0]`, so that
-/// `loop-helpers/test` timestamps a change of owner with the moment it read. For
-/// `loop-helpers/test`, which does not count that time as its owner's.
-pub unsafe fn thread_not_held_ns(env: napi_env, info: napi_callback_info) -> napi_value {
-    let (not_held, wall_ns) = loop_helpers_core::not_held::current_thread_not_held();
+/// threadCpuWaitNs() -> number: how long the calling thread has waited for a CPU since it started
+/// (ns; Linux, from the scheduler's accounting), or -1 where that cannot be read. For
+/// `loop-helpers/test`, which does not count time its owner's code was kept off the CPU.
+pub unsafe fn thread_cpu_wait_ns(env: napi_env, _info: napi_callback_info) -> napi_value {
+    let wait = loop_helpers_core::thread_times::current_thread_times()
+        .and_then(|t| t.cpu_wait_ns)
+        .map_or(-1.0, |ns| ns as f64);
     // SAFETY: the callback's contract.
-    let [out] = unsafe { js::args::<1>(env, info) };
-    // SAFETY: the callback's contract; `out` is this call's argument. A BigUint64Array's elements
-    // are u64s, at least one of them (len >= 1), in memory V8 keeps alive during the call.
-    if let Some((data, len)) = unsafe { js::typed_array::<u64>(env, out, NAPI_BIGUINT64_ARRAY) } {
-        if len >= 1 {
-            // SAFETY: as above; `data` is aligned for u64 (typed arrays are aligned to their
-            // element size) and in bounds.
-            unsafe { data.write(wall_ns) };
-        }
-    }
-    // SAFETY: the callback's contract.
-    unsafe { js::number(env, not_held.map_or(-1.0, |ns| ns as f64)) }
+    unsafe { js::number(env, wait) }
 }
 
 /// isMainThread() -> whether this environment runs on the process's default loop (the main

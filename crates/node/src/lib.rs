@@ -192,7 +192,7 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
             ),
             (c"nativeInfo", guarded!(exports::native_info)),
             (c"isMainThread", guarded!(exports::is_main_thread)),
-            (c"threadNotHeldNs", guarded!(exports::thread_not_held_ns)),
+            (c"threadCpuWaitNs", guarded!(exports::thread_cpu_wait_ns)),
             (c"registerSourceMap", guarded!(exports::register_source_map)),
             (
                 c"setLogRepeatsAfter",

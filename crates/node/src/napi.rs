@@ -57,7 +57,6 @@ pub const NAPI_BIGINT: napi_valuetype = 9;
 pub const NAPI_INT32_ARRAY: c_int = 5;
 pub const NAPI_UINT32_ARRAY: c_int = 6;
 pub const NAPI_FLOAT64_ARRAY: c_int = 8;
-pub const NAPI_BIGUINT64_ARRAY: c_int = 10;
 /// napi_tsfn_nonblocking
 pub const TSFN_NONBLOCKING: c_int = 0;
 /// napi_tsfn_release
