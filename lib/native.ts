@@ -258,7 +258,11 @@ function load(): NativeBinding {
     supported ? 'ERR_LOOP_HELPERS_NATIVE_LOAD' : 'ERR_LOOP_HELPERS_UNSUPPORTED_PLATFORM',
     supported
       ? `loop-helpers: cannot load the native addon for ${triple}.\n` +
-          `Reinstall with optional dependencies enabled, or build it with \`npm run build\` (needs Rust).\n` +
+          // A checkout has the Rust sources to build from; an installed package has only the
+          // platform package to get it from.
+          (existsSync(join(packageRoot, 'Cargo.toml'))
+            ? `Build it with \`npm run build\` (needs Rust), or install the platform package ${pkg}.\n`
+            : `It comes from the platform package ${pkg}, an optional dependency: reinstall without \`--omit=optional\` (or \`--no-optional\`), and with the same platform and C library as this machine.\n`) +
           `Tried:\n  ${errors.join('\n  ')}`
       : `loop-helpers: no native addon for ${triple}. Supported platforms: ${SUPPORTED_PLATFORMS.join(', ')}.`,
   );
