@@ -1,8 +1,8 @@
 // HTTP throughput on loopback (autocannon, keep-alive) with and without a detector, alternated,
 // and what each request costs the server: its process's CPU time over the requests served. On a
 // 2-core machine where the load generator shares the CPUs, throughput swings by several percent
-// from round to round, so: where `taskset` exists and there are two CPUs or more, the server runs
-// on the last CPU and this process (autocannon) on the others, so that neither takes the other's
+// from round to round, so: where `taskset` exists and this process may use two CPUs or more, the
+// server runs on the last of them and this process (autocannon) on the others, so that neither takes the other's
 // CPU; each round runs every configuration once, in an order rotated from round to round (no
 // configuration always runs first, or right after another); and a configuration's ratio is the
 // median over rounds of its throughput over that same round's run without a detector (the
@@ -13,7 +13,6 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { createServer } from 'node:http';
 import { createRequire } from 'node:module';
-import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { PEERS } from '../lib/peers.mjs';
 import { median, round, sized } from '../lib/stats.mjs';
@@ -41,30 +40,36 @@ if (process.argv[2] === '--child') {
   // imported
 }
 
-/**
- * Where `taskset` works and there are two CPUs or more: the server's CPU (the last one), after
- * this process and its threads were moved to the others. Undefined otherwise (nothing pinned).
- */
-function pinning() {
-  const cpus = availableParallelism();
-  if (cpus < 2) return undefined;
+/** Sets the CPUs this process and all its threads may run on (a `taskset` list); false if it cannot. */
+function setAffinity(list) {
   try {
-    execFileSync('taskset', ['-a', '-p', '-c', `0-${cpus - 2}`, String(process.pid)], { stdio: 'ignore' });
-    return cpus - 1;
+    execFileSync('taskset', ['-a', '-p', '-c', list, String(process.pid)], { stdio: 'ignore' });
+    return true;
   } catch {
-    return undefined;
+    return false;
   }
 }
 
-/** Undoes {@link pinning}: this process may use every CPU again. */
-function unpin() {
+/**
+ * Where `taskset` works and this process may use two CPUs or more: moves this process and its
+ * threads off the last of them, and returns `{ server, restore }`: the CPU for the server, and the
+ * list to give back afterwards (the one it had, which a container may have narrowed). Undefined
+ * otherwise (nothing pinned).
+ */
+function pinning() {
+  let allowed;
   try {
-    execFileSync('taskset', ['-a', '-p', '-c', `0-${availableParallelism() - 1}`, String(process.pid)], {
-      stdio: 'ignore',
-    });
+    const out = execFileSync('taskset', ['-c', '-p', String(process.pid)], { encoding: 'utf8' });
+    allowed = out.slice(out.lastIndexOf(':') + 1).trim();
   } catch {
-    // nothing was pinned
+    return undefined;
   }
+  const cpus = allowed.split(',').flatMap((part) => {
+    const [a, b = a] = part.split('-').map(Number);
+    return Array.from({ length: b - a + 1 }, (_, i) => a + i);
+  });
+  if (cpus.length < 2 || !setAffinity(cpus.slice(0, -1).join(','))) return undefined;
+  return { server: cpus.at(-1), restore: allowed };
 }
 
 async function measure(peer, T, seconds, serverCpu) {
@@ -102,7 +107,8 @@ export async function runHttp(opts) {
   ];
   const rps = new Map(configs.map(([p]) => [p, []]));
   const cpu = new Map(configs.map(([p]) => [p, []]));
-  const serverCpu = pinning();
+  const pinned = pinning();
+  const serverCpu = pinned?.server;
   try {
     for (let r = 0; r < rounds; r++) {
       for (let k = 0; k < configs.length; k++) {
@@ -113,7 +119,7 @@ export async function runHttp(opts) {
       }
     }
   } finally {
-    unpin();
+    if (pinned) setAffinity(pinned.restore);
   }
   /** The median over rounds of `p`'s value over the same round's value without a detector. */
   const perRound = (values, p) => values.get(p).map((v, r) => v / values.get('none')[r]);
