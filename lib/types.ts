@@ -109,7 +109,8 @@ export interface BlockEvent {
    * CPU time the blocked thread used during the block, in milliseconds (counted from the
    * detector's first look at the blocked turn, within a sampling step of its start). Close to
    * `durationMs` for code that computes; much less for a synchronous call that sleeps (`execSync`,
-   * `Atomics.wait`) or a thread kept off the CPU. Null where the thread's CPU time cannot be read.
+   * `Atomics.wait`) or a thread kept off the CPU. Null where the thread's CPU time cannot be read,
+   * and for a block that began in the parent of `fork()` and ended in the child (both fields).
    */
   cpuMs: number | null;
   /**

@@ -136,8 +136,11 @@ struct CurrentBlock {
     /// stack is written as a follow-up line.
     late_stacks: Vec<usize>,
     /// The loop thread's times at the first look at the blocked turn (see `LoopProbe::turn_times`):
-    /// what the block's CPU time and CPU wait are counted from.
-    times_at_start: Option<ThreadTimes>,
+    /// what the block's CPU time and CPU wait are counted from, with the process id they were
+    /// read in. A block that goes on across `fork()` ends on the child's thread, whose clocks
+    /// start again from zero: its times are then not known (null), never the difference of two
+    /// threads' readings.
+    times_at_start: Option<(u32, ThreadTimes)>,
 }
 
 /// The fingerprint of the first of `warnings` whose sample has frames.
@@ -331,7 +334,8 @@ impl Watch {
                 times_at_start: if f.late {
                     None
                 } else {
-                    self.probe.turn_times()
+                    let pid = self.pid.load(Ordering::Relaxed);
+                    self.probe.turn_times().map(|t| (pid, t))
                 },
             });
         }
@@ -464,9 +468,11 @@ impl Watch {
             // Its first warning had no stack yet: the closing record names the culprit.
             st.budget.logged_late(fp, now);
         }
+        let pid = self.pid.load(Ordering::Relaxed);
         let times = cur
             .times_at_start
-            .and_then(|start| Some(fx.thread_times(&self.probe)?.since(start)));
+            .filter(|&(read_in, _)| read_in == pid)
+            .and_then(|(_, start)| Some(fx.thread_times(&self.probe)?.since(start)));
         let record = BlockRecord {
             start_ns: e.start_ns,
             end_ns: e.end_ns,

@@ -71,6 +71,7 @@ fn the_monitor_survives_fork_in_parent_and_child() {
         json.contains(&format!("(node:{})", std::process::id())),
         "{json}"
     );
+    block_across_fork(&lp, &sink);
     assert_eq!(monitor::unregister(id).unwrap(), None);
     // Linux: the parent's deadlines too were all kept by its timer.
     #[cfg(target_os = "linux")]
@@ -79,4 +80,59 @@ fn the_monitor_survives_fork_in_parent_and_child() {
         0,
         "deadlines kept by the backstop, not the timer"
     );
+}
+
+/// The record of a block that ends after `lp.turn_and_wait()` (after `settle`).
+fn end_block(lp: &FakeLoop, sink: &RecordingSink, settle: Duration) -> Option<String> {
+    let before = sink.blocks.lock().unwrap().len();
+    std::thread::sleep(settle);
+    lp.turn_and_wait();
+    if !wait_for(|| sink.blocks.lock().unwrap().len() > before) {
+        return None;
+    }
+    sink.blocks.lock().unwrap().last().cloned()
+}
+
+/// A block that goes on across fork(): begun (and reported) in the parent, it ends in the child on
+/// a thread whose CPU clocks start again from zero, so there its CPU times are not known (null),
+/// never the difference of two threads' readings; the parent's record counts from its start.
+fn block_across_fork(lp: &FakeLoop, sink: &RecordingSink) {
+    lp.set_times(100, 10);
+    lp.wake_up();
+    // Past the 100 ms deadline: the block is current, its start times read.
+    std::thread::sleep(Duration::from_millis(150));
+    let paused = monitor::fork_pause::pause(Duration::from_secs(1)).unwrap();
+    // SAFETY: as in the test above: the monitor is paused holding no lock, the harness's other
+    // threads are idle, and the child ends with _exit.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let code = match monitor::fork_pause::after_fork_child(paused) {
+            Err(_) => 20,
+            Ok(()) => {
+                // The child's thread: a new clock, far below the parent's reading.
+                lp.set_times(5, 0);
+                match end_block(lp, sink, Duration::from_millis(50)) {
+                    None => 21,
+                    Some(json) if !json.contains("\"cpuMs\":null,\"cpuWaitMs\":null") => 22,
+                    Some(_) => 0,
+                }
+            }
+        };
+        // SAFETY: ends the child without running the test harness's teardown.
+        unsafe { libc::_exit(code) };
+    }
+    drop(paused);
+    let mut status = 0;
+    // SAFETY: waiting for our own child with a valid status pointer.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(libc::WIFEXITED(status), "child status {status}");
+    assert_eq!(
+        libc::WEXITSTATUS(status),
+        0,
+        "child exit code (20: restart, 21: no block, 22: CPU times not null)"
+    );
+    lp.set_times(160, 10);
+    let json = end_block(lp, sink, Duration::ZERO).expect("the parent ends its block");
+    assert!(json.contains("\"cpuMs\":60,\"cpuWaitMs\":0"), "{json}");
 }
