@@ -4,7 +4,8 @@
 // case once at its smallest, for CI: it shows that the benchmark runs, its figures mean nothing) to
 // bench/results/smoke/ (neither committed), so that they never replace the last full run's
 // figures. `--skip fork-vs-cluster` leaves out the case that needs ~2.5 GB of memory (cluster holds
-// a data set per worker). Benchmarks report; they do not assert.
+// a data set per worker); `--skip instructions` the one counted under valgrind (minutes).
+// Benchmarks report; they do not assert.
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -15,6 +16,7 @@ import { runFork } from './cases/fork.mjs';
 import { forkVsClusterMarkdown, runForkVsCluster } from './cases/fork-vs-cluster.mjs';
 import { runHttp } from './cases/http.mjs';
 import { runIdle } from './cases/idle.mjs';
+import { runInstructions } from './cases/instructions.mjs';
 import { runLiveStacks } from './cases/live-stacks.mjs';
 import { runMemory } from './cases/memory.mjs';
 import { runNativeBlocks } from './cases/native-blocks.mjs';
@@ -54,6 +56,10 @@ const step = (name) => console.error(`[bench] ${name} (${((Date.now() - started)
 
 step('loop overhead');
 const overhead = runOverhead(opts);
+step('loop cost counted in instructions (callgrind)');
+const instructions = skip.has('instructions')
+  ? { unavailable: 'left out with --skip instructions' }
+  : await runInstructions(opts);
 step('idle CPU');
 const idle = runIdle(opts);
 step('HTTP throughput');
@@ -129,6 +135,19 @@ const peerBest = (workload, T) =>
       .map((r) => r.ratio),
   );
 const lhIdle = idle.filter((r) => r.peer === 'loop-helpers');
+// The same loop cost counted in the loop thread's instructions (callgrind), which these VMs'
+// noise does not move: per callback, against no detector and against every peer counted.
+const counted = instructions.rows ?? [];
+const countedLh = counted.filter((r) => r.peer === 'loop-helpers');
+const countedPeerBest = (workload, T) =>
+  Math.min(
+    ...counted
+      .filter((r) => r.workload === workload && r.timeoutMs === T && !r.peer.startsWith('loop-helpers'))
+      .filter((r) => r.peer !== 'none')
+      .map((r) => r.ratio),
+  );
+const countedEverywhereHttp = counted.filter((r) => r.workload === 'http' && r.peer === 'loop-helpers-interrupt');
+
 const idleBefore = { 50: 12, 1000: 3 };
 const targets = [
   [
@@ -148,6 +167,35 @@ const targets = [
     lhIdle.map((r) => `${r.timeoutMs} ms: +${r.addedMsPerS} ms/s`).join(', '),
     lhIdle.every((r) => r.addedMsPerS <= (idleBefore[r.timeoutMs] ?? Infinity)),
   ],
+  ...(instructions.unavailable
+    ? []
+    : [
+        [
+          'detect-only loop-thread instructions per callback <= x1.01 (callgrind; ping-pong, timers and HTTP, every timeout)',
+          countedLh.map((r) => `${r.workload}@${r.timeoutMs}ms x${r.ratio} (${r.addedInstructions})`).join(', '),
+          countedLh.length > 0 && countedLh.every((r) => r.ratio <= 1.01),
+        ],
+        [
+          'detect-only loop-thread instructions level with or below every peer counted (within 0.01)',
+          countedLh
+            .map(
+              (r) =>
+                `${r.workload}@${r.timeoutMs}ms x${r.ratio} vs x${round(countedPeerBest(r.workload, r.timeoutMs), 4)}`,
+            )
+            .join(', '),
+          countedLh.length > 0 && countedLh.every((r) => r.ratio <= countedPeerBest(r.workload, r.timeoutMs) + 0.01),
+        ],
+        [
+          'detect-only adds no system call on the loop thread (callgrind, per callback)',
+          countedLh.map((r) => `${r.workload}@${r.timeoutMs}ms ${r.addedSyscalls}`).join(', '),
+          countedLh.length > 0 && countedLh.every((r) => r.addedSyscalls < 0.01),
+        ],
+        [
+          "interrupt: 'everywhere' HTTP server loop-thread instructions per request <= x1.031 (callgrind; a throughput ratio >= 0.97 where the server's CPU is the limit)",
+          countedEverywhereHttp.map((r) => `${r.timeoutMs} ms x${r.ratio} (${r.addedInstructions})`).join(', '),
+          countedEverywhereHttp.length > 0 && countedEverywhereHttp.every((r) => r.ratio <= 1.031),
+        ],
+      ]),
   ['detect-only ping-pong ratio <= 1.02', lhPing?.ratio, lhPing && lhPing.ratio <= 1.02],
   [
     'detect-only HTTP throughput ratio >= 0.99',
@@ -279,6 +327,7 @@ const all = {
   machine,
   targets,
   overhead,
+  instructions,
   idle,
   http,
   precision,
@@ -331,6 +380,33 @@ for (const w of ['ping-pong', 'timers']) {
         r.addedNs,
         r.loopCpuRatio,
       ]),
+  );
+}
+md.push('## Loop cost counted in instructions (callgrind; the loop thread only)', '');
+if (instructions.unavailable) md.push(`Not counted: ${instructions.unavailable}.`, '');
+else {
+  md.push(
+    `The loop thread's instructions and system calls per callback under valgrind's callgrind, each thread counted apart (the monitor thread's work is not in these figures; its idle cost is in the next table), V8 made deterministic (\`--predictable\`, fixed seeds, no address randomisation). A figure is the difference between a run of ${instructions.sizes['ping-pong'].join(' and ')} callbacks (HTTP: ${instructions.sizes.http.join(' and ')} requests, one at a time on one keep-alive connection), divided by their difference: start-up cancels out. Every detector's timeout is scaled by valgrind's slowdown (x50), so callbacks stand to the timeout and heartbeat timers fire per callback as natively. Left out: cache misses and kernel time (the system calls are counted; under valgrind a clock read is one), and perf_hooks.monitorEventLoopDelay (its 1 ms timer does not follow the timeout). Two identical runs of the baseline differed by ${Object.entries(
+      instructions.repeatability,
+    )
+      .map(([w, d]) => `${d} (${w})`)
+      .join(
+        ', ',
+      )} instructions per callback; runs went ${instructions.parallel} at a time (counts do not depend on load).`,
+    '',
+  );
+  table(
+    ['workload', 'detector', 'timeout', 'instructions', 'ratio', 'added', 'system calls', 'added'],
+    instructions.rows.map((r) => [
+      r.workload,
+      r.label,
+      r.timeoutMs ? `${r.timeoutMs} ms` : '–',
+      r.instructionsPerCallback,
+      r.ratio,
+      r.addedInstructions,
+      r.syscallsPerCallback,
+      r.addedSyscalls,
+    ]),
   );
 }
 md.push('## Idle CPU (the loop waits on a timer; whole process, every thread; median of alternating runs)', '');
