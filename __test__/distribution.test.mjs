@@ -65,6 +65,7 @@ test('both entry points are typed: a TypeScript consumer of each compiles under 
     "import { BlockingDetector, type BlockEvent, fork } from 'loop-helpers';\n" +
       'const d: BlockingDetector = new BlockingDetector({ timeout: 0.5 });\n' +
       'd.on("blocked", (e: BlockEvent) => e.samples[0]?.frames?.[0]?.lineNumber);\n' +
+      'd.once("interrupt", (err) => err.message.length).off("blocked", () => {});\n' +
       'const pid: number = fork();\nexport { pid };\n',
   );
   writeFileSync(
@@ -80,9 +81,19 @@ test('both entry points are typed: a TypeScript consumer of each compiles under 
   const typeRoots = ['--typeRoots', join(root, 'node_modules', '@types')];
   const ok = (files) =>
     execFileSync(tsc, [...common, ...typeRoots, '--ignoreConfig', ...files], { cwd: dir, encoding: 'utf8' });
+  writeFileSync(
+    join(dir, 'misspelt.mts'),
+    "import { BlockingDetector } from 'loop-helpers';\nnew BlockingDetector({ timeout: 0.5 }).on('blockd', () => {});\n",
+  );
   t.notThrows(() => ok(['esm.mts', 'cjs.cts']));
   const err = t.throws(() => ok(['bad.mts']));
   t.regex(String(err.stdout), /bad\.mts\(2,\d+\): error TS\d+/);
+  // A misspelt event name is named as such, not reported as a listener of type 'never'.
+  const misspelt = t.throws(() => ok(['misspelt.mts']));
+  t.regex(
+    String(misspelt.stdout),
+    /misspelt\.mts\(2,\d+\): error TS2345: Argument of type '"blockd"' is not assignable to parameter of type 'keyof BlockingDetectorEvents'/,
+  );
 });
 
 const register = (flag, env, mode = 'block') => {

@@ -240,6 +240,24 @@ function markerBinding(): SyncMarkerBinding {
 /** The guards-only fallback was announced (once per thread). */
 let warnedGuardsOnly = false;
 
+/** A listener of one of the detector's events (`'blocked'`, `'interrupt'`). */
+type DetectorListener<E extends keyof BlockingDetectorEvents> = (...args: BlockingDetectorEvents[E]) => void;
+
+/**
+ * The listener methods, typed by event name: a misspelt name (`on('blockd', ...)`) is reported as
+ * "not assignable to parameter of type 'keyof BlockingDetectorEvents'" rather than as a listener
+ * of type `never`. Declarations only (merged into the class); EventEmitter implements them.
+ */
+export interface BlockingDetector {
+  on<E extends keyof BlockingDetectorEvents>(event: E, listener: DetectorListener<E>): this;
+  once<E extends keyof BlockingDetectorEvents>(event: E, listener: DetectorListener<E>): this;
+  off<E extends keyof BlockingDetectorEvents>(event: E, listener: DetectorListener<E>): this;
+  addListener<E extends keyof BlockingDetectorEvents>(event: E, listener: DetectorListener<E>): this;
+  removeListener<E extends keyof BlockingDetectorEvents>(event: E, listener: DetectorListener<E>): this;
+  prependListener<E extends keyof BlockingDetectorEvents>(event: E, listener: DetectorListener<E>): this;
+  prependOnceListener<E extends keyof BlockingDetectorEvents>(event: E, listener: DetectorListener<E>): this;
+}
+
 /**
  * Notices when this thread's event loop has not turned for `timeout` seconds, and reports the stack
  * of the code that is blocking it, while it blocks.
@@ -258,6 +276,7 @@ let warnedGuardsOnly = false;
  * detector.on('blocked', (e) => console.log(`blocked ${e.durationMs} ms`, e.samples[0]?.frames?.[0]));
  * ```
  */
+// biome-ignore lint/suspicious/noUnsafeDeclarationMerging: the interface declares EventEmitter's own listener methods, typed; no property.
 export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
   /** Seconds the loop may stay blocked before it is reported. */
   readonly timeout: number;
