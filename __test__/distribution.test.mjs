@@ -83,7 +83,8 @@ test('both entry points are typed: a TypeScript consumer of each compiles under 
     execFileSync(tsc, [...common, ...typeRoots, '--ignoreConfig', ...files], { cwd: dir, encoding: 'utf8' });
   writeFileSync(
     join(dir, 'misspelt.mts'),
-    "import { BlockingDetector } from 'loop-helpers';\nnew BlockingDetector({ timeout: 0.5 }).on('blockd', () => {});\n",
+    "import { BlockingDetector, type PreforkPool } from 'loop-helpers';\nnew BlockingDetector({ timeout: 0.5 }).on('blockd', () => {});\n" +
+      "export const f = (p: PreforkPool) => p.on('exited', () => {});\n",
   );
   t.notThrows(() => ok(['esm.mts', 'cjs.cts']));
   const err = t.throws(() => ok(['bad.mts']));
@@ -93,6 +94,10 @@ test('both entry points are typed: a TypeScript consumer of each compiles under 
   t.regex(
     String(misspelt.stdout),
     /misspelt\.mts\(2,\d+\): error TS2345: Argument of type '"blockd"' is not assignable to parameter of type 'keyof BlockingDetectorEvents'/,
+  );
+  t.regex(
+    String(misspelt.stdout),
+    /misspelt\.mts\(3,\d+\): error TS2345: Argument of type '"exited"' is not assignable to parameter of type 'keyof PreforkEvents'/,
   );
 });
 

@@ -480,10 +480,28 @@ const START_TIMEOUT_MS = 60_000;
 /** How often the parent reads the template's events besides its SIGCHLDs. */
 const BACKSTOP_MS = 250;
 
+/** A listener of one of the pool's events. */
+type PoolListener<E extends keyof PreforkEvents> = (...args: PreforkEvents[E]) => void;
+
+/**
+ * The listener methods, typed by event name (a misspelt name is reported as not a
+ * `keyof PreforkEvents`). Declarations only, merged into the class; EventEmitter implements them.
+ */
+export interface PreforkPool {
+  on<E extends keyof PreforkEvents>(event: E, listener: PoolListener<E>): this;
+  once<E extends keyof PreforkEvents>(event: E, listener: PoolListener<E>): this;
+  off<E extends keyof PreforkEvents>(event: E, listener: PoolListener<E>): this;
+  addListener<E extends keyof PreforkEvents>(event: E, listener: PoolListener<E>): this;
+  removeListener<E extends keyof PreforkEvents>(event: E, listener: PoolListener<E>): this;
+  prependListener<E extends keyof PreforkEvents>(event: E, listener: PoolListener<E>): this;
+  prependOnceListener<E extends keyof PreforkEvents>(event: E, listener: PoolListener<E>): this;
+}
+
 /**
  * The parent's handle on a running pool of workers forked by {@link prefork}. An EventEmitter:
  * `'spawn'` (pid, index), `'exit'` (pid, status, index), `'spawnError'` (error, index).
  */
+// biome-ignore lint/suspicious/noUnsafeDeclarationMerging: the interface declares EventEmitter's own listener methods, typed; no property.
 export class PreforkPool extends EventEmitter<PreforkEvents> {
   readonly isChild = false as const;
   readonly #opts: Resolved;
