@@ -98,14 +98,13 @@ function callgrind(dir, args) {
   return noAslr ? ['setarch', '-R', ...vg] : vg;
 }
 
-/** The main thread's `{ ir, syscalls }` from callgrind's output files in `dir` (then removed). */
+/** The main thread's `{ ir, syscalls }` from callgrind's output files in `dir`. */
 function mainThreadCounts(dir) {
   const file = readdirSync(dir).find((f) => f.endsWith('-01'));
   if (!file) throw new Error(`callgrind wrote no output for thread 1 in ${dir}: ${readdirSync(dir).join(', ')}`);
   const text = readFileSync(join(dir, file), 'utf8');
   const events = /^events: (.*)$/m.exec(text)?.[1].split(' ');
   const summary = /^summary: (.*)$/m.exec(text)?.[1].split(' ').map(Number);
-  for (const f of readdirSync(dir)) rmSync(join(dir, f));
   if (!events || !summary) throw new Error(`${file}: no events or summary line`);
   return { ir: summary[events.indexOf('Ir')], syscalls: summary[events.indexOf('sysCount')] };
 }
@@ -126,6 +125,9 @@ async function counted(args, drive = async () => {}) {
       await drive(child, exited);
       const code = await exited;
       if (code !== 0) throw new Error(`callgrind ${args.slice(1).join(' ')}: status ${code}\n${stderr}`);
+    } catch (e) {
+      child.kill('SIGKILL');
+      throw e;
     } finally {
       clearTimeout(timer);
     }
