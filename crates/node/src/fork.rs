@@ -291,14 +291,18 @@ pub unsafe fn fork(env: napi_env, tls: &[c_int]) -> Result<Forked, Refused> {
             }
         }
     };
-    // SAFETY: in the child right after fork(), on the thread that forked; `lp` is its loop.
-    let tls_cut = unsafe { repair_child(lp, &handles, paused, tls) };
     // The loop thread's id and clock were those of the parent's thread: a detector's "where is
-    // the thread" and its CPU accounting must read this one.
+    // the thread" and its CPU accounting must read this one. Before the child's monitor thread
+    // starts (in `repair_child`): its first look at the turn in progress would otherwise read the
+    // parent's thread clock, and a block it reported at once (the parent's turn had already lasted
+    // a timeout, as under load) counted its CPU time from that reading (cpuMs 0). The monitor is
+    // paused holding none of this state's locks (`fork_pause`), so they are free here.
     // SAFETY: `env` is this callback's environment (fork's contract), on its JS thread.
     if let Some(e) = unsafe { EnvLoop::get(env) } {
         e.renew_thread_after_fork();
     }
+    // SAFETY: in the child right after fork(), on the thread that forked; `lp` is its loop.
+    let tls_cut = unsafe { repair_child(lp, &handles, paused, tls) };
     Ok(Forked::Child {
         workers_restored,
         tls_cut,
