@@ -179,11 +179,19 @@ test.serial(
     t.is(blocks.length, 0, 'not delivered yet: the loop has not turned');
     const started = performance.now();
     await d.drain();
-    t.is(blocks.length, 1);
-    t.true(blocks[0].durationMs >= 115, String(blocks[0].durationMs));
+    // The spin's block, delivered by drain() (the first: it began in the turn that started the
+    // detector). A loaded machine can hold this loop for a timeout again later, and that is a block
+    // of its own, reported rightly: what must not come is this one again.
+    t.true(blocks.length >= 1);
+    const [spin] = blocks;
+    t.true(spin.durationMs >= 115, String(spin.durationMs));
     t.true(performance.now() - started < 1000);
     await d.drain();
-    t.is(blocks.length, 1, 'nothing more');
+    t.is(blocks.filter((b) => b.startHrtimeMs === spin.startHrtimeMs).length, 1, 'nothing more of that block');
+    t.true(
+      blocks.slice(1).every((b) => b.startHrtimeMs > spin.startHrtimeMs + spin.durationMs - 0.001),
+      JSON.stringify(blocks.map((b) => [b.startHrtimeMs, b.durationMs, b.cpuWaitMs])),
+    );
     d.stop();
     await d.drain();
   },

@@ -89,6 +89,6 @@ pinned('assertNoBlocking does not blame code for time its thread waited for a CP
   // 2 ms of CPU at the lowest priority beside a busy loop take far longer than the 50 ms budget.
   t.true(starved.wallMs > 100, JSON.stringify(starved));
   t.true(starved.passed, JSON.stringify(starved));
-  // A 200 ms spin once the priority is back is still the code's own block.
+  // 200 ms of CPU once the priority is back is still the code's own block.
   t.deepEqual(blocking, { passed: false, name: 'BlockingError' });
 });
