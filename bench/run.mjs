@@ -389,14 +389,11 @@ for (const w of ['ping-pong', 'timers']) {
 md.push('## Loop cost counted in instructions (callgrind; the loop thread only)', '');
 if (instructions.unavailable) md.push(`Not counted: ${instructions.unavailable}.`, '');
 else {
+  const repeatability = Object.entries(instructions.repeatability)
+    .map(([workload, d]) => `${d} (${workload})`)
+    .join(', ');
   md.push(
-    `The loop thread's instructions and system calls per callback under valgrind's callgrind, each thread counted apart (the monitor thread's work is not in these figures; its idle cost is in the next table), V8 made deterministic (\`--predictable\`, fixed seeds, no address randomisation). A figure is the difference between a run of ${instructions.sizes['ping-pong'].join(' and ')} callbacks (HTTP: ${instructions.sizes.http.join(' and ')} requests, one at a time on one keep-alive connection), divided by their difference: start-up cancels out. Every detector's timeout is scaled by valgrind's slowdown (x50), so callbacks stand to the timeout and heartbeat timers fire per callback as natively. Left out: cache misses and kernel time (the system calls are counted; under valgrind a clock read is one), perf_hooks.monitorEventLoopDelay (its 1 ms timer does not follow the timeout), and the timer-heavy loop (which timers are due at a turn depends on the wall clock, so its count moves with timing, not cost). Two identical runs of the baseline differed by ${Object.entries(
-      instructions.repeatability,
-    )
-      .map(([w, d]) => `${d} (${w})`)
-      .join(
-        ', ',
-      )} instructions per callback; runs went ${instructions.parallel} at a time (counts do not depend on load).`,
+    `The loop thread's instructions and system calls per callback under valgrind's callgrind, each thread counted apart (the monitor thread's work is not in these figures; its idle cost is in the next table), V8 made deterministic (\`--predictable\`, fixed seeds, no address randomisation). A figure is the difference between a run of ${instructions.sizes['ping-pong'].join(' and ')} callbacks (HTTP: ${instructions.sizes.http.join(' and ')} requests, one at a time on one keep-alive connection), divided by their difference: start-up cancels out. Every detector's timeout is scaled by valgrind's slowdown (x50), so callbacks stand to the timeout and heartbeat timers fire per callback as natively. Left out: cache misses and kernel time (the system calls are counted; under valgrind a clock read is one), perf_hooks.monitorEventLoopDelay (its 1 ms timer does not follow the timeout), and the timer-heavy loop (which timers are due at a turn depends on the wall clock, so its count moves with timing, not cost). Two identical runs of the baseline differed by ${repeatability} instructions per callback; runs went ${instructions.parallel} at a time (counts do not depend on load).`,
     '',
   );
   table(
