@@ -93,8 +93,17 @@ let current: Owner | undefined;
 /** Owners to return to when the running callbacks end. */
 let saved: (Owner | undefined)[] = [];
 
-/** When the running owner changed (monotonic ns), and to what. Entries before `head` are dropped. */
+/**
+ * When the running owner changed (monotonic ns), and to what. Entries before `head` are dropped.
+ * Each change is read as: the clock (`ends`: the previous owner's stretch ends), the thread's CPU
+ * wait (`waits`), the clock again (`times`: the next owner's stretch starts). The thread can be
+ * paused between those reads, for long on a loaded machine (a thread at the lowest priority beside
+ * a busy loop: hundreds of ms); that pause lies between the two clock readings, so it is in no
+ * owner's stretch, and the wait around it only ever lowers a stretch's held time. (With one clock
+ * read after the wait, a pause there was charged to the owner whose code had just finished.)
+ */
 let times: bigint[] = [];
+let ends: bigint[] = [];
 let whos: (Owner | undefined)[] = [];
 /**
  * The thread's CPU wait at each change (ns since it started; -1: not known): on a loaded machine
@@ -112,6 +121,7 @@ const KEEP_NS = 30_000_000_000n;
 function mark(next: Owner | undefined): void {
   if (next === current) return;
   current = next;
+  ends.push(hrtime());
   waits.push(cpuWait());
   times.push(hrtime());
   whos.push(next);
@@ -123,6 +133,7 @@ function prune(): void {
   while (head < times.length - 1 && (times[head] as bigint) < cut) base = whos[head++];
   if (head > 32_768) {
     times = times.slice(head);
+    ends = ends.slice(head);
     whos = whos.slice(head);
     waits = waits.slice(head);
     head = 0;
@@ -160,7 +171,7 @@ function ownedNs(of: Owner, from: bigint, to: bigint): bigint {
   const part = (i: number, a: bigint, b: bigint): void => {
     const start = i > head ? (times[i - 1] as bigint) : from;
     // The last stretch lasts until now (the wait is read now).
-    const end = i < times.length ? (times[i] as bigint) : hrtime();
+    const end = i < times.length ? (ends[i] as bigint) : hrtime();
     const lo = start > a ? start : a;
     const hi = end < b ? end : b;
     if (hi <= lo) return;
@@ -201,6 +212,7 @@ let users = 0;
 
 function acquireTracking(): void {
   if (users++ > 0) return;
+  ends = [hrtime()];
   waits = [cpuWait()];
   times = [hrtime()];
   whos = [undefined];
@@ -221,6 +233,7 @@ function releaseTracking(): void {
   times = [];
   whos = [];
   waits = [];
+  ends = [];
   head = 0;
 }
 
