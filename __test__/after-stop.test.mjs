@@ -106,13 +106,22 @@ test("an interrupt's error not yet delivered when stop() is called comes in stop
     // The channel message is published before the detector's own receivers.
     ['channel:interrupt', 'onInterrupt', 'listener:interrupt'].map((x) => `${x} stopped`),
   );
-  // The interrupted block, still in progress (the loop had not turned), after the interrupt.
-  const start = notes.find((n) => n.detector === 'a' && n.kind === 'block')?.start;
+  // The interrupted block, still in progress (the loop had not turned), after the interrupt: the
+  // last block of a. A loaded machine can hold the loop for a timeout before the spin too (a gate
+  // run, Node 26: a block 95 ms earlier); such a block ended and was delivered while a ran.
+  const aBlocks = notes.filter((n) => n.detector === 'a' && n.kind === 'block');
+  const start = aBlocks.at(-1)?.start;
+  const earlier = aBlocks.filter((n) => n.start !== start);
+  t.true(
+    earlier.every((n) => n.phase === 'running' && n.ended && n.start < start),
+    JSON.stringify(earlier),
+  );
+  const interrupted = notes.filter((n) => n.detector === 'a' && (n.kind !== 'block' || n.start === start));
   t.deepEqual(
-    of(notes, 'a'),
+    of(interrupted, 'a'),
     BLOCK_RECEIVERS.map((x) => `${x} stopped ${start} false`),
   );
-  const order = notes.filter((n) => n.detector === 'a').map((n) => n.kind);
+  const order = interrupted.map((n) => n.kind);
   t.deepEqual(order, [...INTERRUPT_RECEIVERS.map(() => 'interrupt'), ...BLOCK_RECEIVERS.map(() => 'block')]);
 });
 
