@@ -33,36 +33,16 @@ fn the_monitor_survives_fork_in_parent_and_child() {
     lp.turn_and_wait();
     std::thread::sleep(Duration::from_millis(20));
 
-    let paused = monitor::fork_pause::pause(Duration::from_secs(1)).unwrap();
-    // SAFETY: the monitor is paused at a point where it holds no lock, the registry lock is held by
-    // this thread, and the test harness's other threads are idle; the child only runs this thread,
-    // then the monitor thread it starts, and ends with _exit.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        let (_, backstops) = monitor::wake_stats();
-        let code = match monitor::fork_pause::after_fork_child(paused) {
-            Err(_) => 10,
-            Ok(()) => match block(&lp, &sink) {
-                None => 11,
-                Some(json) if !json.contains(&format!("(node:{})", std::process::id())) => 12,
-                Some(json) if !json.contains("\"functionName\":\"spin\"") => 13,
-                Some(_) if cfg!(target_os = "linux") && monitor::wake_stats().1 != backstops => 14,
-                Some(_) => 0,
-            },
-        };
-        // SAFETY: ends the child without running the test harness's teardown.
-        unsafe { libc::_exit(code) };
-    }
-    drop(paused);
-    let mut status = 0;
-    // SAFETY: waiting for our own child with a valid status pointer.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    assert!(libc::WIFEXITED(status), "child status {status}");
-    assert_eq!(
-        libc::WEXITSTATUS(status),
-        0,
-        "child exit code (10: restart, 11: no block, 12: pid, 13: no sample, 14: no timer)"
+    let backstops = monitor::wake_stats().1;
+    fork_and_check(
+        "(10: restart, 11: no block, 12: pid, 13: no sample, 14: no timer)",
+        || match block(&lp, &sink) {
+            None => 11,
+            Some(json) if !json.contains(&format!("(node:{})", std::process::id())) => 12,
+            Some(json) if !json.contains("\"functionName\":\"spin\"") => 13,
+            Some(_) if cfg!(target_os = "linux") && monitor::wake_stats().1 != backstops => 14,
+            Some(_) => 0,
+        },
     );
 
     // The parent's monitor goes on as before.
@@ -101,23 +81,37 @@ fn block_across_fork(lp: &FakeLoop, sink: &RecordingSink) {
     lp.wake_up();
     // Past the 100 ms deadline: the block is current, its start times read.
     std::thread::sleep(Duration::from_millis(150));
+    fork_and_check(
+        "(10: restart, 21: no block, 22: CPU times not null)",
+        || {
+            // The child's thread: a new clock, far below the parent's reading.
+            lp.set_times(5, 0);
+            match end_block(lp, sink, Duration::from_millis(50)) {
+                None => 21,
+                Some(json) if !json.contains("\"cpuMs\":null,\"cpuWaitMs\":null") => 22,
+                Some(_) => 0,
+            }
+        },
+    );
+    lp.set_times(160, 10);
+    let json = end_block(lp, sink, Duration::ZERO).expect("the parent ends its block");
+    assert!(json.contains("\"cpuMs\":60,\"cpuWaitMs\":0"), "{json}");
+}
+
+/// Pauses the monitor and forks. In the child: restarts the monitor (exit code 10 if that fails),
+/// runs `child` and exits with its code. In the parent: lets the monitor go on and asserts that the
+/// child exited with 0 (`codes` says what the others mean).
+fn fork_and_check(codes: &str, child: impl FnOnce() -> i32) {
     let paused = monitor::fork_pause::pause(Duration::from_secs(1)).unwrap();
-    // SAFETY: as in the test above: the monitor is paused holding no lock, the harness's other
-    // threads are idle, and the child ends with _exit.
+    // SAFETY: the monitor is paused at a point where it holds no lock, the registry lock is held by
+    // this thread, and the test harness's other threads are idle; the child only runs this thread,
+    // then the monitor thread it starts, and ends with _exit.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed");
     if pid == 0 {
         let code = match monitor::fork_pause::after_fork_child(paused) {
-            Err(_) => 20,
-            Ok(()) => {
-                // The child's thread: a new clock, far below the parent's reading.
-                lp.set_times(5, 0);
-                match end_block(lp, sink, Duration::from_millis(50)) {
-                    None => 21,
-                    Some(json) if !json.contains("\"cpuMs\":null,\"cpuWaitMs\":null") => 22,
-                    Some(_) => 0,
-                }
-            }
+            Err(_) => 10,
+            Ok(()) => child(),
         };
         // SAFETY: ends the child without running the test harness's teardown.
         unsafe { libc::_exit(code) };
@@ -127,12 +121,5 @@ fn block_across_fork(lp: &FakeLoop, sink: &RecordingSink) {
     // SAFETY: waiting for our own child with a valid status pointer.
     assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
     assert!(libc::WIFEXITED(status), "child status {status}");
-    assert_eq!(
-        libc::WEXITSTATUS(status),
-        0,
-        "child exit code (20: restart, 21: no block, 22: CPU times not null)"
-    );
-    lp.set_times(160, 10);
-    let json = end_block(lp, sink, Duration::ZERO).expect("the parent ends its block");
-    assert!(json.contains("\"cpuMs\":60,\"cpuWaitMs\":0"), "{json}");
+    assert_eq!(libc::WEXITSTATUS(status), 0, "child exit code {codes}");
 }
