@@ -1,5 +1,6 @@
 // Runs a fixture in a child Node.js process with a time limit and collects what it printed.
 import { spawn } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 export const fixture = (name) => fileURLToPath(new URL(`../fixtures/${name}`, import.meta.url));
@@ -18,6 +19,10 @@ export function runNode(args, { timeoutMs = 30_000, env = {}, node = process.exe
     child.stderr.on('data', (d) => (stderr += d));
     const timer = setTimeout(() => {
       timedOut = true;
+      // Where the child was when it ran out of time, for the failure message: a thread spinning
+      // in JavaScript that was never interrupted reads 'R' with seconds of CPU, an idle process
+      // that did not exit reads 'S' in ep_poll.
+      stderr += `\n[runNode: timed out after ${timeoutMs} ms; threads: ${threadStates(child.pid)}]\n`;
       child.kill('SIGKILL');
     }, timeoutMs);
     child.on('error', reject);
@@ -30,6 +35,28 @@ export function runNode(args, { timeoutMs = 30_000, env = {}, node = process.exe
       resolve({ code, signal, stdout, stderr, timedOut, result: line ? JSON.parse(line.slice(7)) : undefined });
     });
   });
+}
+
+/** Each thread of a process as `name state cpu-ms wchan` (Linux /proc; elsewhere a note). */
+function threadStates(pid) {
+  try {
+    const tick = 10; // ms per clock tick (USER_HZ 100 on Linux)
+    return readdirSync(`/proc/${pid}/task`)
+      .map((tid) => {
+        const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+        const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+        const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        const cpuMs = (Number(f[11]) + Number(f[12])) * tick;
+        let wchan = '';
+        try {
+          wchan = readFileSync(`/proc/${pid}/task/${tid}/wchan`, 'utf8');
+        } catch {}
+        return `${tid === String(pid) ? 'main' : name} ${f[0]} ${cpuMs}ms ${wchan || '-'}`;
+      })
+      .join('; ');
+  } catch (e) {
+    return `unreadable (${e.code ?? e.message})`;
+  }
 }
 
 /** Runs `scenario.cjs <name> <options JSON>`. */
