@@ -214,14 +214,16 @@ export async function runInstructions(opts) {
   const workloads = opts.smoke ? ['ping-pong'] : Object.keys(sizes);
   const count = (config, workload, n) => (workload === 'http' ? countHttp(config, n) : countPingPong(config, n));
   // Every run, and per workload one more of the baseline's small run: how far two identical runs
-  // are apart (counts are of instructions, so runs go side by side, one per CPU).
+  // are apart (counts are of instructions, so runs go side by side, one per CPU). A smoke run
+  // leaves that one out: its four runs then take two rounds (a run is mostly Node's start-up under
+  // callgrind, 12-15 s), not three.
   const jobs = [];
   for (const workload of workloads) {
     const [small, large] = sizes[workload];
     for (const config of configs) {
       jobs.push({ workload, config, n: small }, { workload, config, n: large });
     }
-    jobs.push({ workload, config: configs[0], n: small, again: true });
+    if (!opts.smoke) jobs.push({ workload, config: configs[0], n: small, again: true });
   }
   const width = Math.max(1, Math.min(2, availableParallelism()));
   const results = await pool(
@@ -236,10 +238,10 @@ export async function runInstructions(opts) {
     const [small, large] = sizes[workload];
     const base = perCallback(at(workload, configs[0], small), at(workload, configs[0], large), small, large);
     // Two identical runs, as instructions per callback of the difference (0: exactly repeated).
-    repeatability[workload] = round(
-      Math.abs(at(workload, configs[0], small, true).ir - at(workload, configs[0], small).ir) / (large - small),
-      2,
-    );
+    const again = at(workload, configs[0], small, true);
+    repeatability[workload] = again
+      ? round(Math.abs(again.ir - at(workload, configs[0], small).ir) / (large - small), 2)
+      : null;
     for (const config of configs) {
       const per = perCallback(at(workload, config, small), at(workload, config, large), small, large);
       const [peer, T] = config;
