@@ -2,7 +2,7 @@
 // ships bin/node), unpacked once into .cache/node-matrix/<major>/. Used by the test matrix and by
 // `npm run bench -- --node <major>`.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -17,8 +17,25 @@ export function nodeBinary(major, say = () => {}) {
   mkdirSync(dir, { recursive: true });
   const pkg = `node-${process.platform}-${process.arch}@${major}`;
   say(`fetching ${pkg}`);
-  const tgz = execFileSync('npm', ['pack', pkg, '--silent', '--pack-destination', dir], { encoding: 'utf8' }).trim();
-  execFileSync('tar', ['xzf', join(dir, tgz.split('\n').pop()), '-C', dir]);
-  if (!existsSync(bin)) throw new Error(`${pkg} has no package/bin/node`);
+  // Unpacked beside, then renamed into place: a process that finds bin/node finds all of it (CI
+  // fetches in the background while it builds).
+  const tmp = mkdtempSync(join(cache, `.${major}-`));
+  try {
+    const tgz = execFileSync('npm', ['pack', pkg, '--silent', '--pack-destination', tmp], { encoding: 'utf8' }).trim();
+    execFileSync('tar', ['xzf', join(tmp, tgz.split('\n').pop()), '-C', tmp]);
+    if (!existsSync(join(tmp, 'package', 'bin', 'node'))) throw new Error(`${pkg} has no package/bin/node`);
+    try {
+      renameSync(join(tmp, 'package'), join(dir, 'package'));
+    } catch (e) {
+      if (!existsSync(bin)) throw e; // else another process put the same build there first
+    }
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
   return bin;
+}
+
+// `node scripts/node-binary.mjs 24 20 ...`: fetches those builds now (CI does, beside its build).
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  for (const major of process.argv.slice(2)) console.log(nodeBinary(major, (m) => console.error(`[node-binary] ${m}`)));
 }
