@@ -242,6 +242,6 @@ const md = [
 mkdirSync(join(root, 'bench', 'results'), { recursive: true });
 writeFileSync(join(root, 'bench', 'results', 'node-matrix.md'), md.join('\n').replace(/\n\n+$/, '\n'));
 console.log(md.join('\n'));
-say(`cached Node.js builds: ${readdirSync(cache).join(', ')}`);
+say(`cached Node.js builds: ${readdirSync(cache).filter((d) => /^\d+$/.test(d)).join(', ')}`);
 console.log(`node-matrix total: ${totals}`);
 if (!rows.every((r) => r.ok)) process.exitCode = 1;
