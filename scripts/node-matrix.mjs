@@ -242,6 +242,7 @@ const md = [
 mkdirSync(join(root, 'bench', 'results'), { recursive: true });
 writeFileSync(join(root, 'bench', 'results', 'node-matrix.md'), md.join('\n').replace(/\n\n+$/, '\n'));
 console.log(md.join('\n'));
-say(`cached Node.js builds: ${readdirSync(cache).filter((d) => /^\d+$/.test(d)).join(', ')}`);
+const cachedMajors = readdirSync(cache).filter((d) => /^\d+$/.test(d)); // not a fetch's temporary directory
+say(`cached Node.js builds: ${cachedMajors.join(', ')}`);
 console.log(`node-matrix total: ${totals}`);
 if (!rows.every((r) => r.ok)) process.exitCode = 1;
