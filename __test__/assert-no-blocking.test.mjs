@@ -247,3 +247,16 @@ test('assertNoBlocking validates its arguments', async (t) => {
   await bad([() => {}, { name: 1 }], TypeError, 'ERR_INVALID_ARG_TYPE', /"name" option must be a string/);
   t.is(await assertNoBlocking(async () => 'v', { budgetMs: 200 }), 'v');
 });
+
+test("the code named is where most of the block's samples found it, not the first sample's", async (t) => {
+  // 70 ms of CPU in before(), then 300 ms in mostly(), in one block at a 50 ms budget: the first
+  // sample is in before() (it was named, until a loaded CI machine showed a handler's `await
+  // sleep(5)` instead of its spin), the later ones in mostly().
+  const r = await runNode([fixture('assert-place.cjs')], { timeoutMs: 20_000 });
+  t.is(r.code, 0, r.stderr);
+  t.regex(
+    r.result.message,
+    /blocked for \d+\.\d ms \(budget 50 ms\) by mostly \(.*assert-place\.cjs:\d+\), while fn ran/,
+  );
+  t.is(r.result.top, 'mostly');
+});
