@@ -3,7 +3,7 @@ import { basename } from 'node:path';
 
 // The files that take longest, started first: ava runs two files at a time (one per CPU here) in
 // the order given, and these four are long chains of child processes (terminations' randomised
-// races run one at a time; churn's thousand Workers; unguarded's 69 contexts; fork's 200 cycles).
+// races run one at a time; churn's hundreds of Workers; unguarded's 69 contexts; fork's cycles).
 // Started last, as in alphabetical order, terminations alone held the end of a Node 24 run for a
 // minute and more after the rest had finished. The others follow alphabetically.
 const longestFirst = ['terminations', 'churn', 'unguarded', 'fork'];

@@ -266,7 +266,8 @@ function judge(event: BlockEvent, owner: Owner, budgetNs: bigint, from: bigint, 
       fallback ??= s.frames;
       continue;
     }
-    const key = `${top.fileName}:${top.lineNumber}:${top.functionName}`;
+    // By function (a loop over several lines is one place); anonymous functions by line too.
+    const key = `${top.fileName}:${top.functionName || top.lineNumber}`;
     const place = places.get(key);
     if (place) place.count++;
     else places.set(key, { frames: s.frames, count: 1 });
