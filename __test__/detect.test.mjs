@@ -217,14 +217,17 @@ test.serial(
 );
 
 test.serial('without the V8 entry points, detectors still warn, saying why there is no stack', async (t) => {
+  // One warning per block (aggressive: false): the repeated warnings of aggressive mode come when
+  // the monitor thread runs at each timeout, and beside a busy process (the blocked thread waited
+  // 178 of 251 ms for a CPU) it ran after the block had ended, so a clean-clone run saw one of two.
   const r = await scenario(
     'spin',
-    { detector: { timeout: 0.1 }, spinMs: 250 },
+    { detector: { timeout: 0.1, aggressive: false }, spinMs: 250 },
     { env: { LOOP_HELPERS_DISABLE_V8: '1' } },
   );
   t.is(r.code, 0, r.stderr);
   const w = warnings(r.stderr);
-  t.is(w.length, 2, r.stderr);
+  t.is(w.length, 1, r.stderr);
   t.regex(r.stderr, /\(no JavaScript stack: stack capture is not available on this Node\.js build\)/);
   const [e] = r.result.events;
   t.is(e.samples[0].frames, null);
