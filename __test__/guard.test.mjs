@@ -86,20 +86,24 @@ test('a guard in a Worker interrupts only the Worker', async (t) => {
 });
 
 /**
- * A 250 ms spin, not interrupted, at timeout 0.1: one warning per elapsed timeout of the block as
- * measured (a loaded machine stretches a Date.now spin past 300 ms, and then there are three).
+ * A 250 ms spin, not interrupted, at timeout 0.1: its event holds one warning per elapsed timeout of
+ * the block as measured (a loaded machine stretches a Date.now spin past 300 ms, and then there are
+ * three). The event, not stderr, is counted: a warning is written live only if the monitor thread got
+ * a CPU before the block ended (in a clean-clone run on Node 26 a 342 ms block had two live lines of
+ * its three); one it missed is in the event, late, with no stack.
  */
 function assertOneWarningPerTimeout(t, r) {
   t.is(r.result.blocks.length, 1, JSON.stringify(r.result));
-  const [ms] = r.result.blocks;
+  const [{ durationMs: ms, warnings: n }] = r.result.blocks;
   // Date.now() moves in 1 ms steps: a 250 ms spin by it can end up to 1 ms early.
   t.true(ms >= 249, `the whole spin is one block: ${ms} ms`);
-  const n = warnings(r.stderr).length;
   // Within 2 ms of a multiple of the timeout either count is right.
   t.true(
     n === Math.floor((ms - 2) / 100) || n === Math.floor((ms + 2) / 100),
     `${n} warnings for ${ms} ms\n${r.stderr}`,
   );
+  const live = warnings(r.stderr).length;
+  t.true(live <= n, `${live} live warnings of ${n}\n${r.stderr}`);
 }
 
 test('only the synchronous part of an async fn is guarded: after await it is logged, not interrupted', async (t) => {
