@@ -79,6 +79,12 @@ export interface PreforkOptions {
    * small, collect garbage more often during their first ~10 s of load. Default true.
    */
   compact?: boolean;
+  /**
+   * Keep each worker's young generation at its size at the fork (fork()'s `fixedYoungGeneration`):
+   * about half the private memory per worker under load, for more (shorter) minor collections.
+   * Set in the template, so every worker, replacements included, has it. Default false.
+   */
+  fixedYoungGeneration?: boolean;
 }
 
 /** How a pool's workers are told to stop. */
@@ -113,6 +119,7 @@ const DEFAULTS = {
   minUptime: 1_000,
   signals: true,
   compact: true,
+  fixedYoungGeneration: false,
 } as const;
 const KNOWN = [
   'workers',
@@ -125,6 +132,7 @@ const KNOWN = [
   'signals',
   'servers',
   'compact',
+  'fixedYoungGeneration',
 ] as const;
 const MAX_WORKERS = 1024;
 const MAX_MS = 0x7fffffff;
@@ -139,6 +147,7 @@ interface Resolved {
   minUptime: number;
   signals: boolean;
   compact: boolean;
+  fixedYoungGeneration: boolean;
   servers: readonly Server[] | undefined;
 }
 
@@ -237,6 +246,7 @@ function resolvePreforkOptions(options: unknown): Resolved {
     minUptime: ms('minUptime'),
     signals: bool('signals'),
     compact: bool('compact'),
+    fixedYoungGeneration: bool('fixedYoungGeneration'),
     servers: o.servers === undefined ? undefined : validateServers(o.servers),
   };
   if (r.maxRespawnDelay < r.respawnDelay) {
@@ -925,7 +935,7 @@ export function prefork(options: PreforkOptions): PreforkPool | PreforkChild {
   }
   let template: number;
   try {
-    template = fork({ compact: opts.compact });
+    template = fork({ compact: opts.compact, fixedYoungGeneration: opts.fixedYoungGeneration });
   } catch (e) {
     if (cmdFd >= 0) closeSync(cmdFd);
     if (evFd >= 0) closeSync(evFd);
