@@ -400,8 +400,8 @@ function afterForkInChild(pid: number, ppid: number, workersRestored: boolean): 
   Object.defineProperty(process, 'ppid', { value: ppid, writable: true, configurable: true, enumerable: true });
   if (!workersRestored) {
     // V8's background tasks have no threads in this child: at least compile what gets hot during
-    // on-stack replacement on the main thread. Only these two flags are safe to flip at run time
-    // (GC flags crash V8 mid-cycle).
+    // on-stack replacement on the main thread. Only these two are safe to flip here: flags that
+    // change how the GC runs its phases crash V8 mid-cycle (fixYoungGeneration's is only a size).
     const { setFlagsFromString } = require('node:v8') as typeof import('node:v8');
     for (const flag of ['--no-concurrent-recompilation', '--no-concurrent-osr']) {
       try {

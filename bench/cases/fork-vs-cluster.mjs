@@ -220,6 +220,7 @@ async function serve(config) {
   const pool = lh.prefork({
     workers: config.workers,
     compact: config.compact,
+    fixedYoungGeneration: config.fixedYoungGeneration,
     main({ forkedAt }) {
       reportOnSignal(stats);
       // Ready: the worker's event loop turns, with the inherited listening socket in it.
@@ -310,12 +311,13 @@ async function runOne({
   sampleMs,
   connections,
   compact = false,
+  fixedYoungGeneration = false,
   nodeArgs = [],
   runtimeFlags = [],
   warmSec = 0,
   amount = 0,
 }) {
-  const config = { mode, workers, dataMB, compact, runtimeFlags };
+  const config = { mode, workers, dataMB, compact, fixedYoungGeneration, runtimeFlags };
   const t0 = nowMs();
   const child = spawn(process.execPath, [...nodeArgs, FILE, '--serve', JSON.stringify(config)], {
     stdio: ['pipe', 'pipe', 'pipe'],
@@ -410,6 +412,7 @@ async function runOne({
       workers,
       dataMB,
       compact,
+      fixedYoungGeneration,
       nodeArgs,
       runtimeFlags,
       startPssMiB: atStart.pssMiB,
@@ -442,17 +445,21 @@ async function runOne({
   }
 }
 
-const label = (r) => {
+/** A run's setup: what runs the workers, with its options and V8 flags. */
+const setupLabel = (r) => {
   const base =
     r.mode === 'cluster'
       ? 'cluster'
       : r.mode === 'refork'
         ? `fork() from a warm worker${r.compact ? ', compact' : ''}`
-        : r.compact
-          ? 'prefork()'
-          : 'prefork({ compact: false })';
-  return `${base}${[...r.nodeArgs, ...r.runtimeFlags].map((f) => ` ${f}`).join('')}, ${r.workers} workers`;
+        : r.fixedYoungGeneration
+          ? 'prefork({ fixedYoungGeneration: true })'
+          : r.compact
+            ? 'prefork()'
+            : 'prefork({ compact: false })';
+  return `${base}${[...r.nodeArgs, ...r.runtimeFlags].map((f) => ` ${f}`).join('')}`;
 };
+const label = (r) => `${setupLabel(r)}, ${r.workers} workers`;
 
 /**
  * The comparison: prefork() and cluster at N = 4 and 8 (quick: 4), the same data set and load.
@@ -475,6 +482,7 @@ export async function runForkVsCluster({ quick = false, sharing = false, results
       { ...base, mode: 'fork', compact: true },
       { ...base, mode: 'fork', compact: true, nodeArgs: ['--no-compact'] },
       { ...base, mode: 'fork', compact: true, runtimeFlags: ['--heap-growing-percent=10'] },
+      { ...base, mode: 'fork', compact: true, fixedYoungGeneration: true },
       { ...base, mode: 'fork', compact: true, nodeArgs: ['--max-semi-space-size=8'] },
       { ...base, mode: 'cluster', nodeArgs: ['--max-semi-space-size=8'] },
       { ...base, mode: 'refork', compact: true, warmSec: 5 },
@@ -482,6 +490,7 @@ export async function runForkVsCluster({ quick = false, sharing = false, results
   } else {
     for (const workers of quick ? [4] : [4, 8]) {
       plans.push({ mode: 'fork', workers, dataMB, loadSec, sampleMs, compact: true });
+      plans.push({ mode: 'fork', workers, dataMB, loadSec, sampleMs, compact: true, fixedYoungGeneration: true });
       plans.push({ mode: 'cluster', workers, dataMB, loadSec, sampleMs });
     }
   }
@@ -492,7 +501,8 @@ export async function runForkVsCluster({ quick = false, sharing = false, results
   }
   const comparisons = [];
   for (const workers of [...new Set(runs.map((r) => r.workers))]) {
-    const f = runs.find(
+    // prefork() as it comes, and with each option that changes memory (no V8 flags on the command line).
+    const forks = runs.filter(
       (r) =>
         r.mode === 'fork' &&
         r.compact &&
@@ -501,9 +511,10 @@ export async function runForkVsCluster({ quick = false, sharing = false, results
         r.runtimeFlags.length === 0,
     );
     const c = runs.find((r) => r.mode === 'cluster' && r.workers === workers && r.nodeArgs.length === 0);
-    if (f && c) {
+    for (const f of c ? forks : []) {
       comparisons.push({
         workers,
+        setup: setupLabel(f),
         startRatio: round(f.startPssMiB / c.startPssMiB, 2),
         afterLoadRatio: round(f.afterLoadPssMiB / c.afterLoadPssMiB, 2),
         allReadyForkMs: f.allReadyMs,
@@ -521,7 +532,7 @@ export async function runForkVsCluster({ quick = false, sharing = false, results
     }
   }
   const targets = comparisons.map((c) => ({
-    target: `total PSS after load <= 0.40 of cluster's (N=${c.workers})`,
+    target: `total PSS after load <= 0.40 of cluster's (N=${c.workers}, ${c.setup})`,
     value: c.afterLoadRatio,
     met: c.afterLoadRatio <= 0.4,
   }));
