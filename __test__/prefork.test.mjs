@@ -219,7 +219,7 @@ linux(
     const all = JSON.stringify(sizes);
     // After compact (both children and the pool use it) the young generation is V8's smallest: 2 MiB
     // at most (1 MiB per semi-space; Node.js 26 reports 0.25 MiB right after the collection).
-    // Without the option this allocation grows it to 16-60 MiB (Node.js 20-26); with it, it stays.
+    // Without the option this allocation grows it to 32-64 MiB (Node.js 20-26); with it, it stays.
     t.true(sizes.default.after >= 8, all);
     for (const who of ['fixed', 'prefork']) {
       t.true(sizes[who].before <= 2 && sizes[who].after <= 2, `${who}: ${all}`);
