@@ -25,6 +25,9 @@ const { port } = server.address();
 
 const pool = prefork({
   workers: 3,
+  // Each worker's young generation keeps its size at the fork: about half of a worker's own
+  // memory under load (docs/fork.md has the measurement).
+  fixedYoungGeneration: true,
   main() {
     // In each worker: serve until SIGTERM (what pool.stop() sends), then finish the open requests.
     process.on('SIGTERM', () => server.close(() => process.exit(0)));
