@@ -287,12 +287,13 @@ function resolveForkOptions(options: unknown): Required<ForkOptions> {
 }
 
 /**
- * `fixedYoungGeneration`, in the child. V8 reads this flag only when a scavenge ends and it decides
- * whether to grow the young generation, on the thread of the isolate being collected, so changing
- * it between two collections is safe; and at this point the child runs no other isolate (fork()
- * refuses while a Worker lives). V8 applies a minimum of 2 when it parses its flags at start-up;
- * at run time the value is taken as given (checked on Node.js 20, 22, 24 and 26 by the fork
- * tests, which measure the young generation).
+ * `fixedYoungGeneration`, in the child. The flag is a plain number that V8 reads when a collection
+ * of the young generation ends and it decides whether to grow that generation; no other state
+ * depends on it, so it can change between two collections (unlike the flags that change how a
+ * collection runs). Nothing else reads it at this point: the child runs no other isolate (fork()
+ * refuses while a Worker lives), and no collection is under way while this JavaScript runs. V8
+ * raises values under 2 to 2 when it parses its flags at start-up, not at run time: the tests
+ * measure that the young generation stays put (Node.js 20, 22, 24 and 26).
  */
 function fixYoungGeneration(): void {
   (require('node:v8') as typeof import('node:v8')).setFlagsFromString('--semi-space-growth-factor=1');
