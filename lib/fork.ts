@@ -292,9 +292,9 @@ function resolveForkOptions(options: unknown): Required<ForkOptions> {
  * depends on it, so it can change between two collections (unlike the flags that change how a
  * collection runs). Nothing else reads it at this point: the child runs no other isolate (fork()
  * refuses while a Worker lives), and no young-generation collection is under way while this
- * JavaScript runs (they stop the thread). V8
- * raises values under 2 to 2 when it parses its flags at start-up, not at run time: the tests
- * measure that the young generation stays put (Node.js 20, 22, 24 and 26).
+ * JavaScript runs (they stop the thread). V8 raises values under 2 to 2 when it parses its flags
+ * at start-up, not at run time: the tests measure that the young generation stays put (Node.js 20,
+ * 22, 24 and 26).
  */
 function fixYoungGeneration(): void {
   (require('node:v8') as typeof import('node:v8')).setFlagsFromString('--semi-space-growth-factor=1');
