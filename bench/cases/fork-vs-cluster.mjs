@@ -15,7 +15,7 @@ import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
-import { killAll, processTree, treeMemory } from '../lib/pss.mjs';
+import { killAll, processTree, treeCpuMs, treeMemory } from '../lib/pss.mjs';
 import { median, round, sleep } from '../lib/stats.mjs';
 import { timelineSvg } from '../lib/timeline-svg.mjs';
 
@@ -378,6 +378,9 @@ async function runOne({
     clearInterval(startup);
     startup = undefined;
     const atStart = sample('start');
+    // The whole tree's CPU during the load (cluster's primary passes connections to its workers;
+    // prefork's parent and template idle): the cost per request of each setup's options.
+    const cpuAtStart = treeCpuMs(processTree(child.pid));
     const timer = setInterval(() => sample('load'), sampleMs);
     let bench;
     try {
@@ -386,6 +389,7 @@ async function runOne({
       clearInterval(timer);
     }
     const afterLoad = sample('after load');
+    const loadCpuMs = treeCpuMs(processTree(child.pid)) - cpuAtStart;
     const workerPids = ready.map((r) => r.pid);
     for (const pid of workerPids) {
       try {
@@ -428,6 +432,7 @@ async function runOne({
       requests: bench.requests.total,
       loadSec: round(bench.duration, 1),
       requestsPerSec: round(bench.requests.average, 0),
+      cpuUsPerRequest: bench.requests.total ? round((loadCpuMs * 1000) / bench.requests.total, 1) : null,
       errors: bench.errors + bench.non2xx,
       perWorker,
       processes: afterLoad.processes,
@@ -587,7 +592,8 @@ export function forkVsClusterMarkdown(r) {
   md.push(
     `${[...new Set(r.runs.map((x) => x.workers))].join(' and ')} workers, each holding the same ${r.dataMB} MB data set (a Map of objects), ` +
       `HTTP load with autocannon on loopback (${r.sharing ? 'the same number of requests per variant' : `${r.loadSec} s`}). ` +
-      'PSS summed over the whole process tree (parent, template, workers / primary, workers).',
+      'PSS summed over the whole process tree (parent, template, workers / primary, workers); server CPU per request: ' +
+      "the whole tree's CPU time during the load (every thread) over the requests served.",
     '',
   );
   table(
@@ -599,6 +605,7 @@ export function forkVsClusterMarkdown(r) {
       'all workers ready',
       'each worker ready after its fork',
       'requests',
+      'server CPU per request',
     ],
     r.runs.map((x) => [
       label(x),
@@ -608,6 +615,7 @@ export function forkVsClusterMarkdown(r) {
       `${(x.allReadyMs / 1000).toFixed(1)} s`,
       x.forkToReadyMs ? `${x.forkToReadyMs.p50} ms (max ${x.forkToReadyMs.max})` : '–',
       `${x.requests.toLocaleString('en-US')} (${x.perWorker.map((w) => w.requests ?? '?').join('/')})`,
+      x.cpuUsPerRequest === undefined || x.cpuUsPerRequest === null ? '–' : `${x.cpuUsPerRequest} µs`,
     ]),
   );
   table(

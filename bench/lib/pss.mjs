@@ -1,6 +1,7 @@
 // Process trees and their memory on Linux: proportional set size (PSS) from /proc/<pid>/smaps_rollup,
 // where a page shared by k processes counts 1/k in each, so that the sum over a tree is the memory
-// the tree really uses. Also the cleanup that makes sure a benchmark leaves no process behind.
+// the tree really uses; and the CPU time a tree used. Also the cleanup that makes sure a benchmark
+// leaves no process behind.
 import { readdirSync, readFileSync } from 'node:fs';
 
 /** `{ ppid, state }` of a process, or null when it no longer exists. */
@@ -70,6 +71,31 @@ export function treeMemory(pids) {
   }
   const sum = (k) => Math.round(per.reduce((a, p) => a + p[k], 0) * 10) / 10;
   return { pssMiB: sum('pssMiB'), ussMiB: sum('ussMiB'), rssMiB: sum('rssMiB'), processes: per };
+}
+
+/**
+ * CPU time used so far by `pids`, every thread of each (GC and compiler helpers too), in ms: the
+ * first field of /proc/<pid>/task/<tid>/schedstat (ns on the CPU). A thread that already ended is
+ * not counted.
+ */
+export function treeCpuMs(pids) {
+  let ns = 0;
+  for (const pid of pids) {
+    let tids = [];
+    try {
+      tids = readdirSync(`/proc/${pid}/task`);
+    } catch {
+      continue;
+    }
+    for (const tid of tids) {
+      try {
+        ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'latin1').split(' ')[0]);
+      } catch {
+        // Ended meanwhile.
+      }
+    }
+  }
+  return ns / 1e6;
 }
 
 /**
