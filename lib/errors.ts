@@ -42,6 +42,21 @@ export function describe(value: unknown): string {
   return `type ${typeof value} (${String(value)})`;
 }
 
+/**
+ * A boolean, or an error naming the option `name` (of `owner`, e.g. `'fork()'`, when the message
+ * should say whose) and the value.
+ */
+export function validateBoolean(name: string, v: unknown, owner?: string): boolean {
+  if (typeof v !== 'boolean') {
+    throw argError(
+      'type',
+      'ERR_INVALID_ARG_TYPE',
+      `The "${name}" option${owner ? ` of ${owner}` : ''} must be a boolean. Received ${describe(v)}`,
+    );
+  }
+  return v;
+}
+
 /** A number of milliseconds from 0 to `max`, or an error naming the option `name` and the value. */
 export function validateMs(name: string, v: unknown, max: number): number {
   if (typeof v !== 'number') {

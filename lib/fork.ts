@@ -6,7 +6,7 @@
 // node:v8 and node:os are required where needed: loading them costs every process ~0.7 MiB.
 import { subscribe } from 'node:diagnostics_channel';
 import { closeSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
-import { argError, describe } from './errors';
+import { argError, describe, validateBoolean } from './errors';
 import { native } from './native';
 
 /** The stable codes of {@link ForkError}. */
@@ -274,14 +274,7 @@ function resolveForkOptions(options: unknown): Required<ForkOptions> {
   }
   for (const key of FORK_OPTIONS) {
     const value = (options as Record<string, unknown>)[key];
-    if (value !== undefined && typeof value !== 'boolean') {
-      throw argError(
-        'type',
-        'ERR_INVALID_ARG_TYPE',
-        `The "${key}" option of fork() must be a boolean. Received ${describe(value)}`,
-      );
-    }
-    resolved[key] = value === true;
+    if (value !== undefined) resolved[key] = validateBoolean(key, value, 'fork()');
   }
   return resolved;
 }

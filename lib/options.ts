@@ -1,7 +1,7 @@
 // Validation of BlockingDetector's options. Every error names the option and the value.
 
 import { type AsyncContextOption, type ResolvedAsyncContext, resolveAsyncContext } from './async-context';
-import { argError, describe, validateMs } from './errors';
+import { argError, describe, validateBoolean, validateMs } from './errors';
 import type { BlockEvent } from './types';
 
 /** An Error subclass (or Error itself) that can be raised with a message. */
@@ -191,13 +191,6 @@ function validateInterruptScope(v: unknown): InterruptScope {
     'ERR_INVALID_ARG_VALUE',
     `The "interrupt" option must be 'everywhere' or 'guarded'. Received ${describe(v)}`,
   );
-}
-
-function validateBoolean(name: string, v: unknown): boolean {
-  if (typeof v !== 'boolean') {
-    throw argError('type', 'ERR_INVALID_ARG_TYPE', `The "${name}" option must be a boolean. Received ${describe(v)}`);
-  }
-  return v;
 }
 
 function validateLog(v: unknown): LogOption {

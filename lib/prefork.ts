@@ -17,7 +17,7 @@ import { closeSync, mkdtempSync, openSync, readFileSync, readSync, rmdirSync, un
 import type { Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { argError, describe, validateMs } from './errors';
+import { argError, describe, validateBoolean, validateMs } from './errors';
 import { type ExitStatus, ForkError, type ForkErrorCode, fork, onForkChild, tryWaitpid, waitpid } from './fork';
 import { native } from './native';
 
@@ -152,13 +152,6 @@ interface Resolved {
 }
 
 // ---- Options.
-
-function validateBoolean(name: string, v: unknown): boolean {
-  if (typeof v !== 'boolean') {
-    throw argError('type', 'ERR_INVALID_ARG_TYPE', `The "${name}" option must be a boolean. Received ${describe(v)}`);
-  }
-  return v;
-}
 
 function validateServers(v: unknown): readonly Server[] {
   const { Server: NetServer } = require('node:net') as typeof import('node:net');
