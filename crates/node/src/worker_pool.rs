@@ -47,7 +47,12 @@ static POOL: Mutex<Pool> = Mutex::new(Pool {
     paused: false,
     running: 0,
 });
-static CHANGED: Condvar = Condvar::new();
+/// Where the pool's threads wait for a task: one is woken per task posted (V8 posts a parallel
+/// GC job as several tasks at once, and every thread woken costs a context switch), all of them
+/// when the pool is unpaused.
+static WORK: Condvar = Condvar::new();
+/// Where `drain` and `pause` wait: woken whenever a task ends.
+static TASK_ENDED: Condvar = Condvar::new();
 const SITE: &str = "worker_pool::POOL";
 
 fn pool() -> MutexGuard<'static, Pool> {
@@ -83,7 +88,7 @@ pub unsafe extern "C" fn sink(task: *mut Task, delay_seconds: f64) {
     p.queue
         .push((task as usize, now_ns().saturating_add(delay_ns)));
     spawn_if_needed(&mut p);
-    CHANGED.notify_all();
+    WORK.notify_one();
 }
 
 /// The platform's drain in a forked child (`NodePlatform::DrainTasks`, redirected by
@@ -108,7 +113,7 @@ pub unsafe extern "C" fn drain() {
                 spawn_if_needed(&mut p);
             }
             // Woken when a task ends; the timeout covers a delayed task becoming due meanwhile.
-            p = wait_timeout_or_recover(&CHANGED, &POOL, p, Duration::from_millis(5), SITE).0;
+            p = wait_timeout_or_recover(&TASK_ENDED, &POOL, p, Duration::from_millis(5), SITE).0;
         }
     });
 }
@@ -158,10 +163,10 @@ fn work() {
                 });
                 p = pool();
                 p.running -= 1;
-                CHANGED.notify_all();
+                TASK_ENDED.notify_all();
             }
-            Err(None) => p = wait_or_recover(&CHANGED, &POOL, p, SITE),
-            Err(Some(wait)) => p = wait_timeout_or_recover(&CHANGED, &POOL, p, wait, SITE).0,
+            Err(None) => p = wait_or_recover(&WORK, &POOL, p, SITE),
+            Err(Some(wait)) => p = wait_timeout_or_recover(&WORK, &POOL, p, wait, SITE).0,
         }
     }
 }
@@ -172,7 +177,7 @@ pub struct Paused(());
 impl Drop for Paused {
     fn drop(&mut self) {
         pool().paused = false;
-        CHANGED.notify_all();
+        WORK.notify_all();
     }
 }
 
@@ -186,13 +191,13 @@ pub fn pause(timeout: Duration) -> Result<Paused, String> {
         if left.is_zero() {
             let running = p.running;
             p.paused = false;
-            CHANGED.notify_all();
+            WORK.notify_all();
             return Err(format!(
                 "{running} V8 background task(s) still running after {} ms",
                 timeout.as_millis()
             ));
         }
-        p = wait_timeout_or_recover(&CHANGED, &POOL, p, left, SITE).0;
+        p = wait_timeout_or_recover(&TASK_ENDED, &POOL, p, left, SITE).0;
     }
     Ok(Paused(()))
 }
