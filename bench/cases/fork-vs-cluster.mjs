@@ -15,7 +15,7 @@ import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
-import { killAll, processTree, treeCpuMs, treeMemory } from '../lib/pss.mjs';
+import { killAll, processTree, treeMemory, treeThreads } from '../lib/pss.mjs';
 import { median, round, sleep } from '../lib/stats.mjs';
 import { timelineSvg } from '../lib/timeline-svg.mjs';
 
@@ -108,8 +108,20 @@ function makeHandler(data, entries) {
   return { handler, stats };
 }
 
-/** SIGUSR2: the worker says how much it served and how big its heap is. */
+/**
+ * SIGUSR2: the worker says how much it served, how big its heap is, and which garbage collections
+ * it ran since it was ready (counted from then on: each GC's main-thread pause, by kind).
+ */
 function reportOnSignal(stats) {
+  const { PerformanceObserver, constants } = require('node:perf_hooks');
+  const gc = { minor: 0, major: 0, pauseMs: 0 };
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      if (e.detail.kind === constants.NODE_PERFORMANCE_GC_MINOR) gc.minor++;
+      else if (e.detail.kind === constants.NODE_PERFORMANCE_GC_MAJOR) gc.major++;
+      gc.pauseMs += e.duration;
+    }
+  }).observe({ entryTypes: ['gc'] });
   process.on('SIGUSR2', () => {
     const m = process.memoryUsage();
     say({
@@ -118,6 +130,7 @@ function reportOnSignal(stats) {
       requests: stats.requests,
       heapUsedMiB: round(m.heapUsed / 1048576, 1),
       heapTotalMiB: round(m.heapTotal / 1048576, 1),
+      gc: { ...gc, pauseMs: round(gc.pauseMs, 1) },
     });
   });
 }
@@ -300,6 +313,29 @@ function load(port, seconds, connections, amount = 0) {
 }
 
 /**
+ * The CPU time and minor faults of each thread between two `treeThreads` readings, summed by role:
+ * the workers' main threads (tid = pid), their other threads, and every other process of the tree.
+ * A thread that started in between counts from zero.
+ */
+function cpuDuring(before, after, workerPids) {
+  const was = new Map(before.map((t) => [t.tid, t]));
+  const workers = new Set(workerPids);
+  const sum = { totalMs: 0, workerMainMs: 0, workerHelpersMs: 0, restMs: 0, workerMinorFaults: 0 };
+  for (const t of after) {
+    const ms = t.cpuMs - (was.get(t.tid)?.cpuMs ?? 0);
+    sum.totalMs += ms;
+    if (!workers.has(t.pid)) {
+      sum.restMs += ms;
+      continue;
+    }
+    if (t.tid === t.pid) sum.workerMainMs += ms;
+    else sum.workerHelpersMs += ms;
+    sum.workerMinorFaults += t.minorFaults - (was.get(t.tid)?.minorFaults ?? 0);
+  }
+  return sum;
+}
+
+/**
  * One server under test: start it, wait until every worker serves, sample the tree's PSS, load it,
  * sample again; always kill the whole tree at the end.
  */
@@ -379,8 +415,9 @@ async function runOne({
     startup = undefined;
     const atStart = sample('start');
     // The whole tree's CPU during the load (cluster's primary passes connections to its workers;
-    // prefork's parent and template idle): the cost per request of each setup's options.
-    const cpuAtStart = treeCpuMs(processTree(child.pid));
+    // prefork's parent and template idle): the cost per request of each setup's options, and where
+    // it goes (each thread's CPU and minor faults).
+    const threadsAtStart = treeThreads(processTree(child.pid));
     const timer = setInterval(() => sample('load'), sampleMs);
     let bench;
     try {
@@ -389,8 +426,9 @@ async function runOne({
       clearInterval(timer);
     }
     const afterLoad = sample('after load');
-    const loadCpuMs = treeCpuMs(processTree(child.pid)) - cpuAtStart;
     const workerPids = ready.map((r) => r.pid);
+    const cpu = cpuDuring(threadsAtStart, treeThreads(processTree(child.pid)), workerPids);
+    const perRequest = (x, digits = 1) => (bench.requests.total ? round(x / bench.requests.total, digits) : null);
     for (const pid of workerPids) {
       try {
         process.kill(pid, 'SIGUSR2');
@@ -405,6 +443,7 @@ async function runOne({
       return {
         pid,
         requests: s?.requests ?? null,
+        gc: s?.gc ?? null,
         heapUsedMiB: s?.heapUsedMiB ?? null,
         pssMiB: mem?.pssMiB ?? null,
         ussMiB: mem?.ussMiB ?? null,
@@ -432,7 +471,15 @@ async function runOne({
       requests: bench.requests.total,
       loadSec: round(bench.duration, 1),
       requestsPerSec: round(bench.requests.average, 0),
-      cpuUsPerRequest: bench.requests.total ? round((loadCpuMs * 1000) / bench.requests.total, 1) : null,
+      cpuUsPerRequest: perRequest(cpu.totalMs * 1000),
+      // Where that CPU went, per request: the workers' main threads, their other threads (V8's
+      // GC and compiler helpers), the rest of the tree; the workers' minor page faults.
+      cpuSplitUsPerRequest: {
+        workerMain: perRequest(cpu.workerMainMs * 1000),
+        workerHelpers: perRequest(cpu.workerHelpersMs * 1000),
+        rest: perRequest(cpu.restMs * 1000),
+      },
+      workerMinorFaultsPerRequest: perRequest(cpu.workerMinorFaults, 2),
       errors: bench.errors + bench.non2xx,
       perWorker,
       processes: afterLoad.processes,
@@ -618,6 +665,37 @@ export function forkVsClusterMarkdown(r) {
       x.cpuUsPerRequest === undefined || x.cpuUsPerRequest === null ? '–' : `${x.cpuUsPerRequest} µs`,
     ]),
   );
+  const splits = r.runs.filter((x) => x.cpuSplitUsPerRequest);
+  if (splits.length) {
+    md.push(
+      "Where the servers' CPU went during the load, per request: the workers' main threads, their other threads " +
+        "(V8's GC and compiler helpers), the rest of the tree (parent and template / primary); the workers' minor " +
+        'page faults (copy-on-write breaks and first touches of new memory); and the garbage collections each ' +
+        'worker ran from when it was ready (mean per worker; pause: main-thread time of all of them, per request).',
+      '',
+    );
+    const gcMean = (x, key) => {
+      const gcs = x.perWorker.map((w) => w.gc).filter(Boolean);
+      return gcs.length ? round(gcs.reduce((s, g) => s + g[key], 0) / gcs.length, 0) : null;
+    };
+    const pausePerRequest = (x) => {
+      const gcs = x.perWorker.map((w) => w.gc).filter(Boolean);
+      return gcs.length ? `${round((gcs.reduce((s, g) => s + g.pauseMs, 0) * 1000) / x.requests, 1)} µs` : null;
+    };
+    table(
+      ['setup', 'main threads', 'helper threads', 'rest', 'minor faults', 'scavenges', 'full GCs', 'GC pause'],
+      splits.map((x) => [
+        label(x),
+        `${x.cpuSplitUsPerRequest.workerMain} µs`,
+        `${x.cpuSplitUsPerRequest.workerHelpers} µs`,
+        `${x.cpuSplitUsPerRequest.rest} µs`,
+        x.workerMinorFaultsPerRequest,
+        gcMean(x, 'minor'),
+        gcMean(x, 'major'),
+        pausePerRequest(x),
+      ]),
+    );
+  }
   table(
     ['target', 'measured', 'met'],
     r.targets.map((t) => [t.target, t.value, t.met ? 'yes' : '**no**']),
