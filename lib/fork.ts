@@ -81,9 +81,10 @@ export interface ForkOptions {
    * worker's young generation many times over (to 128 MiB on Node.js 24 in the measurement
    * below). Measured per child serving 60,000 HTTP requests with a 300 MB data set inherited from
    * the parent: 1.5-2.8x less private memory (Node.js 24: 97-132 against 267-272 MiB; 22: 131-139
-   * against 207-220; 26: 86-106 against 189-204), for 1.3-2.7x the main thread's time in minor
-   * collections (more of them, each shorter: 8-27 µs more per request, against 200-400 µs of CPU
-   * per request). After `compact`, the size kept is V8's smallest.
+   * against 207-220; 26: 86-106 against 189-204), for more CPU: many more minor collections (V8's
+   * smallest young generation after `compact`: about 35 a second under load), and a sooner-full old
+   * generation. Over a minute of HTTP load, 1.3-1.8x the CPU per request of the default in
+   * `npm run bench`'s fork-vs-cluster case (docs/fork.md).
    *
    * It sets V8's `--semi-space-growth-factor=1` in the child only (flags are per process, so it
    * holds for Workers the child starts, and for its own forks). Default false.
