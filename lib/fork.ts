@@ -83,7 +83,7 @@ export interface ForkOptions {
    * the parent: 1.5-2.8x less private memory (Node.js 24: 97-132 against 267-272 MiB; 22: 131-139
    * against 207-220; 26: 86-106 against 189-204), for more CPU: many more minor collections (V8's
    * smallest young generation after `compact`: about 35 a second under load), and a sooner-full old
-   * generation. Over a minute of HTTP load, 1.3-1.8x the CPU per request of the default in
+   * generation. Over a minute of HTTP load, 1.3-2.3x the CPU per request of the default in
    * `npm run bench`'s fork-vs-cluster case (docs/fork.md).
    *
    * It sets V8's `--semi-space-growth-factor=1` in the child only (flags are per process, so it

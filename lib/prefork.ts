@@ -82,7 +82,7 @@ export interface PreforkOptions {
   /**
    * Keep each worker's young generation at its size at the fork (fork()'s `fixedYoungGeneration`):
    * about half the private memory per worker under load, for more CPU per request (many more
-   * minor collections: 1.3-1.8x the CPU of the default in the fork-vs-cluster bench). Set in the
+   * minor collections: 1.3-2.3x the CPU of the default in the fork-vs-cluster bench). Set in the
    * template, so every worker, replacements included, has it. Default false.
    */
   fixedYoungGeneration?: boolean;
