@@ -674,13 +674,18 @@ export function forkVsClusterMarkdown(r) {
         'worker ran from when it was ready (mean per worker; pause: main-thread time of all of them, per request).',
       '',
     );
-    const gcMean = (x, key) => {
+    /** The workers' GC counts or pause summed over those that reported them, and how many did. */
+    const gcSum = (x, key) => {
       const gcs = x.perWorker.map((w) => w.gc).filter(Boolean);
-      return gcs.length ? round(gcs.reduce((s, g) => s + g[key], 0) / gcs.length, 0) : null;
+      return { sum: gcs.reduce((s, g) => s + g[key], 0), n: gcs.length };
+    };
+    const gcMean = (x, key) => {
+      const { sum, n } = gcSum(x, key);
+      return n ? round(sum / n, 0) : null;
     };
     const pausePerRequest = (x) => {
-      const gcs = x.perWorker.map((w) => w.gc).filter(Boolean);
-      return gcs.length ? `${round((gcs.reduce((s, g) => s + g.pauseMs, 0) * 1000) / x.requests, 1)} µs` : null;
+      const { sum, n } = gcSum(x, 'pauseMs');
+      return n ? `${round((sum * 1000) / x.requests, 1)} µs` : null;
     };
     table(
       ['setup', 'main threads', 'helper threads', 'rest', 'minor faults', 'scavenges', 'full GCs', 'GC pause'],
