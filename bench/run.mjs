@@ -148,10 +148,12 @@ const countedPeerBest = (workload, T) => {
 const countedEverywhereHttp = counted.filter((r) => r.workload === 'http' && r.peer === 'loop-helpers-interrupt');
 
 const idleBefore = { 50: 12, 1000: 3 };
+/** ' [lo–hi]' for a ratio's 95% interval, '' when there is none (a single round). */
+const interval = (iv) => (iv ? ` [${iv[0]}–${iv[1]}]` : '');
 const targets = [
   [
-    'detect-only loop cost ratio <= 1.01 (ping-pong and timers, every timeout)',
-    lhLoop.map((r) => `${r.workload}@${r.timeoutMs}ms ${r.ratio}`).join(', '),
+    'detect-only loop cost ratio <= 1.01 (ping-pong and timers, every timeout; median of paired rounds [95% interval])',
+    lhLoop.map((r) => `${r.workload}@${r.timeoutMs}ms ${r.ratio}${interval(r.ratioInterval)}`).join(', '),
     lhLoop.length > 0 && lhLoop.every((r) => r.ratio <= 1.01),
   ],
   [
@@ -367,13 +369,17 @@ table(
   targets.map((t) => [t.target, t.value, t.met ? 'yes' : '**no**']),
 );
 md.push('## Loop overhead (ns per callback, median of alternating runs; ratio to no detector)', '');
+md.push(
+  `${overhead[0]?.rounds ?? 0} rounds, each running every configuration once in a fresh process (order rotated from round to round). A ratio is the median over rounds of a run against the same round's run without a detector, with the 95% interval of that median (bootstrap): where the interval holds 1, this machine cannot tell the detector from no detector. The loop-thread CPU ratio is paired the same way, from the loop thread's own CPU time.`,
+  '',
+);
 for (const w of ['ping-pong', 'timers']) {
   md.push(
     `${w === 'ping-pong' ? 'Empty setImmediate ping-pong (one loop turn per callback)' : 'Timers due at once (timer-heavy loop)'}:`,
     '',
   );
   table(
-    ['detector', 'timeout', 'ns', 'ratio', 'added ns', 'loop-thread CPU ratio'],
+    ['detector', 'timeout', 'ns', 'ratio', '95% interval', 'added ns', 'loop-thread CPU ratio'],
     overhead
       .filter((r) => r.workload === w)
       .map((r) => [
@@ -381,6 +387,7 @@ for (const w of ['ping-pong', 'timers']) {
         r.timeoutMs ? `${r.timeoutMs} ms` : '–',
         r.nsPerCallback,
         r.ratio,
+        r.peer === 'none' || !r.ratioInterval ? '–' : r.ratioInterval.join('–'),
         r.addedNs,
         r.loopCpuRatio,
       ]),
@@ -414,9 +421,20 @@ else {
   );
 }
 md.push('## Idle CPU (the loop waits on a timer; whole process, every thread; median of alternating runs)', '');
+md.push(
+  "loop-helpers' monitor looks at a waiting loop every timeout/20 (every 2.5 ms at 50 ms): that step bounds how far apart the two looks around a block's start can be, which is what holds the precision floors (docs/how-it-works.md). Its idle cost is therefore its wake-ups times what one costs on this machine (a timer's signal, `sigtimedwait`, one look at each loop).",
+  '',
+);
 table(
-  ['detector', 'timeout', 'CPU ms/s', 'added ms/s', 'monitor wake-ups/s'],
-  idle.map((r) => [r.label, r.timeoutMs ? `${r.timeoutMs} ms` : '–', r.cpuMsPerS, r.addedMsPerS, r.monitorWakesPerS]),
+  ['detector', 'timeout', 'CPU ms/s', 'added ms/s', 'monitor wake-ups/s', 'added µs per wake-up'],
+  idle.map((r) => [
+    r.label,
+    r.timeoutMs ? `${r.timeoutMs} ms` : '–',
+    r.cpuMsPerS,
+    r.addedMsPerS,
+    r.monitorWakesPerS,
+    r.monitorWakesPerS ? round((r.addedMsPerS * 1000) / r.monitorWakesPerS, 1) : '–',
+  ]),
 );
 md.push('## HTTP throughput (autocannon, 10 connections, loopback)', '');
 md.push(

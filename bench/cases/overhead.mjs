@@ -1,12 +1,14 @@
 // Loop overhead: an empty setImmediate ping-pong (one loop turn per callback, the worst case for
 // a per-turn heartbeat) and N timers due at once (a timer-heavy loop), with each detector running,
-// in fresh processes, alternated (A B C ... A B C ...) because these machines are noisy. Besides
+// in fresh processes, alternated (each round runs every configuration once, in a rotated order)
+// because these machines are noisy; a ratio is the median over rounds of each round's run against
+// that round's run without a detector, with the 95% interval of that median. Besides
 // the wall-clock time, the loop thread's own CPU time (Linux: /proc/self/task/<pid>/schedstat),
 // which time spent waiting for a CPU on a shared machine does not inflate.
 // Child mode: `node overhead.mjs --child <peer|none> <T> <workload> <n>`.
 import { fileURLToPath } from 'node:url';
 import { PEERS } from '../lib/peers.mjs';
-import { median, round, runChild, sized, sleep } from '../lib/stats.mjs';
+import { median, medianInterval, round, runChild, sized, sleep } from '../lib/stats.mjs';
 import { loopThreadCpuNs } from '../lib/turns.mjs';
 
 if (process.argv[2] === '--child') {
@@ -41,8 +43,10 @@ if (process.argv[2] === '--child') {
 
 export function runOverhead(opts) {
   const { quick } = opts;
-  const rounds = sized(opts, 7, 2, 1);
-  const n = { 'ping-pong': sized(opts, 1_000_000, 200_000, 20_000), timers: sized(opts, 500_000, 100_000, 10_000) };
+  // Many short runs rather than a few long ones: the spread between runs comes mostly from each
+  // new process (where its code and heap land), which a longer run does not average out.
+  const rounds = sized(opts, 15, 3, 1);
+  const n = { 'ping-pong': sized(opts, 400_000, 200_000, 20_000), timers: sized(opts, 500_000, 100_000, 10_000) };
   const configs = [['none', 0]];
   for (const T of quick ? [1] : [0.05, 1]) {
     for (const peer of Object.keys(PEERS)) configs.push([peer, T]);
@@ -53,28 +57,39 @@ export function runOverhead(opts) {
     const times = new Map(configs.map((c) => [c.join('@'), []]));
     const cpu = new Map(configs.map((c) => [c.join('@'), []]));
     for (let r = 0; r < rounds; r++) {
-      for (const [peer, T] of configs) {
+      // Every configuration once per round, in an order rotated from round to round, so that none
+      // always runs first or right after another.
+      for (let k = 0; k < configs.length; k++) {
+        const [peer, T] = configs[(k + r) % configs.length];
         const count = PEERS[peer]?.slow ? n[workload] / 10 : n[workload];
         const out = runChild(self, ['--child', peer, String(T), workload, String(count)]);
         times.get(`${peer}@${T}`).push(out.ns);
-        if (out.cpuNs !== null) cpu.get(`${peer}@${T}`).push(out.cpuNs);
+        cpu.get(`${peer}@${T}`).push(out.cpuNs);
       }
     }
-    const base = median(times.get('none@0'));
-    const cpuBase = median(cpu.get('none@0'));
+    // Paired: each round's run against the same round's run without a detector (the machine's
+    // slow minutes slow both sides), then the median over rounds, with its 95% interval.
+    const base = times.get('none@0');
+    const cpuBase = cpu.get('none@0');
     for (const [peer, T] of configs) {
-      const m = median(times.get(`${peer}@${T}`));
-      const c = median(cpu.get(`${peer}@${T}`));
+      const t = times.get(`${peer}@${T}`);
+      const c = cpu.get(`${peer}@${T}`);
+      const ratios = t.map((v, r) => v / base[r]);
+      const cpuRatios = c.every((v, r) => v !== null && cpuBase[r] !== null) ? c.map((v, r) => v / cpuBase[r]) : null;
+      const interval = medianInterval(ratios);
       rows.push({
         workload,
         peer,
         label: peer === 'none' ? 'no detector' : PEERS[peer].label,
         timeoutMs: T * 1000,
-        nsPerCallback: round(m, 1),
-        ratio: round(m / base, 3),
-        addedNs: round(m - base, 1),
-        loopCpuNsPerCallback: c === null ? null : round(c, 1),
-        loopCpuRatio: c === null || cpuBase === null ? null : round(c / cpuBase, 3),
+        rounds,
+        nsPerCallback: round(median(t), 1),
+        ratio: round(median(ratios), 3),
+        /** The 95% interval of that median (bootstrap); undefined with a single round. */
+        ratioInterval: interval?.map((x) => round(x, 3)),
+        addedNs: round(median(t.map((v, r) => v - base[r])), 1),
+        loopCpuNsPerCallback: cpuRatios === null ? null : round(median(c), 1),
+        loopCpuRatio: cpuRatios === null ? null : round(median(cpuRatios), 3),
       });
     }
   }

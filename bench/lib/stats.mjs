@@ -9,6 +9,29 @@ export function percentile(xs, p) {
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
 }
 
+/**
+ * The 95% interval of the median of `xs` by the bootstrap (`resamples` resamplings with
+ * replacement, from a fixed seed so that the same figures give the same interval): `[lo, hi]`, or
+ * null for fewer than two values.
+ */
+export function medianInterval(xs, { resamples = 2000, seed = 0x9e3779b9 } = {}) {
+  if (xs.length < 2) return null;
+  // mulberry32: small, fast and good enough to pick resampled indices.
+  let state = seed >>> 0;
+  const random = () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const medians = [];
+  for (let i = 0; i < resamples; i++) {
+    medians.push(median(Array.from(xs, () => xs[Math.floor(random() * xs.length)])));
+  }
+  return [percentile(medians, 2.5), percentile(medians, 97.5)];
+}
+
 export const max = (xs) => (xs.length ? Math.max(...xs) : null);
 
 export const round = (x, digits = 2) => (x === null || x === undefined ? null : Number(x.toFixed(digits)));
