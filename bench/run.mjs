@@ -368,7 +368,7 @@ table(
   ['target', 'measured', 'met'],
   targets.map((t) => [t.target, t.value, t.met ? 'yes' : '**no**']),
 );
-md.push('## Loop overhead (ns per callback, median of alternating runs; ratio to no detector)', '');
+md.push('## Loop overhead (ns per callback, median of paired rounds; ratio to no detector)', '');
 md.push(
   `${overhead[0]?.rounds ?? 0} rounds, each running every configuration once in a fresh process (order rotated from round to round). A ratio is the median over rounds of a run against the same round's run without a detector, with the 95% interval of that median (bootstrap): where the interval holds 1, this machine cannot tell the detector from no detector. The loop-thread CPU ratio is paired the same way, from the loop thread's own CPU time.`,
   '',
@@ -422,7 +422,7 @@ else {
 }
 md.push('## Idle CPU (the loop waits on a timer; whole process, every thread; median of alternating runs)', '');
 md.push(
-  "loop-helpers' monitor looks at a waiting loop every timeout/20 (every 2.5 ms at 50 ms): that step bounds how far apart the two looks around a block's start can be, which is what holds the precision floors (docs/how-it-works.md). Its idle cost is therefore its wake-ups times what one costs on this machine (a timer's signal, `sigtimedwait`, one look at each loop).",
+  "loop-helpers' monitor looks at a waiting loop every timeout/20 (every 2.5 ms at 50 ms): that step bounds how far apart the two looks around a block's start can be, which is what holds the precision floors (docs/how-it-works.md). At short timeouts its idle cost is nearly all those wake-ups (a timer's signal, `sigtimedwait`, one look at each loop); the last column divides the added CPU by them, so at long timeouts, with few wake-ups, it also carries what does not scale with them.",
   '',
 );
 table(

@@ -16,7 +16,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { killAll, processTree, treeMemory, treeThreads } from '../lib/pss.mjs';
-import { median, round, sleep } from '../lib/stats.mjs';
+import { median, mulberry32, round, sleep } from '../lib/stats.mjs';
 import { timelineSvg } from '../lib/timeline-svg.mjs';
 
 const require = createRequire(import.meta.url);
@@ -24,17 +24,6 @@ const FILE = fileURLToPath(import.meta.url);
 const nowMs = () => Number(process.hrtime.bigint()) / 1e6;
 
 // ---- The server under test (child mode).
-
-/** A deterministic PRNG, so that every cluster worker builds the same data set. */
-function mulberry32(seed) {
-  let a = seed;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const WORDS = 'alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa'.split(
   ' ',
@@ -47,6 +36,7 @@ const BYTES_PER_ENTRY = 440;
  * database (so its strings are flat, as loaded data is).
  */
 function buildDataSet(entries) {
+  // Seeded, so that every cluster worker builds the same data set.
   const rnd = mulberry32(42);
   const w = () => WORDS[(rnd() * WORDS.length) | 0];
   const map = new Map();
