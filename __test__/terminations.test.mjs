@@ -57,9 +57,14 @@ for (const [variant, scope, extra = {}] of workerCases) {
     t.is(r.result.error, undefined);
     t.deepEqual(r.result.hung, [], `rounds whose Worker did not exit within 5 s:\n${r.stdout}`);
     t.is(r.result.rounds, rounds);
-    // The Worker stopped where it was: at most the pass in progress and one more began after
-    // terminate() (a cancelled termination lets it loop on, here millions of passes).
-    t.true(r.result.maxPassesAfter <= 2, `up to ${r.result.maxPassesAfter} passes after terminate():\n${r.stdout}`);
+    // A lost termination shows as a hang above, not as passes after terminate(): Node itself lets
+    // a loop that calls into native code run on for a while before V8 takes the termination (a
+    // Worker spinning on an addon call, no detector anywhere, ran up to 1,000 more passes on
+    // Node 26, 9,272 on 24, 5,570 on 22 and 70,884 on 20, in 30 rounds each; with run() of an
+    // empty function up to 15,977 on 24). When terminate() lands while run() is in native code, or
+    // while our own termination is being resolved, the retry loop is in exactly that state: every
+    // run() returns at once (Node-API refuses to call into a stopping Worker) until the
+    // termination lands. So the passes are logged, never bounded.
     t.log(
       `${rounds} rounds, slowest exit ${r.result.maxExitMs} ms, up to ${r.result.maxPassesAfter} passes after terminate(), ${r.result.interrupts} interrupts`,
     );
