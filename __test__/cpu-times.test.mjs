@@ -21,11 +21,21 @@ const run = (name, pin) =>
     env: { LOOP_HELPERS_DIST: dist },
   });
 
-/** Runs `fn` while a busy-loop process holds CPU `cpu`. */
+/**
+ * Runs `fn` while a busy-loop process holds CPU `cpu`: from the moment the loop spins, which the
+ * process says on stdout (a fixed wait was not enough: on a loaded machine Node took longer to
+ * start, and the "starved" code ran with the CPU to itself).
+ */
 async function beside(cpu, fn) {
-  const hog = spawn(taskset, ['-c', cpu, process.execPath, '-e', 'for (;;);'], { stdio: 'ignore' });
+  const hog = spawn(taskset, ['-c', cpu, process.execPath, '-e', 'process.stdout.write("spinning\\n"); for (;;);'], {
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
   try {
-    await new Promise((r) => setTimeout(r, 100));
+    await new Promise((resolve, reject) => {
+      hog.stdout.once('data', resolve);
+      hog.once('error', reject);
+      hog.once('exit', (code, signal) => reject(new Error(`the busy loop exited first (${code ?? signal})`)));
+    });
     return await fn();
   } finally {
     hog.kill('SIGKILL');
