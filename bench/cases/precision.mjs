@@ -19,12 +19,21 @@ if (process.argv[2] === '--child') {
   const blocks = [];
   for (const k of plan) {
     const target = T * 1000 * k;
+    // The spin should be the whole block, so the loop waits before it and after it. A block is
+    // the time the loop goes without waiting: work that runs next to the spin with no wait in
+    // between is part of it. With a 1 ms timer, the previous turn's tail (this loop's own
+    // continuation, the peers' hooks) often ran past the timer's due time, libuv's next poll did
+    // not wait, and loop-helpers rightly measured that tail too: traces showed its start 2.4-4.6
+    // ms before the spin's, with libuv's idle counter frozen from then on. Other work can still
+    // share a spin's busy period (a peer's timer falling due during it, a GC task), and the
+    // duration error then counts it.
     const block = await new Promise((resolve) =>
       setTimeout(() => {
         const startMs = nowMs();
         while (nowMs() - startMs < target);
-        resolve({ k, startMs, durationMs: nowMs() - startMs });
-      }, 1),
+        const b = { k, startMs, durationMs: nowMs() - startMs };
+        setTimeout(() => resolve(b), 5);
+      }, 10),
     );
     // Let every peer see the loop turn and report, then read the metrics-only ones.
     await sleep(Math.max(2 * T * 1000, 120));
