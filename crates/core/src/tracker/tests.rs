@@ -493,6 +493,28 @@ fn a_monitor_late_at_the_deadline_still_reports_the_block() {
 }
 
 #[test]
+fn a_block_slept_through_from_before_0_9_x_and_followed_by_more_turns_is_not_reported() {
+    // The documented limit of the 1.05 x floor (docs/how-it-works.md): the last look before 0.9 x,
+    // then two turns before the next. Whether the first turn ran 0.9 x or 1.05 x, libuv's
+    // counters read the same (the same busy time, the same waits, the same turn count), so both
+    // must be treated alike, and the 0.9 x floor decides.
+    let mut seen = vec![];
+    for (first, second) in [(105, 5), (89, 21)] {
+        let mut s = Sim::new(T, false);
+        s.wait(T);
+        s.run(T * 88 / 100);
+        s.next_wake = u64::MAX;
+        s.run(T * (first - 88) / 100);
+        s.busy_turn(T * second / 100);
+        s.begin_wait();
+        s.advance(MS);
+        s.look();
+        seen.push(s.fires.len());
+    }
+    assert_eq!(seen, [0, 0]);
+}
+
+#[test]
 fn a_block_ended_by_finish_is_not_reported_again_late_when_the_loop_turns() {
     let mut s = Sim::new(T, true);
     s.wait(T);
