@@ -1,6 +1,7 @@
 // The detector's deadline signal reaches nobody else (issue 11): on Linux it is a timer aimed at the
 // monitor thread alone. Each scenario runs in its own Node.js process (fixtures/signals.cjs) with
 // detectors of a 20-50 ms timeout, so that the monitor's timer fires often, while the loop blocks.
+import { existsSync } from 'node:fs';
 import test from 'ava';
 import { fixture, runNode } from './helpers/run.mjs';
 
@@ -62,3 +63,19 @@ linux('two copies of the addon in one process each detect, and neither crashes',
   t.is(r.result.second.length, blocks);
   t.is(r.result.received, blocks, "the application's own SIGALRMs arrive once each");
 });
+
+const prlimit = ['/usr/bin/prlimit', '/bin/prlimit'].find((p) => existsSync(p));
+(prlimit && process.platform === 'linux' ? test.serial : test.skip)(
+  `with the user's queued signals at their limit (RLIMIT_SIGPENDING 0) blocks are detected and the process lives${prlimit ? '' : ' (skipped: no prlimit here)'}`,
+  async (t) => {
+    const r = await runNode(['--sigpending=0', process.execPath, fixture('signals.cjs'), 'sigpending-limit', '{}'], {
+      node: prlimit,
+      timeoutMs: 30_000,
+    });
+    // Before: the first wake-up arrived without its information, was handed back to the process
+    // as a foreign SIGALRM, and the process died of it ("Alarm clock", signal SIGALRM).
+    exitedCleanly(t, r);
+    t.true(r.result.events >= 18, `${r.result.events} of 20 blocks of 60 ms at a 20 ms timeout`);
+    t.is(r.result.forwarded, 0, 'a wake-up of ours was handed back as foreign');
+  },
+);

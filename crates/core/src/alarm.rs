@@ -135,6 +135,8 @@ mod thread_timer {
     const SI_TIMER: c_int = -2;
     /// `tgkill(2)` / `pthread_kill(3)` (the kernel refuses to let a process queue it itself).
     const SI_TKILL: c_int = -6;
+    /// `kill(2)`; also what a signal whose information the kernel dropped reads as.
+    const SI_USER: c_int = 0;
 
     /// The head of a `siginfo_t` as the kernel reads it for `SI_QUEUE` (its `_rt` member): the
     /// union of fields after the three ints is pointer-aligned in the kernel's layout, as
@@ -176,6 +178,13 @@ mod thread_timer {
     static ACTIVE: AtomicBool = AtomicBool::new(false);
     /// Foreign SIGALRMs the monitor took and handed back.
     static FORWARDED: AtomicU64 = AtomicU64::new(0);
+    /// Wake-ups being sent right now, and sent in all. When the user's queued signals are at their
+    /// limit (RLIMIT_SIGPENDING), the kernel still sends a standard signal queued with
+    /// `rt_tgsigqueueinfo` but drops its information: it arrives as a bare `SI_USER` with no
+    /// sender, which [`Waiter`] takes for a wake-up of ours if one was sent since it last took a
+    /// signal of ours (handing it back instead sent the process a SIGALRM it died of).
+    static WAKES_IN_FLIGHT: AtomicU64 = AtomicU64::new(0);
+    static WAKES_SENT: AtomicU64 = AtomicU64::new(0);
 
     /// Our timer's signals and our wake-ups carry this static's address in `si_value`: unique to
     /// this copy of the library in this process, so that another copy's signal is never taken for
@@ -270,6 +279,9 @@ mod thread_timer {
         timer: Option<ThreadTimer>,
         /// The timer was armed and its signal has not been taken since.
         unconsumed: bool,
+        /// [`WAKES_SENT`] when the monitor last took a signal of ours: later wake-ups are owed a
+        /// signal (standard signals merge, so one signal answers every wake-up sent before it).
+        wakes_answered: u64,
         /// Until when SIGALRM is left alone after a hand-back (monotonic ns).
         backoff_until: u64,
         backoff_ns: u64,
@@ -295,6 +307,7 @@ mod thread_timer {
                 pid: nix::unistd::getpid().as_raw(),
                 timer,
                 unconsumed: false,
+                wakes_answered: WAKES_SENT.load(Ordering::SeqCst),
                 backoff_until: 0,
                 backoff_ns: 0,
                 last_foreign: 0,
@@ -374,8 +387,18 @@ mod thread_timer {
             let code = info.si_code;
             // SAFETY: for SI_TIMER and SI_QUEUE the sender filled si_value (at the same place in
             // both layouts); it is only read for them.
-            let ours = (code == SI_TIMER || code == SI_QUEUE)
+            let tagged = (code == SI_TIMER || code == SI_QUEUE)
                 && unsafe { info.si_value().sival_ptr } as usize == cookie();
+            // SAFETY: for SI_USER the kernel filled si_pid (the sender's, or 0 when it dropped the
+            // signal's information); it is only read for SI_USER.
+            let bare = code == SI_USER && unsafe { info.si_pid() } == 0;
+            let ours = tagged
+                || (bare
+                    && (WAKES_SENT.load(Ordering::SeqCst) > self.wakes_answered
+                        || WAKES_IN_FLIGHT.load(Ordering::SeqCst) > 0));
+            if ours {
+                self.wakes_answered = WAKES_SENT.load(Ordering::SeqCst);
+            }
             match (ours, code) {
                 (true, SI_TIMER) => {
                     self.unconsumed = false;
@@ -458,6 +481,7 @@ mod thread_timer {
                     },
                 })
         };
+        WAKES_IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
         // SAFETY: `info` is a valid siginfo_t, read by the kernel during the call only. The thread
         // group is this process as it is now (in a child forked without `after_fork_child`, the
         // parent's monitor thread is not in it, and the call fails with ESRCH); the thread is the
@@ -472,6 +496,8 @@ mod thread_timer {
                 &info as *const libc::siginfo_t,
             );
         }
+        WAKES_SENT.fetch_add(1, Ordering::SeqCst);
+        WAKES_IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// In a child made by `fork()`, on its only thread, before any monitor thread runs: the
@@ -479,6 +505,8 @@ mod thread_timer {
     /// next, creates its own.
     pub fn after_fork_child() -> io::Result<()> {
         MONITOR_TID.store(0, Ordering::Release);
+        // A thread of the parent may have been inside `wake` at the fork: it is not in the child.
+        WAKES_IN_FLIGHT.store(0, Ordering::SeqCst);
         Ok(())
     }
 
