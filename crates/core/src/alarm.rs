@@ -279,8 +279,9 @@ mod thread_timer {
         timer: Option<ThreadTimer>,
         /// The timer was armed and its signal has not been taken since.
         unconsumed: bool,
-        /// [`WAKES_SENT`] when the monitor last took a signal of ours: later wake-ups are owed a
-        /// signal (standard signals merge, so one signal answers every wake-up sent before it).
+        /// [`WAKES_SENT`] before the wait in which the monitor last took a signal of ours: later
+        /// wake-ups are owed a signal (standard signals merge, so one signal answers every
+        /// wake-up sent before it).
         wakes_answered: u64,
         /// Until when SIGALRM is left alone after a hand-back (monotonic ns).
         backoff_until: u64,
@@ -367,6 +368,10 @@ mod thread_timer {
                 .as_ref()
                 .map_or(std::ptr::null(), |t| t as *const libc::timespec);
             let set = sigalrm_only();
+            // The wake-ups counted before the wait: the signal it takes answers all of them (they
+            // were sent before it, and standard signals merge). One counted later may have sent
+            // its signal after the one taken here, and stays owed.
+            let sent_before = WAKES_SENT.load(Ordering::SeqCst);
             // SAFETY: an all-zero siginfo_t is a valid value.
             let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
             // SAFETY: `set` is a valid sigset, `info` a valid out-pointer, `timeout_ptr` null (wait
@@ -374,7 +379,7 @@ mod thread_timer {
             // thread (checked in `new`), as sigtimedwait requires.
             let r = unsafe { libc::sigtimedwait(set.as_ref(), &mut info, timeout_ptr) };
             if r == libc::SIGALRM {
-                self.take(&info)
+                self.take(&info, sent_before)
             } else if r < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN) {
                 Woke::Backstop
             } else {
@@ -382,8 +387,8 @@ mod thread_timer {
             }
         }
 
-        /// Classifies a SIGALRM this thread took.
-        fn take(&mut self, info: &libc::siginfo_t) -> Woke {
+        /// Classifies a SIGALRM this thread took; `sent_before`: [`WAKES_SENT`] before the wait.
+        fn take(&mut self, info: &libc::siginfo_t, sent_before: u64) -> Woke {
             let code = info.si_code;
             // SAFETY: for SI_TIMER and SI_QUEUE the sender filled si_value (at the same place in
             // both layouts); it is only read for them.
@@ -397,7 +402,9 @@ mod thread_timer {
                     && (WAKES_SENT.load(Ordering::SeqCst) > self.wakes_answered
                         || WAKES_IN_FLIGHT.load(Ordering::SeqCst) > 0));
             if ours {
-                self.wakes_answered = WAKES_SENT.load(Ordering::SeqCst);
+                // Not the count now: a wake-up that sent its signal after this one was taken, and
+                // counted itself since, is still owed that signal.
+                self.wakes_answered = self.wakes_answered.max(sent_before);
             }
             match (ours, code) {
                 (true, SI_TIMER) => {
