@@ -91,6 +91,22 @@ pinned('guarded code whose thread waits for a CPU is not interrupted; a guarded 
   t.truthy(waited, JSON.stringify(events));
 });
 
+pinned("a promise reaction's grace does not count time its thread waited for a CPU", async (t) => {
+  const cpu = firstCpu();
+  const r = await beside(cpu, () => run('starved-reaction', cpu));
+  t.is(r.code, 0, r.stderr);
+  const { short, endless } = r.result;
+  // 120 ms of CPU, taking turns with the busy loop: the turn outlasts the 200 ms grace...
+  t.true(short.wallMs > 200, JSON.stringify(r.result));
+  // ...but the reaction's own time does not, and nothing is dropped.
+  t.deepEqual(short.interrupts, [], JSON.stringify(r.result));
+  t.is(short.later.length, 2, JSON.stringify(short));
+  t.is(short.later[1], 'other reaction');
+  // A reaction that spins for ever is still interrupted, and its neighbour dropped.
+  t.deepEqual(endless.interrupts, [{ name: 'AlarmInterrupt', lost: true }], JSON.stringify(r.result));
+  t.deepEqual(endless.later, []);
+});
+
 pinned('assertNoBlocking does not blame code for time its thread waited for a CPU', async (t) => {
   const cpu = firstCpu();
   const r = await beside(cpu, () => run('starved-assert', cpu));

@@ -65,8 +65,9 @@ export interface BlockingDetectorOptions {
   /**
    * Interrupting a promise reaction or `await` continuation makes V8 drop the other microtasks of
    * the same checkpoint: other `await`s may never resume. So such a block is only interrupted once
-   * it lasts this many timeouts (a number from 1 to 1000), or never (`false`: only warn; a block
-   * that never ends then wedges the thread). Default 5.
+   * it lasts this many timeouts (a number from 1 to 1000; on Linux, time its thread waited for a
+   * CPU does not count), or never (`false`: only warn; a block that never ends then wedges the
+   * thread). Default 5.
    */
   microtaskInterruptAfter?: number | false;
   /**

@@ -229,13 +229,14 @@ unsafe fn interrupt(
     frames: &[loop_helpers_core::report::Frame],
     code_returned: bool,
 ) -> bool {
+    // SAFETY: on the isolate's thread.
+    let running_microtasks = unsafe { v8::is_running_microtasks(isolate) };
     let cx = Context {
         // Only known when stacks can be captured at all.
         no_javascript: frames.is_empty() && v8::stack_capture_support().is_ok(),
         iteration: env_loop.iteration(),
         block_open: monitor::block_open(&ticket),
-        // SAFETY: on the isolate's thread.
-        running_microtasks: unsafe { v8::is_running_microtasks(isolate) },
+        running_microtasks,
         unguarded_immediate: in_unrepairable_immediate(env_loop, frames),
         in_async_hook: frames.iter().any(|f| {
             f.file_name == "node:internal/async_hooks" && f.function_name.starts_with("emit")
@@ -249,6 +250,16 @@ unsafe fn interrupt(
                 && f.file_name.starts_with("node:internal/bootstrap/")
         }),
         code_returned,
+        // Read (a system call) only where it counts, in a promise reaction's grace. On the loop
+        // thread, so its run-queue wait so far is counted (see `NodeSink::held_back`).
+        turn_cpu_wait_ns: if running_microtasks {
+            env_loop
+                .used_in_turn()
+                .and_then(|t| t.cpu_wait_ns)
+                .unwrap_or(0)
+        } else {
+            0
+        },
     };
     match env_loop
         .interrupts
