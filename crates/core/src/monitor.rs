@@ -285,12 +285,25 @@ impl Watch {
         let now = sample.now_ns;
         let mut st = lock(&self.state);
         let step = st.tracker.observe(sample);
-        if let Some(e) = step.ended {
-            self.finish_block(&mut st, e, true, now, fx);
-        }
-        if let Some(f) = step.fire {
-            self.fire(&mut st, f, now);
-            st.next_interrupt_ns = now.saturating_add(self.cfg.timeout_ns);
+        match (step.fire, step.ended) {
+            // A block the monitor slept through comes as its late warning and its end in one
+            // step: the warning opens the block's record, the end closes and delivers it. (Ended
+            // first, the end found no record, and the warning opened one that nothing closed: the
+            // block was never delivered, and the next block's record took in its warning.)
+            (Some(f), Some(e)) if f.late => {
+                self.fire(&mut st, f, now);
+                self.finish_block(&mut st, e, true, now, fx);
+            }
+            (fire, ended) => {
+                // A block ended, and maybe a new one is already due (the monitor woke late).
+                if let Some(e) = ended {
+                    self.finish_block(&mut st, e, true, now, fx);
+                }
+                if let Some(f) = fire {
+                    self.fire(&mut st, f, now);
+                    st.next_interrupt_ns = now.saturating_add(self.cfg.timeout_ns);
+                }
+            }
         }
         let mut next = step.next_wake_ns;
         if self.cfg.interrupt {

@@ -122,6 +122,54 @@ fn a_block_of_half_the_timeout_is_not_reported() {
 }
 
 #[test]
+fn a_block_the_monitor_slept_through_is_delivered_late_and_the_next_block_is_its_own() {
+    let (mut rig, lp, sink, _) = idle_rig(config());
+    rig.run_for(50 * MS);
+
+    // The monitor is kept off the CPU while the loop blocks for 250 ms and goes back to waiting:
+    // its next look finds exactly one turn ended. The block is warned about late (no stack: it is
+    // over) and its record delivered in the same cycle.
+    let start = rig.now();
+    lp.wake_up();
+    rig.sleep_through(250 * MS);
+    lp.turn_and_wait();
+    rig.sleep_through(20 * MS);
+    rig.cycle();
+    assert!(
+        sink.requests().is_empty(),
+        "nothing to sample or stop: the block is over"
+    );
+    let blocks = sink.blocks();
+    assert_eq!(blocks.len(), 1, "{blocks:?}");
+    let late = &blocks[0];
+    assert!(late.contains("\"ended\":true"), "{late}");
+    // Its length is exact (the idle time says how long the loop did not wait); where it lies in
+    // the gap, to the loop time's millisecond.
+    assert_eq!(field(late, "durationMs"), 250.0, "{late}");
+    let from = field(late, "startHrtimeMs") - (start / MS) as f64;
+    assert!((0.0..=1.0).contains(&from), "{late}");
+    assert_eq!(
+        late.matches("\"index\":").count(),
+        1,
+        "one late warning: {late}"
+    );
+    assert!(late.contains("\"sampleDelayMs\":null"), "{late}");
+    assert!(late.contains("blocked for 0.250 s in total"), "{late}");
+
+    // The next block, watched on time, is a record of its own: its own start, its own warning.
+    rig.run_for(100 * MS);
+    let next = rig.now();
+    block_answering(&mut rig, &lp, &sink, 150);
+    rig.run_for(10 * MS);
+    let blocks = sink.blocks();
+    assert_eq!(blocks.len(), 2, "{blocks:?}");
+    let json = &blocks[1];
+    assert_eq!(field(json, "startHrtimeMs"), (next / MS) as f64, "{json}");
+    assert_eq!(field(json, "durationMs"), 150.0, "{json}");
+    assert_eq!(json.matches("\"index\":").count(), 1, "{json}");
+}
+
+#[test]
 fn aggressive_mode_warns_every_timeout_the_default_once() {
     for (aggressive, warnings) in [(true, 3), (false, 1)] {
         let mut cfg = config();

@@ -230,6 +230,12 @@ impl Rig {
         self.clock.set(t.max(self.now()));
     }
 
+    /// Lets `ns` of virtual time pass with no cycle at all: the machine keeps the monitor thread
+    /// off the CPU, whatever deadline it asked for.
+    pub fn sleep_through(&mut self, ns: u64) {
+        self.clock.set(self.now() + ns);
+    }
+
     /// Lets `ns` of virtual time pass (see [`Rig::run_until`]).
     pub fn run_for(&mut self, ns: u64) {
         self.run_until(self.now() + ns);
