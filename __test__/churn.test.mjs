@@ -39,6 +39,7 @@ test.serial(
     t.log(`warm ${JSON.stringify(warm)}`);
     t.log(`after ${JSON.stringify(after)}`);
     t.deepEqual(tally.errors, []);
+    t.deepEqual(tally.endedBySelf, [], 'a Worker that spins for ever ended without terminate()');
     t.is(tally.ended, CYCLES);
     // Of every five cycles, two are terminated while spinning (they never end by themselves) and
     // one inside a native call, unless a loaded machine delayed that past the call's 50 ms.

@@ -21,9 +21,17 @@ import { fixture, liveWarningWithStack, runNode, warnings } from './helpers/run.
 const root = fileURLToPath(new URL('..', import.meta.url));
 const require = createRequire(import.meta.url);
 
+/** The app directories made so far, removed when the file's tests are done. */
+const appDirs = [];
+test.after.always(() => {
+  // The symlink inside is removed, not followed.
+  for (const dir of appDirs) rmSync(dir, { recursive: true, force: true });
+});
+
 /** A directory where `loop-helpers` resolves to this checkout, as after `npm install loop-helpers`. */
 function appDir() {
   const dir = mkdtempSync(join(tmpdir(), 'loop-helpers-app-'));
+  appDirs.push(dir);
   mkdirSync(join(dir, 'node_modules'));
   symlinkSync(root, join(dir, 'node_modules', 'loop-helpers'), 'dir');
   return dir;

@@ -592,17 +592,37 @@ fn ensure_thread() -> io::Result<()> {
     if *running {
         return Ok(());
     }
-    alarm::spawn_monitor_thread("loop-helpers-monitor", run)?;
+    // The thread makes its waiter first and says whether it could: a monitor thread that ended
+    // there would leave every detector started, and none of them watching.
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+    alarm::spawn_monitor_thread("loop-helpers-monitor", move || {
+        // Before the first cycle: from here on a wake-up is kept until the wait takes it.
+        match alarm::Waiter::new() {
+            Ok(waiter) => {
+                let _ = ready_tx.send(Ok(()));
+                run(waiter);
+            }
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+            }
+        }
+    })?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("the monitor thread cannot wait for its deadlines: {e}"),
+            ))
+        }
+        // The thread ended before it said anything (it cannot panic there, but never hang).
+        Err(_) => return Err(io::Error::other("the monitor thread ended as it started")),
+    }
     *running = true;
     Ok(())
 }
 
-fn run() {
-    // Before the first cycle: from here on a wake-up is kept until the wait takes it.
-    let mut waiter = match alarm::Waiter::new() {
-        Ok(w) => w,
-        Err(_) => return,
-    };
+fn run(mut waiter: alarm::Waiter) {
     loop {
         fork_pause::pause_point();
         let next = match catch_unwind(AssertUnwindSafe(cycle_all)) {
