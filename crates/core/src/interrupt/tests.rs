@@ -232,39 +232,27 @@ fn a_promise_reaction_is_terminated_only_after_its_grace() {
 #[test]
 fn time_the_thread_waited_for_a_cpu_does_not_count_against_a_reactions_grace() {
     let i = everywhere();
-    let waited = |turn_cpu_wait_ns| Context {
-        running_microtasks: true,
-        turn_cpu_wait_ns,
-        ..plain()
+    // A reaction's turn of `blocked_ns`, `waited_ns` of it waiting for a CPU, with a 2 s grace.
+    let decide = |blocked_ns, waited_ns| {
+        let ticket = SampleTicket {
+            microtask_grace_ns: 2 * SECOND,
+            ..ticket(true, blocked_ns)
+        };
+        let cx = Context {
+            running_microtasks: true,
+            turn_cpu_wait_ns: waited_ns,
+            ..plain()
+        };
+        i.request(ticket, ITERATION);
+        i.on_interrupt(ticket, frames("reaction"), cx)
     };
-    let graced = |blocked_ns| SampleTicket {
-        microtask_grace_ns: 2 * SECOND,
-        ..ticket(true, blocked_ns)
-    };
-    // 3 s of turn, 1.5 s of it waiting for a CPU: 1.5 s of its own, within the grace.
-    i.request(graced(3 * SECOND), ITERATION);
-    assert_eq!(
-        i.on_interrupt(
-            graced(3 * SECOND),
-            frames("reaction"),
-            waited(3 * SECOND / 2)
-        ),
-        Decision::Nothing
-    );
+    // 3 s of turn, 1.5 s of it waiting: 1.5 s of its own, within the grace.
+    assert_eq!(decide(3 * SECOND, 3 * SECOND / 2), Decision::Nothing);
     // A wait longer than the turn (clocks read at different moments) is not an underflow.
-    i.request(graced(3 * SECOND), ITERATION);
-    assert_eq!(
-        i.on_interrupt(graced(3 * SECOND), frames("reaction"), waited(4 * SECOND)),
-        Decision::Nothing
-    );
+    assert_eq!(decide(3 * SECOND, 4 * SECOND), Decision::Nothing);
     // 5 s of turn, 2.5 s of its own: past the grace.
-    i.request(graced(5 * SECOND), ITERATION);
     assert_eq!(
-        i.on_interrupt(
-            graced(5 * SECOND),
-            frames("reaction"),
-            waited(5 * SECOND / 2)
-        ),
+        decide(5 * SECOND, 5 * SECOND / 2),
         Decision::TerminateUnguarded
     );
     assert!(i.take_unguarded().expect("fired").microtask);
