@@ -261,7 +261,8 @@ pub struct Context {
     pub code_returned: bool,
     /// How long the loop thread has waited for a CPU in this turn so far (Linux's run-queue wait,
     /// read on the loop thread itself, so the wait before this callback is counted; 0 where it
-    /// cannot be read). A promise reaction's grace does not count it: on a loaded machine the
+    /// cannot be read, and outside promise reactions, where nothing uses it and the binding skips
+    /// the system call). A promise reaction's grace does not count it: on a loaded machine the
     /// wait stretched a 150 ms reaction's turn past a 200 ms grace (CI, Node 20), and the machine,
     /// not the reaction, held the loop for that time.
     pub turn_cpu_wait_ns: u64,
