@@ -91,6 +91,24 @@ pinned('guarded code whose thread waits for a CPU is not interrupted; a guarded 
   t.truthy(waited, JSON.stringify(events));
 });
 
+pinned('unguarded code is interrupted by its own time, not by time its thread waited for a CPU', async (t) => {
+  const cpu = firstCpu();
+  const r = await beside(cpu, () => run('starved-unguarded', cpu));
+  t.is(r.code, 0, r.stderr);
+  const { endless, starved } = r.result;
+  // A timer callback that spins for ever is interrupted, and never finishes.
+  t.deepEqual(
+    endless.interrupts.map((i) => i.name),
+    ['AlarmInterrupt'],
+    JSON.stringify(r.result),
+  );
+  t.is(endless.finishedAfterMs, null);
+  // 90 ms of CPU taking turns with the busy loop: the turn outlasts the 100 ms timeout (twice
+  // over at a third of the CPU), but the code's own time does not, and it runs to its end.
+  t.true(starved.finishedAfterMs > 100, JSON.stringify(r.result));
+  t.deepEqual(starved.interrupts, [], JSON.stringify(r.result));
+});
+
 pinned("a promise reaction's grace does not count time its thread waited for a CPU", async (t) => {
   const cpu = firstCpu();
   const r = await beside(cpu, () => run('starved-reaction', cpu));

@@ -250,16 +250,15 @@ unsafe fn interrupt(
                 && f.file_name.starts_with("node:internal/bootstrap/")
         }),
         code_returned,
-        // Read (a system call) only where it counts, in a promise reaction's grace. On the loop
-        // thread, so its run-queue wait so far is counted (see `NodeSink::held_back`).
-        turn_cpu_wait_ns: if running_microtasks {
-            env_loop
-                .used_in_turn()
-                .and_then(|t| t.cpu_wait_ns)
-                .unwrap_or(0)
-        } else {
-            0
-        },
+        blocked_now_ns: ticket
+            .blocked_ns
+            .saturating_add(loop_helpers_core::clock::now_ns().saturating_sub(ticket.requested_ns)),
+        // Read here, on the loop thread: the wait that ended when this callback got the CPU is
+        // counted (see `NodeSink::held_back`). One system call, at a deadline only.
+        turn_cpu_wait_ns: env_loop
+            .used_in_turn()
+            .and_then(|t| t.cpu_wait_ns)
+            .unwrap_or(0),
     };
     match env_loop
         .interrupts

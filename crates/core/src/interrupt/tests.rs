@@ -56,6 +56,7 @@ fn plain() -> Context {
         in_own_code: false,
         no_javascript: false,
         code_returned: false,
+        blocked_now_ns: 0,
         turn_cpu_wait_ns: 0,
     }
 }
@@ -259,6 +260,51 @@ fn time_the_thread_waited_for_a_cpu_does_not_count_against_a_reactions_grace() {
 }
 
 #[test]
+fn time_the_thread_waited_for_a_cpu_does_not_count_against_the_timeout() {
+    // `blocked_ns` of turn, `waited_ns` of it waiting for a CPU, with a 1 s timeout, in unguarded
+    // code and under run(): the deadline is the thread's own time, wherever it is checked.
+    for explicit in [false, true] {
+        let i = everywhere();
+        if explicit {
+            i.enter_guard(GuardKind::Explicit);
+        }
+        let decide = |blocked_ns, waited_ns| {
+            let cx = Context {
+                turn_cpu_wait_ns: waited_ns,
+                ..plain()
+            };
+            i.request(ticket(true, blocked_ns), ITERATION);
+            i.on_interrupt(ticket(true, blocked_ns), frames("spin"), cx)
+        };
+        let fires = if explicit {
+            Decision::Terminate
+        } else {
+            Decision::TerminateUnguarded
+        };
+        // 1.5 s of turn, 0.6 s of it waiting: 0.9 s of its own.
+        assert_eq!(decide(3 * SECOND / 2, 6 * SECOND / 10), Decision::Nothing);
+        // 2 s of turn, 0.6 s waiting: 1.4 s of its own, past the timeout.
+        assert_eq!(decide(2 * SECOND, 6 * SECOND / 10), fires);
+    }
+}
+
+#[test]
+fn the_block_is_counted_up_to_the_callback_not_only_to_the_request() {
+    let i = everywhere();
+    // Requested at 1 s of block; the callback ran 0.5 s later, with 0.4 s waited: 1.1 s its own.
+    let cx = Context {
+        blocked_now_ns: 3 * SECOND / 2,
+        turn_cpu_wait_ns: 4 * SECOND / 10,
+        ..plain()
+    };
+    i.request(ticket(true, SECOND), ITERATION);
+    assert_eq!(
+        i.on_interrupt(ticket(true, SECOND), frames("spin"), cx),
+        Decision::TerminateUnguarded
+    );
+}
+
+#[test]
 fn a_request_whose_block_is_over_stops_nothing() {
     let i = Interrupts::default();
     i.enter_guard(GuardKind::Explicit);
@@ -449,9 +495,14 @@ fn a_stopped_watch_or_a_departing_environment_leaves_nothing_pending() {
 #[test]
 fn errors_for_javascript_carry_the_watch_the_block_length_and_the_stack() {
     let i = everywhere();
-    i.request(ticket(true, 1_500_000), ITERATION);
+    // A 1.5 ms block of a 1 ms timeout.
+    let t = SampleTicket {
+        timeout_ns: 1_000_000,
+        ..ticket(true, 1_500_000)
+    };
+    i.request(t, ITERATION);
     assert_eq!(
-        i.on_interrupt(ticket(true, 1_500_000), frames("spin"), plain()),
+        i.on_interrupt(t, frames("spin"), plain()),
         Decision::TerminateUnguarded
     );
     let p = i.take_unguarded().expect("fired");
