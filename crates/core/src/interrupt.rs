@@ -212,9 +212,12 @@ pub enum Decision {
     /// Terminate: no guard, so register the after-termination callbacks first.
     TerminateUnguarded,
     /// Leave the code running (no request; or unguarded interrupts are off, or not wanted by the
-    /// requesting watch (`interrupt: 'guarded'`); or a promise reaction
-    /// within its grace; or a context that cannot be recovered).
+    /// requesting watch (`interrupt: 'guarded'`); or a context that cannot be recovered).
     Nothing,
+    /// Leave the code running for now: its own time (the block less the time its thread waited
+    /// for a CPU) is this much short of its deadline (the timeout, or a promise reaction's grace).
+    /// The watch asks again once that much more time has passed.
+    Later(u64),
 }
 
 /// Facts about the point where the interrupt callback runs.
@@ -399,11 +402,6 @@ impl Interrupts {
             if cx.in_builtin_loader || cx.no_javascript || cx.in_node_machinery || cx.in_own_code {
                 // Not now: the monitor asks again every timeout while the block lasts.
                 Decision::Nothing
-            } else if held_ns < p.ticket.timeout_ns {
-                // The machine held the loop for part of the timeout, not the code (a thread
-                // waiting for a CPU): the monitor asks again every timeout while the block lasts,
-                // and code that really blocks keeps using the CPU until its own time is up.
-                Decision::Nothing
             } else if explicit_guard {
                 // The application's guard resolves it: the code under it is what it guards.
                 Decision::Terminate
@@ -417,13 +415,21 @@ impl Interrupts {
             {
                 Decision::Nothing
             } else if cx.running_microtasks && held_ns < p.ticket.microtask_grace_ns {
-                // Within its grace, not counting time the thread waited for a CPU: the monitor
-                // asks again every timeout.
-                Decision::Nothing
+                // Within its grace, not counting time the thread waited for a CPU: asked again
+                // when the grace could be over (never, for a reaction that is never interrupted).
+                match p.ticket.microtask_grace_ns {
+                    u64::MAX => Decision::Nothing,
+                    grace => Decision::Later(grace - held_ns),
+                }
             } else {
                 Decision::TerminateUnguarded
             };
-        if decision != Decision::Nothing
+        let terminates = matches!(decision, Decision::Terminate | Decision::TerminateUnguarded);
+        if terminates && held_ns < p.ticket.timeout_ns {
+            // The machine held the loop for part of the timeout, not the code (a thread waiting
+            // for a CPU): asked again when the code's own time could be up.
+            decision = Decision::Later(p.ticket.timeout_ns - held_ns);
+        } else if terminates
             && !explicit_guard
             && cx.code_returned
             && st.declined_as_returned != Some(p.iteration)
@@ -440,7 +446,7 @@ impl Interrupts {
                 p.microtask = cx.running_microtasks;
                 st.fired = Some(p);
             }
-            Decision::Nothing => {}
+            Decision::Nothing | Decision::Later(_) => {}
         }
         self.update_outstanding(&st);
         decision

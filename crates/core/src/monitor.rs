@@ -521,6 +521,21 @@ impl Watch {
             .is_some_and(|c| c.serial == ticket.block_serial)
     }
 
+    /// Asks for the block's next interrupt at `at_ns` if that is sooner than planned (see
+    /// [`interrupt_again_after`]). Returns whether the plan changed.
+    fn interrupt_sooner(&self, ticket: &SampleTicket, at_ns: u64) -> bool {
+        let mut st = lock(&self.state);
+        let open = st
+            .current
+            .as_ref()
+            .is_some_and(|c| c.serial == ticket.block_serial);
+        if !open || at_ns >= st.next_interrupt_ns {
+            return false;
+        }
+        st.next_interrupt_ns = at_ns;
+        true
+    }
+
     fn attach_sample(
         &self,
         ticket: SampleTicket,
@@ -718,6 +733,20 @@ fn find_watch(id: u64) -> Option<Arc<Watch>> {
 /// Whether the block a ticket belongs to is still in progress (its interrupt is still wanted).
 pub fn block_open(ticket: &SampleTicket) -> bool {
     find_watch(ticket.watch_id).is_some_and(|w| w.block_open(ticket))
+}
+
+/// The interrupt a ticket asked for was declined because the blocked code's own time (the block
+/// less the time its thread waited for a CPU) had not reached its deadline yet: its watch asks
+/// again once that time could have, `after_ns` from now, instead of one timeout later. Called on
+/// the loop's JavaScript thread, in the interrupt callback.
+pub fn interrupt_again_after(ticket: &SampleTicket, after_ns: u64) {
+    let at_ns = now_ns().saturating_add(after_ns);
+    let sooner = lock(&monitor().registry)
+        .watches
+        .interrupt_again_at(ticket, at_ns);
+    if sooner {
+        alarm::wake();
+    }
 }
 
 /// Ends the block in progress now, if one was warned about, and returns its record: the loop is

@@ -321,6 +321,41 @@ fn an_interrupting_watch_asks_again_every_timeout_while_the_block_lasts() {
 }
 
 #[test]
+fn an_interrupt_declined_for_the_machines_time_is_asked_again_when_the_codes_own_time_is_up() {
+    let mut cfg = config();
+    cfg.capture_stacks = false;
+    cfg.interrupt = true;
+    cfg.interrupt_unguarded = true;
+    let (mut rig, lp, sink, _) = idle_rig(cfg);
+    rig.run_for(20 * MS);
+    lp.wake_up();
+    let start = rig.now();
+    rig.run_until(start + 100 * MS);
+    let first = sink.requests()[0];
+    // The loop thread ran the interrupt 1 ms later: 101 ms of block, 41 of them waiting for a
+    // CPU, so 40 ms short of the code's own 100.
+    rig.run_for(MS);
+    rig.interrupt_again_after(&first, 40 * MS);
+    // A later time than planned changes nothing.
+    rig.interrupt_again_after(&first, 500 * MS);
+    rig.run_for(250 * MS);
+    let at: Vec<u64> = sink
+        .requests()
+        .iter()
+        .map(|r| (r.requested_ns - start) / MS)
+        .collect();
+    // Asked again at 141 ms, and at each later warning (every timeout) as before.
+    assert_eq!(at, [100, 141, 200, 300]);
+    // Once the block is over, nothing is asked again.
+    lp.turn_and_wait();
+    rig.run_for(10 * MS);
+    let last = *sink.requests().last().expect("asked");
+    rig.interrupt_again_after(&last, MS);
+    rig.run_for(200 * MS);
+    assert_eq!(sink.requests().len(), 4);
+}
+
+#[test]
 fn stopping_a_watch_during_a_block_returns_the_block_unended() {
     let mut cfg = config();
     cfg.log = LogTarget::StderrText;

@@ -282,6 +282,11 @@ unsafe fn interrupt(
                 false
             }
         }
+        Decision::Later(after_ns) => {
+            // At least 1 ms on: each retry is an interrupt of the blocked thread.
+            monitor::interrupt_again_after(&ticket, after_ns.max(1_000_000));
+            false
+        }
         Decision::Nothing => false,
     }
 }

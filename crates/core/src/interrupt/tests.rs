@@ -220,7 +220,7 @@ fn a_promise_reaction_is_terminated_only_after_its_grace() {
     i.request(graced(SECOND), ITERATION);
     assert_eq!(
         i.on_interrupt(graced(SECOND), frames("reaction"), microtasks()),
-        Decision::Nothing
+        Decision::Later(SECOND)
     );
     i.request(graced(3 * SECOND), ITERATION);
     assert_eq!(
@@ -248,9 +248,13 @@ fn time_the_thread_waited_for_a_cpu_does_not_count_against_a_reactions_grace() {
         i.on_interrupt(ticket, frames("reaction"), cx)
     };
     // 3 s of turn, 1.5 s of it waiting: 1.5 s of its own, within the grace.
-    assert_eq!(decide(3 * SECOND, 3 * SECOND / 2), Decision::Nothing);
+    // Asked again when the grace could be over, in 0.5 s.
+    assert_eq!(
+        decide(3 * SECOND, 3 * SECOND / 2),
+        Decision::Later(SECOND / 2)
+    );
     // A wait longer than the turn (clocks read at different moments) is not an underflow.
-    assert_eq!(decide(3 * SECOND, 4 * SECOND), Decision::Nothing);
+    assert_eq!(decide(3 * SECOND, 4 * SECOND), Decision::Later(2 * SECOND));
     // 5 s of turn, 2.5 s of its own: past the grace.
     assert_eq!(
         decide(5 * SECOND, 5 * SECOND / 2),
@@ -281,8 +285,11 @@ fn time_the_thread_waited_for_a_cpu_does_not_count_against_the_timeout() {
         } else {
             Decision::TerminateUnguarded
         };
-        // 1.5 s of turn, 0.6 s of it waiting: 0.9 s of its own.
-        assert_eq!(decide(3 * SECOND / 2, 6 * SECOND / 10), Decision::Nothing);
+        // 1.5 s of turn, 0.6 s of it waiting: 0.9 s of its own, asked again in 0.1 s.
+        assert_eq!(
+            decide(3 * SECOND / 2, 6 * SECOND / 10),
+            Decision::Later(SECOND / 10)
+        );
         // 2 s of turn, 0.6 s waiting: 1.4 s of its own, past the timeout.
         assert_eq!(decide(2 * SECOND, 6 * SECOND / 10), fires);
     }

@@ -139,6 +139,14 @@ impl<C: Clock> Watches<C> {
             .is_some_and(|w| w.block_open(ticket))
     }
 
+    /// Asks for the next interrupt of a ticket's block at `at_ns`, if that is sooner than planned
+    /// (see [`super::interrupt_again_after`]). Returns whether the plan changed (a cycle is then
+    /// due).
+    pub fn interrupt_again_at(&self, ticket: &SampleTicket, at_ns: u64) -> bool {
+        self.find(ticket.watch_id)
+            .is_some_and(|w| w.interrupt_sooner(ticket, at_ns))
+    }
+
     /// Hands a stack sample, captured now, to every watch that asked for it (see
     /// [`super::deliver_samples`]). Returns whether one was attached (a cycle is then due).
     pub fn deliver_samples(

@@ -253,6 +253,18 @@ impl Rig {
         }
     }
 
+    /// The loop thread declined a ticket's interrupt for `ns` more of the code's own time (see
+    /// `monitor::interrupt_again_after`); a cycle follows when that changed the plan (the monitor
+    /// is woken).
+    pub fn interrupt_again_after(&mut self, ticket: &SampleTicket, ns: u64) {
+        if self
+            .watches
+            .interrupt_again_at(ticket, self.now().saturating_add(ns))
+        {
+            self.cycle();
+        }
+    }
+
     /// Stops a watch now; returns the record of a block in progress. Its text is kept.
     pub fn remove(&mut self, id: u64) -> Option<String> {
         let mut fx = Effects::default();
