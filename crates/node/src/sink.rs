@@ -283,8 +283,8 @@ unsafe fn interrupt(
             }
         }
         Decision::Later(after_ns) => {
-            // At least 1 ms on: each retry is an interrupt of the blocked thread.
-            monitor::interrupt_again_after(&ticket, after_ns.max(1_000_000));
+            // At least 0.25 ms on: each retry interrupts the blocked thread (a stack walk).
+            monitor::interrupt_again_after(&ticket, after_ns.max(250_000));
             false
         }
         Decision::Nothing => false,
