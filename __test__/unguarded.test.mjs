@@ -46,6 +46,17 @@ const specifics = {
       ['immediate after 1', 'immediate after 2'],
       'the rest of the batch runs, in order',
     ),
+  'runInAsyncScope in setImmediate': (t, r) =>
+    t.deepEqual(
+      r.later.filter((l) => l.startsWith('immediate')),
+      ['immediate before', 'immediate after'],
+    ),
+  'runInAsyncScope in setImmediate, first of its batch': (t, r) =>
+    t.deepEqual(
+      r.later.filter((l) => l.startsWith('immediate')),
+      ['immediate after 1', 'immediate after 2'],
+      'the rest of the batch runs, in order',
+    ),
   'setInterval created before start()': (t, r) =>
     t.true(r.later.includes('interval 2') && r.later.includes('interval 3'), 'the interval keeps its schedule'),
   'setTimeout, among others due': (t, r) =>
@@ -223,8 +234,13 @@ for (const [mode, flags] of alsModes) {
 }
 
 // Async hooks of the application's own, and AsyncResource scopes: JavaScript pushes async-id levels
-// that the interrupted code never pops.
-for (const context of ['runInAsyncScope in fs callback', 'Promise.then with async hooks']) {
+// that the interrupted code never pops. In Immediate callbacks, the rest of the batch still runs.
+for (const context of [
+  'runInAsyncScope in fs callback',
+  'runInAsyncScope in setImmediate',
+  'runInAsyncScope in setImmediate, first of its batch',
+  'Promise.then with async hooks',
+]) {
   (unguardedSupported ? test : test.skip)(`${context}: interrupted, and the process recovers`, async (t) => {
     const r = await run(context);
     t.is(r.code, 0, r.stderr);
