@@ -344,6 +344,13 @@ impl NodeSink {
     /// (The scheduler's run-queue wait of `schedstat` would say it directly, but it counts a wait
     /// only once the thread runs again, so it misses the wait in progress, which is most of it
     /// when a thread barely gets a CPU.)
+    ///
+    /// Where the interrupt lands, `interrupt` applies the exact rule (the thread's CPU wait counted
+    /// to that moment). This check is not made redundant by it: a request that goes out is also
+    /// taken by the guard's late path when `run()` returns before V8 ran the interrupt (a starved
+    /// thread), which has no interrupt callback to decide in; not asking is what spares it there
+    /// (without the guard branch below, a guarded 6 ms of CPU at nice 19 beside a busy loop was
+    /// interrupted late, 1 run in 4: `cpu-times › guarded code whose thread waits...`).
     fn held_back(&self, ticket: &SampleTicket) -> bool {
         let Some(used) = self.env_loop.used_in_turn() else {
             return false;
