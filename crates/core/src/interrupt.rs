@@ -114,6 +114,16 @@ impl Delivery {
 }
 
 impl Pending {
+    /// The time the thread itself has held the loop in this block at `now`: the block counted to
+    /// that moment, less the thread's wait for a CPU in the turn.
+    fn held_ns(&self, now: &GuardExit) -> u64 {
+        let since_request = now.now_ns.saturating_sub(self.ticket.requested_ns);
+        self.ticket
+            .blocked_ns
+            .saturating_add(since_request)
+            .saturating_sub(now.turn_cpu_wait_ns)
+    }
+
     /// The error delivered to JavaScript (`installInterrupts`' `deliver` receives it):
     /// `{watchId, kind, microtask, blockedMs, frames}`, `frames` null when no stack was taken.
     pub fn delivery_json(&self, kind: Delivery) -> String {
@@ -274,6 +284,18 @@ pub struct Context {
     pub turn_cpu_wait_ns: u64,
 }
 
+/// What a guard frame that ends with a request outstanding knows of its thread, read on that
+/// thread (the loop's): the guard's late path applies the interrupt callback's rule with it.
+#[derive(Clone, Copy, Debug)]
+pub struct GuardExit {
+    /// The loop iteration now: a request of an earlier turn is not this guard's.
+    pub iteration: u64,
+    /// The clock now ([`crate::clock::now_ns`]): the block is counted to this moment.
+    pub now_ns: u64,
+    /// As [`Context::turn_cpu_wait_ns`]: how long the thread has waited for a CPU in this turn.
+    pub turn_cpu_wait_ns: u64,
+}
+
 impl Interrupts {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         lock_or_recover(&self.state, "interrupt::state")
@@ -368,8 +390,10 @@ impl Interrupts {
                 microtask: false,
             });
         } else if let Some(p) = st.requested.as_mut() {
-            // A retry: keep the first request, with the newest block length.
+            // A retry: keep the first request, with the newest block length (and the time it
+            // was counted at, with which the block is counted on: `Pending::held_ns`).
             p.ticket.blocked_ns = ticket.blocked_ns;
+            p.ticket.requested_ns = ticket.requested_ns;
         }
         self.update_outstanding(&st);
     }
@@ -469,13 +493,20 @@ impl Interrupts {
 
     /// JS thread: a guard frame ends. Returns the interrupt it must resolve. `take_late`: also take
     /// a request whose interrupt has not run yet (the guarded code blocked inside a native call);
-    /// never while a termination that we did not fire is unwinding through the guard.
+    /// never while a termination that we did not fire is unwinding through the guard. `now`: the
+    /// thread's facts, read only when a request is outstanding.
+    ///
+    /// A late request is taken only once the block, counted to now, less the time the thread
+    /// waited for a CPU, has reached the timeout: the rule the interrupt callback applies
+    /// ([`Interrupts::on_interrupt`]). A guarded call that returns on a starved thread before V8
+    /// ran the interrupt is not what held the loop; the request stays for its interrupt, which
+    /// decides where it lands.
     #[inline]
     pub fn exit_guard(
         &self,
         kind: GuardKind,
-        current_iteration: impl FnOnce() -> u64,
         take_late: bool,
+        now: impl FnOnce() -> GuardExit,
     ) -> Option<Taken> {
         self.guard_depth.fetch_sub(1, Ordering::Relaxed);
         if kind == GuardKind::Explicit {
@@ -484,15 +515,16 @@ impl Interrupts {
         if !self.outstanding.load(Ordering::Acquire) {
             return None;
         }
+        // Read before the lock: it may make a system call (the thread's run-queue wait).
+        let facts = take_late.then(now);
         let mut st = self.lock();
         let out = if let Some(p) = Self::take_fired(&mut st, Resolver::Guard) {
             Some(Taken::Fired(p))
-        } else if take_late
-            && st
-                .requested
+        } else if facts.is_some_and(|f| {
+            st.requested
                 .as_ref()
-                .is_some_and(|p| p.iteration == current_iteration())
-        {
+                .is_some_and(|p| p.iteration == f.iteration && p.held_ns(&f) >= p.ticket.timeout_ns)
+        }) {
             st.requested.take().map(Taken::Late)
         } else {
             None

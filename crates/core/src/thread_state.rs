@@ -38,24 +38,6 @@ pub fn read(tid: i32) -> Option<ThreadState> {
     }
 }
 
-/// Whether thread `tid` of this process is running or ready to run (state `R` in
-/// `/proc/self/task/<tid>/stat`), rather than asleep in the kernel; None where that cannot be read.
-/// One small file: cheap enough for a decision at a deadline.
-pub fn runnable(tid: i32) -> Option<bool> {
-    #[cfg(target_os = "linux")]
-    {
-        let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
-        // The state follows the command name, which is in parentheses and may hold anything.
-        let (_, rest) = stat.rsplit_once(')')?;
-        Some(rest.trim_start().starts_with('R'))
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = tid;
-        None
-    }
-}
-
 /// Which argument of a system call names the file it works on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FileArgument {
@@ -348,32 +330,6 @@ mod tests {
             assert_eq!(syscall_name(98), Some("futex"));
         }
         assert_eq!(syscall_name(-1), None);
-    }
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn tells_a_running_thread_from_a_sleeping_one() {
-        assert_eq!(runnable(own_tid()), Some(true), "the calling thread runs");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-        let t = std::thread::spawn(move || {
-            tx.send(own_tid()).unwrap();
-            go_rx.recv().unwrap();
-        });
-        let tid = rx.recv().unwrap();
-        // Asleep in recv (a futex wait) until told to go: give it a moment to get there.
-        let mut asleep = false;
-        for _ in 0..200 {
-            if runnable(tid) == Some(false) {
-                asleep = true;
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        assert!(asleep, "a thread waiting on a channel sleeps");
-        go_tx.send(()).unwrap();
-        t.join().unwrap();
-        assert_eq!(runnable(-1), None);
     }
 
     #[cfg(target_os = "linux")]

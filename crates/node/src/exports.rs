@@ -7,7 +7,7 @@
 //! contract of the `js` helpers and of most functions called here (`EnvLoop::get_or_create`, ...);
 //! the SAFETY comments below call it "the callback's contract".
 
-use loop_helpers_core::interrupt::{Delivery, GuardKind, Taken};
+use loop_helpers_core::interrupt::{Delivery, GuardExit, GuardKind, Taken};
 use loop_helpers_core::monitor::{self, WatchConfig};
 use loop_helpers_core::report::{json_frames, json_str, LogTarget, Origin};
 use loop_helpers_core::{alarm, clock, panics};
@@ -534,11 +534,18 @@ unsafe fn invoke_guarded(
     // (worker.terminate(), a vm timeout around us). A normal return cannot be one.
     // SAFETY: on the isolate's thread (env's JS thread).
     let terminating = status != NAPI_OK && unsafe { v8::is_terminating(env_loop.isolate) };
-    let taken = env_loop.interrupts.exit_guard(
-        kind,
-        || env_loop.iteration(),
-        mode == Mode::Throw && !terminating,
-    );
+    let taken = env_loop
+        .interrupts
+        .exit_guard(kind, mode == Mode::Throw && !terminating, || GuardExit {
+            iteration: env_loop.iteration(),
+            now_ns: clock::now_ns(),
+            // On the loop thread: its wait so far this turn is counted (one system call, only
+            // when a request is outstanding).
+            turn_cpu_wait_ns: env_loop
+                .used_in_turn()
+                .and_then(|t| t.cpu_wait_ns)
+                .unwrap_or(0),
+        });
     let pass_through = || {
         if status == NAPI_OK {
             result

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use loop_helpers_core::context::ContextCapture;
 use loop_helpers_core::interrupt::looks::Look;
 use loop_helpers_core::interrupt::{Context, Decision};
-use loop_helpers_core::monitor::{self, LoopProbe, SampleTicket, WatchSink};
+use loop_helpers_core::monitor::{self, SampleTicket, WatchSink};
 use loop_helpers_core::panics;
 
 use crate::async_context::{self, AsyncContextSpec};
@@ -332,40 +332,25 @@ impl WatchOutput for NodeSink {
 }
 
 impl NodeSink {
-    /// Whether the turn has used less than half a timeout of CPU (where that can be read), so
-    /// that an interrupt now would stop code that is not what blocks:
-    /// - outside `run()`/`wrap()`, the rest was the thread waiting for a CPU (a loaded machine)
-    ///   or in a system call, and an interrupt would land in whatever innocent code runs next;
-    /// - inside them, only if the thread is running or ready to run now (Linux): then the rest
-    ///   was waiting for a CPU, and the guarded code was not what held the loop. A thread asleep
-    ///   in a system call is what a guard is for (`execSync`, a slow disk): its deadline holds,
-    ///   as it does where the thread's state cannot be read.
+    /// Whether the turn has used less than half a timeout of CPU (where that can be read) outside
+    /// `run()`/`wrap()`: the rest was the thread waiting for a CPU (a loaded machine) or in a
+    /// system call, and an interrupt would land in whatever innocent code runs next. The block is
+    /// reported, not interrupted.
     ///
-    /// (The scheduler's run-queue wait of `schedstat` would say it directly, but it counts a wait
-    /// only once the thread runs again, so it misses the wait in progress, which is most of it
-    /// when a thread barely gets a CPU.)
-    ///
-    /// Where the interrupt lands, `interrupt` applies the exact rule (the thread's CPU wait counted
-    /// to that moment). This check is not made redundant by it: a request that goes out is also
-    /// taken by the guard's late path when `run()` returns before V8 ran the interrupt (a starved
-    /// thread), which has no interrupt callback to decide in; not asking is what spares it there
-    /// (without the guard branch below, a guarded 6 ms of CPU at nice 19 beside a busy loop was
-    /// interrupted late, 1 run in 4: `cpu-times › guarded code whose thread waits...`).
+    /// Inside a guard, the request goes out: a thread asleep in a system call is what a guard is
+    /// for (`execSync`, a slow disk), and the time the thread waited for a CPU is left out where
+    /// the request is decided, on the loop thread, with the wait counted to that moment: in the
+    /// interrupt callback, or in the guard's late path when the call returns first
+    /// ([`loop_helpers_core::interrupt::Interrupts::exit_guard`]). (The scheduler's run-queue
+    /// wait of `schedstat` counts a wait only once the thread runs again, so read from here it
+    /// would miss the wait in progress, most of it when a thread barely gets a CPU.)
     fn held_back(&self, ticket: &SampleTicket) -> bool {
-        let Some(used) = self.env_loop.used_in_turn() else {
-            return false;
-        };
-        if used.cpu_ns >= ticket.timeout_ns / 2 {
-            return false;
-        }
         if self.env_loop.interrupts.in_explicit_guard() {
-            self.env_loop
-                .thread_id()
-                .and_then(loop_helpers_core::thread_state::runnable)
-                .unwrap_or(false)
-        } else {
-            true
+            return false;
         }
+        self.env_loop
+            .used_in_turn()
+            .is_some_and(|used| used.cpu_ns < ticket.timeout_ns / 2)
     }
 }
 

@@ -68,8 +68,18 @@ fn everywhere() -> Interrupts {
     i
 }
 
+/// The guard's view of its thread when it ends: in `iteration`, at the request's own time, no
+/// CPU wait.
+fn at(iteration: u64) -> impl FnOnce() -> GuardExit {
+    move || GuardExit {
+        iteration,
+        now_ns: 0,
+        turn_cpu_wait_ns: 0,
+    }
+}
+
 fn exit(i: &Interrupts, kind: GuardKind, take_late: bool) -> Option<Taken> {
-    i.exit_guard(kind, || ITERATION, take_late)
+    i.exit_guard(kind, take_late, at(ITERATION))
 }
 
 #[test]
@@ -392,7 +402,7 @@ fn a_guard_leaves_a_late_request_alone_when_it_may_not_take_it() {
     // A request of an earlier turn is not this guard's.
     i.enter_guard(GuardKind::Explicit);
     assert!(i
-        .exit_guard(GuardKind::Explicit, || ITERATION + 1, true)
+        .exit_guard(GuardKind::Explicit, true, at(ITERATION + 1))
         .is_none());
     // Still pending for its own interrupt (it never outlives its block, checked there).
     i.enter_guard(GuardKind::Explicit);
@@ -419,7 +429,7 @@ fn requests_keep_the_first_of_a_block_unless_an_everywhere_watch_upgrades_it() {
     i.enter_guard(GuardKind::Explicit);
     i.request(ticket(false, SECOND), ITERATION + 1);
     i.request(ticket(true, SECOND), ITERATION + 1);
-    match i.exit_guard(GuardKind::Explicit, || ITERATION + 1, true) {
+    match i.exit_guard(GuardKind::Explicit, true, at(ITERATION + 1)) {
         Some(Taken::Late(p)) => assert!(p.ticket.unguarded),
         other => panic!("expected Late, got {other:?}"),
     }
@@ -428,7 +438,7 @@ fn requests_keep_the_first_of_a_block_unless_an_everywhere_watch_upgrades_it() {
     i.enter_guard(GuardKind::Explicit);
     i.request(ticket(false, SECOND), ITERATION + 1);
     i.request(ticket(false, 5 * SECOND), ITERATION + 2);
-    match i.exit_guard(GuardKind::Explicit, || ITERATION + 2, true) {
+    match i.exit_guard(GuardKind::Explicit, true, at(ITERATION + 2)) {
         Some(Taken::Late(p)) => assert_eq!(p.iteration, ITERATION + 2),
         other => panic!("expected Late, got {other:?}"),
     }
@@ -529,7 +539,7 @@ fn errors_for_javascript_carry_the_watch_the_block_length_and_the_stack() {
     // A late request: no stack was taken.
     i.enter_guard(GuardKind::Explicit);
     i.request(ticket(false, 2 * SECOND), ITERATION + 1);
-    let Some(Taken::Late(late)) = i.exit_guard(GuardKind::Explicit, || ITERATION + 1, true) else {
+    let Some(Taken::Late(late)) = i.exit_guard(GuardKind::Explicit, true, at(ITERATION + 1)) else {
         panic!("expected Late");
     };
     assert_eq!(
@@ -634,4 +644,58 @@ fn code_that_started_after_the_previous_look_is_left_running_once_per_block_outs
     );
     assert_eq!(ask(&i, ITERATION), Decision::Nothing);
     assert_eq!(ask(&i, ITERATION), Decision::TerminateUnguarded);
+}
+
+#[test]
+fn a_guard_takes_a_late_request_only_once_its_own_time_reached_the_timeout() {
+    let i = Interrupts::default();
+    // Requested at the deadline, at 10 s on the clock.
+    let mut first = ticket(false, SECOND);
+    first.requested_ns = 10 * SECOND;
+    i.enter_guard(GuardKind::Explicit);
+    i.request(first, ITERATION);
+    // The call returns 0.2 s later, before V8 ran the interrupt; its thread waited 0.5 s for a
+    // CPU in the turn, so it held the loop 0.7 s of the 1.2 s: not late.
+    let starved = || GuardExit {
+        iteration: ITERATION,
+        now_ns: 10 * SECOND + SECOND / 5,
+        turn_cpu_wait_ns: SECOND / 2,
+    };
+    assert!(i.exit_guard(GuardKind::Explicit, true, starved).is_none());
+    // The request stays for its interrupt, which applies the same rule where it lands.
+    let cx = Context {
+        blocked_now_ns: SECOND + SECOND / 5,
+        turn_cpu_wait_ns: SECOND / 2,
+        ..plain()
+    };
+    i.enter_guard(GuardKind::Explicit);
+    assert_eq!(
+        i.on_interrupt(first, frames("spin"), cx),
+        Decision::Later(3 * SECOND / 10)
+    );
+    assert!(i.exit_guard(GuardKind::Explicit, true, starved).is_none());
+
+    // A retry is counted from its own time: blocked 2 s at 11 s, the guard ends 0.1 s later
+    // with 1.2 s of CPU wait: 0.9 s held, not late (from the first request's time: 1.9 s).
+    let mut retry = ticket(false, 2 * SECOND);
+    retry.requested_ns = 11 * SECOND;
+    i.enter_guard(GuardKind::Explicit);
+    i.request(first, ITERATION);
+    i.request(retry, ITERATION);
+    let later = |wait| {
+        move || GuardExit {
+            iteration: ITERATION,
+            now_ns: 11 * SECOND + SECOND / 10,
+            turn_cpu_wait_ns: wait,
+        }
+    };
+    assert!(i
+        .exit_guard(GuardKind::Explicit, true, later(SECOND + SECOND / 5))
+        .is_none());
+    // With less of it waited, the call's own time passed the timeout: late.
+    i.enter_guard(GuardKind::Explicit);
+    match i.exit_guard(GuardKind::Explicit, true, later(SECOND / 2)) {
+        Some(Taken::Late(p)) => assert_eq!(p.ticket.blocked_ns, 2 * SECOND),
+        other => panic!("expected Late, got {other:?}"),
+    }
 }
