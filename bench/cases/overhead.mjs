@@ -88,6 +88,8 @@ export function runOverhead(opts) {
         /** The 95% interval of that median (bootstrap); undefined with a single round. */
         ratioInterval: interval?.map((x) => round(x, 3)),
         addedNs: round(median(t.map((v, r) => v - base[r])), 1),
+        /** Each round's ns per callback, in round order (for paired comparisons between configurations). */
+        nsByRound: t.map((v) => round(v, 1)),
         loopCpuNsPerCallback: cpuRatios === null ? null : round(median(c), 1),
         loopCpuRatio: cpuRatios === null ? null : round(median(cpuRatios), 3),
       });
