@@ -22,8 +22,9 @@
 //   uncounted, which gives that count back.
 // The cost while no interrupt happens: one accessor call and two loads per callback, and one
 // accessor call when it is created. Counted with callgrind on Node 24, `interrupt: 'everywhere'`
-// adds 75 instructions per setImmediate ping-pong callback over detect-only, where it added 179
-// while the recorder stored the Immediate into a module variable (see `immediateHolder`). A Timeout's recorder is on `_timerArgs`, not `_onTimeout`:
+// adds 78 instructions per setImmediate ping-pong callback over detect-only, where it added 182
+// while the recorder stored the Immediate into a module variable (see `immediateHolder`).
+// A Timeout's recorder is on `_timerArgs`, not `_onTimeout`:
 // Node reads `_onTimeout` twice per run (a check, then the call) and clearTimeout() reads and
 // writes it, while `_timerArgs` is read once, right before the call, and written when the
 // Timeout is made.

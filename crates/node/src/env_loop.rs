@@ -715,6 +715,14 @@ impl EnvLoop {
         Some(self.times_now()?.since(start.times))
     }
 
+    /// How long the loop thread has waited for a CPU in its current turn (Linux's run-queue wait;
+    /// 0 where it cannot be read). Read on the loop thread itself, the wait that ended when it got
+    /// the CPU back is counted (from another thread, a wait in progress is not). One system call:
+    /// read only where an interrupt request is decided, never per turn.
+    pub fn turn_cpu_wait_ns(&self) -> u64 {
+        self.used_in_turn().and_then(|t| t.cpu_wait_ns).unwrap_or(0)
+    }
+
     /// CPU time the loop thread has used so far (any thread), where it can be read.
     pub fn cpu_ns(&self) -> Option<u64> {
         self.times_now().map(|t| t.cpu_ns)

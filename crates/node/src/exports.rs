@@ -539,12 +539,8 @@ unsafe fn invoke_guarded(
         .exit_guard(kind, mode == Mode::Throw && !terminating, || GuardExit {
             iteration: env_loop.iteration(),
             now_ns: clock::now_ns(),
-            // On the loop thread: its wait so far this turn is counted (one system call, only
-            // when a request is outstanding).
-            turn_cpu_wait_ns: env_loop
-                .used_in_turn()
-                .and_then(|t| t.cpu_wait_ns)
-                .unwrap_or(0),
+            // Called only when a request is outstanding.
+            turn_cpu_wait_ns: env_loop.turn_cpu_wait_ns(),
         });
     let pass_through = || {
         if status == NAPI_OK {

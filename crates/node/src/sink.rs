@@ -253,12 +253,8 @@ unsafe fn interrupt(
         blocked_now_ns: ticket
             .blocked_ns
             .saturating_add(loop_helpers_core::clock::now_ns().saturating_sub(ticket.requested_ns)),
-        // Read here, on the loop thread: the wait that ended when this callback got the CPU is
-        // counted (see `NodeSink::held_back`). One system call, at a deadline only.
-        turn_cpu_wait_ns: env_loop
-            .used_in_turn()
-            .and_then(|t| t.cpu_wait_ns)
-            .unwrap_or(0),
+        // On the loop thread: the wait that ended when this callback got the CPU is counted.
+        turn_cpu_wait_ns: env_loop.turn_cpu_wait_ns(),
     };
     match env_loop
         .interrupts
