@@ -90,8 +90,10 @@ export interface InstallInterruptsOptions {
   afterTermination: ((trigger: (sentinel: unknown) => void, popped: unknown[] | undefined) => void) | null;
   /**
    * Int32Array over a SharedArrayBuffer, element 0 set while an Immediate callback that
-   * `afterTermination` can repair runs (lib/timer-repair.ts), or null: no Immediate is repaired,
-   * so none is terminated.
+   * `afterTermination` can repair runs (lib/timer-repair.ts, mode `'record'`), or null. With
+   * `asyncWrap` and `afterTermination`, every Immediate can be repaired (the levels the precise
+   * repair pops name it) and this is not read; otherwise null means that none is, so none is
+   * terminated.
    */
   immediateRunning: Int32Array | null;
 }

@@ -10,24 +10,35 @@
 //   at it: Node's check phase calls `processImmediate` again right away, which then reads
 //   `prevImmediate._idleNext` of undefined (a TypeError at every turn). When it was the first of
 //   its batch, the cursor was never set, and the rest of the batch is simply lost.
-// Node reads `timer._timerArgs` / `immediate._onImmediate` right before it calls the callback, so
-// an accessor on the prototypes records which object's callback started; the repair, run once the
-// terminated JavaScript has unwound (before Node's C++ calls `processTimers`/`processImmediate`
-// again), finishes what the `finally` would have done, with public API only:
+// The repair, run once the terminated JavaScript has unwound (before Node's C++ calls
+// `processTimers`/`processImmediate` again), finishes what the `finally` would have done, with
+// public API only:
 // - Timeout: re-armed (`refresh()`) if it repeats, else `clearTimeout()`;
 // - Immediate, first of its batch: the rest of the batch is spliced into Node's queue between two
 //   immediates of ours, in order, so it runs in this same check phase;
 // - Immediate after others: it runs once more as a no-op (the cursor is on it), which counts it
 //   off Node's immediate count a second time; one immediate of ours is left off every list
 //   uncounted, which gives that count back.
-// The cost while no interrupt happens: one accessor call and two loads per callback, and one
-// accessor call when it is created. Counted with callgrind on Node 24, `interrupt: 'everywhere'`
-// adds 78 instructions per setImmediate ping-pong callback over detect-only, where it added 182
-// while the recorder stored the Immediate into a module variable (see `immediateHolder`).
-// A Timeout's recorder is on `_timerArgs`, not `_onTimeout`:
-// Node reads `_onTimeout` twice per run (a check, then the call) and clearTimeout() reads and
-// writes it, while `_timerArgs` is read once, right before the call, and written when the
-// Timeout is made.
+//
+// Which Timeout or Immediate was cut short is found one of two ways ({@link TimerRepairMode}):
+// - 'resources' (Node 20 and 22): the precise async-id repair (crates/node/src/unguarded.rs) pops
+//   every level the interrupted JavaScript pushed, and hands over their async resources, innermost
+//   first. Node pushes the Timeout or Immediate itself as the resource of its callback, so it is
+//   among them, also under an AsyncResource scope entered inside the callback. Nothing runs per
+//   callback, and every Immediate can be repaired, whenever it was made.
+// - 'record' (Node 24+, where only the innermost resource is known): Node reads
+//   `timer._timerArgs` / `immediate._onImmediate` right before it calls the callback, so an
+//   accessor on the prototypes records which object's callback started. The cost while no
+//   interrupt happens: one accessor call and two loads per callback, and one accessor call when it
+//   is created. Counted with callgrind on Node 24, `interrupt: 'everywhere'` adds 78 instructions
+//   per setImmediate ping-pong callback over detect-only, where it added 182 while the recorder
+//   stored the Immediate into a module variable (see `immediateHolder`). On V8 11-12 (Node 20,
+//   22) the accessor call itself is not inlined and costs ~130 instructions, which is why those
+//   versions use 'resources'. A Timeout's recorder is on `_timerArgs`, not `_onTimeout`: Node
+//   reads `_onTimeout` twice per run (a check, then the call) and clearTimeout() reads and writes
+//   it, while `_timerArgs` is read once, right before the call, and written when the Timeout is
+//   made. An Immediate made before the recorders were installed keeps its callback in an own
+//   property, is never recorded, and so is never terminated (see {@link immediateRunningCell}).
 
 const kTimerArgs = Symbol('loop-helpers:timerArgs');
 const kOnImmediate = Symbol('loop-helpers:onImmediate');
@@ -50,6 +61,7 @@ interface ImmediateLike {
   _idlePrev: ImmediateLike | null;
   _destroyed: boolean;
   _argv: unknown;
+  _onImmediate?: unknown;
   [kOnImmediate]?: unknown;
   unref(): unknown;
 }
@@ -59,6 +71,13 @@ export interface RepairTimers {
   setImmediate: (cb: () => void) => unknown;
   clearTimeout: (t: unknown) => void;
 }
+
+/**
+ * How the repair finds the Timeout or Immediate whose callback was cut short (see the module
+ * comment): `'resources'` among the async resources the precise async-id repair popped, which
+ * hold it; `'record'` from accessors on the prototypes that see each callback start.
+ */
+export type TimerRepairMode = 'resources' | 'record';
 
 /** The Timeout whose callback Node started last (see the module comment). */
 let startedTimeout: TimeoutLike | undefined;
@@ -75,6 +94,9 @@ const HOLDER_USES = 256;
 let timers: RepairTimers | undefined;
 /** Node's real Timeout prototype, when found. */
 let timeoutProto: object | undefined;
+/** Where an Immediate's callback is: behind the recorder, or Node's own property. */
+let immediateSlot: typeof kOnImmediate | '_onImmediate' = '_onImmediate';
+let mode: TimerRepairMode = 'resources';
 /**
  * 1 while the callback of `immediateHolder.started` runs, read by the native interrupt callback:
  * an Immediate created before the recorders were installed keeps its callback in an own property,
@@ -85,17 +107,20 @@ let immediateRunning: Int32Array | null = null;
 const noop = (): void => {};
 
 /**
- * Puts the recording accessors on Node's Timeout and Immediate prototypes (either may be missing:
- * then that kind is never repaired, and an Immediate never terminated: see
- * {@link immediateRunningCell}).
+ * Prepares the repair. With `'record'`, puts the recording accessors on Node's Timeout and
+ * Immediate prototypes. Either prototype may be missing: then that kind is never repaired (and,
+ * with `'record'`, an Immediate never terminated: see {@link immediateRunningCell}).
  */
-export function installTimerRecorders(
+export function installTimerRepair(
   TimeoutProto: object | undefined,
   ImmediateProto: object | undefined,
   nodeTimers: RepairTimers,
+  how: TimerRepairMode,
 ): void {
   timers = nodeTimers;
   timeoutProto = TimeoutProto;
+  mode = how;
+  if (how === 'resources') return;
   if (TimeoutProto && !Object.getOwnPropertyDescriptor(TimeoutProto, '_timerArgs')) {
     Object.defineProperty(TimeoutProto, '_timerArgs', {
       configurable: true,
@@ -133,12 +158,13 @@ export function installTimerRecorders(
       },
     });
     immediateRunning = running;
+    immediateSlot = kOnImmediate;
   }
 }
 
 /**
- * The flag the native side reads to tell whether the Immediate callback running now can be
- * repaired (null: no Immediate can be).
+ * The flag the native side reads, with `'record'`, to tell whether the Immediate callback running
+ * now can be repaired (null: no Immediate is recorded; with `'resources'`, every one can be).
  */
 export function immediateRunningCell(): Int32Array | null {
   return immediateRunning;
@@ -147,19 +173,36 @@ export function immediateRunningCell(): Int32Array | null {
 /**
  * Called once terminated JavaScript has unwound: finishes the bookkeeping of a Timeout or
  * Immediate callback that the termination cut short, if any. `resources`: the async resources the
- * interrupted code had entered (innermost first), among which a Timeout created before the
- * recorders were installed is found (its arguments are an own property, which they never see read).
+ * interrupted code had entered (innermost first): with `'resources'`, all of them; with
+ * `'record'`, the innermost, where a Timeout created before the recorders were installed is found
+ * (its arguments are an own property, which they never see read).
  */
 export function repairInterruptedTimers(resources: readonly unknown[]): void {
   const t = startedTimeout;
-  const im = immediateHolder.started;
+  const recorded = immediateHolder.started;
   startedTimeout = undefined;
   immediateHolder.started = undefined;
   if (immediateRunning) immediateRunning[0] = 0;
   if (!timers) return;
   const cutShort = t && timeoutCutShort(t) ? t : resources.find(isCutShortTimeout);
   if (cutShort) repairTimeout(cutShort, timers);
+  const im = mode === 'record' ? recorded : resources.find(isImmediate);
   if (im && immediateCutShort(im)) repairImmediate(im, timers);
+}
+
+/**
+ * Whether an async resource is one of Node's Immediates, with mode `'resources'` (no accessor on
+ * the prototype: the callback is an own property). By its shape, not by its prototype, which may
+ * not have been found (fake timers installed before this module loaded): the native side counts
+ * on every Immediate being found here.
+ */
+function isImmediate(r: unknown): r is ImmediateLike {
+  return (
+    typeof r === 'object' &&
+    r !== null &&
+    Object.hasOwn(r, '_onImmediate') &&
+    typeof (r as ImmediateLike)._destroyed === 'boolean'
+  );
 }
 
 function isCutShortTimeout(r: unknown): r is TimeoutLike {
@@ -189,7 +232,7 @@ function repairTimeout(t: TimeoutLike, nodeTimers: RepairTimers): void {
 
 /** Its callback started, and processImmediate's `finally` did not run (it clears the callback). */
 function immediateCutShort(im: ImmediateLike): boolean {
-  return im._destroyed && typeof im[kOnImmediate] === 'function';
+  return im._destroyed && typeof im[immediateSlot] === 'function';
 }
 
 function repairImmediate(im: ImmediateLike, nodeTimers: RepairTimers): void {
@@ -198,7 +241,7 @@ function repairImmediate(im: ImmediateLike, nodeTimers: RepairTimers): void {
     // First of its batch: Node's cursor was never set, and the rest of the batch hangs off this
     // one alone. Splice it between two immediates of ours, so that it runs next, in order, and
     // anything appended later still goes after it.
-    im[kOnImmediate] = null;
+    im[immediateSlot] = null;
     const rest = im._idleNext;
     im._idleNext = null;
     if (rest === null) return;
@@ -215,7 +258,7 @@ function repairImmediate(im: ImmediateLike, nodeTimers: RepairTimers): void {
   }
   // After others: Node's cursor is on it, and Node runs it again first. Let it, as a no-op.
   im._destroyed = false;
-  im[kOnImmediate] = noop;
+  im[immediateSlot] = noop;
   im._argv = undefined;
   // That second run counts it off Node's immediate count once more. Give one back: an immediate
   // of ours, counted when created, unref'd, and taken off the list (between two others, so that
@@ -229,5 +272,5 @@ function repairImmediate(im: ImmediateLike, nodeTimers: RepairTimers): void {
   spare._idleNext = null;
   spare._idlePrev = null;
   spare._destroyed = true;
-  spare[kOnImmediate] = null;
+  spare[immediateSlot] = null;
 }

@@ -9,12 +9,7 @@ import { executionAsyncResource } from 'node:async_hooks';
 import * as nodeTimers from 'node:timers';
 import { forgetInterruptedLoads, installRequireRepair, loadDepth } from './modules';
 import { native } from './native';
-import {
-  immediateRunningCell,
-  installTimerRecorders,
-  type RepairTimers,
-  repairInterruptedTimers,
-} from './timer-repair';
+import { immediateRunningCell, installTimerRepair, type RepairTimers, repairInterruptedTimers } from './timer-repair';
 
 interface Installed {
   guardApply: (fn: (...args: unknown[]) => unknown, ...args: unknown[]) => unknown;
@@ -168,7 +163,9 @@ function install(deliver: (json: string) => void): Installed {
   const binding = asyncWrapBinding();
   const c = binding?.constants;
   const { TimeoutProto, ImmediateProto } = timerPrototypes();
-  installTimerRecorders(TimeoutProto, ImmediateProto, timersAtLoad as RepairTimers);
+  // With the precise async-id repair, the levels it pops name the Timeout or Immediate that was cut
+  // short, and nothing needs to run per callback; elsewhere accessors record each one as it starts.
+  installTimerRepair(TimeoutProto, ImmediateProto, timersAtLoad as RepairTimers, binding ? 'resources' : 'record');
   const [guardApply, reason] = native().installInterrupts(
     {
       asyncWrap: binding

@@ -732,8 +732,10 @@ unsafe fn no_panic(env: napi_env, f: impl FnOnce() -> napi_value) -> napi_value 
 /// `{ binding, kStackLength, kExecutionAsyncId, kTriggerAsyncId }` (Node's async_wrap binding and
 /// the indices of its fields); `afterTermination`, null or a function; `immediateRunning`, null or
 /// an Int32Array over a SharedArrayBuffer whose first element `lib/timer-repair.ts` keeps at 1
-/// while a recorded Immediate callback runs: then `afterTermination` can repair that Immediate, and
-/// only then is one terminated (unrepaired, Node could not go on).
+/// while a recorded Immediate callback runs: then `afterTermination` can repair that Immediate.
+/// With `asyncWrap` and `afterTermination` every Immediate can be (the popped levels name it), and
+/// `immediateRunning` is not needed; otherwise only a recorded one is terminated (unrepaired, Node
+/// could not go on).
 ///
 /// `reason` is null when unguarded code can be interrupted, otherwise why not (then only guarded
 /// code is: run()/wrap() and the callback guards). Unguarded code needs V8's after-termination

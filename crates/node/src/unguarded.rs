@@ -93,9 +93,10 @@ pub struct Support {
     /// uncaught-exception path when the precise repair was not possible (`repaired` false), drops
     /// interrupted `require()` loads from the module cache, and repairs Node's timer lists.
     pub after_termination: Option<napi_ref>,
-    /// Set while an Immediate callback that `afterTermination` can repair runs. Without it, Node
-    /// cannot go on after one was cut short (its check phase would throw at every turn), so none
-    /// is terminated.
+    /// Set while an Immediate callback that `afterTermination` can repair runs, where the
+    /// Immediates' recorder does that (Node 24+: see [`Support::immediate_repairable`]). Node
+    /// cannot go on after an unrepaired one was cut short (its check phase would throw at every
+    /// turn), so no other is terminated.
     immediate_running: Option<RunningCell>,
     deliver: Arc<JsChannel>,
 }
@@ -146,10 +147,16 @@ impl Support {
     }
 
     /// Whether the Immediate callback running now (if any) can be repaired after a termination.
+    /// With the precise async-id repair, `afterTermination` receives the resources of every level
+    /// it popped, and Node pushed the running Immediate as one of them, whoever made it
+    /// (lib/timer-repair.ts, mode `'resources'`): every one can be. Otherwise only one that the
+    /// recorder saw start can be.
     pub fn immediate_repairable(&self) -> bool {
-        self.immediate_running
-            .as_ref()
-            .is_some_and(RunningCell::is_set)
+        (self.async_wrap.is_some() && self.after_termination.is_some())
+            || self
+                .immediate_running
+                .as_ref()
+                .is_some_and(RunningCell::is_set)
     }
 
     /// Can the async-id stack be repaired after an unguarded termination, one way or the other?
