@@ -117,10 +117,8 @@ impl Pending {
     /// The time the thread itself has held the loop in this block at `now`: the block counted to
     /// that moment, less the thread's wait for a CPU in the turn.
     fn held_ns(&self, now: &GuardExit) -> u64 {
-        let since_request = now.now_ns.saturating_sub(self.ticket.requested_ns);
         self.ticket
-            .blocked_ns
-            .saturating_add(since_request)
+            .blocked_at(now.now_ns)
             .saturating_sub(now.turn_cpu_wait_ns)
     }
 
@@ -272,9 +270,9 @@ pub struct Context {
     /// stack, the interrupt waits for the monitor's next request, one timeout later; once per
     /// block, then whatever runs is stopped.
     pub code_returned: bool,
-    /// How long the loop has been blocked now, in this callback (the request's `blocked_ns` plus
-    /// the time since it was made); 0 where unknown, and then the request's own count is used.
-    pub blocked_now_ns: u64,
+    /// The clock in this callback ([`crate::clock::now_ns`]): the block is counted to this moment
+    /// ([`SampleTicket::blocked_at`]); 0 where unknown, and then the request's own count is used.
+    pub now_ns: u64,
     /// How long the loop thread has waited for a CPU in this turn so far (Linux's run-queue wait,
     /// read on the loop thread itself, so the wait before this callback is counted; 0 where it
     /// cannot be read). No deadline counts it, neither the timeout nor a promise reaction's
@@ -413,11 +411,7 @@ impl Interrupts {
             self.update_outstanding(&st);
             return Decision::Nothing;
         }
-        p.ticket.blocked_ns = p
-            .ticket
-            .blocked_ns
-            .max(ticket.blocked_ns)
-            .max(cx.blocked_now_ns);
+        p.ticket.blocked_ns = p.ticket.blocked_ns.max(ticket.blocked_at(cx.now_ns));
         p.frames = Some(frames);
         // The time the thread itself held the loop: the block less the thread's wait for a CPU.
         let held_ns = p.ticket.blocked_ns.saturating_sub(cx.turn_cpu_wait_ns);

@@ -92,6 +92,16 @@ pub struct SampleTicket {
     pub microtask_grace_ns: u64,
 }
 
+impl SampleTicket {
+    /// How long the loop has been blocked at `now_ns` ([`crate::clock::now_ns`]): the count at the
+    /// request plus the time since. A `now_ns` before the request (0: unknown) gives the count at
+    /// the request.
+    pub fn blocked_at(&self, now_ns: u64) -> u64 {
+        self.blocked_ns
+            .saturating_add(now_ns.saturating_sub(self.requested_ns))
+    }
+}
+
 /// Where a detector's results go. Implemented by the Node binding.
 pub trait WatchSink: Send + Sync {
     /// Asks the loop's JavaScript thread for a stack sample, to be handed to [`deliver_sample`].

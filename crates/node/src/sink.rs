@@ -251,9 +251,7 @@ unsafe fn interrupt(
                 && f.file_name.starts_with("node:internal/bootstrap/")
         }),
         code_returned,
-        blocked_now_ns: ticket
-            .blocked_ns
-            .saturating_add(loop_helpers_core::clock::now_ns().saturating_sub(ticket.requested_ns)),
+        now_ns: loop_helpers_core::clock::now_ns(),
         // On the loop thread: the wait that ended when this callback got the CPU is counted.
         turn_cpu_wait_ns: env_loop.turn_cpu_wait_ns(),
     };

@@ -56,7 +56,7 @@ fn plain() -> Context {
         in_own_code: false,
         no_javascript: false,
         code_returned: false,
-        blocked_now_ns: 0,
+        now_ns: 0,
         turn_cpu_wait_ns: 0,
     }
 }
@@ -310,7 +310,7 @@ fn the_block_is_counted_up_to_the_callback_not_only_to_the_request() {
     let i = everywhere();
     // Requested at 1 s of block; the callback ran 0.5 s later, with 0.4 s waited: 1.1 s its own.
     let cx = Context {
-        blocked_now_ns: 3 * SECOND / 2,
+        now_ns: SECOND / 2,
         turn_cpu_wait_ns: 4 * SECOND / 10,
         ..plain()
     };
@@ -664,7 +664,7 @@ fn a_guard_takes_a_late_request_only_once_its_own_time_reached_the_timeout() {
     assert!(i.exit_guard(GuardKind::Explicit, true, starved).is_none());
     // The request stays for its interrupt, which applies the same rule where it lands.
     let cx = Context {
-        blocked_now_ns: SECOND + SECOND / 5,
+        now_ns: 10 * SECOND + SECOND / 5,
         turn_cpu_wait_ns: SECOND / 2,
         ..plain()
     };
