@@ -84,8 +84,8 @@ unsafe extern "C" fn on_interrupt(isolate: *mut v8::Isolate, data: *mut c_void) 
 
 /// Whether the code runs inside an Immediate callback that the timer repair cannot repair (where
 /// the repair relies on its recorder, Node 24+: one created before the recorder was installed; or
-/// no repair at all). Between two Immediate callbacks
-/// (ticks and microtasks Node runs there) nothing needs repairing.
+/// no repair at all). Between two Immediate callbacks (ticks and microtasks Node runs there)
+/// nothing needs repairing.
 fn in_unrepairable_immediate(
     env_loop: &EnvLoop,
     frames: &[loop_helpers_core::report::Frame],
