@@ -107,7 +107,7 @@ export function runAsyncContext(opts) {
     self,
     ['off', 'on'],
     (c) => ['--turns', c, sized(opts, '1000000', '200000', '20000')],
-    sized(opts, 5, 2, 1),
+    sized(opts, 7, 2, 1),
   );
   return {
     perBlockInInterruptUs: { wholeStore: inInterrupt(r.whole), pickedKey: inInterrupt(r.picked) },

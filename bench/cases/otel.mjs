@@ -140,7 +140,7 @@ export function runOtel(opts) {
     self,
     ['off', 'on'],
     (c) => ['--turns', c, sized(opts, '1000000', '200000', '20000')],
-    sized(opts, 5, 2, 1),
+    sized(opts, 7, 2, 1),
   );
   return {
     spansReadable: r.spansReadable,
