@@ -94,8 +94,6 @@ const HOLDER_USES = 256;
 let timers: RepairTimers | undefined;
 /** Node's real Timeout prototype, when found. */
 let timeoutProto: object | undefined;
-/** Where an Immediate's callback is: behind the recorder, or Node's own property. */
-let immediateSlot: typeof kOnImmediate | '_onImmediate' = '_onImmediate';
 let mode: TimerRepairMode = 'resources';
 /**
  * 1 while the callback of `immediateHolder.started` runs, read by the native interrupt callback:
@@ -105,6 +103,9 @@ let mode: TimerRepairMode = 'resources';
 let immediateRunning: Int32Array | null = null;
 
 const noop = (): void => {};
+
+/** Where an Immediate's callback is: behind the recorder, once installed, or Node's own property. */
+const immediateSlot = (): typeof kOnImmediate | '_onImmediate' => (immediateRunning ? kOnImmediate : '_onImmediate');
 
 /**
  * Prepares the repair. With `'record'`, puts the recording accessors on Node's Timeout and
@@ -158,7 +159,6 @@ export function installTimerRepair(
       },
     });
     immediateRunning = running;
-    immediateSlot = kOnImmediate;
   }
 }
 
@@ -232,7 +232,7 @@ function repairTimeout(t: TimeoutLike, nodeTimers: RepairTimers): void {
 
 /** Its callback started, and processImmediate's `finally` did not run (it clears the callback). */
 function immediateCutShort(im: ImmediateLike): boolean {
-  return im._destroyed && typeof im[immediateSlot] === 'function';
+  return im._destroyed && typeof im[immediateSlot()] === 'function';
 }
 
 function repairImmediate(im: ImmediateLike, nodeTimers: RepairTimers): void {
@@ -241,7 +241,7 @@ function repairImmediate(im: ImmediateLike, nodeTimers: RepairTimers): void {
     // First of its batch: Node's cursor was never set, and the rest of the batch hangs off this
     // one alone. Splice it between two immediates of ours, so that it runs next, in order, and
     // anything appended later still goes after it.
-    im[immediateSlot] = null;
+    im[immediateSlot()] = null;
     const rest = im._idleNext;
     im._idleNext = null;
     if (rest === null) return;
@@ -258,7 +258,7 @@ function repairImmediate(im: ImmediateLike, nodeTimers: RepairTimers): void {
   }
   // After others: Node's cursor is on it, and Node runs it again first. Let it, as a no-op.
   im._destroyed = false;
-  im[immediateSlot] = noop;
+  im[immediateSlot()] = noop;
   im._argv = undefined;
   // That second run counts it off Node's immediate count once more. Give one back: an immediate
   // of ours, counted when created, unref'd, and taken off the list (between two others, so that
@@ -272,5 +272,5 @@ function repairImmediate(im: ImmediateLike, nodeTimers: RepairTimers): void {
   spare._idleNext = null;
   spare._idlePrev = null;
   spare._destroyed = true;
-  spare[immediateSlot] = null;
+  spare[immediateSlot()] = null;
 }
