@@ -310,7 +310,7 @@ const targets = [
     : [
         [
           'asyncContext read < 5 µs per block at capture (p50, in the sampling interrupt)',
-          `whole store ${asyncContext.perBlockInInterruptUs.wholeStore.p50} µs (p99 ${asyncContext.perBlockInInterruptUs.wholeStore.p99}), one key ${asyncContext.perBlockInInterruptUs.pickedKey.p50} µs (p99 ${asyncContext.perBlockInInterruptUs.pickedKey.p99}); warm loop: ${asyncContext.warmReadUs.wholeStore} µs, ${asyncContext.warmReadUs.pickedKey} µs`,
+          `whole store ${asyncContext.perBlockInInterruptUs.wholeStore.p50} µs (p99 ${asyncContext.perBlockInInterruptUs.wholeStore.p99}), one key ${asyncContext.perBlockInInterruptUs.pickedKey.p50} µs (p99 ${asyncContext.perBlockInInterruptUs.pickedKey.p99}); warm loop: ${asyncContext.warmReadUs.wholeStore} µs, ${asyncContext.warmReadUs.pickedKey} µs; this machine's cold floor: V8's JSON.stringify of the same store ${asyncContext.coldFloorUs.jsonStringify} µs, an empty addon call ${asyncContext.coldFloorUs.emptyNativeCall} µs`,
           asyncContext.perBlockInInterruptUs.wholeStore.p50 < 5,
         ],
       ]),
@@ -588,6 +588,12 @@ table(
         ]),
   ],
 );
+if (!asyncContext.unavailable) {
+  md.push(
+    `This machine's cold floor, for scale: each timed once after 50 ms of other code, as the read in the interrupt is, V8's own \`JSON.stringify\` of the same store takes ${asyncContext.coldFloorUs.jsonStringify} µs (p50) and an empty call into the addon ${asyncContext.coldFloorUs.emptyNativeCall} µs; in a loop, the read takes ${asyncContext.warmReadUs.wholeStore} µs (whole store) and ${asyncContext.warmReadUs.pickedKey} µs (one key).`,
+    '',
+  );
+}
 md.push(
   `Off: ${asyncContext.unavailable ? '–' : asyncContext.readsWhenOff} native reads without \`asyncContext\`; ${otel.unavailable ? '–' : `${otel.perBlock.off.nativeReads} with OpenTelemetry off, ${otel.perBlock.metrics.nativeReads} with its metric only`} (nothing is read or hooked when a feature is off).`,
   '',

@@ -10,6 +10,10 @@
 //   timeout 20 ms), whose difference is the added cost per sample (noisy: the stack capture itself
 //   varies more);
 // - off: no read at all without the option (the native read counter does not move);
+// - the machine's cold floor, for scale: once after each of the same 50 ms blocks, timed in
+//   JavaScript, V8's own JSON.stringify of the same store and an empty call into the addon (on
+//   these VMs 50 ms of other code leaves the caches and TLBs cold: a read that takes 4 µs in a
+//   loop takes 20-90 µs there, whatever does it);
 // - per loop turn: an empty setImmediate ping-pong with a detector, with and without asyncContext
 //   (nothing is done per turn: the store is only read when a block is sampled).
 // Child modes: `node async-context.mjs --child <blocks> <reads>`, `--turns <off|on> <n>`.
@@ -74,10 +78,29 @@ if (process.argv[2] === '--child') {
       return Number(process.hrtime.bigint() - t) / 1e3 / reads;
     });
   const warm = { whole: readUs(null), picked: readUs(['requestId']) };
+  // The cold floor: each operation warmed, then timed once after 50 ms of other code, per block.
+  const coldUs = (op) => {
+    const us = [];
+    for (let i = 0; i < count; i++) {
+      als.run(store(i), () => {
+        for (let k = 0; k < 50; k++) op();
+        const t = nowMs();
+        while (nowMs() - t < 50);
+        const t0 = process.hrtime.bigint();
+        op();
+        us.push(Number(process.hrtime.bigint() - t0) / 1e3);
+      });
+    }
+    return us;
+  };
+  const cold = {
+    jsonStringify: coldUs(() => JSON.stringify(als.getStore())),
+    emptyNativeCall: coldUs(() => native().isMainThread()),
+  };
   const off = await blocks(BlockingDetector, {}, als, count);
   const whole = await blocks(BlockingDetector, { asyncContext: als }, als, count);
   const picked = await blocks(BlockingDetector, { asyncContext: als, asyncContextKeys: ['requestId'] }, als, count);
-  console.log(JSON.stringify({ warm, off, whole, picked }));
+  console.log(JSON.stringify({ warm, cold, off, whole, picked }));
   process.exit(0);
 }
 
@@ -112,6 +135,12 @@ export function runAsyncContext(opts) {
   return {
     perBlockInInterruptUs: { wholeStore: inInterrupt(r.whole), pickedKey: inInterrupt(r.picked) },
     warmReadUs: { wholeStore: round(r.warm.whole, 2), pickedKey: round(r.warm.picked, 2) },
+    /** p50 (µs) of V8's JSON.stringify of the same store and of an empty addon call, each timed
+     * once after 50 ms of other code: what anything costs cold on this machine. */
+    coldFloorUs: {
+      jsonStringify: round(percentile(r.cold.jsonStringify, 50), 1),
+      emptyNativeCall: round(percentile(r.cold.emptyNativeCall, 50), 1),
+    },
     sampleCostUs: {
       off: { samples: r.off.costs.length, p50: p50(r.off.costs) },
       wholeStore: { samples: r.whole.costs.length, p50: p50(r.whole.costs) },
