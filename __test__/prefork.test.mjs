@@ -208,11 +208,11 @@ linux(
 );
 
 linux(
-  'fixedYoungGeneration: the young generation of a fork() child, and of a prefork() worker, does not grow under an allocation that grows it without the option',
+  'fixedYoungGeneration and maxYoungGenerationMiB: the young generation of a fork() child, and of a prefork() worker, does not grow (or not past the limit) under an allocation that grows it without them',
   async (t) => {
     const r = await run('youngGeneration');
     t.is(r.code, 0, r.stderr + r.stdout);
-    for (const who of ['fixed', 'default', 'prefork'])
+    for (const who of ['fixed', 'default', 'prefork', 'limited', 'unlimited', 'preforkLimited'])
       t.deepEqual(r.result.statuses[who], { code: 0, signal: null }, who);
     t.deepEqual(r.result.left, []);
     const sizes = Object.fromEntries(childLines(r.stdout).map((c) => [c.who, c]));
@@ -223,6 +223,17 @@ linux(
     t.true(sizes.default.after >= 8, all);
     for (const who of ['fixed', 'prefork']) {
       t.true(sizes[who].before <= 2 && sizes[who].after <= 2, `${who}: ${all}`);
+    }
+    // maxYoungGenerationMiB (8), with the loop turning between steps of the same allocation:
+    // without it, this grows the young generation to 32-128 MiB (Node.js 20-26). With it, growth
+    // stops when one more step would pass the limit, checked after each collection once the loop
+    // turns. Node.js 20 and 22 stop at 8 MiB. Node.js 24 and 26 report sizes between V8's steps
+    // and commit a grown size gradually: 8.5-13.75 MiB seen (12 runs each). The bound is one step
+    // above the limit, where a collection that grows it comes before the check of the last one.
+    t.true(sizes.unlimited.largest >= 32, all);
+    for (const who of ['limited', 'preforkLimited']) {
+      t.true(sizes[who].after <= 16.5 && sizes[who].largest <= 16.5, `${who}: ${all}`);
+      t.true(sizes[who].largest < sizes.unlimited.largest, `${who}: ${all}`);
     }
   },
 );
@@ -301,7 +312,19 @@ test('options are validated before anything is forked: the option, the value, a 
       { compat: true },
       TypeError,
       'ERR_INVALID_ARG_VALUE',
-      /Unknown fork\(\) option "compat"\. Known options: compact, fixedYoungGeneration/,
+      /Unknown fork\(\) option "compat"\. Known options: compact, fixedYoungGeneration, maxYoungGenerationMiB/,
+    ],
+    [
+      { maxYoungGenerationMiB: '32' },
+      TypeError,
+      'ERR_INVALID_ARG_TYPE',
+      /"maxYoungGenerationMiB" option of fork\(\) must be a number or null\. Received type string \('32'\)/,
+    ],
+    [
+      { maxYoungGenerationMiB: 0 },
+      RangeError,
+      'ERR_OUT_OF_RANGE',
+      /"maxYoungGenerationMiB" option of fork\(\) must be a whole number of MiB from 1 to 65536\. Received 0/,
     ],
     [
       { fixedYoungGeneration: 'yes' },
@@ -316,6 +339,14 @@ test('options are validated before anything is forked: the option, the value, a 
   }
   t.is(t.throws(() => prefork({ workers: 1, main, compact: 'no' })).code, 'ERR_INVALID_ARG_TYPE');
   t.is(t.throws(() => prefork({ workers: 1, main, fixedYoungGeneration: 1 })).code, 'ERR_INVALID_ARG_TYPE');
+  const fractional = t.throws(() => prefork({ workers: 1, main, maxYoungGenerationMiB: 1.5 }), {
+    instanceOf: RangeError,
+  });
+  t.is(fractional.code, 'ERR_OUT_OF_RANGE');
+  t.regex(
+    fractional.message,
+    /^The "maxYoungGenerationMiB" option must be a whole number of MiB from 1 to 65536\. Received 1\.5$/,
+  );
   const net = await import('node:net');
   const idle = net.createServer();
   const err = t.throws(() => prefork({ workers: 1, main, servers: [idle] }));

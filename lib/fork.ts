@@ -8,6 +8,7 @@ import { subscribe } from 'node:diagnostics_channel';
 import { closeSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
 import { argError, describe, validateBoolean } from './errors';
 import { native } from './native';
+import { capYoungGeneration, fixYoungGeneration, validateYoungGenerationMiB } from './young-generation';
 
 /** The stable codes of {@link ForkError}. */
 export type ForkErrorCode =
@@ -90,6 +91,21 @@ export interface ForkOptions {
    * holds for Workers the child starts, and for its own forks). Default false.
    */
   fixedYoungGeneration?: boolean;
+  /**
+   * In the child, V8's young generation grows as usual up to this many MiB (its size as
+   * `v8.getHeapSpaceStatistics()` reports `new_space`), then keeps its size: most of the memory
+   * `fixedYoungGeneration` saves, for little of its CPU. A worker whose young generation has
+   * reached a few tens of MiB collects it a few times a second under load, not dozens of times.
+   * Measured in `npm run bench`'s fork-vs-cluster case (4 workers, 300 MB data set, 60 s of HTTP
+   * load, Node.js 24): total memory 0.34 of cluster's at 32 MiB (0.54 without a limit), for 1.07x
+   * the CPU per request of no limit (docs/fork.md).
+   *
+   * Checked after each garbage collection, when the event loop next turns: one synchronous burst of
+   * allocation can take the young generation a step past the limit before the check. Ignored when
+   * `fixedYoungGeneration` is true. A whole number from 1 to 65,536, or null (no limit, the
+   * default; prefork() uses 32).
+   */
+  maxYoungGenerationMiB?: number | null;
 }
 
 /** What the last successful {@link fork} cost the parent, in milliseconds. */
@@ -252,10 +268,11 @@ function checkLoop(nativeTls: number): void {
 
 let lastTiming: ForkTiming | undefined;
 
-const FORK_OPTIONS = ['compact', 'fixedYoungGeneration'] as const;
+const FORK_OPTIONS = ['compact', 'fixedYoungGeneration', 'maxYoungGenerationMiB'] as const;
+const BOOLEAN_FORK_OPTIONS = ['compact', 'fixedYoungGeneration'] as const;
 
 function resolveForkOptions(options: unknown): Required<ForkOptions> {
-  const resolved = { compact: false, fixedYoungGeneration: false };
+  const resolved: Required<ForkOptions> = { compact: false, fixedYoungGeneration: false, maxYoungGenerationMiB: null };
   if (options === undefined) return resolved;
   if (typeof options !== 'object' || options === null) {
     throw argError(
@@ -273,25 +290,15 @@ function resolveForkOptions(options: unknown): Required<ForkOptions> {
       );
     }
   }
-  for (const key of FORK_OPTIONS) {
+  for (const key of BOOLEAN_FORK_OPTIONS) {
     const value = (options as Record<string, unknown>)[key];
     if (value !== undefined) resolved[key] = validateBoolean(key, value, 'fork()');
   }
+  resolved.maxYoungGenerationMiB = validateYoungGenerationMiB(
+    (options as Record<string, unknown>).maxYoungGenerationMiB,
+    'fork()',
+  );
   return resolved;
-}
-
-/**
- * `fixedYoungGeneration`, in the child. The flag is a plain number that V8 reads when a collection
- * of the young generation ends and it decides whether to grow that generation; no other state
- * depends on it, so it can change between two collections (unlike the flags that change how a
- * collection runs). Nothing else reads it at this point: the child runs no other isolate (fork()
- * refuses while a Worker lives), and no young-generation collection is under way while this
- * JavaScript runs (they stop the thread). V8 raises values under 2 to 2 when it parses its flags
- * at start-up, not at run time: the tests measure that the young generation stays put (Node.js 20,
- * 22, 24 and 26).
- */
-function fixYoungGeneration(): void {
-  (require('node:v8') as typeof import('node:v8')).setFlagsFromString('--semi-space-growth-factor=1');
 }
 
 let collectGarbage: ((options?: object) => void) | undefined;
@@ -330,7 +337,7 @@ type NativeFork = (check: (nativeTls: number) => void) => number[];
  * @throws {ForkError} when forking is refused or fails; `code` says why.
  */
 export function fork(options?: ForkOptions): number {
-  const { compact, fixedYoungGeneration } = resolveForkOptions(options);
+  const { compact, fixedYoungGeneration, maxYoungGenerationMiB } = resolveForkOptions(options);
   checkForkable();
   const start = process.hrtime.bigint();
   let compactMs = 0;
@@ -358,6 +365,7 @@ export function fork(options?: ForkOptions): number {
     try {
       afterForkInChild(r[1] as number, r[2] as number, r[3] === 1);
       if (fixedYoungGeneration) fixYoungGeneration();
+      else if (maxYoungGenerationMiB !== null) capYoungGeneration(maxYoungGenerationMiB);
     } catch (e) {
       // Never throw here: the caller would take the child for a parent whose fork failed, and two
       // processes would go on as the parent. End this child instead, saying why.

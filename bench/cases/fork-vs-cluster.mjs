@@ -224,6 +224,8 @@ async function serve(config) {
     workers: config.workers,
     compact: config.compact,
     fixedYoungGeneration: config.fixedYoungGeneration,
+    // undefined: prefork()'s default (32 MiB).
+    ...(config.maxYoungGenerationMiB === undefined ? {} : { maxYoungGenerationMiB: config.maxYoungGenerationMiB }),
     main({ forkedAt }) {
       reportOnSignal(stats);
       // Ready: the worker's event loop turns, with the inherited listening socket in it.
@@ -340,12 +342,13 @@ async function runOne({
   connections,
   compact = false,
   fixedYoungGeneration = false,
+  maxYoungGenerationMiB,
   nodeArgs = [],
   runtimeFlags = [],
   warmSec = 0,
   amount = 0,
 }) {
-  const config = { mode, workers, dataMB, compact, fixedYoungGeneration, runtimeFlags };
+  const config = { mode, workers, dataMB, compact, fixedYoungGeneration, maxYoungGenerationMiB, runtimeFlags };
   const t0 = nowMs();
   const child = spawn(process.execPath, [...nodeArgs, FILE, '--serve', JSON.stringify(config)], {
     stdio: ['pipe', 'pipe', 'pipe'],
@@ -449,6 +452,7 @@ async function runOne({
       dataMB,
       compact,
       fixedYoungGeneration,
+      maxYoungGenerationMiB,
       nodeArgs,
       runtimeFlags,
       startPssMiB: atStart.pssMiB,
@@ -500,9 +504,11 @@ const setupLabel = (r) => {
         ? `fork() from a warm worker${r.compact ? ', compact' : ''}`
         : r.fixedYoungGeneration
           ? 'prefork({ fixedYoungGeneration: true })'
-          : r.compact
-            ? 'prefork()'
-            : 'prefork({ compact: false })';
+          : r.maxYoungGenerationMiB !== undefined
+            ? `prefork({ maxYoungGenerationMiB: ${r.maxYoungGenerationMiB} })`
+            : r.compact
+              ? 'prefork()'
+              : 'prefork({ compact: false })';
   return `${base}${[...r.nodeArgs, ...r.runtimeFlags].map((f) => ` ${f}`).join('')}`;
 };
 const label = (r) => `${setupLabel(r)}, ${r.workers} workers`;
@@ -547,6 +553,7 @@ export async function runForkVsCluster({ quick = false, sharing = false, results
       { ...base, mode: 'cluster' },
       { ...base, mode: 'fork', compact: false },
       { ...base, mode: 'fork', compact: true },
+      { ...base, mode: 'fork', compact: true, maxYoungGenerationMiB: null },
       { ...base, mode: 'fork', compact: true, nodeArgs: ['--no-compact'] },
       { ...base, mode: 'fork', compact: true, runtimeFlags: ['--heap-growing-percent=10'] },
       { ...base, mode: 'fork', compact: true, fixedYoungGeneration: true },
@@ -557,6 +564,7 @@ export async function runForkVsCluster({ quick = false, sharing = false, results
   } else {
     for (const workers of quick ? [4] : [4, 8]) {
       plans.push({ mode: 'fork', workers, dataMB, loadSec, sampleMs, compact: true });
+      plans.push({ mode: 'fork', workers, dataMB, loadSec, sampleMs, compact: true, maxYoungGenerationMiB: null });
       plans.push({ mode: 'fork', workers, dataMB, loadSec, sampleMs, compact: true, fixedYoungGeneration: true });
       plans.push({ mode: 'cluster', workers, dataMB, loadSec, sampleMs });
     }
