@@ -96,9 +96,10 @@ export interface ForkOptions {
    * `v8.getHeapSpaceStatistics()` reports `new_space`), then keeps its size: most of the memory
    * `fixedYoungGeneration` saves, for little of its CPU. A worker whose young generation has
    * reached a few tens of MiB collects it a few times a second under load, not dozens of times.
-   * Measured in `npm run bench`'s fork-vs-cluster case (4 workers, 300 MB data set, 60 s of HTTP
-   * load, Node.js 24): total memory 0.34 of cluster's at 32 MiB (0.54 without a limit), for 1.07x
-   * the CPU per request of no limit (docs/fork.md).
+   * Measured in `npm run bench`'s fork-vs-cluster case (prefork(), 300 MB data set, 60 s of HTTP
+   * load, Node.js 24): total memory 0.34-0.37 of cluster's at 32 MiB with 4 workers and 0.36 with 8
+   * (0.54 and 0.43 without a limit); CPU per request within the spread between runs of no limit
+   * (152 against 142 µs in one run, 138 against 186 in another; docs/fork.md).
    *
    * Checked after each garbage collection, when the event loop next turns: one synchronous burst of
    * allocation can take the young generation a step past the limit before the check. Ignored when

@@ -90,9 +90,10 @@ export interface PreforkOptions {
   /**
    * Each worker's young generation grows up to this many MiB, then keeps its size (fork()'s
    * `maxYoungGenerationMiB`): most of the memory `fixedYoungGeneration` saves, for little of its
-   * CPU. Measured in the fork-vs-cluster bench (4 workers, 300 MB data set, 60 s of HTTP load,
-   * Node.js 24): total memory 0.34 of cluster's at 32 MiB against 0.54 with no limit, for 1.07x
-   * the CPU per request. null: no limit, as V8 decides. Ignored with `fixedYoungGeneration`.
+   * CPU. Measured in the fork-vs-cluster bench (300 MB data set, 60 s of HTTP load, Node.js 24):
+   * total memory 0.34-0.37 of cluster's with 4 workers and 0.36 with 8, against 0.54 and 0.43 with
+   * no limit; CPU per request within the spread between runs of no limit (152 against 142 µs, 138
+   * against 186). null: no limit, as V8 decides. Ignored with `fixedYoungGeneration`.
    * Default 32.
    */
   maxYoungGenerationMiB?: number | null;
