@@ -1,6 +1,6 @@
 // Many detectors on one loop share one look at the loop per monitor cycle and one stack sample per
 // deadline: 2,000 of them still measure a block as it was, each with the blocking code's stack.
-// (How close, and the idle CPU they cost, are targets of `npm run bench`.)
+// (How close, and the idle CPU they cost, are targets of `npm run bench`: bench/cases/many-detectors.mjs.)
 import test from 'ava';
 import { fixture, runNode } from './helpers/run.mjs';
 
