@@ -19,7 +19,7 @@ const V8_DEFAULT_GROWTH = 2;
 const setFlags = (flags: string): void => (require('node:v8') as typeof import('node:v8')).setFlagsFromString(flags);
 
 /** The young generation's size now (MiB), as `v8.getHeapSpaceStatistics()` reports `new_space`. */
-export function youngGenerationMiB(): number | undefined {
+function youngGenerationMiB(): number | undefined {
   const space = (require('node:v8') as typeof import('node:v8'))
     .getHeapSpaceStatistics()
     .find((s) => s.space_name === 'new_space');
