@@ -22,13 +22,21 @@ use crate::v8;
 /// Frames kept per sample.
 pub const MAX_FRAMES: u32 = 64;
 
-/// Node's own code that runs callbacks: its timer lists, its async hooks, its nextTick queue. A
-/// termination with one of these innermost (between two callbacks, or around one) would cut
-/// their bookkeeping at a point no repair can know; the monitor asks again one timeout later.
-const NODE_CALLBACK_MACHINERY: [&str; 3] = [
+/// Node's own code that runs callbacks: its timer lists, its async hooks, its nextTick queue, and
+/// the helpers they call between taking a Timeout or Immediate off its list and entering its
+/// callback's async scope (`L.remove`, `AsyncContextFrame.exchange`), or while they re-arm one
+/// (`L.append`, the lists' priority queue). A termination with one of these innermost would cut
+/// their bookkeeping at a point no repair can know (a Timeout off its list and outside any scope
+/// is found by no one: an interval stops for good, a timeout keeps its ref for ever); the monitor
+/// asks again one timeout later. Found by the churn test on Node 22, reproduced by
+/// `__test__/fixtures/timer-bookkeeping.cjs`.
+const NODE_CALLBACK_MACHINERY: [&str; 6] = [
     "node:internal/timers",
     "node:internal/async_hooks",
     "node:internal/process/task_queues",
+    "node:internal/linkedlist",
+    "node:internal/async_context_frame",
+    "node:internal/priority_queue",
 ];
 
 pub struct NodeSink {
