@@ -21,8 +21,10 @@ let installed: Installed | undefined;
 /** Interrupting detectors running in this thread. */
 let active = 0;
 
-interface AsyncWrapBinding {
-  constants: { kStackLength: number; kExecutionAsyncId: number; kTriggerAsyncId: number };
+export interface AsyncWrapBinding {
+  constants: { kStackLength: number; kExecutionAsyncId: number; kTriggerAsyncId: number; kInit?: number };
+  /** How many enabled async hooks have each kind of callback, indexed by `constants.kInit`... */
+  async_hook_fields?: Uint32Array;
 }
 
 /**
@@ -30,7 +32,7 @@ interface AsyncWrapBinding {
  * Where it exists, the repair after an unguarded interrupt pops exactly the levels the interrupted
  * JavaScript pushed; elsewhere {@link clearAsyncIdStack} empties the stack.
  */
-function asyncWrapBinding(): AsyncWrapBinding | null {
+export function asyncWrapBinding(): AsyncWrapBinding | null {
   const p = process as unknown as { binding?: (name: string) => unknown; noDeprecation: boolean | undefined };
   if (typeof p.binding !== 'function') return null;
   const before = p.noDeprecation;

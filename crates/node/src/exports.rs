@@ -15,6 +15,7 @@ use loop_helpers_core::{alarm, clock, panics};
 use std::os::raw::c_void;
 
 use crate::async_context::AsyncContextSpec;
+use crate::context_frame::SavedFrame;
 use crate::counts;
 use crate::env_loop::{EnvLoop, GuardFn, WatchOutput};
 use crate::js;
@@ -524,6 +525,15 @@ unsafe fn invoke_guarded(
         Mode::Throw => GuardKind::Explicit,
         Mode::Deliver => GuardKind::Callback,
     };
+    // `run()` throws the interrupt to its caller, which goes on: it must find the AsyncContextFrame
+    // it called with, not the one the interrupted code entered (context_frame.rs). The queueMicrotask
+    // guard's callback ends where the guard does, and V8 sets the next microtask's frame itself.
+    let frame = match mode {
+        // SAFETY: on the isolate's thread, in this Node-API callback (whose handle scope outlives
+        // `frame`), with no termination in progress (we were just called).
+        Mode::Throw => unsafe { SavedFrame::current(env_loop.isolate) },
+        Mode::Deliver => None,
+    };
     env_loop.interrupts.enter_guard(kind);
     let mut result: napi_value = std::ptr::null_mut();
     // SAFETY: the callback's contract; `argv` holds `argv.len()` values of this env, `result` a
@@ -560,6 +570,12 @@ unsafe fn invoke_guarded(
             // SAFETY: on env's JS thread; `env_loop.isolate` is its isolate, alive (running us).
             if !unsafe { v8::resolve_own_termination(env, env_loop.isolate) } {
                 return std::ptr::null_mut();
+            }
+            // The `finally` blocks the termination skipped did not put the caller's frame back.
+            if let Some(f) = &frame {
+                // SAFETY: on the isolate's thread, in the callback whose scope holds the saved
+                // handle, with our termination just cancelled.
+                unsafe { f.restore(env_loop.isolate) };
             }
             p
         }

@@ -15,7 +15,8 @@
 //!      crashes); [`callback_id`]: the async id of the running callback (Node's embedder API,
 //!      resolved the same way); [`v8_values`], [`context_snapshot`], [`async_context`]: reading V8 values
 //!      without running JavaScript, for `asyncContext` (the blocked code's AsyncLocalStorage
-//!      store, read in the sampling interrupt).
+//!      store, read in the sampling interrupt); [`context_frame`]: the AsyncContextFrame a guard
+//!      puts back after an interrupt.
 //!    - [`gc_state`], [`sync_marker`]: where a thread outside JavaScript is, marked by the thread
 //!      itself: a garbage collection (V8's GC callbacks), a Node.js synchronous API (the
 //!      JavaScript layer's wrappers, through memory shared with it).
@@ -40,6 +41,7 @@
 mod async_context;
 mod callback_id;
 mod channel;
+mod context_frame;
 mod context_snapshot;
 mod counts;
 mod env_loop;

@@ -1,0 +1,40 @@
+// After run() or a wrap()ped function throws an interrupt, its caller goes on with the
+// AsyncLocalStorage stores it called with, not those the interrupted code had entered (whose
+// `finally` blocks the termination skipped). Checked at once, in a timer the caller creates and
+// after an await, on every AsyncLocalStorage implementation this Node.js has.
+import test from 'ava';
+import { fixture, runNode } from './helpers/run.mjs';
+
+const major = Number(process.versions.node.split('.')[0]);
+
+// Each implementation this Node.js can run: its default, and the other one where a flag selects it.
+const modes = [['default', []]];
+if (major === 22) modes.push(['AsyncContextFrame', ['--experimental-async-context-frame']]);
+if (major >= 24) modes.push(['async_hooks', ['--no-async-context-frame']]);
+
+const OUTER = ['outer', 'b-outer'];
+
+const scenarios = [
+  ['run', 'run(): stores entered with AsyncLocalStorage.run() in the interrupted code are left', OUTER],
+  ['wrap', 'wrap(): the same', OUTER],
+  ['enterWith', 'run(): a store entered with enterWith() in the interrupted code is dropped', OUTER],
+  ['no-store', 'run() entered outside any store: none is current afterwards', [null, null]],
+  // Late: the native call returned and the function's own code all ran; run() throws as it would
+  // any exception, and what the function entered stays.
+  ['late', 'run(), late interrupt of a native call: what the function entered stays', ['entered', 'b-outer']],
+];
+
+for (const [mode, flags] of modes) {
+  for (const [scenario, title, expected] of scenarios) {
+    test(`${title} (${mode})`, async (t) => {
+      const r = await runNode([...flags, fixture('guard-context.cjs'), scenario], { timeoutMs: 20_000 });
+      t.false(r.timedOut, r.stderr);
+      t.is(r.code, 0, r.stderr);
+      t.truthy(r.result, `no RESULT; stderr: ${r.stderr}`);
+      t.is(r.result.caught, 'AlarmInterrupt');
+      t.deepEqual(r.result.now, expected, 'right after the catch');
+      t.deepEqual(r.result.timer, expected, 'in a timer created after the catch');
+      t.deepEqual(r.result.awaited, expected, 'after an await');
+    });
+  }
+}
