@@ -34,9 +34,13 @@ for (const [where, kind, applies] of cases) {
       t.is(r.result.stalled, 1, 'the stall was injected once');
       t.is(r.result.runs, kind === 'timeout' ? 1 : 5);
       t.is(r.result.interrupts, 0);
-      // The stall is reported, in Node's function (a loaded machine may report other blocks too).
-      const file = where === 'remove' ? 'node:internal/linkedlist' : 'node:internal/async_context_frame';
-      t.true(r.result.blocked.includes(`${where} ${file}`), JSON.stringify(r.result.blocked));
+      // The stall was where it was meant to be, under Node's timer code, and it was reported as a
+      // block (a loaded machine may report others too).
+      t.is(r.result.caller, kind === 'immediate' ? 'processImmediate' : 'listOnTimeout');
+      t.true(
+        r.result.blocked.some((ms) => ms >= 55),
+        `no block of the 60 ms stall: ${JSON.stringify(r.result.blocked)}`,
+      );
     },
   );
 }

@@ -6,7 +6,7 @@ import type { JsonValue, ResolvedAsyncContext } from './async-context';
 import { probedCapabilities } from './capabilities';
 import { channelMessage } from './channel-message';
 import { AlarmInterrupt, argError, describe } from './errors';
-import { restoreStores, saveStores } from './guard-context';
+import { restoreLevel, restoreStores, saveLevel, saveStores } from './guard-context';
 
 import {
   type InterruptInfo,
@@ -565,6 +565,7 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
       throw e;
     }
     const depth = loadDepth();
+    const level = saveLevel();
     const stores = saveStores();
     try {
       return native().guardCall(fn, self, args) as R;
@@ -574,9 +575,17 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
       // A require() inside fn was interrupted: drop its half-evaluated module from the cache.
       forgetInterruptedLoads(depth);
       const info = JSON.parse(e.interrupt) as InterruptInfo;
-      // Terminated (not late: then fn's own `finally` blocks ran): its AsyncLocalStorage.run()
-      // calls never put their callers' stores back.
-      if (stores && !info.late) restoreStores(stores);
+      // Terminated (not late: then fn's own `finally` blocks ran): the async scopes it entered
+      // were never left, and its AsyncLocalStorage.run() calls never put their callers' stores
+      // back (lib/guard-context.ts). Never in place of the interrupt should that fail.
+      if (!info.late) {
+        try {
+          restoreLevel(level);
+          if (stores) restoreStores(stores);
+        } catch {
+          // A resource that refuses its own properties (a Proxy): left as the stopped code left it.
+        }
+      }
       const owner = detectorOf(info.watchId) ?? this;
       const raise = owner.raiseExc === false || owner.raiseExc === null ? AlarmInterrupt : owner.raiseExc;
       const error = interruptError(raise, owner.timeout, info, (e as { cause?: unknown }).cause);

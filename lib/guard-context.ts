@@ -1,5 +1,6 @@
-// AsyncLocalStorage stores across an interrupt that `run()`/`wrap()` throw to their caller, where
-// the stores hang off async resources: Node.js 20, 22 without --experimental-async-context-frame,
+// What `run()`/`wrap()` put back when our interrupt unwinds to them and they throw it to their
+// caller, who goes on: Node's async-id stack (below), and AsyncLocalStorage stores where they hang
+// off async resources: Node.js 20, 22 without --experimental-async-context-frame,
 // and 24+ with --no-async-context-frame. (Where Node keeps them in AsyncContextFrames, the native
 // guard saves and restores the frame: crates/node/src/context_frame.rs.)
 //
@@ -18,15 +19,15 @@
 //   per AsyncLocalStorage.
 // The tests run the same interrupt on each version and in each mode (guard-context.test.mjs).
 //
-// Cost per guarded call (measured on Node.js 22, run() of an empty function, 95 ns before): about
-// 15 ns to read the current resource, and about 0.33 µs more to copy its stores while an async hook
-// with an init callback is enabled (every async_hooks-based AsyncLocalStorage that has been used
-// enables one), or where Node's count of them cannot be read (24+ with --no-async-context-frame).
-// Most of that is V8's `Object.getOwnPropertySymbols` of a Timeout (about 180 ns); no cheaper way
-// finds the store symbols of AsyncLocalStorage instances made since the last guard.
-import { executionAsyncResource } from 'node:async_hooks';
+// Cost per guarded call (measured on Node.js 22, run() of an empty function, 95 ns before): next to
+// nothing until an AsyncLocalStorage has been used in the thread; from then on about 0.33 µs to copy
+// the current resource's stores (always on 24+ with --no-async-context-frame, where Node's flag
+// cannot be read). Most of that is V8's `Object.getOwnPropertySymbols` of a Timeout (about 180 ns);
+// no cheaper way finds the store symbols of AsyncLocalStorage instances made since the last guard.
+import { executionAsyncId, executionAsyncResource } from 'node:async_hooks';
 import { usesAsyncContextFrame } from './async-context';
-import { asyncWrapBinding } from './unguarded';
+import { native } from './native';
+import { asyncWrapBinding, clearAsyncIdStack } from './unguarded';
 
 type Holder = Record<symbol, unknown>;
 
@@ -38,12 +39,23 @@ interface HolderStores {
 }
 
 /** The current resource's stores at a guard's entry. */
-export interface SavedStores {
+interface ResourceStores {
+  resource: Holder;
   /** Node 20/22: the resource's own store properties. */
   own: HolderStores;
-  /** Node 24+: the resource's store object and what it held (undefined: it had none). */
+  /** Node 24+: the resource's store object (under `sharedKey`) and what it held. */
+  sharedKey: symbol | undefined;
   shared: HolderStores | undefined;
 }
+
+/**
+ * At a guard's entry: no AsyncLocalStorage had ever read or written a store in this thread (Node
+ * counts the first call of `executionAsyncResource()`, which each of them makes), so no resource
+ * had one.
+ */
+const NO_STORE_ANYWHERE = Symbol('no store anywhere');
+
+export type SavedStores = ResourceStores | typeof NO_STORE_ANYWHERE;
 
 const PER_INSTANCE = 'kResourceStore';
 const SHARED = 'kAsyncLocalStorageContext';
@@ -62,8 +74,12 @@ function kindOf(s: symbol): 'store' | 'shared' | 'other' {
 }
 
 /**
- * Whether stores may hang off resources now: null where Node keeps them in frames (nothing to do
- * here), else whether an async hook with an init callback is enabled (undefined until first asked).
+ * Whether a store may exist on some resource: null where Node keeps stores in frames (nothing to
+ * do here); else whether `executionAsyncResource()` was ever called in this thread, read from
+ * Node's own flag (`kUsesExecutionAsyncResource`, Node 20/22). Calling it here would set that flag
+ * for good, and from then on Node would send every callback from native code through its
+ * JavaScript trampoline. Where the flag cannot be read (24+ with --no-async-context-frame, where
+ * the binding is gone), always. Undefined until first asked.
  */
 let storesMayExist: (() => boolean) | null | undefined;
 
@@ -71,20 +87,19 @@ function whetherStoresMayExist(): (() => boolean) | null {
   if (usesAsyncContextFrame()) return null;
   const binding = asyncWrapBinding();
   const fields = binding?.async_hook_fields;
-  const kInit = binding?.constants.kInit;
-  if (fields === undefined || kInit === undefined) return () => true;
-  return () => fields[kInit] !== 0;
+  const k = binding?.constants.kUsesExecutionAsyncResource;
+  if (fields === undefined || k === undefined || k >= fields.length) return () => true;
+  return () => fields[k] !== 0;
 }
 
 /** The stores of the current async resource, or undefined where Node keeps them in frames. */
 export function saveStores(): SavedStores | undefined {
   if (storesMayExist === undefined) storesMayExist = whetherStoresMayExist();
   if (storesMayExist === null) return undefined;
+  if (!storesMayExist()) return NO_STORE_ANYWHERE;
   const resource = executionAsyncResource() as Holder;
-  // No AsyncLocalStorage is enabled (each enables an init hook): none has a store here, and one
-  // first used in the guarded code must not keep what it entered either.
-  if (!storesMayExist()) return { own: { holder: resource, keys: [], values: [] }, shared: undefined };
   const own: HolderStores = { holder: resource, keys: [], values: [] };
+  let sharedKey: symbol | undefined;
   let shared: HolderStores | undefined;
   for (const s of Object.getOwnPropertySymbols(resource)) {
     const kind = kindOf(s);
@@ -92,6 +107,7 @@ export function saveStores(): SavedStores | undefined {
       own.keys.push(s);
       own.values.push(resource[s]);
     } else if (kind === 'shared') {
+      sharedKey = s;
       const holder = resource[s];
       if (typeof holder === 'object' && holder !== null) {
         const keys = Object.getOwnPropertySymbols(holder);
@@ -99,7 +115,7 @@ export function saveStores(): SavedStores | undefined {
       }
     }
   }
-  return { own, shared };
+  return { resource, own, sharedKey, shared };
 }
 
 /** Puts a holder's store properties (`isStore`) back as they were, dropping newer ones. */
@@ -111,18 +127,98 @@ function putBack(saved: HolderStores, isStore: (s: symbol) => boolean): void {
   for (let i = 0; i < keys.length; i++) holder[keys[i] as symbol] = values[i];
 }
 
-/** After our interrupt unwound to the guard: the stores as they were at its entry. */
+/**
+ * After our interrupt unwound to the guard (and Node's async-id stack is back at the guard's
+ * level): the stores as they were at its entry.
+ */
 export function restoreStores(saved: SavedStores): void {
-  const resource = saved.own.holder;
+  if (saved === NO_STORE_ANYWHERE) {
+    // An AsyncLocalStorage first used in the guarded code: what it entered goes.
+    if (storesMayExist?.() !== true) return;
+    const resource = executionAsyncResource() as Holder;
+    for (const s of Object.getOwnPropertySymbols(resource)) {
+      if (kindOf(s) !== 'other') delete resource[s];
+    }
+    return;
+  }
+  const { resource } = saved;
   putBack(saved.own, (s) => kindOf(s) === 'store');
-  for (const s of Object.getOwnPropertySymbols(resource)) {
-    if (kindOf(s) !== 'shared') continue;
-    if (saved.shared === undefined) {
-      // Made by the interrupted code.
-      delete resource[s];
-    } else {
-      resource[s] = saved.shared.holder;
-      putBack(saved.shared, () => true);
+  if (saved.shared !== undefined && saved.sharedKey !== undefined) {
+    resource[saved.sharedKey] = saved.shared.holder;
+    putBack(saved.shared, () => true);
+  } else {
+    // A store object made by the interrupted code.
+    for (const s of Object.getOwnPropertySymbols(resource)) {
+      if (kindOf(s) === 'shared') delete resource[s];
     }
   }
+}
+
+// ---- Node's async-id stack.
+//
+// Code that entered an async scope of its own (`AsyncResource.runInAsyncScope()`, an
+// `EventEmitterAsyncResource`'s listeners, `AsyncResource.bind()`) and was stopped there never left
+// it: the termination skipped the `finally` that pops its level. The guard's caller would go on one
+// level too deep, and Node aborts the process ("async hook stack has become corrupted") when the
+// callback around it ends. So the guard notes where the stack stood and puts it back:
+// - Node 20 and 22: through `process.binding('async_wrap')`, popping exactly the levels JavaScript
+//   pushed since (what Node's own `popAsyncContext` does, and the native repair after an unguarded
+//   interrupt: crates/node/src/unguarded.rs); cost at entry, one typed-array read;
+// - 24+, where that binding is gone: when the execution async id is not the one at entry, the
+//   stack is emptied the way Node does after an uncaught exception that a handler caught
+//   (`clearAsyncIdStack` in ./unguarded.ts). The rest of the caller's callback then runs at async id
+//   0, as after such an exception; AsyncLocalStorage stores, which live in frames there, are not
+//   affected. Cost at entry: `executionAsyncId()`.
+
+/** Where Node's async-id stack stood at a guard's entry: its length, or the execution async id. */
+export type SavedLevel = number;
+
+interface LevelTools {
+  save(): SavedLevel;
+  restore(saved: SavedLevel): void;
+}
+
+let levelTools: LevelTools | undefined;
+
+function makeLevelTools(): LevelTools {
+  const b = asyncWrapBinding();
+  const fields = b?.async_hook_fields;
+  const ids = b?.async_id_fields;
+  const resources = b?.execution_async_resources;
+  if (b && fields && ids && resources && b.async_ids_stack) {
+    const { kStackLength, kExecutionAsyncId, kTriggerAsyncId } = b.constants;
+    return {
+      save: () => fields[kStackLength] as number,
+      restore(floor) {
+        for (let n = fields[kStackLength] as number; n > floor; n = fields[kStackLength] as number) {
+          const i = n - 1;
+          // A level a native scope pushed has no resource here: that scope pops it itself.
+          if (i >= resources.length || !(i in resources)) break;
+          // Node replaces async_ids_stack when it grows: read it afresh.
+          const stack = b.async_ids_stack as Float64Array;
+          ids[kExecutionAsyncId] = stack[2 * i] as number;
+          ids[kTriggerAsyncId] = stack[2 * i + 1] as number;
+          resources.length = i;
+          fields[kStackLength] = i;
+        }
+      },
+    };
+  }
+  return {
+    save: () => executionAsyncId(),
+    restore(id) {
+      if (executionAsyncId() !== id) clearAsyncIdStack((sentinel) => native().triggerUncaught(sentinel));
+    },
+  };
+}
+
+/** Where Node's async-id stack stands now (at a guard's entry). */
+export function saveLevel(): SavedLevel {
+  levelTools ??= makeLevelTools();
+  return levelTools.save();
+}
+
+/** After our interrupt unwound to the guard: Node's async-id stack back where it stood at entry. */
+export function restoreLevel(saved: SavedLevel): void {
+  levelTools?.restore(saved);
 }

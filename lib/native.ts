@@ -126,6 +126,8 @@ export interface NativeBinding {
   ): [guardApply: unknown, unguardedReason: string | undefined];
   setInterruptsActive(on: boolean): void;
   guardCall(fn: unknown, thisArg: unknown, args: readonly unknown[]): unknown;
+  /** Hands `error` to Node's uncaught-exception path (`napi_fatal_exception`). */
+  triggerUncaught(error: unknown): void;
   /**
    * Stops a watch; returns what it had not delivered yet (undefined: nothing). Nothing of the
    * watch is delivered after this returns.

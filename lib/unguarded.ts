@@ -22,9 +22,20 @@ let installed: Installed | undefined;
 let active = 0;
 
 export interface AsyncWrapBinding {
-  constants: { kStackLength: number; kExecutionAsyncId: number; kTriggerAsyncId: number; kInit?: number };
-  /** How many enabled async hooks have each kind of callback, indexed by `constants.kInit`... */
+  constants: {
+    kStackLength: number;
+    kExecutionAsyncId: number;
+    kTriggerAsyncId: number;
+    kUsesExecutionAsyncResource?: number;
+  };
+  /** Node's async-hook counters and flags, indexed by `constants` (`kStackLength`, ...). */
   async_hook_fields?: Uint32Array;
+  /** The current async ids, indexed by `constants.kExecutionAsyncId` / `kTriggerAsyncId`. */
+  async_id_fields?: Float64Array;
+  /** (execution, trigger) id pairs of the levels below the current one (Node replaces it as it grows). */
+  async_ids_stack?: Float64Array;
+  /** The resources of the levels JavaScript pushed, in order. */
+  execution_async_resources?: unknown[];
 }
 
 /**
@@ -58,15 +69,16 @@ const kClearSentinel = Object.freeze({ 'loop-helpers': 'clear async-id stack' })
 
 /**
  * Empties Node's async-id stack the way Node does after an uncaught exception that a handler
- * caught (`clearAsyncIdStack()` in Node's `createOnGlobalUncaughtException`). Called by the native
- * side right after it cancelled an unguarded termination, where `process.binding('async_wrap')` is
- * gone (Node 24+) and the levels the interrupted JavaScript pushed cannot be popped one by one.
+ * caught (`clearAsyncIdStack()` in Node's `createOnGlobalUncaughtException`). Called right after
+ * an unguarded termination was cancelled (by the native side), or an interrupt unwound to a
+ * `run()` guard (lib/guard-context.ts), where `process.binding('async_wrap')` is gone (Node 24+)
+ * and the levels the interrupted JavaScript pushed cannot be popped one by one.
  * `trigger` is `napi_fatal_exception`. A one-shot capture callback keeps the sentinel away from
  * `'uncaughtException'` listeners, and `'uncaughtExceptionMonitor'` listeners are skipped for it.
  * Returns false when another capture callback is set (a domain, or the application's own): then
  * the stack is left as it is.
  */
-function clearAsyncIdStack(trigger: (sentinel: unknown) => void): boolean {
+export function clearAsyncIdStack(trigger: (sentinel: unknown) => void): boolean {
   if (process.hasUncaughtExceptionCaptureCallback()) return false;
   const hadOwnEmit = Object.hasOwn(process, 'emit');
   const emit = process.emit;

@@ -11,8 +11,8 @@
 //! off async resources, and `lib/guard-context.ts` puts them back.
 //!
 //! ABI: `Isolate::GetContinuationPreservedEmbedderData()` returns a `Local<Value>` (one pointer),
-//! `SetContinuationPreservedEmbedderData(Local<Value>)` takes one; both are plain member functions
-//! (`this` first). Neither allocates on the V8 heap beyond the returned handle, nor runs
+//! `SetContinuationPreservedEmbedderData(Local<Value>)` takes one (the `V2` versions of V8 14: a
+//! `Local<Data>`, one pointer too); all are plain member functions (`this` first). Neither allocates on the V8 heap beyond the returned handle, nor runs
 //! JavaScript. Node 20's V8 has only `Context`-level versions: there this table is unavailable, and
 //! nothing is saved (its AsyncLocalStorage does not use frames).
 
@@ -26,9 +26,14 @@ type SetFrameFn = unsafe extern "C" fn(*mut Isolate, Local);
 symbol_table! {
     /// Reading and replacing the isolate's current AsyncContextFrame.
     pub struct FrameApi in "V8" {
-        get: GetFrameFn = c"_ZN2v87Isolate36GetContinuationPreservedEmbedderDataEv",
+        /// V8 14 (Node 26) added `...V2` versions over `Local<Data>` (also one pointer): those
+        /// first, should the `Local<Value>` ones go. Both fields come from the same generation in
+        /// any V8 that has both.
+        get: GetFrameFn = c"_ZN2v87Isolate38GetContinuationPreservedEmbedderDataV2Ev"
+            | c"_ZN2v87Isolate36GetContinuationPreservedEmbedderDataEv",
         set: SetFrameFn =
-            c"_ZN2v87Isolate36SetContinuationPreservedEmbedderDataENS_5LocalINS_5ValueEEE",
+            c"_ZN2v87Isolate38SetContinuationPreservedEmbedderDataV2ENS_5LocalINS_4DataEEE"
+            | c"_ZN2v87Isolate36SetContinuationPreservedEmbedderDataENS_5LocalINS_5ValueEEE",
     }
     requires: [crate::v8::enabled()];
 }

@@ -411,6 +411,13 @@ pub unsafe fn native_info(env: napi_env, _info: napi_callback_info) -> napi_valu
     s.push(',');
     capability(&mut s, "gcState", v8::gc_callbacks_support());
     s.push(',');
+    // Whether run()/wrap() can put the AsyncContextFrame back after an interrupt.
+    capability(
+        &mut s,
+        "guardFrames",
+        crate::context_frame::FrameApi::get().map(|_| ()),
+    );
+    s.push(',');
     // Whether external buffers are allowed is the same for every environment of the process.
     static EXTERNAL_BUFFERS: std::sync::OnceLock<Result<(), &'static str>> =
         std::sync::OnceLock::new();
@@ -466,6 +473,18 @@ pub unsafe fn test_panic(env: napi_env, info: napi_callback_info) -> napi_value 
         drop(calls);
     }
     panic!("{message}");
+}
+
+/// triggerUncaught(error): hands `error` to Node's uncaught-exception path (`napi_fatal_exception`),
+/// for `lib/unguarded.ts`'s `clearAsyncIdStack`, which has pointed it at a one-shot capture
+/// callback (after an interrupt that `run()` caught, on Node.js 24+: see lib/guard-context.ts).
+pub unsafe fn trigger_uncaught(env: napi_env, info: napi_callback_info) -> napi_value {
+    // SAFETY: the callback's contract: on env's JS thread with this call's `info`.
+    unsafe {
+        let [err] = js::args::<1>(env, info);
+        napi_fatal_exception(env, err);
+        js::undefined(env)
+    }
 }
 
 /// guardCall(fn, thisArg, args) -> fn's result

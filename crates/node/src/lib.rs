@@ -176,11 +176,12 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
         unsafe { libc::atexit(at_exit) };
     });
     let _ = panics::catch("napi_register_module_v1", || {
-        let functions: [(&CStr, Exported); 24] = [
+        let functions: [(&CStr, Exported); 25] = [
             (c"start", guarded!(exports::start)),
             (c"stop", guarded!(exports::stop)),
             (c"flush", guarded!(exports::flush)),
             (c"guardCall", guarded!(exports::guard_call)),
+            (c"triggerUncaught", guarded!(exports::trigger_uncaught)),
             (c"installInterrupts", guarded!(exports::install_interrupts)),
             (
                 c"setInterruptsActive",

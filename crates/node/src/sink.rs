@@ -22,22 +22,41 @@ use crate::v8;
 /// Frames kept per sample.
 pub const MAX_FRAMES: u32 = 64;
 
-/// Node's own code that runs callbacks: its timer lists, its async hooks, its nextTick queue, and
-/// the helpers they call between taking a Timeout or Immediate off its list and entering its
-/// callback's async scope (`L.remove`, `AsyncContextFrame.exchange`), or while they re-arm one
-/// (`L.append`, the lists' priority queue). A termination with one of these innermost would cut
-/// their bookkeeping at a point no repair can know (a Timeout off its list and outside any scope
-/// is found by no one: an interval stops for good, a timeout keeps its ref for ever); the monitor
-/// asks again one timeout later. Found by the churn test on Node 22, reproduced by
-/// `__test__/fixtures/timer-bookkeeping.cjs`.
-const NODE_CALLBACK_MACHINERY: [&str; 6] = [
+/// Node's own code that runs callbacks: its timer lists, its async hooks, its nextTick queue. A
+/// termination with one of these innermost (between two callbacks, or around one) would cut
+/// their bookkeeping at a point no repair can know; the monitor asks again one timeout later.
+const NODE_CALLBACK_MACHINERY: [&str; 3] = [
     "node:internal/timers",
     "node:internal/async_hooks",
     "node:internal/process/task_queues",
+];
+
+/// Helpers that Node's timer code calls between taking a Timeout or Immediate off its list and
+/// entering its callback's async scope (`L.remove`, `AsyncContextFrame.exchange`), or while it
+/// re-arms one (`L.append`, the lists' priority queue). Innermost with Node's timer code right
+/// below, they count as that code: a termination there would leave a Timeout off its list and
+/// outside any scope, found by no repair (an interval stops for good, a timeout keeps its ref for
+/// ever). Called from anywhere else (`AsyncContextFrame.current()` under every
+/// `AsyncLocalStorage.getStore()`), they are the caller's. Found by the churn test on Node 22,
+/// reproduced by `__test__/fixtures/timer-bookkeeping.cjs`.
+const TIMER_HELPERS: [&str; 3] = [
     "node:internal/linkedlist",
     "node:internal/async_context_frame",
     "node:internal/priority_queue",
 ];
+
+/// Whether the innermost frame is Node's callback machinery, or one of its timer helpers called by
+/// it.
+fn in_node_machinery(frames: &[loop_helpers_core::report::Frame]) -> bool {
+    match frames {
+        [top, ..] if NODE_CALLBACK_MACHINERY.contains(&top.file_name.as_str()) => true,
+        [top, caller, ..] => {
+            TIMER_HELPERS.contains(&top.file_name.as_str())
+                && caller.file_name == "node:internal/timers"
+        }
+        _ => false,
+    }
+}
 
 pub struct NodeSink {
     env_loop: Arc<EnvLoop>,
@@ -250,9 +269,7 @@ unsafe fn interrupt(
         in_async_hook: frames.iter().any(|f| {
             f.file_name == "node:internal/async_hooks" && f.function_name.starts_with("emit")
         }),
-        in_node_machinery: frames
-            .first()
-            .is_some_and(|f| NODE_CALLBACK_MACHINERY.contains(&f.file_name.as_str())),
+        in_node_machinery: in_node_machinery(frames),
         in_own_code: loop_helpers_core::fingerprint::in_own_code(frames),
         in_builtin_loader: frames.iter().any(|f| {
             f.function_name == "compileForInternalLoader"
