@@ -87,3 +87,17 @@ const framesByDefault = major >= 24;
     t.deepEqual(r.result.now, OUTER);
   },
 );
+
+// A queueMicrotask callback (guarded by loop-helpers while a detector interrupts everywhere) stopped
+// inside an async scope of its own: the guard puts Node's async-id stack back, as run() does, or
+// Node would abort when the callback around the microtask checkpoint ends.
+test('interrupt everywhere, a queueMicrotask callback stopped inside AsyncResource.runInAsyncScope(): the process goes on', async (t) => {
+  const r = await runNode([fixture('guard-context.cjs'), 'everywhere-microtask'], { timeoutMs: 20_000 });
+  t.false(r.timedOut, r.stderr);
+  t.is(r.code, 0, r.stderr);
+  t.notRegex(r.stderr, /async hook stack has become corrupted/);
+  t.truthy(r.result, `no RESULT; stderr: ${r.stderr}`);
+  t.is(r.result.caught, 'AlarmInterrupt');
+  t.deepEqual(r.result.now, OUTER, 'in the next microtask');
+  t.deepEqual(r.result.timer, OUTER, 'in a timer');
+});

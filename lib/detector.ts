@@ -3,10 +3,11 @@ import { EventEmitter } from 'node:events';
 import { writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { JsonValue, ResolvedAsyncContext } from './async-context';
+import { restoreLevel, saveLevel } from './async-id-stack';
 import { probedCapabilities } from './capabilities';
 import { channelMessage } from './channel-message';
 import { AlarmInterrupt, argError, describe } from './errors';
-import { restoreLevel, restoreStores, saveLevel, saveStores } from './guard-context';
+import { restoreStores, saveStores } from './guard-context';
 
 import {
   type InterruptInfo,
@@ -576,8 +577,9 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
       forgetInterruptedLoads(depth);
       const info = JSON.parse(e.interrupt) as InterruptInfo;
       // Terminated (not late: then fn's own `finally` blocks ran): the async scopes it entered
-      // were never left, and its AsyncLocalStorage.run() calls never put their callers' stores
-      // back (lib/guard-context.ts). Never in place of the interrupt should that fail.
+      // were never left (lib/async-id-stack.ts), and its AsyncLocalStorage.run() calls never put
+      // their callers' stores back (lib/guard-context.ts). Never in place of the interrupt should
+      // that fail.
       if (!info.late) {
         try {
           restoreLevel(level);

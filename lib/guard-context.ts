@@ -1,8 +1,8 @@
 // What `run()`/`wrap()` put back when our interrupt unwinds to them and they throw it to their
-// caller, who goes on: Node's async-id stack (below), and AsyncLocalStorage stores where they hang
-// off async resources: Node.js 20, 22 without --experimental-async-context-frame,
+// caller, who goes on: AsyncLocalStorage stores where they hang off async resources: Node.js 20, 22 without --experimental-async-context-frame,
 // and 24+ with --no-async-context-frame. (Where Node keeps them in AsyncContextFrames, the native
-// guard saves and restores the frame: crates/node/src/context_frame.rs.)
+// guard saves and restores the frame: crates/node/src/context_frame.rs. Node's async-id stack is
+// put back first: ./async-id-stack.ts.)
 //
 // A termination skips `finally` blocks, among them `AsyncLocalStorage.run()`'s, which puts the old
 // store back on the current resource. Without this, the guard's caller, and everything it then
@@ -24,10 +24,9 @@
 // the current resource's stores (always on 24+ with --no-async-context-frame, where Node's flag
 // cannot be read). Most of that is V8's `Object.getOwnPropertySymbols` of a Timeout (about 180 ns);
 // no cheaper way finds the store symbols of AsyncLocalStorage instances made since the last guard.
-import { executionAsyncId, executionAsyncResource } from 'node:async_hooks';
+import { executionAsyncResource } from 'node:async_hooks';
 import { usesAsyncContextFrame } from './async-context';
-import { native } from './native';
-import { asyncWrapBinding, clearAsyncIdStack } from './unguarded';
+import { asyncWrapBinding } from './async-id-stack';
 
 type Holder = Record<symbol, unknown>;
 
@@ -152,73 +151,4 @@ export function restoreStores(saved: SavedStores): void {
       if (kindOf(s) === 'shared') delete resource[s];
     }
   }
-}
-
-// ---- Node's async-id stack.
-//
-// Code that entered an async scope of its own (`AsyncResource.runInAsyncScope()`, an
-// `EventEmitterAsyncResource`'s listeners, `AsyncResource.bind()`) and was stopped there never left
-// it: the termination skipped the `finally` that pops its level. The guard's caller would go on one
-// level too deep, and Node aborts the process ("async hook stack has become corrupted") when the
-// callback around it ends. So the guard notes where the stack stood and puts it back:
-// - Node 20 and 22: through `process.binding('async_wrap')`, popping exactly the levels JavaScript
-//   pushed since (what Node's own `popAsyncContext` does, and the native repair after an unguarded
-//   interrupt: crates/node/src/unguarded.rs); cost at entry, one typed-array read;
-// - 24+, where that binding is gone: when the execution async id is not the one at entry, the
-//   stack is emptied the way Node does after an uncaught exception that a handler caught
-//   (`clearAsyncIdStack` in ./unguarded.ts). The rest of the caller's callback then runs at async id
-//   0, as after such an exception; AsyncLocalStorage stores, which live in frames there, are not
-//   affected. Cost at entry: `executionAsyncId()`.
-
-/** Where Node's async-id stack stood at a guard's entry: its length, or the execution async id. */
-export type SavedLevel = number;
-
-interface LevelTools {
-  save(): SavedLevel;
-  restore(saved: SavedLevel): void;
-}
-
-let levelTools: LevelTools | undefined;
-
-function makeLevelTools(): LevelTools {
-  const b = asyncWrapBinding();
-  const fields = b?.async_hook_fields;
-  const ids = b?.async_id_fields;
-  const resources = b?.execution_async_resources;
-  if (b && fields && ids && resources && b.async_ids_stack) {
-    const { kStackLength, kExecutionAsyncId, kTriggerAsyncId } = b.constants;
-    return {
-      save: () => fields[kStackLength] as number,
-      restore(floor) {
-        for (let n = fields[kStackLength] as number; n > floor; n = fields[kStackLength] as number) {
-          const i = n - 1;
-          // A level a native scope pushed has no resource here: that scope pops it itself.
-          if (i >= resources.length || !(i in resources)) break;
-          // Node replaces async_ids_stack when it grows: read it afresh.
-          const stack = b.async_ids_stack as Float64Array;
-          ids[kExecutionAsyncId] = stack[2 * i] as number;
-          ids[kTriggerAsyncId] = stack[2 * i + 1] as number;
-          resources.length = i;
-          fields[kStackLength] = i;
-        }
-      },
-    };
-  }
-  return {
-    save: () => executionAsyncId(),
-    restore(id) {
-      if (executionAsyncId() !== id) clearAsyncIdStack((sentinel) => native().triggerUncaught(sentinel));
-    },
-  };
-}
-
-/** Where Node's async-id stack stands now (at a guard's entry). */
-export function saveLevel(): SavedLevel {
-  levelTools ??= makeLevelTools();
-  return levelTools.save();
-}
-
-/** After our interrupt unwound to the guard: Node's async-id stack back where it stood at entry. */
-export function restoreLevel(saved: SavedLevel): void {
-  levelTools?.restore(saved);
 }

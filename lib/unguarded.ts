@@ -7,6 +7,7 @@
 // Node's own timers, never the globals: jest or sinon may have replaced those with fake timers.
 import { executionAsyncResource } from 'node:async_hooks';
 import * as nodeTimers from 'node:timers';
+import { asyncWrapBinding, clearAsyncIdStack, restoreLevel, saveLevel } from './async-id-stack';
 import { forgetInterruptedLoads, installRequireRepair, loadDepth } from './modules';
 import { native } from './native';
 import { immediateRunningCell, installTimerRepair, type RepairTimers, repairInterruptedTimers } from './timer-repair';
@@ -20,82 +21,6 @@ interface Installed {
 let installed: Installed | undefined;
 /** Interrupting detectors running in this thread. */
 let active = 0;
-
-export interface AsyncWrapBinding {
-  constants: {
-    kStackLength: number;
-    kExecutionAsyncId: number;
-    kTriggerAsyncId: number;
-    kUsesExecutionAsyncResource?: number;
-  };
-  /** Node's async-hook counters and flags, indexed by `constants` (`kStackLength`, ...). */
-  async_hook_fields?: Uint32Array;
-  /** The current async ids, indexed by `constants.kExecutionAsyncId` / `kTriggerAsyncId`. */
-  async_id_fields?: Float64Array;
-  /** (execution, trigger) id pairs of the levels below the current one (Node replaces it as it grows). */
-  async_ids_stack?: Float64Array;
-  /** The resources of the levels JavaScript pushed, in order. */
-  execution_async_resources?: unknown[];
-}
-
-/**
- * Node's internal async_wrap binding (deprecated DEP0111, gone in Node 24), without the warning.
- * Where it exists, the repair after an unguarded interrupt pops exactly the levels the interrupted
- * JavaScript pushed; elsewhere {@link clearAsyncIdStack} empties the stack.
- */
-export function asyncWrapBinding(): AsyncWrapBinding | null {
-  const p = process as unknown as { binding?: (name: string) => unknown; noDeprecation: boolean | undefined };
-  if (typeof p.binding !== 'function') return null;
-  const before = p.noDeprecation;
-  p.noDeprecation = true;
-  try {
-    const b = p.binding('async_wrap') as Partial<AsyncWrapBinding> | undefined;
-    const c = b?.constants;
-    const ok =
-      c &&
-      typeof c.kStackLength === 'number' &&
-      typeof c.kExecutionAsyncId === 'number' &&
-      typeof c.kTriggerAsyncId === 'number';
-    return ok ? (b as AsyncWrapBinding) : null;
-  } catch {
-    return null;
-  } finally {
-    p.noDeprecation = before;
-  }
-}
-
-/** What Node's uncaught-exception path receives from {@link clearAsyncIdStack}; nobody else sees it. */
-const kClearSentinel = Object.freeze({ 'loop-helpers': 'clear async-id stack' });
-
-/**
- * Empties Node's async-id stack the way Node does after an uncaught exception that a handler
- * caught (`clearAsyncIdStack()` in Node's `createOnGlobalUncaughtException`). Called right after
- * an unguarded termination was cancelled (by the native side), or an interrupt unwound to a
- * `run()` guard (lib/guard-context.ts), where `process.binding('async_wrap')` is gone (Node 24+)
- * and the levels the interrupted JavaScript pushed cannot be popped one by one.
- * `trigger` is `napi_fatal_exception`. A one-shot capture callback keeps the sentinel away from
- * `'uncaughtException'` listeners, and `'uncaughtExceptionMonitor'` listeners are skipped for it.
- * Returns false when another capture callback is set (a domain, or the application's own): then
- * the stack is left as it is.
- */
-export function clearAsyncIdStack(trigger: (sentinel: unknown) => void): boolean {
-  if (process.hasUncaughtExceptionCaptureCallback()) return false;
-  const hadOwnEmit = Object.hasOwn(process, 'emit');
-  const emit = process.emit;
-  process.emit = function emitSkippingSentinel(this: NodeJS.Process, event: string | symbol, ...args: unknown[]) {
-    if (event === 'uncaughtExceptionMonitor' && args[0] === kClearSentinel) return false;
-    return (emit as (...a: unknown[]) => boolean).call(this, event, ...args);
-  } as NodeJS.Process['emit'];
-  process.setUncaughtExceptionCaptureCallback(() => {});
-  try {
-    trigger(kClearSentinel);
-  } finally {
-    process.setUncaughtExceptionCaptureCallback(null);
-    if (hadOwnEmit) process.emit = emit;
-    else delete (process as { emit?: unknown }).emit;
-  }
-  return true;
-}
 
 /**
  * Called by the native side right after it cancelled an unguarded termination (V8's
@@ -206,8 +131,12 @@ function install(deliver: (json: string) => void): Installed {
     if (active === 0 || typeof callback !== 'function') return qm(callback);
     return qm(() => {
       const depth = loadDepth();
+      const level = saveLevel();
       apply(callback);
       if (loadDepth() !== depth) forgetInterruptedLoads(depth);
+      // After an interrupt, the async scopes the callback had entered were never left; after a
+      // normal return the level is where it was, and this does nothing.
+      restoreLevel(level);
     });
   };
   return {
