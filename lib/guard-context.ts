@@ -19,8 +19,8 @@
 //   per AsyncLocalStorage.
 // The tests run the same interrupt on each version and in each mode (guard-context.test.mjs).
 //
-// Cost per guarded call (measured on Node.js 22, run() of an empty function, 95 ns before): next to
-// nothing until an AsyncLocalStorage has been used in the thread; from then on about 0.33 µs to copy
+// Cost per guarded call (measured on Node.js 22, run() of an empty function, 96-102 ns before): next
+// to nothing until an AsyncLocalStorage has been used in the thread; from then on about 0.4 µs to copy
 // the current resource's stores (always on 24+ with --no-async-context-frame, where Node's flag
 // cannot be read). Most of that is V8's `Object.getOwnPropertySymbols` of a Timeout (about 180 ns);
 // no cheaper way finds the store symbols of AsyncLocalStorage instances made since the last guard.
