@@ -54,7 +54,7 @@ const kClearSentinel = Object.freeze({ 'loop-helpers': 'clear async-id stack' })
  * Empties Node's async-id stack the way Node does after an uncaught exception that a handler
  * caught (`clearAsyncIdStack()` in Node's `createOnGlobalUncaughtException`). Called right after
  * an unguarded termination was cancelled (by the native side), or an interrupt unwound to a
- * `run()` guard (lib/guard-context.ts), where `process.binding('async_wrap')` is gone (Node 24+)
+ * guard ({@link restoreLevel}), where `process.binding('async_wrap')` is gone (Node 24+)
  * and the levels the interrupted JavaScript pushed cannot be popped one by one.
  * `trigger` is `napi_fatal_exception`. A one-shot capture callback keeps the sentinel away from
  * `'uncaughtException'` listeners, and `'uncaughtExceptionMonitor'` listeners are skipped for it.

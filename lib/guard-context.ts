@@ -1,6 +1,6 @@
 // What `run()`/`wrap()` put back when our interrupt unwinds to them and they throw it to their
-// caller, who goes on: AsyncLocalStorage stores where they hang off async resources: Node.js 20, 22 without --experimental-async-context-frame,
-// and 24+ with --no-async-context-frame. (Where Node keeps them in AsyncContextFrames, the native
+// caller, who goes on: AsyncLocalStorage stores, where they hang off async resources (Node.js 20,
+// 22 without --experimental-async-context-frame, and 24+ with --no-async-context-frame). (Where Node keeps them in AsyncContextFrames, the native
 // guard saves and restores the frame: crates/node/src/context_frame.rs. Node's async-id stack is
 // put back first: ./async-id-stack.ts.)
 //

@@ -12,8 +12,8 @@
 //!
 //! ABI: `Isolate::GetContinuationPreservedEmbedderData()` returns a `Local<Value>` (one pointer),
 //! `SetContinuationPreservedEmbedderData(Local<Value>)` takes one (the `V2` versions of V8 14: a
-//! `Local<Data>`, one pointer too); all are plain member functions (`this` first). Neither allocates on the V8 heap beyond the returned handle, nor runs
-//! JavaScript. Node 20's V8 has only `Context`-level versions: there this table is unavailable, and
+//! `Local<Data>`, one pointer too); all are plain member functions (`this` first). None allocates
+//! on the V8 heap beyond the returned handle, or runs JavaScript. Node 20's V8 has only `Context`-level versions: there this table is unavailable, and
 //! nothing is saved (its AsyncLocalStorage does not use frames).
 
 use loop_helpers_core::symbol_table;

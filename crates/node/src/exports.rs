@@ -21,6 +21,8 @@ use crate::env_loop::{EnvLoop, GuardFn, WatchOutput};
 use crate::js;
 use crate::napi::*;
 use crate::sink::{NodeSink, MAX_FRAMES};
+/// Exported as is: see its comment.
+pub use crate::unguarded::trigger_uncaught;
 use crate::unguarded::{self, AsyncWrap, Support};
 use crate::v8;
 use crate::v8_values;
@@ -473,18 +475,6 @@ pub unsafe fn test_panic(env: napi_env, info: napi_callback_info) -> napi_value 
         drop(calls);
     }
     panic!("{message}");
-}
-
-/// triggerUncaught(error): hands `error` to Node's uncaught-exception path (`napi_fatal_exception`),
-/// for `lib/unguarded.ts`'s `clearAsyncIdStack`, which has pointed it at a one-shot capture
-/// callback (after an interrupt that `run()` caught, on Node.js 24+: see lib/guard-context.ts).
-pub unsafe fn trigger_uncaught(env: napi_env, info: napi_callback_info) -> napi_value {
-    // SAFETY: the callback's contract: on env's JS thread with this call's `info`.
-    unsafe {
-        let [err] = js::args::<1>(env, info);
-        napi_fatal_exception(env, err);
-        js::undefined(env)
-    }
 }
 
 /// guardCall(fn, thisArg, args) -> fn's result

@@ -353,11 +353,13 @@ impl InterruptSupport for Support {
 }
 
 /// `triggerUncaught(error)`: hands `error` to Node's uncaught-exception path
-/// (`napi_fatal_exception`), which `lib/unguarded.ts` has pointed at a one-shot capture callback.
+/// (`napi_fatal_exception`), which `clearAsyncIdStack` (lib/async-id-stack.ts) has pointed at a
+/// one-shot capture callback. Handed to `afterTermination` here, and exported as is for the guards'
+/// repair on Node.js 24+ (it catches its own panics, so it needs no `guarded!` wrapper).
 ///
 /// # Safety
 /// A Node-API function callback: called by Node with its `env` and `info`.
-unsafe extern "C" fn trigger_uncaught(env: napi_env, info: napi_callback_info) -> napi_value {
+pub unsafe extern "C" fn trigger_uncaught(env: napi_env, info: napi_callback_info) -> napi_value {
     let _ = panics::catch("unguarded::trigger_uncaught", || {
         // SAFETY: Node-API calls this on env's JS thread with this call's `info`.
         unsafe {
