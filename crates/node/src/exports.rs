@@ -21,7 +21,7 @@ use crate::env_loop::{EnvLoop, GuardFn, WatchOutput};
 use crate::js;
 use crate::napi::*;
 use crate::sink::{NodeSink, MAX_FRAMES};
-/// Exported as is: see its comment.
+/// triggerUncaught(error): see its comment (the one function the unguarded repair also uses).
 pub use crate::unguarded::trigger_uncaught;
 use crate::unguarded::{self, AsyncWrap, Support};
 use crate::v8;

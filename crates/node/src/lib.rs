@@ -181,7 +181,7 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
             (c"stop", guarded!(exports::stop)),
             (c"flush", guarded!(exports::flush)),
             (c"guardCall", guarded!(exports::guard_call)),
-            (c"triggerUncaught", exports::trigger_uncaught),
+            (c"triggerUncaught", guarded!(exports::trigger_uncaught)),
             (c"installInterrupts", guarded!(exports::install_interrupts)),
             (
                 c"setInterruptsActive",

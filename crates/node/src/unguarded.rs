@@ -213,7 +213,7 @@ impl Support {
                     env,
                     c"triggerUncaught".as_ptr(),
                     15,
-                    Some(trigger_uncaught),
+                    Some(trigger_uncaught_cb),
                     std::ptr::null_mut(),
                     &mut trigger,
                 ) == NAPI_OK
@@ -354,21 +354,31 @@ impl InterruptSupport for Support {
 
 /// `triggerUncaught(error)`: hands `error` to Node's uncaught-exception path
 /// (`napi_fatal_exception`), which `clearAsyncIdStack` (lib/async-id-stack.ts) has pointed at a
-/// one-shot capture callback. Handed to `afterTermination` here, and exported as is for the guards'
-/// repair on Node.js 24+ (it catches its own panics, so it needs no `guarded!` wrapper).
+/// one-shot capture callback. Handed to `afterTermination` here (through [`trigger_uncaught_cb`]),
+/// and exported for the guards' repair on Node.js 24+.
+///
+/// # Safety
+/// A Node-API function callback's contract: on `env`'s JS thread, with this call's `info`.
+pub unsafe fn trigger_uncaught(env: napi_env, info: napi_callback_info) -> napi_value {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let [err] = js::args::<1>(env, info);
+        napi_fatal_exception(env, err);
+        js::undefined(env)
+    }
+}
+
+/// [`trigger_uncaught`] as the callback of a function made here, with no panic crossing into Node.
 ///
 /// # Safety
 /// A Node-API function callback: called by Node with its `env` and `info`.
-pub unsafe extern "C" fn trigger_uncaught(env: napi_env, info: napi_callback_info) -> napi_value {
-    let _ = panics::catch("unguarded::trigger_uncaught", || {
-        // SAFETY: Node-API calls this on env's JS thread with this call's `info`.
-        unsafe {
-            let [err] = js::args::<1>(env, info);
-            napi_fatal_exception(env, err);
-        }
-    });
+unsafe extern "C" fn trigger_uncaught_cb(env: napi_env, info: napi_callback_info) -> napi_value {
+    // SAFETY: Node-API calls this on env's JS thread with this call's `info`.
+    panics::catch("unguarded::trigger_uncaught", || unsafe {
+        trigger_uncaught(env, info)
+    })
     // SAFETY: as above.
-    unsafe { js::undefined(env) }
+    .unwrap_or_else(|| unsafe { js::undefined(env) })
 }
 
 fn ok(status: napi_status) -> Option<()> {
