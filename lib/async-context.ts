@@ -39,12 +39,11 @@ export interface ResolvedAsyncContext {
 export const MAX_CONTEXT_KEYS = 50;
 
 /**
- * Why `context` is null on a Node.js whose AsyncLocalStorage is not built on AsyncContextFrame.
- * Its store then hangs off the current async resource (async_hooks), which only JavaScript can
- * reach, and no JavaScript runs while the loop is blocked.
+ * The start of why `context` is null where AsyncLocalStorage is not built on AsyncContextFrame
+ * and the current async resource cannot be found here (lib/hooks-store.ts says why after it).
  */
 export const HOOKS_BASED_REASON =
-  'AsyncLocalStorage is async_hooks-based on this Node.js (Node.js < 24 without --experimental-async-context-frame, or --no-async-context-frame): its store hangs off the current async resource, which cannot be read without running JavaScript';
+  'AsyncLocalStorage is async_hooks-based on this Node.js (Node.js < 24 without --experimental-async-context-frame, or --no-async-context-frame), and its store hangs off the current async resource, which cannot be found without running JavaScript';
 
 function alsClass(): typeof AsyncLocalStorage {
   return (require('node:async_hooks') as typeof import('node:async_hooks')).AsyncLocalStorage;

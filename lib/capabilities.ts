@@ -1,4 +1,5 @@
 import { HOOKS_BASED_REASON, usesAsyncContextFrame } from './async-context';
+import { hookStorages, hooksBase } from './hooks-store';
 import { native } from './native';
 import type { Capabilities } from './types';
 import { unguardedProbe } from './unguarded';
@@ -12,6 +13,8 @@ interface NativeInfo {
   afterTerminationReason: string | null;
   asyncContext: boolean;
   asyncContextReason: string | null;
+  guardFrames: boolean;
+  guardFramesReason: string | null;
   gcState: boolean;
   gcStateReason: string | null;
   syncCallNames: boolean;
@@ -50,16 +53,32 @@ function probeStackCapture(): string | undefined {
  * reads the blocked code's.
  */
 function probeAsyncContext(info: NativeInfo, stackReason: string | undefined): string | undefined {
-  if (!usesAsyncContextFrame()) return HOOKS_BASED_REASON;
   if (!info.asyncContext) return info.asyncContextReason ?? 'unavailable';
   if (stackReason) return `needs stack capture (${stackReason})`;
-  const { AsyncLocalStorage } = require('node:async_hooks') as typeof import('node:async_hooks');
+  const frames = usesAsyncContextFrame();
+  // The blocked code's frame is read with the entry points run()/wrap() put it back with.
+  if (frames && !info.guardFrames) return info.guardFramesReason ?? 'unavailable';
+  if (!frames) {
+    const base = hooksBase();
+    if (typeof base === 'string') return `${HOOKS_BASED_REASON}: ${base}`;
+  }
+  const { AsyncLocalStorage, AsyncResource } = require('node:async_hooks') as typeof import('node:async_hooks');
   const probe = new AsyncLocalStorage<object>();
-  const got = probe.run({ probe: [1, 'a'] }, () =>
-    native().readAsyncContext({ storages: [probe], keys: [null], single: true }),
-  );
-  const want = '{"context":{"probe":[1,"a"]},"contextMissing":null}';
-  return got === want ? undefined : `self-test failed: the store read natively was ${got}`;
+  const hooked = frames ? undefined : hookStorages([probe]);
+  const spec = { storages: [probe], keys: [null], single: true, hooks: hooked?.hooks };
+  try {
+    // Where stores hang off async resources, both ways of finding one: the record of run() at
+    // this level, and the resource of a level JavaScript entered.
+    const got = probe.run({ probe: [1, 'a'] }, () => [
+      native().readAsyncContext(spec),
+      new AsyncResource('loop-helpers.probe').runInAsyncScope(() => native().readAsyncContext(spec)),
+    ]);
+    const want = '{"context":{"probe":[1,"a"]},"contextMissing":null}';
+    const wrong = got.find((g) => g !== want);
+    return wrong === undefined ? undefined : `self-test failed: the store read natively was ${wrong}`;
+  } finally {
+    hooked?.release();
+  }
 }
 
 let cached: Omit<Capabilities, 'panics'> | undefined;

@@ -2,12 +2,13 @@ import type { AsyncLocalStorage } from 'node:async_hooks';
 import { EventEmitter } from 'node:events';
 import { writeSync } from 'node:fs';
 import { dirname } from 'node:path';
-import type { JsonValue, ResolvedAsyncContext } from './async-context';
+import { type JsonValue, type ResolvedAsyncContext, usesAsyncContextFrame } from './async-context';
 import { restoreLevel, saveLevel } from './async-id-stack';
 import { probedCapabilities } from './capabilities';
 import { channelMessage } from './channel-message';
 import { AlarmInterrupt, argError, describe } from './errors';
 import { restoreStores, saveStores } from './guard-context';
+import { cutRecords, hookStorages, recordsDepth } from './hooks-store';
 
 import {
   type InterruptInfo,
@@ -208,6 +209,8 @@ export interface BlockTap {
 interface Watch {
   id: number;
   taps: BlockTap[];
+  /** Stops recording the storages' `run()`/`enterWith()` (lib/hooks-store.ts), where it started. */
+  release?: () => void;
 }
 
 /** `detector[kAddTap](tap)`: adds a {@link BlockTap}; returns the function that removes it. @internal */
@@ -389,7 +392,7 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
     const readContext = ctx !== undefined && this.#contextMissing === undefined;
     const taps = caps.asyncContext ? this.#taps.filter((t) => t.context !== undefined) : [];
     const reads = taps.flatMap((t) => (t.context === undefined ? [] : [t.context]));
-    const watch = { id: -1, taps };
+    const watch: Watch = { id: -1, taps };
     let storages = readContext ? ctx.storages : undefined;
     let keys: (readonly string[] | null)[] | undefined = ctx?.keys;
     let single = ctx?.single;
@@ -407,24 +410,35 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
       ];
       single = false;
     }
-    this.#id = native().start(
-      {
-        timeoutSeconds: this.timeout,
-        timeoutLabel: String(this.timeout),
-        aggressive: this.aggressive,
-        logMode: logMode(this.log),
-        threadId: threadId(),
-        captureStacks: caps.stackCapture,
-        interrupt: !interrupting ? 'none' : this.interrupt === 'everywhere' ? 'everywhere' : 'guarded',
-        microtaskGraceSeconds: grace,
-        asyncContext:
-          storages === undefined
-            ? undefined
-            : { storages, keys: keys ?? [], single: single ?? false, paths, innerKeys },
-      },
-      (json) => this.#deliver(json, watch),
-    );
-    watch.id = this.#id;
+    // Where stores hang off async resources, the storages' run()/enterWith() are recorded for the
+    // levels native code entered (lib/hooks-store.ts).
+    const hooked = storages !== undefined && !usesAsyncContextFrame() ? hookStorages(storages) : undefined;
+    let id: number;
+    try {
+      id = native().start(
+        {
+          timeoutSeconds: this.timeout,
+          timeoutLabel: String(this.timeout),
+          aggressive: this.aggressive,
+          logMode: logMode(this.log),
+          threadId: threadId(),
+          captureStacks: caps.stackCapture,
+          interrupt: !interrupting ? 'none' : this.interrupt === 'everywhere' ? 'everywhere' : 'guarded',
+          microtaskGraceSeconds: grace,
+          asyncContext:
+            storages === undefined
+              ? undefined
+              : { storages, keys: keys ?? [], single: single ?? false, paths, innerKeys, hooks: hooked?.hooks },
+        },
+        (json) => this.#deliver(json, watch),
+      );
+    } catch (e) {
+      hooked?.release();
+      throw e;
+    }
+    this.#id = id;
+    watch.id = id;
+    if (hooked) watch.release = hooked.release;
     this.#watch = watch;
     byId.set(this.#id, this);
     native().setReportPaths(process.cwd(), ownDir);
@@ -457,8 +471,9 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
     retire(id, this);
     const watch = this.#watch;
     const undelivered = native().stop(id);
-    if (undelivered !== undefined) process.nextTick(() => this.#deliverUndelivered(undelivered, watch));
     this.#startNative(caps);
+    watch?.release?.();
+    if (undelivered !== undefined) process.nextTick(() => this.#deliverUndelivered(undelivered, watch));
   }
 
   /** Whether this detector interrupts blocking code on this Node.js. */
@@ -493,6 +508,7 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
     }
     const watch = this.#watch;
     const undelivered = native().stop(id);
+    watch?.release?.();
     if (undelivered !== undefined) process.nextTick(() => this.#deliverUndelivered(undelivered, watch));
   }
 
@@ -568,6 +584,7 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
     const depth = loadDepth();
     const level = saveLevel();
     const stores = saveStores();
+    const records = recordsDepth();
     try {
       return native().guardCall(fn, self, args) as R;
     } catch (e) {
@@ -583,6 +600,7 @@ export class BlockingDetector extends EventEmitter<BlockingDetectorEvents> {
       if (!info.late) {
         try {
           restoreLevel(level);
+          cutRecords(records);
           if (stores) restoreStores(stores);
         } catch {
           // A resource that refuses its own properties (a Proxy): left as the stopped code left it.

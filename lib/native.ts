@@ -5,6 +5,7 @@
 
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import type { NativeHooks } from './hooks-store';
 import { platformTriple, SUPPORTED_PLATFORMS } from './platform-triple.cjs';
 
 /**
@@ -56,6 +57,11 @@ export interface NativeAsyncContext {
    * `keys` (a second level of picking, so that nothing else of them is read).
    */
   innerKeys?: readonly (readonly string[] | null)[] | undefined;
+  /**
+   * Where stores hang off async resources (async_hooks-based AsyncLocalStorage): where to find the
+   * current resource, and the records of the levels native code entered (lib/hooks-store.ts).
+   */
+  hooks?: NativeHooks | undefined;
 }
 
 /** `start()`'s options, read natively by name (crates/node/src/exports.rs `start`). */

@@ -8,6 +8,7 @@
 import { executionAsyncResource } from 'node:async_hooks';
 import * as nodeTimers from 'node:timers';
 import { asyncWrapBinding, clearAsyncIdStack, restoreLevel, saveLevel } from './async-id-stack';
+import { cutRecords, recordsDepth } from './hooks-store';
 import { forgetInterruptedLoads, installRequireRepair, loadDepth } from './modules';
 import { native } from './native';
 import { immediateRunningCell, installTimerRepair, type RepairTimers, repairInterruptedTimers } from './timer-repair';
@@ -39,6 +40,8 @@ function afterTermination(trigger: (sentinel: unknown) => void, popped: unknown[
   const nodeQueuedImmediate = popped === undefined && clearAsyncIdStack(trigger);
   if (!nodeQueuedImmediate) timersAtLoad.setImmediate(noop);
   forgetInterruptedLoads(0);
+  // Every record of a store entered (lib/hooks-store.ts) belonged to the JavaScript cut short.
+  cutRecords(0);
   repairInterruptedTimers(resources);
 }
 
@@ -132,8 +135,10 @@ function install(deliver: (json: string) => void): Installed {
     return qm(() => {
       const depth = loadDepth();
       const level = saveLevel();
+      const records = recordsDepth();
       apply(callback);
       if (loadDepth() !== depth) forgetInterruptedLoads(depth);
+      cutRecords(records);
       // After an interrupt, the async scopes the callback had entered were never left; after a
       // normal return the level is where it was, and this does nothing.
       restoreLevel(level);

@@ -13,9 +13,9 @@
 //! before is made when the detector starts ([`AsyncContextSpec::from_options`]): the picked keys
 //! as V8 strings, and the `Object.prototype` / `Array.prototype` the walk compares with.
 //!
-//! Without AsyncContextFrame (Node 20, 22 by default), AsyncLocalStorage keeps its store on the
-//! current async resource, which only JavaScript can reach: `lib/detector.ts` reports that instead
-//! of asking here.
+//! Without AsyncContextFrame (Node 22 by default, 20), AsyncLocalStorage keeps its store on the
+//! current async resource: [`crate::hooks_store`] finds it there, with what `lib/hooks-store.ts`
+//! hands over as `asyncContext.hooks`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -23,6 +23,7 @@ use std::sync::Mutex;
 use loop_helpers_core::context::ContextCapture;
 
 use crate::context_snapshot::{self, Pick, Prepared, Protos, Walker};
+use crate::hooks_store::{Hooks, Located};
 use crate::js;
 use loop_helpers_core::panics::lock_or_recover;
 
@@ -57,6 +58,8 @@ pub struct AsyncContextSpec {
     prepared: [napi_ref; 3],
     /// One storage given alone: the snapshot is its store; otherwise an array, one per storage.
     single: bool,
+    /// Where stores hang off async resources: how to find them (None: in frames).
+    hooks: Option<Hooks>,
     closed: AtomicBool,
     /// The block whose store was read (the monitor's block serial, from 1): the store is read
     /// once per block, at the first sample that finds JavaScript on the stack.
@@ -112,7 +115,7 @@ impl AsyncContextSpec {
         // SAFETY: in `cb`'s callback, on env's JS thread (`Callback::enter`'s contract), with
         // `spec` a value of env (the caller's): the `js` helpers' contract, for `spec` and the
         // values read from it.
-        let (single, instances, key_lists, path_lists, inner_lists) = unsafe {
+        let (single, instances, key_lists, path_lists, inner_lists, hooks) = unsafe {
             if matches!(js::type_name(env, spec), "undefined" | "null") {
                 return Ok(None);
             }
@@ -134,7 +137,8 @@ impl AsyncContextSpec {
             };
             let path_lists = js::array_elements(env, o.get(c"paths")).unwrap_or_default();
             let inner_lists = js::array_elements(env, o.get(c"innerKeys")).unwrap_or_default();
-            (single, instances, key_lists, path_lists, inner_lists)
+            let hooks = Hooks::from_options(cb, o.get(c"hooks"))?;
+            (single, instances, key_lists, path_lists, inner_lists, hooks)
         };
         // SAFETY: as above; a Node-API callback has a handle scope open.
         let protos = unsafe { Protos::of_current_context(env) };
@@ -147,6 +151,7 @@ impl AsyncContextSpec {
             prepared: [protos.object, protos.array, index_names]
                 .map(|v| unsafe { strong_ref(env, v) }),
             single: single && instances.len() == 1,
+            hooks,
             closed: AtomicBool::new(false),
             read_block: AtomicU64::new(0),
             anchors: Mutex::new(Vec::new()),
@@ -233,6 +238,9 @@ impl AsyncContextSpec {
             }
             for &p in self.prepared.iter().filter(|p| !p.is_null()) {
                 napi_delete_reference(env, p);
+            }
+            if let Some(h) = &self.hooks {
+                h.close(env);
             }
             for r in lock_or_recover(&self.anchors, "async_context anchors").drain(..) {
                 napi_delete_reference(env, r);
@@ -373,12 +381,13 @@ impl AsyncContextSpec {
         // SAFETY: on env's JS thread; `discarded` a live local.
         unsafe { napi_get_and_clear_last_exception(env, &mut discarded) };
         match json {
-            Some(j) => ContextCapture::Value(j),
+            Some(Ok(j)) => ContextCapture::Value(j),
+            Some(Err(why)) => ContextCapture::Missing(why.into()),
             None => ContextCapture::Missing(THREW.into()),
         }
     }
 
-    /// The stores as JSON.
+    /// The stores as JSON, or why one of them cannot be found.
     ///
     /// # Safety
     /// On `isolate`'s thread (`env`'s), inside an open handle scope and a `ValueApi::try_catch`,
@@ -388,7 +397,7 @@ impl AsyncContextSpec {
         env: napi_env,
         isolate: *mut Isolate,
         api: &v8_values::ValueApi,
-    ) -> String {
+    ) -> Result<String, &'static str> {
         // SAFETY: on the isolate's thread, inside a handle scope (the caller's contract); the
         // references are this spec's (null ones give null).
         let (context, [object, array, index_names]) = unsafe {
@@ -410,8 +419,11 @@ impl AsyncContextSpec {
         // SAFETY: on the isolate's thread in a handle scope; `frame` is checked for null before
         // `IsMap`.
         let frame = unsafe {
-            let frame = api.current_frame(isolate);
-            (!frame.is_null() && (api.is_map)(frame)).then_some(frame)
+            let frame = match self.hooks {
+                Some(_) => None,
+                None => crate::context_frame::current(isolate),
+            };
+            frame.filter(|&f| (api.is_map)(f))
         };
         if !self.single {
             w.out.push('[');
@@ -429,9 +441,18 @@ impl AsyncContextSpec {
             // scope (`frame`, the references' values, what `map_entry` and `follow` return).
             unsafe {
                 let instance = ref_value(env, s.instance);
-                let mut store = match (frame, instance.is_null()) {
-                    (Some(f), false) => context_snapshot::map_entry(api, context, f, instance),
-                    _ => None,
+                let mut store = match (&self.hooks, frame, instance.is_null()) {
+                    (_, _, true) => None,
+                    (Some(h), _, false) => {
+                        match h.locate(env, api, context, &mut w, i as u32, instance) {
+                            Located::Store(store) => store,
+                            Located::Unknown => return Err(crate::hooks_store::NATIVE_LEVEL),
+                        }
+                    }
+                    (None, Some(f), false) => {
+                        context_snapshot::map_entry(api, context, f, instance)
+                    }
+                    (None, None, false) => None,
                 };
                 if let (Some(v), Some(path)) = (store, s.path) {
                     store = self.follow(env, api, context, &mut w, v, path);
@@ -458,7 +479,7 @@ impl AsyncContextSpec {
         if !self.single {
             w.out.push(']');
         }
-        out
+        Ok(out)
     }
 }
 
@@ -466,7 +487,7 @@ impl AsyncContextSpec {
 ///
 /// # Safety
 /// On `env`'s JS thread.
-unsafe fn strong_ref(env: napi_env, v: napi_value) -> napi_ref {
+pub(crate) unsafe fn strong_ref(env: napi_env, v: napi_value) -> napi_ref {
     let mut r = std::ptr::null_mut();
     if !v.is_null() {
         // SAFETY: on env's JS thread (the caller's contract); `v` non-null, `r` a live local.
@@ -479,7 +500,7 @@ unsafe fn strong_ref(env: napi_env, v: napi_value) -> napi_ref {
 ///
 /// # Safety
 /// On `env`'s JS thread, inside a handle scope.
-unsafe fn ref_value(env: napi_env, r: napi_ref) -> napi_value {
+pub(crate) unsafe fn ref_value(env: napi_env, r: napi_ref) -> napi_value {
     let mut v = std::ptr::null_mut();
     if !r.is_null() {
         // SAFETY: on env's JS thread inside a handle scope (the caller's contract), which holds

@@ -13,8 +13,9 @@
 //! ABI: `Isolate::GetContinuationPreservedEmbedderData()` returns a `Local<Value>` (one pointer),
 //! `SetContinuationPreservedEmbedderData(Local<Value>)` takes one (the `V2` versions of V8 14: a
 //! `Local<Data>`, one pointer too); all are plain member functions (`this` first). None allocates
-//! on the V8 heap beyond the returned handle, or runs JavaScript. Node 20's V8 has only `Context`-level versions: there this table is unavailable, and
-//! nothing is saved (its AsyncLocalStorage does not use frames).
+//! on the V8 heap beyond the returned handle, or runs JavaScript. Node 20's V8 has only
+//! `Context`-level versions: there this table is unavailable, and nothing is saved or read (its
+//! AsyncLocalStorage does not use frames).
 
 use loop_helpers_core::symbol_table;
 
@@ -38,6 +39,20 @@ symbol_table! {
     requires: [crate::v8::enabled()];
 }
 
+/// The isolate's current frame (V8's continuation-preserved embedder data: undefined when never
+/// set); None where the entry points are missing, or V8 gave no handle. The blocked code's, when
+/// read in the sampling interrupt (crates/node/src/async_context.rs).
+///
+/// # Safety
+/// On `isolate`'s thread, inside an open handle scope that outlives the returned value.
+pub unsafe fn current(isolate: *mut Isolate) -> Option<Local> {
+    let api = FrameApi::get().ok()?;
+    // SAFETY: on the isolate's thread in an open handle scope (the caller's contract), where the
+    // getter may create its Local; it only reads the isolate's field.
+    let frame = unsafe { (api.get)(isolate) };
+    (!frame.is_null()).then_some(frame)
+}
+
 /// The frame current at a guard's entry, to put back should an interrupt unwind to it.
 pub struct SavedFrame {
     api: &'static FrameApi,
@@ -52,10 +67,9 @@ impl SavedFrame {
     /// Node-API callback's), with no termination in progress.
     pub unsafe fn current(isolate: *mut Isolate) -> Option<SavedFrame> {
         let api = FrameApi::get().ok()?;
-        // SAFETY: on the isolate's thread in an open handle scope (the caller's contract), where
-        // the getter may create its Local; it only reads the isolate's field.
-        let frame = unsafe { (api.get)(isolate) };
-        (!frame.is_null()).then_some(SavedFrame { api, frame })
+        // SAFETY: the caller's contract, which is `current`'s.
+        let frame = unsafe { current(isolate) }?;
+        Some(SavedFrame { api, frame })
     }
 
     /// Makes the saved frame current again.

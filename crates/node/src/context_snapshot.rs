@@ -406,6 +406,26 @@ impl<'a> Walker<'a> {
         }
     }
 
+    /// Own element `i` of `v` when it is an object (not a proxy) with an own data property there;
+    /// None otherwise (a hole is never looked up on the prototype).
+    ///
+    /// # Safety
+    /// As for [`Walker::value`].
+    pub unsafe fn own_element(&mut self, v: napi_value, i: u32) -> Option<napi_value> {
+        let api = self.api;
+        // SAFETY: the walker's contract; `v` is live, and read only once known to be an object
+        // that is not a proxy.
+        unsafe {
+            if api.kind(v) != Some(Kind::Object) || (api.is_proxy)(v) {
+                return None;
+            }
+            match self.prop(v, Key::Index(i), true) {
+                Prop::Value(value) => Some(value),
+                _ => None,
+            }
+        }
+    }
+
     /// Writes any value.
     ///
     /// # Safety

@@ -50,6 +50,7 @@ mod exports;
 mod fork;
 mod fork_exports;
 mod gc_state;
+mod hooks_store;
 mod js;
 mod napi;
 mod platform;

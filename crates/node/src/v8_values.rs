@@ -26,7 +26,6 @@ use std::os::raw::c_int;
 
 use loop_helpers_core::symbol_table;
 
-use crate::napi::napi_value;
 use crate::v8::Isolate;
 
 pub use crate::v8::Local;
@@ -60,8 +59,6 @@ symbol_table! {
     /// What reading the store needs. Each entry is an exported function whose mangled name encodes
     /// the signature declared beside it (module comment: `this` first, Locals as one pointer).
     pub struct ValueApi in "V8" {
-        pub embedder_data: IsolateLocalFn =
-            c"_ZN2v87Isolate36GetContinuationPreservedEmbedderDataEv",
         pub current_context: IsolateLocalFn = c"_ZN2v87Isolate17GetCurrentContextEv",
         pub is_proxy: PredicateFn = c"_ZNK2v85Value7IsProxyEv",
         pub is_map: PredicateFn = c"_ZNK2v85Value5IsMapEv",
@@ -276,15 +273,5 @@ impl ValueApi {
         // contract).
         let r = unsafe { (self.create_data_index)(arr, context, len, v) };
         r.has_value && r.value
-    }
-
-    /// The isolate's continuation-preserved embedder data (undefined when never set).
-    ///
-    /// # Safety
-    /// On `isolate`'s thread, inside an open handle scope.
-    pub unsafe fn current_frame(&self, isolate: *mut Isolate) -> napi_value {
-        // SAFETY: on `isolate`'s thread in an open handle scope (the caller's contract), where
-        // the getter may create its Local.
-        unsafe { (self.embedder_data)(isolate) }
     }
 }

@@ -1,0 +1,256 @@
+//! Where AsyncLocalStorage is built on async_hooks (Node.js 22 by default, 20): finding the
+//! blocked code's store in the sampling interrupt, running no JavaScript. `lib/hooks-store.ts`
+//! says where it is and what JavaScript records for this; in short, `getStore()` there is
+//! `lookupPublicResource(executionAsyncResource())[kResourceStore]`, and:
+//! - the current level is `async_hook_fields[kStackLength]`, the current async id
+//!   `async_id_fields[kExecutionAsyncId]` (Node's typed arrays, read as memory);
+//! - a record of the storage's `run()`/`enterWith()` made at this level and async id answers
+//!   first: it is the newest store entered there;
+//! - otherwise the level's resource is the last of Node's `execution_async_resources` when
+//!   JavaScript entered that level: its own data property under Node's `resource_symbol`, if any,
+//!   is the public resource, and the store is that one's own data property under the storage's
+//!   `kResourceStore` symbol;
+//! - a level native code entered, with no record, cannot be read: [`Located::Unknown`].
+//!
+//! Every property is read as the snapshot reads (`Walker::step`, `Walker::own_element`): own
+//! data properties only, never a getter, a prototype or a proxy trap.
+
+use crate::async_context::{ref_value, strong_ref};
+use crate::context_snapshot::Walker;
+use crate::js;
+use crate::napi::*;
+use crate::v8_values::{Kind, Local, ValueApi};
+
+/// Why a store could not be found (the event's `contextMissing`).
+pub const NATIVE_LEVEL: &str = "the blocked code runs in an async resource that Node.js entered from native code (an HTTP server's request callback, for one), which cannot be read without running JavaScript; AsyncLocalStorage is async_hooks-based on this Node.js, and a store is found there only when the blocked code entered it with run() or enterWith() while the detector ran";
+
+/// Stride of the flat records: storage, level, async id, store.
+const STRIDE: u32 = 4;
+
+/// The parts of `asyncContext.hooks` (lib/hooks-store.ts `NativeHooks`), held by references.
+pub struct Hooks {
+    fields: napi_ref,
+    stack_length: usize,
+    ids: napi_ref,
+    execution_async_id: usize,
+    resources: napi_ref,
+    /// `['enabled', resource_symbol]`.
+    names: napi_ref,
+    /// Per storage, its `kResourceStore` symbol.
+    symbols: napi_ref,
+    records: napi_ref,
+}
+
+/// Where a storage's store was looked for.
+pub enum Located {
+    /// Found: the store (None: not entered, or the storage is disabled).
+    Store(Option<napi_value>),
+    /// The level was entered natively, with no record ([`NATIVE_LEVEL`]).
+    Unknown,
+}
+
+impl Hooks {
+    /// From `asyncContext.hooks`; None when it is undefined (stores in frames).
+    ///
+    /// # Safety
+    /// In `cb`'s callback, with `v` a value of its env.
+    pub unsafe fn from_options(cb: &js::Callback, v: napi_value) -> Result<Option<Hooks>, String> {
+        let env = cb.env();
+        // SAFETY: in `cb`'s callback on env's JS thread, `v` and what is read from it values of
+        // env (the caller's contract): the `js` helpers' contract.
+        unsafe {
+            if matches!(js::type_name(env, v), "undefined" | "null") {
+                return Ok(None);
+            }
+            let o = js::Options::new(cb, v, "start()", "asyncContext.hooks")?;
+            let index = |name: &std::ffi::CStr| -> Result<usize, String> {
+                let n = o.number(name)?;
+                if (0.0..64.0).contains(&n) && n.fract() == 0.0 {
+                    Ok(n as usize)
+                } else {
+                    Err(format!("asyncContext.hooks: bad index {n}"))
+                }
+            };
+            let stack_length = index(c"stackLength")?;
+            let execution_async_id = index(c"executionAsyncId")?;
+            let mut refs = [std::ptr::null_mut(); 6];
+            // Node's typed arrays (their kind is checked at each read), then arrays.
+            for (slot, (name, want)) in refs.iter_mut().zip([
+                (c"fields", "object"),
+                (c"ids", "object"),
+                (c"resources", "array"),
+                (c"names", "array"),
+                (c"symbols", "array"),
+                (c"records", "array"),
+            ]) {
+                let value = o.get(name);
+                let got = js::type_name(env, value);
+                if got != want {
+                    refs.iter().for_each(|&r| drop_ref(env, r));
+                    return Err(format!(
+                        "asyncContext.hooks.{}: must be an {want}, got {got}",
+                        name.to_string_lossy()
+                    ));
+                }
+                *slot = strong_ref(env, value);
+            }
+            let [fields, ids, resources, names, symbols, records] = refs;
+            Ok(Some(Hooks {
+                fields,
+                stack_length,
+                ids,
+                execution_async_id,
+                resources,
+                names,
+                symbols,
+                records,
+            }))
+        }
+    }
+
+    /// Releases the references.
+    ///
+    /// # Safety
+    /// On env's JS thread, once.
+    pub unsafe fn close(&self, env: napi_env) {
+        for r in [
+            self.fields,
+            self.ids,
+            self.resources,
+            self.names,
+            self.symbols,
+            self.records,
+        ] {
+            // SAFETY: on env's JS thread (the caller's contract); each reference ours, once.
+            unsafe { drop_ref(env, r) };
+        }
+    }
+
+    /// The store of storage `index` (the AsyncLocalStorage `instance`) for the code running now.
+    ///
+    /// # Safety
+    /// As for `Walker::step`, with `w` made under that contract and `cx` the current context.
+    pub unsafe fn locate(
+        &self,
+        env: napi_env,
+        api: &ValueApi,
+        cx: Local,
+        w: &mut Walker,
+        index: u32,
+        instance: napi_value,
+    ) -> Located {
+        // SAFETY: the walker's contract (the caller's): on the isolate's thread in a handle scope
+        // and try_catch. The references are ours; the arrays read with `element` (names,
+        // symbols, records) are our own plain arrays, never handed out; Node's typed arrays are
+        // read through Node-API; Node's resource array and the objects found through it only
+        // with `Walker::own_element`/`step` (own data properties).
+        unsafe {
+            let names = ref_value(env, self.names);
+            let symbols = ref_value(env, self.symbols);
+            let records = ref_value(env, self.records);
+            if names.is_null() || symbols.is_null() || records.is_null() {
+                return Located::Unknown;
+            }
+            // exit() and disable() turn the flag off: getStore() gives undefined.
+            let enabled = w.step(instance, api.element(cx, names, 0));
+            if !enabled
+                .is_some_and(|v| api.kind(v) == Some(Kind::Boolean) && (api.boolean_value)(v))
+            {
+                return Located::Store(None);
+            }
+            let (Some(level), Some(id)) = (
+                typed_element::<u32>(
+                    env,
+                    ref_value(env, self.fields),
+                    NAPI_UINT32_ARRAY,
+                    self.stack_length,
+                ),
+                typed_element::<f64>(
+                    env,
+                    ref_value(env, self.ids),
+                    NAPI_FLOAT64_ARRAY,
+                    self.execution_async_id,
+                ),
+            ) else {
+                return Located::Unknown;
+            };
+            let level = level as f64;
+            // The newest record at this level and async id, if any (older levels below stop it).
+            let mut i = (api.array_length)(records) / STRIDE;
+            while i > 0 {
+                i -= 1;
+                let at = |k: u32| api.element(cx, records, i * STRIDE + k);
+                let l = number(env, at(1));
+                if l < level {
+                    break;
+                }
+                if l == level && number(env, at(2)) == id && api.same(at(0), instance) {
+                    let store = at(3);
+                    return Located::Store(
+                        (api.kind(store) != Some(Kind::Undefined)).then_some(store),
+                    );
+                }
+            }
+            if level < 1.0 {
+                return Located::Unknown;
+            }
+            let resources = ref_value(env, self.resources);
+            let Some(resource) = (!resources.is_null())
+                .then(|| w.own_element(resources, level as u32 - 1))
+                .flatten()
+                .filter(|&r| api.kind(r) == Some(Kind::Object))
+            else {
+                return Located::Unknown;
+            };
+            let public = w
+                .step(resource, api.element(cx, names, 1))
+                .filter(|&p| api.kind(p) == Some(Kind::Object))
+                .unwrap_or(resource);
+            let store = w
+                .step(public, api.element(cx, symbols, index))
+                .filter(|&s| api.kind(s) != Some(Kind::Undefined));
+            Located::Store(store)
+        }
+    }
+}
+
+/// Deletes reference `r` if it is not null.
+///
+/// # Safety
+/// On env's JS thread; `r` ours, deleted once.
+unsafe fn drop_ref(env: napi_env, r: napi_ref) {
+    if !r.is_null() {
+        // SAFETY: the caller's contract.
+        unsafe { napi_delete_reference(env, r) };
+    }
+}
+
+/// A number's value (NaN if it is not one).
+///
+/// # Safety
+/// On env's JS thread in a handle scope; `v` live or null.
+unsafe fn number(env: napi_env, v: napi_value) -> f64 {
+    let mut n = f64::NAN;
+    if !v.is_null() {
+        // SAFETY: the caller's contract; `n` a live local (left NaN on failure).
+        unsafe { napi_get_value_double(env, v, &mut n) };
+    }
+    n
+}
+
+/// Element `i` of `ta`, a typed array of `kind` whose elements are `T`; None if it is not one, or
+/// too short.
+///
+/// # Safety
+/// On env's JS thread in a handle scope; `ta` live or null; `T` the element type of `kind`.
+unsafe fn typed_element<T: Copy>(env: napi_env, ta: napi_value, kind: i32, i: usize) -> Option<T> {
+    if ta.is_null() {
+        return None;
+    }
+    // SAFETY: the caller's contract, which is `typed_array`'s.
+    let (data, len) = unsafe { js::typed_array::<T>(env, ta, kind) }?;
+    // SAFETY: `data` points at `len` elements of T (Node-API's answer for a typed array of
+    // `kind`, whose buffer the live handle `ta` keeps), and `i < len`. Read unaligned: no
+    // assumption about the buffer's alignment is needed.
+    (i < len).then(|| unsafe { data.add(i).read_unaligned() })
+}
