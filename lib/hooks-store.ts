@@ -9,7 +9,8 @@
 // AsyncLocalStorage is in use (Node's JavaScript trampoline). A level that native code entered
 // itself, an HTTP server's request callback for one, is held only in C++, where nothing can read it
 // without calling into JavaScript. For those levels, the `run()` and `enterWith()` calls of the
-// storages a detector reads are recorded here while it runs: (storage, level, execution async id,
+// storages a detector reads are recorded here while it runs (wrapped on AsyncLocalStorage's
+// prototype, so the instances keep their shape): (storage, level, execution async id,
 // store). A record answers for the blocked code when its level and async id are the current ones;
 // a record whose callback ended can then never match, and is dropped at the next record.
 //
@@ -35,14 +36,30 @@ export interface NativeHooks {
   symbols: symbol[];
   /** The records, flat: storage, level, async id, store (see the module comment). */
   records: unknown[];
+  /** `[0]`: how many slots of `records` are in use (a multiple of 4). */
+  recordsTop: Uint32Array;
 }
 
 const STRIDE = 4;
 /** Records kept at most (nested `run()` calls on one stack, and live `enterWith()` calls). */
 const MAX_RECORDS = 256;
 
-/** The flat records (see the module comment). Never handed to users. */
-const records: unknown[] = [];
+/**
+ * The flat records (see the module comment), in a fixed array: setting an array's length is a
+ * slow path in V8, and run() would do it twice per call. Never handed to users.
+ */
+const records: unknown[] = new Array(MAX_RECORDS * STRIDE).fill(undefined);
+/** How many slots of `records` are in use. */
+const top = new Uint32Array(1);
+
+/** Drops the records from slot `depth` up (their stores are not kept alive). */
+function cut(depth: number): void {
+  for (let i = depth; i < (top[0] as number); i += STRIDE) {
+    records[i] = undefined;
+    records[i + 3] = undefined;
+  }
+  top[0] = depth;
+}
 
 interface Base {
   binding: AsyncWrapBinding;
@@ -98,73 +115,91 @@ export function hooksBase(): Base | string {
   return base;
 }
 
-interface Hooked {
-  users: number;
-  run: unknown;
-  enterWith: unknown;
-}
-
-const hooked = new Map<object, Hooked>();
+/** Per storage read: by how many detectors (and probes). */
+const hooked = new Map<object, number>();
 
 /** Notes a store entered at the current level, after dropping the records of ended callbacks. */
 function record(b: Base, storage: object, store: unknown): number {
   const level = b.fields[b.stackLength] as number;
   const id = b.ids[b.executionAsyncId] as number;
-  let n = records.length;
+  const depth = top[0] as number;
+  let n = depth;
   while (n > 0) {
     const l = records[n - 3] as number;
     if (l > level || (l === level && records[n - 2] !== id)) n -= STRIDE;
     else break;
   }
-  records.length = n;
-  if (n < MAX_RECORDS * STRIDE) records.push(storage, level, id, store);
+  if (n !== depth) cut(n);
+  if (n < MAX_RECORDS * STRIDE) {
+    records[n] = storage;
+    records[n + 1] = level;
+    records[n + 2] = id;
+    records[n + 3] = store;
+    top[0] = n + STRIDE;
+  }
   return n;
 }
 
-/** Wraps `run()` and `enterWith()` of `storage` (own properties; the first user installs them). */
-function hook(b: Base, storage: AsyncLocalStorage<unknown>): void {
-  const h = hooked.get(storage);
-  if (h) {
-    h.users++;
-    return;
-  }
-  const s = storage as unknown as Record<string, unknown>;
-  const run = s.run as (store: unknown, cb: (...a: unknown[]) => unknown, ...a: unknown[]) => unknown;
-  const enterWith = s.enterWith as (store: unknown) => void;
-  hooked.set(storage, {
-    users: 1,
-    run: Object.hasOwn(s, 'run') ? run : undefined,
-    enterWith: Object.hasOwn(s, 'enterWith') ? enterWith : undefined,
+type Run = (this: unknown, store: unknown, cb: (...a: unknown[]) => unknown, ...args: unknown[]) => unknown;
+type EnterWith = (this: unknown, store: unknown) => void;
+
+/** The class's own methods while storages are read (the wrappers replace them on its prototype). */
+let originals: { proto: object; run: PropertyDescriptor; enterWith: PropertyDescriptor } | undefined;
+
+/**
+ * Wraps `run()` and `enterWith()` on the class's prototype, while any storage is read: the
+ * instances themselves are left as they are (their shape, their own keys).
+ */
+function wrapPrototype(b: Base, proto: object): void {
+  const run = Object.getOwnPropertyDescriptor(proto, 'run');
+  const enterWith = Object.getOwnPropertyDescriptor(proto, 'enterWith');
+  if (typeof run?.value !== 'function' || typeof enterWith?.value !== 'function') return;
+  originals = { proto, run, enterWith };
+  const realRun = run.value as Run;
+  const realEnterWith = enterWith.value as EnterWith;
+  Object.defineProperty(proto, 'run', {
+    ...run,
+    value: function run(this: object, store: unknown, _cb: (...a: unknown[]) => unknown) {
+      // `arguments`, not a rest parameter: the common call passes no extra arguments, and
+      // forwarding them as they came costs nothing then.
+      if (!hooked.has(this)) return Reflect.apply(realRun, this, arguments);
+      const depth = record(b, this, store);
+      try {
+        return Reflect.apply(realRun, this, arguments);
+      } finally {
+        if ((top[0] as number) > depth) cut(depth);
+      }
+    },
   });
-  s.run = function run_(this: unknown, store: unknown, cb: (...a: unknown[]) => unknown, ...args: unknown[]) {
-    const depth = record(b, storage, store);
-    try {
-      return run.call(this, store, cb, ...args);
-    } finally {
-      if (records.length > depth) records.length = depth;
-    }
-  };
-  s.enterWith = function enterWith_(this: unknown, store: unknown) {
-    record(b, storage, store);
-    return enterWith.call(this, store);
-  };
+  Object.defineProperty(proto, 'enterWith', {
+    ...enterWith,
+    value: function enterWith(this: object, store: unknown) {
+      if (hooked.has(this)) record(b, this, store);
+      return realEnterWith.call(this, store);
+    },
+  });
+}
+
+function hook(b: Base, storage: AsyncLocalStorage<unknown>): void {
+  hooked.set(storage, (hooked.get(storage) ?? 0) + 1);
+  if (originals === undefined) wrapPrototype(b, Object.getPrototypeOf(storage) as object);
 }
 
 function unhook(storage: object): void {
-  const h = hooked.get(storage);
-  if (!h || --h.users > 0) return;
-  hooked.delete(storage);
-  const s = storage as Record<string, unknown>;
-  for (const [name, own] of [
-    ['run', h.run],
-    ['enterWith', h.enterWith],
-  ] as const) {
-    if (own === undefined) delete s[name];
-    else s[name] = own;
+  const users = (hooked.get(storage) ?? 0) - 1;
+  if (users > 0) {
+    hooked.set(storage, users);
+    return;
   }
-  // Stale records of a storage no longer read are inert (the read matches its own storages) and
-  // go with the next record; with no storage read at all, they hold stores for nothing.
-  if (hooked.size === 0) records.length = 0;
+  hooked.delete(storage);
+  if (hooked.size > 0) return;
+  // Nothing is read any more: the class's own methods back, and no store kept for nothing.
+  cut(0);
+  if (originals) {
+    Object.defineProperty(originals.proto, 'run', originals.run);
+    Object.defineProperty(originals.proto, 'enterWith', originals.enterWith);
+    originals = undefined;
+  }
 }
 
 /** The native read's part for `storages`, with their `run()`/`enterWith()` recorded until `release()`. */
@@ -186,6 +221,7 @@ export function hookStorages(storages: readonly AsyncLocalStorage<unknown>[]): {
       names: ['enabled', b.resourceSymbol],
       symbols: storages.map((s) => (s as unknown as { kResourceStore: symbol }).kResourceStore),
       records,
+      recordsTop: top,
     },
     release() {
       if (released) return;
@@ -197,10 +233,10 @@ export function hookStorages(storages: readonly AsyncLocalStorage<unknown>[]): {
 
 /** How many records there are (a guard's entry). */
 export function recordsDepth(): number {
-  return records.length;
+  return top[0] as number;
 }
 
 /** After a termination: the records made since `depth` belong to code that was cut short. */
 export function cutRecords(depth = 0): void {
-  if (records.length > depth) records.length = depth;
+  if ((top[0] as number) > depth) cut(depth);
 }

@@ -39,6 +39,8 @@ pub struct Hooks {
     /// Per storage, its `kResourceStore` symbol.
     symbols: napi_ref,
     records: napi_ref,
+    /// `[0]`: the slots of `records` in use.
+    records_top: napi_ref,
 }
 
 /// Where a storage's store was looked for.
@@ -73,7 +75,7 @@ impl Hooks {
             };
             let stack_length = index(c"stackLength")?;
             let execution_async_id = index(c"executionAsyncId")?;
-            let mut refs = [std::ptr::null_mut(); 6];
+            let mut refs = [std::ptr::null_mut(); 7];
             // Node's typed arrays (their kind is checked at each read), then arrays.
             for (slot, (name, want)) in refs.iter_mut().zip([
                 (c"fields", "object"),
@@ -82,6 +84,7 @@ impl Hooks {
                 (c"names", "array"),
                 (c"symbols", "array"),
                 (c"records", "array"),
+                (c"recordsTop", "object"),
             ]) {
                 let value = o.get(name);
                 let got = js::type_name(env, value);
@@ -94,7 +97,7 @@ impl Hooks {
                 }
                 *slot = strong_ref(env, value);
             }
-            let [fields, ids, resources, names, symbols, records] = refs;
+            let [fields, ids, resources, names, symbols, records, records_top] = refs;
             Ok(Some(Hooks {
                 fields,
                 stack_length,
@@ -104,6 +107,7 @@ impl Hooks {
                 names,
                 symbols,
                 records,
+                records_top,
             }))
         }
     }
@@ -120,6 +124,7 @@ impl Hooks {
             self.names,
             self.symbols,
             self.records,
+            self.records_top,
         ] {
             // SAFETY: on env's JS thread (the caller's contract); each reference ours, once.
             unsafe { drop_ref(env, r) };
@@ -176,7 +181,11 @@ impl Hooks {
             };
             let level = level as f64;
             // The newest record at this level and async id, if any (older levels below stop it).
-            let mut i = (api.array_length)(records) / STRIDE;
+            let in_use =
+                typed_element::<u32>(env, ref_value(env, self.records_top), NAPI_UINT32_ARRAY, 0)
+                    .unwrap_or(0)
+                    .min((api.array_length)(records));
+            let mut i = in_use / STRIDE;
             while i > 0 {
                 i -= 1;
                 let at = |k: u32| api.element(cx, records, i * STRIDE + k);
