@@ -189,6 +189,49 @@ needsContext(`blocked outside any als.run(): context null, no reason${contextRea
   t.is(e.contextMissing, null);
 });
 
+(major <= 22 ? test.serial : test.serial.skip)(
+  `async_hooks-based stores: run()/enterWith() are wrapped on the prototype only while read, and another library's wrapper stays${major <= 22 ? '' : ` (skipped: Node.js ${major} keeps stores in AsyncContextFrames; nothing is wrapped)`}`,
+  (t) => {
+    const proto = AsyncLocalStorage.prototype;
+    const own = { run: proto.run, enterWith: proto.enterWith };
+    const als = new AsyncLocalStorage();
+    const keysBefore = Reflect.ownKeys(als);
+    const d = new BlockingDetector({ timeout: 1, raiseExc: false, log: false, asyncContext: als }).start();
+    t.not(proto.run, own.run, 'wrapped while read');
+    t.deepEqual(Reflect.ownKeys(als), keysBefore, 'the instance itself is untouched');
+    t.false(Object.getOwnPropertyDescriptor(proto, 'run').enumerable);
+    t.is(
+      als.run({ a: 1 }, (x, y) => `${als.getStore().a}${x}${y}`, 2, 3),
+      '123',
+      'arguments and result pass through',
+    );
+    d.stop();
+    t.is(proto.run, own.run, 'put back when nothing is read');
+    t.is(proto.enterWith, own.enterWith);
+    // Another library wraps run() while a detector reads: after stop() its wrapper stays.
+    const d2 = new BlockingDetector({ timeout: 1, raiseExc: false, log: false, asyncContext: als }).start();
+    const ours = proto.run;
+    const calls = [];
+    const theirs = function run(...args) {
+      calls.push(args[0]);
+      return ours.apply(this, args);
+    };
+    proto.run = theirs;
+    try {
+      d2.stop();
+      t.is(proto.run, theirs, "the other library's wrapper is not replaced");
+      t.is(proto.enterWith, own.enterWith);
+      t.is(
+        als.run(7, () => als.getStore()),
+        7,
+      );
+      t.deepEqual(calls, [7]);
+    } finally {
+      proto.run = own.run;
+    }
+  },
+);
+
 test('capabilities() reports asyncContext, with a reason when false', (t) => {
   t.is(typeof caps.asyncContext, 'boolean');
   if (caps.asyncContext) t.is(caps.reasons.asyncContext, undefined);

@@ -140,49 +140,72 @@ function record(b: Base, storage: object, store: unknown): number {
   return n;
 }
 
-type Run = (this: unknown, store: unknown, cb: (...a: unknown[]) => unknown, ...args: unknown[]) => unknown;
-type EnterWith = (this: unknown, store: unknown) => void;
+/** A method of the class's prototype that the wrappers replace while storages are read. */
+interface Wrapped {
+  /** Its own descriptor before (put back when nothing is read any more). */
+  original: PropertyDescriptor;
+  wrapper: (...args: never[]) => unknown;
+}
 
-/** The class's own methods while storages are read (the wrappers replace them on its prototype). */
-let originals: { proto: object; run: PropertyDescriptor; enterWith: PropertyDescriptor } | undefined;
+/** The wrapped methods, by name; empty when none is wrapped. */
+const wrapped = new Map<'run' | 'enterWith', Wrapped>();
+
+/** The wrapper of `name` around `real`. */
+function wrapperOf(b: Base, name: 'run' | 'enterWith', real: (...args: unknown[]) => unknown) {
+  if (name === 'enterWith') {
+    return function enterWith(this: object, store: unknown) {
+      if (hooked.has(this)) record(b, this, store);
+      return Reflect.apply(real, this, [store]);
+    };
+  }
+  return function run(this: object, ...args: unknown[]) {
+    if (!hooked.has(this)) return Reflect.apply(real, this, args);
+    const depth = record(b, this, args[0]);
+    try {
+      return Reflect.apply(real, this, args);
+    } finally {
+      if ((top[0] as number) > depth) cut(depth);
+    }
+  };
+}
 
 /**
- * Wraps `run()` and `enterWith()` on the class's prototype, while any storage is read: the
- * instances themselves are left as they are (their shape, their own keys).
+ * Wraps `run()` and `enterWith()` on the class's prototype (those not wrapped yet): the instances
+ * themselves are left as they are (their shape, their own keys).
  */
 function wrapPrototype(b: Base, proto: object): void {
-  const run = Object.getOwnPropertyDescriptor(proto, 'run');
-  const enterWith = Object.getOwnPropertyDescriptor(proto, 'enterWith');
-  if (typeof run?.value !== 'function' || typeof enterWith?.value !== 'function') return;
-  originals = { proto, run, enterWith };
-  const realRun = run.value as Run;
-  const realEnterWith = enterWith.value as EnterWith;
-  Object.defineProperty(proto, 'run', {
-    ...run,
-    value: function run(this: object, store: unknown, _cb: (...a: unknown[]) => unknown) {
-      // `arguments`, not a rest parameter: the common call passes no extra arguments, and
-      // forwarding them as they came costs nothing then.
-      if (!hooked.has(this)) return Reflect.apply(realRun, this, arguments);
-      const depth = record(b, this, store);
-      try {
-        return Reflect.apply(realRun, this, arguments);
-      } finally {
-        if ((top[0] as number) > depth) cut(depth);
-      }
-    },
-  });
-  Object.defineProperty(proto, 'enterWith', {
-    ...enterWith,
-    value: function enterWith(this: object, store: unknown) {
-      if (hooked.has(this)) record(b, this, store);
-      return realEnterWith.call(this, store);
-    },
-  });
+  for (const name of ['run', 'enterWith'] as const) {
+    const original = Object.getOwnPropertyDescriptor(proto, name);
+    // Ours is still in place, or under another library's wrapper (unless that one was taken off).
+    const w = wrapped.get(name);
+    if (w && original?.value !== w.original.value) continue;
+    if (typeof original?.value !== 'function') continue;
+    const wrapper = wrapperOf(b, name, original.value as (...args: unknown[]) => unknown);
+    Object.defineProperty(proto, name, { ...original, value: wrapper });
+    wrapped.set(name, { original, wrapper });
+  }
+}
+
+/**
+ * Puts the class's own methods back. One that another library wrapped since (its wrapper calls
+ * ours) stays as it is: ours then only passes calls through, and is used again next time.
+ */
+function unwrapPrototype(proto: object): void {
+  for (const [name, w] of wrapped) {
+    if (Object.getOwnPropertyDescriptor(proto, name)?.value !== w.wrapper) continue;
+    Object.defineProperty(proto, name, w.original);
+    wrapped.delete(name);
+  }
+}
+
+/** The class's own prototype, whatever subclass a storage is of (super.run() comes here too). */
+function alsPrototype(): object {
+  return (require('node:async_hooks') as typeof import('node:async_hooks')).AsyncLocalStorage.prototype;
 }
 
 function hook(b: Base, storage: AsyncLocalStorage<unknown>): void {
   hooked.set(storage, (hooked.get(storage) ?? 0) + 1);
-  if (originals === undefined) wrapPrototype(b, Object.getPrototypeOf(storage) as object);
+  wrapPrototype(b, alsPrototype());
 }
 
 function unhook(storage: object): void {
@@ -193,13 +216,9 @@ function unhook(storage: object): void {
   }
   hooked.delete(storage);
   if (hooked.size > 0) return;
-  // Nothing is read any more: the class's own methods back, and no store kept for nothing.
+  // Nothing is read any more: no store kept for nothing, and the class's own methods back.
   cut(0);
-  if (originals) {
-    Object.defineProperty(originals.proto, 'run', originals.run);
-    Object.defineProperty(originals.proto, 'enterWith', originals.enterWith);
-    originals = undefined;
-  }
+  unwrapPrototype(alsPrototype());
 }
 
 /** The native read's part for `storages`, with their `run()`/`enterWith()` recorded until `release()`. */
