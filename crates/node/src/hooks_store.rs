@@ -15,9 +15,8 @@
 //! Every property is read as the snapshot reads (`Walker::step`, `Walker::own_element`): own
 //! data properties only, never a getter, a prototype or a proxy trap.
 
-use crate::async_context::{ref_value, strong_ref};
 use crate::context_snapshot::Walker;
-use crate::js;
+use crate::js::{self, ref_value, strong_ref};
 use crate::napi::*;
 use crate::v8_values::{Kind, Local, ValueApi};
 

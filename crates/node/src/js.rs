@@ -363,3 +363,30 @@ impl<'a> Options<'a> {
         }
     }
 }
+
+/// A strong reference to `v` (null if it cannot be made, or `v` is null).
+///
+/// # Safety
+/// On `env`'s JS thread.
+pub unsafe fn strong_ref(env: napi_env, v: napi_value) -> napi_ref {
+    let mut r = std::ptr::null_mut();
+    if !v.is_null() {
+        // SAFETY: on env's JS thread (the caller's contract); `v` non-null, `r` a live local.
+        unsafe { napi_create_reference(env, v, 1, &mut r) };
+    }
+    r
+}
+
+/// The value of reference `r` in the current handle scope (null if `r` is null).
+///
+/// # Safety
+/// On `env`'s JS thread, inside a handle scope.
+pub unsafe fn ref_value(env: napi_env, r: napi_ref) -> napi_value {
+    let mut v = std::ptr::null_mut();
+    if !r.is_null() {
+        // SAFETY: on env's JS thread inside a handle scope (the caller's contract), which holds
+        // `v`; `r` non-null.
+        unsafe { napi_get_reference_value(env, r, &mut v) };
+    }
+    v
+}

@@ -13,9 +13,10 @@
 //!      object counts.
 //!    - [`v8`]: the V8 entry points Node-API lacks, resolved at run time (capabilities, not
 //!      crashes); [`callback_id`]: the async id of the running callback (Node's embedder API,
-//!      resolved the same way); [`v8_values`], [`context_snapshot`], [`async_context`]: reading V8 values
-//!      without running JavaScript, for `asyncContext` (the blocked code's AsyncLocalStorage
-//!      store, read in the sampling interrupt); [`context_frame`]: the AsyncContextFrame a guard
+//!      resolved the same way); [`v8_values`], [`context_snapshot`], [`async_context`],
+//!      [`hooks_store`]: reading V8 values without running JavaScript, for `asyncContext` (the
+//!      blocked code's AsyncLocalStorage store, read in the sampling interrupt, from its
+//!      AsyncContextFrame or its async resource); [`context_frame`]: the AsyncContextFrame a guard
 //!      puts back after an interrupt.
 //!    - [`gc_state`], [`sync_marker`]: where a thread outside JavaScript is, marked by the thread
 //!      itself: a garbage collection (V8's GC callbacks), a Node.js synchronous API (the
