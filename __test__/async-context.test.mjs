@@ -198,6 +198,8 @@ needsContext(`blocked outside any als.run(): context null, no reason${contextRea
     const keysBefore = Reflect.ownKeys(als);
     const d = new BlockingDetector({ timeout: 1, raiseExc: false, log: false, asyncContext: als }).start();
     t.not(proto.run, own.run, 'wrapped while read');
+    t.is(proto.run.length, own.run.length);
+    t.is(proto.enterWith.length, own.enterWith.length);
     t.deepEqual(Reflect.ownKeys(als), keysBefore, 'the instance itself is untouched');
     t.false(Object.getOwnPropertyDescriptor(proto, 'run').enumerable);
     t.is(
@@ -229,6 +231,21 @@ needsContext(`blocked outside any als.run(): context null, no reason${contextRea
     } finally {
       proto.run = own.run;
     }
+    // A library that wrapped run() before a detector started takes its wrapper off (and ours
+    // with it) while the detector runs: the next start wraps again.
+    const before = function run(...args) {
+      return own.run.apply(this, args);
+    };
+    proto.run = before;
+    const d3 = new BlockingDetector({ timeout: 1, raiseExc: false, log: false, asyncContext: als }).start();
+    t.not(proto.run, before);
+    proto.run = own.run;
+    d3.stop();
+    t.is(proto.run, own.run);
+    const d4 = new BlockingDetector({ timeout: 1, raiseExc: false, log: false, asyncContext: als }).start();
+    t.not(proto.run, own.run, 'wrapped again');
+    d4.stop();
+    t.is(proto.run, own.run);
   },
 );
 

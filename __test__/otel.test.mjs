@@ -64,42 +64,45 @@ test.serial('one histogram point per block: unit s, durationMs/1000, thread.id a
   t.true(r.result.handle.metrics);
 });
 
-needsContext(`the event carries the blocked span's ids; only that span gets loop.blocked${contextReason}`, async (t) => {
-  for (const blocker of [1, 3]) {
-    const r = await run('spans', { blocker });
-    t.is(r.code, 0, r.stderr);
-    const { events, spans, ids, handle } = r.result;
-    t.deepEqual(handle, { metrics: true, spans: true, spansMissing: null });
-    const [inSpan, outside] = [spin(events, 'spinInSpan'), spin(events, 'spinOutside')];
-    t.is(inSpan.traceId, ids[blocker].traceId);
-    t.is(inSpan.spanId, ids[blocker].spanId);
-    t.false('context' in inSpan, 'no asyncContext option: no context fields');
-    t.false('traceId' in outside, 'no span was active in the second block');
-    t.false('spanId' in outside);
-    t.is(spans.length, 5);
-    for (const s of spans) {
-      const mine = s.spanId === ids[blocker].spanId;
-      t.deepEqual(
-        s.events.map((e) => e.name),
-        mine ? ['loop.blocked'] : [],
-        `${s.name}: ${mine ? 'the blocked span' : 'a neighbour'}`,
-      );
+needsContext(
+  `the event carries the blocked span's ids; only that span gets loop.blocked${contextReason}`,
+  async (t) => {
+    for (const blocker of [1, 3]) {
+      const r = await run('spans', { blocker });
+      t.is(r.code, 0, r.stderr);
+      const { events, spans, ids, handle } = r.result;
+      t.deepEqual(handle, { metrics: true, spans: true, spansMissing: null });
+      const [inSpan, outside] = [spin(events, 'spinInSpan'), spin(events, 'spinOutside')];
+      t.is(inSpan.traceId, ids[blocker].traceId);
+      t.is(inSpan.spanId, ids[blocker].spanId);
+      t.false('context' in inSpan, 'no asyncContext option: no context fields');
+      t.false('traceId' in outside, 'no span was active in the second block');
+      t.false('spanId' in outside);
+      t.is(spans.length, 5);
+      for (const s of spans) {
+        const mine = s.spanId === ids[blocker].spanId;
+        t.deepEqual(
+          s.events.map((e) => e.name),
+          mine ? ['loop.blocked'] : [],
+          `${s.name}: ${mine ? 'the blocked span' : 'a neighbour'}`,
+        );
+      }
+      const ev = spans.find((s) => s.spanId === inSpan.spanId).events[0];
+      t.is(ev.attributes['loop_helpers.block.duration'], inSpan.durationMs / 1000);
+      t.is(ev.attributes['loop_helpers.block.fingerprint'], inSpan.fingerprint);
+      t.is(ev.attributes['loop_helpers.block.ended'], true);
+      t.is(ev.attributes['thread.id'], 0);
+      const top = topFrame(inSpan);
+      t.is(ev.attributes['code.function.name'], 'spinInSpan');
+      t.is(ev.attributes['code.file.path'], top.fileName);
+      t.is(ev.attributes['code.line.number'], top.lineNumber);
+      t.is(ev.attributes['code.column.number'], top.columnNumber);
+      // Timed at the block's start ([seconds, nanoseconds]).
+      t.true(Math.abs(ev.time[0] * 1000 + ev.time[1] / 1e6 - inSpan.startTime) < 1);
+      assertHistogram(t, r);
     }
-    const ev = spans.find((s) => s.spanId === inSpan.spanId).events[0];
-    t.is(ev.attributes['loop_helpers.block.duration'], inSpan.durationMs / 1000);
-    t.is(ev.attributes['loop_helpers.block.fingerprint'], inSpan.fingerprint);
-    t.is(ev.attributes['loop_helpers.block.ended'], true);
-    t.is(ev.attributes['thread.id'], 0);
-    const top = topFrame(inSpan);
-    t.is(ev.attributes['code.function.name'], 'spinInSpan');
-    t.is(ev.attributes['code.file.path'], top.fileName);
-    t.is(ev.attributes['code.line.number'], top.lineNumber);
-    t.is(ev.attributes['code.column.number'], top.columnNumber);
-    // Timed at the block's start ([seconds, nanoseconds]).
-    t.true(Math.abs(ev.time[0] * 1000 + ev.time[1] / 1e6 - inSpan.startTime) < 1);
-    assertHistogram(t, r);
-  }
-});
+  },
+);
 
 needsContext(`enabled before start() works the same${contextReason}`, async (t) => {
   const r = await run('spans', { enableBeforeStart: true, blocker: 0 });

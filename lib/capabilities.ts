@@ -58,17 +58,24 @@ function probeAsyncContext(info: NativeInfo, stackReason: string | undefined): s
   const frames = usesAsyncContextFrame();
   // The blocked code's frame is read with the entry points run()/wrap() put it back with.
   if (frames && !info.guardFrames) return info.guardFramesReason ?? 'unavailable';
+  let flag: { fields: Uint32Array; index: number; before: number } | undefined;
   if (!frames) {
     const base = hooksBase();
     if (typeof base === 'string') return `${HOOKS_BASED_REASON}: ${base}`;
+    // The probe's run() calls executionAsyncResource(), which sets this flag for good: from then
+    // on Node would send every native callback through its JavaScript trampoline. Put back below.
+    const index = base.binding.constants.kUsesExecutionAsyncResource;
+    if (index !== undefined && index < base.fields.length) {
+      flag = { fields: base.fields, index, before: base.fields[index] as number };
+    }
   }
   const { AsyncLocalStorage, AsyncResource } = require('node:async_hooks') as typeof import('node:async_hooks');
   const probe = new AsyncLocalStorage<object>();
   const hooked = frames ? undefined : hookStorages([probe]);
   const spec = { storages: [probe], keys: [null], single: true, hooks: hooked?.hooks };
   try {
-    // Where stores hang off async resources, both ways of finding one: the record of run() at
-    // this level, and the resource of a level JavaScript entered.
+    // Where stores hang off async resources, both ways of finding one: the resource of a level
+    // JavaScript entered, and the record of run() at a level it did not (this one).
     const got = probe.run({ probe: [1, 'a'] }, () => [
       native().readAsyncContext(spec),
       new AsyncResource('loop-helpers.probe').runInAsyncScope(() => native().readAsyncContext(spec)),
@@ -78,6 +85,9 @@ function probeAsyncContext(info: NativeInfo, stackReason: string | undefined): s
     return wrong === undefined ? undefined : `self-test failed: the store read natively was ${wrong}`;
   } finally {
     hooked?.release();
+    // Its async hooks (on 20/22) go with the last enabled storage, as if it had never run.
+    probe.disable();
+    if (flag) flag.fields[flag.index] = flag.before;
   }
 }
 

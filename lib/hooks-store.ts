@@ -32,8 +32,8 @@ export interface NativeHooks {
   resources: unknown[];
   /** `['enabled', resource_symbol]`: an instance's flag, and where Node keeps a public resource. */
   names: [string, symbol];
-  /** Per storage, its `kResourceStore` symbol. */
-  symbols: symbol[];
+  /** Per storage, its `kResourceStore` symbol (undefined: not a key the read can use). */
+  symbols: (symbol | string | undefined)[];
   /** The records, flat: storage, level, async id, store (see the module comment). */
   records: unknown[];
   /** `[0]`: how many slots of `records` are in use (a multiple of 4). */
@@ -49,8 +49,17 @@ const MAX_RECORDS = 256;
  * slow path in V8, and run() would do it twice per call. Never handed to users.
  */
 const records: unknown[] = new Array(MAX_RECORDS * STRIDE).fill(undefined);
-/** How many slots of `records` are in use. */
-const top = new Uint32Array(1);
+/**
+ * How many slots of `records` are in use. On an ArrayBuffer of its own: a small typed array made
+ * without one lives on V8's heap, and the native side's first look at its data would move it.
+ */
+const top = new Uint32Array(new ArrayBuffer(4));
+
+/**
+ * In a record's storage slot: the cap was reached, so what was entered at or above that record's
+ * level is not known (the native read then says so rather than answer with an older record).
+ */
+const OVERFLOW = null;
 
 /** Drops the records from slot `depth` up (their stores are not kept alive). */
 function cut(depth: number): void {
@@ -130,72 +139,113 @@ function record(b: Base, storage: object, store: unknown): number {
     else break;
   }
   if (n !== depth) cut(n);
-  if (n < MAX_RECORDS * STRIDE) {
-    records[n] = storage;
-    records[n + 1] = level;
-    records[n + 2] = id;
-    records[n + 3] = store;
-    top[0] = n + STRIDE;
+  if (n >= MAX_RECORDS * STRIDE) {
+    // Full: the newest record becomes a marker that nothing at or above its level is known (it
+    // takes the lower of the two levels, the record it replaces may be an outer one). It stays
+    // until the callbacks it covers end or the run() calls around it return; this call's own
+    // end cuts nothing.
+    const last = n - STRIDE;
+    records[last] = OVERFLOW;
+    records[last + 1] = Math.min(records[last + 1] as number, level);
+    records[last + 3] = undefined;
+    return n;
   }
+  records[n] = storage;
+  records[n + 1] = level;
+  records[n + 2] = id;
+  records[n + 3] = store;
+  top[0] = n + STRIDE;
   return n;
+}
+
+/**
+ * After `storage.run()` returned (its record is at `depth`): Node put back that storage's store,
+ * so its records since go; another storage's `enterWith()` made meanwhile at this level stays, as
+ * it does on Node's resource.
+ */
+function endRun(b: Base, storage: object, depth: number): void {
+  const end = top[0] as number;
+  if (end <= depth) return;
+  if (end === depth + STRIDE) {
+    cut(depth);
+    return;
+  }
+  const level = b.fields[b.stackLength] as number;
+  const id = b.ids[b.executionAsyncId] as number;
+  let kept = depth;
+  for (let i = depth + STRIDE; i < end; i += STRIDE) {
+    if (records[i] === storage || records[i + 1] !== level || records[i + 2] !== id) continue;
+    for (let k = 0; k < STRIDE; k++) records[kept + k] = records[i + k];
+    kept += STRIDE;
+  }
+  cut(kept);
 }
 
 /** A method of the class's prototype that the wrappers replace while storages are read. */
 interface Wrapped {
   /** Its own descriptor before (put back when nothing is read any more). */
   original: PropertyDescriptor;
-  wrapper: (...args: never[]) => unknown;
+  wrapper: unknown;
 }
 
-/** The wrapped methods, by name; empty when none is wrapped. */
+/** The wrapped methods, by name; none when nothing is read. */
 const wrapped = new Map<'run' | 'enterWith', Wrapped>();
+/**
+ * Every wrapper of ours ever installed, and the one that records, per method: an older one left
+ * under another library's wrapper only passes calls through.
+ */
+const ours = new WeakSet<object>();
+const current = { run: undefined as unknown, enterWith: undefined as unknown };
 
 /** The wrapper of `name` around `real`. */
-function wrapperOf(b: Base, name: 'run' | 'enterWith', real: (...args: unknown[]) => unknown) {
+function wrapperOf(b: Base, name: 'run' | 'enterWith', real: (...args: unknown[]) => unknown): unknown {
   if (name === 'enterWith') {
-    return function enterWith(this: object, store: unknown) {
-      if (hooked.has(this)) record(b, this, store);
+    const wrapper = function enterWith(this: object, store: unknown) {
+      if (current.enterWith === wrapper && hooked.has(this)) record(b, this, store);
       return Reflect.apply(real, this, [store]);
     };
+    return wrapper;
   }
-  return function run(this: object, ...args: unknown[]) {
-    if (!hooked.has(this)) return Reflect.apply(real, this, args);
-    const depth = record(b, this, args[0]);
+  const wrapper = function run(this: object, store: unknown, callback: unknown, ...args: unknown[]) {
+    if (current.run !== wrapper || !hooked.has(this)) return Reflect.apply(real, this, [store, callback, ...args]);
+    const depth = record(b, this, store);
     try {
-      return Reflect.apply(real, this, args);
+      return Reflect.apply(real, this, [store, callback, ...args]);
     } finally {
-      if ((top[0] as number) > depth) cut(depth);
+      endRun(b, this, depth);
     }
   };
+  return wrapper;
 }
 
 /**
- * Wraps `run()` and `enterWith()` on the class's prototype (those not wrapped yet): the instances
- * themselves are left as they are (their shape, their own keys).
+ * Wraps `run()` and `enterWith()` on the class's prototype, unless the wrapper there is ours: the
+ * instances themselves are left as they are (their shape, their own keys).
  */
 function wrapPrototype(b: Base, proto: object): void {
   for (const name of ['run', 'enterWith'] as const) {
     const original = Object.getOwnPropertyDescriptor(proto, name);
-    // Ours is still in place, or under another library's wrapper (unless that one was taken off).
-    const w = wrapped.get(name);
-    if (w && original?.value !== w.original.value) continue;
-    if (typeof original?.value !== 'function') continue;
-    const wrapper = wrapperOf(b, name, original.value as (...args: unknown[]) => unknown);
+    if (typeof original?.value !== 'function' || ours.has(original.value)) continue;
+    const wrapper = wrapperOf(b, name, original.value as (...args: unknown[]) => unknown) as object;
     Object.defineProperty(proto, name, { ...original, value: wrapper });
+    ours.add(wrapper);
+    current[name] = wrapper;
     wrapped.set(name, { original, wrapper });
   }
 }
 
 /**
  * Puts the class's own methods back. One that another library wrapped since (its wrapper calls
- * ours) stays as it is: ours then only passes calls through, and is used again next time.
+ * ours) stays as it is: ours then only passes calls through.
  */
 function unwrapPrototype(proto: object): void {
   for (const [name, w] of wrapped) {
-    if (Object.getOwnPropertyDescriptor(proto, name)?.value !== w.wrapper) continue;
-    Object.defineProperty(proto, name, w.original);
-    wrapped.delete(name);
+    if (Object.getOwnPropertyDescriptor(proto, name)?.value === w.wrapper) {
+      Object.defineProperty(proto, name, w.original);
+    }
+    current[name] = undefined;
   }
+  wrapped.clear();
 }
 
 /** The class's own prototype, whatever subclass a storage is of (super.run() comes here too). */
@@ -215,10 +265,25 @@ function unhook(storage: object): void {
     return;
   }
   hooked.delete(storage);
-  if (hooked.size > 0) return;
-  // Nothing is read any more: no store kept for nothing, and the class's own methods back.
-  cut(0);
-  unwrapPrototype(alsPrototype());
+  if (hooked.size === 0) {
+    // Nothing is read any more: no store kept for nothing, and the class's own methods back.
+    cut(0);
+    unwrapPrototype(alsPrototype());
+    return;
+  }
+  // Its records would answer for it later, though what it enters meanwhile is not recorded.
+  for (let i = 0; i < (top[0] as number); i += STRIDE) {
+    if (records[i] === storage) {
+      records[i] = undefined;
+      records[i + 3] = undefined;
+    }
+  }
+}
+
+/** A storage's `kResourceStore`, when it is a property key the native read can look up. */
+function storeKey(storage: object): symbol | string | undefined {
+  const k = (storage as { kResourceStore?: unknown }).kResourceStore;
+  return typeof k === 'symbol' || typeof k === 'string' ? k : undefined;
 }
 
 /** The native read's part for `storages`, with their `run()`/`enterWith()` recorded until `release()`. */
@@ -238,7 +303,7 @@ export function hookStorages(storages: readonly AsyncLocalStorage<unknown>[]): {
       executionAsyncId: b.executionAsyncId,
       resources: b.resources,
       names: ['enabled', b.resourceSymbol],
-      symbols: storages.map((s) => (s as unknown as { kResourceStore: symbol }).kResourceStore),
+      symbols: storages.map(storeKey),
       records,
       recordsTop: top,
     },

@@ -4,13 +4,14 @@
 //! `lookupPublicResource(executionAsyncResource())[kResourceStore]`, and:
 //! - the current level is `async_hook_fields[kStackLength]`, the current async id
 //!   `async_id_fields[kExecutionAsyncId]` (Node's typed arrays, read as memory);
-//! - a record of the storage's `run()`/`enterWith()` made at this level and async id answers
-//!   first: it is the newest store entered there;
-//! - otherwise the level's resource is the last of Node's `execution_async_resources` when
-//!   JavaScript entered that level: its own data property under Node's `resource_symbol`, if any,
-//!   is the public resource, and the store is that one's own data property under the storage's
-//!   `kResourceStore` symbol;
-//! - a level native code entered, with no record, cannot be read: [`Located::Unknown`].
+//! - where JavaScript entered that level, its resource is the last of Node's
+//!   `execution_async_resources`: its own data property under Node's `resource_symbol`, if any, is
+//!   the public resource, and the store is that one's own data property under the storage's
+//!   `kResourceStore` symbol: exactly what `getStore()` reads;
+//! - where native code entered it (the array has a hole there), the newest record of the
+//!   storage's `run()`/`enterWith()` made at this level and async id answers;
+//! - with neither, or past a marker that the records' cap was reached, the store is not known:
+//!   [`Located::Unknown`], never an older store.
 //!
 //! Every property is read as the snapshot reads (`Walker::step`, `Walker::own_element`): own
 //! data properties only, never a getter, a prototype or a proxy trap.
@@ -179,7 +180,34 @@ impl Hooks {
                 return Located::Unknown;
             };
             let level = level as f64;
-            // The newest record at this level and async id, if any (older levels below stop it).
+            // The storage's key: a symbol (or a string) of ours, else nothing can be looked up.
+            let key = if index < (api.array_length)(symbols) {
+                api.element(cx, symbols, index)
+            } else {
+                std::ptr::null_mut()
+            };
+            if !matches!(api.kind(key), Some(Kind::Symbol | Kind::String)) {
+                return Located::Unknown;
+            }
+            // A level JavaScript entered: its resource is what getStore() reads.
+            let resources = ref_value(env, self.resources);
+            let resource = (level >= 1.0 && !resources.is_null())
+                .then(|| w.own_element(resources, level as u32 - 1))
+                .flatten()
+                .filter(|&r| api.kind(r) == Some(Kind::Object));
+            if let Some(resource) = resource {
+                let public = w
+                    .step(resource, api.element(cx, names, 1))
+                    .filter(|&p| api.kind(p) == Some(Kind::Object))
+                    .unwrap_or(resource);
+                let store = w
+                    .step(public, key)
+                    .filter(|&s| api.kind(s) != Some(Kind::Undefined));
+                return Located::Store(store);
+            }
+            // A level native code entered: the newest record at this level and async id (older
+            // levels below end the search; a marker of the cap at or below this level, or none
+            // found, leaves it unknown).
             let in_use =
                 typed_element::<u32>(env, ref_value(env, self.records_top), NAPI_UINT32_ARRAY, 0)
                     .unwrap_or(0)
@@ -189,35 +217,21 @@ impl Hooks {
                 i -= 1;
                 let at = |k: u32| api.element(cx, records, i * STRIDE + k);
                 let l = number(env, at(1));
+                let storage = at(0);
+                if api.kind(storage) == Some(Kind::Null) && l <= level {
+                    return Located::Unknown;
+                }
                 if l < level {
                     break;
                 }
-                if l == level && number(env, at(2)) == id && api.same(at(0), instance) {
+                if l == level && number(env, at(2)) == id && api.same(storage, instance) {
                     let store = at(3);
                     return Located::Store(
                         (api.kind(store) != Some(Kind::Undefined)).then_some(store),
                     );
                 }
             }
-            if level < 1.0 {
-                return Located::Unknown;
-            }
-            let resources = ref_value(env, self.resources);
-            let Some(resource) = (!resources.is_null())
-                .then(|| w.own_element(resources, level as u32 - 1))
-                .flatten()
-                .filter(|&r| api.kind(r) == Some(Kind::Object))
-            else {
-                return Located::Unknown;
-            };
-            let public = w
-                .step(resource, api.element(cx, names, 1))
-                .filter(|&p| api.kind(p) == Some(Kind::Object))
-                .unwrap_or(resource);
-            let store = w
-                .step(public, api.element(cx, symbols, index))
-                .filter(|&s| api.kind(s) != Some(Kind::Undefined));
-            Located::Store(store)
+            Located::Unknown
         }
     }
 }
