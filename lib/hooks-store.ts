@@ -1,18 +1,20 @@
 // `asyncContext` where AsyncLocalStorage is built on async_hooks (Node.js 22 by default, 20): what
 // the sampling interrupt needs to find the blocked code's store without running JavaScript
-// (crates/node/src/async_context.rs, `Hooks`).
+// (crates/node/src/hooks_store.rs).
 //
 // There, `getStore()` is `executionAsyncResource()[kResourceStore]`: an own symbol property of the
 // current async resource. The resource is the last of Node's `execution_async_resources` (its
 // async_wrap binding) when JavaScript entered that level: timers, immediates, nextTicks, promise
 // reactions and `await` continuations, `AsyncResource` scopes, and native callbacks once an
-// AsyncLocalStorage is in use (Node's JavaScript trampoline). A level that native code entered
-// itself, an HTTP server's request callback for one, is held only in C++, where nothing can read it
-// without calling into JavaScript. For those levels, the `run()` and `enterWith()` calls of the
-// storages a detector reads are recorded here while it runs (wrapped on AsyncLocalStorage's
-// prototype, so the instances keep their shape): (storage, level, execution async id,
-// store). A record answers for the blocked code when its level and async id are the current ones;
-// a record whose callback ended can then never match, and is dropped at the next record.
+// AsyncLocalStorage is in use (Node's JavaScript trampoline). The native read takes it from there.
+// A level that native code entered itself, an HTTP server's request callback for one, is held only
+// in C++, where nothing can read it without calling into JavaScript. For those levels, the `run()`
+// and `enterWith()` calls of the storages a detector reads are recorded here while it runs
+// (wrapped on AsyncLocalStorage's prototype, so the instances keep their shape; the wrapper is
+// one more frame in stack traces through them): (storage, level, execution async id, store). A
+// record answers at such a level when its level and async id are the current ones; a record whose
+// callback ended can then never match, and is dropped at the next record. Where the records cannot
+// tell (none, the cap reached), the read says the store is unknown rather than guess.
 //
 // A termination skips `run()`'s `finally` (ours and Node's alike). The guards and the unguarded
 // repair therefore cut the records back ({@link recordsDepth}, {@link cutRecords}).
