@@ -193,20 +193,30 @@ pub fn late_stack_json(o: &Origin, w: &Warning, r: &Reported) -> String {
 
 /// Appends `v` as a JSON string literal.
 pub fn json_str(out: &mut String, v: &str) {
+    out.reserve(v.len() + 2);
     out.push('"');
-    for c in v.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+    // Runs of bytes that need no escape are copied whole. Every byte that does is ASCII, so the
+    // cuts fall on character boundaries.
+    let mut start = 0;
+    for (i, &b) in v.as_bytes().iter().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&v[start..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{:04x}", b);
+        } else {
+            out.push_str(escape);
         }
+        start = i + 1;
     }
+    out.push_str(&v[start..]);
     out.push('"');
 }
 
@@ -472,6 +482,27 @@ pub fn block_json(o: &Origin, b: &BlockRecord, texts: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_str_escapes_what_json_requires_and_copies_the_rest() {
+        let cases = [
+            ("", "\"\""),
+            ("plain ascii", "\"plain ascii\""),
+            (
+                "quote \" and \\ backslash",
+                "\"quote \\\" and \\\\ backslash\"",
+            ),
+            ("lines\n\r\ttab", "\"lines\\n\\r\\ttab\""),
+            ("\u{0}\u{1f}\u{7f}", "\"\\u0000\\u001f\u{7f}\""),
+            ("é€😀 \"x\" é", "\"é€😀 \\\"x\\\" é\""),
+            ("\\", "\"\\\\\""),
+        ];
+        for (input, want) in cases {
+            let mut out = String::from("prefix:");
+            json_str(&mut out, input);
+            assert_eq!(out, format!("prefix:{want}"), "{input:?}");
+        }
+    }
 
     fn origin(thread_id: u32) -> Origin {
         Origin {

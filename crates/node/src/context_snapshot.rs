@@ -38,6 +38,7 @@
 //! interceptors (native code, not JavaScript) when their keys or values are read.
 
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
 use std::os::raw::{c_char, c_int};
 
 use loop_helpers_core::report::json_str;
@@ -230,14 +231,16 @@ impl<'a> Walker<'a> {
 
     /// A string's text, at most MAX_STRING_BYTES bytes of it (a cut one fills the buffer but for
     /// at most one character), read into `buf`, with the number of bytes Node-API wrote; None if
-    /// it cannot be read.
+    /// it cannot be read. `buf` need not be initialised (zeroing 1 KiB per string was a tenth of
+    /// a whole store's read): only what Node-API wrote is read back.
     unsafe fn utf8_prefix<'b>(
         &self,
         v: napi_value,
-        buf: &'b mut [u8; MAX_STRING_BYTES + 1],
+        buf: &'b mut [MaybeUninit<u8>; MAX_STRING_BYTES + 1],
     ) -> Option<(Cow<'b, str>, usize)> {
         let mut written = 0usize;
-        // SAFETY: the walker's contract; `buf` holds `buf.len()` bytes, the most Node-API writes.
+        // SAFETY: the walker's contract; `buf` holds `buf.len()` bytes, the most Node-API writes
+        // (it writes, never reads, them).
         if unsafe {
             napi_get_value_string_utf8(
                 self.env,
@@ -251,12 +254,20 @@ impl<'a> Walker<'a> {
             return None;
         }
         let written = written.min(MAX_STRING_BYTES);
-        Some((String::from_utf8_lossy(&buf[..written]), written))
+        // SAFETY: Node-API wrote `written` bytes (at most the buffer's length less its NUL) at
+        // the start of `buf`, so they are initialised; `u8` and `MaybeUninit<u8>` share a layout.
+        let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr() as *const u8, written) };
+        // V8 writes whole characters as UTF-8: the checked conversion is the fast one; the lossy
+        // one only guards against the unexpected.
+        let text = std::str::from_utf8(bytes)
+            .map(Cow::Borrowed)
+            .unwrap_or_else(|_| String::from_utf8_lossy(bytes));
+        Some((text, written))
     }
 
     /// Writes a string as JSON: at most MAX_STRING_BYTES bytes of it, and a note when it is longer.
     unsafe fn push_js_string(&mut self, v: napi_value) {
-        let mut buf = [0u8; MAX_STRING_BYTES + 1];
+        let mut buf = [MaybeUninit::uninit(); MAX_STRING_BYTES + 1];
         // SAFETY: the walker's contract, passed on.
         let Some((s, written)) = (unsafe { self.utf8_prefix(v, &mut buf) }) else {
             self.out.push_str("null");
@@ -276,7 +287,7 @@ impl<'a> Walker<'a> {
 
     /// A string's text, at most MAX_STRING_BYTES bytes of it (constructor names, Map keys).
     unsafe fn read_string(&self, v: napi_value) -> String {
-        let mut buf = [0u8; MAX_STRING_BYTES + 1];
+        let mut buf = [MaybeUninit::uninit(); MAX_STRING_BYTES + 1];
         // SAFETY: the walker's contract, passed on.
         unsafe { self.utf8_prefix(v, &mut buf) }
             .map(|(s, _)| s.into_owned())
