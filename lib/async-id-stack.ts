@@ -89,8 +89,8 @@ export function clearAsyncIdStack(trigger: (sentinel: unknown) => void): boolean
 // callback around it ends. So each guard (`run()`/`wrap()`, and the one around every queueMicrotask
 // callback, ./unguarded.ts) notes where the stack stood and puts it back:
 // - Node 20 and 22: through `process.binding('async_wrap')`, popping exactly the levels JavaScript
-//   pushed since (what Node's own `popAsyncContext` does, and the native repair after an unguarded
-//   interrupt: crates/node/src/unguarded.rs); cost at entry, one typed-array read;
+//   pushed since (what Node's own `popAsyncContext` does, and the repair after an unguarded
+//   interrupt: {@link popJsLevels}); cost at entry, one typed-array read;
 // - 24+, where that binding is gone: when the execution async id is not the one at entry, the
 //   stack is emptied the way Node does after an uncaught exception that a handler caught
 //   ({@link clearAsyncIdStack}). The rest of the caller's callback then runs at async id
@@ -103,6 +103,10 @@ export type SavedLevel = number;
 interface LevelTools {
   save(): SavedLevel;
   restore(saved: SavedLevel): void;
+  /** The precise pop down to `floor`, with the popped levels' resources; undefined: none here. */
+  pop(floor: number): unknown[] | undefined;
+  /** Whether `pop` pops (Node 20 and 22). */
+  precise: boolean;
 }
 
 let levelTools: LevelTools | undefined;
@@ -114,21 +118,28 @@ function makeLevelTools(): LevelTools {
   const resources = b?.execution_async_resources;
   if (b && fields && ids && resources && b.async_ids_stack) {
     const { kStackLength, kExecutionAsyncId, kTriggerAsyncId } = b.constants;
+    const pop = (floor: number): unknown[] => {
+      const popped: unknown[] = [];
+      for (let n = fields[kStackLength] as number; n > floor; n = fields[kStackLength] as number) {
+        const i = n - 1;
+        // A level a native scope pushed has no resource here: that scope pops it itself.
+        if (i >= resources.length || !(i in resources)) break;
+        // Node replaces async_ids_stack when it grows: read it afresh.
+        const stack = b.async_ids_stack as Float64Array;
+        if (2 * i + 1 >= stack.length) break;
+        ids[kExecutionAsyncId] = stack[2 * i] as number;
+        ids[kTriggerAsyncId] = stack[2 * i + 1] as number;
+        popped.push(resources[i]);
+        resources.length = i;
+        fields[kStackLength] = i;
+      }
+      return popped;
+    };
     return {
       save: () => fields[kStackLength] as number,
-      restore(floor) {
-        for (let n = fields[kStackLength] as number; n > floor; n = fields[kStackLength] as number) {
-          const i = n - 1;
-          // A level a native scope pushed has no resource here: that scope pops it itself.
-          if (i >= resources.length || !(i in resources)) break;
-          // Node replaces async_ids_stack when it grows: read it afresh.
-          const stack = b.async_ids_stack as Float64Array;
-          ids[kExecutionAsyncId] = stack[2 * i] as number;
-          ids[kTriggerAsyncId] = stack[2 * i + 1] as number;
-          resources.length = i;
-          fields[kStackLength] = i;
-        }
-      },
+      restore: pop,
+      pop,
+      precise: true,
     };
   }
   return {
@@ -136,6 +147,8 @@ function makeLevelTools(): LevelTools {
     restore(id) {
       if (executionAsyncId() !== id) clearAsyncIdStack((sentinel) => native().triggerUncaught(sentinel));
     },
+    pop: () => undefined,
+    precise: false,
   };
 }
 
@@ -148,4 +161,21 @@ export function saveLevel(): SavedLevel {
 /** After our interrupt unwound to the guard: Node's async-id stack back where it stood at entry. */
 export function restoreLevel(saved: SavedLevel): void {
   levelTools?.restore(saved);
+}
+
+/** Whether {@link popJsLevels} can pop (Node 20 and 22: the async_wrap binding is there). */
+export function canPopJsLevels(): boolean {
+  levelTools ??= makeLevelTools();
+  return levelTools.precise;
+}
+
+/**
+ * After an unguarded termination: pops every level JavaScript pushed and the termination never
+ * popped, as Node's own `popAsyncContext` would have, stopping at the first level a native scope
+ * owns. Returns the popped levels' resources, innermost first (the timer repair looks among them
+ * for the Timeout or Immediate that was cut short); undefined where the binding is gone (24+).
+ */
+export function popJsLevels(): unknown[] | undefined {
+  levelTools ??= makeLevelTools();
+  return levelTools.pop(0);
 }

@@ -85,21 +85,19 @@ export interface StartOptions {
 
 /** `installInterrupts()`'s options (crates/node/src/exports.rs `install_interrupts`). */
 export interface InstallInterruptsOptions {
-  /** Node's `async_wrap` binding and the indices of its fields (Node 20/22), or null. */
-  asyncWrap: {
-    binding: object;
-    kStackLength: number;
-    kExecutionAsyncId: number;
-    kTriggerAsyncId: number;
-  } | null;
-  /** Node's uncaught-exception route for repairing after a termination, or null. */
-  afterTermination: ((trigger: (sentinel: unknown) => void, popped: unknown[] | undefined) => void) | null;
+  /**
+   * Whether `afterTermination` pops the async-id levels the interrupted code pushed one by one
+   * (Node 20/22, through the async_wrap binding): then every Immediate can be repaired.
+   */
+  preciseAsyncIds: boolean;
+  /** Repairs what a termination left (async-id stack, module cache, timers), or null. */
+  afterTermination: ((trigger: (sentinel: unknown) => void) => void) | null;
   /**
    * Int32Array over a SharedArrayBuffer, element 0 set while an Immediate callback that
    * `afterTermination` can repair runs (lib/timer-repair.ts, mode `'record'`), or null. With
-   * `asyncWrap` and `afterTermination`, every Immediate can be repaired (the levels the precise
-   * repair pops name it) and this is not read; otherwise null means that none is, so none is
-   * terminated.
+   * `preciseAsyncIds` and `afterTermination`, every Immediate can be repaired (the levels the
+   * precise repair pops name it) and this is not read; otherwise null means that none is, so none
+   * is terminated.
    */
   immediateRunning: Int32Array | null;
 }

@@ -7,7 +7,7 @@
 // Node's own timers, never the globals: jest or sinon may have replaced those with fake timers.
 import { executionAsyncResource } from 'node:async_hooks';
 import * as nodeTimers from 'node:timers';
-import { asyncWrapBinding, clearAsyncIdStack, restoreLevel, saveLevel } from './async-id-stack';
+import { canPopJsLevels, clearAsyncIdStack, popJsLevels, restoreLevel, saveLevel } from './async-id-stack';
 import { cutRecords, recordsDepth } from './hooks-store';
 import { forgetInterruptedLoads, installRequireRepair, loadDepth } from './modules';
 import { native } from './native';
@@ -25,14 +25,17 @@ let active = 0;
 
 /**
  * Called by the native side right after it cancelled an unguarded termination (V8's
- * after-termination callbacks), before Node's C++ goes on. `popped`: the resources of the async-id
- * levels the precise repair popped (Node 20/22), or undefined where the stack is to be emptied
- * here. Either way the interrupted code's resources are known first, so that a Timeout whose
- * callback was cut short before the recorders saw it start (it was created before they were
- * installed) is repaired too. The timer repair comes last: it appends immediates, and must be the
- * last to do so before Node runs its immediate queue again.
+ * after-termination callbacks), before Node's C++ goes on. First Node's async-id stack: the levels
+ * the interrupted JavaScript pushed are popped exactly where Node's async_wrap binding exists
+ * (Node 20/22, {@link popJsLevels}); elsewhere the stack is emptied through Node's
+ * uncaught-exception path (`trigger`, {@link clearAsyncIdStack}). Either way the interrupted code's
+ * resources are known first, so that a Timeout whose callback was cut short before the recorders
+ * saw it start (it was created before they were installed) is repaired too. The timer repair
+ * comes last: it appends immediates, and must be the last to do so before Node runs its immediate
+ * queue again.
  */
-function afterTermination(trigger: (sentinel: unknown) => void, popped: unknown[] | undefined): void {
+function afterTermination(trigger: (sentinel: unknown) => void): void {
+  const popped = popJsLevels();
   const resources = popped ?? [executionAsyncResource()];
   // Node's uncaught-exception path, when taken, also queues an immediate (so that ticks queued
   // behind the interrupted one run soon); elsewhere one of ours does. Before the timer repair,
@@ -102,25 +105,13 @@ function install(deliver: (json: string) => void): Installed {
   installRequireRepair();
   // First among the 'exit' listeners registered so far, so that none of them is interrupted.
   process.prependListener('exit', onExit);
-  const binding = asyncWrapBinding();
-  const c = binding?.constants;
+  const precise = canPopJsLevels();
   const { TimeoutProto, ImmediateProto } = timerPrototypes();
   // With the precise async-id repair, the levels it pops name the Timeout or Immediate that was cut
   // short, and nothing needs to run per callback; elsewhere accessors record each one as it starts.
-  installTimerRepair(TimeoutProto, ImmediateProto, timersAtLoad as RepairTimers, binding ? 'resources' : 'record');
+  installTimerRepair(TimeoutProto, ImmediateProto, timersAtLoad as RepairTimers, precise ? 'resources' : 'record');
   const [guardApply, reason] = native().installInterrupts(
-    {
-      asyncWrap: binding
-        ? {
-            binding,
-            kStackLength: c?.kStackLength ?? 0,
-            kExecutionAsyncId: c?.kExecutionAsyncId ?? 0,
-            kTriggerAsyncId: c?.kTriggerAsyncId ?? 0,
-          }
-        : null,
-      afterTermination,
-      immediateRunning: immediateRunningCell(),
-    },
+    { preciseAsyncIds: precise, afterTermination, immediateRunning: immediateRunningCell() },
     deliver,
   );
 

@@ -23,7 +23,7 @@ use crate::napi::*;
 use crate::sink::{NodeSink, MAX_FRAMES};
 /// triggerUncaught(error): see its comment (the one function the unguarded repair also uses).
 pub use crate::unguarded::trigger_uncaught;
-use crate::unguarded::{self, AsyncWrap, Support};
+use crate::unguarded::{self, Support};
 use crate::v8;
 use crate::v8_values;
 
@@ -753,26 +753,24 @@ unsafe fn no_panic(env: napi_env, f: impl FnOnce() -> napi_value) -> napi_value 
 
 /// installInterrupts(options, deliver) -> [guardApply, reason]
 ///
-/// `options` (lib/native.ts `InstallInterruptsOptions`): `asyncWrap`, null or
-/// `{ binding, kStackLength, kExecutionAsyncId, kTriggerAsyncId }` (Node's async_wrap binding and
-/// the indices of its fields); `afterTermination`, null or a function; `immediateRunning`, null or
-/// an Int32Array over a SharedArrayBuffer whose first element `lib/timer-repair.ts` keeps at 1
-/// while a recorded Immediate callback runs: then `afterTermination` can repair that Immediate.
-/// With `asyncWrap` and `afterTermination` every Immediate can be (the popped levels name it), and
-/// `immediateRunning` is not needed; otherwise only a recorded one is terminated (unrepaired, Node
-/// could not go on).
+/// `options` (lib/native.ts `InstallInterruptsOptions`): `preciseAsyncIds`, whether
+/// `afterTermination` pops the interrupted code's async-id levels one by one (Node 20/22);
+/// `afterTermination`, null or the function that repairs what a termination left (async-id stack,
+/// module cache, timers); `immediateRunning`, null or an Int32Array over a SharedArrayBuffer whose
+/// first element `lib/timer-repair.ts` keeps at 1 while a recorded Immediate callback runs: then
+/// `afterTermination` can repair that Immediate. With `preciseAsyncIds` and `afterTermination`
+/// every Immediate can be (the popped levels name it), and `immediateRunning` is not needed;
+/// otherwise only a recorded one is terminated (unrepaired, Node could not go on).
 ///
 /// `reason` is null when unguarded code can be interrupted, otherwise why not (then only guarded
 /// code is: run()/wrap() and the callback guards). Unguarded code needs V8's after-termination
-/// callbacks and one way to repair Node's async-id stack: `asyncWrap` (precise, Node 20/22) or
-/// `afterTermination` (Node's uncaught-exception route, any version; it also repairs the module
-/// cache).
+/// callbacks and `afterTermination`.
 pub unsafe fn install_interrupts(env: napi_env, info: napi_callback_info) -> napi_value {
     const CALL: &str = "installInterrupts()";
     // SAFETY: the callback's contract; `cb` stays a local of this call.
     let cb = unsafe { js::Callback::enter(env) };
     // SAFETY: the callback's contract, for the arguments and what is read from them.
-    let (deliver, wrap, after, immediate_running, env_loop) = unsafe {
+    let (deliver, precise, after, immediate_running, env_loop) = unsafe {
         let [options, deliver] = js::args::<2>(env, info);
         if !js::is_function(env, deliver) {
             return js::throw(
@@ -789,10 +787,10 @@ pub unsafe fn install_interrupts(env: napi_env, info: napi_callback_info) -> nap
             Err(e) => return js::throw(env, E_ARG, &e),
         };
         // Read (and checked) before anything is created, so that a bad argument leaks nothing.
-        let wrap = match o.optional(c"asyncWrap") {
-            None => None,
-            Some(w) => match async_wrap_fields(&cb, w) {
-                Ok(fields) => Some(fields),
+        let precise = match o.optional(c"preciseAsyncIds") {
+            None => false,
+            Some(_) => match o.boolean(c"preciseAsyncIds") {
+                Ok(b) => b,
                 Err(e) => return js::throw(env, E_ARG, &e),
             },
         };
@@ -816,21 +814,9 @@ pub unsafe fn install_interrupts(env: napi_env, info: napi_callback_info) -> nap
             Ok(e) => e,
             Err(e) => return js::throw(env, E_START, &e),
         };
-        (deliver, wrap, after, immediate_running, env_loop)
+        (deliver, precise, after, immediate_running, env_loop)
     };
     let mut reason: Option<String> = v8::after_termination_support().err().map(str::to_string);
-    let mut async_wrap = None;
-    if let Some((binding, k_stack_length, k_execution_async_id, k_trigger_async_id)) = wrap {
-        let mut r = std::ptr::null_mut();
-        // SAFETY: the callback's contract; `binding` is an object (checked), `r` a live local.
-        unsafe { napi_create_reference(env, binding, 1, &mut r) };
-        async_wrap = Some(AsyncWrap {
-            binding: r,
-            k_stack_length,
-            k_execution_async_id,
-            k_trigger_async_id,
-        });
-    }
     let mut after_termination = None;
     if let Some(f) = after {
         let mut r = std::ptr::null_mut();
@@ -843,13 +829,7 @@ pub unsafe fn install_interrupts(env: napi_env, info: napi_callback_info) -> nap
         Some(s) => s,
         // SAFETY: the callback's contract; `deliver` is a function (checked above).
         None => match unsafe {
-            Support::new(
-                env,
-                async_wrap,
-                after_termination,
-                immediate_running,
-                deliver,
-            )
+            Support::new(env, precise, after_termination, immediate_running, deliver)
         } {
             Ok(s) => {
                 env_loop.set_support(s.clone());
@@ -890,47 +870,6 @@ pub unsafe fn install_interrupts(env: napi_env, info: napi_callback_info) -> nap
         napi_set_element(env, out, 1, r);
     }
     out
-}
-
-/// `options.asyncWrap` of installInterrupts(): (binding, kStackLength, kExecutionAsyncId,
-/// kTriggerAsyncId).
-///
-/// # Safety
-/// `v` is a value of `cb`'s env, received in this callback.
-unsafe fn async_wrap_fields(
-    cb: &js::Callback,
-    v: napi_value,
-) -> Result<(napi_value, u32, u32, u32), String> {
-    let env = cb.env();
-    // SAFETY: the callback's contract (`cb`'s); `v` and `binding` are values of its env.
-    let (w, binding) = unsafe {
-        let w = js::Options::new(cb, v, "installInterrupts()", "options.asyncWrap")?;
-        let binding = w.get(c"binding");
-        if js::type_name(env, binding) != "object" {
-            return Err(format!(
-                "installInterrupts(): options.asyncWrap.binding must be an object, got {}",
-                js::type_name(env, binding)
-            ));
-        }
-        (w, binding)
-    };
-    let index = |name: &std::ffi::CStr| -> Result<u32, String> {
-        let n = w.number(name)?;
-        if n.is_finite() && n >= 0.0 && n.fract() == 0.0 && n <= u32::MAX as f64 {
-            Ok(n as u32)
-        } else {
-            Err(format!(
-                "installInterrupts(): options.asyncWrap.{} must be an index, got {n}",
-                name.to_string_lossy()
-            ))
-        }
-    };
-    Ok((
-        binding,
-        index(c"kStackLength")?,
-        index(c"kExecutionAsyncId")?,
-        index(c"kTriggerAsyncId")?,
-    ))
 }
 
 /// setInterruptsActive(on): whether unguarded code may be terminated now (an interrupting

@@ -197,12 +197,6 @@ extern "C" {
         arraybuffer: *mut napi_value,
         byte_offset: *mut usize,
     ) -> napi_status;
-    pub fn napi_has_element(
-        env: napi_env,
-        object: napi_value,
-        index: u32,
-        result: *mut bool,
-    ) -> napi_status;
     pub fn napi_create_array_with_length(
         env: napi_env,
         length: usize,

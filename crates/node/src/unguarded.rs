@@ -8,17 +8,17 @@
 //!   continuations, I/O callbacks, top-level code), the interrupt callback registers V8's
 //!   call-completed and microtasks-completed callbacks for this one termination; whichever runs
 //!   first cancels it, and
-//! - repairs Node's async-id stack: the levels JavaScript pushed and the termination never popped,
-//!   and (in `afterTermination`, `lib/timer-repair.ts`) the Timeout or Immediate whose callback was
-//!   cut short.
-//!   Without that repair Node exits with "async hook stack has become corrupted" (or aborts when a
-//!   promise hook is on). Two ways, in order of preference:
-//!   - precise ([`Support::repair_async_stack`]): pop exactly the levels JavaScript pushed, through
-//!     `process.binding('async_wrap')` (Node 20 and 22; handed over by `lib/unguarded.ts`);
-//!   - Node's own recovery ([`Support::call_after_termination`]): where that binding is gone
-//!     (Node 24+), take the path Node takes after an uncaught exception that a handler caught,
-//!     which empties the whole stack (`napi_fatal_exception` with a one-shot capture callback set
-//!     by `lib/unguarded.ts`, so no user handler sees it).
+//! - then calls `afterTermination` (`lib/unguarded.ts`), which repairs Node's async-id stack (the
+//!   levels JavaScript pushed and the termination never popped) and the Timeout or Immediate whose
+//!   callback was cut short. Without that repair Node exits with "async hook stack has become
+//!   corrupted" (or aborts when a promise hook is on). Two ways, in order of preference, both in
+//!   JavaScript (`lib/async-id-stack.ts`, which the guards use too):
+//!   - precise: pop exactly the levels JavaScript pushed, through `process.binding('async_wrap')`
+//!     (Node 20 and 22);
+//!   - Node's own recovery: where that binding is gone (Node 24+), take the path Node takes after
+//!     an uncaught exception that a handler caught, which empties the whole stack
+//!     (`napi_fatal_exception`, handed over as `triggerUncaught`, with a one-shot capture callback
+//!     set by `lib/unguarded.ts`, so no user handler sees it).
 //!
 //! The error reaches JavaScript afterwards, from a fresh callback (a thread-safe function).
 
@@ -35,14 +35,6 @@ use crate::env_loop::{EnvLoop, InterruptSupport};
 use crate::js;
 use crate::napi::*;
 use crate::v8;
-
-/// Node's async_wrap binding and the indices of the fields the repair touches.
-pub struct AsyncWrap {
-    pub binding: napi_ref,
-    pub k_stack_length: u32,
-    pub k_execution_async_id: u32,
-    pub k_trigger_async_id: u32,
-}
 
 /// A flag JavaScript sets and native code reads on the same thread: the first element of an
 /// Int32Array over a SharedArrayBuffer (its memory never moves and cannot be detached), kept alive
@@ -87,11 +79,12 @@ impl RunningCell {
 
 /// Per-environment support, installed by `installInterrupts`.
 pub struct Support {
-    pub async_wrap: Option<AsyncWrap>,
-    /// `afterTermination(trigger, repaired)` of `lib/unguarded.ts`, called once an unguarded
-    /// termination was cancelled: it empties Node's async-id stack through Node's
-    /// uncaught-exception path when the precise repair was not possible (`repaired` false), drops
-    /// interrupted `require()` loads from the module cache, and repairs Node's timer lists.
+    /// `afterTermination` pops the interrupted code's async-id levels one by one (Node 20/22).
+    pub precise_async_ids: bool,
+    /// `afterTermination(trigger)` of `lib/unguarded.ts`, called once an unguarded termination was
+    /// cancelled: it repairs Node's async-id stack (precisely, or through Node's uncaught-exception
+    /// path with `trigger`), drops interrupted `require()` loads from the module cache, and
+    /// repairs Node's timer lists.
     pub after_termination: Option<napi_ref>,
     /// Set while an Immediate callback that `afterTermination` can repair runs, where the
     /// Immediates' recorder does that (Node 24+: see [`Support::immediate_repairable`]). Node
@@ -120,13 +113,13 @@ impl Support {
     /// On `env`'s JS thread; `deliver` is a function.
     pub unsafe fn new(
         env: napi_env,
-        async_wrap: Option<AsyncWrap>,
+        precise_async_ids: bool,
         after_termination: Option<napi_ref>,
         immediate_running: Option<RunningCell>,
         deliver: napi_value,
     ) -> Result<Arc<Self>, String> {
         Ok(Arc::new(Support {
-            async_wrap,
+            precise_async_ids,
             after_termination,
             immediate_running: immediate_running.filter(|_| after_termination.is_some()),
             // SAFETY: the caller's contract (env's JS thread; `deliver` a function).
@@ -147,25 +140,26 @@ impl Support {
     }
 
     /// Whether the Immediate callback running now (if any) can be repaired after a termination.
-    /// With the precise async-id repair, `afterTermination` receives the resources of every level
-    /// it popped, and Node pushed the running Immediate as one of them, whoever made it
+    /// With the precise async-id repair, `afterTermination` knows the resources of every level it
+    /// popped, and Node pushed the running Immediate as one of them, whoever made it
     /// (lib/timer-repair.ts, mode `'resources'`): every one can be. Otherwise only one that the
     /// recorder saw start can be.
     pub fn immediate_repairable(&self) -> bool {
-        (self.async_wrap.is_some() && self.after_termination.is_some())
+        (self.precise_async_ids && self.after_termination.is_some())
             || self
                 .immediate_running
                 .as_ref()
                 .is_some_and(RunningCell::is_set)
     }
 
-    /// Can the async-id stack be repaired after an unguarded termination, one way or the other?
+    /// Can the async-id stack be repaired after an unguarded termination (by `afterTermination`,
+    /// one way or the other)?
     pub fn can_repair(&self) -> bool {
-        self.async_wrap.is_some() || self.after_termination.is_some()
+        self.after_termination.is_some()
     }
 
-    /// Repairs what an unguarded termination left behind: Node's async-id stack (precisely where
-    /// possible), and, through `afterTermination`, the module cache and Node's timer lists.
+    /// Repairs what an unguarded termination left behind, through `afterTermination`: Node's
+    /// async-id stack, the module cache and Node's timer lists.
     ///
     /// # Safety
     /// On the environment's JS thread, with no termination in progress.
@@ -177,27 +171,21 @@ impl Support {
         }
         // SAFETY: on env's JS thread, no termination in progress (the caller's contract), inside
         // the scope just opened.
-        unsafe {
-            let popped = match &self.async_wrap {
-                Some(aw) => self.repair_async_stack(env, aw),
-                None => None,
-            };
-            self.call_after_termination(env, popped);
-        }
-        // SAFETY: the scope opened above, closed once; the calls in between closed theirs.
+        unsafe { self.call_after_termination(env) };
+        // SAFETY: the scope opened above, closed once; the call in between closed its own.
         unsafe { napi_close_handle_scope(env, scope) };
     }
 
-    /// Calls `afterTermination(trigger, popped)`. `popped`: the resources of the async-id levels
-    /// the precise repair popped (an array), or undefined: then it empties Node's async-id stack
-    /// the way Node does after an uncaught exception was handled (its `clearAsyncIdStack()`): it
-    /// sets a one-shot capture callback and calls `trigger` = `napi_fatal_exception`. Every level
-    /// goes, native ones too; the native scopes still open then find an empty stack and pop
-    /// nothing (`AsyncHooks::pop_async_context`), exactly as after a handled uncaught exception.
+    /// Calls `afterTermination(trigger)`, `trigger` being `napi_fatal_exception`: where the levels
+    /// cannot be popped one by one, it empties Node's async-id stack the way Node does after an
+    /// uncaught exception was handled (its `clearAsyncIdStack()`), with a one-shot capture
+    /// callback. Every level goes, native ones too; the native scopes still open then find an
+    /// empty stack and pop nothing (`AsyncHooks::pop_async_context`), exactly as after a handled
+    /// uncaught exception.
     ///
     /// # Safety
     /// On the environment's JS thread, inside a handle scope, with no termination in progress.
-    unsafe fn call_after_termination(&self, env: napi_env, popped: Option<napi_value>) {
+    unsafe fn call_after_termination(&self, env: napi_env) {
         let Some(r) = self.after_termination else {
             return;
         };
@@ -219,7 +207,7 @@ impl Support {
                 ) == NAPI_OK
                 {
                     let mut result = std::ptr::null_mut();
-                    let argv = [trigger, popped.unwrap_or_else(|| js::undefined(env))];
+                    let argv = [trigger];
                     let status = napi_call_function(
                         env,
                         js::undefined(env),
@@ -237,101 +225,6 @@ impl Support {
                 }
             }
         }
-    }
-
-    /// Pops the async-id levels that JavaScript pushed and never popped, exactly as Node's
-    /// `popAsyncContext` would have, stopping at the first level a native scope owns (those have
-    /// no element in `execution_async_resources`). Returns the popped levels' resources, innermost
-    /// first (the timer repair looks among them for a Timeout it did not see start), or None when
-    /// the stack could not be read.
-    ///
-    /// # Safety
-    /// On the environment's JS thread, inside a handle scope, with no termination in progress.
-    unsafe fn repair_async_stack(&self, env: napi_env, aw: &AsyncWrap) -> Option<napi_value> {
-        let mut binding = std::ptr::null_mut();
-        // SAFETY: on env's JS thread inside a handle scope (the caller's contract); `aw.binding`
-        // is our live reference to Node's async_wrap binding, whose properties are read here.
-        let (fields, ids, resources) = unsafe {
-            ok(napi_get_reference_value(env, aw.binding, &mut binding))?;
-            let fields = js::typed_array::<u32>(
-                env,
-                prop(env, binding, c"async_hook_fields")?,
-                NAPI_UINT32_ARRAY,
-            )?;
-            let ids = js::typed_array::<f64>(
-                env,
-                prop(env, binding, c"async_id_fields")?,
-                NAPI_FLOAT64_ARRAY,
-            )?;
-            let resources = prop(env, binding, c"execution_async_resources")?;
-            (fields, ids, resources)
-        };
-        let (k_len, k_exec, k_trig) = (
-            aw.k_stack_length as usize,
-            aw.k_execution_async_id as usize,
-            aw.k_trigger_async_id as usize,
-        );
-        if k_len >= fields.1 || k_exec >= ids.1 || k_trig >= ids.1 {
-            return None;
-        }
-        let mut popped = std::ptr::null_mut();
-        // SAFETY: as above; `popped` a live local.
-        ok(unsafe { napi_create_array_with_length(env, 0, &mut popped) })?;
-        let mut count = 0u32;
-        loop {
-            // SAFETY: `k_len < fields.1` (checked above): an element of Node's async_hook_fields,
-            // whose backing store the binding keeps alive and in place. Only this thread writes it.
-            let n = unsafe { *fields.0.add(k_len) };
-            if n == 0 {
-                break;
-            }
-            let i = n - 1;
-            let mut len = 0u32;
-            let mut has = false;
-            // SAFETY: as above (env's JS thread in a handle scope); live locals out.
-            unsafe {
-                ok(napi_get_array_length(env, resources, &mut len))?;
-                ok(napi_has_element(env, resources, i, &mut has))?;
-            }
-            if i >= len || !has {
-                break; // a level a native scope pushed: it pops it itself
-            }
-            // Node replaces async_ids_stack when it grows: read it afresh.
-            // SAFETY: as above.
-            let stack = unsafe {
-                js::typed_array::<f64>(
-                    env,
-                    prop(env, binding, c"async_ids_stack")?,
-                    NAPI_FLOAT64_ARRAY,
-                )
-            }?;
-            let (a, b) = (2 * i as usize, 2 * i as usize + 1);
-            if b >= stack.1 {
-                break;
-            }
-            // SAFETY: `a < b < stack.1` and `k_exec, k_trig < ids.1` (checked): elements of typed
-            // arrays Node keeps alive, written only on this thread. No JavaScript ran since
-            // `stack` was read, so it was not replaced.
-            unsafe {
-                *ids.0.add(k_exec) = *stack.0.add(a);
-                *ids.0.add(k_trig) = *stack.0.add(b);
-            }
-            let mut resource = std::ptr::null_mut();
-            let mut new_len = std::ptr::null_mut();
-            // SAFETY: env's JS thread in a handle scope; values of this env, live locals out, a
-            // NUL-terminated name. Setting `length` of a plain array runs no JavaScript.
-            unsafe {
-                if napi_get_element(env, resources, i, &mut resource) == NAPI_OK {
-                    napi_set_element(env, popped, count, resource);
-                    count += 1;
-                }
-                napi_create_uint32(env, i, &mut new_len);
-                napi_set_named_property(env, resources, c"length".as_ptr(), new_len);
-            }
-            // SAFETY: as for the read of `n` above.
-            unsafe { *fields.0.add(k_len) = i };
-        }
-        Some(popped)
     }
 }
 
@@ -379,21 +272,6 @@ unsafe extern "C" fn trigger_uncaught_cb(env: napi_env, info: napi_callback_info
     })
     // SAFETY: as above.
     .unwrap_or_else(|| unsafe { js::undefined(env) })
-}
-
-fn ok(status: napi_status) -> Option<()> {
-    (status == NAPI_OK).then_some(())
-}
-
-/// Property `name` of `obj`, None on failure or a null result.
-///
-/// # Safety
-/// On `env`'s JS thread, in a handle scope; `obj` a value of that env.
-unsafe fn prop(env: napi_env, obj: napi_value, name: &std::ffi::CStr) -> Option<napi_value> {
-    let mut v = std::ptr::null_mut();
-    // SAFETY: the caller's contract; `name` is NUL-terminated, `v` a live local.
-    ok(unsafe { napi_get_named_property(env, obj, name.as_ptr(), &mut v) })?;
-    (!v.is_null()).then_some(v)
 }
 
 /// Interrupt callback, about to terminate unguarded code: register the callbacks that will
