@@ -80,18 +80,6 @@ needsContext(`blocked in the request callback itself: that request's store${cont
   assertBlockedRequest(t, await run('http', { blocker: 3, sync: true }), 'req-3');
 });
 
-(major <= 22 ? needsContext : test.serial.skip)(
-  `async_hooks-based stores: a natively entered level with no store on record says why${major <= 22 ? contextReason : ` (skipped: Node.js ${major} keeps stores in AsyncContextFrames, where every level is read)`}`,
-  async (t) => {
-    const r = await run('unrecorded');
-    t.is(r.code, 0, r.stderr);
-    const e = spinEvent(r);
-    t.truthy(e, JSON.stringify(r.result.events));
-    t.is(e.context, null, 'never a store that may be wrong');
-    t.regex(e.contextMissing, /entered from native code .* run\(\) or enterWith\(\)/);
-  },
-);
-
 needsContext(
   `after an interrupt that run() threw, a later block of the same callback has no stale store${contextReason}`,
   async (t) => {

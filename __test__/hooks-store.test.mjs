@@ -22,6 +22,14 @@ function block(t, r, label = 'main') {
   return mine[0];
 }
 
+only(`a request callback that entered no store: unknown, with the reason${why}`, async (t) => {
+  const r = await run('unrecorded');
+  t.is(r.result.expected, null);
+  const e = block(t, r);
+  t.is(e.context, null, 'never a store that may be wrong');
+  t.regex(e.contextMissing, NATIVE_LEVEL);
+});
+
 only(`another storage's enterWith() inside run() is kept when run() returns${why}`, async (t) => {
   const r = await run('otherEnterWith');
   t.deepEqual(r.result.expected, { t: 'Z' });
