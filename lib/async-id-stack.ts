@@ -118,8 +118,10 @@ function makeLevelTools(): LevelTools {
   const resources = b?.execution_async_resources;
   if (b && fields && ids && resources && b.async_ids_stack) {
     const { kStackLength, kExecutionAsyncId, kTriggerAsyncId } = b.constants;
-    const pop = (floor: number): unknown[] => {
-      const popped: unknown[] = [];
+    // Pops down to `floor`; `into` (if given) receives the popped levels' resources, innermost
+    // first. Node's state is complete before `into` is touched: an `Array.prototype` setter of
+    // the application's may run there, and must find a consistent stack.
+    const popTo = (floor: number, into?: unknown[]): void => {
       for (let n = fields[kStackLength] as number; n > floor; n = fields[kStackLength] as number) {
         const i = n - 1;
         // A level a native scope pushed has no resource here: that scope pops it itself.
@@ -127,18 +129,22 @@ function makeLevelTools(): LevelTools {
         // Node replaces async_ids_stack when it grows: read it afresh.
         const stack = b.async_ids_stack as Float64Array;
         if (2 * i + 1 >= stack.length) break;
+        const resource = resources[i];
         ids[kExecutionAsyncId] = stack[2 * i] as number;
         ids[kTriggerAsyncId] = stack[2 * i + 1] as number;
-        popped.push(resources[i]);
         resources.length = i;
         fields[kStackLength] = i;
+        if (into) into[into.length] = resource;
       }
-      return popped;
     };
     return {
       save: () => fields[kStackLength] as number,
-      restore: pop,
-      pop,
+      restore: (floor) => popTo(floor),
+      pop(floor) {
+        const popped: unknown[] = [];
+        popTo(floor, popped);
+        return popped;
+      },
       precise: true,
     };
   }

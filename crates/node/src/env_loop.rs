@@ -144,7 +144,8 @@ pub struct EnvLoop {
     /// JavaScript holds their addresses, which must not move when the Vec grows.
     #[allow(clippy::vec_box)]
     guard_fns: Mutex<Vec<Box<GuardFn>>>,
-    /// Unguarded code can be recovered from here (after-termination callbacks, async_wrap).
+    /// Unguarded code can be recovered from here (V8's after-termination callbacks and
+    /// `afterTermination`).
     unguarded_possible: AtomicBool,
     /// The uv_prepare_t (storage sized by uv_handle_size), owned by libuv between init and close.
     prepare: *mut uv_handle_t,
