@@ -90,10 +90,12 @@ export interface BlockingDetectorOptions {
    * stack sample, running no JavaScript: plain values are copied (depth 4, 50 keys per object,
    * strings up to 1 KiB), everything else is summarised and never executed (getters, proxies,
    * `toJSON`; class instances as `{ "[class Name]": own fields }`, Map/Set entries, Date as
-   * an ISO string, BigInt as a decimal string). Works where AsyncLocalStorage uses
-   * AsyncContextFrame: Node.js 24+ by default, Node.js 22 with `--experimental-async-context-frame`
-   * (see `capabilities().asyncContext`); elsewhere `context` is null and `contextMissing` says why.
-   * No cost when not set.
+   * an ISO string, BigInt as a decimal string). Works on every supported Node.js (see
+   * `capabilities().asyncContext`): from the AsyncContextFrame where Node keeps stores in one (24+,
+   * 22 with `--experimental-async-context-frame`), else from the blocked code's async resource
+   * (22, 20), where a level Node entered natively (an HTTP request callback) is read only if the
+   * store was entered there with `run()`/`enterWith()` while the detector ran. Where the store
+   * cannot be found, `context` is null and `contextMissing` says why. No cost when not set.
    *
    * @example
    * ```ts

@@ -177,8 +177,9 @@ export interface Capabilities {
    */
   syncCallNames: boolean;
   /**
-   * `asyncContext`: the blocked code's AsyncLocalStorage stores can be read (AsyncLocalStorage
-   * uses AsyncContextFrame here, and the V8 entry points are there and self-tested).
+   * `asyncContext`: the blocked code's AsyncLocalStorage stores can be read, from an
+   * AsyncContextFrame or from Node's async_wrap binding (async_hooks-based AsyncLocalStorage), as
+   * a self-test read showed once.
    */
   asyncContext: boolean;
   /** Why each capability that is false is missing. */
