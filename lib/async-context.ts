@@ -49,11 +49,14 @@ function alsClass(): typeof AsyncLocalStorage {
   return (require('node:async_hooks') as typeof import('node:async_hooks')).AsyncLocalStorage;
 }
 
-/** Whether this Node.js keeps AsyncLocalStorage stores in AsyncContextFrames. */
+let framesHoldStores: boolean | undefined;
+
+/** Whether this Node.js keeps AsyncLocalStorage stores in AsyncContextFrames (fixed per process). */
 export function usesAsyncContextFrame(): boolean {
   // The async_hooks-based class keeps its per-resource symbol as an own property; the frame-based
   // one has only private fields.
-  return !Object.hasOwn(new (alsClass())(), 'kResourceStore');
+  framesHoldStores ??= !Object.hasOwn(new (alsClass())(), 'kResourceStore');
+  return framesHoldStores;
 }
 
 function validateKeys(name: string, v: unknown): string[] {

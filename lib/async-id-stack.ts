@@ -103,10 +103,8 @@ export type SavedLevel = number;
 interface LevelTools {
   save(): SavedLevel;
   restore(saved: SavedLevel): void;
-  /** The precise pop down to `floor`, with the popped levels' resources; undefined: none here. */
-  pop(floor: number): unknown[] | undefined;
-  /** Whether `pop` pops (Node 20 and 22). */
-  precise: boolean;
+  /** The precise pop down to `floor`, with the popped levels' resources (Node 20 and 22 only). */
+  pop?: (floor: number) => unknown[];
 }
 
 let levelTools: LevelTools | undefined;
@@ -145,7 +143,6 @@ function makeLevelTools(): LevelTools {
         popTo(floor, popped);
         return popped;
       },
-      precise: true,
     };
   }
   return {
@@ -153,8 +150,6 @@ function makeLevelTools(): LevelTools {
     restore(id) {
       if (executionAsyncId() !== id) clearAsyncIdStack((sentinel) => native().triggerUncaught(sentinel));
     },
-    pop: () => undefined,
-    precise: false,
   };
 }
 
@@ -172,7 +167,7 @@ export function restoreLevel(saved: SavedLevel): void {
 /** Whether {@link popJsLevels} can pop (Node 20 and 22: the async_wrap binding is there). */
 export function canPopJsLevels(): boolean {
   levelTools ??= makeLevelTools();
-  return levelTools.precise;
+  return levelTools.pop !== undefined;
 }
 
 /**
@@ -183,5 +178,5 @@ export function canPopJsLevels(): boolean {
  */
 export function popJsLevels(): unknown[] | undefined {
   levelTools ??= makeLevelTools();
-  return levelTools.pop(0);
+  return levelTools.pop?.(0);
 }

@@ -183,33 +183,34 @@ function endRun(b: Base, storage: object, depth: number): void {
   cut(kept);
 }
 
-/** A method of the class's prototype that the wrappers replace while storages are read. */
+/** A method of the class's prototype that a wrapper of ours replaces while storages are read. */
 interface Wrapped {
   /** Its own descriptor before (put back when nothing is read any more). */
   original: PropertyDescriptor;
   wrapper: unknown;
 }
 
-/** The wrapped methods, by name; none when nothing is read. */
-const wrapped = new Map<'run' | 'enterWith', Wrapped>();
 /**
- * Every wrapper of ours ever installed, and the one that records, per method: an older one left
- * under another library's wrapper only passes calls through.
+ * The wrapper that records, per method; none when nothing is read. An older one of ours, left
+ * under another library's wrapper, only passes calls through.
  */
+const installed: { run?: Wrapped | undefined; enterWith?: Wrapped | undefined } = {};
+/** Every wrapper of ours ever installed (so that none is wrapped again). */
 const ours = new WeakSet<object>();
-const current = { run: undefined as unknown, enterWith: undefined as unknown };
 
 /** The wrapper of `name` around `real`. */
 function wrapperOf(b: Base, name: 'run' | 'enterWith', real: (...args: unknown[]) => unknown): unknown {
   if (name === 'enterWith') {
     const wrapper = function enterWith(this: object, store: unknown) {
-      if (current.enterWith === wrapper && hooked.has(this)) record(b, this, store);
+      if (installed.enterWith?.wrapper === wrapper && hooked.has(this)) record(b, this, store);
       return Reflect.apply(real, this, [store]);
     };
     return wrapper;
   }
   const wrapper = function run(this: object, store: unknown, callback: unknown, ...args: unknown[]) {
-    if (current.run !== wrapper || !hooked.has(this)) return Reflect.apply(real, this, [store, callback, ...args]);
+    if (installed.run?.wrapper !== wrapper || !hooked.has(this)) {
+      return Reflect.apply(real, this, [store, callback, ...args]);
+    }
     const depth = record(b, this, store);
     try {
       return Reflect.apply(real, this, [store, callback, ...args]);
@@ -231,8 +232,7 @@ function wrapPrototype(b: Base, proto: object): void {
     const wrapper = wrapperOf(b, name, original.value as (...args: unknown[]) => unknown) as object;
     Object.defineProperty(proto, name, { ...original, value: wrapper });
     ours.add(wrapper);
-    current[name] = wrapper;
-    wrapped.set(name, { original, wrapper });
+    installed[name] = { original, wrapper };
   }
 }
 
@@ -241,13 +241,13 @@ function wrapPrototype(b: Base, proto: object): void {
  * ours) stays as it is: ours then only passes calls through.
  */
 function unwrapPrototype(proto: object): void {
-  for (const [name, w] of wrapped) {
-    if (Object.getOwnPropertyDescriptor(proto, name)?.value === w.wrapper) {
+  for (const name of ['run', 'enterWith'] as const) {
+    const w = installed[name];
+    if (w && Object.getOwnPropertyDescriptor(proto, name)?.value === w.wrapper) {
       Object.defineProperty(proto, name, w.original);
     }
-    current[name] = undefined;
+    installed[name] = undefined;
   }
-  wrapped.clear();
 }
 
 /** The class's own prototype, whatever subclass a storage is of (super.run() comes here too). */

@@ -47,7 +47,8 @@ pub struct Hooks {
 pub enum Located {
     /// Found: the store (None: not entered, or the storage is disabled).
     Store(Option<napi_value>),
-    /// The level was entered natively, with no record ([`NATIVE_LEVEL`]).
+    /// Not known ([`NATIVE_LEVEL`]): the level was entered natively with no record of it (or past
+    /// the records' cap), or the storage's key cannot be looked up.
     Unknown,
 }
 
@@ -89,7 +90,7 @@ impl Hooks {
                 let value = o.get(name);
                 let got = js::type_name(env, value);
                 if got != want {
-                    refs.iter().for_each(|&r| drop_ref(env, r));
+                    refs.iter().for_each(|&r| js::drop_ref(env, r));
                     return Err(format!(
                         "asyncContext.hooks.{}: must be an {want}, got {got}",
                         name.to_string_lossy()
@@ -127,7 +128,7 @@ impl Hooks {
             self.records_top,
         ] {
             // SAFETY: on env's JS thread (the caller's contract); each reference ours, once.
-            unsafe { drop_ref(env, r) };
+            unsafe { js::drop_ref(env, r) };
         }
     }
 
@@ -216,7 +217,7 @@ impl Hooks {
             while i > 0 {
                 i -= 1;
                 let at = |k: u32| api.element(cx, records, i * STRIDE + k);
-                let l = number(env, at(1));
+                let l = js::f64_arg(env, at(1)).unwrap_or(f64::NAN);
                 let storage = at(0);
                 if api.kind(storage) == Some(Kind::Null) && l <= level {
                     return Located::Unknown;
@@ -224,7 +225,8 @@ impl Hooks {
                 if l < level {
                     break;
                 }
-                if l == level && number(env, at(2)) == id && api.same(storage, instance) {
+                if l == level && js::f64_arg(env, at(2)) == Some(id) && api.same(storage, instance)
+                {
                     let store = at(3);
                     return Located::Store(
                         (api.kind(store) != Some(Kind::Undefined)).then_some(store),
@@ -234,30 +236,6 @@ impl Hooks {
             Located::Unknown
         }
     }
-}
-
-/// Deletes reference `r` if it is not null.
-///
-/// # Safety
-/// On env's JS thread; `r` ours, deleted once.
-unsafe fn drop_ref(env: napi_env, r: napi_ref) {
-    if !r.is_null() {
-        // SAFETY: the caller's contract.
-        unsafe { napi_delete_reference(env, r) };
-    }
-}
-
-/// A number's value (NaN if it is not one).
-///
-/// # Safety
-/// On env's JS thread in a handle scope; `v` live or null.
-unsafe fn number(env: napi_env, v: napi_value) -> f64 {
-    let mut n = f64::NAN;
-    if !v.is_null() {
-        // SAFETY: the caller's contract; `n` a live local (left NaN on failure).
-        unsafe { napi_get_value_double(env, v, &mut n) };
-    }
-    n
 }
 
 /// Element `i` of `ta`, a typed array of `kind` whose elements are `T`; None if it is not one, or

@@ -390,3 +390,14 @@ pub unsafe fn ref_value(env: napi_env, r: napi_ref) -> napi_value {
     }
     v
 }
+
+/// Deletes reference `r` if it is not null.
+///
+/// # Safety
+/// On env's JS thread; `r` ours, deleted once.
+pub unsafe fn drop_ref(env: napi_env, r: napi_ref) {
+    if !r.is_null() {
+        // SAFETY: the caller's contract.
+        unsafe { napi_delete_reference(env, r) };
+    }
+}
