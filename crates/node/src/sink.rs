@@ -22,23 +22,35 @@ use crate::v8;
 /// Frames kept per sample.
 pub const MAX_FRAMES: u32 = 64;
 
-/// Node's own code that runs callbacks: its timer lists, its async hooks, its nextTick queue. A
-/// termination with one of these innermost (between two callbacks, or around one) would cut
-/// their bookkeeping at a point no repair can know; the monitor asks again one timeout later.
-const NODE_CALLBACK_MACHINERY: [&str; 3] = [
+/// Node's own code that runs callbacks: its timer lists, its async hooks, its nextTick queue; and
+/// the public timer functions (`node:timers`: `setTimeout`, `setInterval`, `clearTimeout`,
+/// `clearImmediate` and the `unenroll` under them), which keep the same books. A termination with
+/// one of these innermost (between two callbacks, or around one) would cut their bookkeeping at a
+/// point no repair can know; the monitor asks again one timeout later. In `node:timers`:
+/// `setInterval` stopped between `new Timeout()` (which counts a ref) and `insert()` leaves a ref
+/// that no timer holds and a Timeout on no list; `clearTimeout` stopped inside `unenroll` leaves a
+/// destroyed Timeout still counted as a ref (unref'd timers then keep the process alive). Found
+/// by the churn test on Node 20 under load: a fresh Worker's first `setInterval` took longer than
+/// the timeout.
+const NODE_CALLBACK_MACHINERY: [&str; 4] = [
     "node:internal/timers",
+    "node:timers",
     "node:internal/async_hooks",
     "node:internal/process/task_queues",
 ];
 
+/// Node's timer code: its lists (`node:internal/timers`) and the public functions over them.
+const NODE_TIMER_CODE: [&str; 2] = ["node:internal/timers", "node:timers"];
+
 /// Helpers that Node's timer code calls between taking a Timeout or Immediate off its list and
 /// entering its callback's async scope (`L.remove`, `AsyncContextFrame.exchange`), or while it
-/// re-arms one (`L.append`, the lists' priority queue). Innermost with Node's timer code right
-/// below, they count as that code: a termination there would leave a Timeout off its list and
-/// outside any scope, found by no repair (an interval stops for good, a timeout keeps its ref for
-/// ever). Called from anywhere else (`AsyncContextFrame.current()` under every
-/// `AsyncLocalStorage.getStore()`), they are the caller's. Found by the churn test on Node 22,
-/// reproduced by `__test__/fixtures/timer-bookkeeping.cjs`.
+/// re-arms or clears one (`L.append`, `L.remove` in `unenroll`, the lists' priority queue).
+/// Innermost with Node's timer code right below, they count as that code: a termination there
+/// would leave a Timeout off its list and outside any scope, found by no repair (an interval
+/// stops for good, a timeout keeps its ref for ever). Called from anywhere else
+/// (`AsyncContextFrame.current()` under every `AsyncLocalStorage.getStore()`), they are the
+/// caller's. Found by the churn test on Node 22, reproduced by
+/// `__test__/fixtures/timer-bookkeeping.cjs`.
 const TIMER_HELPERS: [&str; 3] = [
     "node:internal/linkedlist",
     "node:internal/async_context_frame",
@@ -46,13 +58,13 @@ const TIMER_HELPERS: [&str; 3] = [
 ];
 
 /// Whether the innermost frame is Node's callback machinery, or one of its timer helpers called by
-/// it.
+/// Node's timer code.
 fn in_node_machinery(frames: &[loop_helpers_core::report::Frame]) -> bool {
     match frames {
         [top, ..] if NODE_CALLBACK_MACHINERY.contains(&top.file_name.as_str()) => true,
         [top, caller, ..] => {
             TIMER_HELPERS.contains(&top.file_name.as_str())
-                && caller.file_name == "node:internal/timers"
+                && NODE_TIMER_CODE.contains(&caller.file_name.as_str())
         }
         _ => false,
     }
