@@ -57,17 +57,43 @@ const TIMER_HELPERS: [&str; 3] = [
     "node:internal/priority_queue",
 ];
 
+/// The functions of Node's timer code that run the application's callbacks: what runs above them
+/// is a timer's or an Immediate's callback, or a tick or microtask run between two, which the
+/// repair after a termination knows how to finish (`lib/timer-repair.ts`).
+const TIMER_CALLBACK_RUNNERS: [&str; 3] = ["listOnTimeout", "processTimers", "processImmediate"];
+
 /// Whether the innermost frame is Node's callback machinery, or one of its timer helpers called by
-/// Node's timer code.
+/// Node's timer code, or whatever runs inside that code's bookkeeping.
+/// - The helpers call each other (`L.append` calls `L.remove`, `PriorityQueue.removeAt` calls
+///   `percolateDown`): a chain of them counts as the code below it.
+/// - Node's timer code also calls out in the middle of its books: a Timeout's constructor counts
+///   its ref, then emits the async `init` hooks (AsyncLocalStorage's on Node 20/22, or the
+///   application's), and only then does `setTimeout()` put it on a list; `unenroll` emits
+///   `destroy` hooks. Stopped there, the ref is never dropped and the process never exits (found
+///   by an interrupt fuzz on Node 20). So when the innermost frame of Node's timer code is not one
+///   that runs callbacks, everything above it counts as that code.
 fn in_node_machinery(frames: &[loop_helpers_core::report::Frame]) -> bool {
-    match frames {
-        [top, ..] if NODE_CALLBACK_MACHINERY.contains(&top.file_name.as_str()) => true,
-        [top, caller, ..] => {
-            TIMER_HELPERS.contains(&top.file_name.as_str())
-                && NODE_TIMER_CODE.contains(&caller.file_name.as_str())
-        }
-        _ => false,
+    let Some(top) = frames.first() else {
+        return false;
+    };
+    if NODE_CALLBACK_MACHINERY.contains(&top.file_name.as_str()) {
+        return true;
     }
+    let helpers = frames
+        .iter()
+        .take_while(|f| TIMER_HELPERS.contains(&f.file_name.as_str()))
+        .count();
+    if helpers > 0
+        && frames
+            .get(helpers)
+            .is_some_and(|caller| NODE_TIMER_CODE.contains(&caller.file_name.as_str()))
+    {
+        return true;
+    }
+    frames
+        .iter()
+        .find(|f| NODE_TIMER_CODE.contains(&f.file_name.as_str()))
+        .is_some_and(|f| !TIMER_CALLBACK_RUNNERS.contains(&f.function_name.as_str()))
 }
 
 pub struct NodeSink {
