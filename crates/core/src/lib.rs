@@ -8,6 +8,7 @@
 //! - [`interrupt`]: an environment's interrupt bookkeeping: requests, terminations, guard frames
 //!   (pure state, simulated in tests).
 //! - [`monitor`]: the one process-wide thread that watches every registered loop.
+//! - [`node_code`]: the places in Node.js's own JavaScript where an interrupt must not land.
 //! - [`panics`]: panics and poisoned locks recovered from, counted and reported.
 //! - [`report`]: warnings as text and JSON, and the block record handed to JavaScript.
 //! - [`thread_state`]: where a thread outside JavaScript is (its system call), for warnings
@@ -38,6 +39,7 @@ pub mod heartbeat;
 pub mod interrupt;
 pub mod monitor;
 pub mod native_state;
+pub mod node_code;
 pub mod opaque;
 pub mod panics;
 pub mod report;

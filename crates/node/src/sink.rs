@@ -22,83 +22,6 @@ use crate::v8;
 /// Frames kept per sample.
 pub const MAX_FRAMES: u32 = 64;
 
-/// Node's own code that runs callbacks: its timer lists, its async hooks, its nextTick queue and
-/// the unhandled-rejection processing that queue runs (`processPromiseRejections`: stopped there,
-/// on Node 20 under an interrupt fuzz, the thread never ran another tick); and
-/// the public timer functions (`node:timers`: `setTimeout`, `setInterval`, `clearTimeout`,
-/// `clearImmediate` and the `unenroll` under them), which keep the same books. A termination with
-/// one of these innermost (between two callbacks, or around one) would cut their bookkeeping at a
-/// point no repair can know; the monitor asks again one timeout later. In `node:timers`:
-/// `setInterval` stopped between `new Timeout()` (which counts a ref) and `insert()` leaves a ref
-/// that no timer holds and a Timeout on no list; `clearTimeout` stopped inside `unenroll` leaves a
-/// destroyed Timeout still counted as a ref (unref'd timers then keep the process alive). Found
-/// by the churn test on Node 20 under load: a fresh Worker's first `setInterval` took longer than
-/// the timeout.
-const NODE_CALLBACK_MACHINERY: [&str; 5] = [
-    "node:internal/timers",
-    "node:timers",
-    "node:internal/async_hooks",
-    "node:internal/process/task_queues",
-    "node:internal/process/promises",
-];
-
-/// Node's timer code: its lists (`node:internal/timers`) and the public functions over them.
-const NODE_TIMER_CODE: [&str; 2] = ["node:internal/timers", "node:timers"];
-
-/// Helpers that Node's timer code calls between taking a Timeout or Immediate off its list and
-/// entering its callback's async scope (`L.remove`, `AsyncContextFrame.exchange`), or while it
-/// re-arms or clears one (`L.append`, `L.remove` in `unenroll`, the lists' priority queue).
-/// Innermost with Node's timer code right below, they count as that code: a termination there
-/// would leave a Timeout off its list and outside any scope, found by no repair (an interval
-/// stops for good, a timeout keeps its ref for ever). Called from anywhere else
-/// (`AsyncContextFrame.current()` under every `AsyncLocalStorage.getStore()`), they are the
-/// caller's. Found by the churn test on Node 22, reproduced by
-/// `__test__/fixtures/timer-bookkeeping.cjs`.
-const TIMER_HELPERS: [&str; 3] = [
-    "node:internal/linkedlist",
-    "node:internal/async_context_frame",
-    "node:internal/priority_queue",
-];
-
-/// The functions of Node's timer code that run the application's callbacks: what runs above them
-/// is a timer's or an Immediate's callback, or a tick or microtask run between two, which the
-/// repair after a termination knows how to finish (`lib/timer-repair.ts`).
-const TIMER_CALLBACK_RUNNERS: [&str; 3] = ["listOnTimeout", "processTimers", "processImmediate"];
-
-/// Whether the innermost frame is Node's callback machinery, or one of its timer helpers called by
-/// Node's timer code, or whatever runs inside that code's bookkeeping.
-/// - The helpers call each other (`L.append` calls `L.remove`, `PriorityQueue.removeAt` calls
-///   `percolateDown`): a chain of them counts as the code below it.
-/// - Node's timer code also calls out in the middle of its books: a Timeout's constructor counts
-///   its ref, then emits the async `init` hooks (AsyncLocalStorage's on Node 20/22, or the
-///   application's), and only then does `setTimeout()` put it on a list; `unenroll` emits
-///   `destroy` hooks. Stopped there, the ref is never dropped and the process never exits (found
-///   by an interrupt fuzz on Node 20). So when the innermost frame of Node's timer code is not one
-///   that runs callbacks, everything above it counts as that code.
-fn in_node_machinery(frames: &[loop_helpers_core::report::Frame]) -> bool {
-    let Some(top) = frames.first() else {
-        return false;
-    };
-    if NODE_CALLBACK_MACHINERY.contains(&top.file_name.as_str()) {
-        return true;
-    }
-    let helpers = frames
-        .iter()
-        .take_while(|f| TIMER_HELPERS.contains(&f.file_name.as_str()))
-        .count();
-    if helpers > 0
-        && frames
-            .get(helpers)
-            .is_some_and(|caller| NODE_TIMER_CODE.contains(&caller.file_name.as_str()))
-    {
-        return true;
-    }
-    frames
-        .iter()
-        .find(|f| NODE_TIMER_CODE.contains(&f.file_name.as_str()))
-        .is_some_and(|f| !TIMER_CALLBACK_RUNNERS.contains(&f.function_name.as_str()))
-}
-
 pub struct NodeSink {
     env_loop: Arc<EnvLoop>,
     blocks: Arc<JsChannel>,
@@ -310,7 +233,7 @@ unsafe fn interrupt(
         in_async_hook: frames.iter().any(|f| {
             f.file_name == "node:internal/async_hooks" && f.function_name.starts_with("emit")
         }),
-        in_node_machinery: in_node_machinery(frames),
+        in_node_machinery: loop_helpers_core::node_code::in_node_machinery(frames),
         in_own_code: loop_helpers_core::fingerprint::in_own_code(frames),
         in_builtin_loader: frames.iter().any(|f| {
             f.function_name == "compileForInternalLoader"
