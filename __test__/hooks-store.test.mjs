@@ -11,7 +11,22 @@ const only = hooksBased ? test : test.skip;
 const why = hooksBased
   ? ''
   : ` (skipped: Node.js ${major} keeps AsyncLocalStorage stores in AsyncContextFrames; nothing is recorded)`;
-const run = (name) => runNode([fixture('hooks-store.cjs'), name], { timeoutMs: 30_000 });
+const runOnce = (name) => runNode([fixture('hooks-store.cjs'), name], { timeoutMs: 30_000 });
+/**
+ * Runs a scenario; again (at most 3 times in all) when its block's first sample, whose store the
+ * event carries, was not taken in the scenario's spin: a loaded machine held the loop past the
+ * timeout before the spin began, in Node's HTTP code, where no store was entered yet. (Seen once
+ * in CI on Node 22: context null, no reason.)
+ */
+async function run(name) {
+  let r;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    r = await runOnce(name);
+    const spins = r.result?.events?.filter((e) => e.spin) ?? [];
+    if (spins.every((e) => e.firstInSpin)) break;
+  }
+  return r;
+}
 const NATIVE_LEVEL = /entered from native code .* run\(\) or enterWith\(\)/;
 
 /** The one block of the scenario (of detector `label`). */
@@ -19,6 +34,7 @@ function block(t, r, label = 'main') {
   t.is(r.code, 0, r.stderr);
   const mine = r.result.events.filter((e) => e.label === label && e.spin);
   t.is(mine.length, 1, JSON.stringify(r.result.events));
+  t.true(mine[0].firstInSpin, `the block's first sample was not taken in the spin: ${JSON.stringify(mine[0])}`);
   return mine[0];
 }
 
