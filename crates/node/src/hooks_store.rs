@@ -196,6 +196,12 @@ impl Hooks {
                 .then(|| w.own_element(resources, level as u32 - 1))
                 .flatten()
                 .filter(|&r| api.kind(r) == Some(Kind::Object));
+            // With no store on it, the records still answer if they have this level: Node's
+            // async-hooks trampoline can put a resource in a slot whose level native code entered,
+            // and then the stores entered there may sit on another object (CI, Node 20 and 22, 300
+            // nested run()s in an HTTP request callback: no store read, where the cap's marker
+            // was on record).
+            let mut resource_has_none = false;
             if let Some(resource) = resource {
                 let public = w
                     .step(resource, api.element(cx, names, 1))
@@ -204,7 +210,10 @@ impl Hooks {
                 let store = w
                     .step(public, key)
                     .filter(|&s| api.kind(s) != Some(Kind::Undefined));
-                return Located::Store(store);
+                if store.is_some() {
+                    return Located::Store(store);
+                }
+                resource_has_none = true;
             }
             // A level native code entered: the newest record at this level and async id (older
             // levels below end the search; a marker of the cap at or below this level, or none
@@ -233,7 +242,11 @@ impl Hooks {
                     );
                 }
             }
-            Located::Unknown
+            if resource_has_none {
+                Located::Store(None)
+            } else {
+                Located::Unknown
+            }
         }
     }
 }
