@@ -15,8 +15,8 @@ const runOnce = (name) => runNode([fixture('hooks-store.cjs'), name], { timeoutM
 /**
  * Runs a scenario; again (at most 3 times in all) when its block's first sample, whose store the
  * event carries, was not taken in the scenario's spin: a loaded machine held the loop past the
- * timeout before the spin began, in Node's HTTP code, where no store was entered yet. (Seen once
- * in CI on Node 22: context null, no reason.)
+ * timeout before the spin began, in Node's HTTP code, where no store was entered yet (seen on
+ * Node 20 beside a matrix run: the first sample outside the spin, context null, no reason).
  */
 async function run(name) {
   let r;
@@ -34,6 +34,7 @@ function block(t, r, label = 'main') {
   t.is(r.code, 0, r.stderr);
   const mine = r.result.events.filter((e) => e.label === label && e.spin);
   t.is(mine.length, 1, JSON.stringify(r.result.events));
+  // The event carries the store of the block's first sample: it must be the scenario's spin.
   t.true(mine[0].firstInSpin, `the block's first sample was not taken in the spin: ${JSON.stringify(mine[0])}`);
   return mine[0];
 }

@@ -31,9 +31,9 @@ const NODE_TIMER_CODE: [&str; 2] = ["node:internal/timers", "node:timers"];
 /// Helpers that Node's timer code calls between taking a Timeout or Immediate off its list and
 /// entering its callback's async scope (`L.remove`, `AsyncContextFrame.exchange`), or while it
 /// re-arms or clears one (`L.append`, `L.remove` in `unenroll`, the lists' priority queue).
-/// Innermost with Node's timer code right below, they count as that code: a termination there
-/// would leave a Timeout off its list and outside any scope, found by no repair (an interval
-/// stops for good, a timeout keeps its ref for ever). Called from anywhere else
+/// Innermost (alone, or a chain of them) with Node's timer code below, they count as that code: a
+/// termination there would leave a Timeout off its list and outside any scope, found by no repair
+/// (an interval stops for good, a timeout keeps its ref for ever). Called from anywhere else
 /// (`AsyncContextFrame.current()` under every `AsyncLocalStorage.getStore()`), they are the
 /// caller's. Found by the churn test on Node 22, reproduced by
 /// `__test__/fixtures/timer-bookkeeping.cjs`.

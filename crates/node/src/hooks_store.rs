@@ -190,34 +190,31 @@ impl Hooks {
             if !matches!(api.kind(key), Some(Kind::Symbol | Kind::String)) {
                 return Located::Unknown;
             }
-            // A level JavaScript entered: its resource is what getStore() reads.
             let resources = ref_value(env, self.resources);
             let resource = (level >= 1.0 && !resources.is_null())
                 .then(|| w.own_element(resources, level as u32 - 1))
                 .flatten()
                 .filter(|&r| api.kind(r) == Some(Kind::Object));
-            // With no store on it, the records still answer if they have this level: Node's
-            // async-hooks trampoline can put a resource in a slot whose level native code entered,
-            // and then the stores entered there may sit on another object (CI, Node 20 and 22, 300
-            // nested run()s in an HTTP request callback: no store read, where the cap's marker
-            // was on record).
-            let mut resource_has_none = false;
-            if let Some(resource) = resource {
+            // A level JavaScript entered: its resource is what getStore() reads, and a store on
+            // it answers. With none there, the records still answer if they have this level:
+            // Node's async-hooks trampoline can put a resource in a slot whose level native code
+            // entered, and the stores entered there may then sit on another object (CI, Node 20
+            // and 22, 300 nested run()s in an HTTP request callback gave no store where the cap's
+            // marker was on record).
+            let on_resource = resource.map(|resource| {
                 let public = w
                     .step(resource, api.element(cx, names, 1))
                     .filter(|&p| api.kind(p) == Some(Kind::Object))
                     .unwrap_or(resource);
-                let store = w
-                    .step(public, key)
-                    .filter(|&s| api.kind(s) != Some(Kind::Undefined));
-                if store.is_some() {
-                    return Located::Store(store);
-                }
-                resource_has_none = true;
+                w.step(public, key)
+                    .filter(|&s| api.kind(s) != Some(Kind::Undefined))
+            });
+            if let Some(Some(store)) = on_resource {
+                return Located::Store(Some(store));
             }
             // A level native code entered: the newest record at this level and async id (older
-            // levels below end the search; a marker of the cap at or below this level, or none
-            // found, leaves it unknown).
+            // levels below end the search; a marker of the cap at or below this level leaves it
+            // unknown, and so does finding none, unless a resource said there is no store).
             let in_use =
                 typed_element::<u32>(env, ref_value(env, self.records_top), NAPI_UINT32_ARRAY, 0)
                     .unwrap_or(0)
@@ -242,7 +239,8 @@ impl Hooks {
                     );
                 }
             }
-            if resource_has_none {
+            // Nothing on record: the resource's answer (no store) where there is a resource.
+            if on_resource.is_some() {
                 Located::Store(None)
             } else {
                 Located::Unknown
